@@ -1,0 +1,163 @@
+//! `cargo xtask <task>`: the build tasks of this repository, one subcommand each, with the names
+//! of the Makefile they replace. This file only parses the command line and dispatches.
+
+mod catalog;
+mod runner;
+mod settings;
+mod tasks;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Command, FromArgMatches, Subcommand};
+
+use catalog::Catalog;
+use runner::{CommandFailed, Runner};
+use settings::{Settings, SettingsArgs};
+use tasks::{Ctx, buildx, cloud, images, info, vm};
+
+// The tasks with fixed names. The per-image tasks (`build-<image>`, `buildx-publish-<image>`,
+// `pull-<image>`) come from the catalog, see `image_tasks`.
+#[derive(Subcommand, Debug)]
+enum Task {
+    /// Show the settings in effect and which tools are installed
+    Info,
+    /// Create the buildx builder $BUILDER unless it exists (MULTI_CONTEXT=1: amd64 + arm64 nodes)
+    BuildxSetup,
+    /// List the buildx builders
+    BuildxLs,
+    /// Empty the local cache of the buildx builder $BUILDER
+    Prune,
+    /// Remove the catalog's images from this machine's docker
+    Clean,
+    /// Build and push the cloud builder image (amd64 only: it runs inside Cloud Build)
+    BuildPublishCloudBuilder,
+    /// Start the arm64 VM
+    StartVm,
+    /// Stop the arm64 VM
+    StopVm,
+    /// Open a root shell on the arm64 VM through IAP
+    SshVm,
+    /// Forward 127.0.0.1:8375 to the arm64 VM's docker daemon, in the background
+    SshTunnel,
+}
+
+/// What an image task does with its image.
+#[derive(Clone, Copy)]
+enum ImageAction {
+    Build,
+    BuildxPublish,
+    Pull,
+}
+
+const IMAGE_ACTIONS: [(&str, ImageAction); 3] = [
+    ("build", ImageAction::Build),
+    ("buildx-publish", ImageAction::BuildxPublish),
+    ("pull", ImageAction::Pull),
+];
+
+fn image_tasks(catalog: &Catalog) -> Vec<Command> {
+    let mut commands = Vec::new();
+    for (task, image) in catalog.task_images() {
+        let (name, what) = (&image.name, &image.description);
+        commands.extend([
+            Command::new(format!("build-{task}")).about(format!(
+                "Build {name} ({what}) for this machine only, without pushing"
+            )),
+            Command::new(format!("buildx-publish-{task}"))
+                .about(format!("Build {name} ({what}) for $PLATFORMS and push it")),
+            Command::new(format!("pull-{task}"))
+                .about(format!("Pull {name} ({what}) for this machine")),
+        ]);
+    }
+    commands
+}
+
+fn cli(catalog: &Catalog) -> Command {
+    let cli = Command::new("xtask")
+        .bin_name("cargo xtask")
+        .about("Build multi-architecture Docker images with docker buildx and a native arm64 node")
+        .after_help("Run `cargo xtask <task> --help` for a task's own options.")
+        .disable_help_subcommand(false);
+    let cli = SettingsArgs::augment_args(cli);
+    let cli = Task::augment_subcommands(cli);
+    let cli = cli.subcommands(image_tasks(catalog));
+    // Sort the task list by name, as `make help` did.
+    let mut names: Vec<String> = cli
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    names.sort();
+    names.iter().enumerate().fold(cli, |cli, (order, name)| {
+        cli.mut_subcommand(name, |sub| sub.display_order(order))
+    })
+}
+
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the repository root")
+        .to_path_buf()
+}
+
+fn main() -> ExitCode {
+    match try_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            let code = err
+                .downcast_ref::<CommandFailed>()
+                .map_or(1, |failed| failed.exit_code);
+            ExitCode::from(u8::try_from(code).ok().filter(|c| *c != 0).unwrap_or(1))
+        }
+    }
+}
+
+fn try_main() -> Result<()> {
+    let root = project_root();
+    let catalog = Catalog::load(&root)?;
+    let mut cli = cli(&catalog);
+    let matches = cli.clone().get_matches();
+    let Some((name, _)) = matches.subcommand() else {
+        // `cargo xtask` alone lists the tasks, like `make` did.
+        cli.print_help()?;
+        return Ok(());
+    };
+    let name = name.to_string();
+    let settings = Settings::resolve(SettingsArgs::from_arg_matches(&matches)?, &catalog)?;
+    let runner = Runner::new(settings.dry_run, root);
+    let ctx = Ctx {
+        settings,
+        catalog,
+        runner,
+    };
+
+    for (prefix, action) in IMAGE_ACTIONS {
+        let Some(task) = name
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('-'))
+        else {
+            continue;
+        };
+        if let Some(image) = ctx.catalog.image_for_task(task) {
+            return match action {
+                ImageAction::Build => images::build(&ctx, image),
+                ImageAction::BuildxPublish => images::buildx_publish(&ctx, image),
+                ImageAction::Pull => images::pull(&ctx, image),
+            };
+        }
+    }
+    match Task::from_arg_matches(&matches)? {
+        Task::Info => info::info(&ctx),
+        Task::BuildxSetup => buildx::buildx_setup(&ctx),
+        Task::BuildxLs => buildx::buildx_ls(&ctx),
+        Task::Prune => buildx::prune(&ctx),
+        Task::Clean => images::clean(&ctx),
+        Task::BuildPublishCloudBuilder => cloud::build_publish_cloud_builder(&ctx),
+        Task::StartVm => vm::start_vm(&ctx),
+        Task::StopVm => vm::stop_vm(&ctx),
+        Task::SshVm => vm::ssh_vm(&ctx),
+        Task::SshTunnel => vm::ssh_tunnel(&ctx),
+    }
+}

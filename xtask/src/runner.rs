@@ -1,0 +1,283 @@
+//! Every external command passes through here: it is an argument vector (never a string for a
+//! shell), it is logged before it runs or printed instead of run for `--dry-run`, and a failure
+//! names the command and keeps its exit status.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, anyhow};
+
+/// A program, its arguments and the environment variables it gets on top of ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmd {
+    env: Vec<(String, String)>,
+    program: String,
+    args: Vec<String>,
+}
+
+impl Cmd {
+    pub fn new(program: &str) -> Cmd {
+        Cmd {
+            env: Vec::new(),
+            program: program.to_string(),
+            args: Vec::new(),
+        }
+    }
+
+    /// `docker`, with BuildKit on as every docker command of the Makefile had it.
+    pub fn docker() -> Cmd {
+        Cmd::new("docker").env("DOCKER_BUILDKIT", "1")
+    }
+
+    pub fn gcloud() -> Cmd {
+        Cmd::new("gcloud")
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Cmd {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Cmd {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+
+    #[cfg(test)]
+    pub fn arguments(&self) -> &[String] {
+        &self.args
+    }
+
+    /// The same command without `flag` and, when `takes_value`, the argument after it.
+    pub fn without(mut self, flag: &str, takes_value: bool) -> Cmd {
+        let mut args = Vec::with_capacity(self.args.len());
+        let mut iter = std::mem::take(&mut self.args).into_iter();
+        while let Some(arg) = iter.next() {
+            if arg == flag {
+                if takes_value {
+                    iter.next();
+                }
+            } else {
+                args.push(arg);
+            }
+        }
+        self.args = args;
+        self
+    }
+}
+
+/// The command as one line for a POSIX shell: environment assignments first, each word quoted
+/// where it needs to be, so that pasting the line runs exactly this argument vector.
+impl fmt::Display for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut words = Vec::with_capacity(self.env.len() + 1 + self.args.len());
+        for (name, value) in &self.env {
+            words.push(format!("{name}={}", quote(value)));
+        }
+        words.push(quote(&self.program));
+        words.extend(self.args.iter().map(|arg| quote(arg)));
+        f.write_str(&words.join(" "))
+    }
+}
+
+fn quote(word: &str) -> String {
+    // A NUL byte cannot be in an argument of a real process; show it rather than fail.
+    shlex::try_quote(word)
+        .map(|q| q.into_owned())
+        .unwrap_or_else(|_| format!("{word:?}"))
+}
+
+/// A command that ran and failed. `main` exits with its status, as `make` would.
+#[derive(Debug)]
+pub struct CommandFailed {
+    pub command: String,
+    pub exit_code: i32,
+}
+
+impl fmt::Display for CommandFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "command failed with exit status {}: {}",
+            self.exit_code, self.command
+        )
+    }
+}
+
+impl std::error::Error for CommandFailed {}
+
+/// Runs commands from the repository root, or prints them for a dry run.
+pub struct Runner {
+    dry_run: bool,
+    root: PathBuf,
+}
+
+impl Runner {
+    pub fn new(dry_run: bool, root: PathBuf) -> Runner {
+        Runner { dry_run, root }
+    }
+
+    /// Run `cmd`, streaming its output; a non-zero exit is an error naming it.
+    pub fn run(&self, cmd: &Cmd) -> Result<()> {
+        if self.print_if_dry(cmd) {
+            return Ok(());
+        }
+        let status = self.spawn(cmd, Stdio::inherit(), Stdio::inherit())?;
+        check(cmd, status)
+    }
+
+    /// Run `cmd` whose failure does not matter (it only shows something to the user).
+    pub fn run_ignoring_failure(&self, cmd: &Cmd) -> Result<()> {
+        if self.print_if_dry(cmd) {
+            return Ok(());
+        }
+        if let Err(err) = self
+            .spawn(cmd, Stdio::inherit(), Stdio::inherit())
+            .and_then(|s| check(cmd, s))
+        {
+            eprintln!("(ignored) {err:#}");
+        }
+        Ok(())
+    }
+
+    /// Run the probe `cmd` quietly and go on with `then` when it succeeds, `otherwise` when it
+    /// fails. A dry run cannot know the answer, so it prints the probe and both branches.
+    pub fn branch(
+        &self,
+        probe: &Cmd,
+        then: impl FnOnce(&Runner) -> Result<()>,
+        otherwise: impl FnOnce(&Runner) -> Result<()>,
+    ) -> Result<()> {
+        if self.print_if_dry(probe) {
+            self.say("if that succeeds:");
+            then(self)?;
+            self.say("if that fails:");
+            return otherwise(self);
+        }
+        let status = self.spawn(probe, Stdio::null(), Stdio::null())?;
+        if status.success() {
+            then(self)
+        } else {
+            otherwise(self)
+        }
+    }
+
+    /// A message for the user: a shell comment in a dry run, so the plan stays pasteable.
+    pub fn say(&self, message: &str) {
+        if self.dry_run {
+            println!("[dry-run] # {message}");
+        } else {
+            println!("{message}");
+        }
+    }
+
+    fn print_if_dry(&self, cmd: &Cmd) -> bool {
+        if self.dry_run {
+            println!("[dry-run] {cmd}");
+        }
+        self.dry_run
+    }
+
+    fn spawn(&self, cmd: &Cmd, stdout: Stdio, stderr: Stdio) -> Result<std::process::ExitStatus> {
+        ensure_installed(cmd.program())?;
+        eprintln!("+ {cmd}");
+        self.command(cmd)
+            .stdout(stdout)
+            .stderr(stderr)
+            .status()
+            .with_context(|| format!("cannot start `{cmd}`"))
+    }
+
+    fn command(&self, cmd: &Cmd) -> Command {
+        let mut command = Command::new(&cmd.program);
+        command.args(&cmd.args).current_dir(&self.root);
+        for (name, value) in &cmd.env {
+            command.env(name, value);
+        }
+        command
+    }
+}
+
+fn check(cmd: &Cmd, status: std::process::ExitStatus) -> Result<()> {
+    if status.success() {
+        return Ok(());
+    }
+    let exit_code = status.code().unwrap_or_else(|| {
+        // Killed by a signal: report it the way a shell does.
+        use std::os::unix::process::ExitStatusExt;
+        128 + status.signal().unwrap_or(0)
+    });
+    Err(CommandFailed {
+        command: cmd.to_string(),
+        exit_code,
+    }
+    .into())
+}
+
+/// Fail early, naming the program and how to install it, when it is not on `PATH`.
+pub fn ensure_installed(program: &str) -> Result<()> {
+    which::which(program).map(drop).map_err(|_| {
+        anyhow!(
+            "`{program}` is not installed or not on PATH. {}",
+            install_hint(program)
+        )
+    })
+}
+
+pub fn is_installed(program: &str) -> bool {
+    which::which(program).is_ok()
+}
+
+fn install_hint(program: &str) -> &'static str {
+    match program {
+        "docker" => {
+            "Install Docker Engine (https://docs.docker.com/engine/install/) or Docker Desktop, \
+             which includes the buildx plugin."
+        }
+        "gcloud" => "Install the Google Cloud CLI: https://cloud.google.com/sdk/docs/install",
+        "docker-registry" => "On Debian or Ubuntu: `apt-get install docker-registry`.",
+        "skopeo" => "On Debian or Ubuntu: `apt-get install skopeo`.",
+        _ => "Install it and make sure it is on PATH.",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_puts_environment_first_and_quotes_words() {
+        let cmd = Cmd::docker().args(["build", "--label", "a b", "it's"]);
+        assert_eq!(
+            cmd.to_string(),
+            r#"DOCKER_BUILDKIT=1 docker build --label 'a b' "it's""#
+        );
+    }
+
+    #[test]
+    fn without_drops_a_flag_and_its_value() {
+        let cmd = Cmd::new("x").args(["--push", "--cache-to", "ref", "--tag", "t", "--push"]);
+        assert_eq!(
+            cmd.clone().without("--push", false).arguments(),
+            ["--cache-to", "ref", "--tag", "t"]
+        );
+        assert_eq!(
+            cmd.without("--cache-to", true).arguments(),
+            ["--push", "--tag", "t", "--push"]
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! The Makefile's variables: each one read from the environment variable of the same name, with
+//! the same default, and most of them also from a flag that wins over the environment.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, bail};
+use clap::{ArgAction, Args, builder::BoolishValueParser};
+
+use crate::catalog::{Catalog, Image};
+
+// The settings every task shares. Flags are global, so they may come before or after the task.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Settings (flag, or the environment variable named)")]
+pub struct SettingsArgs {
+    /// Artifact Registry repository to publish into (docker-prod, docker-dev, yourname-test)
+    #[arg(long = "env", env = "ENV", default_value = "docker-dev", global = true)]
+    pub env: String,
+
+    /// GCP project
+    #[arg(
+        long = "project",
+        env = "GCP_PROJECT",
+        default_value = "multi-arch-docker",
+        global = true
+    )]
+    pub gcp_project: String,
+
+    /// Zone of the arm64 VM
+    #[arg(long, env = "ZONE", default_value = "us-central1-a", global = true)]
+    pub zone: String,
+
+    /// Registry host that holds $GCP_PROJECT/$ENV
+    #[arg(
+        long,
+        env = "REGISTRY",
+        default_value = "us-docker.pkg.dev",
+        global = true
+    )]
+    pub registry: String,
+
+    /// Root of every image path, used as is [default: $REGISTRY/$GCP_PROJECT/$ENV]
+    #[arg(long, env = "DOCKER_REPO", global = true)]
+    pub docker_repo: Option<String>,
+
+    /// Platforms of buildx builds, comma separated
+    #[arg(
+        long,
+        env = "PLATFORMS",
+        default_value = "linux/amd64,linux/arm64",
+        global = true
+    )]
+    pub platforms: String,
+
+    /// Name of the buildx builder
+    #[arg(long, env = "BUILDER", default_value = "builder-local", global = true)]
+    pub builder: String,
+
+    /// Name of the arm64 VM
+    #[arg(
+        long = "vm",
+        env = "ARM64_VM",
+        default_value = "builder-arm64-2cpu",
+        global = true
+    )]
+    pub arm64_vm: String,
+
+    /// 1: the Cloud Build starts the arm64 VM first and stops it last
+    #[arg(long, env = "AUTO_START_STOP", default_value = "0", global = true,
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "1", value_name = "0|1",
+          hide_possible_values = true)]
+    pub auto_start_stop: bool,
+
+    /// 1: the builder is two docker contexts, `default` (amd64) and `arm_node` (arm64)
+    #[arg(long, env = "MULTI_CONTEXT", default_value = "0", global = true,
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "1", value_name = "0|1",
+          hide_possible_values = true)]
+    pub multi_context: bool,
+
+    /// Appended as `-X` to published tags (not to cache refs)
+    #[arg(long, env = "TAG_MODIFIER", default_value = "", global = true)]
+    pub tag_modifier: String,
+
+    /// Print each command as `[dry-run] <command>` instead of running it (also: DRYRUN non-empty)
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+}
+
+/// Every setting resolved: the flags and environment, the derived paths and the image versions.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub env: String,
+    pub gcp_project: String,
+    pub zone: String,
+    pub docker_repo: String,
+    pub platforms: String,
+    pub builder: String,
+    pub arm64_vm: String,
+    pub auto_start_stop: bool,
+    pub multi_context: bool,
+    pub tag_modifier: String,
+    pub dry_run: bool,
+    /// Cloud Build sets `BUILDER_OUTPUT`; builds there get a registry token that dies after an hour.
+    pub in_cloud_build: bool,
+    /// The catalog's version variables (`ALPINE_VERSION`, …), each overridable from the environment.
+    pub versions: BTreeMap<String, String>,
+}
+
+impl Settings {
+    pub fn resolve(args: SettingsArgs, catalog: &Catalog) -> Result<Settings> {
+        Self::resolve_with(args, catalog, |name| std::env::var(name).ok())
+    }
+
+    /// `lookup` reads the environment; tests hand in their own.
+    pub fn resolve_with(
+        args: SettingsArgs,
+        catalog: &Catalog,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings> {
+        let docker_repo = match args.docker_repo {
+            Some(repo) if !repo.is_empty() => repo,
+            _ => format!("{}/{}/{}", args.registry, args.gcp_project, args.env),
+        };
+        let docker_repo = docker_repo.trim_end_matches('/').to_string();
+        if docker_repo.contains("://") {
+            bail!(
+                "DOCKER_REPO `{docker_repo}` has a scheme: give a registry path such as \
+                 `localhost:5000/dev`, without `http://` or `https://`"
+            );
+        }
+        let versions = catalog
+            .versions
+            .iter()
+            .map(|(name, default)| {
+                let value = lookup(name)
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| default.clone());
+                (name.clone(), value)
+            })
+            .collect();
+        let dry_run = args.dry_run || lookup("DRYRUN").is_some_and(|v| !v.is_empty());
+        Ok(Settings {
+            env: args.env,
+            gcp_project: args.gcp_project,
+            zone: args.zone,
+            docker_repo,
+            platforms: args.platforms,
+            builder: args.builder,
+            arm64_vm: args.arm64_vm,
+            auto_start_stop: args.auto_start_stop,
+            multi_context: args.multi_context,
+            tag_modifier: args.tag_modifier,
+            dry_run,
+            in_cloud_build: lookup("BUILDER_OUTPUT").is_some_and(|v| !v.is_empty()),
+            versions,
+        })
+    }
+
+    /// Root of the buildx registry caches.
+    pub fn cache_root(&self) -> String {
+        format!("{}/cache", self.docker_repo)
+    }
+
+    /// Where an image is published: `$DOCKER_REPO/<name>:<tag>[-$TAG_MODIFIER]`.
+    pub fn image_ref(&self, image: &Image) -> String {
+        let mut reference = format!("{}/{}:{}", self.docker_repo, image.name, self.tag(image));
+        if !self.tag_modifier.is_empty() {
+            reference.push('-');
+            reference.push_str(&self.tag_modifier);
+        }
+        reference
+    }
+
+    /// The buildx registry cache of an image. The tag modifier is left out on purpose: a seeding
+    /// run (`TAG_MODIFIER=arm64-seed`) must fill the very cache the real build reads.
+    pub fn cache_ref(&self, image: &Image) -> String {
+        format!("{}/{}:{}", self.cache_root(), image.name, self.tag(image))
+    }
+
+    pub fn tag(&self, image: &Image) -> String {
+        image.tag.render(&self.versions)
+    }
+
+    /// `--build-arg NAME=VALUE` pairs: `DOCKER_REPO` first, then the image's own versions.
+    pub fn build_args(&self, image: &Image) -> Vec<String> {
+        let mut args = vec![
+            "--build-arg".to_string(),
+            format!("DOCKER_REPO={}", self.docker_repo),
+        ];
+        for name in &image.build_args {
+            args.push("--build-arg".to_string());
+            args.push(format!("{name}={}", self.versions[name]));
+        }
+        args
+    }
+}

@@ -1,0 +1,18 @@
+//! One module per group of tasks; each task is a function named after it.
+
+pub mod buildx;
+pub mod cloud;
+pub mod images;
+pub mod info;
+pub mod vm;
+
+use crate::catalog::Catalog;
+use crate::runner::Runner;
+use crate::settings::Settings;
+
+/// What every task gets: the settings, the image catalog and the runner of its commands.
+pub struct Ctx {
+    pub settings: Settings,
+    pub catalog: Catalog,
+    pub runner: Runner,
+}

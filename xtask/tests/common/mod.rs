@@ -1,0 +1,187 @@
+//! Helpers shared by the integration tests: run the real `xtask` binary with a clean
+//! environment, read its dry-run plan, and put fake `docker`/`gcloud` programs on `PATH`.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
+
+/// `xtask` with none of the caller's settings: only `PATH` and `HOME`, plus `env`.
+pub fn xtask_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(XTASK);
+    cmd.args(args).env_clear();
+    for name in ["PATH", "HOME"] {
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd
+}
+
+pub fn xtask(args: &[&str], env: &[(&str, &str)]) -> Output {
+    xtask_command(args, env).output().expect("xtask runs")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("UTF-8 stdout")
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).expect("UTF-8 stderr")
+}
+
+/// The dry-run plan of a task: one entry per `[dry-run] ` line, each split back into its words
+/// the way a POSIX shell would. Comment lines stay one word (`# …`). Panics on any other line.
+pub fn plan(args: &[&str], env: &[(&str, &str)]) -> Vec<Vec<String>> {
+    let mut args = args.to_vec();
+    args.push("--dry-run");
+    let output = xtask(&args, env);
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}",
+        stderr(&output)
+    );
+    parse_plan(&stdout(&output))
+}
+
+pub fn parse_plan(stdout: &str) -> Vec<Vec<String>> {
+    stdout
+        .lines()
+        .map(|line| {
+            let command = line
+                .strip_prefix("[dry-run] ")
+                .unwrap_or_else(|| panic!("not a plan line: {line:?}"));
+            if command.starts_with('#') {
+                vec![command.to_string()]
+            } else {
+                shlex::split(command).unwrap_or_else(|| panic!("not valid shell: {command:?}"))
+            }
+        })
+        .collect()
+}
+
+/// Expected plan lines, written as shell commands (comments as `# …`).
+pub fn expected(lines: &[&str]) -> Vec<Vec<String>> {
+    lines
+        .iter()
+        .map(|line| {
+            if line.starts_with('#') {
+                vec![line.to_string()]
+            } else {
+                shlex::split(line).unwrap()
+            }
+        })
+        .collect()
+}
+
+/// Compare two plans line by line and argument by argument, with a readable failure.
+#[track_caller]
+pub fn assert_plan(actual: &[Vec<String>], expected: &[Vec<String>]) {
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert_eq!(a, e, "plan line {i} differs");
+    }
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "plan length differs: {actual:#?}"
+    );
+}
+
+/// Fake `docker` and `gcloud` in a temporary folder. Each call appends one line to a log: the
+/// program's name, `DOCKER_BUILDKIT` when set, and its arguments, separated by 0x1f. Exit codes
+/// come from rules: `fail(code, prefix)` makes every call whose `name args…` starts with `prefix`
+/// exit with `code`.
+pub struct FakeTools {
+    pub dir: tempfile::TempDir,
+}
+
+const FAKE: &str = r#"#!/bin/sh
+name=$(basename "$0")
+log="$FAKE_TOOLS_DIR/calls.log"
+{
+  printf '%s' "$name"
+  [ -n "${DOCKER_BUILDKIT:-}" ] && printf '\037DOCKER_BUILDKIT=%s' "$DOCKER_BUILDKIT"
+  for arg in "$@"; do printf '\037%s' "$arg"; done
+  printf '\n'
+} >> "$log"
+call="$name $*"
+if [ -f "$FAKE_TOOLS_DIR/rules" ]; then
+  while IFS= read -r rule; do
+    code=${rule%% *}
+    prefix=${rule#* }
+    case "$call" in
+      "$prefix"*) echo "fake $name: failing with $code" >&2; exit "$code" ;;
+    esac
+  done < "$FAKE_TOOLS_DIR/rules"
+fi
+exit 0
+"#;
+
+impl FakeTools {
+    pub fn new() -> FakeTools {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["docker", "gcloud"] {
+            let path = dir.path().join("bin").join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, FAKE).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        FakeTools { dir }
+    }
+
+    pub fn fail(&self, code: i32, prefix: &str) {
+        use std::io::Write;
+        let mut rules = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("rules"))
+            .unwrap();
+        writeln!(rules, "{code} {prefix}").unwrap();
+    }
+
+    pub fn bin(&self) -> PathBuf {
+        self.dir.path().join("bin")
+    }
+
+    /// `PATH` with the fakes first, then only the system folders (no real docker or gcloud
+    /// from elsewhere can answer).
+    pub fn path(&self) -> String {
+        format!("{}:/usr/bin:/bin", self.bin().display())
+    }
+
+    /// Run xtask with the fakes on `PATH`.
+    pub fn xtask(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let path = self.path();
+        let dir = self.dir.path().display().to_string();
+        let mut all = vec![("PATH", path.as_str()), ("FAKE_TOOLS_DIR", dir.as_str())];
+        all.extend_from_slice(env);
+        xtask(args, &all)
+    }
+
+    /// Every recorded call, as its words.
+    pub fn calls(&self) -> Vec<Vec<String>> {
+        read_calls(&self.dir.path().join("calls.log"))
+    }
+}
+
+fn read_calls(log: &Path) -> Vec<Vec<String>> {
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return Vec::new();
+    };
+    text.lines()
+        .map(|line| line.split('\x1f').map(str::to_string).collect())
+        .collect()
+}
+
+/// Words of a call as the fake records it: `docker DOCKER_BUILDKIT=1 buildx ls`.
+pub fn call(words: &str) -> Vec<String> {
+    shlex::split(words).unwrap()
+}
+
+pub fn has_arg(call: &[String], arg: impl AsRef<OsStr>) -> bool {
+    call.iter().any(|a| OsStr::new(a) == arg.as_ref())
+}

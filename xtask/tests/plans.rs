@@ -1,0 +1,413 @@
+//! The dry-run plan of every task, argument by argument, under the default settings and under
+//! the settings of an arm64 seeding run against production.
+
+mod common;
+
+use common::{assert_plan, expected, plan, xtask};
+
+const DEV: &str = "us-docker.pkg.dev/multi-arch-docker/docker-dev";
+const PROD: &str = "us-docker.pkg.dev/multi-arch-docker/docker-prod";
+
+/// ENV=docker-prod MULTI_CONTEXT=1 BUILDER=odb TAG_MODIFIER=arm64-seed PLATFORMS=linux/arm64
+const SEED: &[(&str, &str)] = &[
+    ("ENV", "docker-prod"),
+    ("MULTI_CONTEXT", "1"),
+    ("BUILDER", "odb"),
+    ("TAG_MODIFIER", "arm64-seed"),
+    ("PLATFORMS", "linux/arm64"),
+];
+
+fn setup_default() -> Vec<String> {
+    vec![
+        "DOCKER_BUILDKIT=1 docker buildx ls".into(),
+        "DOCKER_BUILDKIT=1 docker buildx inspect --builder builder-local".into(),
+        "# if that succeeds:".into(),
+        "# Using existing builder builder-local".into(),
+        "# if that fails:".into(),
+        "DOCKER_BUILDKIT=1 docker buildx create --name builder-local".into(),
+    ]
+}
+
+fn setup_seed() -> Vec<String> {
+    vec![
+        "DOCKER_BUILDKIT=1 docker buildx ls".into(),
+        "DOCKER_BUILDKIT=1 docker buildx inspect --builder odb".into(),
+        "# if that succeeds:".into(),
+        "# Using existing builder odb".into(),
+        "# if that fails:".into(),
+        "DOCKER_BUILDKIT=1 docker buildx create --use --name odb --platform linux/amd64 default".into(),
+        "DOCKER_BUILDKIT=1 docker buildx create --append --name odb --platform linux/arm64 arm_node".into(),
+        "DOCKER_BUILDKIT=1 docker buildx ls".into(),
+    ]
+}
+
+fn check(task: &str, env: &[(&str, &str)], lines: &[String]) {
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    assert_plan(&plan(&[task], env), &expected(&lines));
+}
+
+fn check_both(task: &str, default: &[String], seed: &[String]) {
+    check(task, &[], default);
+    check(task, SEED, seed);
+}
+
+fn s(text: &str) -> String {
+    text.to_string()
+}
+
+#[test]
+fn buildx_setup() {
+    check_both("buildx-setup", &setup_default(), &setup_seed());
+}
+
+#[test]
+fn buildx_ls_and_prune() {
+    let ls = [s("DOCKER_BUILDKIT=1 docker buildx ls")];
+    check_both("buildx-ls", &ls, &ls);
+    check_both(
+        "prune",
+        &[s(
+            "DOCKER_BUILDKIT=1 docker buildx prune --builder builder-local --all --force",
+        )],
+        &[s(
+            "DOCKER_BUILDKIT=1 docker buildx prune --builder odb --all --force",
+        )],
+    );
+}
+
+#[test]
+fn local_builds() {
+    check_both(
+        "build-runtime",
+        &[format!(
+            "DOCKER_BUILDKIT=1 docker build --file images/runtime/Dockerfile \
+             --build-arg DOCKER_REPO={DEV} --build-arg ALPINE_VERSION=3.15 \
+             --pull --tag {DEV}/runtime:3.15 images/runtime"
+        )],
+        &[format!(
+            "DOCKER_BUILDKIT=1 docker build --file images/runtime/Dockerfile \
+             --build-arg DOCKER_REPO={PROD} --build-arg ALPINE_VERSION=3.15 \
+             --pull --tag {PROD}/runtime:3.15-arm64-seed images/runtime"
+        )],
+    );
+    check_both(
+        "build-build",
+        &[format!(
+            "DOCKER_BUILDKIT=1 docker build --file images/golang-build/Dockerfile \
+             --build-arg DOCKER_REPO={DEV} --build-arg ALPINE_VERSION=3.15 --build-arg GO_VERSION=1.18 \
+             --pull --tag {DEV}/golang-build:1.18 images/golang-build"
+        )],
+        &[format!(
+            "DOCKER_BUILDKIT=1 docker build --file images/golang-build/Dockerfile \
+             --build-arg DOCKER_REPO={PROD} --build-arg ALPINE_VERSION=3.15 --build-arg GO_VERSION=1.18 \
+             --pull --tag {PROD}/golang-build:1.18-arm64-seed images/golang-build"
+        )],
+    );
+    check_both(
+        "build-odb",
+        &[format!(
+            "DOCKER_BUILDKIT=1 docker build --file images/odb/Dockerfile \
+             --build-arg DOCKER_REPO={DEV} --build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23 \
+             --pull --tag {DEV}/odb:2.5.0-b.23 images/odb"
+        )],
+        &[format!(
+            "DOCKER_BUILDKIT=1 docker build --file images/odb/Dockerfile \
+             --build-arg DOCKER_REPO={PROD} --build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23 \
+             --pull --tag {PROD}/odb:2.5.0-b.23-arm64-seed images/odb"
+        )],
+    );
+}
+
+/// `docker buildx build` of one image; the cache ref never carries the tag modifier.
+fn buildx_build(
+    repo: &str,
+    builder: &str,
+    platforms: &str,
+    image: &str,
+    args: &str,
+    tag: &str,
+    modifier: &str,
+) -> String {
+    let cache = format!("{repo}/cache/{image}:{tag}");
+    format!(
+        "DOCKER_BUILDKIT=1 docker buildx build --file images/{image}/Dockerfile --platform {platforms} \
+         --builder {builder} --progress plain --build-arg DOCKER_REPO={repo} {args} \
+         --cache-from type=registry,ref={cache} --cache-to type=registry,ref={cache},mode=max \
+         --pull --push --tag {repo}/{image}:{tag}{modifier} images/{image}"
+    )
+}
+
+#[test]
+fn buildx_publish() {
+    let images = [
+        (
+            "runtime",
+            "runtime",
+            "--build-arg ALPINE_VERSION=3.15",
+            "3.15",
+        ),
+        (
+            "build",
+            "golang-build",
+            "--build-arg ALPINE_VERSION=3.15 --build-arg GO_VERSION=1.18",
+            "1.18",
+        ),
+        (
+            "odb",
+            "odb",
+            "--build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23",
+            "2.5.0-b.23",
+        ),
+    ];
+    for (task, image, args, tag) in images {
+        let mut default = setup_default();
+        default.push(buildx_build(
+            DEV,
+            "builder-local",
+            "linux/amd64,linux/arm64",
+            image,
+            args,
+            tag,
+            "",
+        ));
+        let mut seed = setup_seed();
+        seed.push(buildx_build(
+            PROD,
+            "odb",
+            "linux/arm64",
+            image,
+            args,
+            tag,
+            "-arm64-seed",
+        ));
+        check_both(&format!("buildx-publish-{task}"), &default, &seed);
+    }
+}
+
+#[test]
+fn odb_split_build_in_cloud_build() {
+    let args = "--build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23";
+    let full = buildx_build(
+        DEV,
+        "builder-local",
+        "linux/amd64,linux/arm64",
+        "odb",
+        args,
+        "2.5.0-b.23",
+        "",
+    );
+    let cache = format!("{DEV}/cache/odb:2.5.0-b.23");
+    let build_only = full.replace(" --push", "").replace(
+        &format!(" --cache-to type=registry,ref={cache},mode=max"),
+        "",
+    );
+    let mut lines = setup_default();
+    lines.extend([
+        s("# split build: build without pushing, restart the builder, then build and push"),
+        build_only,
+        s("DOCKER_BUILDKIT=1 docker buildx stop builder-local"),
+        full,
+    ]);
+    check(
+        "buildx-publish-odb",
+        &[("BUILDER_OUTPUT", "/builder/outputs")],
+        &lines,
+    );
+    // Images not marked for the split build are built once, even in Cloud Build.
+    let plan = plan(
+        &["buildx-publish-runtime"],
+        &[("BUILDER_OUTPUT", "/builder/outputs")],
+    );
+    assert_eq!(
+        plan.iter()
+            .filter(|l| l.get(3).is_some_and(|w| w == "build"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn pulls_and_clean() {
+    for (task, reference) in [
+        ("pull-runtime", "runtime:3.15"),
+        ("pull-build", "golang-build:1.18"),
+        ("pull-odb", "odb:2.5.0-b.23"),
+    ] {
+        check_both(
+            task,
+            &[format!("DOCKER_BUILDKIT=1 docker pull {DEV}/{reference}")],
+            &[format!(
+                "DOCKER_BUILDKIT=1 docker pull {PROD}/{reference}-arm64-seed"
+            )],
+        );
+    }
+    check_both(
+        "clean",
+        &[format!(
+            "DOCKER_BUILDKIT=1 docker rmi {DEV}/runtime:3.15 {DEV}/golang-build:1.18 {DEV}/odb:2.5.0-b.23"
+        )],
+        &[format!(
+            "DOCKER_BUILDKIT=1 docker rmi {PROD}/runtime:3.15-arm64-seed {PROD}/golang-build:1.18-arm64-seed \
+             {PROD}/odb:2.5.0-b.23-arm64-seed"
+        )],
+    );
+}
+
+#[test]
+fn vm_tasks() {
+    let vm = "builder-arm64-2cpu --project multi-arch-docker --zone us-central1-a";
+    for action in ["start", "stop"] {
+        let line = [format!("gcloud compute instances {action} {vm}")];
+        check_both(&format!("{action}-vm"), &line, &line);
+    }
+    let ssh = [s(
+        "gcloud compute ssh --zone us-central1-a root@builder-arm64-2cpu --project multi-arch-docker --tunnel-through-iap",
+    )];
+    check_both("ssh-vm", &ssh, &ssh);
+    let tunnel = [s(
+        "gcloud compute ssh --project multi-arch-docker --zone us-central1-a builder-arm64-2cpu \
+         --tunnel-through-iap -- -L 127.0.0.1:8375:127.0.0.1:2375 -N -f",
+    )];
+    check_both("ssh-tunnel", &tunnel, &tunnel);
+    // The VM's name, zone and project are settings too.
+    check(
+        "start-vm",
+        &[
+            ("ARM64_VM", "arm-b"),
+            ("ZONE", "europe-west4-a"),
+            ("GCP_PROJECT", "p"),
+        ],
+        &[s(
+            "gcloud compute instances start arm-b --project p --zone europe-west4-a",
+        )],
+    );
+}
+
+#[test]
+fn cloud_builder() {
+    let tag = "gcloud502.0.0-docker27.4.1-buildx0.19.3-rust1.95.0";
+    let args = "--build-arg CLOUD_SDK_VERSION=502.0.0 --build-arg DOCKER_CLI_VERSION=27.4.1 \
+                --build-arg BUILDX_VERSION=0.19.3 --build-arg RUST_VERSION=1.95.0";
+    let lines = |repo: &str, modifier: &str| {
+        vec![
+            format!(
+                "DOCKER_BUILDKIT=1 docker build --file images/cloud-builder/Dockerfile --pull --platform linux/amd64 \
+                 --build-arg DOCKER_REPO={repo} {args} --tag {repo}/cloud-builder:{tag}{modifier} images/cloud-builder"
+            ),
+            format!("DOCKER_BUILDKIT=1 docker push {repo}/cloud-builder:{tag}{modifier}"),
+        ]
+    };
+    check_both(
+        "build-publish-cloud-builder",
+        &lines(DEV, ""),
+        &lines(PROD, "-arm64-seed"),
+    );
+}
+
+#[test]
+fn flags_win_over_the_environment_and_versions_come_from_it() {
+    let plan = plan(
+        &["--env", "flag-env", "pull-runtime", "--tag-modifier", "x"],
+        &[
+            ("ENV", "env-env"),
+            ("TAG_MODIFIER", "y"),
+            ("ALPINE_VERSION", "3.16"),
+        ],
+    );
+    assert_plan(
+        &plan,
+        &expected(&[
+            "DOCKER_BUILDKIT=1 docker pull us-docker.pkg.dev/multi-arch-docker/flag-env/runtime:3.16-x",
+        ]),
+    );
+    // DOCKER_REPO replaces $REGISTRY/$GCP_PROJECT/$ENV whole; REGISTRY replaces only the host.
+    let plan = common::plan(&["pull-odb"], &[("DOCKER_REPO", "localhost:5000/dev/")]);
+    assert_plan(
+        &plan,
+        &expected(&["DOCKER_BUILDKIT=1 docker pull localhost:5000/dev/odb:2.5.0-b.23"]),
+    );
+    let plan = common::plan(&["pull-odb"], &[("REGISTRY", "europe-docker.pkg.dev")]);
+    assert_plan(
+        &plan,
+        &expected(&[
+            "DOCKER_BUILDKIT=1 docker pull europe-docker.pkg.dev/multi-arch-docker/docker-dev/odb:2.5.0-b.23",
+        ]),
+    );
+}
+
+#[test]
+fn dryrun_variable_means_dry_run() {
+    let output = xtask(&["prune"], &[("DRYRUN", "1"), ("PATH", "/nonexistent")]);
+    assert!(output.status.success());
+    assert_eq!(
+        common::stdout(&output),
+        "[dry-run] DOCKER_BUILDKIT=1 docker buildx prune --builder builder-local --all --force\n"
+    );
+}
+
+#[test]
+fn info_shows_the_settings() {
+    let output = xtask(&["info"], SEED);
+    let out = common::stdout(&output);
+    assert!(output.status.success());
+    for line in [
+        "Environment is docker-prod",
+        &format!("DOCKER_REPO:     {PROD}"),
+        "PLATFORMS:       linux/arm64",
+        "MULTI_CONTEXT:   1",
+        "TAG_MODIFIER:    arm64-seed",
+        "ALPINE_VERSION:  3.15",
+    ] {
+        assert!(out.lines().any(|l| l == line), "no line {line:?} in\n{out}");
+    }
+    assert!(
+        out.lines().any(|l| l.starts_with("docker buildx:")),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_task_list_names_every_task() {
+    let alone = xtask(&[], &[]);
+    assert!(
+        alone.status.success(),
+        "`cargo xtask` alone is the task list, not an error"
+    );
+    let list = common::stdout(&alone);
+    assert_eq!(list, common::stdout(&xtask(&["help"], &[])));
+    for task in [
+        "info",
+        "buildx-setup",
+        "buildx-ls",
+        "prune",
+        "clean",
+        "build-publish-cloud-builder",
+        "start-vm",
+        "stop-vm",
+        "ssh-vm",
+        "ssh-tunnel",
+        "build-runtime",
+        "build-build",
+        "build-odb",
+        "buildx-publish-runtime",
+        "buildx-publish-build",
+        "buildx-publish-odb",
+        "pull-runtime",
+        "pull-build",
+        "pull-odb",
+        "help",
+    ] {
+        assert!(
+            list.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{task} "))),
+            "{task} missing:\n{list}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_task_is_an_error() {
+    let output = xtask(&["build-nothing"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(common::stderr(&output).contains("build-nothing"));
+}

@@ -1,0 +1,200 @@
+//! Real runs against fake `docker` and `gcloud` programs on `PATH` that record their arguments
+//! and exit with chosen codes.
+
+mod common;
+
+use common::{FakeTools, call, has_arg, stderr, stdout};
+
+#[test]
+fn buildx_setup_reuses_an_existing_builder() {
+    let fake = FakeTools::new();
+    let output = fake.xtask(&["buildx-setup"], &[("BUILDER", "b1")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        fake.calls(),
+        [
+            call("docker DOCKER_BUILDKIT=1 buildx ls"),
+            call("docker DOCKER_BUILDKIT=1 buildx inspect --builder b1")
+        ]
+    );
+    assert!(stdout(&output).contains("Using existing builder b1"));
+}
+
+#[test]
+fn buildx_setup_creates_a_missing_builder() {
+    let fake = FakeTools::new();
+    fake.fail(1, "docker buildx inspect");
+    let output = fake.xtask(&["buildx-setup"], &[("BUILDER", "b2")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        fake.calls(),
+        [
+            call("docker DOCKER_BUILDKIT=1 buildx ls"),
+            call("docker DOCKER_BUILDKIT=1 buildx inspect --builder b2"),
+            call("docker DOCKER_BUILDKIT=1 buildx create --name b2"),
+        ]
+    );
+}
+
+#[test]
+fn buildx_setup_creates_a_two_node_builder() {
+    let fake = FakeTools::new();
+    fake.fail(1, "docker buildx inspect");
+    let output = fake.xtask(&["buildx-setup", "--multi-context"], &[("BUILDER", "odb")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 5, "{calls:?}");
+    assert_eq!(
+        calls[2],
+        call(
+            "docker DOCKER_BUILDKIT=1 buildx create --use --name odb --platform linux/amd64 default"
+        )
+    );
+    assert_eq!(
+        calls[3],
+        call(
+            "docker DOCKER_BUILDKIT=1 buildx create --append --name odb --platform linux/arm64 arm_node"
+        )
+    );
+    assert_eq!(calls[4], call("docker DOCKER_BUILDKIT=1 buildx ls"));
+}
+
+#[test]
+fn a_failing_buildx_ls_does_not_stop_the_setup() {
+    let fake = FakeTools::new();
+    fake.fail(1, "docker buildx ls");
+    let output = fake.xtask(&["buildx-setup"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(fake.calls().len(), 2);
+}
+
+#[test]
+fn split_build_runs_its_three_steps_in_order() {
+    let fake = FakeTools::new();
+    let output = fake.xtask(
+        &["buildx-publish-odb"],
+        &[("BUILDER_OUTPUT", "/builder/outputs"), ("BUILDER", "odb")],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let calls = fake.calls();
+    let steps = &calls[2..];
+    assert_eq!(steps.len(), 3, "{calls:?}");
+    assert_eq!(steps[0][..3], call("docker DOCKER_BUILDKIT=1 buildx")[..]);
+    assert_eq!(steps[0][3], "build");
+    assert!(
+        !has_arg(&steps[0], "--push") && !has_arg(&steps[0], "--cache-to"),
+        "{:?}",
+        steps[0]
+    );
+    assert!(has_arg(&steps[0], "--cache-from"));
+    assert_eq!(steps[1], call("docker DOCKER_BUILDKIT=1 buildx stop odb"));
+    assert!(
+        has_arg(&steps[2], "--push") && has_arg(&steps[2], "--cache-to"),
+        "{:?}",
+        steps[2]
+    );
+    // The full build is the first one plus exactly `--push` and `--cache-to <ref>`.
+    assert_eq!(steps[2].len(), steps[0].len() + 3);
+}
+
+#[test]
+fn a_failing_command_stops_the_task_with_its_exit_status() {
+    let fake = FakeTools::new();
+    fake.fail(3, "docker buildx build");
+    let output = fake.xtask(
+        &["buildx-publish-odb"],
+        &[("BUILDER_OUTPUT", "/builder/outputs")],
+    );
+    assert_eq!(output.status.code(), Some(3));
+    let err = stderr(&output);
+    assert!(err.contains("command failed with exit status 3: DOCKER_BUILDKIT=1 docker buildx build --file images/odb/Dockerfile"), "{err}");
+    // Nothing after the failing first step of the split build ran.
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+}
+
+#[test]
+fn every_command_is_logged_before_it_runs() {
+    let fake = FakeTools::new();
+    let output = fake.xtask(&["stop-vm"], &[]);
+    assert!(output.status.success());
+    assert!(
+        stderr(&output).contains("+ gcloud compute instances stop builder-arm64-2cpu --project multi-arch-docker --zone us-central1-a"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        fake.calls(),
+        [call(
+            "gcloud compute instances stop builder-arm64-2cpu --project multi-arch-docker --zone us-central1-a"
+        )]
+    );
+}
+
+#[test]
+fn a_missing_program_is_named_with_how_to_install_it() {
+    let output = common::xtask(&["pull-runtime"], &[("PATH", "/nonexistent")]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("`docker` is not installed or not on PATH"),
+        "{err}"
+    );
+    assert!(err.contains("Install Docker"), "{err}");
+    let output = common::xtask(&["start-vm"], &[("PATH", "/nonexistent")]);
+    assert!(
+        stderr(&output).contains("Install the Google Cloud CLI"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// A dry-run line pasted into a shell runs exactly the argument vector of the task.
+#[test]
+fn dry_run_lines_survive_a_shell() {
+    let fake = FakeTools::new();
+    let tricky_builder = r#"my builder's "odd" $name `x` \ end"#;
+    let tricky_modifier = "a b;c&&d|e*";
+    for task in ["prune", "buildx-publish-runtime", "pull-odb"] {
+        let dry = common::xtask(
+            &[task, "--dry-run"],
+            &[
+                ("BUILDER", tricky_builder),
+                ("TAG_MODIFIER", tricky_modifier),
+            ],
+        );
+        assert!(dry.status.success());
+        let line = stdout(&dry)
+            .lines()
+            .last()
+            .unwrap()
+            .strip_prefix("[dry-run] ")
+            .unwrap()
+            .to_string();
+        let log = fake.dir.path().join("calls.log");
+        let _ = std::fs::remove_file(&log);
+        let status = std::process::Command::new("bash")
+            .args(["-c", &line])
+            .env("PATH", fake.path())
+            .env("FAKE_TOOLS_DIR", fake.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let real = fake.xtask(
+            &[task],
+            &[
+                ("BUILDER", tricky_builder),
+                ("TAG_MODIFIER", tricky_modifier),
+            ],
+        );
+        assert!(real.status.success(), "{}", stderr(&real));
+        let calls = fake.calls();
+        let (pasted, ran) = (&calls[0], calls.last().unwrap());
+        assert_eq!(pasted, ran, "bash -c {line:?}");
+        assert!(
+            ran.iter()
+                .any(|a| a.contains(tricky_builder) || a.contains(tricky_modifier)),
+            "{ran:?}"
+        );
+    }
+}
