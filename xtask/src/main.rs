@@ -1,21 +1,17 @@
 //! `cargo xtask <task>`: the build tasks of this repository, one subcommand each, with the names
 //! of the Makefile they replace. This file only parses the command line and dispatches.
 
-mod catalog;
-mod runner;
-mod settings;
-mod tasks;
-
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, Command, FromArgMatches, Subcommand};
 
-use catalog::Catalog;
-use runner::{CommandFailed, Runner};
-use settings::{Settings, SettingsArgs};
-use tasks::{Ctx, buildx, cloud, images, info, vm};
+use xtask::catalog::Catalog;
+use xtask::runner::{CommandFailed, Runner};
+use xtask::settings::{Settings, SettingsArgs};
+use xtask::tasks::local_registry::{self, LocalRegistryArgs};
+use xtask::tasks::thirdparty::{self, ThirdpartyArgs};
+use xtask::tasks::{Ctx, buildx, cloud, images, info, vm};
 
 // The tasks with fixed names. The per-image tasks (`build-<image>`, `buildx-publish-<image>`,
 // `pull-<image>`) come from the catalog, see `image_tasks`.
@@ -41,6 +37,10 @@ enum Task {
     SshVm,
     /// Forward 127.0.0.1:8375 to the arm64 VM's docker daemon, in the background
     SshTunnel,
+    /// Vendor the base images of thirdparty.txt into $DOCKER_REPO/thirdparty/
+    Thirdparty(ThirdpartyArgs),
+    /// Start a registry on 127.0.0.1 for local work (docker-registry, else the registry:2 image)
+    LocalRegistry(LocalRegistryArgs),
 }
 
 /// What an image task does with its image.
@@ -94,13 +94,6 @@ fn cli(catalog: &Catalog) -> Command {
     })
 }
 
-pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask sits in the repository root")
-        .to_path_buf()
-}
-
 fn main() -> ExitCode {
     match try_main() {
         Ok(()) => ExitCode::SUCCESS,
@@ -115,7 +108,7 @@ fn main() -> ExitCode {
 }
 
 fn try_main() -> Result<()> {
-    let root = project_root();
+    let root = xtask::project_root();
     let catalog = Catalog::load(&root)?;
     let mut cli = cli(&catalog);
     let matches = cli.clone().get_matches();
@@ -126,11 +119,12 @@ fn try_main() -> Result<()> {
     };
     let name = name.to_string();
     let settings = Settings::resolve(SettingsArgs::from_arg_matches(&matches)?, &catalog)?;
-    let runner = Runner::new(settings.dry_run, root);
+    let runner = Runner::new(settings.dry_run, root.clone());
     let ctx = Ctx {
         settings,
         catalog,
         runner,
+        root,
     };
 
     for (prefix, action) in IMAGE_ACTIONS {
@@ -159,5 +153,7 @@ fn try_main() -> Result<()> {
         Task::StopVm => vm::stop_vm(&ctx),
         Task::SshVm => vm::ssh_vm(&ctx),
         Task::SshTunnel => vm::ssh_tunnel(&ctx),
+        Task::Thirdparty(args) => thirdparty::thirdparty(&ctx, &args),
+        Task::LocalRegistry(args) => local_registry::local_registry(&ctx, &args),
     }
 }

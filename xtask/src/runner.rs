@@ -3,7 +3,8 @@
 //! names the command and keeps its exit status.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, anyhow};
@@ -131,6 +132,10 @@ impl Runner {
         Runner { dry_run, root }
     }
 
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+
     /// Run `cmd`, streaming its output; a non-zero exit is an error naming it.
     pub fn run(&self, cmd: &Cmd) -> Result<()> {
         if self.print_if_dry(cmd) {
@@ -174,6 +179,57 @@ impl Runner {
         } else {
             otherwise(self)
         }
+    }
+
+    /// Run a read-only query and return its standard output, even in a dry run (a dry run still
+    /// checks, it only changes nothing). The output is never logged: it may be a secret.
+    pub fn query(&self, cmd: &Cmd, stdin: Option<&str>) -> Result<String> {
+        ensure_installed(cmd.program())?;
+        eprintln!("+ {cmd}");
+        let mut child = self
+            .command(cmd)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start `{cmd}`"))?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            use std::io::Write;
+            pipe.write_all(input.as_bytes())
+                .with_context(|| format!("cannot write to `{cmd}`"))?;
+        }
+        let output = child
+            .wait_with_output()
+            .with_context(|| format!("cannot run `{cmd}`"))?;
+        check(cmd, output.status)
+            .with_context(|| String::from_utf8_lossy(&output.stderr).trim().to_string())?;
+        String::from_utf8(output.stdout)
+            .with_context(|| format!("`{cmd}` printed non-UTF-8 output"))
+    }
+
+    /// Start `cmd` in the background, detached from us, its output going to `log`. Returns its
+    /// process id (none in a dry run).
+    pub fn spawn_background(&self, cmd: &Cmd, log: &Path) -> Result<Option<u32>> {
+        if self.print_if_dry(cmd) {
+            return Ok(None);
+        }
+        ensure_installed(cmd.program())?;
+        eprintln!("+ {cmd} >{} 2>&1 &", log.display());
+        let out = std::fs::File::create(log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let child = self
+            .command(cmd)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .process_group(0) // not killed by a Ctrl-C meant for us
+            .spawn()
+            .with_context(|| format!("cannot start `{cmd}`"))?;
+        Ok(Some(child.id()))
     }
 
     /// A message for the user: a shell comment in a dry run, so the plan stays pasteable.

@@ -4,7 +4,11 @@ pub mod buildx;
 pub mod cloud;
 pub mod images;
 pub mod info;
+pub mod local_registry;
+pub mod thirdparty;
 pub mod vm;
+
+use std::path::PathBuf;
 
 use crate::catalog::Catalog;
 use crate::runner::Runner;
@@ -15,4 +19,6 @@ pub struct Ctx {
     pub settings: Settings,
     pub catalog: Catalog,
     pub runner: Runner,
+    /// The repository root: commands run here, relative paths start here.
+    pub root: PathBuf,
 }

@@ -1,0 +1,11 @@
+//! Registry code: copying images between OCI registries with oci-client. Nothing here knows
+//! about the command line; the `thirdparty` task drives it.
+
+pub mod auth;
+pub mod copy;
+pub mod manifest;
+pub mod retry;
+pub mod session;
+
+pub use copy::{MirrorOptions, Mirrored, Outcome, Pair, Progress, Report, mirror};
+pub use session::{RegistryAccess, Session, uses_plain_http};

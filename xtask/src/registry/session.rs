@@ -1,0 +1,371 @@
+//! One run's connection to its registries: the oci-client client, each registry's credentials,
+//! and the requests a copy makes, each retried on transient failures and counted.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use reqwest::header::{HeaderValue, WWW_AUTHENTICATE};
+
+use super::manifest::ACCEPTED;
+use super::retry::{RetryPolicy, is_transient};
+
+/// How a registry is reached, decided once per run.
+#[derive(Debug, Clone)]
+pub struct RegistryAccess {
+    /// `host[:port]` as it appears in references.
+    pub host: String,
+    /// Plain HTTP: loopback registries (as Docker does) and those listed as insecure.
+    pub plain_http: bool,
+}
+
+/// Whether a registry speaks plain HTTP: loopback addresses always, like Docker; any other only
+/// when listed in `insecure` (host or host:port).
+pub fn uses_plain_http(host: &str, insecure: &[String]) -> bool {
+    let name = host_without_port(host);
+    let loopback =
+        name == "localhost" || name.starts_with("127.") || name == "[::1]" || name == "::1";
+    loopback || insecure.iter().any(|entry| entry == host || entry == name)
+}
+
+fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split_once(']')
+            .map_or(host, |(name, _)| &host[..=name.len()]);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+pub struct Session {
+    client: Client,
+    probe: reqwest::Client,
+    auth: HashMap<String, Result<RegistryAuth, String>>,
+    plain_http: Vec<String>,
+    pub retry: RetryPolicy,
+    retries: AtomicU64,
+}
+
+/// Timeouts: a connection must open within 10 s, and no read may stall for a minute. A whole
+/// blob may take as long as it needs while bytes keep coming.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Session {
+    /// `registries`: every registry of the run with the credentials found for it.
+    pub async fn connect(
+        registries: Vec<(RegistryAccess, RegistryAuth)>,
+        retry: RetryPolicy,
+    ) -> Result<Session> {
+        let plain_http: Vec<String> = registries
+            .iter()
+            .filter(|(access, _)| access.plain_http)
+            .map(|(a, _)| a.host.clone())
+            .collect();
+        let config = ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(plain_http.clone()),
+            // One PUT per blob with its size, instead of one round trip per 4 MiB chunk.
+            use_monolithic_push: true,
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
+            platform_resolver: None,
+            ..ClientConfig::default()
+        };
+        let client = Client::try_from(config).context("cannot set up the registry client")?;
+        let probe = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(READ_TIMEOUT)
+            .build()
+            .context("cannot set up the HTTP client")?;
+        let mut session = Session {
+            client,
+            probe,
+            auth: HashMap::new(),
+            plain_http,
+            retry,
+            retries: AtomicU64::new(0),
+        };
+        let probes = registries.into_iter().map(|(access, auth)| {
+            let session = &session;
+            async move {
+                let resolved = session.resolve_auth(&access.host, auth).await;
+                (access.host, resolved)
+            }
+        });
+        let resolved = futures_util::future::join_all(probes).await;
+        for (host, auth) in &resolved {
+            if let Ok(auth) = auth {
+                session.client.store_auth_if_needed(host, auth).await;
+            }
+        }
+        session.auth = resolved.into_iter().collect();
+        Ok(session)
+    }
+
+    /// Ask the registry once (`GET /v2/`) whether it wants credentials at all. oci-client pings
+    /// `/v2/` before every request to a registry that has no auth challenge when it is handed
+    /// anonymous credentials, doubling each round trip; an empty bearer token (which such a
+    /// registry ignores) lets it skip that. Registries that challenge get the real credentials.
+    async fn resolve_auth(&self, host: &str, auth: RegistryAuth) -> Result<RegistryAuth, String> {
+        let scheme = if self.plain_http.iter().any(|h| h == host) {
+            "http"
+        } else {
+            "https"
+        };
+        let url = format!("{scheme}://{host}/v2/");
+        let retries = &self.retries;
+        let answer = self
+            .retry
+            .run(retries, || async {
+                let response = self.probe.get(&url).send().await?;
+                let status = response.status().as_u16();
+                if status >= 500 || status == 429 || status == 408 {
+                    let message = String::new();
+                    return Err(OciDistributionError::ServerError {
+                        code: status,
+                        url: url.clone(),
+                        message,
+                    });
+                }
+                Ok(response.headers().get(WWW_AUTHENTICATE).cloned())
+            })
+            .await;
+        match answer {
+            Ok(None) => Ok(RegistryAuth::Bearer(String::new())),
+            Ok(Some(_challenge)) => Ok(auth),
+            Err(err) => Err(format!(
+                "cannot reach registry {host} ({url}): {}",
+                describe(&err)
+            )),
+        }
+    }
+
+    fn auth_for(&self, reference: &Reference) -> Result<&RegistryAuth> {
+        let host = reference.resolve_registry();
+        match self
+            .auth
+            .get(host)
+            .or_else(|| self.auth.get(reference.registry()))
+        {
+            Some(Ok(auth)) => Ok(auth),
+            Some(Err(unreachable)) => Err(anyhow!("{unreachable}")),
+            None => Err(anyhow!("registry {host} was not set up for this run")),
+        }
+    }
+
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    async fn with_retry<T, F, Fut>(&self, op: F) -> Result<T, OciDistributionError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
+    {
+        self.retry.run(&self.retries, op).await
+    }
+
+    /// The digest a tag points at, by HEAD (free against Docker Hub's pull limit); `None` when the
+    /// tag or the repository does not exist.
+    pub async fn manifest_digest(&self, reference: &Reference) -> Result<Option<String>> {
+        let auth = self.auth_for(reference)?;
+        let answer = self
+            .with_retry(|| self.client.fetch_manifest_digest(reference, auth))
+            .await;
+        match answer {
+            Ok(digest) => Ok(Some(digest)),
+            Err(err) if is_not_found(&err) => Ok(None),
+            Err(err) => Err(anyhow!("{}", describe(&err))),
+        }
+    }
+
+    /// The bytes of a manifest, checked against the digest in `reference`.
+    pub async fn manifest(&self, reference: &Reference) -> Result<Bytes> {
+        let auth = self.auth_for(reference)?;
+        let (bytes, _digest) = self
+            .with_retry(|| self.client.pull_manifest_raw(reference, auth, ACCEPTED))
+            .await
+            .map_err(|err| anyhow!("cannot read manifest {reference}: {}", describe(&err)))?;
+        Ok(bytes)
+    }
+
+    pub async fn blob_exists(&self, repository: &Reference, digest: &str) -> Result<bool> {
+        self.auth_for(repository)?;
+        self.with_retry(|| self.client.blob_exists(repository, digest))
+            .await
+            .map_err(|err| {
+                anyhow!(
+                    "cannot check blob {digest} in {repository}: {}",
+                    describe(&err)
+                )
+            })
+    }
+
+    /// Link a blob the registry already holds in `from` into `repository`, sending no bytes.
+    /// `false` when the registry would not (a failed mount is not an error: we copy instead).
+    pub async fn mount_blob(&self, repository: &Reference, from: &Reference, digest: &str) -> bool {
+        self.auth_for(repository).is_ok()
+            && self
+                .client
+                .mount_blob(repository, from, digest)
+                .await
+                .is_ok()
+    }
+
+    /// Stream one blob from `source` to `destination`. Its sha256 is checked while it streams:
+    /// on a mismatch the upload is abandoned before it completes, so the destination never
+    /// holds a wrong blob. `on_bytes` sees every chunk as it passes.
+    pub async fn copy_blob(
+        &self,
+        source: &Reference,
+        destination: &Reference,
+        digest: &str,
+        size: u64,
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<()> {
+        self.auth_for(source)?;
+        self.auth_for(destination)?;
+        self.with_retry(|| async {
+            let stream = self.client.pull_blob_stream(source, digest).await?;
+            let counted = stream
+                .inspect_ok(|chunk| on_bytes(chunk.len() as u64))
+                .map_err(OciDistributionError::from);
+            // oci-client wants a 'static stream; the closure above borrows `on_bytes`, so the
+            // chunks go through a channel fed from here while the upload runs.
+            let (sender, receiver) =
+                tokio::sync::mpsc::channel::<Result<Bytes, OciDistributionError>>(4);
+            let received = futures_util::stream::unfold(receiver, |mut receiver| async move {
+                receiver.recv().await.map(|item| (item, receiver))
+            });
+            let feed = forward(counted, sender);
+            let upload = self
+                .client
+                .push_blob_stream(destination, received, digest, Some(size));
+            let (fed, uploaded) = futures_util::future::join(feed, upload).await;
+            fed?;
+            uploaded.map(drop)
+        })
+        .await
+        .map_err(|err| anyhow!("blob {digest}: {}", describe(&err)))
+    }
+
+    /// Push a manifest's exact bytes, by digest or by tag as `reference` says.
+    pub async fn push_manifest(
+        &self,
+        reference: &Reference,
+        bytes: &Bytes,
+        media_type: &str,
+    ) -> Result<()> {
+        self.auth_for(reference)?;
+        let content_type = HeaderValue::from_str(media_type)
+            .with_context(|| format!("invalid media type {media_type:?}"))?;
+        self.with_retry(|| {
+            self.client
+                .push_manifest_raw(reference, bytes.clone(), content_type.clone())
+        })
+        .await
+        .map(drop)
+        .map_err(|err| anyhow!("cannot push manifest {reference}: {}", describe(&err)))
+    }
+}
+
+/// Move every item of `stream` into `sender`; an error from the stream ends the upload, which
+/// sees it and aborts.
+async fn forward<S>(
+    stream: S,
+    sender: tokio::sync::mpsc::Sender<Result<Bytes, OciDistributionError>>,
+) -> Result<(), OciDistributionError>
+where
+    S: futures_util::Stream<Item = Result<Bytes, OciDistributionError>>,
+{
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = futures_util::StreamExt::next(&mut stream).await {
+        // Keep the failure retryable (a corrupted or cut-short body may come right next time).
+        let failed = item
+            .as_ref()
+            .err()
+            .map(|e| OciDistributionError::IoError(std::io::Error::other(e.to_string())));
+        if sender.send(item).await.is_err() {
+            // The upload stopped reading: it failed, and its error says why.
+            return Ok(());
+        }
+        if let Some(err) = failed {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+fn is_not_found(err: &OciDistributionError) -> bool {
+    match err {
+        OciDistributionError::ServerError { code, .. } => *code == 404,
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
+            matches!(
+                e.code,
+                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound
+            )
+        }),
+        _ => false,
+    }
+}
+
+/// An error in one line, with the cause reqwest keeps in its source chain (connection refused,
+/// timed out, …), and a hint for the common permanent ones.
+pub fn describe(err: &OciDistributionError) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    if matches!(err, OciDistributionError::UnauthorizedError { .. })
+        || matches!(err, OciDistributionError::RegistryError { envelope, .. }
+            if envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)))
+    {
+        text.push_str(" (check the credentials: `docker login`, or `gcloud auth login` for Google registries)");
+    }
+    if is_transient(err) {
+        text.push_str(" (gave up after retrying)");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_and_listed_registries_use_plain_http() {
+        let insecure = vec!["registry.lan".to_string(), "10.0.0.5:5000".to_string()];
+        for host in [
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+            "registry.lan:443",
+            "10.0.0.5:5000",
+        ] {
+            assert!(uses_plain_http(host, &insecure), "{host}");
+        }
+        for host in [
+            "us-docker.pkg.dev",
+            "index.docker.io",
+            "10.0.0.5:5001",
+            "localhost.example.com",
+        ] {
+            assert!(!uses_plain_http(host, &insecure), "{host}");
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! local-registry: a registry on 127.0.0.1 for local work and tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::Ctx;
+use crate::local_registry::{answers, config_yaml, wait_until_up};
+use crate::runner::{Cmd, is_installed};
+
+#[derive(Args, Debug, Clone)]
+pub struct LocalRegistryArgs {
+    /// Port on 127.0.0.1
+    #[arg(long, default_value_t = 5000)]
+    pub port: u16,
+    /// Where the registry keeps its data, config and log [default: target/local-registry]
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+/// local-registry: start it unless one already answers on the port.
+pub fn local_registry(ctx: &Ctx, args: &LocalRegistryArgs) -> Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    if !ctx.runner.is_dry_run() && answers(addr) {
+        println!("A registry is already running at {addr}: use DOCKER_REPO={addr}/<name>");
+        return Ok(());
+    }
+    let data = args
+        .data
+        .clone()
+        .unwrap_or_else(|| ctx.root.join("target/local-registry"));
+    if is_installed("docker-registry") {
+        let config = data.join("config.yml");
+        if !ctx.runner.is_dry_run() {
+            std::fs::create_dir_all(data.join("storage"))
+                .with_context(|| format!("cannot create {}", data.display()))?;
+            std::fs::write(&config, config_yaml(addr, &data.join("storage"), None))
+                .with_context(|| format!("cannot write {}", config.display()))?;
+        }
+        let serve = Cmd::new("docker-registry")
+            .arg("serve")
+            .arg(config.display().to_string());
+        let log = data.join("registry.log");
+        let pid = ctx.runner.spawn_background(&serve, &log)?;
+        if let Some(pid) = pid {
+            wait_until_up(addr, Duration::from_secs(15))
+                .with_context(|| format!("see {}", log.display()))?;
+            println!(
+                "Registry running at {addr} (pid {pid}; data and log in {})",
+                data.display()
+            );
+            println!(
+                "Use it with DOCKER_REPO={addr}/<name>, e.g. DOCKER_REPO={addr}/dev cargo xtask thirdparty"
+            );
+        }
+        return Ok(());
+    }
+    // No Debian binary: the registry image, on loopback only.
+    let run = Cmd::docker()
+        .args([
+            "run",
+            "--detach",
+            "--restart",
+            "unless-stopped",
+            "--name",
+            &format!("xtask-registry-{}", args.port),
+        ])
+        .args(["--publish", &format!("{addr}:5000"), "registry:2"]);
+    ctx.runner.run(&run)?;
+    if !ctx.runner.is_dry_run() {
+        wait_until_up(addr, Duration::from_secs(30))?;
+        println!("Registry running at {addr}: use DOCKER_REPO={addr}/<name>");
+    }
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! thirdparty: vendor the base images of `thirdparty.txt` into `$DOCKER_REPO/thirdparty/`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::Ctx;
+use crate::registry::auth::{DockerConfig, credentials_for};
+use crate::registry::retry::RetryPolicy;
+use crate::registry::{self, MirrorOptions, Outcome, Pair, RegistryAccess, Report, Session};
+use crate::runner::Cmd;
+use crate::thirdparty;
+
+#[derive(Args, Debug, Clone)]
+pub struct ThirdpartyArgs {
+    /// The list of images to vendor
+    #[arg(long, default_value = "thirdparty.txt")]
+    pub file: PathBuf,
+    /// Blobs copied at once, across all tags
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    /// Only check: exit non-zero when any tag is out of date, copy nothing
+    #[arg(long)]
+    pub check: bool,
+    /// Registries (host or host:port) spoken to over plain HTTP; loopback ones always are
+    #[arg(long, env = "INSECURE_REGISTRIES", value_delimiter = ',')]
+    pub insecure_registries: Vec<String>,
+}
+
+/// thirdparty
+pub fn thirdparty(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
+    let path = ctx.root.join(&args.file);
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let with_path = |errors: Vec<thirdparty::LineError>| {
+        let lines: Vec<String> = errors
+            .iter()
+            .map(|e| format!("  {}:{e}", path.display()))
+            .collect();
+        anyhow::anyhow!(
+            "{} has {} problem(s), nothing was copied:\n{}",
+            args.file.display(),
+            errors.len(),
+            lines.join("\n")
+        )
+    };
+    let entries = thirdparty::parse(&bytes).map_err(with_path)?;
+    let pairs = thirdparty::pairs(&entries, &ctx.settings.docker_repo).map_err(with_path)?;
+    if pairs.is_empty() {
+        println!("{} lists no images: nothing to do", args.file.display());
+        return Ok(());
+    }
+
+    // Credentials first, synchronously: helpers and gcloud are external commands.
+    let config = DockerConfig::load()?;
+    let run = |program: &str, args: &[&str], stdin: Option<&str>| {
+        ctx.runner
+            .query(&Cmd::new(program).args(args.iter().copied()), stdin)
+    };
+    let mut registries = Vec::new();
+    for host in distinct_registries(&pairs) {
+        let (auth, _source) = credentials_for(&host, &config, &run)?;
+        let access = RegistryAccess {
+            plain_http: registry::uses_plain_http(&host, &args.insecure_registries),
+            host,
+        };
+        registries.push((access, auth));
+    }
+
+    let check_only = args.check || ctx.settings.dry_run;
+    let options = MirrorOptions {
+        jobs: usize::from(args.jobs),
+        check_only,
+    };
+    let progress = Arc::new(TagLines::new(pairs.len(), ctx.settings.dry_run));
+    let started = Instant::now();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let mirrored = runtime.block_on(async {
+        let session = Session::connect(registries, RetryPolicy::default()).await?;
+        anyhow::Ok(registry::mirror(session, pairs, options, progress.clone()).await)
+    })?;
+    progress.finish();
+
+    let summary = Summary::of(&mirrored.reports);
+    println!(
+        "{}",
+        summary.line(mirrored.retries, started.elapsed(), ctx.settings.dry_run)
+    );
+    if summary.failed > 0 {
+        bail!(
+            "{} of {} tags failed (see above)",
+            summary.failed,
+            mirrored.reports.len()
+        );
+    }
+    if args.check && summary.out_of_date > 0 {
+        bail!(
+            "{} of {} tags are out of date: run `cargo xtask thirdparty`",
+            summary.out_of_date,
+            mirrored.reports.len()
+        );
+    }
+    Ok(())
+}
+
+fn distinct_registries(pairs: &[Pair]) -> Vec<String> {
+    let mut hosts: Vec<String> = pairs
+        .iter()
+        .flat_map(|p| {
+            [
+                p.source.resolve_registry().to_string(),
+                p.destination.resolve_registry().to_string(),
+            ]
+        })
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+/// One line per tag as it finishes, under a progress bar when stderr is a terminal.
+struct TagLines {
+    bar: ProgressBar,
+    sent: std::sync::atomic::AtomicU64,
+    dry_run: bool,
+}
+
+impl TagLines {
+    fn new(tags: usize, dry_run: bool) -> TagLines {
+        let bar = if std::io::stderr().is_terminal() {
+            let bar =
+                ProgressBar::with_draw_target(Some(tags as u64), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed}] {pos}/{len} tags {msg}")
+                    .expect("a valid template"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        TagLines {
+            bar,
+            sent: 0.into(),
+            dry_run,
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl registry::Progress for TagLines {
+    fn bytes_sent(&self, bytes: u64) {
+        let total = self
+            .sent
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed)
+            + bytes;
+        self.bar.set_message(format!("{} sent", HumanBytes(total)));
+    }
+
+    fn tag_done(&self, report: &Report) {
+        let line = tag_line(report, self.dry_run);
+        if self.bar.is_hidden() {
+            println!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+        self.bar.inc(1);
+    }
+}
+
+fn tag_line(report: &Report, dry_run: bool) -> String {
+    let pair = format!("{} -> {}", report.pair.source, report.pair.destination);
+    match &report.outcome {
+        Outcome::UpToDate { digest } => format!("up to date  {pair} ({})", short(digest)),
+        Outcome::OutOfDate {
+            source,
+            destination,
+        } => {
+            let word = if dry_run { "would copy" } else { "out of date" };
+            let now = destination
+                .as_deref()
+                .map_or("missing".to_string(), |d| format!("now {}", short(d)));
+            format!("{word:<11} {pair} ({} -> {now})", short(source))
+        }
+        Outcome::Copied {
+            digest,
+            blobs_sent,
+            bytes_sent,
+            blobs_present,
+        } => format!(
+            "copied      {pair} ({}: {blobs_sent} blobs, {} sent, {blobs_present} already there, {:.1} s)",
+            short(digest),
+            HumanBytes(*bytes_sent),
+            report.elapsed.as_secs_f64()
+        ),
+        Outcome::Failed { error } => format!("FAILED      {pair}: {error}"),
+    }
+}
+
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min("sha256:".len() + 12)]
+}
+
+#[derive(Default)]
+struct Summary {
+    copied: usize,
+    up_to_date: usize,
+    out_of_date: usize,
+    failed: usize,
+    bytes: u64,
+}
+
+impl Summary {
+    fn of(reports: &[Report]) -> Summary {
+        let mut summary = Summary::default();
+        for report in reports {
+            match &report.outcome {
+                Outcome::UpToDate { .. } => summary.up_to_date += 1,
+                Outcome::OutOfDate { .. } => summary.out_of_date += 1,
+                Outcome::Copied { bytes_sent, .. } => {
+                    summary.copied += 1;
+                    summary.bytes += bytes_sent;
+                }
+                Outcome::Failed { .. } => summary.failed += 1,
+            }
+        }
+        summary
+    }
+
+    fn line(&self, retries: u64, elapsed: Duration, dry_run: bool) -> String {
+        let total = self.copied + self.up_to_date + self.out_of_date + self.failed;
+        let stale = if dry_run { "to copy" } else { "out of date" };
+        format!(
+            "thirdparty: {total} tags: {} copied ({} sent), {} up to date, {} {stale}, {} failed; {retries} retries; {:.1} s",
+            self.copied,
+            HumanBytes(self.bytes),
+            self.up_to_date,
+            self.out_of_date,
+            self.failed,
+            elapsed.as_secs_f64()
+        )
+    }
+}

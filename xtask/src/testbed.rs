@@ -1,0 +1,371 @@
+//! Real registries and generated images, for the tests and the benchmark: Debian's
+//! `docker-registry` started on 127.0.0.1, multi-arch fixture images written as OCI layouts and
+//! pushed with `skopeo` (an independent client), and a proxy that adds latency.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use sha2::{Digest, Sha256};
+
+use crate::local_registry::{config_yaml, wait_until_up};
+
+/// A `docker-registry` process on a free 127.0.0.1 port, stopped when dropped.
+pub struct TestRegistry {
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+/// One line of the registry's access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}
+
+impl TestRegistry {
+    pub fn start() -> Result<TestRegistry> {
+        Self::start_with(None)
+    }
+
+    /// A registry that wants HTTP basic auth from `user` with `password`.
+    pub fn start_with_auth(user: &str, password: &str) -> Result<TestRegistry> {
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(credentials: Option<(&str, &str)>) -> Result<TestRegistry> {
+        require("docker-registry", "apt-get install docker-registry")?;
+        let dir = tempfile::tempdir()?;
+        let htpasswd = match credentials {
+            Some((user, password)) => {
+                require("htpasswd", "apt-get install apache2-utils")?;
+                let path = dir.path().join("htpasswd");
+                let output = Command::new("htpasswd")
+                    .args(["-Bbn", user, password])
+                    .output()?;
+                ensure!(output.status.success(), "htpasswd failed");
+                std::fs::write(&path, output.stdout)?;
+                Some(path)
+            }
+            None => None,
+        };
+        let addr = free_port()?;
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            config_yaml(addr, &dir.path().join("storage"), htpasswd.as_deref()),
+        )?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("access.log"))?)
+            .stderr(std::fs::File::create(dir.path().join("registry.log"))?)
+            .spawn()
+            .context("cannot start docker-registry")?;
+        let registry = TestRegistry { addr, dir, child };
+        wait_until_up(addr, Duration::from_secs(20))?;
+        Ok(registry)
+    }
+
+    /// `127.0.0.1:<port>`, as it goes into image references.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Every request the registry answered so far, from its access log.
+    pub fn requests(&self) -> Vec<Request> {
+        // The log line is written just after the response; give the last one a moment.
+        std::thread::sleep(Duration::from_millis(150));
+        let text = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+        text.lines().filter_map(parse_access_line).collect()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `127.0.0.1 - - [date] "HEAD /v2/x/manifests/1 HTTP/1.1" 404 91 "" "agent"`
+fn parse_access_line(line: &str) -> Option<Request> {
+    let (_, rest) = line.split_once('"')?;
+    let (request, rest) = rest.split_once('"')?;
+    let mut words = request.split(' ');
+    let method = words.next()?.to_string();
+    let path = words.next()?.to_string();
+    let status = rest.split_whitespace().next()?.parse().ok()?;
+    Some(Request {
+        method,
+        path,
+        status,
+    })
+}
+
+fn free_port() -> Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+/// Fail loudly, naming the package, when a program the tests need is missing.
+pub fn require(program: &str, install: &str) -> Result<()> {
+    if which::which(program).is_err() {
+        bail!("`{program}` is needed and not installed: {install}");
+    }
+    Ok(())
+}
+
+/// A deterministic pseudo-random byte source (xorshift): fixtures differ by seed, and a layer
+/// of random bytes does not compress, like a real one.
+pub struct Noise(u64);
+
+impl Noise {
+    pub fn new(seed: u64) -> Noise {
+        Noise(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            out.extend_from_slice(&self.0.to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+/// A multi-platform image written as an OCI layout: an index with one image manifest per
+/// platform (config and layers), and optionally an attestation manifest as buildx adds.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    /// Digest of the index.
+    pub digest: String,
+    /// Digests of every blob (configs and layers) of every platform.
+    pub blobs: Vec<String>,
+    pub total_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct FixtureSpec {
+    pub seed: u64,
+    pub platforms: Vec<(&'static str, &'static str)>,
+    pub layers: usize,
+    pub layer_size: usize,
+    /// Add an attestation manifest (platform unknown/unknown) to the index.
+    pub attestation: bool,
+    /// Layers shared by every platform, generated from this seed (a common base).
+    pub shared_base: Option<(u64, usize)>,
+    /// One more layer on the platform with this index: the same image, changed on one platform.
+    pub extra_layer_on: Option<usize>,
+}
+
+impl FixtureSpec {
+    pub fn small(seed: u64) -> FixtureSpec {
+        FixtureSpec {
+            seed,
+            platforms: vec![("linux", "amd64"), ("linux", "arm64")],
+            layers: 2,
+            layer_size: 4096,
+            attestation: true,
+            shared_base: None,
+            extra_layer_on: None,
+        }
+    }
+}
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+impl Fixture {
+    pub fn generate(spec: &FixtureSpec) -> Result<Fixture> {
+        let dir = tempfile::tempdir()?;
+        let blobs_dir = dir.path().join("blobs/sha256");
+        std::fs::create_dir_all(&blobs_dir)?;
+        let mut writer = LayoutWriter {
+            dir: blobs_dir,
+            blobs: Vec::new(),
+            total: 0,
+        };
+        let mut entries = Vec::new();
+        // Each platform has its own noise, so that changing one leaves the others' bytes alone.
+        for (number, (os, arch)) in spec.platforms.iter().enumerate() {
+            let mut noise = Noise::new(spec.seed.wrapping_mul(1000).wrapping_add(number as u64));
+            let mut layers = Vec::new();
+            if let Some((seed, size)) = spec.shared_base {
+                layers.push(writer.blob(OCI_LAYER, &Noise::new(seed).bytes(size))?);
+            }
+            for _ in 0..spec.layers {
+                layers.push(writer.blob(OCI_LAYER, &noise.bytes(spec.layer_size))?);
+            }
+            if spec.extra_layer_on == Some(number) {
+                let extra = Noise::new(spec.seed ^ 0xE47A).bytes(spec.layer_size);
+                layers.push(writer.blob(OCI_LAYER, &extra)?);
+            }
+            // Random layers have no real uncompressed form; their own digests stand in.
+            let diff_ids: Vec<serde_json::Value> =
+                layers.iter().map(|layer| layer["digest"].clone()).collect();
+            let config = serde_json::json!({
+                "architecture": arch, "os": os,
+                "config": {"Env": [format!("FIXTURE_SEED={}", spec.seed)]},
+                "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            });
+            let config = writer.blob(OCI_CONFIG, &serde_json::to_vec(&config)?)?;
+            let manifest = serde_json::json!({
+                "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": layers,
+            });
+            let mut entry = writer.manifest(OCI_MANIFEST, &serde_json::to_vec(&manifest)?)?;
+            entry["platform"] = serde_json::json!({"os": os, "architecture": arch});
+            entries.push(entry);
+        }
+        if spec.attestation {
+            let statement = writer.blob(
+                "application/vnd.in-toto+json",
+                &Noise::new(spec.seed ^ 0xA77E).bytes(512),
+            )?;
+            let config = writer.blob(OCI_CONFIG, b"{}")?;
+            let manifest = serde_json::json!({
+                "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [statement],
+            });
+            let mut entry = writer.manifest(OCI_MANIFEST, &serde_json::to_vec(&manifest)?)?;
+            entry["platform"] = serde_json::json!({"os": "unknown", "architecture": "unknown"});
+            entry["annotations"] =
+                serde_json::json!({"vnd.docker.reference.type": "attestation-manifest"});
+            entries.push(entry);
+        }
+        let index =
+            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries});
+        let index_descriptor = writer.manifest(OCI_INDEX, &serde_json::to_vec(&index)?)?;
+        let digest = index_descriptor["digest"]
+            .as_str()
+            .expect("a digest")
+            .to_string();
+        let mut layout_entry = index_descriptor;
+        layout_entry["annotations"] =
+            serde_json::json!({"org.opencontainers.image.ref.name": "fixture"});
+        let layout_index = serde_json::json!({"schemaVersion": 2, "manifests": [layout_entry]});
+        std::fs::write(
+            dir.path().join("index.json"),
+            serde_json::to_vec(&layout_index)?,
+        )?;
+        std::fs::write(
+            dir.path().join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )?;
+        Ok(Fixture {
+            dir,
+            digest,
+            blobs: writer.blobs,
+            total_bytes: writer.total,
+        })
+    }
+
+    /// Push the whole index to `docker://<host>/<repository>:<tag>` with skopeo, digests kept.
+    pub fn push(&self, host: &str, repository: &str, tag: &str) -> Result<()> {
+        require("skopeo", "apt-get install skopeo")?;
+        let source = format!("oci:{}:fixture", self.dir.path().display());
+        let destination = format!("docker://{host}/{repository}:{tag}");
+        let output = Command::new("skopeo")
+            .args([
+                "copy",
+                "--quiet",
+                "--all",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+            ])
+            .args([&source, &destination])
+            .output()
+            .context("cannot run skopeo")?;
+        ensure!(
+            output.status.success(),
+            "skopeo copy to {destination} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    }
+
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+}
+
+struct LayoutWriter {
+    dir: PathBuf,
+    blobs: Vec<String>,
+    total: u64,
+}
+
+impl LayoutWriter {
+    /// Write a blob and return its descriptor.
+    fn blob(&mut self, media_type: &str, bytes: &[u8]) -> Result<serde_json::Value> {
+        let descriptor = self.write(media_type, bytes)?;
+        self.blobs.push(
+            descriptor["digest"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+        self.total += bytes.len() as u64;
+        Ok(descriptor)
+    }
+
+    fn manifest(&mut self, media_type: &str, bytes: &[u8]) -> Result<serde_json::Value> {
+        self.write(media_type, bytes)
+    }
+
+    fn write(&self, media_type: &str, bytes: &[u8]) -> Result<serde_json::Value> {
+        let hash = hex(&Sha256::digest(bytes));
+        let mut file = std::fs::File::create(self.dir.join(&hash))?;
+        file.write_all(bytes)?;
+        Ok(
+            serde_json::json!({"mediaType": media_type, "digest": format!("sha256:{hash}"), "size": bytes.len()}),
+        )
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `skopeo inspect --raw`: the manifest bytes a registry serves for a reference, read by a
+/// client that is not ours.
+pub fn skopeo_raw(reference: &str) -> Result<Vec<u8>> {
+    require("skopeo", "apt-get install skopeo")?;
+    let output = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ])
+        .output()
+        .context("cannot run skopeo")?;
+    ensure!(
+        output.status.success(),
+        "skopeo inspect {reference}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(output.stdout)
+}
+
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
