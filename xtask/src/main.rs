@@ -9,6 +9,7 @@ use clap::{Args, Command, FromArgMatches, Subcommand};
 use xtask::catalog::Catalog;
 use xtask::runner::{CommandFailed, Runner};
 use xtask::settings::{Settings, SettingsArgs};
+use xtask::tasks::bench::{self, BenchArgs};
 use xtask::tasks::local_registry::{self, LocalRegistryArgs};
 use xtask::tasks::thirdparty::{self, ThirdpartyArgs};
 use xtask::tasks::{Ctx, buildx, cloud, images, info, vm};
@@ -41,6 +42,8 @@ enum Task {
     Thirdparty(ThirdpartyArgs),
     /// Start a registry on 127.0.0.1 for local work (docker-registry, else the registry:2 image)
     LocalRegistry(LocalRegistryArgs),
+    /// Benchmark thirdparty against skopeo on local registries and print the ratios
+    BenchThirdparty(BenchArgs),
 }
 
 /// What an image task does with its image.
@@ -155,5 +158,6 @@ fn try_main() -> Result<()> {
         Task::SshTunnel => vm::ssh_tunnel(&ctx),
         Task::Thirdparty(args) => thirdparty::thirdparty(&ctx, &args),
         Task::LocalRegistry(args) => local_registry::local_registry(&ctx, &args),
+        Task::BenchThirdparty(args) => bench::bench_thirdparty(&ctx, &args),
     }
 }

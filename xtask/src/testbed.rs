@@ -369,3 +369,124 @@ pub fn skopeo_raw(reference: &str) -> Result<Vec<u8>> {
 pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(bytes)))
 }
+
+/// A TCP proxy in front of `upstream` that delays every byte by `one_way` in each direction,
+/// so each request/response round trip costs `2 × one_way` more, as against a registry across
+/// the internet. Bytes keep flowing at full speed behind the delay (a delay line, not a pause per
+/// chunk). Runs until the runtime it was started on stops.
+pub async fn start_delay_proxy(upstream: SocketAddr, one_way: Duration) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::join!(
+                    delay_line(client_read, server_write, one_way),
+                    delay_line(server_read, client_write, one_way)
+                );
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn delay_line(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (sender, mut receiver) =
+        tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if sender
+                        .send((tokio::time::Instant::now() + delay, buffer[..n].to_vec()))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((due, bytes)) = receiver.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
+}
+
+/// Push every blob of `fixtures` straight into `registry` under `repository`, `parallel` at a
+/// time, with one POST and one monolithic PUT each: what the registry itself needs to take
+/// them in, the floor of any copy.
+pub async fn push_blobs_directly(
+    registry: SocketAddr,
+    repository: &str,
+    fixtures: &[&Fixture],
+    parallel: usize,
+) -> Result<()> {
+    use futures_util::StreamExt;
+    let client = reqwest::Client::new();
+    let mut blobs: Vec<(String, PathBuf)> = Vec::new();
+    for fixture in fixtures {
+        for digest in &fixture.blobs {
+            if !blobs.iter().any(|(d, _)| d == digest) {
+                blobs.push((digest.clone(), fixture.blob_path(digest)));
+            }
+        }
+    }
+    let pushes = futures_util::stream::iter(blobs.into_iter().map(|(digest, path)| {
+        let client = client.clone();
+        async move {
+            let bytes = tokio::fs::read(&path).await?;
+            let start = client
+                .post(format!("http://{registry}/v2/{repository}/blobs/uploads/"))
+                .send()
+                .await?;
+            ensure!(
+                start.status().as_u16() == 202,
+                "upload start: {}",
+                start.status()
+            );
+            let location = start.headers()["location"].to_str()?.to_string();
+            let location = if location.starts_with("http") {
+                location
+            } else {
+                format!("http://{registry}{location}")
+            };
+            let separator = if location.contains('?') { '&' } else { '?' };
+            let done = client
+                .put(format!("{location}{separator}digest={digest}"))
+                .body(bytes)
+                .send()
+                .await?;
+            ensure!(
+                done.status().as_u16() == 201,
+                "upload of {digest}: {}",
+                done.status()
+            );
+            anyhow::Ok(())
+        }
+    }))
+    .buffer_unordered(parallel)
+    .collect::<Vec<_>>()
+    .await;
+    pushes.into_iter().collect()
+}

@@ -428,3 +428,51 @@ fn credentials_reach_a_registry_that_requires_them() {
     );
     assert!(!stdout(&run).contains("s3cret") && !stderr(&run).contains("s3cret"));
 }
+
+#[test]
+fn local_registry_starts_one_on_loopback() {
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let port_text = port.to_string();
+    let data_text = data.path().display().to_string();
+    let args = ["local-registry", "--port", &port_text, "--data", &data_text];
+
+    let dry = common::plan(&args, &[]);
+    assert_eq!(
+        dry,
+        [vec![
+            "docker-registry".to_string(),
+            "serve".into(),
+            format!("{data_text}/config.yml")
+        ]]
+    );
+
+    let output = common::xtask(&args, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = stdout(&output);
+    let pid: i32 = out
+        .split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let still_there = xtask::local_registry::answers(addr);
+    let again = common::xtask(&args, &[]);
+    // SAFETY: stopping the registry this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(
+        still_there,
+        "the registry outlives the task that started it"
+    );
+    assert!(
+        stdout(&again).contains("already running"),
+        "{}",
+        stdout(&again)
+    );
+}

@@ -1,5 +1,6 @@
 //! One module per group of tasks; each task is a function named after it.
 
+pub mod bench;
 pub mod buildx;
 pub mod cloud;
 pub mod images;

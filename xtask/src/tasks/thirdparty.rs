@@ -22,7 +22,7 @@ pub struct ThirdpartyArgs {
     #[arg(long, default_value = "thirdparty.txt")]
     pub file: PathBuf,
     /// Blobs copied at once, across all tags
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
     /// Only check: exit non-zero when any tag is out of date, copy nothing
     #[arg(long)]

@@ -1,0 +1,438 @@
+//! bench-thirdparty: mirror the same generated images with `cargo xtask thirdparty` (this very
+//! binary, dev profile, as users run it) and with `skopeo copy --all` (one image after another,
+//! as a script would), in one run, and print the ratios.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use clap::{Args, ValueEnum};
+
+use super::Ctx;
+use crate::testbed::{
+    Fixture, FixtureSpec, TestRegistry, push_blobs_directly, require, start_delay_proxy,
+};
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Settings to run (all when none is given)
+    #[arg(long, value_enum)]
+    pub only: Vec<BenchSetting>,
+    /// Round-trip time the proxy adds to every request in the remote-like setting
+    #[arg(long, default_value_t = 40)]
+    pub latency_ms: u64,
+    /// Size of the single layer of the memory setting
+    #[arg(long, default_value_t = 1024)]
+    pub memory_layer_mib: usize,
+    /// Passed on to `thirdparty --jobs` [default: thirdparty's own]
+    #[arg(long)]
+    pub jobs: Option<u16>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchSetting {
+    /// Several multi-arch tags, hundreds of MiB, registries on loopback
+    Loopback,
+    /// A dozen small multi-arch tags, registries behind a proxy that adds latency
+    Remote,
+    /// One large layer: the peak memory of a copy
+    Memory,
+}
+
+/// bench-thirdparty
+pub fn bench_thirdparty(_ctx: &Ctx, args: &BenchArgs) -> Result<()> {
+    require("docker-registry", "apt-get install docker-registry")?;
+    require("skopeo", "apt-get install skopeo")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let wants = |setting| args.only.is_empty() || args.only.contains(&setting);
+    if wants(BenchSetting::Loopback) {
+        loopback(&runtime, args.jobs)?;
+    }
+    if wants(BenchSetting::Remote) {
+        remote(&runtime, Duration::from_millis(args.latency_ms), args.jobs)?;
+    }
+    if wants(BenchSetting::Memory) {
+        memory(args.memory_layer_mib, args.jobs)?;
+    }
+    Ok(())
+}
+
+struct Tags {
+    fixtures: Vec<Fixture>,
+    /// `repository:tag` under the source registry.
+    names: Vec<String>,
+}
+
+fn publish(source: &TestRegistry, specs: Vec<FixtureSpec>) -> Result<Tags> {
+    let mut tags = Tags {
+        fixtures: Vec::new(),
+        names: Vec::new(),
+    };
+    for (number, spec) in specs.into_iter().enumerate() {
+        let fixture = Fixture::generate(&spec)?;
+        let repository = format!("bench/image{number}");
+        fixture.push(&source.host(), &repository, "1.0")?;
+        tags.names.push(format!("{repository}:1.0"));
+        tags.fixtures.push(fixture);
+    }
+    Ok(tags)
+}
+
+fn loopback(runtime: &tokio::runtime::Runtime, jobs: Option<u16>) -> Result<()> {
+    println!("== loopback: 6 multi-arch tags (2 platforms + attestation), registries on 127.0.0.1");
+    let source = TestRegistry::start()?;
+    let specs = (0..6)
+        .map(|n| FixtureSpec {
+            seed: 100 + n,
+            layers: 4,
+            layer_size: 10 << 20,
+            shared_base: Some((7, 5 << 20)),
+            ..FixtureSpec::small(0)
+        })
+        .collect();
+    let tags = publish(&source, specs)?;
+    let bytes: u64 = unique_bytes(&tags.fixtures);
+    println!(
+        "   {} MiB in {} distinct blobs",
+        bytes >> 20,
+        unique_blobs(&tags.fixtures)
+    );
+
+    let floor_registry = TestRegistry::start()?;
+    let fixtures: Vec<&Fixture> = tags.fixtures.iter().collect();
+    let started = Instant::now();
+    runtime.block_on(push_blobs_directly(
+        floor_registry.addr,
+        "floor",
+        &fixtures,
+        4,
+    ))?;
+    let floor = started.elapsed();
+
+    let skopeo = time_skopeo(&source, source.addr, &tags.names, None)?;
+    let ours = time_ours(&source, source.addr, &tags.names, None, jobs)?;
+    let floor = Measured {
+        wall: floor,
+        cpu: Duration::ZERO,
+    };
+    print_table(&[
+        (
+            "floor: the blobs pushed straight in, 4 at a time",
+            floor,
+            None,
+        ),
+        (
+            "skopeo copy --all, one tag after another, cold",
+            skopeo.cold,
+            None,
+        ),
+        ("cargo xtask thirdparty, cold", ours.cold, Some(skopeo.cold)),
+        ("skopeo, everything up to date", skopeo.warm, None),
+        (
+            "cargo xtask thirdparty, everything up to date",
+            ours.warm,
+            Some(skopeo.warm),
+        ),
+    ]);
+    println!(
+        "   cold: {:.2}x faster than skopeo; {:.2}x the floor",
+        ratio(skopeo.cold.wall, ours.cold.wall),
+        ours.cold.wall.as_secs_f64() / floor.wall.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn remote(runtime: &tokio::runtime::Runtime, rtt: Duration, jobs: Option<u16>) -> Result<()> {
+    println!(
+        "== remote-like: 12 small multi-arch tags, {} ms added to every round trip",
+        rtt.as_millis()
+    );
+    let source = TestRegistry::start()?;
+    let tags = publish(
+        &source,
+        (0..12)
+            .map(|n| FixtureSpec {
+                layer_size: 256 << 10,
+                ..FixtureSpec::small(200 + n)
+            })
+            .collect(),
+    )?;
+    let source_proxy = runtime.block_on(start_delay_proxy(source.addr, rtt / 2))?;
+    let delay = Some((runtime, rtt));
+    let skopeo = time_skopeo(&source, source_proxy, &tags.names, delay)?;
+    let ours = time_ours(&source, source_proxy, &tags.names, delay, jobs)?;
+    print_table(&[
+        (
+            "skopeo copy --all, one tag after another, cold",
+            skopeo.cold,
+            None,
+        ),
+        ("cargo xtask thirdparty, cold", ours.cold, Some(skopeo.cold)),
+        ("skopeo, everything up to date", skopeo.warm, None),
+        (
+            "cargo xtask thirdparty, everything up to date",
+            ours.warm,
+            Some(skopeo.warm),
+        ),
+    ]);
+    let (skopeo_requests, ours_requests) = (skopeo.requests, ours.requests);
+    let per_tag = |n: usize| n as f64 / tags.names.len() as f64;
+    println!(
+        "   requests per tag (both registries), cold / up to date: skopeo {:.1} / {:.1}, xtask {:.1} / {:.1}",
+        per_tag(skopeo_requests.0),
+        per_tag(skopeo_requests.1),
+        per_tag(ours_requests.0),
+        per_tag(ours_requests.1)
+    );
+    Ok(())
+}
+
+fn memory(layer_mib: usize, jobs: Option<u16>) -> Result<()> {
+    println!("== memory: one image with a single {layer_mib} MiB layer");
+    let source = TestRegistry::start()?;
+    let spec = FixtureSpec {
+        platforms: vec![("linux", "amd64")],
+        layers: 1,
+        layer_size: layer_mib << 20,
+        attestation: false,
+        ..FixtureSpec::small(300)
+    };
+    let tags = publish(&source, vec![spec])?;
+    let destination = TestRegistry::start()?;
+    let list = tempfile::NamedTempFile::new()?;
+    write_list(list.path(), source.addr, &tags.names)?;
+    let config = tempfile::tempdir()?;
+    let mut child = ours_command(list.path(), &destination.host(), config.path(), jobs)
+        .stdout(Stdio::null())
+        .spawn()?;
+    let started = Instant::now();
+    let max_rss_kib = wait_for_max_rss(&mut child)?;
+    println!(
+        "   cargo xtask thirdparty copied it in {:.1} s with a peak RSS of {} MiB",
+        started.elapsed().as_secs_f64(),
+        max_rss_kib / 1024
+    );
+    Ok(())
+}
+
+/// Wait for `child` and return its peak resident memory in KiB: the high-water mark of its own
+/// address space (`VmHWM`), read until it exits. (The rusage `ru_maxrss` of a child is no use
+/// here: it starts from the parent's peak, which holds the generated layer.)
+fn wait_for_max_rss(child: &mut std::process::Child) -> Result<i64> {
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(&status_file)
+            && let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            let kib = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            peak = peak.max(kib);
+        }
+        if let Some(status) = child.try_wait()? {
+            ensure!(status.success(), "the copy failed");
+            return Ok(peak);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Wait for `child`, which must succeed, and return what the kernel counted of it.
+fn wait_with_usage(child: &mut std::process::Child) -> Result<libc::rusage> {
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value to be overwritten by wait4.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = i32::try_from(child.id())?;
+    // SAFETY: wait4 on our own child with valid pointers to locals.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    ensure!(waited == pid, "wait4 failed");
+    ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the command failed"
+    );
+    Ok(usage)
+}
+
+/// Run `command` to success; its wall time and the CPU time it used (user + system).
+fn run_measured(command: &mut Command) -> Result<(Duration, Duration)> {
+    let started = Instant::now();
+    let mut child = command.spawn()?;
+    let usage = wait_with_usage(&mut child)?;
+    let cpu = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok((started.elapsed(), cpu(usage.ru_utime) + cpu(usage.ru_stime)))
+}
+
+fn unique_bytes(fixtures: &[Fixture]) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    for fixture in fixtures {
+        for digest in &fixture.blobs {
+            if seen.insert(digest.clone()) {
+                total += std::fs::metadata(fixture.blob_path(digest)).map_or(0, |m| m.len());
+            }
+        }
+    }
+    total
+}
+
+fn unique_blobs(fixtures: &[Fixture]) -> usize {
+    fixtures
+        .iter()
+        .flat_map(|f| f.blobs.iter())
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
+fn ratio(peer: Duration, ours: Duration) -> f64 {
+    peer.as_secs_f64() / ours.as_secs_f64()
+}
+
+/// Rows of (what, its run, the peer's run to compare with).
+fn print_table(rows: &[(&str, Measured, Option<Measured>)]) {
+    println!("   | what | wall s | CPU s | peer / xtask (wall) |");
+    println!("   |---|---|---|---|");
+    for (what, run, peer) in rows {
+        let versus = peer.map_or(String::new(), |peer| {
+            format!("{:.1}x", ratio(peer.wall, run.wall))
+        });
+        println!(
+            "   | {what} | {:.2} | {:.2} | {versus} |",
+            run.wall.as_secs_f64(),
+            run.cpu.as_secs_f64()
+        );
+    }
+}
+
+/// One run: wall time, and the CPU time the tool used.
+#[derive(Clone, Copy)]
+struct Measured {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// A cold run and an up-to-date run, with the requests each made of both registries.
+struct Timings {
+    cold: Measured,
+    warm: Measured,
+    requests: (usize, usize),
+}
+
+type Delay<'a> = Option<(&'a tokio::runtime::Runtime, Duration)>;
+
+/// A fresh destination registry, behind a delay proxy when asked; its address for clients.
+fn destination(delay: Delay<'_>) -> Result<(TestRegistry, SocketAddr)> {
+    let registry = TestRegistry::start()?;
+    let addr = match delay {
+        Some((runtime, rtt)) => runtime.block_on(start_delay_proxy(registry.addr, rtt / 2))?,
+        None => registry.addr,
+    };
+    Ok((registry, addr))
+}
+
+fn time_skopeo(
+    source_registry: &TestRegistry,
+    source: SocketAddr,
+    names: &[String],
+    delay: Delay<'_>,
+) -> Result<Timings> {
+    let (registry, addr) = destination(delay)?;
+    let run = || -> Result<Measured> {
+        let mut total = Measured {
+            wall: Duration::ZERO,
+            cpu: Duration::ZERO,
+        };
+        for name in names {
+            let (wall, cpu) = run_measured(
+                Command::new("skopeo")
+                    .args(["copy", "--quiet", "--all", "--preserve-digests"])
+                    .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
+                    .arg(format!("docker://{source}/{name}"))
+                    .arg(format!("docker://{addr}/skopeo/{name}"))
+                    .stdout(Stdio::null()),
+            )
+            .with_context(|| format!("skopeo copy of {name}"))?;
+            total.wall += wall;
+            total.cpu += cpu;
+        }
+        Ok(total)
+    };
+    cold_and_warm(source_registry, &registry, run)
+}
+
+fn time_ours(
+    source_registry: &TestRegistry,
+    source: SocketAddr,
+    names: &[String],
+    delay: Delay<'_>,
+    jobs: Option<u16>,
+) -> Result<Timings> {
+    let (registry, addr) = destination(delay)?;
+    let list = tempfile::NamedTempFile::new()?;
+    write_list(list.path(), source, names)?;
+    let config = tempfile::tempdir()?;
+    let run = || -> Result<Measured> {
+        let mut command = ours_command(list.path(), &format!("{addr}/xtask"), config.path(), jobs);
+        let (wall, cpu) =
+            run_measured(command.stdout(Stdio::null())).context("cargo xtask thirdparty")?;
+        Ok(Measured { wall, cpu })
+    };
+    cold_and_warm(source_registry, &registry, run)
+}
+
+/// Run twice, the second time with everything up to date; count the requests of each run.
+fn cold_and_warm(
+    source: &TestRegistry,
+    destination: &TestRegistry,
+    run: impl Fn() -> Result<Measured>,
+) -> Result<Timings> {
+    let requests = || source.requests().len() + destination.requests().len();
+    let before = requests();
+    let cold = run()?;
+    let after_cold = requests();
+    let warm = run()?;
+    let after_warm = requests();
+    Ok(Timings {
+        cold,
+        warm,
+        requests: (after_cold - before, after_warm - after_cold),
+    })
+}
+
+/// `<source>/<repository>: <tag>` lines.
+fn write_list(path: &Path, source: SocketAddr, names: &[String]) -> Result<()> {
+    let lines: Vec<String> = names
+        .iter()
+        .map(|name| {
+            let (repository, tag) = name.split_once(':').expect("repository:tag");
+            format!("{source}/{repository}: {tag}")
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n") + "\n").context("cannot write the image list")
+}
+
+/// This binary's `thirdparty` into `docker_repo`, with no credentials of the user's.
+fn ours_command(
+    list: &Path,
+    docker_repo: &str,
+    docker_config: &Path,
+    jobs: Option<u16>,
+) -> Command {
+    let mut command = Command::new(std::env::current_exe().expect("the running binary"));
+    command.args(["thirdparty", "--file"]).arg(list);
+    if let Some(jobs) = jobs {
+        command.arg("--jobs").arg(jobs.to_string());
+    }
+    command
+        .env("DOCKER_REPO", docker_repo)
+        .env("DOCKER_CONFIG", docker_config)
+        .env_remove("DRYRUN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    command
+}
