@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 pub const CATALOG_PATH: &str = "images/images.toml";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Catalog {
     /// Version variables and their defaults; the environment overrides each by its name.
@@ -20,7 +20,7 @@ pub struct Catalog {
     pub cloud_builder: Image,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Image {
     /// Its folder under `images/` and its name under `$DOCKER_REPO`.
@@ -41,7 +41,7 @@ pub struct Image {
     pub split_build: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(transparent)]
 pub struct TagTemplate(String);
 

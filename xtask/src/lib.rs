@@ -3,6 +3,8 @@
 
 pub mod catalog;
 pub mod local_registry;
+pub mod pipeline;
+pub mod probe;
 pub mod registry;
 pub mod runner;
 pub mod settings;

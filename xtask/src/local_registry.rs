@@ -1,8 +1,7 @@
 //! A registry on 127.0.0.1 for local work and tests: Debian's `docker-registry` (the CNCF
 //! Distribution registry) with a generated config, or the `registry:2` image.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -27,16 +26,7 @@ pub fn config_yaml(addr: SocketAddr, storage: &Path, htpasswd: Option<&Path>) ->
 
 /// Whether a registry answers `GET /v2/` at `addr` (with any status: 401 is an answer).
 pub fn answers(addr: SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.")
+    crate::probe::http_answers(addr, "/v2/")
 }
 
 /// Wait until the registry at `addr` answers, at most `timeout`.

@@ -11,7 +11,9 @@ use xtask::runner::{CommandFailed, Runner};
 use xtask::settings::{Settings, SettingsArgs};
 use xtask::tasks::bench::{self, BenchArgs};
 use xtask::tasks::local_registry::{self, LocalRegistryArgs};
+use xtask::tasks::seed::{self, SeedArgs};
 use xtask::tasks::thirdparty::{self, ThirdpartyArgs};
+use xtask::tasks::vm::WaitArgs;
 use xtask::tasks::{Ctx, buildx, cloud, images, info, vm};
 
 // The tasks with fixed names. The per-image tasks (`build-<image>`, `buildx-publish-<image>`,
@@ -30,14 +32,20 @@ enum Task {
     Clean,
     /// Build and push the cloud builder image (amd64 only: it runs inside Cloud Build)
     BuildPublishCloudBuilder,
-    /// Start the arm64 VM
-    StartVm,
+    /// Start the arm64 VM (--wait: until it runs and answers ssh through IAP)
+    StartVm(WaitArgs),
     /// Stop the arm64 VM
     StopVm,
     /// Open a root shell on the arm64 VM through IAP
     SshVm,
-    /// Forward 127.0.0.1:8375 to the arm64 VM's docker daemon, in the background
-    SshTunnel,
+    /// Forward 127.0.0.1:8375 to the arm64 VM's docker daemon, in the background (--wait: until it answers)
+    SshTunnel(WaitArgs),
+    /// Submit cloudbuild/pr.yaml to Cloud Build (vendoring, then the images on amd64 + the arm64 VM)
+    CloudBuild,
+    /// Seed the registry caches with arm64 builds from an arm64 machine (the pipeline's builds, arm64 only)
+    SeedArm64(SeedArgs),
+    /// seed-arm64 --dry-run: show what seed-arm64 would run
+    SeedArm64DryRun(SeedArgs),
     /// Vendor the base images of thirdparty.txt into $DOCKER_REPO/thirdparty/
     Thirdparty(ThirdpartyArgs),
     /// Start a registry on 127.0.0.1 for local work (docker-registry, else the registry:2 image)
@@ -121,7 +129,9 @@ fn try_main() -> Result<()> {
         return Ok(());
     };
     let name = name.to_string();
-    let settings = Settings::resolve(SettingsArgs::from_arg_matches(&matches)?, &catalog)?;
+    let mut settings = Settings::resolve(SettingsArgs::from_arg_matches(&matches)?, &catalog)?;
+    // The Makefile's `seed-arm64-dry-run` target, kept as a task of its own.
+    settings.dry_run |= name == "seed-arm64-dry-run";
     let runner = Runner::new(settings.dry_run, root.clone());
     let ctx = Ctx {
         settings,
@@ -152,10 +162,12 @@ fn try_main() -> Result<()> {
         Task::Prune => buildx::prune(&ctx),
         Task::Clean => images::clean(&ctx),
         Task::BuildPublishCloudBuilder => cloud::build_publish_cloud_builder(&ctx),
-        Task::StartVm => vm::start_vm(&ctx),
+        Task::StartVm(args) => vm::start_vm(&ctx, &args),
         Task::StopVm => vm::stop_vm(&ctx),
         Task::SshVm => vm::ssh_vm(&ctx),
-        Task::SshTunnel => vm::ssh_tunnel(&ctx),
+        Task::SshTunnel(args) => vm::ssh_tunnel(&ctx, &args),
+        Task::CloudBuild => cloud::cloud_build(&ctx),
+        Task::SeedArm64(args) | Task::SeedArm64DryRun(args) => seed::seed_arm64(&ctx, &args),
         Task::Thirdparty(args) => thirdparty::thirdparty(&ctx, &args),
         Task::LocalRegistry(args) => local_registry::local_registry(&ctx, &args),
         Task::BenchThirdparty(args) => bench::bench_thirdparty(&ctx, &args),

@@ -122,6 +122,7 @@ impl fmt::Display for CommandFailed {
 impl std::error::Error for CommandFailed {}
 
 /// Runs commands from the repository root, or prints them for a dry run.
+#[derive(Clone)]
 pub struct Runner {
     dry_run: bool,
     root: PathBuf,
@@ -232,6 +233,57 @@ impl Runner {
         Ok(Some(child.id()))
     }
 
+    /// Run the probe `cmd` until its standard output satisfies `accept` (exit status 0 and
+    /// `accept(stdout)`), at most `wait.tries` times, `wait.interval` apart. A dry run shows the
+    /// probe once, with the bound.
+    pub fn poll(
+        &self,
+        what: &str,
+        cmd: &Cmd,
+        wait: &Wait,
+        accept: impl Fn(&str) -> bool,
+    ) -> Result<()> {
+        if self.dry_run {
+            self.say(&format!(
+                "repeated until {what}, at most {} tries {} s apart:",
+                wait.tries, wait.interval_secs
+            ));
+            println!("[dry-run] {cmd}");
+            return Ok(());
+        }
+        ensure_installed(cmd.program())?;
+        let mut last = String::new();
+        for attempt in 1..=wait.tries {
+            eprintln!(
+                "+ {cmd}  (waiting until {what}: try {attempt}/{})",
+                wait.tries
+            );
+            let output = self
+                .command(cmd)
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .with_context(|| format!("cannot start `{cmd}`"))?;
+            let stdout = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            if output.status.success() && accept(&stdout) {
+                return Ok(());
+            }
+            last = if output.status.success() {
+                format!("it said {stdout:?}")
+            } else {
+                format!("it failed ({})", output.status)
+            };
+            if attempt < wait.tries {
+                std::thread::sleep(wait.interval());
+            }
+        }
+        Err(anyhow!(
+            "gave up waiting until {what} after {} tries over {:.0} s; the last time {last}: `{cmd}`",
+            wait.tries,
+            wait.interval().as_secs_f64() * f64::from(wait.tries.saturating_sub(1))
+        ))
+    }
+
     /// A message for the user: a shell comment in a dry run, so the plan stays pasteable.
     pub fn say(&self, message: &str) {
         if self.dry_run {
@@ -265,6 +317,23 @@ impl Runner {
             command.env(name, value);
         }
         command
+    }
+}
+
+/// How long to wait for something: tries and the pause between them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Wait {
+    /// How many times to check before giving up
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tries: u32,
+    /// Seconds between two checks
+    #[arg(long = "interval", default_value_t = 5.0)]
+    pub interval_secs: f64,
+}
+
+impl Wait {
+    pub fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.interval_secs.max(0.0))
     }
 }
 

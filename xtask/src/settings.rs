@@ -91,6 +91,8 @@ pub struct SettingsArgs {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub env: String,
+    /// Whether `ENV` was given (flag or environment) rather than defaulted.
+    pub env_given: bool,
     pub gcp_project: String,
     pub zone: String,
     pub docker_repo: String,
@@ -141,6 +143,7 @@ impl Settings {
             .collect();
         let dry_run = args.dry_run || lookup("DRYRUN").is_some_and(|v| !v.is_empty());
         Ok(Settings {
+            env_given: lookup("ENV").is_some() || args.env != "docker-dev",
             env: args.env,
             gcp_project: args.gcp_project,
             zone: args.zone,

