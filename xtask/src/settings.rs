@@ -87,6 +87,30 @@ pub struct SettingsArgs {
     pub dry_run: bool,
 }
 
+/// Operating systems and architectures `docker buildx` builds for.
+const OSES: &[&str] = &["linux", "windows", "darwin", "freebsd"];
+const ARCHES: &[&str] = &[
+    "amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64", "mips64le", "mips64", "loong64",
+];
+
+/// `PLATFORMS`: comma separated `os/arch[/variant]`.
+fn check_platforms(platforms: &str) -> Result<()> {
+    for platform in platforms.split(',') {
+        let parts: Vec<&str> = platform.trim().split('/').collect();
+        let known = match parts.as_slice() {
+            [os, arch] | [os, arch, _] => OSES.contains(os) && ARCHES.contains(arch),
+            _ => false,
+        };
+        if !known || parts.iter().any(|p| p.is_empty()) {
+            bail!(
+                "PLATFORMS: `{platform}` is not a platform docker buildx builds: give os/arch[/variant] \
+                 from {OSES:?} and {ARCHES:?}, comma separated, e.g. linux/amd64,linux/arm64"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Every setting resolved: the flags and environment, the derived paths and the image versions.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -120,6 +144,12 @@ impl Settings {
         catalog: &Catalog,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Settings> {
+        if lookup("ENV").is_some_and(|v| v.is_empty()) || args.env.is_empty() {
+            bail!(
+                "ENV is set but empty: name the Artifact Registry repository, e.g. ENV=docker-dev, or unset it"
+            );
+        }
+        check_platforms(&args.platforms)?;
         let docker_repo = match args.docker_repo {
             Some(repo) if !repo.is_empty() => repo,
             _ => format!("{}/{}/{}", args.registry, args.gcp_project, args.env),
@@ -142,7 +172,7 @@ impl Settings {
             })
             .collect();
         let dry_run = args.dry_run || lookup("DRYRUN").is_some_and(|v| !v.is_empty());
-        Ok(Settings {
+        let settings = Settings {
             env_given: lookup("ENV").is_some() || args.env != "docker-dev",
             env: args.env,
             gcp_project: args.gcp_project,
@@ -157,7 +187,24 @@ impl Settings {
             dry_run,
             in_cloud_build: lookup("BUILDER_OUTPUT").is_some_and(|v| !v.is_empty()),
             versions,
-        })
+        };
+        settings.check_references(catalog)?;
+        Ok(settings)
+    }
+
+    /// Every image reference these settings make must be valid, or no task can work.
+    fn check_references(&self, catalog: &Catalog) -> Result<()> {
+        for image in catalog.images.iter().chain([&catalog.cloud_builder]) {
+            for reference in [self.image_ref(image), self.cache_ref(image)] {
+                if let Err(err) = reference.parse::<oci_client::Reference>() {
+                    bail!(
+                        "the settings make the invalid image reference `{reference}` ({err}): check DOCKER_REPO \
+                         (or REGISTRY, GCP_PROJECT, ENV), TAG_MODIFIER and the version settings"
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Root of the buildx registry caches.

@@ -154,14 +154,11 @@ fn a_missing_program_is_named_with_how_to_install_it() {
 fn dry_run_lines_survive_a_shell() {
     let fake = FakeTools::new();
     let tricky_builder = r#"my builder's "odd" $name `x` \ end"#;
-    let tricky_modifier = "a b;c&&d|e*";
-    for task in ["prune", "buildx-publish-runtime", "pull-odb"] {
+    let tricky_zone = "a b;c&&d|e*";
+    for task in ["prune", "buildx-publish-runtime", "ssh-vm"] {
         let dry = common::xtask(
             &[task, "--dry-run"],
-            &[
-                ("BUILDER", tricky_builder),
-                ("TAG_MODIFIER", tricky_modifier),
-            ],
+            &[("BUILDER", tricky_builder), ("ZONE", tricky_zone)],
         );
         assert!(dry.status.success());
         let line = stdout(&dry)
@@ -182,10 +179,7 @@ fn dry_run_lines_survive_a_shell() {
         assert!(status.success());
         let real = fake.xtask(
             &[task],
-            &[
-                ("BUILDER", tricky_builder),
-                ("TAG_MODIFIER", tricky_modifier),
-            ],
+            &[("BUILDER", tricky_builder), ("ZONE", tricky_zone)],
         );
         assert!(real.status.success(), "{}", stderr(&real));
         let calls = fake.calls();
@@ -193,7 +187,7 @@ fn dry_run_lines_survive_a_shell() {
         assert_eq!(pasted, ran, "bash -c {line:?}");
         assert!(
             ran.iter()
-                .any(|a| a.contains(tricky_builder) || a.contains(tricky_modifier)),
+                .any(|a| a.contains(tricky_builder) || a.contains(tricky_zone)),
             "{ran:?}"
         );
     }
@@ -295,4 +289,46 @@ fn seed_arm64_needs_env() {
         "{}",
         stderr(&output)
     );
+}
+
+/// A failing docker or gcloud stops every task at that command, which the error names, with
+/// the command's own exit status, and nothing after it runs.
+#[test]
+fn every_task_stops_at_a_failing_command() {
+    let cases: [(&[&str], &str, usize); 9] = [
+        (&["buildx-publish-runtime"], "docker buildx build", 3),
+        (&["build-odb"], "docker build", 1),
+        (&["pull-build"], "docker pull", 1),
+        (&["clean"], "docker rmi", 1),
+        (&["prune"], "docker buildx prune", 1),
+        (&["build-publish-cloud-builder"], "docker build", 1),
+        (&["start-vm", "--wait"], "gcloud compute instances start", 1),
+        (&["stop-vm"], "gcloud compute instances stop", 1),
+        (&["ssh-tunnel", "--wait"], "gcloud compute ssh", 1),
+    ];
+    for (args, failing, calls_made) in cases {
+        let fake = FakeTools::new();
+        fake.fail(7, failing);
+        let output = fake.xtask(args, &[]);
+        assert_eq!(
+            output.status.code(),
+            Some(7),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let err = stderr(&output);
+        let named = err.lines().last().unwrap();
+        assert!(
+            named.starts_with("error: command failed with exit status 7: "),
+            "{args:?}: {err}"
+        );
+        let program = failing.split(' ').next().unwrap();
+        assert!(named.contains(&format!(" {program} ")), "{args:?}: {named}");
+        assert_eq!(
+            fake.calls().len(),
+            calls_made,
+            "{args:?}: nothing runs after the failure: {:?}",
+            fake.calls()
+        );
+    }
 }

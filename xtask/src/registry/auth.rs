@@ -150,10 +150,12 @@ impl std::fmt::Display for CredentialSource {
     }
 }
 
-/// Find the credentials for `host`.
+/// Find the credentials for `host`. `gcloud_hosts`: more registries (host or host:port) that
+/// take a gcloud access token, besides Google's own (a private endpoint, a proxy).
 pub fn credentials_for(
     host: &str,
     config: &DockerConfig,
+    gcloud_hosts: &[String],
     run: &RunProgram<'_>,
 ) -> Result<(RegistryAuth, CredentialSource)> {
     if let Some(helper) = config.helper_for(host) {
@@ -177,7 +179,7 @@ pub fn credentials_for(
             CredentialSource::DockerConfig,
         ));
     }
-    if is_google_registry(host) {
+    if is_google_registry(host) || gcloud_hosts.iter().any(|h| h == host) {
         let token = run("gcloud", &["auth", "print-access-token"], None).with_context(|| {
             format!("cannot get an access token for {host} from gcloud: run `gcloud auth login`")
         })?;
@@ -209,12 +211,12 @@ mod tests {
         let cfg = config(
             r#"{"auths": {"https://index.docker.io/v1/": {"auth": "dXNlcjpwYXNz"}, "localhost:5000": {"username": "u", "password": "p"}}}"#,
         );
-        let (auth, source) = credentials_for("index.docker.io", &cfg, &no_programs).unwrap();
+        let (auth, source) = credentials_for("index.docker.io", &cfg, &[], &no_programs).unwrap();
         assert_eq!(auth, RegistryAuth::Basic("user".into(), "pass".into()));
         assert_eq!(source, CredentialSource::DockerConfig);
-        let (auth, _) = credentials_for("localhost:5000", &cfg, &no_programs).unwrap();
+        let (auth, _) = credentials_for("localhost:5000", &cfg, &[], &no_programs).unwrap();
         assert_eq!(auth, RegistryAuth::Basic("u".into(), "p".into()));
-        let (auth, _) = credentials_for("localhost:5001", &cfg, &no_programs).unwrap();
+        let (auth, _) = credentials_for("localhost:5001", &cfg, &[], &no_programs).unwrap();
         assert_eq!(auth, RegistryAuth::Anonymous);
     }
 
@@ -230,7 +232,7 @@ mod tests {
             );
             Ok(r#"{"ServerURL": "r.example", "Username": "h", "Secret": "s"}"#.to_string())
         };
-        let (auth, source) = credentials_for("r.example", &cfg, &run).unwrap();
+        let (auth, source) = credentials_for("r.example", &cfg, &[], &run).unwrap();
         assert_eq!(auth, RegistryAuth::Basic("h".into(), "s".into()));
         assert_eq!(source, CredentialSource::Helper("test".into()));
     }
@@ -241,7 +243,7 @@ mod tests {
         let run = |_: &str, _: &[&str], _: Option<&str>| {
             anyhow::bail!("credentials not found in native keychain")
         };
-        let (auth, _) = credentials_for("quay.io", &cfg, &run).unwrap();
+        let (auth, _) = credentials_for("quay.io", &cfg, &[], &run).unwrap();
         assert_eq!(auth, RegistryAuth::Anonymous);
     }
 
@@ -255,7 +257,7 @@ mod tests {
             Ok("ya29.token\n".to_string())
         };
         let (auth, source) =
-            credentials_for("us-docker.pkg.dev", &DockerConfig::default(), &run).unwrap();
+            credentials_for("us-docker.pkg.dev", &DockerConfig::default(), &[], &run).unwrap();
         assert_eq!(
             auth,
             RegistryAuth::Basic("oauth2accesstoken".into(), "ya29.token".into())

@@ -47,6 +47,26 @@ pub fn is_transient(err: &OciDistributionError) -> bool {
     }
 }
 
+/// A manifest push refused because the registry does not (yet) see content the manifest refers
+/// to, or read it back wrong: with another run writing the same blobs and manifests at that
+/// moment, the registry's storage can be caught mid-write. Worth another try, then; a real
+/// omission fails again each time.
+pub fn is_transient_for_manifest_push(err: &OciDistributionError) -> bool {
+    let racy = |text: &str| {
+        ["DIGEST_INVALID", "BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"]
+            .iter()
+            .any(|c| text.contains(c))
+    };
+    is_transient(err)
+        || match err {
+            OciDistributionError::ServerError {
+                code: 400, message, ..
+            } => racy(message),
+            OciDistributionError::RegistryError { envelope, .. } => racy(&envelope.to_string()),
+            _ => false,
+        }
+}
+
 /// A 429 asks us to slow down. oci-client does not hand us the `Retry-After` header with its
 /// error, so wait at least the one second registries commonly ask for.
 fn is_rate_limited(err: &OciDistributionError) -> bool {
@@ -62,10 +82,27 @@ fn is_rate_limited(err: &OciDistributionError) -> bool {
 
 impl RetryPolicy {
     /// Run `op` until it succeeds, fails for good, or runs out of tries. Each retry is counted
-    /// in `retries`.
+    /// in `retries` and told to `on_retry` (the try that failed, its error).
     pub async fn run<T, F, Fut>(
         &self,
         retries: &AtomicU64,
+        on_retry: &(dyn Fn(u32, &OciDistributionError) + Sync),
+        op: F,
+    ) -> Result<T, OciDistributionError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, OciDistributionError>>,
+    {
+        self.run_classified(retries, on_retry, is_transient, op)
+            .await
+    }
+
+    /// `run`, with `worth_retrying` deciding which errors are tried again.
+    pub async fn run_classified<T, F, Fut>(
+        &self,
+        retries: &AtomicU64,
+        on_retry: &(dyn Fn(u32, &OciDistributionError) + Sync),
+        worth_retrying: fn(&OciDistributionError) -> bool,
         mut op: F,
     ) -> Result<T, OciDistributionError>
     where
@@ -77,13 +114,14 @@ impl RetryPolicy {
         loop {
             match op().await {
                 Ok(value) => return Ok(value),
-                Err(err) if attempt < self.attempts && is_transient(&err) => {
+                Err(err) if attempt < self.attempts && worth_retrying(&err) => {
                     let wait = if is_rate_limited(&err) {
                         backoff.max(Duration::from_secs(1))
                     } else {
                         backoff
                     };
                     retries.fetch_add(1, Ordering::Relaxed);
+                    on_retry(attempt, &err);
                     tokio::time::sleep(jitter(wait)).await;
                     backoff = (backoff * 2).min(self.max_backoff);
                     attempt += 1;
@@ -133,7 +171,7 @@ mod tests {
         let mut calls = 0;
         let policy = RetryPolicy::default();
         let result: Result<(), _> = policy
-            .run(&retries, || {
+            .run(&retries, &|_, _| {}, || {
                 calls += 1;
                 async { Err(server_error(503)) }
             })
@@ -148,7 +186,7 @@ mod tests {
         let retries = AtomicU64::new(0);
         let mut calls = 0;
         let result: Result<(), _> = RetryPolicy::default()
-            .run(&retries, || {
+            .run(&retries, &|_, _| {}, || {
                 calls += 1;
                 async { Err(server_error(404)) }
             })
@@ -162,7 +200,7 @@ mod tests {
         let retries = AtomicU64::new(0);
         let mut calls = 0;
         let result = RetryPolicy::default()
-            .run(&retries, || {
+            .run(&retries, &|_, _| {}, || {
                 calls += 1;
                 let fail = calls < 3;
                 async move {

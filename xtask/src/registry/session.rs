@@ -15,7 +15,7 @@ use oci_client::{Client, Reference};
 use reqwest::header::{HeaderValue, WWW_AUTHENTICATE};
 
 use super::manifest::ACCEPTED;
-use super::retry::{RetryPolicy, is_transient};
+use super::retry::{RetryPolicy, is_transient, is_transient_for_manifest_push};
 
 /// How a registry is reached, decided once per run.
 #[derive(Debug, Clone)]
@@ -49,20 +49,35 @@ pub struct Session {
     probe: reqwest::Client,
     auth: HashMap<String, Result<RegistryAuth, String>>,
     plain_http: Vec<String>,
-    pub retry: RetryPolicy,
+    options: SessionOptions,
     retries: AtomicU64,
 }
 
-/// Timeouts: a connection must open within 10 s, and no read may stall for a minute. A whole
-/// blob may take as long as it needs while bytes keep coming.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub retry: RetryPolicy,
+    /// The longest a read may stall (a connection must open in a sixth of it, at most 10 s).
+    /// A whole blob may take as long as it needs while bytes keep coming.
+    pub stall_timeout: Duration,
+    /// Tell every request and every retry on stderr (never a credential).
+    pub verbose: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            retry: RetryPolicy::default(),
+            stall_timeout: Duration::from_secs(60),
+            verbose: false,
+        }
+    }
+}
 
 impl Session {
     /// `registries`: every registry of the run with the credentials found for it.
     pub async fn connect(
         registries: Vec<(RegistryAccess, RegistryAuth)>,
-        retry: RetryPolicy,
+        options: SessionOptions,
     ) -> Result<Session> {
         let plain_http: Vec<String> = registries
             .iter()
@@ -73,15 +88,15 @@ impl Session {
             protocol: ClientProtocol::HttpsExcept(plain_http.clone()),
             // One PUT per blob with its size, instead of one round trip per 4 MiB chunk.
             use_monolithic_push: true,
-            connect_timeout: Some(CONNECT_TIMEOUT),
-            read_timeout: Some(READ_TIMEOUT),
+            connect_timeout: Some(connect_timeout(&options)),
+            read_timeout: Some(options.stall_timeout),
             platform_resolver: None,
             ..ClientConfig::default()
         };
         let client = Client::try_from(config).context("cannot set up the registry client")?;
         let probe = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(READ_TIMEOUT)
+            .connect_timeout(connect_timeout(&options))
+            .timeout(options.stall_timeout)
             .build()
             .context("cannot set up the HTTP client")?;
         let mut session = Session {
@@ -89,7 +104,7 @@ impl Session {
             probe,
             auth: HashMap::new(),
             plain_http,
-            retry,
+            options,
             retries: AtomicU64::new(0),
         };
         let probes = registries.into_iter().map(|(access, auth)| {
@@ -120,10 +135,8 @@ impl Session {
             "https"
         };
         let url = format!("{scheme}://{host}/v2/");
-        let retries = &self.retries;
         let answer = self
-            .retry
-            .run(retries, || async {
+            .with_retry(&format!("GET {url}"), || async {
                 let response = self.probe.get(&url).send().await?;
                 let status = response.status().as_u16();
                 if status >= 500 || status == 429 || status == 408 {
@@ -164,12 +177,43 @@ impl Session {
         self.retries.load(Ordering::Relaxed)
     }
 
-    async fn with_retry<T, F, Fut>(&self, op: F) -> Result<T, OciDistributionError>
+    /// `op`, tried again on transient failures; `what` names it in verbose output.
+    async fn with_retry<T, F, Fut>(&self, what: &str, op: F) -> Result<T, OciDistributionError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
     {
-        self.retry.run(&self.retries, op).await
+        self.with_retry_classified(what, is_transient, op).await
+    }
+
+    async fn with_retry_classified<T, F, Fut>(
+        &self,
+        what: &str,
+        worth_retrying: fn(&OciDistributionError) -> bool,
+        op: F,
+    ) -> Result<T, OciDistributionError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
+    {
+        self.trace(what);
+        let attempts = self.options.retry.attempts;
+        let on_retry = |attempt: u32, err: &OciDistributionError| {
+            self.trace(&format!(
+                "retrying {what} (try {attempt}/{attempts} failed: {})",
+                describe_cause(err)
+            ));
+        };
+        self.options
+            .retry
+            .run_classified(&self.retries, &on_retry, worth_retrying, op)
+            .await
+    }
+
+    fn trace(&self, message: &str) {
+        if self.options.verbose {
+            eprintln!("registry: {message}");
+        }
     }
 
     /// The digest a tag points at, by HEAD (free against Docker Hub's pull limit); `None` when the
@@ -177,7 +221,9 @@ impl Session {
     pub async fn manifest_digest(&self, reference: &Reference) -> Result<Option<String>> {
         let auth = self.auth_for(reference)?;
         let answer = self
-            .with_retry(|| self.client.fetch_manifest_digest(reference, auth))
+            .with_retry(&format!("HEAD manifest {reference}"), || {
+                self.client.fetch_manifest_digest(reference, auth)
+            })
             .await;
         match answer {
             Ok(digest) => Ok(Some(digest)),
@@ -190,7 +236,9 @@ impl Session {
     pub async fn manifest(&self, reference: &Reference) -> Result<Bytes> {
         let auth = self.auth_for(reference)?;
         let (bytes, _digest) = self
-            .with_retry(|| self.client.pull_manifest_raw(reference, auth, ACCEPTED))
+            .with_retry(&format!("GET manifest {reference}"), || {
+                self.client.pull_manifest_raw(reference, auth, ACCEPTED)
+            })
             .await
             .map_err(|err| anyhow!("cannot read manifest {reference}: {}", describe(&err)))?;
         Ok(bytes)
@@ -198,19 +246,25 @@ impl Session {
 
     pub async fn blob_exists(&self, repository: &Reference, digest: &str) -> Result<bool> {
         self.auth_for(repository)?;
-        self.with_retry(|| self.client.blob_exists(repository, digest))
-            .await
-            .map_err(|err| {
-                anyhow!(
-                    "cannot check blob {digest} in {repository}: {}",
-                    describe(&err)
-                )
-            })
+        self.with_retry(&format!("HEAD blob {digest} in {repository}"), || {
+            self.client.blob_exists(repository, digest)
+        })
+        .await
+        .map_err(|err| {
+            anyhow!(
+                "cannot check blob {digest} in {repository}: {}",
+                describe(&err)
+            )
+        })
     }
 
     /// Link a blob the registry already holds in `from` into `repository`, sending no bytes.
     /// `false` when the registry would not (a failed mount is not an error: we copy instead).
     pub async fn mount_blob(&self, repository: &Reference, from: &Reference, digest: &str) -> bool {
+        self.trace(&format!(
+            "mount blob {digest} from {} into {repository}",
+            from.repository()
+        ));
         self.auth_for(repository).is_ok()
             && self
                 .client
@@ -232,7 +286,12 @@ impl Session {
     ) -> Result<()> {
         self.auth_for(source)?;
         self.auth_for(destination)?;
-        self.with_retry(|| async {
+        let what = format!(
+            "copy blob {digest} ({size} bytes) {} -> {}",
+            source.repository(),
+            destination.repository()
+        );
+        self.with_retry(&what, || async {
             let stream = self.client.pull_blob_stream(source, digest).await?;
             let counted = stream
                 .inspect_ok(|chunk| on_bytes(chunk.len() as u64))
@@ -266,7 +325,8 @@ impl Session {
         self.auth_for(reference)?;
         let content_type = HeaderValue::from_str(media_type)
             .with_context(|| format!("invalid media type {media_type:?}"))?;
-        self.with_retry(|| {
+        let what = format!("PUT manifest {reference}");
+        self.with_retry_classified(&what, is_transient_for_manifest_push, || {
             self.client
                 .push_manifest_raw(reference, bytes.clone(), content_type.clone())
         })
@@ -276,8 +336,10 @@ impl Session {
     }
 }
 
-/// Move every item of `stream` into `sender`; an error from the stream ends the upload, which
-/// sees it and aborts.
+/// Move the chunks of `stream` into `sender`, always one chunk behind. The source stream says
+/// whether the blob's sha256 matched only after its last chunk; holding that chunk back until
+/// then means a bad blob never reaches the registry whole: the upload ends short and is dropped.
+/// A failure is returned as an I/O error, which is worth a retry (the next try may get good bytes).
 async fn forward<S>(
     stream: S,
     sender: tokio::sync::mpsc::Sender<Result<Bytes, OciDistributionError>>,
@@ -286,21 +348,37 @@ where
     S: futures_util::Stream<Item = Result<Bytes, OciDistributionError>>,
 {
     let mut stream = std::pin::pin!(stream);
+    let mut held: Option<Bytes> = None;
     while let Some(item) = futures_util::StreamExt::next(&mut stream).await {
-        // Keep the failure retryable (a corrupted or cut-short body may come right next time).
-        let failed = item
-            .as_ref()
-            .err()
-            .map(|e| OciDistributionError::IoError(std::io::Error::other(e.to_string())));
-        if sender.send(item).await.is_err() {
-            // The upload stopped reading: it failed, and its error says why.
-            return Ok(());
-        }
-        if let Some(err) = failed {
-            return Err(err);
+        match item {
+            Ok(chunk) => {
+                if let Some(previous) = held.replace(chunk)
+                    && sender.send(Ok(previous)).await.is_err()
+                {
+                    // The upload stopped reading: it failed, and its own error says why.
+                    return Ok(());
+                }
+            }
+            Err(err) => {
+                let text = describe_cause(&err);
+                // Dropping the sender without the held chunk cuts the upload short.
+                let _ = sender
+                    .send(Err(OciDistributionError::IoError(std::io::Error::other(
+                        text.clone(),
+                    ))))
+                    .await;
+                return Err(OciDistributionError::IoError(std::io::Error::other(text)));
+            }
         }
     }
+    if let Some(last) = held {
+        let _ = sender.send(Ok(last)).await;
+    }
     Ok(())
+}
+
+fn connect_timeout(options: &SessionOptions) -> Duration {
+    (options.stall_timeout / 6).min(Duration::from_secs(10))
 }
 
 fn is_not_found(err: &OciDistributionError) -> bool {
@@ -320,6 +398,21 @@ fn is_not_found(err: &OciDistributionError) -> bool {
 /// An error in one line, with the cause reqwest keeps in its source chain (connection refused,
 /// timed out, …), and a hint for the common permanent ones.
 pub fn describe(err: &OciDistributionError) -> String {
+    let mut text = describe_cause(err);
+    if matches!(err, OciDistributionError::UnauthorizedError { .. })
+        || matches!(err, OciDistributionError::RegistryError { envelope, .. }
+            if envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)))
+    {
+        text.push_str(" (check the credentials: `docker login`, or `gcloud auth login` for Google registries)");
+    }
+    if is_transient(err) {
+        text.push_str(" (gave up after retrying)");
+    }
+    text
+}
+
+/// The error and its causes in one line.
+fn describe_cause(err: &OciDistributionError) -> String {
     let mut text = err.to_string();
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
@@ -329,15 +422,6 @@ pub fn describe(err: &OciDistributionError) -> String {
             text.push_str(&cause_text);
         }
         source = cause.source();
-    }
-    if matches!(err, OciDistributionError::UnauthorizedError { .. })
-        || matches!(err, OciDistributionError::RegistryError { envelope, .. }
-            if envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)))
-    {
-        text.push_str(" (check the credentials: `docker login`, or `gcloud auth login` for Google registries)");
-    }
-    if is_transient(err) {
-        text.push_str(" (gave up after retrying)");
     }
     text
 }

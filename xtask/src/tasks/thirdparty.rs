@@ -12,6 +12,7 @@ use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::Ctx;
 use crate::registry::auth::{DockerConfig, credentials_for};
 use crate::registry::retry::RetryPolicy;
+use crate::registry::session::SessionOptions;
 use crate::registry::{self, MirrorOptions, Outcome, Pair, RegistryAccess, Report, Session};
 use crate::runner::Cmd;
 use crate::thirdparty;
@@ -27,6 +28,19 @@ pub struct ThirdpartyArgs {
     /// Only check: exit non-zero when any tag is out of date, copy nothing
     #[arg(long)]
     pub check: bool,
+    /// Seconds a registry may stall mid-request before the request is given up (and retried)
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
+    /// Tries per request, the first included, on connection errors, timeouts, 408, 429 and 5xx
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub tries: u32,
+    /// Tell every registry request and every retry on stderr
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// More registries (host or host:port) to log in to with a gcloud access token, besides
+    /// *.pkg.dev and gcr.io
+    #[arg(long, env = "GCLOUD_AUTH_REGISTRIES", value_delimiter = ',')]
+    pub gcloud_auth_registries: Vec<String>,
     /// Registries (host or host:port) spoken to over plain HTTP; loopback ones always are
     #[arg(long, env = "INSECURE_REGISTRIES", value_delimiter = ',')]
     pub insecure_registries: Vec<String>,
@@ -63,7 +77,10 @@ pub fn thirdparty(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
     };
     let mut registries = Vec::new();
     for host in distinct_registries(&pairs) {
-        let (auth, _source) = credentials_for(&host, &config, &run)?;
+        let (auth, source) = credentials_for(&host, &config, &args.gcloud_auth_registries, &run)?;
+        if args.verbose {
+            eprintln!("registry: {host}: credentials from {source}");
+        }
         let access = RegistryAccess {
             plain_http: registry::uses_plain_http(&host, &args.insecure_registries),
             host,
@@ -80,7 +97,7 @@ pub fn thirdparty(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
     let started = Instant::now();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let mirrored = runtime.block_on(async {
-        let session = Session::connect(registries, RetryPolicy::default()).await?;
+        let session = Session::connect(registries, session_options(args)).await?;
         anyhow::Ok(registry::mirror(session, pairs, options, progress.clone()).await)
     })?;
     progress.finish();
@@ -105,6 +122,17 @@ pub fn thirdparty(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn session_options(args: &ThirdpartyArgs) -> SessionOptions {
+    SessionOptions {
+        retry: RetryPolicy {
+            attempts: args.tries,
+            ..RetryPolicy::default()
+        },
+        stall_timeout: Duration::from_secs_f64(args.timeout.max(0.1)),
+        verbose: args.verbose,
+    }
 }
 
 fn distinct_registries(pairs: &[Pair]) -> Vec<String> {

@@ -1,0 +1,310 @@
+//! A fault-injecting HTTP/1.1 proxy for the tests, put in front of a real registry. It forwards
+//! requests one by one and, on the requests its rules pick, answers 5xx or 429, resets the
+//! connection before or during the body, ends a body early, flips bytes in it, or stalls.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this status (500, 503, …) without asking the registry.
+    Status(u16),
+    /// Answer 429 with `Retry-After: 1`.
+    TooManyRequests,
+    /// Reset the connection instead of answering.
+    ResetBeforeResponse,
+    /// Send the head and half of the body, then reset the connection.
+    ResetMidBody,
+    /// Send the head (with the full length) and half of the body, then close cleanly.
+    TruncateBody,
+    /// Send everything, with one byte of the body changed.
+    FlipByte,
+    /// Send the head and half of the body, then go silent for this long.
+    Stall(Duration),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Schedule {
+    /// Every n-th matching request (the n-th, 2n-th, …).
+    EveryNth(usize),
+    /// The first n matching requests.
+    FirstN(usize),
+    Always,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub method: Option<&'static str>,
+    pub path_contains: &'static str,
+    pub fault: Fault,
+    pub schedule: Schedule,
+}
+
+impl Rule {
+    pub fn new(
+        method: Option<&'static str>,
+        path_contains: &'static str,
+        fault: Fault,
+        schedule: Schedule,
+    ) -> Rule {
+        Rule {
+            method,
+            path_contains,
+            fault,
+            schedule,
+        }
+    }
+}
+
+struct State {
+    rules: Vec<Rule>,
+    seen: Vec<AtomicUsize>,
+    injected: AtomicUsize,
+    log: Mutex<Vec<String>>,
+}
+
+/// The proxy; it runs on its own thread until the test process ends.
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: SocketAddr, rules: Vec<Rule>) -> FaultProxy {
+        let seen = rules.iter().map(|_| AtomicUsize::new(0)).collect();
+        let state = Arc::new(State {
+            rules,
+            seen,
+            injected: AtomicUsize::new(0),
+            log: Mutex::new(Vec::new()),
+        });
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let thread_state = Arc::clone(&state);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                sender.send(listener.local_addr().unwrap()).unwrap();
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let state = Arc::clone(&thread_state);
+                    tokio::spawn(async move {
+                        let _ = serve(client, upstream, state).await;
+                    });
+                }
+            });
+        });
+        let addr = receiver.recv().unwrap();
+        FaultProxy { addr, state }
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// How many faults were injected so far.
+    pub fn injected(&self) -> usize {
+        self.state.injected.load(Ordering::SeqCst)
+    }
+
+    /// `METHOD path -> what happened`, one per request.
+    pub fn log(&self) -> Vec<String> {
+        self.state.log.lock().unwrap().clone()
+    }
+}
+
+struct Head {
+    method: String,
+    path: String,
+    raw: Vec<u8>,
+    content_length: Option<usize>,
+    chunked: bool,
+}
+
+async fn read_head<R: AsyncReadExt + Unpin>(reader: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        if reader.read(&mut byte).await? == 0 {
+            return Ok(None);
+        }
+        raw.push(byte[0]);
+    }
+    Ok(Some(raw))
+}
+
+fn parse_head(raw: Vec<u8>) -> Head {
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let mut lines = text.split("\r\n");
+    let first: Vec<&str> = lines.next().unwrap_or_default().split(' ').collect();
+    let mut content_length = None;
+    let mut chunked = false;
+    for line in lines {
+        let lower = line.to_ascii_lowercase();
+        if let Some(value) = lower.strip_prefix("content-length:") {
+            content_length = value.trim().parse().ok();
+        }
+        if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+            chunked = true;
+        }
+    }
+    Head {
+        method: first.first().unwrap_or(&"").to_string(),
+        path: first.get(1).unwrap_or(&"").to_string(),
+        raw,
+        content_length,
+        chunked,
+    }
+}
+
+/// Read a whole body (by length, or chunked to its end) and return it as received.
+async fn read_body<R: AsyncReadExt + Unpin>(
+    reader: &mut R,
+    head: &Head,
+) -> std::io::Result<Vec<u8>> {
+    if head.chunked {
+        let mut body = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            while !line.ends_with(b"\r\n") {
+                let mut byte = [0u8; 1];
+                reader.read_exact(&mut byte).await?;
+                line.push(byte[0]);
+            }
+            body.extend_from_slice(&line);
+            let size = usize::from_str_radix(
+                String::from_utf8_lossy(&line)
+                    .trim()
+                    .split(';')
+                    .next()
+                    .unwrap_or("0"),
+                16,
+            )
+            .unwrap_or(0);
+            let mut chunk = vec![0u8; size + 2];
+            reader.read_exact(&mut chunk).await?;
+            body.extend_from_slice(&chunk);
+            if size == 0 {
+                return Ok(body);
+            }
+        }
+    }
+    let mut body = vec![0u8; head.content_length.unwrap_or(0)];
+    reader.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+fn pick(state: &State, head: &Head) -> Option<Fault> {
+    for (rule, seen) in state.rules.iter().zip(&state.seen) {
+        if rule.method.is_some_and(|m| m != head.method) || !head.path.contains(rule.path_contains)
+        {
+            continue;
+        }
+        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+        let hit = match rule.schedule {
+            Schedule::EveryNth(every) => n % every == 0,
+            Schedule::FirstN(first) => n <= first,
+            Schedule::Always => true,
+        };
+        if hit {
+            state.injected.fetch_add(1, Ordering::SeqCst);
+            return Some(rule.fault);
+        }
+    }
+    None
+}
+
+/// Linger 0: closing the socket then sends RST, not FIN.
+fn reset(stream: &TcpStream) {
+    let _ = stream.set_zero_linger();
+}
+
+async fn serve(client: TcpStream, upstream: SocketAddr, state: Arc<State>) -> std::io::Result<()> {
+    let mut client = BufReader::new(client);
+    let server = TcpStream::connect(upstream).await?;
+    let mut server = BufReader::new(server);
+    loop {
+        let Some(raw) = read_head(&mut client).await? else {
+            return Ok(());
+        };
+        let head = parse_head(raw);
+        let body = read_body(&mut client, &head).await?;
+        let fault = pick(&state, &head);
+        state
+            .log
+            .lock()
+            .unwrap()
+            .push(format!("{} {} -> {fault:?}", head.method, head.path));
+        match fault {
+            Some(Fault::Status(code)) => {
+                let answer = format!("HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\n\r\n");
+                client.get_mut().write_all(answer.as_bytes()).await?;
+                continue;
+            }
+            Some(Fault::TooManyRequests) => {
+                let answer =
+                    "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n";
+                client.get_mut().write_all(answer.as_bytes()).await?;
+                continue;
+            }
+            Some(Fault::ResetBeforeResponse) => {
+                reset(client.get_ref());
+                return Ok(());
+            }
+            _ => {}
+        }
+        server.get_mut().write_all(&head.raw).await?;
+        server.get_mut().write_all(&body).await?;
+        let Some(raw) = read_head(&mut server).await? else {
+            return Ok(());
+        };
+        let mut response = parse_head(raw);
+        // A response head parses as (protocol, status): `path` holds the status code.
+        let bodiless = head.method == "HEAD" || response.path == "204" || response.path == "304";
+        let mut response_body = if bodiless {
+            Vec::new()
+        } else {
+            read_body(&mut server, &response).await?
+        };
+        response.content_length = Some(response_body.len());
+        let half = response_body.len() / 2;
+        match fault {
+            Some(Fault::ResetMidBody) if half > 0 => {
+                client.get_mut().write_all(&response.raw).await?;
+                client.get_mut().write_all(&response_body[..half]).await?;
+                client.get_mut().flush().await?;
+                reset(client.get_ref());
+                return Ok(());
+            }
+            Some(Fault::TruncateBody) if half > 0 => {
+                client.get_mut().write_all(&response.raw).await?;
+                client.get_mut().write_all(&response_body[..half]).await?;
+                client.get_mut().shutdown().await?;
+                return Ok(());
+            }
+            Some(Fault::Stall(pause)) if half > 0 => {
+                client.get_mut().write_all(&response.raw).await?;
+                client.get_mut().write_all(&response_body[..half]).await?;
+                client.get_mut().flush().await?;
+                tokio::time::sleep(pause).await;
+                return Ok(());
+            }
+            Some(Fault::FlipByte) if half > 0 => {
+                response_body[half] ^= 0xff;
+            }
+            _ => {}
+        }
+        client.get_mut().write_all(&response.raw).await?;
+        client.get_mut().write_all(&response_body).await?;
+    }
+}
