@@ -55,10 +55,7 @@ impl TagTemplate {
     }
 
     fn placeholders(&self) -> impl Iterator<Item = &str> {
-        self.0
-            .split('{')
-            .skip(1)
-            .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+        self.0.split('{').skip(1).filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
     }
 }
 
@@ -91,26 +88,15 @@ impl Catalog {
     fn validate(&self) -> Result<()> {
         let mut tasks = BTreeMap::new();
         for image in self.images.iter().chain([&self.cloud_builder]) {
-            for name in image
-                .build_args
-                .iter()
-                .map(String::as_str)
-                .chain(image.tag.placeholders())
-            {
+            for name in image.build_args.iter().map(String::as_str).chain(image.tag.placeholders()) {
                 if !self.versions.contains_key(name) {
-                    bail!(
-                        "image `{}` uses `{name}`, which is not in [versions]",
-                        image.name
-                    );
+                    bail!("image `{}` uses `{name}`, which is not in [versions]", image.name);
                 }
             }
             if let Some(task) = &image.task
                 && let Some(other) = tasks.insert(task.as_str(), image.name.as_str())
             {
-                bail!(
-                    "images `{other}` and `{}` both have task `{task}`",
-                    image.name
-                );
+                bail!("images `{other}` and `{}` both have task `{task}`", image.name);
             }
         }
         Ok(())
@@ -118,15 +104,11 @@ impl Catalog {
 
     /// The images that have `build-*`, `buildx-publish-*` and `pull-*` tasks.
     pub fn task_images(&self) -> impl Iterator<Item = (&str, &Image)> {
-        self.images
-            .iter()
-            .filter_map(|image| Some((image.task.as_deref()?, image)))
+        self.images.iter().filter_map(|image| Some((image.task.as_deref()?, image)))
     }
 
     pub fn image_for_task(&self, task: &str) -> Option<&Image> {
-        self.task_images()
-            .find(|(name, _)| *name == task)
-            .map(|(_, image)| image)
+        self.task_images().find(|(name, _)| *name == task).map(|(_, image)| image)
     }
 }
 
@@ -166,11 +148,7 @@ mod tests {
         let tasks: Vec<_> = catalog.task_images().map(|(task, _)| task).collect();
         assert_eq!(tasks, ["runtime", "build", "odb"]);
         for image in catalog.images.iter().chain([&catalog.cloud_builder]) {
-            assert!(
-                root.join(image.dockerfile()).is_file(),
-                "{} has no Dockerfile",
-                image.name
-            );
+            assert!(root.join(image.dockerfile()).is_file(), "{} has no Dockerfile", image.name);
         }
     }
 }

@@ -16,8 +16,5 @@ use std::path::{Path, PathBuf};
 
 /// The repository root, where `cargo xtask` runs every command.
 pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask sits in the repository root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the repository root").to_path_buf()
 }

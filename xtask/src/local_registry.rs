@@ -11,10 +11,7 @@ use anyhow::{Result, bail};
 /// basic auth from an htpasswd file when given.
 pub fn config_yaml(addr: SocketAddr, storage: &Path, htpasswd: Option<&Path>) -> String {
     let auth = htpasswd.map_or(String::new(), |path| {
-        format!(
-            "auth:\n  htpasswd:\n    realm: local\n    path: {}\n",
-            path.display()
-        )
+        format!("auth:\n  htpasswd:\n    realm: local\n    path: {}\n", path.display())
     });
     format!(
         "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
@@ -38,8 +35,5 @@ pub fn wait_until_up(addr: SocketAddr, timeout: Duration) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    bail!(
-        "the registry at {addr} did not answer within {} s",
-        timeout.as_secs()
-    )
+    bail!("the registry at {addr} did not answer within {} s", timeout.as_secs())
 }

@@ -11,6 +11,7 @@ use xtask::runner::{CommandFailed, Runner};
 use xtask::settings::{Settings, SettingsArgs};
 use xtask::tasks::bench::{self, BenchArgs};
 use xtask::tasks::local_registry::{self, LocalRegistryArgs};
+use xtask::tasks::publish_all::{self, PublishAllArgs};
 use xtask::tasks::seed::{self, SeedArgs};
 use xtask::tasks::thirdparty::{self, ThirdpartyArgs};
 use xtask::tasks::vm::WaitArgs;
@@ -48,6 +49,8 @@ enum Task {
     SeedArm64DryRun(SeedArgs),
     /// Vendor the base images of thirdparty.txt into $DOCKER_REPO/thirdparty/
     Thirdparty(ThirdpartyArgs),
+    /// Vendor, then build and publish every image in parallel (ENV=local: all on this machine)
+    PublishAll(PublishAllArgs),
     /// Start a registry on 127.0.0.1 for local work (docker-registry, else the registry:2 image)
     LocalRegistry(LocalRegistryArgs),
     /// Benchmark thirdparty against skopeo on local registries and print the ratios
@@ -73,13 +76,11 @@ fn image_tasks(catalog: &Catalog) -> Vec<Command> {
     for (task, image) in catalog.task_images() {
         let (name, what) = (&image.name, &image.description);
         commands.extend([
-            Command::new(format!("build-{task}")).about(format!(
-                "Build {name} ({what}) for this machine only, without pushing"
-            )),
+            Command::new(format!("build-{task}"))
+                .about(format!("Build {name} ({what}) for this machine only, without pushing")),
             Command::new(format!("buildx-publish-{task}"))
                 .about(format!("Build {name} ({what}) for $PLATFORMS and push it")),
-            Command::new(format!("pull-{task}"))
-                .about(format!("Pull {name} ({what}) for this machine")),
+            Command::new(format!("pull-{task}")).about(format!("Pull {name} ({what}) for this machine")),
         ]);
     }
     commands
@@ -95,14 +96,12 @@ fn cli(catalog: &Catalog) -> Command {
     let cli = Task::augment_subcommands(cli);
     let cli = cli.subcommands(image_tasks(catalog));
     // Sort the task list by name, as `make help` did.
-    let mut names: Vec<String> = cli
-        .get_subcommands()
-        .map(|c| c.get_name().to_string())
-        .collect();
+    let mut names: Vec<String> = cli.get_subcommands().map(|c| c.get_name().to_string()).collect();
     names.sort();
-    names.iter().enumerate().fold(cli, |cli, (order, name)| {
-        cli.mut_subcommand(name, |sub| sub.display_order(order))
-    })
+    names
+        .iter()
+        .enumerate()
+        .fold(cli, |cli, (order, name)| cli.mut_subcommand(name, |sub| sub.display_order(order)))
 }
 
 fn main() -> ExitCode {
@@ -110,9 +109,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            let code = err
-                .downcast_ref::<CommandFailed>()
-                .map_or(1, |failed| failed.exit_code);
+            let code = err.downcast_ref::<CommandFailed>().map_or(1, |failed| failed.exit_code);
             ExitCode::from(u8::try_from(code).ok().filter(|c| *c != 0).unwrap_or(1))
         }
     }
@@ -133,18 +130,10 @@ fn try_main() -> Result<()> {
     // The Makefile's `seed-arm64-dry-run` target, kept as a task of its own.
     settings.dry_run |= name == "seed-arm64-dry-run";
     let runner = Runner::new(settings.dry_run, root.clone());
-    let ctx = Ctx {
-        settings,
-        catalog,
-        runner,
-        root,
-    };
+    let ctx = Ctx { settings, catalog, runner, root };
 
     for (prefix, action) in IMAGE_ACTIONS {
-        let Some(task) = name
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.strip_prefix('-'))
-        else {
+        let Some(task) = name.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('-')) else {
             continue;
         };
         if let Some(image) = ctx.catalog.image_for_task(task) {
@@ -169,6 +158,7 @@ fn try_main() -> Result<()> {
         Task::CloudBuild => cloud::cloud_build(&ctx),
         Task::SeedArm64(args) | Task::SeedArm64DryRun(args) => seed::seed_arm64(&ctx, &args),
         Task::Thirdparty(args) => thirdparty::thirdparty(&ctx, &args),
+        Task::PublishAll(args) => publish_all::publish_all(&ctx, &args),
         Task::LocalRegistry(args) => local_registry::local_registry(&ctx, &args),
         Task::BenchThirdparty(args) => bench::bench_thirdparty(&ctx, &args),
     }

@@ -36,8 +36,8 @@ pub struct Step {
 impl Pipeline {
     pub fn load(root: &Path) -> Result<Pipeline> {
         let path = root.join(PIPELINE_PATH);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         serde_yaml_ng::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))
     }
 }
@@ -57,11 +57,7 @@ impl Step {
     pub fn env_pairs(&self) -> Vec<(String, String)> {
         self.env
             .iter()
-            .filter_map(|entry| {
-                entry
-                    .split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
+            .filter_map(|entry| entry.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
             .collect()
     }
 }
@@ -71,16 +67,10 @@ fn script_commands(script: &str) -> Vec<Vec<String>> {
     let joined = script.replace("\\\n", " ");
     joined
         .lines()
-        .flat_map(|line| {
-            line.split("&&")
-                .flat_map(|part| part.split("||"))
-                .flat_map(|part| part.split(';'))
-        })
+        .flat_map(|line| line.split("&&").flat_map(|part| part.split("||")).flat_map(|part| part.split(';')))
         .filter_map(|command| {
             let words = shlex::split(command.trim())?;
-            let start = words
-                .windows(2)
-                .position(|pair| pair[0] == "cargo" && pair[1] == "xtask")?;
+            let start = words.windows(2).position(|pair| pair[0] == "cargo" && pair[1] == "xtask")?;
             Some(words[start + 2..].to_vec())
         })
         .collect()
@@ -95,11 +85,7 @@ mod tests {
         let script = "set -e\nif [ x ]; then\n  cargo xtask start-vm --wait\nfi\ncargo xtask ssh-tunnel --wait && cargo xtask buildx-publish-odb\n";
         assert_eq!(
             script_commands(script),
-            [
-                vec!["start-vm", "--wait"],
-                vec!["ssh-tunnel", "--wait"],
-                vec!["buildx-publish-odb"]
-            ]
+            [vec!["start-vm", "--wait"], vec!["ssh-tunnel", "--wait"], vec!["buildx-publish-odb"]]
         );
     }
 }

@@ -19,11 +19,7 @@ pub struct Cmd {
 
 impl Cmd {
     pub fn new(program: &str) -> Cmd {
-        Cmd {
-            env: Vec::new(),
-            program: program.to_string(),
-            args: Vec::new(),
-        }
+        Cmd { env: Vec::new(), program: program.to_string(), args: Vec::new() }
     }
 
     /// `docker`, with BuildKit on as every docker command of the Makefile had it.
@@ -97,9 +93,7 @@ impl fmt::Display for Cmd {
 
 fn quote(word: &str) -> String {
     // A NUL byte cannot be in an argument of a real process; show it rather than fail.
-    shlex::try_quote(word)
-        .map(|q| q.into_owned())
-        .unwrap_or_else(|_| format!("{word:?}"))
+    shlex::try_quote(word).map(|q| q.into_owned()).unwrap_or_else(|_| format!("{word:?}"))
 }
 
 /// A command that ran and failed. `main` exits with its status, as `make` would.
@@ -111,11 +105,7 @@ pub struct CommandFailed {
 
 impl fmt::Display for CommandFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "command failed with exit status {}: {}",
-            self.exit_code, self.command
-        )
+        write!(f, "command failed with exit status {}: {}", self.exit_code, self.command)
     }
 }
 
@@ -126,11 +116,19 @@ impl std::error::Error for CommandFailed {}
 pub struct Runner {
     dry_run: bool,
     root: PathBuf,
+    /// Where commands' output and the command log go instead of the terminal (parallel work).
+    log: Option<PathBuf>,
 }
 
 impl Runner {
     pub fn new(dry_run: bool, root: PathBuf) -> Runner {
-        Runner { dry_run, root }
+        Runner { dry_run, root, log: None }
+    }
+
+    /// The same runner, with everything its commands print (and the command log) appended to
+    /// `log` instead of shown: for work that runs in parallel with other work.
+    pub fn with_log(&self, log: PathBuf) -> Runner {
+        Runner { log: Some(log), ..self.clone() }
     }
 
     pub fn is_dry_run(&self) -> bool {
@@ -142,8 +140,54 @@ impl Runner {
         if self.print_if_dry(cmd) {
             return Ok(());
         }
-        let status = self.spawn(cmd, Stdio::inherit(), Stdio::inherit())?;
+        let (stdout, stderr) = self.outputs()?;
+        let status = self.spawn(cmd, stdout, stderr)?;
         check(cmd, status)
+    }
+
+    /// Run `cmd` and return its standard output (none in a dry run, which only shows it).
+    pub fn capture(&self, cmd: &Cmd) -> Result<Option<String>> {
+        if self.print_if_dry(cmd) {
+            return Ok(None);
+        }
+        ensure_installed(cmd.program())?;
+        self.log_command(cmd);
+        let (_, stderr) = self.outputs()?;
+        let output = self
+            .command(cmd)
+            .stdin(Stdio::null())
+            .stderr(stderr)
+            .output()
+            .with_context(|| format!("cannot start `{cmd}`"))?;
+        check(cmd, output.status)?;
+        Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned()))
+    }
+
+    fn outputs(&self) -> Result<(Stdio, Stdio)> {
+        let Some(log) = &self.log else { return Ok((Stdio::inherit(), Stdio::inherit())) };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("cannot open the log {}", log.display()))?;
+        Ok((file.try_clone()?.into(), file.into()))
+    }
+
+    /// `+ <command>` before it runs: on stderr, or in the log.
+    fn log_command(&self, cmd: &Cmd) {
+        self.log_line(&format!("+ {cmd}"));
+    }
+
+    fn log_line(&self, line: &str) {
+        match &self.log {
+            Some(log) => {
+                use std::io::Write;
+                if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+                    let _ = writeln!(file, "{line}");
+                }
+            }
+            None => eprintln!("{line}"),
+        }
     }
 
     /// Run `cmd` whose failure does not matter (it only shows something to the user).
@@ -151,11 +195,9 @@ impl Runner {
         if self.print_if_dry(cmd) {
             return Ok(());
         }
-        if let Err(err) = self
-            .spawn(cmd, Stdio::inherit(), Stdio::inherit())
-            .and_then(|s| check(cmd, s))
-        {
-            eprintln!("(ignored) {err:#}");
+        let (stdout, stderr) = self.outputs()?;
+        if let Err(err) = self.spawn(cmd, stdout, stderr).and_then(|s| check(cmd, s)) {
+            self.log_line(&format!("(ignored) {err:#}"));
         }
         Ok(())
     }
@@ -175,11 +217,7 @@ impl Runner {
             return otherwise(self);
         }
         let status = self.spawn(probe, Stdio::null(), Stdio::null())?;
-        if status.success() {
-            then(self)
-        } else {
-            otherwise(self)
-        }
+        if status.success() { then(self) } else { otherwise(self) }
     }
 
     /// Run a read-only query and return its standard output, even in a dry run (a dry run still
@@ -189,27 +227,19 @@ impl Runner {
         eprintln!("+ {cmd}");
         let mut child = self
             .command(cmd)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot start `{cmd}`"))?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
             use std::io::Write;
-            pipe.write_all(input.as_bytes())
-                .with_context(|| format!("cannot write to `{cmd}`"))?;
+            pipe.write_all(input.as_bytes()).with_context(|| format!("cannot write to `{cmd}`"))?;
         }
-        let output = child
-            .wait_with_output()
-            .with_context(|| format!("cannot run `{cmd}`"))?;
+        let output = child.wait_with_output().with_context(|| format!("cannot run `{cmd}`"))?;
         check(cmd, output.status)
             .with_context(|| String::from_utf8_lossy(&output.stderr).trim().to_string())?;
-        String::from_utf8(output.stdout)
-            .with_context(|| format!("`{cmd}` printed non-UTF-8 output"))
+        String::from_utf8(output.stdout).with_context(|| format!("`{cmd}` printed non-UTF-8 output"))
     }
 
     /// Start `cmd` in the background, detached from us, its output going to `log`. Returns its
@@ -220,8 +250,7 @@ impl Runner {
         }
         ensure_installed(cmd.program())?;
         eprintln!("+ {cmd} >{} 2>&1 &", log.display());
-        let out = std::fs::File::create(log)
-            .with_context(|| format!("cannot create {}", log.display()))?;
+        let out = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         let child = self
             .command(cmd)
             .stdin(Stdio::null())
@@ -236,13 +265,7 @@ impl Runner {
     /// Run the probe `cmd` until its standard output satisfies `accept` (exit status 0 and
     /// `accept(stdout)`), at most `wait.tries` times, `wait.interval` apart. A dry run shows the
     /// probe once, with the bound.
-    pub fn poll(
-        &self,
-        what: &str,
-        cmd: &Cmd,
-        wait: &Wait,
-        accept: impl Fn(&str) -> bool,
-    ) -> Result<()> {
+    pub fn poll(&self, what: &str, cmd: &Cmd, wait: &Wait, accept: impl Fn(&str) -> bool) -> Result<()> {
         if self.dry_run {
             self.say(&format!(
                 "repeated until {what}, at most {} tries {} s apart:",
@@ -254,10 +277,7 @@ impl Runner {
         ensure_installed(cmd.program())?;
         let mut last = String::new();
         for attempt in 1..=wait.tries {
-            eprintln!(
-                "+ {cmd}  (waiting until {what}: try {attempt}/{})",
-                wait.tries
-            );
+            eprintln!("+ {cmd}  (waiting until {what}: try {attempt}/{})", wait.tries);
             let output = self
                 .command(cmd)
                 .stdin(Stdio::null())
@@ -288,6 +308,8 @@ impl Runner {
     pub fn say(&self, message: &str) {
         if self.dry_run {
             println!("[dry-run] # {message}");
+        } else if self.log.is_some() {
+            self.log_line(message);
         } else {
             println!("{message}");
         }
@@ -302,7 +324,7 @@ impl Runner {
 
     fn spawn(&self, cmd: &Cmd, stdout: Stdio, stderr: Stdio) -> Result<std::process::ExitStatus> {
         ensure_installed(cmd.program())?;
-        eprintln!("+ {cmd}");
+        self.log_command(cmd);
         self.command(cmd)
             .stdout(stdout)
             .stderr(stderr)
@@ -346,21 +368,14 @@ fn check(cmd: &Cmd, status: std::process::ExitStatus) -> Result<()> {
         use std::os::unix::process::ExitStatusExt;
         128 + status.signal().unwrap_or(0)
     });
-    Err(CommandFailed {
-        command: cmd.to_string(),
-        exit_code,
-    }
-    .into())
+    Err(CommandFailed { command: cmd.to_string(), exit_code }.into())
 }
 
 /// Fail early, naming the program and how to install it, when it is not on `PATH`.
 pub fn ensure_installed(program: &str) -> Result<()> {
-    which::which(program).map(drop).map_err(|_| {
-        anyhow!(
-            "`{program}` is not installed or not on PATH. {}",
-            install_hint(program)
-        )
-    })
+    which::which(program)
+        .map(drop)
+        .map_err(|_| anyhow!("`{program}` is not installed or not on PATH. {}", install_hint(program)))
 }
 
 pub fn is_installed(program: &str) -> bool {
@@ -387,22 +402,13 @@ mod tests {
     #[test]
     fn display_puts_environment_first_and_quotes_words() {
         let cmd = Cmd::docker().args(["build", "--label", "a b", "it's"]);
-        assert_eq!(
-            cmd.to_string(),
-            r#"DOCKER_BUILDKIT=1 docker build --label 'a b' "it's""#
-        );
+        assert_eq!(cmd.to_string(), r#"DOCKER_BUILDKIT=1 docker build --label 'a b' "it's""#);
     }
 
     #[test]
     fn without_drops_a_flag_and_its_value() {
         let cmd = Cmd::new("x").args(["--push", "--cache-to", "ref", "--tag", "t", "--push"]);
-        assert_eq!(
-            cmd.clone().without("--push", false).arguments(),
-            ["--cache-to", "ref", "--tag", "t"]
-        );
-        assert_eq!(
-            cmd.without("--cache-to", true).arguments(),
-            ["--push", "--tag", "t", "--push"]
-        );
+        assert_eq!(cmd.clone().without("--push", false).arguments(), ["--cache-to", "ref", "--tag", "t"]);
+        assert_eq!(cmd.without("--cache-to", true).arguments(), ["--push", "--tag", "t", "--push"]);
     }
 }

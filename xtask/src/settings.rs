@@ -17,12 +17,7 @@ pub struct SettingsArgs {
     pub env: String,
 
     /// GCP project
-    #[arg(
-        long = "project",
-        env = "GCP_PROJECT",
-        default_value = "multi-arch-docker",
-        global = true
-    )]
+    #[arg(long = "project", env = "GCP_PROJECT", default_value = "multi-arch-docker", global = true)]
     pub gcp_project: String,
 
     /// Zone of the arm64 VM
@@ -30,12 +25,7 @@ pub struct SettingsArgs {
     pub zone: String,
 
     /// Registry host that holds $GCP_PROJECT/$ENV
-    #[arg(
-        long,
-        env = "REGISTRY",
-        default_value = "us-docker.pkg.dev",
-        global = true
-    )]
+    #[arg(long, env = "REGISTRY", default_value = "us-docker.pkg.dev", global = true)]
     pub registry: String,
 
     /// Root of every image path, used as is [default: $REGISTRY/$GCP_PROJECT/$ENV]
@@ -43,12 +33,7 @@ pub struct SettingsArgs {
     pub docker_repo: Option<String>,
 
     /// Platforms of buildx builds, comma separated
-    #[arg(
-        long,
-        env = "PLATFORMS",
-        default_value = "linux/amd64,linux/arm64",
-        global = true
-    )]
+    #[arg(long, env = "PLATFORMS", default_value = "linux/amd64,linux/arm64", global = true)]
     pub platforms: String,
 
     /// Name of the buildx builder
@@ -56,12 +41,7 @@ pub struct SettingsArgs {
     pub builder: String,
 
     /// Name of the arm64 VM
-    #[arg(
-        long = "vm",
-        env = "ARM64_VM",
-        default_value = "builder-arm64-2cpu",
-        global = true
-    )]
+    #[arg(long = "vm", env = "ARM64_VM", default_value = "builder-arm64-2cpu", global = true)]
     pub arm64_vm: String,
 
     /// 1: the Cloud Build starts the arm64 VM first and stops it last
@@ -87,11 +67,15 @@ pub struct SettingsArgs {
     pub dry_run: bool,
 }
 
+/// `ENV=local` runs the whole pipeline on this machine ...
+pub const LOCAL_ENV: &str = "local";
+/// ... publishing to the registry that `local-registry` starts.
+pub const LOCAL_DOCKER_REPO: &str = "localhost:5000/local";
+
 /// Operating systems and architectures `docker buildx` builds for.
 const OSES: &[&str] = &["linux", "windows", "darwin", "freebsd"];
-const ARCHES: &[&str] = &[
-    "amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64", "mips64le", "mips64", "loong64",
-];
+const ARCHES: &[&str] =
+    &["amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64", "mips64le", "mips64", "loong64"];
 
 /// `PLATFORMS`: comma separated `os/arch[/variant]`.
 fn check_platforms(platforms: &str) -> Result<()> {
@@ -117,6 +101,8 @@ pub struct Settings {
     pub env: String,
     /// Whether `ENV` was given (flag or environment) rather than defaulted.
     pub env_given: bool,
+    /// `ENV=local`: everything on this machine, with a registry on localhost.
+    pub local: bool,
     pub gcp_project: String,
     pub zone: String,
     pub docker_repo: String,
@@ -150,8 +136,10 @@ impl Settings {
             );
         }
         check_platforms(&args.platforms)?;
+        let local = args.env == LOCAL_ENV;
         let docker_repo = match args.docker_repo {
             Some(repo) if !repo.is_empty() => repo,
+            _ if local => LOCAL_DOCKER_REPO.to_string(),
             _ => format!("{}/{}/{}", args.registry, args.gcp_project, args.env),
         };
         let docker_repo = docker_repo.trim_end_matches('/').to_string();
@@ -165,15 +153,14 @@ impl Settings {
             .versions
             .iter()
             .map(|(name, default)| {
-                let value = lookup(name)
-                    .filter(|v| !v.is_empty())
-                    .unwrap_or_else(|| default.clone());
+                let value = lookup(name).filter(|v| !v.is_empty()).unwrap_or_else(|| default.clone());
                 (name.clone(), value)
             })
             .collect();
         let dry_run = args.dry_run || lookup("DRYRUN").is_some_and(|v| !v.is_empty());
         let settings = Settings {
             env_given: lookup("ENV").is_some() || args.env != "docker-dev",
+            local,
             env: args.env,
             gcp_project: args.gcp_project,
             zone: args.zone,
@@ -234,10 +221,7 @@ impl Settings {
 
     /// `--build-arg NAME=VALUE` pairs: `DOCKER_REPO` first, then the image's own versions.
     pub fn build_args(&self, image: &Image) -> Vec<String> {
-        let mut args = vec![
-            "--build-arg".to_string(),
-            format!("DOCKER_REPO={}", self.docker_repo),
-        ];
+        let mut args = vec!["--build-arg".to_string(), format!("DOCKER_REPO={}", self.docker_repo)];
         for name in &image.build_args {
             args.push("--build-arg".to_string());
             args.push(format!("{name}={}", self.versions[name]));

@@ -45,9 +45,7 @@ impl TestRegistry {
             Some((user, password)) => {
                 require("htpasswd", "apt-get install apache2-utils")?;
                 let path = dir.path().join("htpasswd");
-                let output = Command::new("htpasswd")
-                    .args(["-Bbn", user, password])
-                    .output()?;
+                let output = Command::new("htpasswd").args(["-Bbn", user, password]).output()?;
                 ensure!(output.status.success(), "htpasswd failed");
                 std::fs::write(&path, output.stdout)?;
                 Some(path)
@@ -56,10 +54,7 @@ impl TestRegistry {
         };
         let addr = free_port()?;
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            config_yaml(addr, &dir.path().join("storage"), htpasswd.as_deref()),
-        )?;
+        std::fs::write(&config, config_yaml(addr, &dir.path().join("storage"), htpasswd.as_deref()))?;
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -106,11 +101,7 @@ fn parse_access_line(line: &str) -> Option<Request> {
     let method = words.next()?.to_string();
     let path = words.next()?.to_string();
     let status = rest.split_whitespace().next()?.parse().ok()?;
-    Some(Request {
-        method,
-        path,
-        status,
-    })
+    Some(Request { method, path, status })
 }
 
 fn free_port() -> Result<SocketAddr> {
@@ -197,11 +188,7 @@ impl Fixture {
         let dir = tempfile::tempdir()?;
         let blobs_dir = dir.path().join("blobs/sha256");
         std::fs::create_dir_all(&blobs_dir)?;
-        let mut writer = LayoutWriter {
-            dir: blobs_dir,
-            blobs: Vec::new(),
-            total: 0,
-        };
+        let mut writer = LayoutWriter { dir: blobs_dir, blobs: Vec::new(), total: 0 };
         let mut entries = Vec::new();
         // Each platform has its own noise, so that changing one leaves the others' bytes alone.
         for (number, (os, arch)) in spec.platforms.iter().enumerate() {
@@ -234,45 +221,26 @@ impl Fixture {
             entries.push(entry);
         }
         if spec.attestation {
-            let statement = writer.blob(
-                "application/vnd.in-toto+json",
-                &Noise::new(spec.seed ^ 0xA77E).bytes(512),
-            )?;
+            let statement =
+                writer.blob("application/vnd.in-toto+json", &Noise::new(spec.seed ^ 0xA77E).bytes(512))?;
             let config = writer.blob(OCI_CONFIG, b"{}")?;
             let manifest = serde_json::json!({
                 "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [statement],
             });
             let mut entry = writer.manifest(OCI_MANIFEST, &serde_json::to_vec(&manifest)?)?;
             entry["platform"] = serde_json::json!({"os": "unknown", "architecture": "unknown"});
-            entry["annotations"] =
-                serde_json::json!({"vnd.docker.reference.type": "attestation-manifest"});
+            entry["annotations"] = serde_json::json!({"vnd.docker.reference.type": "attestation-manifest"});
             entries.push(entry);
         }
-        let index =
-            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries});
+        let index = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries});
         let index_descriptor = writer.manifest(OCI_INDEX, &serde_json::to_vec(&index)?)?;
-        let digest = index_descriptor["digest"]
-            .as_str()
-            .expect("a digest")
-            .to_string();
+        let digest = index_descriptor["digest"].as_str().expect("a digest").to_string();
         let mut layout_entry = index_descriptor;
-        layout_entry["annotations"] =
-            serde_json::json!({"org.opencontainers.image.ref.name": "fixture"});
+        layout_entry["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "fixture"});
         let layout_index = serde_json::json!({"schemaVersion": 2, "manifests": [layout_entry]});
-        std::fs::write(
-            dir.path().join("index.json"),
-            serde_json::to_vec(&layout_index)?,
-        )?;
-        std::fs::write(
-            dir.path().join("oci-layout"),
-            br#"{"imageLayoutVersion":"1.0.0"}"#,
-        )?;
-        Ok(Fixture {
-            dir,
-            digest,
-            blobs: writer.blobs,
-            total_bytes: writer.total,
-        })
+        std::fs::write(dir.path().join("index.json"), serde_json::to_vec(&layout_index)?)?;
+        std::fs::write(dir.path().join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        Ok(Fixture { dir, digest, blobs: writer.blobs, total_bytes: writer.total })
     }
 
     /// Push the whole index to `docker://<host>/<repository>:<tag>` with skopeo, digests kept.
@@ -281,13 +249,7 @@ impl Fixture {
         let source = format!("oci:{}:fixture", self.dir.path().display());
         let destination = format!("docker://{host}/{repository}:{tag}");
         let output = Command::new("skopeo")
-            .args([
-                "copy",
-                "--quiet",
-                "--all",
-                "--preserve-digests",
-                "--dest-tls-verify=false",
-            ])
+            .args(["copy", "--quiet", "--all", "--preserve-digests", "--dest-tls-verify=false"])
             .args([&source, &destination])
             .output()
             .context("cannot run skopeo")?;
@@ -300,10 +262,7 @@ impl Fixture {
     }
 
     pub fn blob_path(&self, digest: &str) -> PathBuf {
-        self.dir
-            .path()
-            .join("blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"))
+        self.dir.path().join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
     }
 }
 
@@ -317,12 +276,7 @@ impl LayoutWriter {
     /// Write a blob and return its descriptor.
     fn blob(&mut self, media_type: &str, bytes: &[u8]) -> Result<serde_json::Value> {
         let descriptor = self.write(media_type, bytes)?;
-        self.blobs.push(
-            descriptor["digest"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        );
+        self.blobs.push(descriptor["digest"].as_str().unwrap_or_default().to_string());
         self.total += bytes.len() as u64;
         Ok(descriptor)
     }
@@ -350,12 +304,7 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn skopeo_raw(reference: &str) -> Result<Vec<u8>> {
     require("skopeo", "apt-get install skopeo")?;
     let output = Command::new("skopeo")
-        .args([
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            &format!("docker://{reference}"),
-        ])
+        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
         .output()
         .context("cannot run skopeo")?;
     ensure!(
@@ -403,18 +352,14 @@ async fn delay_line(
     delay: Duration,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (sender, mut receiver) =
-        tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
     let reader = async move {
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
             match from.read(&mut buffer).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if sender
-                        .send((tokio::time::Instant::now() + delay, buffer[..n].to_vec()))
-                        .is_err()
-                    {
+                    if sender.send((tokio::time::Instant::now() + delay, buffer[..n].to_vec())).is_err() {
                         break;
                     }
                 }
@@ -456,32 +401,15 @@ pub async fn push_blobs_directly(
         let client = client.clone();
         async move {
             let bytes = tokio::fs::read(&path).await?;
-            let start = client
-                .post(format!("http://{registry}/v2/{repository}/blobs/uploads/"))
-                .send()
-                .await?;
-            ensure!(
-                start.status().as_u16() == 202,
-                "upload start: {}",
-                start.status()
-            );
+            let start =
+                client.post(format!("http://{registry}/v2/{repository}/blobs/uploads/")).send().await?;
+            ensure!(start.status().as_u16() == 202, "upload start: {}", start.status());
             let location = start.headers()["location"].to_str()?.to_string();
-            let location = if location.starts_with("http") {
-                location
-            } else {
-                format!("http://{registry}{location}")
-            };
+            let location =
+                if location.starts_with("http") { location } else { format!("http://{registry}{location}") };
             let separator = if location.contains('?') { '&' } else { '?' };
-            let done = client
-                .put(format!("{location}{separator}digest={digest}"))
-                .body(bytes)
-                .send()
-                .await?;
-            ensure!(
-                done.status().as_u16() == 201,
-                "upload of {digest}: {}",
-                done.status()
-            );
+            let done = client.put(format!("{location}{separator}digest={digest}")).body(bytes).send().await?;
+            ensure!(done.status().as_u16() == 201, "upload of {digest}: {}", done.status());
             anyhow::Ok(())
         }
     }))

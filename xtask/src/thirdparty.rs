@@ -54,10 +54,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, Vec<LineError>> {
         }
         match parse_line(content) {
             Ok((image, tags, source)) => {
-                let key = (
-                    source.registry().to_string(),
-                    source.repository().to_string(),
-                );
+                let key = (source.registry().to_string(), source.repository().to_string());
                 if let Some(first) = seen.insert(key, line) {
                     fail(format!(
                         "`{image}` is already listed on line {first}: list each image once, with all its tags"
@@ -69,11 +66,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, Vec<LineError>> {
             Err(message) => fail(message),
         }
     }
-    if errors.is_empty() {
-        Ok(entries)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(entries) } else { Err(errors) }
 }
 
 const FORMAT: &str = "expected `<image>: <tag> [<tag> …]`, e.g. `docker.io/alpine: 3.15`";
@@ -83,44 +76,27 @@ fn parse_line(content: &str) -> Result<(String, Vec<String>, Reference), String>
     // image name belongs to a registry port (`localhost:5000/x: 1.0`).
     let split = content
         .char_indices()
-        .find(|&(i, c)| {
-            c == ':'
-                && content[i + 1..]
-                    .chars()
-                    .next()
-                    .is_none_or(char::is_whitespace)
-        })
+        .find(|&(i, c)| c == ':' && content[i + 1..].chars().next().is_none_or(char::is_whitespace))
         .map(|(i, _)| i);
     let Some(split) = split else {
         return Err(FORMAT.into());
     };
     let image = content[..split].trim();
-    let tags: Vec<String> = content[split + 1..]
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let tags: Vec<String> = content[split + 1..].split_whitespace().map(str::to_string).collect();
     if image.is_empty() {
         return Err(format!("no image before the colon: {FORMAT}"));
     }
     if image.contains('@') {
-        return Err(format!(
-            "`{image}` has a digest: list the image by name and give tags after the colon"
-        ));
+        return Err(format!("`{image}` has a digest: list the image by name and give tags after the colon"));
     }
-    if image
-        .rsplit('/')
-        .next()
-        .is_some_and(|last| last.contains(':'))
-    {
+    if image.rsplit('/').next().is_some_and(|last| last.contains(':')) {
         return Err(format!("`{image}` has a tag in its name: {FORMAT}"));
     }
     if tags.is_empty() {
         return Err(format!("no tags for `{image}`: {FORMAT}"));
     }
     let source: Reference = format!("{image}:latest").parse().map_err(|e| {
-        format!(
-            "`{image}` is not a valid image name ({e}): use lowercase letters, digits and . _ - /"
-        )
+        format!("`{image}` is not a valid image name ({e}): use lowercase letters, digits and . _ - /")
     })?;
     let mut unique = std::collections::BTreeSet::new();
     for tag in &tags {
@@ -134,14 +110,10 @@ fn parse_line(content: &str) -> Result<(String, Vec<String>, Reference), String>
 
 fn check_tag(image: &str, tag: &str) -> Result<(), String> {
     if tag.contains(':') || tag.starts_with("sha256") {
-        return Err(format!(
-            "`{tag}` of `{image}` is a digest, not a tag: thirdparty vendors tags"
-        ));
+        return Err(format!("`{tag}` of `{image}` is a digest, not a tag: thirdparty vendors tags"));
     }
     let mut chars = tag.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !first_ok || !rest_ok || tag.len() > 128 {
         return Err(format!(
@@ -156,11 +128,7 @@ fn check_tag(image: &str, tag: &str) -> Result<(), String> {
 /// Docker Hub's implicit `library/` is not added: it is a source-side detail.
 pub fn path_without_host(image: &str) -> &str {
     match image.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            rest
-        }
+        Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => rest,
         _ => image,
     }
 }
@@ -172,25 +140,22 @@ pub fn pairs(entries: &[Entry], docker_repo: &str) -> Result<Vec<Pair>, Vec<Line
     for entry in entries {
         for tag in &entry.tags {
             let source = format!("{}:{tag}", entry.image);
-            let destination = format!(
-                "{docker_repo}/thirdparty/{}:{tag}",
-                path_without_host(&entry.image)
-            );
+            let destination = format!("{docker_repo}/thirdparty/{}:{tag}", path_without_host(&entry.image));
             match (source.parse::<Reference>(), destination.parse::<Reference>()) {
                 (Ok(source), Ok(destination)) => pairs.push(Pair { source, destination }),
-                (Err(e), _) => errors.push(LineError { line: entry.line, message: format!("`{source}`: {e}") }),
+                (Err(e), _) => {
+                    errors.push(LineError { line: entry.line, message: format!("`{source}`: {e}") })
+                }
                 (_, Err(e)) => errors.push(LineError {
                     line: entry.line,
-                    message: format!("destination `{destination}` is not a valid reference ({e}): check DOCKER_REPO"),
+                    message: format!(
+                        "destination `{destination}` is not a valid reference ({e}): check DOCKER_REPO"
+                    ),
                 }),
             }
         }
     }
-    if errors.is_empty() {
-        Ok(pairs)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(pairs) } else { Err(errors) }
 }
 
 #[cfg(test)]
@@ -198,31 +163,18 @@ mod tests {
     use super::*;
 
     fn errors(text: &str) -> Vec<String> {
-        parse(text.as_bytes())
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect()
+        parse(text.as_bytes()).unwrap_err().iter().map(ToString::to_string).collect()
     }
 
     #[test]
     fn parses_the_format() {
-        let text =
-            "# base images\n\ndocker.io/alpine: 3.15 3.16  # two tags\nlocalhost:5000/x/y: 1.0\n";
+        let text = "# base images\n\ndocker.io/alpine: 3.15 3.16  # two tags\nlocalhost:5000/x/y: 1.0\n";
         let entries = parse(text.as_bytes()).unwrap();
         assert_eq!(
             entries,
             [
-                Entry {
-                    line: 3,
-                    image: "docker.io/alpine".into(),
-                    tags: vec!["3.15".into(), "3.16".into()]
-                },
-                Entry {
-                    line: 4,
-                    image: "localhost:5000/x/y".into(),
-                    tags: vec!["1.0".into()]
-                },
+                Entry { line: 3, image: "docker.io/alpine".into(), tags: vec!["3.15".into(), "3.16".into()] },
+                Entry { line: 4, image: "localhost:5000/x/y".into(), tags: vec!["1.0".into()] },
             ]
         );
     }
@@ -234,10 +186,8 @@ mod tests {
         )
         .unwrap();
         let pairs = pairs(&entries, "us-docker.pkg.dev/p/docker-dev").unwrap();
-        let shown: Vec<(String, String)> = pairs
-            .iter()
-            .map(|p| (p.source.to_string(), p.destination.to_string()))
-            .collect();
+        let shown: Vec<(String, String)> =
+            pairs.iter().map(|p| (p.source.to_string(), p.destination.to_string())).collect();
         assert_eq!(
             shown,
             [
@@ -259,53 +209,26 @@ mod tests {
         let text = "docker.io/alpine 3.15\ndocker.io/golang:\nDocker.io/UPPER: 1\ndocker.io/debian: sha256:abcd\n\
                     docker.io/alpine: 3.15 3.15\ndocker.io/alpine@sha256:00: x\ndocker.io/ok: 1\ndocker.io/ok: 2\n";
         let errors = errors(text);
-        let lines: Vec<&str> = errors
-            .iter()
-            .map(|e| e.split(':').next().unwrap())
-            .collect();
+        let lines: Vec<&str> = errors.iter().map(|e| e.split(':').next().unwrap()).collect();
         assert_eq!(
             lines,
-            [
-                "line 1", "line 2", "line 3", "line 4", "line 5", "line 6", "line 8"
-            ],
+            ["line 1", "line 2", "line 3", "line 4", "line 5", "line 6", "line 8"],
             "{errors:#?}"
         );
-        assert!(
-            errors[0].contains("expected `<image>: <tag>"),
-            "{}",
-            errors[0]
-        );
+        assert!(errors[0].contains("expected `<image>: <tag>"), "{}", errors[0]);
         assert!(errors[1].contains("no tags"), "{}", errors[1]);
-        assert!(
-            errors[2].contains("not a valid image name"),
-            "{}",
-            errors[2]
-        );
+        assert!(errors[2].contains("not a valid image name"), "{}", errors[2]);
         assert!(errors[3].contains("is a digest"), "{}", errors[3]);
         assert!(errors[4].contains("listed twice"), "{}", errors[4]);
         assert!(errors[5].contains("has a digest"), "{}", errors[5]);
-        assert!(
-            errors[6].contains("already listed on line 7"),
-            "{}",
-            errors[6]
-        );
+        assert!(errors[6].contains("already listed on line 7"), "{}", errors[6]);
     }
 
     #[test]
     fn rejects_bytes_that_are_not_text_and_overlong_lines() {
         let mut text = b"docker.io/a: 1\n\xff\xfe: 2\n".to_vec();
         text.extend(format!("docker.io/b: {}\n", "x".repeat(2000)).as_bytes());
-        let errors: Vec<String> = parse(&text)
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(
-            errors,
-            [
-                "line 2: not valid UTF-8",
-                "line 3: longer than 1024 characters"
-            ]
-        );
+        let errors: Vec<String> = parse(&text).unwrap_err().iter().map(ToString::to_string).collect();
+        assert_eq!(errors, ["line 2: not valid UTF-8", "line 3: longer than 1024 characters"]);
     }
 }

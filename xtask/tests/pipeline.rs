@@ -36,11 +36,8 @@ fn every_xtask_command_is_a_real_task_with_real_flags() {
 #[test]
 fn substitutions_used_are_declared_and_declared_ones_used() {
     let text = std::fs::read_to_string(xtask::project_root().join("cloudbuild/pr.yaml")).unwrap();
-    let values: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let values: String =
+        text.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n");
     let used: BTreeSet<String> = values
         .split("${")
         .skip(1)
@@ -49,24 +46,14 @@ fn substitutions_used_are_declared_and_declared_ones_used() {
     let declared: BTreeSet<String> = pipeline().substitutions.keys().cloned().collect();
     let builtin = ["PROJECT_ID", "BUILD_ID", "PROJECT_NUMBER", "LOCATION"];
     for name in &used {
-        assert!(
-            declared.contains(name) || builtin.contains(&name.as_str()),
-            "${{{name}}} is not declared"
-        );
+        assert!(declared.contains(name) || builtin.contains(&name.as_str()), "${{{name}}} is not declared");
     }
     for name in &declared {
-        assert!(
-            used.contains(name),
-            "substitution {name} is declared but never used"
-        );
+        assert!(used.contains(name), "substitution {name} is declared but never used");
     }
     assert_eq!(
         declared,
-        BTreeSet::from([
-            "_AUTO_START_STOP".into(),
-            "_CLOUDBUILD_IMAGE".into(),
-            "_ENV".into()
-        ])
+        BTreeSet::from(["_AUTO_START_STOP".into(), "_CLOUDBUILD_IMAGE".into(), "_ENV".into()])
     );
 }
 
@@ -121,28 +108,15 @@ fn order_and_parallelism_are_the_originals() {
     let catalog = Catalog::load(&xtask::project_root()).unwrap();
     let mut builders = BTreeSet::new();
     for (task, _) in catalog.task_images() {
-        let step = steps
-            .iter()
-            .find(|s| s.id.as_deref() == Some(task))
-            .unwrap_or_else(|| panic!("no step {task}"));
+        let step =
+            steps.iter().find(|s| s.id.as_deref() == Some(task)).unwrap_or_else(|| panic!("no step {task}"));
         assert_eq!(step.wait_for.as_deref(), Some(&["setup".to_string()][..]));
         let commands = step.xtask_commands();
-        assert_eq!(
-            commands.last().unwrap(),
-            &vec![format!("buildx-publish-{task}")]
-        );
-        assert_eq!(
-            commands[0],
-            ["ssh-tunnel", "--wait"],
-            "the tunnel first, in the step's own network"
-        );
+        assert_eq!(commands.last().unwrap(), &vec![format!("buildx-publish-{task}")]);
+        assert_eq!(commands[0], ["ssh-tunnel", "--wait"], "the tunnel first, in the step's own network");
         let env: HashMap<String, String> = step.env_pairs().into_iter().collect();
         assert_eq!(env["MULTI_CONTEXT"], "1");
-        assert!(
-            builders.insert(env["BUILDER"].clone()),
-            "two steps share builder {}",
-            env["BUILDER"]
-        );
+        assert!(builders.insert(env["BUILDER"].clone()), "two steps share builder {}", env["BUILDER"]);
     }
     let stop = steps.last().unwrap();
     assert_eq!(stop.wait_for.as_ref().unwrap().len(), builders.len());
@@ -153,18 +127,9 @@ fn secrets_go_to_files_never_to_output() {
     let text = std::fs::read_to_string(xtask::project_root().join("cloudbuild/pr.yaml")).unwrap();
     for line in text.lines() {
         if line.contains("secrets versions access") {
-            assert!(
-                line.contains("--out-file=") || text.contains("--out-file="),
-                "{line}"
-            );
+            assert!(line.contains("--out-file=") || text.contains("--out-file="), "{line}");
         }
-        assert!(
-            !(line.contains("echo") && line.to_lowercase().contains("secret")),
-            "{line}"
-        );
-        assert!(
-            !line.contains("set -x"),
-            "tracing would print what the script handles: {line}"
-        );
+        assert!(!(line.contains("echo") && line.to_lowercase().contains("secret")), "{line}");
+        assert!(!line.contains("set -x"), "tracing would print what the script handles: {line}");
     }
 }

@@ -66,12 +66,8 @@ fn buildx_ls_and_prune() {
     check_both("buildx-ls", &ls, &ls);
     check_both(
         "prune",
-        &[s(
-            "DOCKER_BUILDKIT=1 docker buildx prune --builder builder-local --all --force",
-        )],
-        &[s(
-            "DOCKER_BUILDKIT=1 docker buildx prune --builder odb --all --force",
-        )],
+        &[s("DOCKER_BUILDKIT=1 docker buildx prune --builder builder-local --all --force")],
+        &[s("DOCKER_BUILDKIT=1 docker buildx prune --builder odb --all --force")],
     );
 }
 
@@ -140,46 +136,15 @@ fn buildx_build(
 #[test]
 fn buildx_publish() {
     let images = [
-        (
-            "runtime",
-            "runtime",
-            "--build-arg ALPINE_VERSION=3.15",
-            "3.15",
-        ),
-        (
-            "build",
-            "golang-build",
-            "--build-arg ALPINE_VERSION=3.15 --build-arg GO_VERSION=1.18",
-            "1.18",
-        ),
-        (
-            "odb",
-            "odb",
-            "--build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23",
-            "2.5.0-b.23",
-        ),
+        ("runtime", "runtime", "--build-arg ALPINE_VERSION=3.15", "3.15"),
+        ("build", "golang-build", "--build-arg ALPINE_VERSION=3.15 --build-arg GO_VERSION=1.18", "1.18"),
+        ("odb", "odb", "--build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23", "2.5.0-b.23"),
     ];
     for (task, image, args, tag) in images {
         let mut default = setup_default();
-        default.push(buildx_build(
-            DEV,
-            "builder-local",
-            "linux/amd64,linux/arm64",
-            image,
-            args,
-            tag,
-            "",
-        ));
+        default.push(buildx_build(DEV, "builder-local", "linux/amd64,linux/arm64", image, args, tag, ""));
         let mut seed = setup_seed();
-        seed.push(buildx_build(
-            PROD,
-            "odb",
-            "linux/arm64",
-            image,
-            args,
-            tag,
-            "-arm64-seed",
-        ));
+        seed.push(buildx_build(PROD, "odb", "linux/arm64", image, args, tag, "-arm64-seed"));
         check_both(&format!("buildx-publish-{task}"), &default, &seed);
     }
 }
@@ -187,20 +152,10 @@ fn buildx_publish() {
 #[test]
 fn odb_split_build_in_cloud_build() {
     let args = "--build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23";
-    let full = buildx_build(
-        DEV,
-        "builder-local",
-        "linux/amd64,linux/arm64",
-        "odb",
-        args,
-        "2.5.0-b.23",
-        "",
-    );
+    let full = buildx_build(DEV, "builder-local", "linux/amd64,linux/arm64", "odb", args, "2.5.0-b.23", "");
     let cache = format!("{DEV}/cache/odb:2.5.0-b.23");
-    let build_only = full.replace(" --push", "").replace(
-        &format!(" --cache-to type=registry,ref={cache},mode=max"),
-        "",
-    );
+    let build_only =
+        full.replace(" --push", "").replace(&format!(" --cache-to type=registry,ref={cache},mode=max"), "");
     let mut lines = setup_default();
     lines.extend([
         s("# split build: build without pushing, restart the builder, then build and push"),
@@ -208,22 +163,10 @@ fn odb_split_build_in_cloud_build() {
         s("DOCKER_BUILDKIT=1 docker buildx stop builder-local"),
         full,
     ]);
-    check(
-        "buildx-publish-odb",
-        &[("BUILDER_OUTPUT", "/builder/outputs")],
-        &lines,
-    );
+    check("buildx-publish-odb", &[("BUILDER_OUTPUT", "/builder/outputs")], &lines);
     // Images not marked for the split build are built once, even in Cloud Build.
-    let plan = plan(
-        &["buildx-publish-runtime"],
-        &[("BUILDER_OUTPUT", "/builder/outputs")],
-    );
-    assert_eq!(
-        plan.iter()
-            .filter(|l| l.get(3).is_some_and(|w| w == "build"))
-            .count(),
-        1
-    );
+    let plan = plan(&["buildx-publish-runtime"], &[("BUILDER_OUTPUT", "/builder/outputs")]);
+    assert_eq!(plan.iter().filter(|l| l.get(3).is_some_and(|w| w == "build")).count(), 1);
 }
 
 #[test]
@@ -236,9 +179,7 @@ fn pulls_and_clean() {
         check_both(
             task,
             &[format!("DOCKER_BUILDKIT=1 docker pull {DEV}/{reference}")],
-            &[format!(
-                "DOCKER_BUILDKIT=1 docker pull {PROD}/{reference}-arm64-seed"
-            )],
+            &[format!("DOCKER_BUILDKIT=1 docker pull {PROD}/{reference}-arm64-seed")],
         );
     }
     check_both(
@@ -264,22 +205,15 @@ fn vm_tasks() {
         "gcloud compute ssh --zone us-central1-a root@builder-arm64-2cpu --project multi-arch-docker --tunnel-through-iap",
     )];
     check_both("ssh-vm", &ssh, &ssh);
-    let tunnel = [s(
-        "gcloud compute ssh --project multi-arch-docker --zone us-central1-a builder-arm64-2cpu \
-         --tunnel-through-iap -- -L 127.0.0.1:8375:127.0.0.1:2375 -N -f",
-    )];
+    let tunnel =
+        [s("gcloud compute ssh --project multi-arch-docker --zone us-central1-a builder-arm64-2cpu \
+         --tunnel-through-iap -- -L 127.0.0.1:8375:127.0.0.1:2375 -N -f")];
     check_both("ssh-tunnel", &tunnel, &tunnel);
     // The VM's name, zone and project are settings too.
     check(
         "start-vm",
-        &[
-            ("ARM64_VM", "arm-b"),
-            ("ZONE", "europe-west4-a"),
-            ("GCP_PROJECT", "p"),
-        ],
-        &[s(
-            "gcloud compute instances start arm-b --project p --zone europe-west4-a",
-        )],
+        &[("ARM64_VM", "arm-b"), ("ZONE", "europe-west4-a"), ("GCP_PROJECT", "p")],
+        &[s("gcloud compute instances start arm-b --project p --zone europe-west4-a")],
     );
 }
 
@@ -297,22 +231,14 @@ fn cloud_builder() {
             format!("DOCKER_BUILDKIT=1 docker push {repo}/cloud-builder:{tag}{modifier}"),
         ]
     };
-    check_both(
-        "build-publish-cloud-builder",
-        &lines(DEV, ""),
-        &lines(PROD, "-arm64-seed"),
-    );
+    check_both("build-publish-cloud-builder", &lines(DEV, ""), &lines(PROD, "-arm64-seed"));
 }
 
 #[test]
 fn flags_win_over_the_environment_and_versions_come_from_it() {
     let plan = plan(
         &["--env", "flag-env", "pull-runtime", "--tag-modifier", "x"],
-        &[
-            ("ENV", "env-env"),
-            ("TAG_MODIFIER", "y"),
-            ("ALPINE_VERSION", "3.16"),
-        ],
+        &[("ENV", "env-env"), ("TAG_MODIFIER", "y"), ("ALPINE_VERSION", "3.16")],
     );
     assert_plan(
         &plan,
@@ -322,10 +248,7 @@ fn flags_win_over_the_environment_and_versions_come_from_it() {
     );
     // DOCKER_REPO replaces $REGISTRY/$GCP_PROJECT/$ENV whole; REGISTRY replaces only the host.
     let plan = common::plan(&["pull-odb"], &[("DOCKER_REPO", "localhost:5000/dev/")]);
-    assert_plan(
-        &plan,
-        &expected(&["DOCKER_BUILDKIT=1 docker pull localhost:5000/dev/odb:2.5.0-b.23"]),
-    );
+    assert_plan(&plan, &expected(&["DOCKER_BUILDKIT=1 docker pull localhost:5000/dev/odb:2.5.0-b.23"]));
     let plan = common::plan(&["pull-odb"], &[("REGISTRY", "europe-docker.pkg.dev")]);
     assert_plan(
         &plan,
@@ -360,19 +283,13 @@ fn info_shows_the_settings() {
     ] {
         assert!(out.lines().any(|l| l == line), "no line {line:?} in\n{out}");
     }
-    assert!(
-        out.lines().any(|l| l.starts_with("docker buildx:")),
-        "{out}"
-    );
+    assert!(out.lines().any(|l| l.starts_with("docker buildx:")), "{out}");
 }
 
 #[test]
 fn the_task_list_names_every_task() {
     let alone = xtask(&[], &[]);
-    assert!(
-        alone.status.success(),
-        "`cargo xtask` alone is the task list, not an error"
-    );
+    assert!(alone.status.success(), "`cargo xtask` alone is the task list, not an error");
     let list = common::stdout(&alone);
     assert_eq!(list, common::stdout(&xtask(&["help"], &[])));
     for task in [
@@ -386,6 +303,13 @@ fn the_task_list_names_every_task() {
         "stop-vm",
         "ssh-vm",
         "ssh-tunnel",
+        "thirdparty",
+        "local-registry",
+        "bench-thirdparty",
+        "publish-all",
+        "cloud-build",
+        "seed-arm64",
+        "seed-arm64-dry-run",
         "build-runtime",
         "build-build",
         "build-odb",
@@ -398,8 +322,7 @@ fn the_task_list_names_every_task() {
         "help",
     ] {
         assert!(
-            list.lines()
-                .any(|l| l.trim_start().starts_with(&format!("{task} "))),
+            list.lines().any(|l| l.trim_start().starts_with(&format!("{task} "))),
             "{task} missing:\n{list}"
         );
     }
@@ -425,11 +348,7 @@ fn cloud_build_submits_the_pipeline() {
     );
     check(
         "cloud-build",
-        &[
-            ("ENV", "docker-prod"),
-            ("AUTO_START_STOP", "1"),
-            ("GCP_PROJECT", "p2"),
-        ],
+        &[("ENV", "docker-prod"), ("AUTO_START_STOP", "1"), ("GCP_PROJECT", "p2")],
         &[format!(
             "gcloud builds submit --project=p2 --region=global --config cloudbuild/pr.yaml \
              --substitutions=_ENV=docker-prod,_CLOUDBUILD_IMAGE=us-docker.pkg.dev/p2/docker-prod/{image},_AUTO_START_STOP=1 ."
@@ -440,16 +359,9 @@ fn cloud_build_submits_the_pipeline() {
 #[test]
 fn start_vm_wait_and_tunnel_wait_plans() {
     let vm = "builder-arm64-2cpu --project multi-arch-docker --zone us-central1-a";
-    check(
-        "start-vm",
-        &[],
-        &[format!("gcloud compute instances start {vm}")],
-    );
+    check("start-vm", &[], &[format!("gcloud compute instances start {vm}")]);
     assert_plan(
-        &plan(
-            &["start-vm", "--wait", "--tries", "12", "--interval", "10"],
-            &[],
-        ),
+        &plan(&["start-vm", "--wait", "--tries", "12", "--interval", "10"], &[]),
         &expected(&[
             &format!("gcloud compute instances start {vm}"),
             "# repeated until builder-arm64-2cpu reports RUNNING, at most 12 tries 10 s apart:",
@@ -476,49 +388,61 @@ fn seed_arm64_plans_the_three_arm64_builds() {
     let output = xtask(&["seed-arm64", "--yes", "--dry-run"], &env);
     assert!(output.status.success(), "{}", common::stderr(&output));
     if std::env::consts::ARCH != "aarch64" {
-        assert!(
-            common::stderr(&output).contains("not arm64/aarch64"),
-            "the warning comes first"
-        );
+        assert!(common::stderr(&output).contains("not arm64/aarch64"), "the warning comes first");
     }
     let plan = common::parse_plan(&common::stdout(&output));
-    let builds: Vec<&Vec<String>> = plan
-        .iter()
-        .filter(|l| l.get(2..4) == Some(&["buildx".into(), "build".into()]))
-        .collect();
+    let builds: Vec<&Vec<String>> =
+        plan.iter().filter(|l| l.get(2..4) == Some(&["buildx".into(), "build".into()])).collect();
     assert_eq!(builds.len(), 3);
-    let images = [
-        ("runtime", "3.15"),
-        ("golang-build", "1.18"),
-        ("odb", "2.5.0-b.23"),
-    ];
+    let images = [("runtime", "3.15"), ("golang-build", "1.18"), ("odb", "2.5.0-b.23")];
     for (build, (image, tag)) in builds.iter().zip(images) {
         let arg = |flag: &str| build[build.iter().position(|w| w == flag).unwrap() + 1].clone();
         assert_eq!(arg("--platform"), "linux/arm64");
         assert_eq!(arg("--tag"), format!("{PROD}/{image}:{tag}-arm64-seed"));
-        assert_eq!(
-            arg("--cache-from"),
-            format!("type=registry,ref={PROD}/cache/{image}:{tag}")
-        );
-        assert_eq!(
-            arg("--cache-to"),
-            format!("type=registry,ref={PROD}/cache/{image}:{tag},mode=max")
-        );
-        assert_eq!(
-            arg("--builder"),
-            "builder-local",
-            "the pipeline's per-step BUILDER is dropped"
-        );
+        assert_eq!(arg("--cache-from"), format!("type=registry,ref={PROD}/cache/{image}:{tag}"));
+        assert_eq!(arg("--cache-to"), format!("type=registry,ref={PROD}/cache/{image}:{tag},mode=max"));
+        assert_eq!(arg("--builder"), "builder-local", "the pipeline's per-step BUILDER is dropped");
     }
     // MULTI_CONTEXT is dropped too: the builder is created plain.
     assert!(
-        plan.iter()
-            .any(|l| l.join(" ") == "DOCKER_BUILDKIT=1 docker buildx create --name builder-local")
+        plan.iter().any(|l| l.join(" ") == "DOCKER_BUILDKIT=1 docker buildx create --name builder-local")
     );
     assert!(!plan.iter().any(|l| l.contains(&"arm_node".to_string())));
     // The original's dry-run target stays.
-    assert_eq!(
-        common::stdout(&xtask(&["seed-arm64-dry-run"], &env)),
-        common::stdout(&output)
+    assert_eq!(common::stdout(&xtask(&["seed-arm64-dry-run"], &env)), common::stdout(&output));
+}
+
+#[test]
+fn local_publish_all_plan() {
+    let plan = plan(&["publish-all"], &[("ENV", "local")]);
+    let lines: Vec<String> = plan.iter().map(|l| l.join(" ")).collect();
+    let root = xtask::project_root().display().to_string();
+    assert_eq!(lines[0], "# ENV=local: if no registry answers at 127.0.0.1:5000, start one:");
+    assert_eq!(lines[1], format!("docker-registry serve {root}/target/local-registry/config.yml"));
+    assert!(
+        lines[2].starts_with("# thirdparty: vendor thirdparty.txt into localhost:5000/local/thirdparty/"),
+        "{}",
+        lines[2]
     );
+    let local = "localhost:5000/local";
+    for (task, image, tag) in
+        [("runtime", "runtime", "3.15"), ("build", "golang-build", "1.18"), ("odb", "odb", "2.5.0-b.23")]
+    {
+        let builder = format!("builder-local-{task}");
+        let create = format!(
+            "DOCKER_BUILDKIT=1 docker buildx create --name {builder} --driver docker-container --driver-opt network=host \
+             --buildkitd-config target/xtask/buildkitd.toml --bootstrap"
+        );
+        assert!(lines.contains(&create), "{create}\n{lines:#?}");
+        let build = plan
+            .iter()
+            .find(|l| l.get(3).map(String::as_str) == Some("build") && l.contains(&format!("images/{image}")))
+            .unwrap();
+        let arg = |flag: &str| build[build.iter().position(|w| w == flag).unwrap() + 1].clone();
+        assert_eq!(arg("--builder"), builder);
+        assert_eq!(arg("--platform"), "linux/amd64,linux/arm64");
+        assert_eq!(arg("--tag"), format!("{local}/{image}:{tag}"));
+        assert_eq!(arg("--cache-to"), format!("type=registry,ref={local}/cache/{image}:{tag},mode=max"));
+        assert!(build.contains(&format!("DOCKER_REPO={local}")));
+    }
 }

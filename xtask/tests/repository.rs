@@ -20,8 +20,7 @@ fn every_base_image_is_vendored() {
         .collect();
     for image in catalog.images.iter().chain([&catalog.cloud_builder]) {
         let dockerfile = std::fs::read_to_string(root.join(image.dockerfile())).unwrap();
-        let mut values: BTreeMap<String, String> =
-            BTreeMap::from([("DOCKER_REPO".into(), REPO.into())]);
+        let mut values: BTreeMap<String, String> = BTreeMap::from([("DOCKER_REPO".into(), REPO.into())]);
         for name in &image.build_args {
             values.insert(name.clone(), catalog.versions[name].clone());
         }
@@ -32,9 +31,7 @@ fn every_base_image_is_vendored() {
             match words.as_slice() {
                 ["ARG", definition] => {
                     if let Some((name, value)) = definition.split_once('=') {
-                        values
-                            .entry(name.to_string())
-                            .or_insert_with(|| value.to_string());
+                        values.entry(name.to_string()).or_insert_with(|| value.to_string());
                     }
                 }
                 ["FROM", from, rest @ ..] => {

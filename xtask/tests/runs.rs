@@ -46,15 +46,11 @@ fn buildx_setup_creates_a_two_node_builder() {
     assert_eq!(calls.len(), 5, "{calls:?}");
     assert_eq!(
         calls[2],
-        call(
-            "docker DOCKER_BUILDKIT=1 buildx create --use --name odb --platform linux/amd64 default"
-        )
+        call("docker DOCKER_BUILDKIT=1 buildx create --use --name odb --platform linux/amd64 default")
     );
     assert_eq!(
         calls[3],
-        call(
-            "docker DOCKER_BUILDKIT=1 buildx create --append --name odb --platform linux/arm64 arm_node"
-        )
+        call("docker DOCKER_BUILDKIT=1 buildx create --append --name odb --platform linux/arm64 arm_node")
     );
     assert_eq!(calls[4], call("docker DOCKER_BUILDKIT=1 buildx ls"));
 }
@@ -71,28 +67,18 @@ fn a_failing_buildx_ls_does_not_stop_the_setup() {
 #[test]
 fn split_build_runs_its_three_steps_in_order() {
     let fake = FakeTools::new();
-    let output = fake.xtask(
-        &["buildx-publish-odb"],
-        &[("BUILDER_OUTPUT", "/builder/outputs"), ("BUILDER", "odb")],
-    );
+    let output =
+        fake.xtask(&["buildx-publish-odb"], &[("BUILDER_OUTPUT", "/builder/outputs"), ("BUILDER", "odb")]);
     assert!(output.status.success(), "{}", stderr(&output));
     let calls = fake.calls();
     let steps = &calls[2..];
     assert_eq!(steps.len(), 3, "{calls:?}");
     assert_eq!(steps[0][..3], call("docker DOCKER_BUILDKIT=1 buildx")[..]);
     assert_eq!(steps[0][3], "build");
-    assert!(
-        !has_arg(&steps[0], "--push") && !has_arg(&steps[0], "--cache-to"),
-        "{:?}",
-        steps[0]
-    );
+    assert!(!has_arg(&steps[0], "--push") && !has_arg(&steps[0], "--cache-to"), "{:?}", steps[0]);
     assert!(has_arg(&steps[0], "--cache-from"));
     assert_eq!(steps[1], call("docker DOCKER_BUILDKIT=1 buildx stop odb"));
-    assert!(
-        has_arg(&steps[2], "--push") && has_arg(&steps[2], "--cache-to"),
-        "{:?}",
-        steps[2]
-    );
+    assert!(has_arg(&steps[2], "--push") && has_arg(&steps[2], "--cache-to"), "{:?}", steps[2]);
     // The full build is the first one plus exactly `--push` and `--cache-to <ref>`.
     assert_eq!(steps[2].len(), steps[0].len() + 3);
 }
@@ -101,10 +87,7 @@ fn split_build_runs_its_three_steps_in_order() {
 fn a_failing_command_stops_the_task_with_its_exit_status() {
     let fake = FakeTools::new();
     fake.fail(3, "docker buildx build");
-    let output = fake.xtask(
-        &["buildx-publish-odb"],
-        &[("BUILDER_OUTPUT", "/builder/outputs")],
-    );
+    let output = fake.xtask(&["buildx-publish-odb"], &[("BUILDER_OUTPUT", "/builder/outputs")]);
     assert_eq!(output.status.code(), Some(3));
     let err = stderr(&output);
     assert!(err.contains("command failed with exit status 3: DOCKER_BUILDKIT=1 docker buildx build --file images/odb/Dockerfile"), "{err}");
@@ -136,17 +119,10 @@ fn a_missing_program_is_named_with_how_to_install_it() {
     let output = common::xtask(&["pull-runtime"], &[("PATH", "/nonexistent")]);
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
-    assert!(
-        err.contains("`docker` is not installed or not on PATH"),
-        "{err}"
-    );
+    assert!(err.contains("`docker` is not installed or not on PATH"), "{err}");
     assert!(err.contains("Install Docker"), "{err}");
     let output = common::xtask(&["start-vm"], &[("PATH", "/nonexistent")]);
-    assert!(
-        stderr(&output).contains("Install the Google Cloud CLI"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("Install the Google Cloud CLI"), "{}", stderr(&output));
 }
 
 /// A dry-run line pasted into a shell runs exactly the argument vector of the task.
@@ -156,18 +132,9 @@ fn dry_run_lines_survive_a_shell() {
     let tricky_builder = r#"my builder's "odd" $name `x` \ end"#;
     let tricky_zone = "a b;c&&d|e*";
     for task in ["prune", "buildx-publish-runtime", "ssh-vm"] {
-        let dry = common::xtask(
-            &[task, "--dry-run"],
-            &[("BUILDER", tricky_builder), ("ZONE", tricky_zone)],
-        );
+        let dry = common::xtask(&[task, "--dry-run"], &[("BUILDER", tricky_builder), ("ZONE", tricky_zone)]);
         assert!(dry.status.success());
-        let line = stdout(&dry)
-            .lines()
-            .last()
-            .unwrap()
-            .strip_prefix("[dry-run] ")
-            .unwrap()
-            .to_string();
+        let line = stdout(&dry).lines().last().unwrap().strip_prefix("[dry-run] ").unwrap().to_string();
         let log = fake.dir.path().join("calls.log");
         let _ = std::fs::remove_file(&log);
         let status = std::process::Command::new("bash")
@@ -177,19 +144,12 @@ fn dry_run_lines_survive_a_shell() {
             .status()
             .unwrap();
         assert!(status.success());
-        let real = fake.xtask(
-            &[task],
-            &[("BUILDER", tricky_builder), ("ZONE", tricky_zone)],
-        );
+        let real = fake.xtask(&[task], &[("BUILDER", tricky_builder), ("ZONE", tricky_zone)]);
         assert!(real.status.success(), "{}", stderr(&real));
         let calls = fake.calls();
         let (pasted, ran) = (&calls[0], calls.last().unwrap());
         assert_eq!(pasted, ran, "bash -c {line:?}");
-        assert!(
-            ran.iter()
-                .any(|a| a.contains(tricky_builder) || a.contains(tricky_zone)),
-            "{ran:?}"
-        );
+        assert!(ran.iter().any(|a| a.contains(tricky_builder) || a.contains(tricky_zone)), "{ran:?}");
     }
 }
 
@@ -216,16 +176,8 @@ fn start_vm_waits_until_running_and_ssh_answers() {
     );
     let calls = fake.calls();
     assert_eq!(calls[0][3], "start");
-    assert!(
-        calls[1..3]
-            .iter()
-            .all(|c| c[3] == "describe" && has_arg(c, "--format=value(status)"))
-    );
-    assert!(
-        calls[3..]
-            .iter()
-            .all(|c| has_arg(c, "--tunnel-through-iap") && has_arg(c, "--command=true"))
-    );
+    assert!(calls[1..3].iter().all(|c| c[3] == "describe" && has_arg(c, "--format=value(status)")));
+    assert!(calls[3..].iter().all(|c| has_arg(c, "--tunnel-through-iap") && has_arg(c, "--command=true")));
 }
 
 #[test]
@@ -234,16 +186,11 @@ fn start_vm_gives_up_within_its_bound() {
     fake.fail(255, "gcloud compute ssh");
     fake.answer("gcloud compute instances describe", 0, "RUNNING");
     let started = std::time::Instant::now();
-    let output = fake.xtask(
-        &["start-vm", "--wait", "--tries", "4", "--interval", "0.05"],
-        &[],
-    );
+    let output = fake.xtask(&["start-vm", "--wait", "--tries", "4", "--interval", "0.05"], &[]);
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
     assert!(
-        err.contains(
-            "gave up waiting until ssh to builder-arm64-2cpu through IAP works after 4 tries"
-        ),
+        err.contains("gave up waiting until ssh to builder-arm64-2cpu through IAP works after 4 tries"),
         "{err}"
     );
     assert_eq!(fake.calls().iter().filter(|c| c[2] == "ssh").count(), 4);
@@ -255,10 +202,7 @@ fn ssh_tunnel_gives_up_when_nothing_answers() {
     let fake = FakeTools::new();
     // The fake ssh opens no tunnel, so 127.0.0.1:8375 stays silent (unless this machine runs
     // something there, which it must not for this test).
-    let output = fake.xtask(
-        &["ssh-tunnel", "--wait", "--tries", "2", "--interval", "0"],
-        &[],
-    );
+    let output = fake.xtask(&["ssh-tunnel", "--wait", "--tries", "2", "--interval", "0"], &[]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stderr(&output).contains("gave up waiting until the docker daemon answers"),
@@ -272,11 +216,7 @@ fn seed_arm64_without_a_terminal_stops_at_once() {
     let fake = FakeTools::new();
     let output = fake.xtask(&["seed-arm64"], &[("ENV", "docker-prod")]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("pass --yes"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("pass --yes"), "{}", stderr(&output));
     assert!(fake.calls().is_empty(), "nothing may run unconfirmed");
 }
 
@@ -284,11 +224,7 @@ fn seed_arm64_without_a_terminal_stops_at_once() {
 fn seed_arm64_needs_env() {
     let output = common::xtask(&["seed-arm64", "--yes", "--dry-run"], &[]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("say which with ENV"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("say which with ENV"), "{}", stderr(&output));
 }
 
 /// A failing docker or gcloud stops every task at that command, which the error names, with
@@ -310,18 +246,10 @@ fn every_task_stops_at_a_failing_command() {
         let fake = FakeTools::new();
         fake.fail(7, failing);
         let output = fake.xtask(args, &[]);
-        assert_eq!(
-            output.status.code(),
-            Some(7),
-            "{args:?}: {}",
-            stderr(&output)
-        );
+        assert_eq!(output.status.code(), Some(7), "{args:?}: {}", stderr(&output));
         let err = stderr(&output);
         let named = err.lines().last().unwrap();
-        assert!(
-            named.starts_with("error: command failed with exit status 7: "),
-            "{args:?}: {err}"
-        );
+        assert!(named.starts_with("error: command failed with exit status 7: "), "{args:?}: {err}");
         let program = failing.split(' ').next().unwrap();
         assert!(named.contains(&format!(" {program} ")), "{args:?}: {named}");
         assert_eq!(
@@ -331,4 +259,60 @@ fn every_task_stops_at_a_failing_command() {
             fake.calls()
         );
     }
+}
+
+const BOTH_PLATFORMS: &str = "Platforms: linux/amd64*, linux/amd64/v2, linux/arm64, linux/386";
+
+/// ENV=local with fake docker: the three images build at the same time, each with its own
+/// builder, and a failing one is reported beside the others' results.
+#[test]
+fn publish_all_builds_in_parallel_and_reports_a_failing_image() {
+    let registry = xtask::testbed::TestRegistry::start().unwrap();
+    let fake = FakeTools::new();
+    fake.print("docker buildx inspect --bootstrap", BOTH_PLATFORMS);
+    fake.slow("docker buildx build", 1.0);
+    fake.fail(5, "docker buildx build --file images/odb/Dockerfile");
+    let list = fake.dir.path().join("empty.txt");
+    std::fs::write(&list, "# nothing to vendor in this test\n").unwrap();
+    let list = list.display().to_string();
+    let repo = format!("{}/local", registry.host());
+    let output = fake.xtask(&["publish-all", "--file", &list], &[("ENV", "local"), ("DOCKER_REPO", &repo)]);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}\n{}", stderr(&output));
+    assert!(out.contains(&format!("published   runtime -> {repo}/runtime:3.15")), "{out}");
+    assert!(out.contains(&format!("published   golang-build -> {repo}/golang-build:1.18")), "{out}");
+    let failed = out.lines().find(|l| l.starts_with("FAILED      odb:")).unwrap_or_else(|| panic!("{out}"));
+    assert!(failed.contains("exit status 5") && failed.contains("log: "), "{failed}");
+    assert!(out.contains("  | fake docker: failing with 5"), "the end of the odb log is shown: {out}");
+    assert!(stderr(&output).contains("1 of 3 images failed"), "{}", stderr(&output));
+    assert!(fake.max_concurrency() >= 2, "the builds ran one after another");
+    // One builder per image.
+    let builders: std::collections::BTreeSet<String> = fake
+        .calls()
+        .iter()
+        .filter(|c| c.get(3).map(String::as_str) == Some("build"))
+        .map(|c| c[c.iter().position(|w| w == "--builder").unwrap() + 1].clone())
+        .collect();
+    assert_eq!(builders.len(), 3, "{builders:?}");
+}
+
+#[test]
+fn a_local_builder_without_arm64_says_how_to_get_it() {
+    let registry = xtask::testbed::TestRegistry::start().unwrap();
+    let fake = FakeTools::new();
+    fake.fail(1, "docker buildx inspect --builder");
+    fake.print("docker buildx inspect --bootstrap", "Platforms: linux/amd64*, linux/386");
+    let repo = format!("{}/local", registry.host());
+    let output = fake.xtask(&["buildx-publish-runtime"], &[("ENV", "local"), ("DOCKER_REPO", &repo)]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("cannot build linux/arm64") && err.contains("tonistiigi/binfmt"), "{err}");
+    let create = fake.calls().into_iter().find(|c| c.get(3).map(String::as_str) == Some("create")).unwrap();
+    assert!(has_arg(&create, "network=host") && has_arg(&create, "--buildkitd-config"), "{create:?}");
+    let config = std::fs::read_to_string(xtask::project_root().join("target/xtask/buildkitd.toml")).unwrap();
+    assert!(config.contains("http = true"), "{config}");
+    assert!(
+        !fake.calls().iter().any(|c| c.get(3).map(String::as_str) == Some("build")),
+        "no build without arm64"
+    );
 }

@@ -21,19 +21,11 @@ fn setup() -> Setup {
     let fake = FakeTools::new();
     let source = TestRegistry::start().unwrap();
     let destination = TestRegistry::start_with_auth("oauth2accesstoken", SENTINEL).unwrap();
-    Fixture::generate(&FixtureSpec::small(900))
-        .unwrap()
-        .push(&source.host(), "s/image", "1")
-        .unwrap();
+    Fixture::generate(&FixtureSpec::small(900)).unwrap().push(&source.host(), "s/image", "1").unwrap();
     let list = fake.dir.path().join("list.txt");
     std::fs::write(&list, format!("{}/s/image: 1\n", source.host())).unwrap();
     let list = list.display().to_string();
-    Setup {
-        fake,
-        source,
-        destination,
-        list,
-    }
+    Setup { fake, source, destination, list }
 }
 
 impl Setup {
@@ -42,10 +34,7 @@ impl Setup {
         args.extend_from_slice(extra);
         let repo = format!("{}/m", self.destination.host());
         let config = self.fake.dir.path().join("docker").display().to_string();
-        let mut all = vec![
-            ("DOCKER_REPO", repo.as_str()),
-            ("DOCKER_CONFIG", config.as_str()),
-        ];
+        let mut all = vec![("DOCKER_REPO", repo.as_str()), ("DOCKER_CONFIG", config.as_str())];
         all.extend_from_slice(env);
         self.fake.xtask(&args, &all)
     }
@@ -57,14 +46,10 @@ impl Setup {
             format!("#!/bin/sh\nread server\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"oauth2accesstoken\",\"Secret\":\"{secret}\"}}' \"$server\"\n"),
         )
         .unwrap();
-        std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let config = self.fake.dir.path().join("docker");
         std::fs::create_dir_all(&config).unwrap();
-        let json = format!(
-            r#"{{"credHelpers": {{"{}": "sentinel"}}}}"#,
-            self.destination.host()
-        );
+        let json = format!(r#"{{"credHelpers": {{"{}": "sentinel"}}}}"#, self.destination.host());
         std::fs::write(config.join("config.json"), json).unwrap();
     }
 }
@@ -72,10 +57,7 @@ impl Setup {
 fn assert_hidden(output: &std::process::Output, what: &str) {
     for (stream, text) in [("stdout", stdout(output)), ("stderr", stderr(output))] {
         for secret in [SENTINEL, WRONG] {
-            assert!(
-                !text.contains(secret),
-                "{what}: a secret is on {stream}:\n{text}"
-            );
+            assert!(!text.contains(secret), "{what}: a secret is on {stream}:\n{text}");
         }
     }
 }
@@ -86,38 +68,19 @@ fn helper_credentials_never_show() {
     setup.helper_says(SENTINEL);
     let dry = setup.run(&["--dry-run"], &[]);
     assert!(dry.status.success(), "{}", stderr(&dry));
-    assert!(
-        stderr(&dry).contains("credentials from docker-credential-sentinel"),
-        "{}",
-        stderr(&dry)
-    );
+    assert!(stderr(&dry).contains("credentials from docker-credential-sentinel"), "{}", stderr(&dry));
     assert_hidden(&dry, "helper, dry run");
     let real = setup.run(&[], &[]);
-    assert!(
-        real.status.success(),
-        "{}\n{}",
-        stdout(&real),
-        stderr(&real)
-    );
-    assert!(
-        stdout(&real).contains("copied "),
-        "the sentinel really opened the registry"
-    );
+    assert!(real.status.success(), "{}\n{}", stdout(&real), stderr(&real));
+    assert!(stdout(&real).contains("copied "), "the sentinel really opened the registry");
     assert_hidden(&real, "helper, real run");
 
     // Refused credentials: the error says so, and still shows no secret.
     setup.helper_says(WRONG);
-    Fixture::generate(&FixtureSpec::small(901))
-        .unwrap()
-        .push(&setup.source.host(), "s/image", "1")
-        .unwrap();
+    Fixture::generate(&FixtureSpec::small(901)).unwrap().push(&setup.source.host(), "s/image", "1").unwrap();
     let refused = setup.run(&["--tries", "1"], &[]);
     assert_eq!(refused.status.code(), Some(1));
-    assert!(
-        stdout(&refused).contains("check the credentials"),
-        "{}",
-        stdout(&refused)
-    );
+    assert!(stdout(&refused).contains("check the credentials"), "{}", stdout(&refused));
     assert_hidden(&refused, "helper, refused");
 }
 
@@ -126,44 +89,25 @@ fn gcloud_tokens_never_show() {
     let setup = setup();
     let gcloud_host = setup.destination.host();
     let env = [("GCLOUD_AUTH_REGISTRIES", gcloud_host.as_str())];
-    setup
-        .fake
-        .answer("gcloud auth print-access-token", 0, SENTINEL);
+    setup.fake.answer("gcloud auth print-access-token", 0, SENTINEL);
     let dry = setup.run(&["--dry-run"], &env);
     assert!(dry.status.success(), "{}", stderr(&dry));
     assert!(
         stderr(&dry).contains("+ gcloud auth print-access-token"),
         "the command is shown, its output is not"
     );
-    assert!(
-        stderr(&dry).contains("credentials from gcloud access token"),
-        "{}",
-        stderr(&dry)
-    );
+    assert!(stderr(&dry).contains("credentials from gcloud access token"), "{}", stderr(&dry));
     assert_hidden(&dry, "gcloud, dry run");
 
-    setup
-        .fake
-        .answer("gcloud auth print-access-token", 0, SENTINEL);
+    setup.fake.answer("gcloud auth print-access-token", 0, SENTINEL);
     let real = setup.run(&[], &env);
-    assert!(
-        real.status.success(),
-        "{}\n{}",
-        stdout(&real),
-        stderr(&real)
-    );
+    assert!(real.status.success(), "{}\n{}", stdout(&real), stderr(&real));
     assert_hidden(&real, "gcloud, real run");
 
     // gcloud failing: the error names gcloud and what to do, and shows no secret.
-    setup
-        .fake
-        .answer("gcloud auth print-access-token", 1, SENTINEL);
+    setup.fake.answer("gcloud auth print-access-token", 1, SENTINEL);
     let failed = setup.run(&[], &env);
     assert_eq!(failed.status.code(), Some(1));
-    assert!(
-        stderr(&failed).contains("gcloud auth login"),
-        "{}",
-        stderr(&failed)
-    );
+    assert!(stderr(&failed).contains("gcloud auth login"), "{}", stderr(&failed));
     assert_hidden(&failed, "gcloud failing");
 }

@@ -38,20 +38,12 @@ impl Setup {
         self.run_with_env(list, extra, &[])
     }
 
-    fn run_with_env(
-        &self,
-        list: &str,
-        extra: &[&str],
-        env: &[(&str, &str)],
-    ) -> std::process::Output {
+    fn run_with_env(&self, list: &str, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         let mut args = vec!["thirdparty", "--file", list];
         args.extend_from_slice(extra);
         let repo = self.docker_repo();
         let config = self.dir.path().join("docker-config").display().to_string();
-        let mut all = vec![
-            ("DOCKER_REPO", repo.as_str()),
-            ("DOCKER_CONFIG", config.as_str()),
-        ];
+        let mut all = vec![("DOCKER_REPO", repo.as_str()), ("DOCKER_CONFIG", config.as_str())];
         all.extend_from_slice(env);
         common::xtask(&args, &all)
     }
@@ -68,11 +60,7 @@ fn push(registry: &TestRegistry, spec: &FixtureSpec, repository: &str, tag: &str
 fn assert_identical(source: &str, destination: &str, index_digest: &str) {
     let index = skopeo_raw(source).unwrap();
     assert_eq!(sha256_digest(&index), index_digest);
-    assert_eq!(
-        skopeo_raw(destination).unwrap(),
-        index,
-        "{destination} differs from {source}"
-    );
+    assert_eq!(skopeo_raw(destination).unwrap(), index, "{destination} differs from {source}");
     let parsed: serde_json::Value = serde_json::from_slice(&index).unwrap();
     let children = parsed["manifests"].as_array().unwrap();
     assert!(children.len() >= 2);
@@ -81,10 +69,7 @@ fn assert_identical(source: &str, destination: &str, index_digest: &str) {
     for child in children {
         let digest = child["digest"].as_str().unwrap();
         let copied = skopeo_raw(&format!("{repo}@{digest}")).unwrap();
-        assert_eq!(
-            copied,
-            skopeo_raw(&format!("{source_repo}@{digest}")).unwrap()
-        );
+        assert_eq!(copied, skopeo_raw(&format!("{source_repo}@{digest}")).unwrap());
         assert_eq!(sha256_digest(&copied), digest);
     }
 }
@@ -94,12 +79,7 @@ fn blob_uploads(registry: &TestRegistry) -> Vec<String> {
         .requests()
         .into_iter()
         .filter(|r| r.method == "PUT" && r.path.contains("/blobs/uploads/"))
-        .filter_map(|r| {
-            r.path
-                .split("digest=")
-                .nth(1)
-                .map(|d| d.replace("%3A", ":"))
-        })
+        .filter_map(|r| r.path.split("digest=").nth(1).map(|d| d.replace("%3A", ":")))
         .collect()
 }
 
@@ -109,29 +89,15 @@ fn mirrors_every_platform_then_finds_everything_up_to_date() {
     let src = setup.source.host();
     let alpine = push(&setup.source, &FixtureSpec::small(1), "base/alpine", "3.15");
     let alpine_next = push(&setup.source, &FixtureSpec::small(2), "base/alpine", "3.16");
-    let golang = push(
-        &setup.source,
-        &FixtureSpec::small(3),
-        "lib/golang",
-        "1.18-alpine3.15",
-    );
+    let golang = push(&setup.source, &FixtureSpec::small(3), "lib/golang", "1.18-alpine3.15");
     let list = setup.write_list(&format!(
         "# fixtures\n{src}/base/alpine: 3.15 3.16\n\n{src}/lib/golang: 1.18-alpine3.15  # go\n"
     ));
 
     let first = setup.run(&list, &[]);
-    assert!(
-        first.status.success(),
-        "{}\n{}",
-        stdout(&first),
-        stderr(&first)
-    );
+    assert!(first.status.success(), "{}\n{}", stdout(&first), stderr(&first));
     let out = stdout(&first);
-    assert_eq!(
-        out.lines().filter(|l| l.starts_with("copied ")).count(),
-        3,
-        "{out}"
-    );
+    assert_eq!(out.lines().filter(|l| l.starts_with("copied ")).count(), 3, "{out}");
     assert!(out.contains("thirdparty: 3 tags: 3 copied"), "{out}");
 
     let dst = setup.docker_repo();
@@ -152,10 +118,8 @@ fn mirrors_every_platform_then_finds_everything_up_to_date() {
     );
     // Every blob of every platform (and of the attestation) arrived, each exactly once.
     let mut uploaded = blob_uploads(&setup.destination);
-    let mut expected: Vec<String> = [&alpine, &alpine_next, &golang]
-        .iter()
-        .flat_map(|f| f.blobs.clone())
-        .collect();
+    let mut expected: Vec<String> =
+        [&alpine, &alpine_next, &golang].iter().flat_map(|f| f.blobs.clone()).collect();
     expected.sort();
     expected.dedup();
     uploaded.sort();
@@ -169,9 +133,7 @@ fn mirrors_every_platform_then_finds_everything_up_to_date() {
             ..Default::default()
         });
         let reference: oci_client::Reference =
-            format!("{dst}/thirdparty/lib/golang:1.18-alpine3.15")
-                .parse()
-                .unwrap();
+            format!("{dst}/thirdparty/lib/golang:1.18-alpine3.15").parse().unwrap();
         let digest = client
             .fetch_manifest_digest(&reference, &oci_client::secrets::RegistryAuth::Anonymous)
             .await
@@ -185,27 +147,11 @@ fn mirrors_every_platform_then_finds_everything_up_to_date() {
     let second = setup.run(&list, &[]);
     assert!(second.status.success(), "{}", stderr(&second));
     let out = stdout(&second);
-    assert_eq!(
-        out.lines().filter(|l| l.starts_with("up to date ")).count(),
-        3,
-        "{out}"
-    );
-    for (registry, before) in [
-        (&setup.source, source_before),
-        (&setup.destination, destination_before),
-    ] {
-        let new: Vec<_> = registry
-            .requests()
-            .into_iter()
-            .skip(before)
-            .filter(|r| r.path != "/v2/")
-            .collect();
+    assert_eq!(out.lines().filter(|l| l.starts_with("up to date ")).count(), 3, "{out}");
+    for (registry, before) in [(&setup.source, source_before), (&setup.destination, destination_before)] {
+        let new: Vec<_> = registry.requests().into_iter().skip(before).filter(|r| r.path != "/v2/").collect();
         assert_eq!(new.len(), 3, "{new:#?}");
-        assert!(
-            new.iter()
-                .all(|r| r.method == "HEAD" && r.path.contains("/manifests/")),
-            "{new:#?}"
-        );
+        assert!(new.iter().all(|r| r.method == "HEAD" && r.path.contains("/manifests/")), "{new:#?}");
     }
 }
 
@@ -216,47 +162,23 @@ fn a_changed_tag_sends_only_its_new_blobs() {
     let spec = FixtureSpec::small(10);
     push(&setup.source, &spec, "base/debian", "11-slim");
     push(&setup.source, &FixtureSpec::small(11), "base/other", "1");
-    let list = setup.write_list(&format!(
-        "{src}/base/debian: 11-slim\n{src}/base/other: 1\n"
-    ));
+    let list = setup.write_list(&format!("{src}/base/debian: 11-slim\n{src}/base/other: 1\n"));
     assert!(setup.run(&list, &[]).status.success());
     let uploads_before = blob_uploads(&setup.destination).len();
 
     // The same image with one more layer on arm64: a new layer, a new arm64 config.
-    let changed = FixtureSpec {
-        extra_layer_on: Some(1),
-        ..spec
-    };
+    let changed = FixtureSpec { extra_layer_on: Some(1), ..spec };
     let fixture = push(&setup.source, &changed, "base/debian", "11-slim");
     let check = setup.run(&list, &["--check"]);
-    assert_eq!(
-        check.status.code(),
-        Some(1),
-        "--check must fail when a tag is out of date"
-    );
+    assert_eq!(check.status.code(), Some(1), "--check must fail when a tag is out of date");
     assert!(stdout(&check).contains("out of date"), "{}", stdout(&check));
-    assert!(
-        stderr(&check).contains("1 of 2 tags are out of date"),
-        "{}",
-        stderr(&check)
-    );
-    assert_eq!(
-        blob_uploads(&setup.destination).len(),
-        uploads_before,
-        "--check copies nothing"
-    );
+    assert!(stderr(&check).contains("1 of 2 tags are out of date"), "{}", stderr(&check));
+    assert_eq!(blob_uploads(&setup.destination).len(), uploads_before, "--check copies nothing");
 
     let run = setup.run(&list, &[]);
     assert!(run.status.success(), "{}", stderr(&run));
-    let sent: Vec<String> = blob_uploads(&setup.destination)
-        .into_iter()
-        .skip(uploads_before)
-        .collect();
-    assert_eq!(
-        sent.len(),
-        2,
-        "only the new layer and the new config: {sent:?}"
-    );
+    let sent: Vec<String> = blob_uploads(&setup.destination).into_iter().skip(uploads_before).collect();
+    assert_eq!(sent.len(), 2, "only the new layer and the new config: {sent:?}");
     assert!(sent.iter().all(|digest| fixture.blobs.contains(digest)));
     let dst = setup.docker_repo();
     assert_identical(
@@ -264,11 +186,7 @@ fn a_changed_tag_sends_only_its_new_blobs() {
         &format!("{dst}/thirdparty/base/debian:11-slim"),
         &fixture.digest,
     );
-    assert!(
-        stdout(&run).contains("up to date "),
-        "the unchanged tag stays: {}",
-        stdout(&run)
-    );
+    assert!(stdout(&run).contains("up to date "), "the unchanged tag stays: {}", stdout(&run));
     assert!(setup.run(&list, &["--check"]).status.success());
 }
 
@@ -281,20 +199,12 @@ fn dry_run_says_what_it_would_copy_and_copies_nothing() {
     let dry = setup.run(&list, &["--dry-run"]);
     assert!(dry.status.success(), "{}", stderr(&dry));
     assert!(
-        stdout(&dry).contains(&format!(
-            "would copy  {src}/x/y:1 -> {}/thirdparty/x/y:1",
-            setup.docker_repo()
-        )),
+        stdout(&dry)
+            .contains(&format!("would copy  {src}/x/y:1 -> {}/thirdparty/x/y:1", setup.docker_repo())),
         "{}",
         stdout(&dry)
     );
-    assert!(
-        setup
-            .destination
-            .requests()
-            .iter()
-            .all(|r| r.method == "HEAD" || r.method == "GET")
-    );
+    assert!(setup.destination.requests().iter().all(|r| r.method == "HEAD" || r.method == "GET"));
 }
 
 #[test]
@@ -306,24 +216,10 @@ fn a_missing_tag_fails_alone() {
     let run = setup.run(&list, &[]);
     assert_eq!(run.status.code(), Some(1));
     let out = stdout(&run);
-    assert!(
-        out.contains(&format!("FAILED      {src}/x/absent:9.9")),
-        "{out}"
-    );
-    assert!(
-        out.contains(&format!("source {src}/x/absent:9.9 not found")),
-        "{out}"
-    );
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with(&format!("copied      {src}/x/present:1"))),
-        "{out}"
-    );
-    assert!(
-        stderr(&run).contains("1 of 2 tags failed"),
-        "{}",
-        stderr(&run)
-    );
+    assert!(out.contains(&format!("FAILED      {src}/x/absent:9.9")), "{out}");
+    assert!(out.contains(&format!("source {src}/x/absent:9.9 not found")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with(&format!("copied      {src}/x/present:1"))), "{out}");
+    assert!(stderr(&run).contains("1 of 2 tags failed"), "{}", stderr(&run));
 }
 
 #[test]
@@ -342,10 +238,7 @@ fn a_malformed_file_is_reported_by_line_before_any_request() {
     let setup = Setup::new();
     let src = setup.source.host();
     let list = setup.write_list(&format!("{src}/ok: 1\n{src}/Bad: 1\n{src}/no-tags:\n"));
-    let before = (
-        setup.source.requests().len(),
-        setup.destination.requests().len(),
-    );
+    let before = (setup.source.requests().len(), setup.destination.requests().len());
     let run = setup.run(&list, &[]);
     assert_eq!(run.status.code(), Some(1));
     let err = stderr(&run);
@@ -353,10 +246,7 @@ fn a_malformed_file_is_reported_by_line_before_any_request() {
     assert!(err.contains("thirdparty.txt:line 2: "), "{err}");
     assert!(err.contains("thirdparty.txt:line 3: no tags"), "{err}");
     assert_eq!(
-        (
-            setup.source.requests().len(),
-            setup.destination.requests().len()
-        ),
+        (setup.source.requests().len(), setup.destination.requests().len()),
         before,
         "no request at all"
     );
@@ -372,11 +262,7 @@ fn write_docker_config(dir: &Path, json: &str) {
 fn credentials_reach_a_registry_that_requires_them() {
     let source = TestRegistry::start().unwrap();
     let destination = TestRegistry::start_with_auth("mirror", "s3cret-pass").unwrap();
-    let setup = Setup {
-        source,
-        destination,
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let setup = Setup { source, destination, dir: tempfile::tempdir().unwrap() };
     let src = setup.source.host();
     push(&setup.source, &FixtureSpec::small(40), "x/y", "1");
     let list = setup.write_list(&format!("{src}/x/y: 1\n"));
@@ -384,11 +270,7 @@ fn credentials_reach_a_registry_that_requires_them() {
     // No credentials: refused, with a hint.
     let run = setup.run(&list, &[]);
     assert_eq!(run.status.code(), Some(1));
-    assert!(
-        stdout(&run).contains("check the credentials"),
-        "{}",
-        stdout(&run)
-    );
+    assert!(stdout(&run).contains("check the credentials"), "{}", stdout(&run));
 
     // From the Docker config's `auths`.
     let dst = setup.destination.host();
@@ -410,10 +292,7 @@ fn credentials_reach_a_registry_that_requires_them() {
     )
     .unwrap();
     std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    write_docker_config(
-        setup.dir.path(),
-        &format!(r#"{{"credHelpers": {{"{dst}": "testhelper"}}}}"#),
-    );
+    write_docker_config(setup.dir.path(), &format!(r#"{{"credHelpers": {{"{dst}": "testhelper"}}}}"#));
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let list2 = setup.write_list(&format!("{src}/x/y: 1\n"));
     // A fresh destination tag, so that the copy needs the credentials again.
@@ -421,58 +300,31 @@ fn credentials_reach_a_registry_that_requires_them() {
     let run = setup.run_with_env(&list2, &[], &[("PATH", &path)]);
     assert!(run.status.success(), "{}\n{}", stdout(&run), stderr(&run));
     assert!(stdout(&run).contains("copied "), "{}", stdout(&run));
-    assert!(
-        stderr(&run).contains("+ docker-credential-testhelper get"),
-        "{}",
-        stderr(&run)
-    );
+    assert!(stderr(&run).contains("+ docker-credential-testhelper get"), "{}", stderr(&run));
     assert!(!stdout(&run).contains("s3cret") && !stderr(&run).contains("s3cret"));
 }
 
 #[test]
 fn local_registry_starts_one_on_loopback() {
     let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let port_text = port.to_string();
     let data_text = data.path().display().to_string();
     let args = ["local-registry", "--port", &port_text, "--data", &data_text];
 
     let dry = common::plan(&args, &[]);
-    assert_eq!(
-        dry,
-        [vec![
-            "docker-registry".to_string(),
-            "serve".into(),
-            format!("{data_text}/config.yml")
-        ]]
-    );
+    assert_eq!(dry, [vec!["docker-registry".to_string(), "serve".into(), format!("{data_text}/config.yml")]]);
 
     let output = common::xtask(&args, &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     let out = stdout(&output);
-    let pid: i32 = out
-        .split("(pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(';').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pid: i32 =
+        out.split("(pid ").nth(1).and_then(|rest| rest.split(';').next()).unwrap().parse().unwrap();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let still_there = xtask::local_registry::answers(addr);
     let again = common::xtask(&args, &[]);
     // SAFETY: stopping the registry this test started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert!(
-        still_there,
-        "the registry outlives the task that started it"
-    );
-    assert!(
-        stdout(&again).contains("already running"),
-        "{}",
-        stdout(&again)
-    );
+    assert!(still_there, "the registry outlives the task that started it");
+    assert!(stdout(&again).contains("already running"), "{}", stdout(&again));
 }

@@ -57,9 +57,7 @@ impl DockerConfig {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .with_context(|| format!("cannot parse the Docker config {}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DockerConfig::default()),
-            Err(e) => {
-                Err(e).with_context(|| format!("cannot read the Docker config {}", path.display()))
-            }
+            Err(e) => Err(e).with_context(|| format!("cannot read the Docker config {}", path.display())),
         }
     }
 
@@ -72,28 +70,17 @@ impl DockerConfig {
 
     /// The credential helper for `host`, if the config names one.
     fn helper_for(&self, host: &str) -> Option<&str> {
-        let specific = self
-            .cred_helpers
-            .iter()
-            .find(|(key, _)| same_registry(key, host));
-        specific
-            .map(|(_, helper)| helper.as_str())
-            .or(self.creds_store.as_deref())
+        let specific = self.cred_helpers.iter().find(|(key, _)| same_registry(key, host));
+        specific.map(|(_, helper)| helper.as_str()).or(self.creds_store.as_deref())
     }
 
     /// The user name and password stored inline for `host`.
     fn inline_for(&self, host: &str) -> Option<(String, String)> {
-        let entry = self
-            .auths
-            .iter()
-            .find(|(key, _)| same_registry(key, host))
-            .map(|(_, e)| e)?;
+        let entry = self.auths.iter().find(|(key, _)| same_registry(key, host)).map(|(_, e)| e)?;
         if let (Some(user), Some(pass)) = (&entry.username, &entry.password) {
             return Some((user.clone(), pass.clone()));
         }
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(entry.auth.as_deref()?.trim())
-            .ok()?;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(entry.auth.as_deref()?.trim()).ok()?;
         let text = String::from_utf8(decoded).ok()?;
         let (user, pass) = text.split_once(':')?;
         Some((user.to_string(), pass.to_string()))
@@ -103,10 +90,7 @@ impl DockerConfig {
 /// Docker Hub goes by several names; config keys may carry a scheme and a path.
 fn same_registry(config_key: &str, host: &str) -> bool {
     fn normalize(name: &str) -> &str {
-        let name = name
-            .strip_prefix("https://")
-            .or_else(|| name.strip_prefix("http://"))
-            .unwrap_or(name);
+        let name = name.strip_prefix("https://").or_else(|| name.strip_prefix("http://")).unwrap_or(name);
         let name = name.split('/').next().unwrap_or(name);
         match name {
             "docker.io" | "index.docker.io" | "registry-1.docker.io" => "docker.io",
@@ -174,10 +158,7 @@ pub fn credentials_for(
         }
     }
     if let Some((user, pass)) = config.inline_for(host) {
-        return Ok((
-            RegistryAuth::Basic(user, pass),
-            CredentialSource::DockerConfig,
-        ));
+        return Ok((RegistryAuth::Basic(user, pass), CredentialSource::DockerConfig));
     }
     if is_google_registry(host) || gcloud_hosts.iter().any(|h| h == host) {
         let token = run("gcloud", &["auth", "print-access-token"], None).with_context(|| {
@@ -185,10 +166,7 @@ pub fn credentials_for(
         })?;
         let token = token.trim().to_string();
         if !token.is_empty() {
-            return Ok((
-                RegistryAuth::Basic("oauth2accesstoken".into(), token),
-                CredentialSource::Gcloud,
-            ));
+            return Ok((RegistryAuth::Basic("oauth2accesstoken".into(), token), CredentialSource::Gcloud));
         }
     }
     Ok((RegistryAuth::Anonymous, CredentialSource::Anonymous))
@@ -226,10 +204,7 @@ mod tests {
             r#"{"credHelpers": {"r.example": "test"}, "auths": {"r.example": {"auth": "dXNlcjpwYXNz"}}}"#,
         );
         let run = |program: &str, args: &[&str], stdin: Option<&str>| {
-            assert_eq!(
-                (program, args, stdin),
-                ("docker-credential-test", &["get"][..], Some("r.example"))
-            );
+            assert_eq!((program, args, stdin), ("docker-credential-test", &["get"][..], Some("r.example")));
             Ok(r#"{"ServerURL": "r.example", "Username": "h", "Secret": "s"}"#.to_string())
         };
         let (auth, source) = credentials_for("r.example", &cfg, &[], &run).unwrap();
@@ -240,9 +215,8 @@ mod tests {
     #[test]
     fn a_helper_without_credentials_falls_through() {
         let cfg = config(r#"{"credsStore": "desktop"}"#);
-        let run = |_: &str, _: &[&str], _: Option<&str>| {
-            anyhow::bail!("credentials not found in native keychain")
-        };
+        let run =
+            |_: &str, _: &[&str], _: Option<&str>| anyhow::bail!("credentials not found in native keychain");
         let (auth, _) = credentials_for("quay.io", &cfg, &[], &run).unwrap();
         assert_eq!(auth, RegistryAuth::Anonymous);
     }
@@ -250,18 +224,12 @@ mod tests {
     #[test]
     fn google_registries_use_a_gcloud_token() {
         let run = |program: &str, args: &[&str], _: Option<&str>| {
-            assert_eq!(
-                (program, args),
-                ("gcloud", &["auth", "print-access-token"][..])
-            );
+            assert_eq!((program, args), ("gcloud", &["auth", "print-access-token"][..]));
             Ok("ya29.token\n".to_string())
         };
         let (auth, source) =
             credentials_for("us-docker.pkg.dev", &DockerConfig::default(), &[], &run).unwrap();
-        assert_eq!(
-            auth,
-            RegistryAuth::Basic("oauth2accesstoken".into(), "ya29.token".into())
-        );
+        assert_eq!(auth, RegistryAuth::Basic("oauth2accesstoken".into(), "ya29.token".into()));
         assert_eq!(source, CredentialSource::Gcloud);
     }
 }

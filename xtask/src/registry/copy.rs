@@ -129,15 +129,9 @@ pub async fn mirror(
                 let started = Instant::now();
                 let outcome = match mirror_tag(&shared, &pair).await {
                     Ok(outcome) => outcome,
-                    Err(err) => Outcome::Failed {
-                        error: format!("{err:#}"),
-                    },
+                    Err(err) => Outcome::Failed { error: format!("{err:#}") },
                 };
-                let report = Report {
-                    pair,
-                    outcome,
-                    elapsed: started.elapsed(),
-                };
+                let report = Report { pair, outcome, elapsed: started.elapsed() };
                 shared.progress.tag_done(&report);
                 report
             })
@@ -147,33 +141,23 @@ pub async fn mirror(
     for task in tasks {
         reports.push(task.await.expect("a mirror task panicked"));
     }
-    Mirrored {
-        reports,
-        retries: shared.session.retries(),
-    }
+    Mirrored { reports, retries: shared.session.retries() }
 }
 
 async fn mirror_tag(shared: &Shared, pair: &Pair) -> Result<Outcome> {
     let session = &shared.session;
-    let (source_digest, destination_digest) = tokio::join!(
-        session.manifest_digest(&pair.source),
-        session.manifest_digest(&pair.destination)
-    );
+    let (source_digest, destination_digest) =
+        tokio::join!(session.manifest_digest(&pair.source), session.manifest_digest(&pair.destination));
     let source_digest = source_digest
         .with_context(|| format!("source {}", pair.source))?
         .ok_or_else(|| anyhow!("source {} not found", pair.source))?;
     let destination_digest =
         destination_digest.with_context(|| format!("destination {}", pair.destination))?;
     if destination_digest.as_deref() == Some(source_digest.as_str()) {
-        return Ok(Outcome::UpToDate {
-            digest: source_digest,
-        });
+        return Ok(Outcome::UpToDate { digest: source_digest });
     }
     if shared.options.check_only {
-        return Ok(Outcome::OutOfDate {
-            source: source_digest,
-            destination: destination_digest,
-        });
+        return Ok(Outcome::OutOfDate { source: source_digest, destination: destination_digest });
     }
 
     // Read by digest, not by tag: a tag moved meanwhile cannot mix two versions.
@@ -181,10 +165,7 @@ async fn mirror_tag(shared: &Shared, pair: &Pair) -> Result<Outcome> {
     let mut manifests = Vec::new();
     root.flatten_children_first(&mut manifests);
 
-    let mut blobs: Vec<&Descriptor> = manifests
-        .iter()
-        .flat_map(|m| m.parsed.blobs.iter())
-        .collect();
+    let mut blobs: Vec<&Descriptor> = manifests.iter().flat_map(|m| m.parsed.blobs.iter()).collect();
     blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
     blobs.dedup_by(|a, b| a.digest == b.digest);
     let fates = try_join_all(blobs.iter().map(|blob| ensure_blob(shared, pair, blob))).await?;
@@ -196,33 +177,15 @@ async fn mirror_tag(shared: &Shared, pair: &Pair) -> Result<Outcome> {
         let level = children.iter().filter(|m| m.depth == depth);
         try_join_all(level.map(|m| {
             let at = pair.destination.clone_with_digest(m.digest.clone());
-            async move {
-                session
-                    .push_manifest(&at, &m.bytes, &m.parsed.media_type)
-                    .await
-            }
+            async move { session.push_manifest(&at, &m.bytes, &m.parsed.media_type).await }
         }))
         .await?;
     }
     let root_manifest = &root_manifest[0];
-    session
-        .push_manifest(
-            &pair.destination,
-            &root_manifest.bytes,
-            &root_manifest.parsed.media_type,
-        )
-        .await?;
+    session.push_manifest(&pair.destination, &root_manifest.bytes, &root_manifest.parsed.media_type).await?;
 
-    let sent: Vec<u64> = fates
-        .iter()
-        .filter_map(|fate| {
-            if let BlobFate::Sent(n) = fate {
-                Some(*n)
-            } else {
-                None
-            }
-        })
-        .collect();
+    let sent: Vec<u64> =
+        fates.iter().filter_map(|fate| if let BlobFate::Sent(n) = fate { Some(*n) } else { None }).collect();
     Ok(Outcome::Copied {
         digest: source_digest,
         blobs_sent: sent.len(),
@@ -277,25 +240,13 @@ fn fetch_node<'a>(
     depth: usize,
 ) -> BoxFuture<'a, Result<Node>> {
     async move {
-        let bytes = session
-            .manifest(&source.clone_with_digest(digest.clone()))
-            .await?;
-        let parsed =
-            manifest::parse(&bytes).with_context(|| format!("manifest {digest} of {source}"))?;
+        let bytes = session.manifest(&source.clone_with_digest(digest.clone())).await?;
+        let parsed = manifest::parse(&bytes).with_context(|| format!("manifest {digest} of {source}"))?;
         let children = try_join_all(
-            parsed
-                .children
-                .iter()
-                .map(|child| fetch_node(session, source, child.digest.clone(), depth + 1)),
+            parsed.children.iter().map(|child| fetch_node(session, source, child.digest.clone(), depth + 1)),
         )
         .await?;
-        Ok(Node {
-            digest,
-            bytes,
-            parsed,
-            depth,
-            children,
-        })
+        Ok(Node { digest, bytes, parsed, depth, children })
     }
     .boxed()
 }
@@ -311,11 +262,7 @@ async fn ensure_blob(shared: &Shared, pair: &Pair, blob: &Descriptor) -> Result<
     );
     let cell = Arc::clone(shared.blobs.lock().await.entry(key).or_default());
     let fate = cell
-        .get_or_init(|| async {
-            transfer_blob(shared, pair, blob)
-                .await
-                .map_err(|e| format!("{e:#}"))
-        })
+        .get_or_init(|| async { transfer_blob(shared, pair, blob).await.map_err(|e| format!("{e:#}")) })
         .await;
     fate.clone().map_err(|e| anyhow!(e))
 }
@@ -336,14 +283,7 @@ async fn transfer_blob(shared: &Shared, pair: &Pair, blob: &Descriptor) -> Resul
     }
     // One upload per blob and destination registry: the first repository to need it streams
     // it, the others wait for that and mount from there.
-    let upload = Arc::clone(
-        shared
-            .uploads
-            .lock()
-            .await
-            .entry((registry, blob.digest.clone()))
-            .or_default(),
-    );
+    let upload = Arc::clone(shared.uploads.lock().await.entry((registry, blob.digest.clone())).or_default());
     let mut sent_here = false;
     let holder = upload
         .get_or_init(|| async {
@@ -366,12 +306,7 @@ async fn transfer_blob(shared: &Shared, pair: &Pair, blob: &Descriptor) -> Resul
     Ok(BlobFate::Sent(blob.size))
 }
 
-async fn mount(
-    shared: &Shared,
-    destination: &Reference,
-    from_repository: &str,
-    digest: &str,
-) -> bool {
+async fn mount(shared: &Shared, destination: &Reference, from_repository: &str, digest: &str) -> bool {
     let registry = destination.resolve_registry().to_string();
     let from = Reference::with_digest(registry, from_repository.to_string(), digest.to_string());
     shared.session.mount_blob(destination, &from, digest).await
@@ -379,20 +314,7 @@ async fn mount(
 
 /// Stream the blob from the source, at most `jobs` at a time.
 async fn stream_blob(shared: &Shared, pair: &Pair, blob: &Descriptor) -> Result<()> {
-    let _permit = shared
-        .transfers
-        .acquire()
-        .await
-        .expect("the semaphore is never closed");
+    let _permit = shared.transfers.acquire().await.expect("the semaphore is never closed");
     let on_bytes = |n: u64| shared.progress.bytes_sent(n);
-    shared
-        .session
-        .copy_blob(
-            &pair.source,
-            &pair.destination,
-            &blob.digest,
-            blob.size,
-            &on_bytes,
-        )
-        .await
+    shared.session.copy_blob(&pair.source, &pair.destination, &blob.digest, blob.size, &on_bytes).await
 }

@@ -68,11 +68,7 @@ pub fn parse(raw: &[u8]) -> Result<Manifest> {
         .chain(parsed.blobs.unwrap_or_default())
         .filter(|blob| blob.urls.as_ref().is_none_or(Vec::is_empty))
         .collect();
-    Ok(Manifest {
-        media_type,
-        children,
-        blobs,
-    })
+    Ok(Manifest { media_type, children, blobs })
 }
 
 #[cfg(test)]

@@ -39,10 +39,9 @@ pub fn is_transient(err: &OciDistributionError) -> bool {
         OciDistributionError::ServerError { code, .. } => {
             matches!(code, 408 | 429) || (500..600).contains(code)
         }
-        OciDistributionError::RegistryError { envelope, .. } => envelope
-            .errors
-            .iter()
-            .any(|e| matches!(e.code, OciErrorCode::Toomanyrequests)),
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::Toomanyrequests))
+        }
         _ => false,
     }
 }
@@ -53,15 +52,11 @@ pub fn is_transient(err: &OciDistributionError) -> bool {
 /// omission fails again each time.
 pub fn is_transient_for_manifest_push(err: &OciDistributionError) -> bool {
     let racy = |text: &str| {
-        ["DIGEST_INVALID", "BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"]
-            .iter()
-            .any(|c| text.contains(c))
+        ["DIGEST_INVALID", "BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"].iter().any(|c| text.contains(c))
     };
     is_transient(err)
         || match err {
-            OciDistributionError::ServerError {
-                code: 400, message, ..
-            } => racy(message),
+            OciDistributionError::ServerError { code: 400, message, .. } => racy(message),
             OciDistributionError::RegistryError { envelope, .. } => racy(&envelope.to_string()),
             _ => false,
         }
@@ -72,10 +67,9 @@ pub fn is_transient_for_manifest_push(err: &OciDistributionError) -> bool {
 fn is_rate_limited(err: &OciDistributionError) -> bool {
     match err {
         OciDistributionError::ServerError { code, .. } => *code == 429,
-        OciDistributionError::RegistryError { envelope, .. } => envelope
-            .errors
-            .iter()
-            .any(|e| matches!(e.code, OciErrorCode::Toomanyrequests)),
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::Toomanyrequests))
+        }
         _ => false,
     }
 }
@@ -93,8 +87,7 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, OciDistributionError>>,
     {
-        self.run_classified(retries, on_retry, is_transient, op)
-            .await
+        self.run_classified(retries, on_retry, is_transient, op).await
     }
 
     /// `run`, with `worth_retrying` deciding which errors are tried again.
@@ -115,11 +108,8 @@ impl RetryPolicy {
             match op().await {
                 Ok(value) => return Ok(value),
                 Err(err) if attempt < self.attempts && worth_retrying(&err) => {
-                    let wait = if is_rate_limited(&err) {
-                        backoff.max(Duration::from_secs(1))
-                    } else {
-                        backoff
-                    };
+                    let wait =
+                        if is_rate_limited(&err) { backoff.max(Duration::from_secs(1)) } else { backoff };
                     retries.fetch_add(1, Ordering::Relaxed);
                     on_retry(attempt, &err);
                     tokio::time::sleep(jitter(wait)).await;
@@ -134,9 +124,8 @@ impl RetryPolicy {
 
 /// Up to a quarter more, so that many tags failing at once do not retry in lockstep.
 fn jitter(wait: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     wait + wait.mul_f64(f64::from(nanos % 1000) / 4000.0)
 }
 
@@ -145,11 +134,7 @@ mod tests {
     use super::*;
 
     fn server_error(code: u16) -> OciDistributionError {
-        OciDistributionError::ServerError {
-            code,
-            url: "u".into(),
-            message: String::new(),
-        }
+        OciDistributionError::ServerError { code, url: "u".into(), message: String::new() }
     }
 
     #[test]
@@ -160,9 +145,7 @@ mod tests {
         for code in [400, 401, 403, 404] {
             assert!(!is_transient(&server_error(code)), "{code}");
         }
-        assert!(!is_transient(&OciDistributionError::UnauthorizedError {
-            url: "u".into()
-        }));
+        assert!(!is_transient(&OciDistributionError::UnauthorizedError { url: "u".into() }));
     }
 
     #[tokio::test(start_paused = true)]
@@ -203,13 +186,7 @@ mod tests {
             .run(&retries, &|_, _| {}, || {
                 calls += 1;
                 let fail = calls < 3;
-                async move {
-                    if fail {
-                        Err(server_error(500))
-                    } else {
-                        Ok(calls)
-                    }
-                }
+                async move { if fail { Err(server_error(500)) } else { Ok(calls) } }
             })
             .await;
         assert_eq!(result.unwrap(), 3);

@@ -30,16 +30,13 @@ pub struct RegistryAccess {
 /// when listed in `insecure` (host or host:port).
 pub fn uses_plain_http(host: &str, insecure: &[String]) -> bool {
     let name = host_without_port(host);
-    let loopback =
-        name == "localhost" || name.starts_with("127.") || name == "[::1]" || name == "::1";
+    let loopback = name == "localhost" || name.starts_with("127.") || name == "[::1]" || name == "::1";
     loopback || insecure.iter().any(|entry| entry == host || entry == name)
 }
 
 fn host_without_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host
-            .split_once(']')
-            .map_or(host, |(name, _)| &host[..=name.len()]);
+        return host.split_once(']').map_or(host, |(name, _)| &host[..=name.len()]);
     }
     host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
@@ -79,11 +76,8 @@ impl Session {
         registries: Vec<(RegistryAccess, RegistryAuth)>,
         options: SessionOptions,
     ) -> Result<Session> {
-        let plain_http: Vec<String> = registries
-            .iter()
-            .filter(|(access, _)| access.plain_http)
-            .map(|(a, _)| a.host.clone())
-            .collect();
+        let plain_http: Vec<String> =
+            registries.iter().filter(|(access, _)| access.plain_http).map(|(a, _)| a.host.clone()).collect();
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(plain_http.clone()),
             // One PUT per blob with its size, instead of one round trip per 4 MiB chunk.
@@ -99,14 +93,8 @@ impl Session {
             .timeout(options.stall_timeout)
             .build()
             .context("cannot set up the HTTP client")?;
-        let mut session = Session {
-            client,
-            probe,
-            auth: HashMap::new(),
-            plain_http,
-            options,
-            retries: AtomicU64::new(0),
-        };
+        let mut session =
+            Session { client, probe, auth: HashMap::new(), plain_http, options, retries: AtomicU64::new(0) };
         let probes = registries.into_iter().map(|(access, auth)| {
             let session = &session;
             async move {
@@ -129,11 +117,7 @@ impl Session {
     /// anonymous credentials, doubling each round trip; an empty bearer token (which such a
     /// registry ignores) lets it skip that. Registries that challenge get the real credentials.
     async fn resolve_auth(&self, host: &str, auth: RegistryAuth) -> Result<RegistryAuth, String> {
-        let scheme = if self.plain_http.iter().any(|h| h == host) {
-            "http"
-        } else {
-            "https"
-        };
+        let scheme = if self.plain_http.iter().any(|h| h == host) { "http" } else { "https" };
         let url = format!("{scheme}://{host}/v2/");
         let answer = self
             .with_retry(&format!("GET {url}"), || async {
@@ -153,20 +137,13 @@ impl Session {
         match answer {
             Ok(None) => Ok(RegistryAuth::Bearer(String::new())),
             Ok(Some(_challenge)) => Ok(auth),
-            Err(err) => Err(format!(
-                "cannot reach registry {host} ({url}): {}",
-                describe(&err)
-            )),
+            Err(err) => Err(format!("cannot reach registry {host} ({url}): {}", describe(&err))),
         }
     }
 
     fn auth_for(&self, reference: &Reference) -> Result<&RegistryAuth> {
         let host = reference.resolve_registry();
-        match self
-            .auth
-            .get(host)
-            .or_else(|| self.auth.get(reference.registry()))
-        {
+        match self.auth.get(host).or_else(|| self.auth.get(reference.registry())) {
             Some(Ok(auth)) => Ok(auth),
             Some(Err(unreachable)) => Err(anyhow!("{unreachable}")),
             None => Err(anyhow!("registry {host} was not set up for this run")),
@@ -204,10 +181,7 @@ impl Session {
                 describe_cause(err)
             ));
         };
-        self.options
-            .retry
-            .run_classified(&self.retries, &on_retry, worth_retrying, op)
-            .await
+        self.options.retry.run_classified(&self.retries, &on_retry, worth_retrying, op).await
     }
 
     fn trace(&self, message: &str) {
@@ -250,27 +224,14 @@ impl Session {
             self.client.blob_exists(repository, digest)
         })
         .await
-        .map_err(|err| {
-            anyhow!(
-                "cannot check blob {digest} in {repository}: {}",
-                describe(&err)
-            )
-        })
+        .map_err(|err| anyhow!("cannot check blob {digest} in {repository}: {}", describe(&err)))
     }
 
     /// Link a blob the registry already holds in `from` into `repository`, sending no bytes.
     /// `false` when the registry would not (a failed mount is not an error: we copy instead).
     pub async fn mount_blob(&self, repository: &Reference, from: &Reference, digest: &str) -> bool {
-        self.trace(&format!(
-            "mount blob {digest} from {} into {repository}",
-            from.repository()
-        ));
-        self.auth_for(repository).is_ok()
-            && self
-                .client
-                .mount_blob(repository, from, digest)
-                .await
-                .is_ok()
+        self.trace(&format!("mount blob {digest} from {} into {repository}", from.repository()));
+        self.auth_for(repository).is_ok() && self.client.mount_blob(repository, from, digest).await.is_ok()
     }
 
     /// Stream one blob from `source` to `destination`. Its sha256 is checked while it streams:
@@ -293,20 +254,16 @@ impl Session {
         );
         self.with_retry(&what, || async {
             let stream = self.client.pull_blob_stream(source, digest).await?;
-            let counted = stream
-                .inspect_ok(|chunk| on_bytes(chunk.len() as u64))
-                .map_err(OciDistributionError::from);
+            let counted =
+                stream.inspect_ok(|chunk| on_bytes(chunk.len() as u64)).map_err(OciDistributionError::from);
             // oci-client wants a 'static stream; the closure above borrows `on_bytes`, so the
             // chunks go through a channel fed from here while the upload runs.
-            let (sender, receiver) =
-                tokio::sync::mpsc::channel::<Result<Bytes, OciDistributionError>>(4);
+            let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, OciDistributionError>>(4);
             let received = futures_util::stream::unfold(receiver, |mut receiver| async move {
                 receiver.recv().await.map(|item| (item, receiver))
             });
             let feed = forward(counted, sender);
-            let upload = self
-                .client
-                .push_blob_stream(destination, received, digest, Some(size));
+            let upload = self.client.push_blob_stream(destination, received, digest, Some(size));
             let (fed, uploaded) = futures_util::future::join(feed, upload).await;
             fed?;
             uploaded.map(drop)
@@ -316,19 +273,13 @@ impl Session {
     }
 
     /// Push a manifest's exact bytes, by digest or by tag as `reference` says.
-    pub async fn push_manifest(
-        &self,
-        reference: &Reference,
-        bytes: &Bytes,
-        media_type: &str,
-    ) -> Result<()> {
+    pub async fn push_manifest(&self, reference: &Reference, bytes: &Bytes, media_type: &str) -> Result<()> {
         self.auth_for(reference)?;
         let content_type = HeaderValue::from_str(media_type)
             .with_context(|| format!("invalid media type {media_type:?}"))?;
         let what = format!("PUT manifest {reference}");
         self.with_retry_classified(&what, is_transient_for_manifest_push, || {
-            self.client
-                .push_manifest_raw(reference, bytes.clone(), content_type.clone())
+            self.client.push_manifest_raw(reference, bytes.clone(), content_type.clone())
         })
         .await
         .map(drop)
@@ -363,9 +314,7 @@ where
                 let text = describe_cause(&err);
                 // Dropping the sender without the held chunk cuts the upload short.
                 let _ = sender
-                    .send(Err(OciDistributionError::IoError(std::io::Error::other(
-                        text.clone(),
-                    ))))
+                    .send(Err(OciDistributionError::IoError(std::io::Error::other(text.clone()))))
                     .await;
                 return Err(OciDistributionError::IoError(std::io::Error::other(text)));
             }
@@ -403,7 +352,9 @@ pub fn describe(err: &OciDistributionError) -> String {
         || matches!(err, OciDistributionError::RegistryError { envelope, .. }
             if envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)))
     {
-        text.push_str(" (check the credentials: `docker login`, or `gcloud auth login` for Google registries)");
+        text.push_str(
+            " (check the credentials: `docker login`, or `gcloud auth login` for Google registries)",
+        );
     }
     if is_transient(err) {
         text.push_str(" (gave up after retrying)");
@@ -443,12 +394,7 @@ mod tests {
         ] {
             assert!(uses_plain_http(host, &insecure), "{host}");
         }
-        for host in [
-            "us-docker.pkg.dev",
-            "index.docker.io",
-            "10.0.0.5:5001",
-            "localhost.example.com",
-        ] {
+        for host in ["us-docker.pkg.dev", "index.docker.io", "10.0.0.5:5001", "localhost.example.com"] {
             assert!(!uses_plain_http(host, &insecure), "{host}");
         }
     }

@@ -11,9 +11,7 @@ use anyhow::{Context, Result, ensure};
 use clap::{Args, ValueEnum};
 
 use super::Ctx;
-use crate::testbed::{
-    Fixture, FixtureSpec, TestRegistry, push_blobs_directly, require, start_delay_proxy,
-};
+use crate::testbed::{Fixture, FixtureSpec, TestRegistry, push_blobs_directly, require, start_delay_proxy};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -66,10 +64,7 @@ struct Tags {
 }
 
 fn publish(source: &TestRegistry, specs: Vec<FixtureSpec>) -> Result<Tags> {
-    let mut tags = Tags {
-        fixtures: Vec::new(),
-        names: Vec::new(),
-    };
+    let mut tags = Tags { fixtures: Vec::new(), names: Vec::new() };
     for (number, spec) in specs.into_iter().enumerate() {
         let fixture = Fixture::generate(&spec)?;
         let repository = format!("bench/image{number}");
@@ -94,47 +89,23 @@ fn loopback(runtime: &tokio::runtime::Runtime, jobs: Option<u16>) -> Result<()> 
         .collect();
     let tags = publish(&source, specs)?;
     let bytes: u64 = unique_bytes(&tags.fixtures);
-    println!(
-        "   {} MiB in {} distinct blobs",
-        bytes >> 20,
-        unique_blobs(&tags.fixtures)
-    );
+    println!("   {} MiB in {} distinct blobs", bytes >> 20, unique_blobs(&tags.fixtures));
 
     let floor_registry = TestRegistry::start()?;
     let fixtures: Vec<&Fixture> = tags.fixtures.iter().collect();
     let started = Instant::now();
-    runtime.block_on(push_blobs_directly(
-        floor_registry.addr,
-        "floor",
-        &fixtures,
-        4,
-    ))?;
+    runtime.block_on(push_blobs_directly(floor_registry.addr, "floor", &fixtures, 4))?;
     let floor = started.elapsed();
 
     let skopeo = time_skopeo(&source, source.addr, &tags.names, None)?;
     let ours = time_ours(&source, source.addr, &tags.names, None, jobs)?;
-    let floor = Measured {
-        wall: floor,
-        cpu: Duration::ZERO,
-    };
+    let floor = Measured { wall: floor, cpu: Duration::ZERO };
     print_table(&[
-        (
-            "floor: the blobs pushed straight in, 4 at a time",
-            floor,
-            None,
-        ),
-        (
-            "skopeo copy --all, one tag after another, cold",
-            skopeo.cold,
-            None,
-        ),
+        ("floor: the blobs pushed straight in, 4 at a time", floor, None),
+        ("skopeo copy --all, one tag after another, cold", skopeo.cold, None),
         ("cargo xtask thirdparty, cold", ours.cold, Some(skopeo.cold)),
         ("skopeo, everything up to date", skopeo.warm, None),
-        (
-            "cargo xtask thirdparty, everything up to date",
-            ours.warm,
-            Some(skopeo.warm),
-        ),
+        ("cargo xtask thirdparty, everything up to date", ours.warm, Some(skopeo.warm)),
     ]);
     println!(
         "   cold: {:.2}x faster than skopeo; {:.2}x the floor",
@@ -145,37 +116,21 @@ fn loopback(runtime: &tokio::runtime::Runtime, jobs: Option<u16>) -> Result<()> 
 }
 
 fn remote(runtime: &tokio::runtime::Runtime, rtt: Duration, jobs: Option<u16>) -> Result<()> {
-    println!(
-        "== remote-like: 12 small multi-arch tags, {} ms added to every round trip",
-        rtt.as_millis()
-    );
+    println!("== remote-like: 12 small multi-arch tags, {} ms added to every round trip", rtt.as_millis());
     let source = TestRegistry::start()?;
     let tags = publish(
         &source,
-        (0..12)
-            .map(|n| FixtureSpec {
-                layer_size: 256 << 10,
-                ..FixtureSpec::small(200 + n)
-            })
-            .collect(),
+        (0..12).map(|n| FixtureSpec { layer_size: 256 << 10, ..FixtureSpec::small(200 + n) }).collect(),
     )?;
     let source_proxy = runtime.block_on(start_delay_proxy(source.addr, rtt / 2))?;
     let delay = Some((runtime, rtt));
     let skopeo = time_skopeo(&source, source_proxy, &tags.names, delay)?;
     let ours = time_ours(&source, source_proxy, &tags.names, delay, jobs)?;
     print_table(&[
-        (
-            "skopeo copy --all, one tag after another, cold",
-            skopeo.cold,
-            None,
-        ),
+        ("skopeo copy --all, one tag after another, cold", skopeo.cold, None),
         ("cargo xtask thirdparty, cold", ours.cold, Some(skopeo.cold)),
         ("skopeo, everything up to date", skopeo.warm, None),
-        (
-            "cargo xtask thirdparty, everything up to date",
-            ours.warm,
-            Some(skopeo.warm),
-        ),
+        ("cargo xtask thirdparty, everything up to date", ours.warm, Some(skopeo.warm)),
     ]);
     let (skopeo_requests, ours_requests) = (skopeo.requests, ours.requests);
     let per_tag = |n: usize| n as f64 / tags.names.len() as f64;
@@ -204,9 +159,8 @@ fn memory(layer_mib: usize, jobs: Option<u16>) -> Result<()> {
     let list = tempfile::NamedTempFile::new()?;
     write_list(list.path(), source.addr, &tags.names)?;
     let config = tempfile::tempdir()?;
-    let mut child = ours_command(list.path(), &destination.host(), config.path(), jobs)
-        .stdout(Stdio::null())
-        .spawn()?;
+    let mut child =
+        ours_command(list.path(), &destination.host(), config.path(), jobs).stdout(Stdio::null()).spawn()?;
     let started = Instant::now();
     let max_rss_kib = wait_for_max_rss(&mut child)?;
     println!(
@@ -227,11 +181,7 @@ fn wait_for_max_rss(child: &mut std::process::Child) -> Result<i64> {
         if let Ok(status) = std::fs::read_to_string(&status_file)
             && let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:"))
         {
-            let kib = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+            let kib = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
             peak = peak.max(kib);
         }
         if let Some(status) = child.try_wait()? {
@@ -251,10 +201,7 @@ fn wait_with_usage(child: &mut std::process::Child) -> Result<libc::rusage> {
     // SAFETY: wait4 on our own child with valid pointers to locals.
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     ensure!(waited == pid, "wait4 failed");
-    ensure!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the command failed"
-    );
+    ensure!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the command failed");
     Ok(usage)
 }
 
@@ -281,11 +228,7 @@ fn unique_bytes(fixtures: &[Fixture]) -> u64 {
 }
 
 fn unique_blobs(fixtures: &[Fixture]) -> usize {
-    fixtures
-        .iter()
-        .flat_map(|f| f.blobs.iter())
-        .collect::<std::collections::HashSet<_>>()
-        .len()
+    fixtures.iter().flat_map(|f| f.blobs.iter()).collect::<std::collections::HashSet<_>>().len()
 }
 
 fn ratio(peer: Duration, ours: Duration) -> f64 {
@@ -297,14 +240,8 @@ fn print_table(rows: &[(&str, Measured, Option<Measured>)]) {
     println!("   | what | wall s | CPU s | peer / xtask (wall) |");
     println!("   |---|---|---|---|");
     for (what, run, peer) in rows {
-        let versus = peer.map_or(String::new(), |peer| {
-            format!("{:.1}x", ratio(peer.wall, run.wall))
-        });
-        println!(
-            "   | {what} | {:.2} | {:.2} | {versus} |",
-            run.wall.as_secs_f64(),
-            run.cpu.as_secs_f64()
-        );
+        let versus = peer.map_or(String::new(), |peer| format!("{:.1}x", ratio(peer.wall, run.wall)));
+        println!("   | {what} | {:.2} | {:.2} | {versus} |", run.wall.as_secs_f64(), run.cpu.as_secs_f64());
     }
 }
 
@@ -342,10 +279,7 @@ fn time_skopeo(
 ) -> Result<Timings> {
     let (registry, addr) = destination(delay)?;
     let run = || -> Result<Measured> {
-        let mut total = Measured {
-            wall: Duration::ZERO,
-            cpu: Duration::ZERO,
-        };
+        let mut total = Measured { wall: Duration::ZERO, cpu: Duration::ZERO };
         for name in names {
             let (wall, cpu) = run_measured(
                 Command::new("skopeo")
@@ -377,8 +311,7 @@ fn time_ours(
     let config = tempfile::tempdir()?;
     let run = || -> Result<Measured> {
         let mut command = ours_command(list.path(), &format!("{addr}/xtask"), config.path(), jobs);
-        let (wall, cpu) =
-            run_measured(command.stdout(Stdio::null())).context("cargo xtask thirdparty")?;
+        let (wall, cpu) = run_measured(command.stdout(Stdio::null())).context("cargo xtask thirdparty")?;
         Ok(Measured { wall, cpu })
     };
     cold_and_warm(source_registry, &registry, run)
@@ -396,11 +329,7 @@ fn cold_and_warm(
     let after_cold = requests();
     let warm = run()?;
     let after_warm = requests();
-    Ok(Timings {
-        cold,
-        warm,
-        requests: (after_cold - before, after_warm - after_cold),
-    })
+    Ok(Timings { cold, warm, requests: (after_cold - before, after_warm - after_cold) })
 }
 
 /// `<source>/<repository>: <tag>` lines.
@@ -416,12 +345,7 @@ fn write_list(path: &Path, source: SocketAddr, names: &[String]) -> Result<()> {
 }
 
 /// This binary's `thirdparty` into `docker_repo`, with no credentials of the user's.
-fn ours_command(
-    list: &Path,
-    docker_repo: &str,
-    docker_config: &Path,
-    jobs: Option<u16>,
-) -> Command {
+fn ours_command(list: &Path, docker_repo: &str, docker_config: &Path, jobs: Option<u16>) -> Command {
     let mut command = Command::new(std::env::current_exe().expect("the running binary"));
     command.args(["thirdparty", "--file"]).arg(list);
     if let Some(jobs) = jobs {

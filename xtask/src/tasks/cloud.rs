@@ -12,14 +12,7 @@ pub fn build_publish_cloud_builder(ctx: &Ctx) -> Result<()> {
     let image = &ctx.catalog.cloud_builder;
     let reference = s.image_ref(image);
     let build = Cmd::docker()
-        .args([
-            "build",
-            "--file",
-            &image.dockerfile(),
-            "--pull",
-            "--platform",
-            "linux/amd64",
-        ])
+        .args(["build", "--file", &image.dockerfile(), "--pull", "--platform", "linux/amd64"])
         .args(s.build_args(image))
         .args(["--tag", &reference, &image.context()]);
     ctx.runner.run(&build)?;
@@ -32,12 +25,7 @@ pub fn cloud_build(ctx: &Ctx) -> Result<()> {
     let builder_image = s.image_ref(&ctx.catalog.cloud_builder);
     let auto = if s.auto_start_stop { "1" } else { "0" };
     let submit = Cmd::gcloud()
-        .args([
-            "builds",
-            "submit",
-            &format!("--project={}", s.gcp_project),
-            "--region=global",
-        ])
+        .args(["builds", "submit", &format!("--project={}", s.gcp_project), "--region=global"])
         .args(["--config", PIPELINE_PATH])
         .arg(format!(
             "--substitutions=_ENV={},_CLOUDBUILD_IMAGE={builder_image},_AUTO_START_STOP={auto}",

@@ -38,18 +38,10 @@ fn buildx_plugin() -> Option<PathBuf> {
     } else if let Some(home) = std::env::var_os("HOME") {
         dirs.push(PathBuf::from(home).join(".docker/cli-plugins"));
     }
-    for system in [
-        "/usr/local/lib",
-        "/usr/local/libexec",
-        "/usr/lib",
-        "/usr/libexec",
-    ] {
+    for system in ["/usr/local/lib", "/usr/local/libexec", "/usr/lib", "/usr/libexec"] {
         dirs.push(PathBuf::from(system).join("docker/cli-plugins"));
     }
-    let plugin = dirs
-        .into_iter()
-        .map(|dir| dir.join("docker-buildx"))
-        .find(|p| p.is_file());
+    let plugin = dirs.into_iter().map(|dir| dir.join("docker-buildx")).find(|p| p.is_file());
     // A `docker-buildx` on PATH is what a test's fake docker provides, and some distributions too.
     plugin.or_else(|| which::which("docker-buildx").ok())
 }

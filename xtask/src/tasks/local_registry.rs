@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::Ctx;
@@ -28,10 +28,40 @@ pub fn local_registry(ctx: &Ctx, args: &LocalRegistryArgs) -> Result<()> {
         println!("A registry is already running at {addr}: use DOCKER_REPO={addr}/<name>");
         return Ok(());
     }
-    let data = args
-        .data
-        .clone()
-        .unwrap_or_else(|| ctx.root.join("target/local-registry"));
+    start(ctx, args)
+}
+
+/// With ENV=local, make sure the registry behind DOCKER_REPO runs, starting one when none
+/// answers. It must be on this machine.
+pub fn ensure_for_local_env(ctx: &Ctx) -> Result<()> {
+    if !ctx.settings.local {
+        return Ok(());
+    }
+    let host = ctx.settings.docker_repo.split('/').next().unwrap_or_default();
+    let port = match host.rsplit_once(':') {
+        Some((name, port)) if name == "localhost" || name.starts_with("127.") => port.parse().ok(),
+        _ => None,
+    };
+    let Some(port) = port else {
+        bail!(
+            "ENV=local publishes to a registry on this machine: DOCKER_REPO must be localhost:<port>/<path>, not {host}"
+        );
+    };
+    let args = LocalRegistryArgs { port, data: None };
+    if ctx.runner.is_dry_run() {
+        ctx.runner.say(&format!("ENV=local: if no registry answers at 127.0.0.1:{port}, start one:"));
+        return start(ctx, &args);
+    }
+    if answers(SocketAddr::from(([127, 0, 0, 1], port))) {
+        return Ok(());
+    }
+    eprintln!("ENV=local: no registry answers on port {port}, starting one");
+    start(ctx, &args)
+}
+
+fn start(ctx: &Ctx, args: &LocalRegistryArgs) -> Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let data = args.data.clone().unwrap_or_else(|| ctx.root.join("target/local-registry"));
     if is_installed("docker-registry") {
         let config = data.join("config.yml");
         if !ctx.runner.is_dry_run() {
@@ -40,18 +70,12 @@ pub fn local_registry(ctx: &Ctx, args: &LocalRegistryArgs) -> Result<()> {
             std::fs::write(&config, config_yaml(addr, &data.join("storage"), None))
                 .with_context(|| format!("cannot write {}", config.display()))?;
         }
-        let serve = Cmd::new("docker-registry")
-            .arg("serve")
-            .arg(config.display().to_string());
+        let serve = Cmd::new("docker-registry").arg("serve").arg(config.display().to_string());
         let log = data.join("registry.log");
         let pid = ctx.runner.spawn_background(&serve, &log)?;
         if let Some(pid) = pid {
-            wait_until_up(addr, Duration::from_secs(15))
-                .with_context(|| format!("see {}", log.display()))?;
-            println!(
-                "Registry running at {addr} (pid {pid}; data and log in {})",
-                data.display()
-            );
+            wait_until_up(addr, Duration::from_secs(15)).with_context(|| format!("see {}", log.display()))?;
+            println!("Registry running at {addr} (pid {pid}; data and log in {})", data.display());
             println!(
                 "Use it with DOCKER_REPO={addr}/<name>, e.g. DOCKER_REPO={addr}/dev cargo xtask thirdparty"
             );

@@ -6,6 +6,7 @@ pub mod cloud;
 pub mod images;
 pub mod info;
 pub mod local_registry;
+pub mod publish_all;
 pub mod seed;
 pub mod thirdparty;
 pub mod vm;

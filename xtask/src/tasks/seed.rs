@@ -56,16 +56,11 @@ fn seed_images(ctx: &Ctx) -> Result<Vec<Image>> {
     let mut images = Vec::new();
     for step in &pipeline.steps {
         for command in step.xtask_commands() {
-            let Some(task) = command
-                .first()
-                .and_then(|t| t.strip_prefix("buildx-publish-"))
-            else {
+            let Some(task) = command.first().and_then(|t| t.strip_prefix("buildx-publish-")) else {
                 continue;
             };
             let Some(image) = ctx.catalog.image_for_task(task) else {
-                bail!(
-                    "{PIPELINE_PATH} runs buildx-publish-{task}, which is not in images/images.toml"
-                );
+                bail!("{PIPELINE_PATH} runs buildx-publish-{task}, which is not in images/images.toml");
             };
             let other_env: Vec<String> = step
                 .env_pairs()
@@ -96,27 +91,15 @@ fn seeding_context(ctx: &Ctx) -> Ctx {
     settings.platforms = SEED_PLATFORM.to_string();
     settings.tag_modifier = SEED_TAG_MODIFIER.to_string();
     settings.multi_context = false;
-    Ctx {
-        settings,
-        catalog: ctx.catalog.clone(),
-        runner: ctx.runner.clone(),
-        root: ctx.root.clone(),
-    }
+    Ctx { settings, catalog: ctx.catalog.clone(), runner: ctx.runner.clone(), root: ctx.root.clone() }
 }
 
 fn describe_plan(seed: &Ctx, images: &[Image]) {
     let s = &seed.settings;
     let say = |line: String| seed.runner.say(&line);
-    say(format!(
-        "seed-arm64: the buildx-publish steps of {PIPELINE_PATH}, for {SEED_PLATFORM} only:"
-    ));
+    say(format!("seed-arm64: the buildx-publish steps of {PIPELINE_PATH}, for {SEED_PLATFORM} only:"));
     for image in images {
-        say(format!(
-            "  {} -> {} (cache {})",
-            image.name,
-            s.image_ref(image),
-            s.cache_ref(image)
-        ));
+        say(format!("  {} -> {} (cache {})", image.name, s.image_ref(image), s.cache_ref(image)));
     }
     say(format!(
         "settings: ENV={} DOCKER_REPO={} PLATFORMS={} TAG_MODIFIER={} BUILDER={}",

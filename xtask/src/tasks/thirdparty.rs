@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::Ctx;
+use super::{Ctx, local_registry};
 use crate::registry::auth::{DockerConfig, credentials_for};
 use crate::registry::retry::RetryPolicy;
 use crate::registry::session::SessionOptions;
@@ -46,15 +46,18 @@ pub struct ThirdpartyArgs {
     pub insecure_registries: Vec<String>,
 }
 
-/// thirdparty
+/// thirdparty (with ENV=local, into the local registry, started when it is not running)
 pub fn thirdparty(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
+    local_registry::ensure_for_local_env(ctx)?;
+    vendor(ctx, args)
+}
+
+/// Mirror the list's tags into `$DOCKER_REPO/thirdparty/`.
+pub fn vendor(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
     let path = ctx.root.join(&args.file);
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let with_path = |errors: Vec<thirdparty::LineError>| {
-        let lines: Vec<String> = errors
-            .iter()
-            .map(|e| format!("  {}:{e}", path.display()))
-            .collect();
+        let lines: Vec<String> = errors.iter().map(|e| format!("  {}:{e}", path.display())).collect();
         anyhow::anyhow!(
             "{} has {} problem(s), nothing was copied:\n{}",
             args.file.display(),
@@ -72,8 +75,7 @@ pub fn thirdparty(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
     // Credentials first, synchronously: helpers and gcloud are external commands.
     let config = DockerConfig::load()?;
     let run = |program: &str, args: &[&str], stdin: Option<&str>| {
-        ctx.runner
-            .query(&Cmd::new(program).args(args.iter().copied()), stdin)
+        ctx.runner.query(&Cmd::new(program).args(args.iter().copied()), stdin)
     };
     let mut registries = Vec::new();
     for host in distinct_registries(&pairs) {
@@ -81,18 +83,13 @@ pub fn thirdparty(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
         if args.verbose {
             eprintln!("registry: {host}: credentials from {source}");
         }
-        let access = RegistryAccess {
-            plain_http: registry::uses_plain_http(&host, &args.insecure_registries),
-            host,
-        };
+        let access =
+            RegistryAccess { plain_http: registry::uses_plain_http(&host, &args.insecure_registries), host };
         registries.push((access, auth));
     }
 
     let check_only = args.check || ctx.settings.dry_run;
-    let options = MirrorOptions {
-        jobs: usize::from(args.jobs),
-        check_only,
-    };
+    let options = MirrorOptions { jobs: usize::from(args.jobs), check_only };
     let progress = Arc::new(TagLines::new(pairs.len(), ctx.settings.dry_run));
     let started = Instant::now();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -103,16 +100,9 @@ pub fn thirdparty(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
     progress.finish();
 
     let summary = Summary::of(&mirrored.reports);
-    println!(
-        "{}",
-        summary.line(mirrored.retries, started.elapsed(), ctx.settings.dry_run)
-    );
+    println!("{}", summary.line(mirrored.retries, started.elapsed(), ctx.settings.dry_run));
     if summary.failed > 0 {
-        bail!(
-            "{} of {} tags failed (see above)",
-            summary.failed,
-            mirrored.reports.len()
-        );
+        bail!("{} of {} tags failed (see above)", summary.failed, mirrored.reports.len());
     }
     if args.check && summary.out_of_date > 0 {
         bail!(
@@ -126,10 +116,7 @@ pub fn thirdparty(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
 
 fn session_options(args: &ThirdpartyArgs) -> SessionOptions {
     SessionOptions {
-        retry: RetryPolicy {
-            attempts: args.tries,
-            ..RetryPolicy::default()
-        },
+        retry: RetryPolicy { attempts: args.tries, ..RetryPolicy::default() },
         stall_timeout: Duration::from_secs_f64(args.timeout.max(0.1)),
         verbose: args.verbose,
     }
@@ -138,12 +125,7 @@ fn session_options(args: &ThirdpartyArgs) -> SessionOptions {
 fn distinct_registries(pairs: &[Pair]) -> Vec<String> {
     let mut hosts: Vec<String> = pairs
         .iter()
-        .flat_map(|p| {
-            [
-                p.source.resolve_registry().to_string(),
-                p.destination.resolve_registry().to_string(),
-            ]
-        })
+        .flat_map(|p| [p.source.resolve_registry().to_string(), p.destination.resolve_registry().to_string()])
         .collect();
     hosts.sort();
     hosts.dedup();
@@ -160,8 +142,7 @@ struct TagLines {
 impl TagLines {
     fn new(tags: usize, dry_run: bool) -> TagLines {
         let bar = if std::io::stderr().is_terminal() {
-            let bar =
-                ProgressBar::with_draw_target(Some(tags as u64), ProgressDrawTarget::stderr());
+            let bar = ProgressBar::with_draw_target(Some(tags as u64), ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template("{spinner} [{elapsed}] {pos}/{len} tags {msg}")
                     .expect("a valid template"),
@@ -171,11 +152,7 @@ impl TagLines {
         } else {
             ProgressBar::hidden()
         };
-        TagLines {
-            bar,
-            sent: 0.into(),
-            dry_run,
-        }
+        TagLines { bar, sent: 0.into(), dry_run }
     }
 
     fn finish(&self) {
@@ -185,10 +162,7 @@ impl TagLines {
 
 impl registry::Progress for TagLines {
     fn bytes_sent(&self, bytes: u64) {
-        let total = self
-            .sent
-            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed)
-            + bytes;
+        let total = self.sent.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed) + bytes;
         self.bar.set_message(format!("{} sent", HumanBytes(total)));
     }
 
@@ -207,22 +181,12 @@ fn tag_line(report: &Report, dry_run: bool) -> String {
     let pair = format!("{} -> {}", report.pair.source, report.pair.destination);
     match &report.outcome {
         Outcome::UpToDate { digest } => format!("up to date  {pair} ({})", short(digest)),
-        Outcome::OutOfDate {
-            source,
-            destination,
-        } => {
+        Outcome::OutOfDate { source, destination } => {
             let word = if dry_run { "would copy" } else { "out of date" };
-            let now = destination
-                .as_deref()
-                .map_or("missing".to_string(), |d| format!("now {}", short(d)));
+            let now = destination.as_deref().map_or("missing".to_string(), |d| format!("now {}", short(d)));
             format!("{word:<11} {pair} ({} -> {now})", short(source))
         }
-        Outcome::Copied {
-            digest,
-            blobs_sent,
-            bytes_sent,
-            blobs_present,
-        } => format!(
+        Outcome::Copied { digest, blobs_sent, bytes_sent, blobs_present } => format!(
             "copied      {pair} ({}: {blobs_sent} blobs, {} sent, {blobs_present} already there, {:.1} s)",
             short(digest),
             HumanBytes(*bytes_sent),

@@ -25,9 +25,12 @@ pub const TUNNEL_REMOTE: &str = "127.0.0.1:2375";
 
 fn instances(ctx: &Ctx, action: &str) -> Cmd {
     let s = &ctx.settings;
-    Cmd::gcloud()
-        .args(["compute", "instances", action, &s.arm64_vm])
-        .args(["--project", &s.gcp_project, "--zone", &s.zone])
+    Cmd::gcloud().args(["compute", "instances", action, &s.arm64_vm]).args([
+        "--project",
+        &s.gcp_project,
+        "--zone",
+        &s.zone,
+    ])
 }
 
 /// start-vm; with `--wait`, until the VM reports RUNNING and an IAP ssh command succeeds (right
@@ -39,31 +42,14 @@ pub fn start_vm(ctx: &Ctx, args: &WaitArgs) -> Result<()> {
         return Ok(());
     }
     let describe = instances(ctx, "describe").arg("--format=value(status)");
-    ctx.runner.poll(
-        &format!("{} reports RUNNING", s.arm64_vm),
-        &describe,
-        &args.bounds,
-        |status| status == "RUNNING",
-    )?;
+    ctx.runner.poll(&format!("{} reports RUNNING", s.arm64_vm), &describe, &args.bounds, |status| {
+        status == "RUNNING"
+    })?;
     let ssh = Cmd::gcloud()
-        .args([
-            "compute",
-            "ssh",
-            "--project",
-            &s.gcp_project,
-            "--zone",
-            &s.zone,
-            &s.arm64_vm,
-        ])
+        .args(["compute", "ssh", "--project", &s.gcp_project, "--zone", &s.zone, &s.arm64_vm])
         .args(["--tunnel-through-iap", "--quiet", "--command=true"]);
-    ctx.runner.poll(
-        &format!("ssh to {} through IAP works", s.arm64_vm),
-        &ssh,
-        &args.bounds,
-        |_| true,
-    )?;
-    ctx.runner
-        .say(&format!("{} is running and answers ssh", s.arm64_vm));
+    ctx.runner.poll(&format!("ssh to {} through IAP works", s.arm64_vm), &ssh, &args.bounds, |_| true)?;
+    ctx.runner.say(&format!("{} is running and answers ssh", s.arm64_vm));
     Ok(())
 }
 
@@ -76,13 +62,7 @@ pub fn stop_vm(ctx: &Ctx) -> Result<()> {
 pub fn ssh_vm(ctx: &Ctx) -> Result<()> {
     let s = &ctx.settings;
     let cmd = Cmd::gcloud()
-        .args([
-            "compute",
-            "ssh",
-            "--zone",
-            &s.zone,
-            &format!("root@{}", s.arm64_vm),
-        ])
+        .args(["compute", "ssh", "--zone", &s.zone, &format!("root@{}", s.arm64_vm)])
         .args(["--project", &s.gcp_project, "--tunnel-through-iap"]);
     ctx.runner.run(&cmd)
 }
@@ -91,21 +71,8 @@ pub fn ssh_vm(ctx: &Ctx) -> Result<()> {
 pub fn tunnel_cmd(ctx: &Ctx) -> Cmd {
     let s = &ctx.settings;
     Cmd::gcloud()
-        .args([
-            "compute",
-            "ssh",
-            "--project",
-            &s.gcp_project,
-            "--zone",
-            &s.zone,
-            &s.arm64_vm,
-        ])
-        .args([
-            "--tunnel-through-iap",
-            "--",
-            "-L",
-            &format!("{TUNNEL_LOCAL}:{TUNNEL_REMOTE}"),
-        ])
+        .args(["compute", "ssh", "--project", &s.gcp_project, "--zone", &s.zone, &s.arm64_vm])
+        .args(["--tunnel-through-iap", "--", "-L", &format!("{TUNNEL_LOCAL}:{TUNNEL_REMOTE}")])
         .args(["-N", "-f"])
 }
 

@@ -52,12 +52,7 @@ impl Rule {
         fault: Fault,
         schedule: Schedule,
     ) -> Rule {
-        Rule {
-            method,
-            path_contains,
-            fault,
-            schedule,
-        }
+        Rule { method, path_contains, fault, schedule }
     }
 }
 
@@ -77,19 +72,12 @@ pub struct FaultProxy {
 impl FaultProxy {
     pub fn start(upstream: SocketAddr, rules: Vec<Rule>) -> FaultProxy {
         let seen = rules.iter().map(|_| AtomicUsize::new(0)).collect();
-        let state = Arc::new(State {
-            rules,
-            seen,
-            injected: AtomicUsize::new(0),
-            log: Mutex::new(Vec::new()),
-        });
+        let state =
+            Arc::new(State { rules, seen, injected: AtomicUsize::new(0), log: Mutex::new(Vec::new()) });
         let (sender, receiver) = std::sync::mpsc::channel();
         let thread_state = Arc::clone(&state);
         std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async move {
                 let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
                 sender.send(listener.local_addr().unwrap()).unwrap();
@@ -168,10 +156,7 @@ fn parse_head(raw: Vec<u8>) -> Head {
 }
 
 /// Read a whole body (by length, or chunked to its end) and return it as received.
-async fn read_body<R: AsyncReadExt + Unpin>(
-    reader: &mut R,
-    head: &Head,
-) -> std::io::Result<Vec<u8>> {
+async fn read_body<R: AsyncReadExt + Unpin>(reader: &mut R, head: &Head) -> std::io::Result<Vec<u8>> {
     if head.chunked {
         let mut body = Vec::new();
         loop {
@@ -183,11 +168,7 @@ async fn read_body<R: AsyncReadExt + Unpin>(
             }
             body.extend_from_slice(&line);
             let size = usize::from_str_radix(
-                String::from_utf8_lossy(&line)
-                    .trim()
-                    .split(';')
-                    .next()
-                    .unwrap_or("0"),
+                String::from_utf8_lossy(&line).trim().split(';').next().unwrap_or("0"),
                 16,
             )
             .unwrap_or(0);
@@ -206,8 +187,7 @@ async fn read_body<R: AsyncReadExt + Unpin>(
 
 fn pick(state: &State, head: &Head) -> Option<Fault> {
     for (rule, seen) in state.rules.iter().zip(&state.seen) {
-        if rule.method.is_some_and(|m| m != head.method) || !head.path.contains(rule.path_contains)
-        {
+        if rule.method.is_some_and(|m| m != head.method) || !head.path.contains(rule.path_contains) {
             continue;
         }
         let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
@@ -240,11 +220,7 @@ async fn serve(client: TcpStream, upstream: SocketAddr, state: Arc<State>) -> st
         let head = parse_head(raw);
         let body = read_body(&mut client, &head).await?;
         let fault = pick(&state, &head);
-        state
-            .log
-            .lock()
-            .unwrap()
-            .push(format!("{} {} -> {fault:?}", head.method, head.path));
+        state.log.lock().unwrap().push(format!("{} {} -> {fault:?}", head.method, head.path));
         match fault {
             Some(Fault::Status(code)) => {
                 let answer = format!("HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\n\r\n");
@@ -252,8 +228,7 @@ async fn serve(client: TcpStream, upstream: SocketAddr, state: Arc<State>) -> st
                 continue;
             }
             Some(Fault::TooManyRequests) => {
-                let answer =
-                    "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n";
+                let answer = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n";
                 client.get_mut().write_all(answer.as_bytes()).await?;
                 continue;
             }
@@ -271,11 +246,7 @@ async fn serve(client: TcpStream, upstream: SocketAddr, state: Arc<State>) -> st
         let mut response = parse_head(raw);
         // A response head parses as (protocol, status): `path` holds the status code.
         let bodiless = head.method == "HEAD" || response.path == "204" || response.path == "304";
-        let mut response_body = if bodiless {
-            Vec::new()
-        } else {
-            read_body(&mut server, &response).await?
-        };
+        let mut response_body = if bodiless { Vec::new() } else { read_body(&mut server, &response).await? };
         response.content_length = Some(response_body.len());
         let half = response_body.len() / 2;
         match fault {

@@ -42,11 +42,7 @@ pub fn plan(args: &[&str], env: &[(&str, &str)]) -> Vec<Vec<String>> {
     let mut args = args.to_vec();
     args.push("--dry-run");
     let output = xtask(&args, env);
-    assert!(
-        output.status.success(),
-        "{args:?} failed: {}",
-        stderr(&output)
-    );
+    assert!(output.status.success(), "{args:?} failed: {}", stderr(&output));
     parse_plan(&stdout(&output))
 }
 
@@ -54,9 +50,8 @@ pub fn parse_plan(stdout: &str) -> Vec<Vec<String>> {
     stdout
         .lines()
         .map(|line| {
-            let command = line
-                .strip_prefix("[dry-run] ")
-                .unwrap_or_else(|| panic!("not a plan line: {line:?}"));
+            let command =
+                line.strip_prefix("[dry-run] ").unwrap_or_else(|| panic!("not a plan line: {line:?}"));
             if command.starts_with('#') {
                 vec![command.to_string()]
             } else {
@@ -70,13 +65,7 @@ pub fn parse_plan(stdout: &str) -> Vec<Vec<String>> {
 pub fn expected(lines: &[&str]) -> Vec<Vec<String>> {
     lines
         .iter()
-        .map(|line| {
-            if line.starts_with('#') {
-                vec![line.to_string()]
-            } else {
-                shlex::split(line).unwrap()
-            }
-        })
+        .map(|line| if line.starts_with('#') { vec![line.to_string()] } else { shlex::split(line).unwrap() })
         .collect()
 }
 
@@ -86,11 +75,7 @@ pub fn assert_plan(actual: &[Vec<String>], expected: &[Vec<String>]) {
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
         assert_eq!(a, e, "plan line {i} differs");
     }
-    assert_eq!(
-        actual.len(),
-        expected.len(),
-        "plan length differs: {actual:#?}"
-    );
+    assert_eq!(actual.len(), expected.len(), "plan length differs: {actual:#?}");
 }
 
 /// Fake `docker` and `gcloud` in a temporary folder. Each call appends one line to a log: the
@@ -124,6 +109,26 @@ if [ -f "$answers" ]; then
         exit "$code" ;;
     esac
   done < "$answers"
+fi
+# Slow calls, `prefix<TAB>seconds`: while one sleeps, the number of such calls running at once
+# is recorded in `concurrency`.
+if [ -f "$FAKE_TOOLS_DIR/sleeps" ]; then
+  while IFS="$(printf '\t')" read -r prefix seconds; do
+    case "$call" in
+      "$prefix"*)
+        mkdir -p "$FAKE_TOOLS_DIR/running"
+        touch "$FAKE_TOOLS_DIR/running/$$"
+        ls "$FAKE_TOOLS_DIR/running" | wc -l >> "$FAKE_TOOLS_DIR/concurrency"
+        sleep "$seconds"
+        rm -f "$FAKE_TOOLS_DIR/running/$$" ;;
+    esac
+  done < "$FAKE_TOOLS_DIR/sleeps"
+fi
+# Output for every matching call, `prefix<TAB>stdout`.
+if [ -f "$FAKE_TOOLS_DIR/prints" ]; then
+  while IFS="$(printf '\t')" read -r prefix out; do
+    case "$call" in "$prefix"*) printf '%s\n' "$out" ;; esac
+  done < "$FAKE_TOOLS_DIR/prints"
 fi
 if [ -f "$FAKE_TOOLS_DIR/rules" ]; then
   while IFS= read -r rule; do
@@ -171,6 +176,29 @@ impl FakeTools {
         writeln!(answers, "{prefix}\t{code}\t{stdout}").unwrap();
     }
 
+    /// Every call starting with `prefix` prints `stdout`.
+    pub fn print(&self, prefix: &str, stdout: &str) {
+        self.append("prints", &format!("{prefix}\t{stdout}"));
+    }
+
+    /// Every call starting with `prefix` takes `seconds`.
+    pub fn slow(&self, prefix: &str, seconds: f64) {
+        self.append("sleeps", &format!("{prefix}\t{seconds}"));
+    }
+
+    /// The most slow calls that ran at the same time.
+    pub fn max_concurrency(&self) -> usize {
+        let text = std::fs::read_to_string(self.dir.path().join("concurrency")).unwrap_or_default();
+        text.lines().filter_map(|l| l.trim().parse().ok()).max().unwrap_or(0)
+    }
+
+    fn append(&self, file: &str, line: &str) {
+        use std::io::Write;
+        let mut out =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(file)).unwrap();
+        writeln!(out, "{line}").unwrap();
+    }
+
     pub fn bin(&self) -> PathBuf {
         self.dir.path().join("bin")
     }
@@ -200,9 +228,7 @@ fn read_calls(log: &Path) -> Vec<Vec<String>> {
     let Ok(text) = std::fs::read_to_string(log) else {
         return Vec::new();
     };
-    text.lines()
-        .map(|line| line.split('\x1f').map(str::to_string).collect())
-        .collect()
+    text.lines().map(|line| line.split('\x1f').map(str::to_string).collect()).collect()
 }
 
 /// Words of a call as the fake records it: `docker DOCKER_BUILDKIT=1 buildx ls`.

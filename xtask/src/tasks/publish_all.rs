@@ -1,0 +1,118 @@
+//! publish-all: the whole pipeline on this machine: vendor the base images, then build and
+//! publish every image of the catalog in parallel, each with its own builder, as the Cloud Build
+//! does. With ENV=local that needs nothing but Docker.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use super::thirdparty::{self, ThirdpartyArgs};
+use super::{Ctx, images, local_registry};
+use crate::catalog::Image;
+
+#[derive(Args, Debug, Clone)]
+pub struct PublishAllArgs {
+    #[command(flatten)]
+    pub thirdparty: ThirdpartyArgs,
+}
+
+/// Where each image's build log goes while the builds run in parallel.
+const LOG_DIR: &str = "target/publish-all";
+
+/// publish-all
+pub fn publish_all(ctx: &Ctx, args: &PublishAllArgs) -> Result<()> {
+    local_registry::ensure_for_local_env(ctx)?;
+    let s = &ctx.settings;
+    if ctx.runner.is_dry_run() {
+        // A dry run of the vendoring would ask the registries; the plan only names the step.
+        ctx.runner.say(&format!(
+            "thirdparty: vendor {} into {}/thirdparty/ (`cargo xtask thirdparty --dry-run` shows what is out of date)",
+            args.thirdparty.file.display(),
+            s.docker_repo
+        ));
+    } else {
+        thirdparty::vendor(ctx, &args.thirdparty)?;
+    }
+
+    let images: Vec<(&str, &Image)> = ctx.catalog.task_images().collect();
+    if ctx.runner.is_dry_run() {
+        ctx.runner.say("then, in parallel, each image with a builder of its own:");
+        for (task, image) in &images {
+            let image_ctx = image_context(ctx, task, None);
+            ctx.runner.say(&format!("{} (builder {}):", image.name, image_ctx.settings.builder));
+            images::publish(&image_ctx, image)?;
+        }
+        return Ok(());
+    }
+
+    let log_dir = ctx.root.join(LOG_DIR);
+    std::fs::create_dir_all(&log_dir)?;
+    println!("building {} images in parallel; their logs are in {LOG_DIR}/", images.len());
+    let results: Vec<Built> = std::thread::scope(|scope| {
+        let builds: Vec<_> = images
+            .iter()
+            .map(|(task, image)| {
+                let log = log_dir.join(format!("{}.log", image.name));
+                let _ = std::fs::remove_file(&log);
+                let image_ctx = image_context(ctx, task, Some(log.clone()));
+                scope.spawn(move || {
+                    let started = Instant::now();
+                    let result = images::publish(&image_ctx, image).map_err(|e| format!("{e:#}"));
+                    let reference = image_ctx.settings.image_ref(image);
+                    Built { name: image.name.clone(), reference, result, elapsed: started.elapsed(), log }
+                })
+            })
+            .collect();
+        builds.into_iter().map(|b| b.join().expect("a build thread panicked")).collect()
+    });
+    report(&results)
+}
+
+/// One image's settings: a builder of its own (named after the image's task), and its output
+/// into its log.
+fn image_context(ctx: &Ctx, task: &str, log: Option<PathBuf>) -> Ctx {
+    let mut settings = ctx.settings.clone();
+    settings.builder = format!("{}-{task}", ctx.settings.builder);
+    let runner = match log {
+        Some(log) => ctx.runner.with_log(log),
+        None => ctx.runner.clone(),
+    };
+    Ctx { settings, catalog: ctx.catalog.clone(), runner, root: ctx.root.clone() }
+}
+
+struct Built {
+    name: String,
+    reference: String,
+    result: Result<(), String>,
+    elapsed: Duration,
+    log: PathBuf,
+}
+
+/// Every image's outcome; a failed one with the end of its log. Fails when any failed.
+fn report(results: &[Built]) -> Result<()> {
+    for built in results {
+        let seconds = built.elapsed.as_secs_f64();
+        match &built.result {
+            Ok(()) => println!("published   {} -> {} ({seconds:.1} s)", built.name, built.reference),
+            Err(error) => {
+                println!(
+                    "FAILED      {}: {error} ({seconds:.1} s, log: {})",
+                    built.name,
+                    built.log.display()
+                );
+                let log = std::fs::read_to_string(&built.log).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                for line in &lines[lines.len().saturating_sub(15)..] {
+                    println!("  | {line}");
+                }
+            }
+        }
+    }
+    let failed = results.iter().filter(|b| b.result.is_err()).count();
+    if failed > 0 {
+        bail!("{failed} of {} images failed (see above)", results.len());
+    }
+    Ok(())
+}
