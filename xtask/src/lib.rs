@@ -2,10 +2,10 @@
 //! command line; everything else lives here so that tests and the benchmark can use it too.
 
 pub mod catalog;
-pub mod local_registry;
 pub mod pipeline;
 pub mod probe;
 pub mod registry;
+pub mod registry_server;
 pub mod runner;
 pub mod settings;
 pub mod tasks;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use sha2::{Digest, Sha256};
 
-use crate::local_registry::{config_yaml, wait_until_up};
+use crate::registry_server::{config_yaml, wait_until_up};
 
 /// A `docker-registry` process on a free 127.0.0.1 port, stopped when dropped.
 pub struct TestRegistry {

@@ -321,7 +321,7 @@ fn local_registry_starts_one_on_loopback() {
     let pid: i32 =
         out.split("(pid ").nth(1).and_then(|rest| rest.split(';').next()).unwrap().parse().unwrap();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let still_there = xtask::local_registry::answers(addr);
+    let still_there = xtask::registry_server::answers(addr);
     let again = common::xtask(&args, &[]);
     // SAFETY: stopping the registry this test started.
     unsafe { libc::kill(pid, libc::SIGTERM) };

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::Ctx;
-use crate::local_registry::{answers, config_yaml, wait_until_up};
+use crate::registry_server::{answers, config_yaml, wait_until_up};
 use crate::runner::{Cmd, is_installed};
 
 #[derive(Args, Debug, Clone)]

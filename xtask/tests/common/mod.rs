@@ -155,25 +155,13 @@ impl FakeTools {
     }
 
     pub fn fail(&self, code: i32, prefix: &str) {
-        use std::io::Write;
-        let mut rules = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("rules"))
-            .unwrap();
-        writeln!(rules, "{code} {prefix}").unwrap();
+        self.append("rules", &format!("{code} {prefix}"));
     }
 
     /// The next call starting with `prefix` prints `stdout` and exits with `code`; each answer
     /// is used once, in the order given.
     pub fn answer(&self, prefix: &str, code: i32, stdout: &str) {
-        use std::io::Write;
-        let mut answers = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("answers"))
-            .unwrap();
-        writeln!(answers, "{prefix}\t{code}\t{stdout}").unwrap();
+        self.append("answers", &format!("{prefix}\t{code}\t{stdout}"));
     }
 
     /// Every call starting with `prefix` prints `stdout`.

@@ -1,5 +1,5 @@
-//! A registry on 127.0.0.1 for local work and tests: Debian's `docker-registry` (the CNCF
-//! Distribution registry) with a generated config, or the `registry:2` image.
+//! Running a registry server on 127.0.0.1 (for `local-registry`, ENV=local and the tests):
+//! the CNCF Distribution registry's config, and whether it answers.
 
 use std::net::SocketAddr;
 use std::path::Path;
