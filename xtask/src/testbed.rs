@@ -81,6 +81,15 @@ impl TestRegistry {
         text.lines().filter_map(parse_access_line).collect()
     }
 
+    /// CPU seconds (user + system) the registry process has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+        ticks / 100.0
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }

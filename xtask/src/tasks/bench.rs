@@ -27,6 +27,9 @@ pub struct BenchArgs {
     /// Passed on to `thirdparty --jobs` [default: thirdparty's own]
     #[arg(long)]
     pub jobs: Option<u16>,
+    /// Rounds of each measurement (each on fresh destination registries); the medians are shown
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub runs: u32,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,10 +49,10 @@ pub fn bench_thirdparty(_ctx: &Ctx, args: &BenchArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let wants = |setting| args.only.is_empty() || args.only.contains(&setting);
     if wants(BenchSetting::Loopback) {
-        loopback(&runtime, args.jobs)?;
+        loopback(&runtime, args.jobs, args.runs)?;
     }
     if wants(BenchSetting::Remote) {
-        remote(&runtime, Duration::from_millis(args.latency_ms), args.jobs)?;
+        remote(&runtime, Duration::from_millis(args.latency_ms), args.jobs, args.runs)?;
     }
     if wants(BenchSetting::Memory) {
         memory(args.memory_layer_mib, args.jobs)?;
@@ -75,7 +78,7 @@ fn publish(source: &TestRegistry, specs: Vec<FixtureSpec>) -> Result<Tags> {
     Ok(tags)
 }
 
-fn loopback(runtime: &tokio::runtime::Runtime, jobs: Option<u16>) -> Result<()> {
+fn loopback(runtime: &tokio::runtime::Runtime, jobs: Option<u16>, runs: u32) -> Result<()> {
     println!("== loopback: 6 multi-arch tags (2 platforms + attestation), registries on 127.0.0.1");
     let source = TestRegistry::start()?;
     let specs = (0..6)
@@ -91,15 +94,19 @@ fn loopback(runtime: &tokio::runtime::Runtime, jobs: Option<u16>) -> Result<()> 
     let bytes: u64 = unique_bytes(&tags.fixtures);
     println!("   {} MiB in {} distinct blobs", bytes >> 20, unique_blobs(&tags.fixtures));
 
-    let floor_registry = TestRegistry::start()?;
     let fixtures: Vec<&Fixture> = tags.fixtures.iter().collect();
-    let started = Instant::now();
-    runtime.block_on(push_blobs_directly(floor_registry.addr, "floor", &fixtures, 4))?;
-    let floor = started.elapsed();
-
-    let skopeo = time_skopeo(&source, source.addr, &tags.names, None)?;
-    let ours = time_ours(&source, source.addr, &tags.names, None, jobs)?;
-    let floor = Measured { wall: floor, cpu: Duration::ZERO };
+    let (mut floors, mut skopeo_runs, mut our_runs) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let floor_registry = TestRegistry::start()?;
+        let started = Instant::now();
+        runtime.block_on(push_blobs_directly(floor_registry.addr, "floor", &fixtures, 4))?;
+        floors.push(started.elapsed());
+        skopeo_runs.push(time_skopeo(&source, source.addr, &tags.names, None)?);
+        our_runs.push(time_ours(&source, source.addr, &tags.names, None, jobs)?);
+    }
+    println!("   medians of {runs} runs");
+    let (skopeo, ours) = (median_timings(skopeo_runs), median_timings(our_runs));
+    let floor = Measured { wall: median(floors), cpu: Duration::ZERO, registries_cpu: Duration::ZERO };
     print_table(&[
         ("floor: the blobs pushed straight in, 4 at a time", floor, None),
         ("skopeo copy --all, one tag after another, cold", skopeo.cold, None),
@@ -115,7 +122,7 @@ fn loopback(runtime: &tokio::runtime::Runtime, jobs: Option<u16>) -> Result<()> 
     Ok(())
 }
 
-fn remote(runtime: &tokio::runtime::Runtime, rtt: Duration, jobs: Option<u16>) -> Result<()> {
+fn remote(runtime: &tokio::runtime::Runtime, rtt: Duration, jobs: Option<u16>, runs: u32) -> Result<()> {
     println!("== remote-like: 12 small multi-arch tags, {} ms added to every round trip", rtt.as_millis());
     let source = TestRegistry::start()?;
     let tags = publish(
@@ -124,8 +131,13 @@ fn remote(runtime: &tokio::runtime::Runtime, rtt: Duration, jobs: Option<u16>) -
     )?;
     let source_proxy = runtime.block_on(start_delay_proxy(source.addr, rtt / 2))?;
     let delay = Some((runtime, rtt));
-    let skopeo = time_skopeo(&source, source_proxy, &tags.names, delay)?;
-    let ours = time_ours(&source, source_proxy, &tags.names, delay, jobs)?;
+    let (mut skopeo_runs, mut our_runs) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        skopeo_runs.push(time_skopeo(&source, source_proxy, &tags.names, delay)?);
+        our_runs.push(time_ours(&source, source_proxy, &tags.names, delay, jobs)?);
+    }
+    println!("   medians of {runs} runs");
+    let (skopeo, ours) = (median_timings(skopeo_runs), median_timings(our_runs));
     print_table(&[
         ("skopeo copy --all, one tag after another, cold", skopeo.cold, None),
         ("cargo xtask thirdparty, cold", ours.cold, Some(skopeo.cold)),
@@ -237,19 +249,29 @@ fn ratio(peer: Duration, ours: Duration) -> f64 {
 
 /// Rows of (what, its run, the peer's run to compare with).
 fn print_table(rows: &[(&str, Measured, Option<Measured>)]) {
-    println!("   | what | wall s | CPU s | peer / xtask (wall) |");
-    println!("   |---|---|---|---|");
+    println!("   | what | wall s | its CPU s | registries' CPU s | peer / xtask (wall) |");
+    println!("   |---|---|---|---|---|");
     for (what, run, peer) in rows {
         let versus = peer.map_or(String::new(), |peer| format!("{:.1}x", ratio(peer.wall, run.wall)));
-        println!("   | {what} | {:.2} | {:.2} | {versus} |", run.wall.as_secs_f64(), run.cpu.as_secs_f64());
+        let registries = if run.registries_cpu.is_zero() {
+            String::new()
+        } else {
+            format!("{:.2}", run.registries_cpu.as_secs_f64())
+        };
+        println!(
+            "   | {what} | {:.2} | {:.2} | {registries} | {versus} |",
+            run.wall.as_secs_f64(),
+            run.cpu.as_secs_f64()
+        );
     }
 }
 
-/// One run: wall time, and the CPU time the tool used.
+/// One run: wall time, the CPU time the tool used, and the CPU time both registries used.
 #[derive(Clone, Copy)]
 struct Measured {
     wall: Duration,
     cpu: Duration,
+    registries_cpu: Duration,
 }
 
 /// A cold run and an up-to-date run, with the requests each made of both registries.
@@ -257,6 +279,29 @@ struct Timings {
     cold: Measured,
     warm: Measured,
     requests: (usize, usize),
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+/// Each figure's median over the runs (requests: the first run's, they do not vary).
+fn median_timings(runs: Vec<Timings>) -> Timings {
+    let pick = |f: fn(&Timings) -> Duration| median(runs.iter().map(f).collect());
+    Timings {
+        cold: Measured {
+            wall: pick(|t| t.cold.wall),
+            cpu: pick(|t| t.cold.cpu),
+            registries_cpu: pick(|t| t.cold.registries_cpu),
+        },
+        warm: Measured {
+            wall: pick(|t| t.warm.wall),
+            cpu: pick(|t| t.warm.cpu),
+            registries_cpu: pick(|t| t.warm.registries_cpu),
+        },
+        requests: runs[0].requests,
+    }
 }
 
 type Delay<'a> = Option<(&'a tokio::runtime::Runtime, Duration)>;
@@ -279,7 +324,8 @@ fn time_skopeo(
 ) -> Result<Timings> {
     let (registry, addr) = destination(delay)?;
     let run = || -> Result<Measured> {
-        let mut total = Measured { wall: Duration::ZERO, cpu: Duration::ZERO };
+        let mut total =
+            Measured { wall: Duration::ZERO, cpu: Duration::ZERO, registries_cpu: Duration::ZERO };
         for name in names {
             let (wall, cpu) = run_measured(
                 Command::new("skopeo")
@@ -312,7 +358,7 @@ fn time_ours(
     let run = || -> Result<Measured> {
         let mut command = ours_command(list.path(), &format!("{addr}/xtask"), config.path(), jobs);
         let (wall, cpu) = run_measured(command.stdout(Stdio::null())).context("cargo xtask thirdparty")?;
-        Ok(Measured { wall, cpu })
+        Ok(Measured { wall, cpu, registries_cpu: Duration::ZERO })
     };
     cold_and_warm(source_registry, &registry, run)
 }
@@ -324,10 +370,16 @@ fn cold_and_warm(
     run: impl Fn() -> Result<Measured>,
 ) -> Result<Timings> {
     let requests = || source.requests().len() + destination.requests().len();
+    let registries_cpu = || Duration::from_secs_f64(source.cpu_seconds() + destination.cpu_seconds());
+    let measure = || -> Result<Measured> {
+        let before = registries_cpu();
+        let measured = run()?;
+        Ok(Measured { registries_cpu: registries_cpu().saturating_sub(before), ..measured })
+    };
     let before = requests();
-    let cold = run()?;
+    let cold = measure()?;
     let after_cold = requests();
-    let warm = run()?;
+    let warm = measure()?;
     let after_warm = requests();
     Ok(Timings { cold, warm, requests: (after_cold - before, after_warm - after_cold) })
 }
