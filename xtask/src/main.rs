@@ -90,8 +90,7 @@ fn cli(catalog: &Catalog) -> Command {
     let cli = Command::new("xtask")
         .bin_name("cargo xtask")
         .about("Build multi-architecture Docker images with docker buildx and a native arm64 node")
-        .after_help("Run `cargo xtask <task> --help` for a task's own options.")
-        .disable_help_subcommand(false);
+        .after_help("Run `cargo xtask <task> --help` for a task's own options.");
     let cli = SettingsArgs::augment_args(cli);
     let cli = Task::augment_subcommands(cli);
     let cli = cli.subcommands(image_tasks(catalog));

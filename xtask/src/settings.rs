@@ -12,7 +12,8 @@ use crate::catalog::{Catalog, Image};
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Settings (flag, or the environment variable named)")]
 pub struct SettingsArgs {
-    /// Artifact Registry repository to publish into (docker-prod, docker-dev, yourname-test)
+    /// Artifact Registry repository to publish into (docker-prod, docker-dev, yourname-test;
+    /// `local`: everything on this machine, into a registry on localhost:5000)
     #[arg(long = "env", env = "ENV", default_value = "docker-dev", global = true)]
     pub env: String,
 
