@@ -77,6 +77,11 @@ impl TestRegistry {
     pub fn requests(&self) -> Vec<Request> {
         // The log line is written just after the response; give the last one a moment.
         std::thread::sleep(Duration::from_millis(150));
+        self.requests_now()
+    }
+
+    /// The access log as it is this instant, for polling while a run goes on.
+    pub fn requests_now(&self) -> Vec<Request> {
         let text = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
         text.lines().filter_map(parse_access_line).collect()
     }

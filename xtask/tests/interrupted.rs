@@ -89,12 +89,13 @@ fn a_killed_run_leaves_no_broken_tag_and_the_next_run_completes() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let taken = destination
-            .requests()
+            .requests_now()
             .iter()
             .any(|r| r.method == "PUT" && r.path.contains("/blobs/uploads/") && r.status == 201);
         if taken || Instant::now() > deadline {
             break;
         }
+        std::thread::sleep(Duration::from_millis(2));
     }
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
