@@ -161,9 +161,7 @@ async fn mirror_tag(shared: &Shared, pair: &Pair) -> Result<Outcome> {
     }
 
     // Read by digest, not by tag: a tag moved meanwhile cannot mix two versions.
-    let root = fetch_tree(session, &pair.source, source_digest.clone()).await?;
-    let mut manifests = Vec::new();
-    root.flatten_children_first(&mut manifests);
+    let manifests = fetch_all(session, &pair.source, source_digest.clone(), 0).await?;
 
     let mut blobs: Vec<&Descriptor> = manifests.iter().flat_map(|m| m.parsed.blobs.iter()).collect();
     blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
@@ -194,59 +192,32 @@ async fn mirror_tag(shared: &Shared, pair: &Pair) -> Result<Outcome> {
     })
 }
 
-struct Node {
-    digest: String,
-    bytes: Bytes,
-    parsed: manifest::Manifest,
-    depth: usize,
-    children: Vec<Node>,
-}
-
-impl Node {
-    /// Every manifest, each after the ones it lists.
-    fn flatten_children_first(self, out: &mut Vec<FlatManifest>) {
-        for child in self.children {
-            child.flatten_children_first(out);
-        }
-        out.push(FlatManifest {
-            digest: self.digest,
-            bytes: self.bytes,
-            parsed: self.parsed,
-            depth: self.depth,
-        });
-    }
-}
-
-struct FlatManifest {
+/// A manifest read from the source, and how deep it sits under the tag (0: the tag's own).
+struct Fetched {
     digest: String,
     bytes: Bytes,
     parsed: manifest::Manifest,
     depth: usize,
 }
 
-/// The manifest at `digest` and, for an index, every manifest it lists (in parallel).
-fn fetch_tree<'a>(
-    session: &'a Session,
-    source: &'a Reference,
-    digest: String,
-) -> BoxFuture<'a, Result<Node>> {
-    fetch_node(session, source, digest, 0)
-}
-
-fn fetch_node<'a>(
+/// The manifest at `digest` and, for an index, every manifest it lists (in parallel), each
+/// after the ones it lists.
+fn fetch_all<'a>(
     session: &'a Session,
     source: &'a Reference,
     digest: String,
     depth: usize,
-) -> BoxFuture<'a, Result<Node>> {
+) -> BoxFuture<'a, Result<Vec<Fetched>>> {
     async move {
         let bytes = session.manifest(&source.clone_with_digest(digest.clone())).await?;
         let parsed = manifest::parse(&bytes).with_context(|| format!("manifest {digest} of {source}"))?;
-        let children = try_join_all(
-            parsed.children.iter().map(|child| fetch_node(session, source, child.digest.clone(), depth + 1)),
+        let listed = try_join_all(
+            parsed.children.iter().map(|child| fetch_all(session, source, child.digest.clone(), depth + 1)),
         )
         .await?;
-        Ok(Node { digest, bytes, parsed, depth, children })
+        let mut all: Vec<Fetched> = listed.into_iter().flatten().collect();
+        all.push(Fetched { digest, bytes, parsed, depth });
+        Ok(all)
     }
     .boxed()
 }
