@@ -19,7 +19,7 @@ use crate::thirdparty;
 
 #[derive(Args, Debug, Clone)]
 pub struct ThirdpartyArgs {
-    /// The list of images to vendor
+    /// The list of images to vendor (a relative path starts at the repository root)
     #[arg(long, default_value = "thirdparty.txt")]
     pub file: PathBuf,
     /// Blobs copied at once, across all tags
