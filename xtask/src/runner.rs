@@ -224,7 +224,7 @@ impl Runner {
     /// checks, it only changes nothing). The output is never logged: it may be a secret.
     pub fn query(&self, cmd: &Cmd, stdin: Option<&str>) -> Result<String> {
         ensure_installed(cmd.program())?;
-        eprintln!("+ {cmd}");
+        self.log_command(cmd);
         let mut child = self
             .command(cmd)
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -249,7 +249,7 @@ impl Runner {
             return Ok(None);
         }
         ensure_installed(cmd.program())?;
-        eprintln!("+ {cmd} >{} 2>&1 &", log.display());
+        self.log_line(&format!("+ {cmd} >{} 2>&1 &", log.display()));
         let out = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         let child = self
             .command(cmd)
@@ -277,7 +277,7 @@ impl Runner {
         ensure_installed(cmd.program())?;
         let mut last = String::new();
         for attempt in 1..=wait.tries {
-            eprintln!("+ {cmd}  (waiting until {what}: try {attempt}/{})", wait.tries);
+            self.log_line(&format!("+ {cmd}  (waiting until {what}: try {attempt}/{})", wait.tries));
             let output = self
                 .command(cmd)
                 .stdin(Stdio::null())

@@ -14,7 +14,7 @@ use crate::catalog::{Catalog, Image};
 pub struct SettingsArgs {
     /// Artifact Registry repository to publish into (docker-prod, docker-dev, yourname-test;
     /// `local`: everything on this machine, into a registry on localhost:5000)
-    #[arg(long = "env", env = "ENV", default_value = "docker-dev", global = true)]
+    #[arg(long = "env", env = "ENV", default_value = DEFAULT_ENV, global = true)]
     pub env: String,
 
     /// GCP project
@@ -68,6 +68,8 @@ pub struct SettingsArgs {
     pub dry_run: bool,
 }
 
+/// The Makefile's default repository.
+pub const DEFAULT_ENV: &str = "docker-dev";
 /// `ENV=local` runs the whole pipeline on this machine ...
 pub const LOCAL_ENV: &str = "local";
 /// ... publishing to the registry that `local-registry` starts.
@@ -160,7 +162,7 @@ impl Settings {
             .collect();
         let dry_run = args.dry_run || lookup("DRYRUN").is_some_and(|v| !v.is_empty());
         let settings = Settings {
-            env_given: lookup("ENV").is_some() || args.env != "docker-dev",
+            env_given: lookup("ENV").is_some() || args.env != DEFAULT_ENV,
             local,
             env: args.env,
             gcp_project: args.gcp_project,

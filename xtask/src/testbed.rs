@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -94,10 +94,6 @@ impl TestRegistry {
             fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
         ticks / 100.0
     }
-
-    pub fn data_dir(&self) -> &Path {
-        self.dir.path()
-    }
 }
 
 impl Drop for TestRegistry {
@@ -161,7 +157,6 @@ pub struct Fixture {
     pub digest: String,
     /// Digests of every blob (configs and layers) of every platform.
     pub blobs: Vec<String>,
-    pub total_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -202,7 +197,7 @@ impl Fixture {
         let dir = tempfile::tempdir()?;
         let blobs_dir = dir.path().join("blobs/sha256");
         std::fs::create_dir_all(&blobs_dir)?;
-        let mut writer = LayoutWriter { dir: blobs_dir, blobs: Vec::new(), total: 0 };
+        let mut writer = LayoutWriter { dir: blobs_dir, blobs: Vec::new() };
         let mut entries = Vec::new();
         // Each platform has its own noise, so that changing one leaves the others' bytes alone.
         for (number, (os, arch)) in spec.platforms.iter().enumerate() {
@@ -254,25 +249,15 @@ impl Fixture {
         let layout_index = serde_json::json!({"schemaVersion": 2, "manifests": [layout_entry]});
         std::fs::write(dir.path().join("index.json"), serde_json::to_vec(&layout_index)?)?;
         std::fs::write(dir.path().join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        Ok(Fixture { dir, digest, blobs: writer.blobs, total_bytes: writer.total })
+        Ok(Fixture { dir, digest, blobs: writer.blobs })
     }
 
     /// Push the whole index to `docker://<host>/<repository>:<tag>` with skopeo, digests kept.
     pub fn push(&self, host: &str, repository: &str, tag: &str) -> Result<()> {
-        require("skopeo", "apt-get install skopeo")?;
         let source = format!("oci:{}:fixture", self.dir.path().display());
         let destination = format!("docker://{host}/{repository}:{tag}");
-        let output = Command::new("skopeo")
-            .args(["copy", "--quiet", "--all", "--preserve-digests", "--dest-tls-verify=false"])
-            .args([&source, &destination])
-            .output()
-            .context("cannot run skopeo")?;
-        ensure!(
-            output.status.success(),
-            "skopeo copy to {destination} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(())
+        let copy = ["copy", "--quiet", "--all", "--preserve-digests", "--dest-tls-verify=false"];
+        skopeo(&[&copy[..], &[&source, &destination]].concat()).map(drop)
     }
 
     pub fn blob_path(&self, digest: &str) -> PathBuf {
@@ -283,7 +268,6 @@ impl Fixture {
 struct LayoutWriter {
     dir: PathBuf,
     blobs: Vec<String>,
-    total: u64,
 }
 
 impl LayoutWriter {
@@ -291,7 +275,6 @@ impl LayoutWriter {
     fn blob(&mut self, media_type: &str, bytes: &[u8]) -> Result<serde_json::Value> {
         let descriptor = self.write(media_type, bytes)?;
         self.blobs.push(descriptor["digest"].as_str().unwrap_or_default().to_string());
-        self.total += bytes.len() as u64;
         Ok(descriptor)
     }
 
@@ -316,14 +299,17 @@ pub fn hex(bytes: &[u8]) -> String {
 /// `skopeo inspect --raw`: the manifest bytes a registry serves for a reference, read by a
 /// client that is not ours.
 pub fn skopeo_raw(reference: &str) -> Result<Vec<u8>> {
+    skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
+}
+
+/// Run skopeo to success and return what it printed.
+fn skopeo(args: &[&str]) -> Result<Vec<u8>> {
     require("skopeo", "apt-get install skopeo")?;
-    let output = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
-        .output()
-        .context("cannot run skopeo")?;
+    let output = Command::new("skopeo").args(args).output().context("cannot run skopeo")?;
     ensure!(
         output.status.success(),
-        "skopeo inspect {reference}: {}",
+        "`skopeo {}` failed: {}",
+        args.join(" "),
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(output.stdout)

@@ -33,15 +33,13 @@ impl Default for RetryPolicy {
 /// corrupted in flight (digest mismatch), 408, 429 and 5xx. Not: 4xx answers such as
 /// "not found" or "unauthorized", which say the same thing every time.
 pub fn is_transient(err: &OciDistributionError) -> bool {
+    if is_rate_limited(err) {
+        return true;
+    }
     match err {
         OciDistributionError::RequestError(e) => !e.is_builder() && !e.is_redirect(),
         OciDistributionError::IoError(_) | OciDistributionError::DigestError(_) => true,
-        OciDistributionError::ServerError { code, .. } => {
-            matches!(code, 408 | 429) || (500..600).contains(code)
-        }
-        OciDistributionError::RegistryError { envelope, .. } => {
-            envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::Toomanyrequests))
-        }
+        OciDistributionError::ServerError { code, .. } => *code == 408 || (500..600).contains(code),
         _ => false,
     }
 }

@@ -122,14 +122,12 @@ impl Session {
         let answer = self
             .with_retry(&format!("GET {url}"), || async {
                 let response = self.probe.get(&url).send().await?;
-                let status = response.status().as_u16();
-                if status >= 500 || status == 429 || status == 408 {
-                    let message = String::new();
-                    return Err(OciDistributionError::ServerError {
-                        code: status,
-                        url: url.clone(),
-                        message,
-                    });
+                // Any other answer (200, 401, even 404) means the registry is there.
+                let code = response.status().as_u16();
+                let error =
+                    OciDistributionError::ServerError { code, url: url.clone(), message: String::new() };
+                if is_transient(&error) {
+                    return Err(error);
                 }
                 Ok(response.headers().get(WWW_AUTHENTICATE).cloned())
             })

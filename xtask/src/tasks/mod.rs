@@ -25,3 +25,10 @@ pub struct Ctx {
     /// The repository root: commands run here, relative paths start here.
     pub root: PathBuf,
 }
+
+impl Ctx {
+    /// The same context with other settings and runner: for a task that runs others its way.
+    pub fn derive(&self, settings: Settings, runner: Runner) -> Ctx {
+        Ctx { settings, catalog: self.catalog.clone(), runner, root: self.root.clone() }
+    }
+}

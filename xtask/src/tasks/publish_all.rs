@@ -79,7 +79,7 @@ fn image_context(ctx: &Ctx, task: &str, log: Option<PathBuf>) -> Ctx {
         Some(log) => ctx.runner.with_log(log),
         None => ctx.runner.clone(),
     };
-    Ctx { settings, catalog: ctx.catalog.clone(), runner, root: ctx.root.clone() }
+    ctx.derive(settings, runner)
 }
 
 struct Built {

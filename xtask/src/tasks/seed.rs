@@ -91,7 +91,7 @@ fn seeding_context(ctx: &Ctx) -> Ctx {
     settings.platforms = SEED_PLATFORM.to_string();
     settings.tag_modifier = SEED_TAG_MODIFIER.to_string();
     settings.multi_context = false;
-    Ctx { settings, catalog: ctx.catalog.clone(), runner: ctx.runner.clone(), root: ctx.root.clone() }
+    ctx.derive(settings, ctx.runner.clone())
 }
 
 fn describe_plan(seed: &Ctx, images: &[Image]) {
