@@ -1,8 +1,10 @@
 //! `images/images.toml`: the images this repository builds, as data. Adding an image takes an
-//! entry there and a `images/<name>/Dockerfile`, no Rust code.
+//! entry there and a `images/<name>/Dockerfile`, no Rust code. The catalog also names the
+//! vendoring list and the pipeline that go with its images, so that another catalog (`CATALOG`,
+//! e.g. the end-to-end tests' own) brings its own.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -12,6 +14,14 @@ pub const CATALOG_PATH: &str = "images/images.toml";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Catalog {
+    /// The base images to vendor (`thirdparty.txt`); in the file, relative to the catalog, and
+    /// here relative to the repository root when it is inside it.
+    pub thirdparty: PathBuf,
+    /// The Cloud Build pipeline that builds these images; relative as `thirdparty`.
+    pub pipeline: PathBuf,
+    /// The BuildKit image of every `docker-container` builder, under `$DOCKER_REPO/thirdparty/`
+    /// (vendored like any base image, so that no builder boots from Docker Hub).
+    pub buildkit: String,
     /// Version variables and their defaults; the environment overrides each by its name.
     pub versions: BTreeMap<String, String>,
     #[serde(rename = "image")]
@@ -39,6 +49,9 @@ pub struct Image {
     /// token: for builds that may outlive Cloud Build's one-hour token.
     #[serde(default)]
     pub split_build: bool,
+    /// The catalog's folder, which holds the image's folder (set when the catalog is loaded).
+    #[serde(skip)]
+    dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,16 +80,30 @@ impl Image {
     /// The build context is the image's own folder, never the repository root, whose `target/`
     /// would be sent to the remote arm64 node.
     pub fn context(&self) -> String {
-        format!("images/{}", self.name)
+        self.dir.join(&self.name).display().to_string()
     }
 }
 
 impl Catalog {
+    /// The repository's own catalog.
     pub fn load(root: &Path) -> Result<Catalog> {
-        let path = root.join(CATALOG_PATH);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read the image catalog {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("invalid image catalog {}", path.display()))
+        Self::load_from(root, Path::new(CATALOG_PATH))
+    }
+
+    /// The catalog at `path` (relative to `root` unless absolute).
+    pub fn load_from(root: &Path, path: &Path) -> Result<Catalog> {
+        let full = root.join(path);
+        let text = std::fs::read_to_string(&full)
+            .with_context(|| format!("cannot read the image catalog {} (CATALOG)", full.display()))?;
+        let mut catalog =
+            Self::parse(&text).with_context(|| format!("invalid image catalog {}", full.display()))?;
+        let dir = relative_to(root, full.parent().unwrap_or(root));
+        catalog.thirdparty = normalize(&dir.join(&catalog.thirdparty));
+        catalog.pipeline = normalize(&dir.join(&catalog.pipeline));
+        for image in catalog.images.iter_mut().chain([&mut catalog.cloud_builder]) {
+            image.dir = dir.clone();
+        }
+        Ok(catalog)
     }
 
     pub fn parse(text: &str) -> Result<Catalog> {
@@ -112,6 +139,28 @@ impl Catalog {
     }
 }
 
+/// `path` relative to `root` when it lies inside it (so that commands and messages show the
+/// short form), else as it is.
+fn relative_to(root: &Path, path: &Path) -> PathBuf {
+    let path = normalize(path);
+    path.strip_prefix(normalize(root)).map(Path::to_path_buf).unwrap_or(path)
+}
+
+/// `a/b/../c` → `a/c`, without asking the file system (the path may not exist yet).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +168,9 @@ mod tests {
     #[test]
     fn rejects_an_unknown_version_in_a_tag() {
         let text = r#"
+            thirdparty = "t.txt"
+            pipeline = "p.yaml"
+            buildkit = "moby/buildkit:v1"
             [versions]
             A = "1"
             [[image]]
@@ -147,8 +199,23 @@ mod tests {
         let catalog = Catalog::load(root).unwrap();
         let tasks: Vec<_> = catalog.task_images().map(|(task, _)| task).collect();
         assert_eq!(tasks, ["runtime", "build", "odb"]);
+        assert_eq!(catalog.thirdparty, Path::new("thirdparty.txt"));
+        assert_eq!(catalog.pipeline, Path::new("cloudbuild/pr.yaml"));
+        assert_eq!(catalog.images[0].context(), "images/runtime");
         for image in catalog.images.iter().chain([&catalog.cloud_builder]) {
             assert!(root.join(image.dockerfile()).is_file(), "{} has no Dockerfile", image.name);
         }
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    #[test]
+    fn paths_outside_the_root_stay_absolute_and_inside_become_relative() {
+        assert_eq!(relative_to(Path::new("/r"), Path::new("/r/images/../x")), Path::new("x"));
+        assert_eq!(relative_to(Path::new("/r"), Path::new("/tmp/c")), Path::new("/tmp/c"));
+        assert_eq!(normalize(Path::new("images/../thirdparty.txt")), Path::new("thirdparty.txt"));
     }
 }

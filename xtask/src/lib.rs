@@ -2,6 +2,7 @@
 //! command line; everything else lives here so that tests and the benchmark can use it too.
 
 pub mod catalog;
+pub mod dockerfile;
 pub mod pipeline;
 pub mod probe;
 pub mod registry;

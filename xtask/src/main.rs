@@ -8,7 +8,7 @@ use clap::{Args, Command, FromArgMatches, Subcommand};
 
 use xtask::catalog::Catalog;
 use xtask::runner::{CommandFailed, Runner};
-use xtask::settings::{Settings, SettingsArgs};
+use xtask::settings::{self, Settings, SettingsArgs};
 use xtask::tasks::bench::{self, BenchArgs};
 use xtask::tasks::local_registry::{self, LocalRegistryArgs};
 use xtask::tasks::publish_all::{self, PublishAllArgs};
@@ -116,7 +116,8 @@ fn main() -> ExitCode {
 
 fn try_main() -> Result<()> {
     let root = xtask::project_root();
-    let catalog = Catalog::load(&root)?;
+    let catalog_path = settings::catalog_path(std::env::args_os().skip(1), std::env::var_os("CATALOG"));
+    let catalog = Catalog::load_from(&root, &catalog_path)?;
     let mut cli = cli(&catalog);
     let matches = cli.clone().get_matches();
     let Some((name, _)) = matches.subcommand() else {
@@ -145,7 +146,7 @@ fn try_main() -> Result<()> {
     }
     match Task::from_arg_matches(&matches)? {
         Task::Info => info::info(&ctx),
-        Task::BuildxSetup => buildx::buildx_setup(&ctx),
+        Task::BuildxSetup => buildx::buildx_setup(&ctx).map(drop),
         Task::BuildxLs => buildx::buildx_ls(&ctx),
         Task::Prune => buildx::prune(&ctx),
         Task::Clean => images::clean(&ctx),

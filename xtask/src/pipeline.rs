@@ -8,8 +8,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-pub const PIPELINE_PATH: &str = "cloudbuild/pr.yaml";
-
 #[derive(Debug, Deserialize)]
 pub struct Pipeline {
     #[serde(default)]
@@ -34,8 +32,9 @@ pub struct Step {
 }
 
 impl Pipeline {
-    pub fn load(root: &Path) -> Result<Pipeline> {
-        let path = root.join(PIPELINE_PATH);
+    /// The pipeline at `path` (relative to `root` unless absolute): the catalog's `pipeline`.
+    pub fn load(root: &Path, path: &Path) -> Result<Pipeline> {
+        let path = root.join(path);
         let text =
             std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         serde_yaml_ng::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))

@@ -2,11 +2,13 @@
 //! the same default, and most of them also from a flag that wins over the environment.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::{ArgAction, Args, builder::BoolishValueParser};
 
-use crate::catalog::{Catalog, Image};
+use crate::catalog::{CATALOG_PATH, Catalog, Image};
 
 // The settings every task shares. Flags are global, so they may come before or after the task.
 #[derive(Args, Debug, Clone)]
@@ -63,9 +65,30 @@ pub struct SettingsArgs {
     #[arg(long, env = "TAG_MODIFIER", default_value = "", global = true)]
     pub tag_modifier: String,
 
+    /// The image catalog, which also names the vendoring list and the pipeline (a relative path
+    /// starts at the repository root)
+    #[arg(long, env = "CATALOG", default_value = CATALOG_PATH, global = true)]
+    pub catalog: PathBuf,
+
     /// Print each command as `[dry-run] <command>` instead of running it (also: DRYRUN non-empty)
     #[arg(long, global = true)]
     pub dry_run: bool,
+}
+
+/// The catalog to load before the command line is parsed (its images make the task list):
+/// `--catalog PATH` or `--catalog=PATH` among `args`, else `CATALOG`, else the repository's own.
+pub fn catalog_path(args: impl IntoIterator<Item = OsString>, env: Option<OsString>) -> PathBuf {
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--catalog" {
+            if let Some(path) = args.next() {
+                return path.into();
+            }
+        } else if let Some(path) = arg.to_str().and_then(|a| a.strip_prefix("--catalog=")) {
+            return path.into();
+        }
+    }
+    env.filter(|v| !v.is_empty()).map_or_else(|| CATALOG_PATH.into(), PathBuf::from)
 }
 
 /// The Makefile's default repository.
@@ -197,6 +220,11 @@ impl Settings {
         Ok(())
     }
 
+    /// Where thirdparty vendors the image at `path` (`moby/buildkit:v0.18.0`, say).
+    pub fn vendored(&self, path: &str) -> String {
+        format!("{}/thirdparty/{path}", self.docker_repo)
+    }
+
     /// Root of the buildx registry caches.
     pub fn cache_root(&self) -> String {
         format!("{}/cache", self.docker_repo)
@@ -222,13 +250,17 @@ impl Settings {
         image.tag.render(&self.versions)
     }
 
-    /// `--build-arg NAME=VALUE` pairs: `DOCKER_REPO` first, then the image's own versions.
+    /// The build arguments of an image: `DOCKER_REPO` first, then the image's own versions.
+    pub fn build_arg_values(&self, image: &Image) -> Vec<(String, String)> {
+        let own = image.build_args.iter().map(|name| (name.clone(), self.versions[name].clone()));
+        [("DOCKER_REPO".to_string(), self.docker_repo.clone())].into_iter().chain(own).collect()
+    }
+
+    /// `--build-arg NAME=VALUE` pairs, as `build_arg_values` orders them.
     pub fn build_args(&self, image: &Image) -> Vec<String> {
-        let mut args = vec!["--build-arg".to_string(), format!("DOCKER_REPO={}", self.docker_repo)];
-        for name in &image.build_args {
-            args.push("--build-arg".to_string());
-            args.push(format!("{name}={}", self.versions[name]));
-        }
-        args
+        self.build_arg_values(image)
+            .into_iter()
+            .flat_map(|(name, value)| ["--build-arg".to_string(), format!("{name}={value}")])
+            .collect()
     }
 }

@@ -9,7 +9,7 @@ use xtask::catalog::Catalog;
 use xtask::pipeline::{Pipeline, Step};
 
 fn pipeline() -> Pipeline {
-    Pipeline::load(&xtask::project_root()).unwrap()
+    Pipeline::load(&xtask::project_root(), std::path::Path::new("cloudbuild/pr.yaml")).unwrap()
 }
 
 #[test]

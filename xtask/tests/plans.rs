@@ -24,7 +24,9 @@ fn setup_default() -> Vec<String> {
         "# if that succeeds:".into(),
         "# Using existing builder builder-local".into(),
         "# if that fails:".into(),
-        "DOCKER_BUILDKIT=1 docker buildx create --name builder-local".into(),
+        format!(
+            "DOCKER_BUILDKIT=1 docker buildx create --name builder-local --driver docker-container --driver-opt image={DEV}/thirdparty/moby/buildkit:v0.18.0"
+        ),
     ]
 }
 
@@ -35,8 +37,12 @@ fn setup_seed() -> Vec<String> {
         "# if that succeeds:".into(),
         "# Using existing builder odb".into(),
         "# if that fails:".into(),
-        "DOCKER_BUILDKIT=1 docker buildx create --use --name odb --platform linux/amd64 default".into(),
-        "DOCKER_BUILDKIT=1 docker buildx create --append --name odb --platform linux/arm64 arm_node".into(),
+        format!(
+            "DOCKER_BUILDKIT=1 docker buildx create --use --name odb --platform linux/amd64 --driver docker-container --driver-opt image={PROD}/thirdparty/moby/buildkit:v0.18.0 default"
+        ),
+        format!(
+            "DOCKER_BUILDKIT=1 docker buildx create --append --name odb --platform linux/arm64 --driver-opt image={PROD}/thirdparty/moby/buildkit:v0.18.0 arm_node"
+        ),
         "DOCKER_BUILDKIT=1 docker buildx ls".into(),
     ]
 }
@@ -404,45 +410,90 @@ fn seed_arm64_plans_the_three_arm64_builds() {
         assert_eq!(arg("--builder"), "builder-local", "the pipeline's per-step BUILDER is dropped");
     }
     // MULTI_CONTEXT is dropped too: the builder is created plain.
-    assert!(
-        plan.iter().any(|l| l.join(" ") == "DOCKER_BUILDKIT=1 docker buildx create --name builder-local")
+    let create = format!(
+        "DOCKER_BUILDKIT=1 docker buildx create --name builder-local --driver docker-container \
+         --driver-opt image={PROD}/thirdparty/moby/buildkit:v0.18.0"
     );
+    assert!(plan.iter().any(|l| l.join(" ") == create), "{plan:#?}");
     assert!(!plan.iter().any(|l| l.contains(&"arm_node".to_string())));
     // The original's dry-run target stays.
     assert_eq!(common::stdout(&xtask(&["seed-arm64-dry-run"], &env)), common::stdout(&output));
 }
 
+/// ENV=local asks the engine which image store it uses (fake docker answers here): the plan
+/// names the vendoring of exactly what the builds start from, and the builder that follows.
+fn local_plan(store: &str) -> Vec<String> {
+    let fake = common::FakeTools::new();
+    fake.print("docker info --format", store);
+    fake.print("docker context show", "default");
+    let output = fake.xtask(&["publish-all", "--dry-run"], &[("ENV", "local")]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    common::parse_plan(&common::stdout(&output)).iter().map(|l| l.join(" ")).collect()
+}
+
+const LOCAL: &str = "localhost:5000/local";
+const LOCAL_IMAGES: [(&str, &str, &str); 3] =
+    [("runtime", "runtime", "3.15"), ("build", "golang-build", "1.18"), ("odb", "odb", "2.5.0-b.23")];
+
+fn local_build<'a>(lines: &'a [String], image: &str) -> Vec<String> {
+    let line: &'a String = lines
+        .iter()
+        .find(|l| {
+            l.starts_with("DOCKER_BUILDKIT=1 docker buildx build") && l.ends_with(&format!(" images/{image}"))
+        })
+        .unwrap_or_else(|| panic!("no build of {image}: {lines:#?}"));
+    shlex::split(line).unwrap()
+}
+
+fn flag(words: &[String], flag: &str) -> String {
+    words[words.iter().position(|w| w == flag).unwrap() + 1].clone()
+}
+
 #[test]
-fn local_publish_all_plan() {
-    let plan = plan(&["publish-all"], &[("ENV", "local")]);
-    let lines: Vec<String> = plan.iter().map(|l| l.join(" ")).collect();
+fn local_publish_all_plan_on_a_classic_engine() {
+    let lines = local_plan(r#"[["Backing Filesystem","extfs"]]"#);
     let root = xtask::project_root().display().to_string();
     assert_eq!(lines[0], "# ENV=local: if no registry answers at 127.0.0.1:5000, start one:");
     assert_eq!(lines[1], format!("docker-registry serve {root}/target/local-registry/config.yml"));
-    assert!(
-        lines[2].starts_with("# thirdparty: vendor thirdparty.txt into localhost:5000/local/thirdparty/"),
-        "{}",
-        lines[2]
+    assert_eq!(
+        lines[2],
+        format!(
+            "# thirdparty: vendor from thirdparty.txt what the builds need: {LOCAL}/thirdparty/alpine:3.15 \
+             {LOCAL}/thirdparty/golang:1.18-alpine3.15 {LOCAL}/thirdparty/debian:11-slim \
+             {LOCAL}/thirdparty/moby/buildkit:v0.18.0 (`cargo xtask thirdparty --dry-run` shows what is out of date)"
+        ),
+        "the cloud builder's bases are not vendored"
     );
-    let local = "localhost:5000/local";
-    for (task, image, tag) in
-        [("runtime", "runtime", "3.15"), ("build", "golang-build", "1.18"), ("odb", "odb", "2.5.0-b.23")]
-    {
+    for (task, image, tag) in LOCAL_IMAGES {
         let builder = format!("builder-local-{task}");
         let create = format!(
             "DOCKER_BUILDKIT=1 docker buildx create --name {builder} --driver docker-container --driver-opt network=host \
+             --driver-opt image={LOCAL}/thirdparty/moby/buildkit:v0.18.0 \
              --buildkitd-config target/xtask/buildkitd.toml --bootstrap"
         );
         assert!(lines.contains(&create), "{create}\n{lines:#?}");
-        let build = plan
-            .iter()
-            .find(|l| l.get(3).map(String::as_str) == Some("build") && l.contains(&format!("images/{image}")))
-            .unwrap();
-        let arg = |flag: &str| build[build.iter().position(|w| w == flag).unwrap() + 1].clone();
-        assert_eq!(arg("--builder"), builder);
-        assert_eq!(arg("--platform"), "linux/amd64,linux/arm64");
-        assert_eq!(arg("--tag"), format!("{local}/{image}:{tag}"));
-        assert_eq!(arg("--cache-to"), format!("type=registry,ref={local}/cache/{image}:{tag},mode=max"));
-        assert!(build.contains(&format!("DOCKER_REPO={local}")));
+        let build = local_build(&lines, image);
+        assert_eq!(flag(&build, "--builder"), builder);
+        assert_eq!(flag(&build, "--platform"), "linux/amd64,linux/arm64");
+        assert_eq!(flag(&build, "--tag"), format!("{LOCAL}/{image}:{tag}"));
+        assert_eq!(
+            flag(&build, "--cache-to"),
+            format!("type=registry,ref={LOCAL}/cache/{image}:{tag},mode=max")
+        );
+        assert!(build.contains(&format!("DOCKER_REPO={LOCAL}")));
+    }
+}
+
+#[test]
+fn local_publish_all_plan_on_a_containerd_engine() {
+    let lines = local_plan(r#"[["driver-type","io.containerd.snapshotter.v1"]]"#);
+    assert!(lines[2].contains(&format!("{LOCAL}/thirdparty/debian:11-slim (")), "{}", lines[2]);
+    assert!(!lines[2].contains("buildkit"), "no BuildKit image to vendor: {}", lines[2]);
+    assert!(!lines.iter().any(|l| l.contains("buildx create")), "no builder to create: {lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("# builder default: the engine uses the containerd image store"))
+    );
+    for (_, image, _) in LOCAL_IMAGES {
+        assert_eq!(flag(&local_build(&lines, image), "--builder"), "default");
     }
 }

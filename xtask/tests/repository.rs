@@ -1,5 +1,8 @@
-//! The repository's data agrees with itself: every Dockerfile starts FROM an image that
-//! thirdparty.txt vendors, with the tags the catalog's versions give.
+//! The repository's data agrees with itself, and nothing a build or a builder needs comes from
+//! outside `$DOCKER_REPO`: every Dockerfile starts FROM an image that thirdparty.txt vendors, no
+//! Dockerfile names a frontend image, and no task's plan names an image from elsewhere.
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -7,54 +10,140 @@ use xtask::catalog::Catalog;
 
 const REPO: &str = "registry.test/project/env";
 
-#[test]
-fn every_base_image_is_vendored() {
-    let root = xtask::project_root();
-    let catalog = Catalog::load(&root).unwrap();
-    let list = std::fs::read(root.join("thirdparty.txt")).unwrap();
+fn vendored(catalog: &Catalog) -> BTreeSet<String> {
+    let list = std::fs::read(xtask::project_root().join(&catalog.thirdparty)).unwrap();
     let entries = xtask::thirdparty::parse(&list).unwrap();
-    let vendored: BTreeSet<String> = xtask::thirdparty::pairs(&entries, REPO)
+    xtask::thirdparty::pairs(&entries, REPO)
         .unwrap()
         .into_iter()
         .map(|pair| pair.destination.to_string())
-        .collect();
+        .collect()
+}
+
+#[test]
+fn every_base_image_is_vendored_and_no_dockerfile_names_a_frontend() {
+    let root = xtask::project_root();
+    let catalog = Catalog::load(&root).unwrap();
+    let vendored = vendored(&catalog);
     for image in catalog.images.iter().chain([&catalog.cloud_builder]) {
         let dockerfile = std::fs::read_to_string(root.join(image.dockerfile())).unwrap();
-        let mut values: BTreeMap<String, String> = BTreeMap::from([("DOCKER_REPO".into(), REPO.into())]);
+        let mut args = BTreeMap::from([("DOCKER_REPO".to_string(), REPO.to_string())]);
         for name in &image.build_args {
-            values.insert(name.clone(), catalog.versions[name].clone());
+            args.insert(name.clone(), catalog.versions[name].clone());
         }
-        let mut stages = BTreeSet::new();
-        let mut bases = 0;
-        for line in dockerfile.lines() {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["ARG", definition] => {
-                    if let Some((name, value)) = definition.split_once('=') {
-                        values.entry(name.to_string()).or_insert_with(|| value.to_string());
-                    }
-                }
-                ["FROM", from, rest @ ..] => {
-                    if let ["AS", stage] | ["as", stage] = rest {
-                        stages.insert(stage.to_string());
-                    }
-                    let mut reference = from.to_string();
-                    for (name, value) in &values {
-                        reference = reference.replace(&format!("${{{name}}}"), value);
-                    }
-                    if stages.contains(&reference) {
-                        continue;
-                    }
-                    bases += 1;
-                    assert!(
-                        vendored.contains(&reference),
-                        "{} starts FROM {reference}, which thirdparty.txt does not vendor",
-                        image.dockerfile()
-                    );
-                }
-                _ => {}
+        let sources = xtask::dockerfile::sources(&dockerfile, &args);
+        assert_eq!(
+            sources.frontend,
+            None,
+            "{} names a frontend image: BuildKit would fetch it",
+            image.dockerfile()
+        );
+        assert!(!sources.images.is_empty(), "{} has no FROM", image.dockerfile());
+        for base in &sources.images {
+            assert!(
+                vendored.contains(base),
+                "{} starts FROM {base}, which thirdparty.txt does not vendor",
+                image.dockerfile()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_buildkit_image_of_container_builders_is_vendored() {
+    let catalog = Catalog::load(&xtask::project_root()).unwrap();
+    let buildkit = format!("{REPO}/thirdparty/{}", catalog.buildkit);
+    assert!(vendored(&catalog).contains(&buildkit), "thirdparty.txt does not vendor {buildkit}");
+}
+
+/// The image references of a plan line: where docker and buildx take an image.
+fn references(line: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    let words: Vec<&str> = line.iter().map(String::as_str).collect();
+    for (i, word) in words.iter().enumerate() {
+        let next = words.get(i + 1).copied();
+        match *word {
+            "--tag" => found.extend(next),
+            "--driver-opt" => found.extend(next.and_then(|o| o.strip_prefix("image="))),
+            "--cache-from" | "--cache-to" => found.extend(
+                next.into_iter()
+                    .flat_map(|spec| spec.split(','))
+                    .filter_map(|part| part.strip_prefix("ref=")),
+            ),
+            _ => {}
+        }
+        for part in word.split(',') {
+            if let Some(image) = part.strip_prefix("_CLOUDBUILD_IMAGE=") {
+                found.push(image);
             }
         }
-        assert!(bases > 0, "{} has no FROM", image.dockerfile());
+    }
+    // The image operands of `docker pull|push|rmi|run`.
+    if let Some(at) = words.iter().position(|w| *w == "docker") {
+        match words.get(at + 1).copied() {
+            Some("pull" | "push" | "rmi") => {
+                found.extend(words[at + 2..].iter().filter(|w| !w.starts_with('-')))
+            }
+            Some("run") => found.extend(words.last()),
+            _ => {}
+        }
+    }
+    found.into_iter().map(str::to_string).collect()
+}
+
+#[test]
+fn no_plan_names_an_image_outside_docker_repo() {
+    let catalog = Catalog::load(&xtask::project_root()).unwrap();
+    let mut tasks: Vec<String> = [
+        "buildx-setup",
+        "buildx-ls",
+        "prune",
+        "clean",
+        "build-publish-cloud-builder",
+        "start-vm",
+        "stop-vm",
+        "ssh-vm",
+        "ssh-tunnel",
+        "cloud-build",
+        "seed-arm64",
+        "publish-all",
+        "local-registry",
+    ]
+    .map(String::from)
+    .to_vec();
+    for (task, _) in catalog.task_images() {
+        tasks.extend(["build", "buildx-publish", "pull"].map(|action| format!("{action}-{task}")));
+    }
+    let fake = common::FakeTools::new();
+    // A classic engine, so that ENV=local plans create their builder container too.
+    fake.print("docker info --format", r#"[["Backing Filesystem","extfs"]]"#);
+    let settings: [&[(&str, &str)]; 3] = [
+        &[("ENV", "docker-prod"), ("DOCKER_REPO", REPO)],
+        &[("ENV", "docker-prod"), ("DOCKER_REPO", REPO), ("MULTI_CONTEXT", "1"), ("BUILDER_OUTPUT", "/o")],
+        &[("ENV", "local"), ("DOCKER_REPO", "localhost:5000/local")],
+    ];
+    let mut checked = BTreeSet::new();
+    for env in settings {
+        let repo = env[1].1;
+        for task in &tasks {
+            let output =
+                fake.xtask(&[task, "--dry-run", "--yes"][..if task == "seed-arm64" { 3 } else { 2 }], env);
+            assert!(output.status.success(), "{task}: {}", common::stderr(&output));
+            for line in common::parse_plan(&common::stdout(&output)) {
+                for reference in references(&line) {
+                    assert!(
+                        reference.starts_with(&format!("{repo}/")),
+                        "{task} ({env:?}) names {reference}, which is not under DOCKER_REPO: {line:?}"
+                    );
+                    checked.insert(reference.split(':').next().unwrap().replace(repo, "$DOCKER_REPO"));
+                }
+            }
+        }
+    }
+    // The check saw the kinds of reference it is there for.
+    for kind in
+        ["$DOCKER_REPO/thirdparty/moby/buildkit", "$DOCKER_REPO/cache/odb", "$DOCKER_REPO/cloud-builder"]
+    {
+        assert!(checked.contains(kind), "no plan named {kind}: {checked:#?}");
     }
 }

@@ -31,7 +31,10 @@ fn buildx_setup_creates_a_missing_builder() {
         [
             call("docker DOCKER_BUILDKIT=1 buildx ls"),
             call("docker DOCKER_BUILDKIT=1 buildx inspect --builder b2"),
-            call("docker DOCKER_BUILDKIT=1 buildx create --name b2"),
+            call(
+                "docker DOCKER_BUILDKIT=1 buildx create --name b2 --driver docker-container \
+                 --driver-opt image=us-docker.pkg.dev/multi-arch-docker/docker-dev/thirdparty/moby/buildkit:v0.18.0"
+            ),
         ]
     );
 }
@@ -44,13 +47,19 @@ fn buildx_setup_creates_a_two_node_builder() {
     assert!(output.status.success(), "{}", stderr(&output));
     let calls = fake.calls();
     assert_eq!(calls.len(), 5, "{calls:?}");
+    let image = "image=us-docker.pkg.dev/multi-arch-docker/docker-dev/thirdparty/moby/buildkit:v0.18.0";
     assert_eq!(
         calls[2],
-        call("docker DOCKER_BUILDKIT=1 buildx create --use --name odb --platform linux/amd64 default")
+        call(&format!(
+            "docker DOCKER_BUILDKIT=1 buildx create --use --name odb --platform linux/amd64 \
+             --driver docker-container --driver-opt {image} default"
+        ))
     );
     assert_eq!(
         calls[3],
-        call("docker DOCKER_BUILDKIT=1 buildx create --append --name odb --platform linux/arm64 arm_node")
+        call(&format!(
+            "docker DOCKER_BUILDKIT=1 buildx create --append --name odb --platform linux/arm64 --driver-opt {image} arm_node"
+        ))
     );
     assert_eq!(calls[4], call("docker DOCKER_BUILDKIT=1 buildx ls"));
 }
@@ -263,8 +272,28 @@ fn every_task_stops_at_a_failing_command() {
 
 const BOTH_PLATFORMS: &str = "Platforms: linux/amd64*, linux/amd64/v2, linux/arm64, linux/386";
 
-/// ENV=local with fake docker: the three images build at the same time, each with its own
-/// builder, and a failing one is reported beside the others' results.
+/// A vendoring list whose images (small fixtures) come from `registry` itself, standing in for
+/// Docker Hub: `path:tag` pairs, each vendored to `thirdparty/path:tag` as the real list's are.
+fn upstream_list(
+    fake: &FakeTools,
+    registry: &xtask::testbed::TestRegistry,
+    images: &[(&str, &str)],
+) -> String {
+    let mut text = String::new();
+    for (seed, (path, tag)) in images.iter().enumerate() {
+        let fixture =
+            xtask::testbed::Fixture::generate(&xtask::testbed::FixtureSpec::small(seed as u64)).unwrap();
+        fixture.push(&registry.host(), path, tag).unwrap();
+        text.push_str(&format!("{}/{path}: {tag}\n", registry.host()));
+    }
+    let list = fake.dir.path().join("thirdparty.txt");
+    std::fs::write(&list, text).unwrap();
+    list.display().to_string()
+}
+
+/// ENV=local with fake docker on a classic engine: the bases and the BuildKit image are
+/// vendored first, then the three images build at the same time, each with its own builder,
+/// and a failing one is reported beside the others' results.
 #[test]
 fn publish_all_builds_in_parallel_and_reports_a_failing_image() {
     let registry = xtask::testbed::TestRegistry::start().unwrap();
@@ -272,13 +301,25 @@ fn publish_all_builds_in_parallel_and_reports_a_failing_image() {
     fake.print("docker buildx inspect --bootstrap", BOTH_PLATFORMS);
     fake.slow("docker buildx build", 1.0);
     fake.fail(5, "docker buildx build --file images/odb/Dockerfile");
-    let list = fake.dir.path().join("empty.txt");
-    std::fs::write(&list, "# nothing to vendor in this test\n").unwrap();
-    let list = list.display().to_string();
+    let list = upstream_list(
+        &fake,
+        &registry,
+        &[
+            ("alpine", "3.15"),
+            ("golang", "1.18-alpine3.15"),
+            ("debian", "11-slim"),
+            ("moby/buildkit", "v0.18.0"),
+        ],
+    );
     let repo = format!("{}/local", registry.host());
-    let output = fake.xtask(&["publish-all", "--file", &list], &[("ENV", "local"), ("DOCKER_REPO", &repo)]);
+    let logs = fake.dir.path().join("logs").display().to_string();
+    let output = fake.xtask(
+        &["publish-all", "--file", &list, "--logs", &logs],
+        &[("ENV", "local"), ("DOCKER_REPO", &repo)],
+    );
     let out = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{out}\n{}", stderr(&output));
+    assert!(out.contains("thirdparty: 4 tags: 4 copied"), "{out}");
     assert!(out.contains(&format!("published   runtime -> {repo}/runtime:3.15")), "{out}");
     assert!(out.contains(&format!("published   golang-build -> {repo}/golang-build:1.18")), "{out}");
     let failed = out.lines().find(|l| l.starts_with("FAILED      odb:")).unwrap_or_else(|| panic!("{out}"));
@@ -294,6 +335,26 @@ fn publish_all_builds_in_parallel_and_reports_a_failing_image() {
         .map(|c| c[c.iter().position(|w| w == "--builder").unwrap() + 1].clone())
         .collect();
     assert_eq!(builders.len(), 3, "{builders:?}");
+}
+
+/// publish-all refuses, before any build, when an image's base is missing from the list.
+#[test]
+fn publish_all_names_a_base_the_list_does_not_vendor() {
+    let registry = xtask::testbed::TestRegistry::start().unwrap();
+    let fake = FakeTools::new();
+    let list = upstream_list(&fake, &registry, &[("alpine", "3.15")]);
+    let repo = format!("{}/local", registry.host());
+    let output = fake.xtask(&["publish-all", "--file", &list], &[("ENV", "local"), ("DOCKER_REPO", &repo)]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains(&format!(
+            "images/golang-build/Dockerfile needs {repo}/thirdparty/golang:1.18-alpine3.15, which {list} does not vendor"
+        )),
+        "{err}"
+    );
+    assert!(!fake.calls().iter().any(|c| c.get(3).map(String::as_str) == Some("build")), "no build ran");
+    assert!(registry.requests().iter().all(|r| !r.path.contains("/local/")), "nothing was copied");
 }
 
 #[test]

@@ -121,6 +121,9 @@ pub enum CredentialSource {
     DockerConfig,
     Gcloud,
     Anonymous,
+    /// Anonymous because gcloud gave no token (the reason), for a registry only read from:
+    /// public images there need no login.
+    AnonymousWithoutGcloud(String),
 }
 
 impl std::fmt::Display for CredentialSource {
@@ -130,16 +133,20 @@ impl std::fmt::Display for CredentialSource {
             CredentialSource::DockerConfig => f.write_str("Docker config"),
             CredentialSource::Gcloud => f.write_str("gcloud access token"),
             CredentialSource::Anonymous => f.write_str("anonymous"),
+            CredentialSource::AnonymousWithoutGcloud(_) => f.write_str("anonymous (no gcloud token)"),
         }
     }
 }
 
 /// Find the credentials for `host`. `gcloud_hosts`: more registries (host or host:port) that
 /// take a gcloud access token, besides Google's own (a private endpoint, a proxy).
+/// `read_only`: nothing is pushed there, so a registry that gcloud cannot log in to is read
+/// anonymously (public images on gcr.io or pkg.dev need no account); pushing needs the token.
 pub fn credentials_for(
     host: &str,
     config: &DockerConfig,
     gcloud_hosts: &[String],
+    read_only: bool,
     run: &RunProgram<'_>,
 ) -> Result<(RegistryAuth, CredentialSource)> {
     if let Some(helper) = config.helper_for(host) {
@@ -161,9 +168,20 @@ pub fn credentials_for(
         return Ok((RegistryAuth::Basic(user, pass), CredentialSource::DockerConfig));
     }
     if is_google_registry(host) || gcloud_hosts.iter().any(|h| h == host) {
-        let token = run("gcloud", &["auth", "print-access-token"], None).with_context(|| {
-            format!("cannot get an access token for {host} from gcloud: run `gcloud auth login`")
-        })?;
+        let token = match run("gcloud", &["auth", "print-access-token"], None) {
+            Ok(token) => token,
+            Err(err) if read_only => {
+                return Ok((
+                    RegistryAuth::Anonymous,
+                    CredentialSource::AnonymousWithoutGcloud(format!("{err:#}")),
+                ));
+            }
+            Err(err) => {
+                return Err(err.context(format!(
+                    "cannot get an access token for {host} from gcloud, which pushing there needs: run `gcloud auth login`"
+                )));
+            }
+        };
         let token = token.trim().to_string();
         if !token.is_empty() {
             return Ok((RegistryAuth::Basic("oauth2accesstoken".into(), token), CredentialSource::Gcloud));
@@ -189,12 +207,12 @@ mod tests {
         let cfg = config(
             r#"{"auths": {"https://index.docker.io/v1/": {"auth": "dXNlcjpwYXNz"}, "localhost:5000": {"username": "u", "password": "p"}}}"#,
         );
-        let (auth, source) = credentials_for("index.docker.io", &cfg, &[], &no_programs).unwrap();
+        let (auth, source) = credentials_for("index.docker.io", &cfg, &[], false, &no_programs).unwrap();
         assert_eq!(auth, RegistryAuth::Basic("user".into(), "pass".into()));
         assert_eq!(source, CredentialSource::DockerConfig);
-        let (auth, _) = credentials_for("localhost:5000", &cfg, &[], &no_programs).unwrap();
+        let (auth, _) = credentials_for("localhost:5000", &cfg, &[], false, &no_programs).unwrap();
         assert_eq!(auth, RegistryAuth::Basic("u".into(), "p".into()));
-        let (auth, _) = credentials_for("localhost:5001", &cfg, &[], &no_programs).unwrap();
+        let (auth, _) = credentials_for("localhost:5001", &cfg, &[], false, &no_programs).unwrap();
         assert_eq!(auth, RegistryAuth::Anonymous);
     }
 
@@ -207,7 +225,7 @@ mod tests {
             assert_eq!((program, args, stdin), ("docker-credential-test", &["get"][..], Some("r.example")));
             Ok(r#"{"ServerURL": "r.example", "Username": "h", "Secret": "s"}"#.to_string())
         };
-        let (auth, source) = credentials_for("r.example", &cfg, &[], &run).unwrap();
+        let (auth, source) = credentials_for("r.example", &cfg, &[], false, &run).unwrap();
         assert_eq!(auth, RegistryAuth::Basic("h".into(), "s".into()));
         assert_eq!(source, CredentialSource::Helper("test".into()));
     }
@@ -217,7 +235,7 @@ mod tests {
         let cfg = config(r#"{"credsStore": "desktop"}"#);
         let run =
             |_: &str, _: &[&str], _: Option<&str>| anyhow::bail!("credentials not found in native keychain");
-        let (auth, _) = credentials_for("quay.io", &cfg, &[], &run).unwrap();
+        let (auth, _) = credentials_for("quay.io", &cfg, &[], false, &run).unwrap();
         assert_eq!(auth, RegistryAuth::Anonymous);
     }
 
@@ -228,8 +246,21 @@ mod tests {
             Ok("ya29.token\n".to_string())
         };
         let (auth, source) =
-            credentials_for("us-docker.pkg.dev", &DockerConfig::default(), &[], &run).unwrap();
+            credentials_for("us-docker.pkg.dev", &DockerConfig::default(), &[], false, &run).unwrap();
         assert_eq!(auth, RegistryAuth::Basic("oauth2accesstoken".into(), "ya29.token".into()));
         assert_eq!(source, CredentialSource::Gcloud);
+    }
+
+    #[test]
+    fn without_gcloud_a_google_source_is_read_anonymously_and_a_destination_fails() {
+        let run = |_: &str, _: &[&str], _: Option<&str>| anyhow::bail!("`gcloud` is not installed");
+        let (auth, source) = credentials_for("gcr.io", &DockerConfig::default(), &[], true, &run).unwrap();
+        assert_eq!(auth, RegistryAuth::Anonymous);
+        assert!(
+            matches!(source, CredentialSource::AnonymousWithoutGcloud(why) if why.contains("not installed"))
+        );
+        let err =
+            credentials_for("us-docker.pkg.dev", &DockerConfig::default(), &[], false, &run).unwrap_err();
+        assert!(format!("{err:#}").contains("gcloud auth login"), "{err:#}");
     }
 }

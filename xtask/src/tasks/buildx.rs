@@ -5,77 +5,138 @@ use anyhow::{Context, Result, bail};
 use super::Ctx;
 use crate::runner::{Cmd, Runner};
 
-/// buildx-setup: create the builder `$BUILDER` unless `docker buildx inspect` finds it. With
-/// ENV=local the builder must also be able to build every platform of `$PLATFORMS` here.
-pub fn buildx_setup(ctx: &Ctx) -> Result<()> {
-    let s = &ctx.settings;
-    let runner = &ctx.runner;
-    runner.run_ignoring_failure(&Cmd::docker().args(["buildx", "ls"]))?;
-    let inspect = Cmd::docker().args(["buildx", "inspect", "--builder", &s.builder]);
-    runner.branch(
-        &inspect,
-        |r| {
-            r.say(&format!("Using existing builder {}", s.builder));
-            Ok(())
-        },
-        |r| {
-            if s.local {
-                create_local_builder(ctx, r)
-            } else {
-                create_builder(r, &s.builder, s.multi_context)
-            }
-        },
-    )?;
-    if s.local { check_local_platforms(ctx) } else { Ok(()) }
+/// The builder that builds run on, and why it was chosen (for `info` and the plan).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Builder {
+    pub name: String,
+    /// The engine's own BuildKit (buildx's `docker` driver): nothing to create or boot.
+    pub engine: bool,
+    pub why: String,
 }
 
-/// With MULTI_CONTEXT the builder has two nodes: this machine's docker (`default`) for amd64 and
-/// the arm64 VM's docker behind the ssh tunnel (`arm_node`).
-fn create_builder(runner: &Runner, builder: &str, multi_context: bool) -> Result<()> {
-    if !multi_context {
-        return runner.run(&Cmd::docker().args(["buildx", "create", "--name", builder]));
+/// The containerd image store, as `docker info` names its snapshotter driver.
+const CONTAINERD_STORE: &str = "io.containerd.snapshotter.v1";
+
+/// Which builder the settings call for. ENV=local asks the engine (a read-only query, made in
+/// a dry run too): with the containerd image store, the engine's own BuildKit builds several
+/// platforms, pushes and exports registry caches, so no BuildKit container is needed. Without
+/// it (the classic store), and everywhere else, builds run on `$BUILDER`, a BuildKit container
+/// booted from the vendored image.
+pub fn choose_builder(ctx: &Ctx) -> Result<Builder> {
+    let s = &ctx.settings;
+    let container = |why: String| Builder { name: s.builder.clone(), engine: false, why };
+    let image = s.vendored(&ctx.catalog.buildkit);
+    if !s.local {
+        let nodes = if s.multi_context {
+            "two nodes, this engine (`default`, amd64) and the arm64 VM (`arm_node`)"
+        } else {
+            "one node on this engine"
+        };
+        return Ok(container(format!("a docker-container builder with {nodes}, BuildKit from {image}")));
     }
-    runner.run(&Cmd::docker().args([
-        "buildx",
-        "create",
-        "--use",
-        "--name",
-        builder,
-        "--platform",
-        "linux/amd64",
-        "default",
-    ]))?;
-    runner.run(&Cmd::docker().args([
-        "buildx",
-        "create",
-        "--append",
-        "--name",
-        builder,
-        "--platform",
-        "linux/arm64",
-        "arm_node",
-    ]))?;
+    let store = Cmd::docker().args(["info", "--format", "{{json .DriverStatus}}"]);
+    let answer = match ctx.runner.query(&store, None) {
+        Ok(answer) => answer,
+        // A dry run still shows a plan on a machine whose engine does not answer.
+        Err(err) if ctx.runner.is_dry_run() => format!("(the engine did not answer: {err:#})"),
+        Err(err) => {
+            return Err(err.context("cannot ask the Docker engine which image store it uses: is it running?"));
+        }
+    };
+    if !answer.contains(CONTAINERD_STORE) {
+        return Ok(container(format!(
+            "the engine uses the classic image store, whose own builder builds one platform and exports no \
+             registry cache: a docker-container builder, BuildKit from {image}"
+        )));
+    }
+    // The engine's builder is named after the docker context it belongs to.
+    let context = ctx.runner.query(&Cmd::docker().args(["context", "show"]), None)?;
+    Ok(Builder {
+        name: context.trim().to_string(),
+        engine: true,
+        why: "the engine uses the containerd image store: its own BuildKit builds every platform, pushes \
+              and exports registry caches, with no BuildKit container"
+            .to_string(),
+    })
+}
+
+/// buildx-setup: create the builder `$BUILDER` unless `docker buildx inspect` finds it, or use
+/// the engine's own (see `choose_builder`). With ENV=local the builder must also be able to
+/// build every platform of `$PLATFORMS` here. Returns the builder's name.
+pub fn buildx_setup(ctx: &Ctx) -> Result<String> {
+    let s = &ctx.settings;
+    let runner = &ctx.runner;
+    let builder = choose_builder(ctx)?;
+    if s.local {
+        runner.say(&format!("builder {}: {}", builder.name, builder.why));
+    }
+    if !builder.engine {
+        runner.run_ignoring_failure(&Cmd::docker().args(["buildx", "ls"]))?;
+        let inspect = Cmd::docker().args(["buildx", "inspect", "--builder", &s.builder]);
+        runner.branch(
+            &inspect,
+            |r| {
+                r.say(&format!("Using existing builder {}", s.builder));
+                Ok(())
+            },
+            |r| {
+                if s.local { create_local_builder(ctx, r) } else { create_builder(ctx, r) }
+            },
+        )?;
+    }
+    if s.local {
+        check_local_platforms(ctx, &builder.name)?;
+    }
+    Ok(builder.name)
+}
+
+/// A builder whose BuildKit runs in a container booted from the vendored image. With
+/// MULTI_CONTEXT it has two nodes: this machine's docker (`default`) for amd64 and the arm64
+/// VM's docker behind the ssh tunnel (`arm_node`).
+fn create_builder(ctx: &Ctx, runner: &Runner) -> Result<()> {
+    let s = &ctx.settings;
+    let builder = s.builder.as_str();
+    let image = format!("image={}", s.vendored(&ctx.catalog.buildkit));
+    let container = ["--driver", "docker-container", "--driver-opt", &image];
+    if !s.multi_context {
+        return runner.run(&Cmd::docker().args(["buildx", "create", "--name", builder]).args(container));
+    }
+    runner.run(
+        &Cmd::docker()
+            .args(["buildx", "create", "--use", "--name", builder, "--platform", "linux/amd64"])
+            .args(container)
+            .arg("default"),
+    )?;
+    runner.run(
+        &Cmd::docker()
+            .args(["buildx", "create", "--append", "--name", builder, "--platform", "linux/arm64"])
+            .args(["--driver-opt", &image, "arm_node"]),
+    )?;
     runner.run(&Cmd::docker().args(["buildx", "ls"]))
 }
 
 /// Where the local builder's BuildKit configuration is written (relative to the repository).
 pub const LOCAL_BUILDKITD_CONFIG: &str = "target/xtask/buildkitd.toml";
 
-/// ENV=local: a BuildKit container on the host's network, so that `localhost:<port>` inside it
-/// is the host's registry, and told that registry speaks plain HTTP.
+/// ENV=local on a classic engine: a BuildKit container on the host's network, so that
+/// `localhost:<port>` inside it is the host's registry, and told that registry speaks plain HTTP.
 fn create_local_builder(ctx: &Ctx, runner: &Runner) -> Result<()> {
-    let registry = ctx.settings.docker_repo.split('/').next().unwrap_or_default();
+    let s = &ctx.settings;
+    let registry = s.docker_repo.split('/').next().unwrap_or_default();
     if !runner.is_dry_run() {
         let path = ctx.root.join(LOCAL_BUILDKITD_CONFIG);
         std::fs::create_dir_all(path.parent().expect("a folder"))?;
         let config = format!("[registry.\"{registry}\"]\n  http = true\n  insecure = true\n");
         std::fs::write(&path, config).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    runner.run(&Cmd::docker().args(["buildx", "create", "--name", &ctx.settings.builder]).args([
+    let image = format!("image={}", s.vendored(&ctx.catalog.buildkit));
+    runner.run(&Cmd::docker().args(["buildx", "create", "--name", &s.builder]).args([
         "--driver",
         "docker-container",
         "--driver-opt",
         "network=host",
+        "--driver-opt",
+        &image,
         "--buildkitd-config",
         LOCAL_BUILDKITD_CONFIG,
         "--bootstrap",
@@ -84,12 +145,11 @@ fn create_local_builder(ctx: &Ctx, runner: &Runner) -> Result<()> {
 
 /// The builder runs where we are: an arm64 build on an amd64 machine needs QEMU emulation,
 /// which Docker Desktop has and a Linux Docker Engine gets once from `tonistiigi/binfmt`.
-fn check_local_platforms(ctx: &Ctx) -> Result<()> {
+fn check_local_platforms(ctx: &Ctx, builder: &str) -> Result<()> {
     let s = &ctx.settings;
-    let inspect = Cmd::docker().args(["buildx", "inspect", "--bootstrap", &s.builder]);
+    let inspect = Cmd::docker().args(["buildx", "inspect", "--bootstrap", builder]);
     let Some(answer) = ctx.runner.capture(&inspect)? else {
-        ctx.runner
-            .say(&format!("then check that builder {} lists every platform of {}", s.builder, s.platforms));
+        ctx.runner.say(&format!("then check that builder {builder} lists every platform of {}", s.platforms));
         return Ok(());
     };
     let supported = builder_platforms(&answer);
@@ -97,13 +157,13 @@ fn check_local_platforms(ctx: &Ctx) -> Result<()> {
         s.platforms.split(',').map(str::trim).filter(|p| !supported.iter().any(|have| have == p)).collect();
     if !missing.is_empty() {
         bail!(
-            "builder {} cannot build {} on this machine (it has {}). Install QEMU emulation once with \
-             `docker run --privileged --rm tonistiigi/binfmt --install all` (Docker Desktop has it \
-             already), then `docker buildx rm {}` so that the builder is created anew",
-            s.builder,
+            "builder {builder} cannot build {} on this machine (it has {}). Install QEMU emulation once: \
+             on Debian or Ubuntu `apt-get install qemu-user-static binfmt-support` (Docker Desktop has \
+             it already; elsewhere `docker run --privileged --rm tonistiigi/binfmt --install all`), \
+             then restart the engine, or `docker buildx rm {builder}` for a builder container, so \
+             that the builder sees the new platforms",
             missing.join(", "),
             supported.join(", "),
-            s.builder
         );
     }
     Ok(())
@@ -125,10 +185,10 @@ pub fn buildx_ls(ctx: &Ctx) -> Result<()> {
     ctx.runner.run(&Cmd::docker().args(["buildx", "ls"]))
 }
 
-/// prune: empty the builder's local cache.
+/// prune: empty the local cache of the builder that builds run on.
 pub fn prune(ctx: &Ctx) -> Result<()> {
-    let builder = &ctx.settings.builder;
-    ctx.runner.run(&Cmd::docker().args(["buildx", "prune", "--builder", builder, "--all", "--force"]))
+    let builder = choose_builder(ctx)?.name;
+    ctx.runner.run(&Cmd::docker().args(["buildx", "prune", "--builder", &builder, "--all", "--force"]))
 }
 
 #[cfg(test)]

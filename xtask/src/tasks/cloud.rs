@@ -3,7 +3,6 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::pipeline::PIPELINE_PATH;
 use crate::runner::Cmd;
 
 /// build-publish-cloud-builder: amd64 only, since it only ever runs inside Cloud Build.
@@ -19,14 +18,15 @@ pub fn build_publish_cloud_builder(ctx: &Ctx) -> Result<()> {
     ctx.runner.run(&Cmd::docker().args(["push", &reference]))
 }
 
-/// cloud-build: submit `cloudbuild/pr.yaml` with this repository (less `.gcloudignore`).
+/// cloud-build: submit the catalog's pipeline (`cloudbuild/pr.yaml`) with this repository (less `.gcloudignore`).
 pub fn cloud_build(ctx: &Ctx) -> Result<()> {
     let s = &ctx.settings;
     let builder_image = s.image_ref(&ctx.catalog.cloud_builder);
     let auto = if s.auto_start_stop { "1" } else { "0" };
     let submit = Cmd::gcloud()
         .args(["builds", "submit", &format!("--project={}", s.gcp_project), "--region=global"])
-        .args(["--config", PIPELINE_PATH])
+        .arg("--config")
+        .arg(ctx.catalog.pipeline.display().to_string())
         .arg(format!(
             "--substitutions=_ENV={},_CLOUDBUILD_IMAGE={builder_image},_AUTO_START_STOP={auto}",
             s.env

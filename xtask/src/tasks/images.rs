@@ -1,9 +1,10 @@
 //! build-<image>, buildx-publish-<image>, pull-<image>, clean: the catalog's images.
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 
 use super::{Ctx, buildx, local_registry};
 use crate::catalog::Image;
+use crate::dockerfile;
 use crate::runner::Cmd;
 
 /// build-<image>: a single-platform build on this machine's docker, not pushed.
@@ -28,8 +29,8 @@ pub fn buildx_publish(ctx: &Ctx, image: &Image) -> Result<()> {
 /// buildx-setup, then the build and push. An image marked `split_build` is built in three
 /// steps inside Cloud Build.
 pub fn publish(ctx: &Ctx, image: &Image) -> Result<()> {
-    buildx::buildx_setup(ctx)?;
-    let full = buildx_build_cmd(ctx, image);
+    let builder = buildx::buildx_setup(ctx)?;
+    let full = buildx_build_cmd(ctx, image, &builder);
     if !(image.split_build && ctx.settings.in_cloud_build) {
         return ctx.runner.run(&full);
     }
@@ -40,16 +41,16 @@ pub fn publish(ctx: &Ctx, image: &Image) -> Result<()> {
     ctx.runner.say("split build: build without pushing, restart the builder, then build and push");
     let build_only = full.clone().without("--push", false).without("--cache-to", true);
     ctx.runner.run(&build_only)?;
-    ctx.runner.run(&Cmd::docker().args(["buildx", "stop", &ctx.settings.builder]))?;
+    ctx.runner.run(&Cmd::docker().args(["buildx", "stop", &builder]))?;
     ctx.runner.run(&full)
 }
 
-pub fn buildx_build_cmd(ctx: &Ctx, image: &Image) -> Cmd {
+pub fn buildx_build_cmd(ctx: &Ctx, image: &Image, builder: &str) -> Cmd {
     let s = &ctx.settings;
     let cache = s.cache_ref(image);
     Cmd::docker()
         .args(["buildx", "build", "--file", &image.dockerfile()])
-        .args(["--platform", &s.platforms, "--builder", &s.builder, "--progress", "plain"])
+        .args(["--platform", &s.platforms, "--builder", builder, "--progress", "plain"])
         .args(s.build_args(image))
         .args(["--cache-from", &format!("type=registry,ref={cache}")])
         .args(["--cache-to", &format!("type=registry,ref={cache},mode=max")])
@@ -65,4 +66,30 @@ pub fn pull(ctx: &Ctx, image: &Image) -> Result<()> {
 pub fn clean(ctx: &Ctx) -> Result<()> {
     let refs = ctx.catalog.task_images().map(|(_, image)| ctx.settings.image_ref(image));
     ctx.runner.run(&Cmd::docker().arg("rmi").args(refs))
+}
+
+/// The images an image's Dockerfile starts from, with the settings' build arguments filled in.
+/// Each must be vendored under `$DOCKER_REPO/thirdparty/`, and the Dockerfile must not name a
+/// frontend image (`# syntax=`), which BuildKit would fetch from Docker Hub at every build.
+pub fn base_images(ctx: &Ctx, image: &Image) -> Result<Vec<String>> {
+    let path = ctx.root.join(image.dockerfile());
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let args = ctx.settings.build_arg_values(image).into_iter().collect();
+    let sources = dockerfile::sources(&text, &args);
+    if let Some(frontend) = sources.frontend {
+        bail!(
+            "{} starts with `# syntax={frontend}`, which makes BuildKit fetch that frontend image from \
+             outside $DOCKER_REPO at every build: remove the line (BuildKit's own frontend serves)",
+            image.dockerfile()
+        );
+    }
+    let vendored = ctx.settings.vendored("");
+    if let Some(outside) = sources.images.iter().find(|base| !base.starts_with(&vendored)) {
+        bail!(
+            "{} builds from {outside}, which is not under {vendored}: start FROM \
+             ${{DOCKER_REPO}}/thirdparty/<image> and list the image in the vendoring list",
+            image.dockerfile()
+        );
+    }
+    Ok(sources.images)
 }

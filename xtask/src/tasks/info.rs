@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::Ctx;
+use super::{Ctx, buildx};
 use crate::runner::is_installed;
 
 /// info
@@ -16,6 +16,10 @@ pub fn info(ctx: &Ctx) -> Result<()> {
     println!("DOCKER_REPO:     {}", s.docker_repo);
     println!("PLATFORMS:       {}", s.platforms);
     println!("BUILDER:         {}", s.builder);
+    match buildx::choose_builder(ctx) {
+        Ok(builder) => println!("Builds run on:   {} ({})", builder.name, builder.why),
+        Err(err) => println!("Builds run on:   cannot tell: {err:#}"),
+    }
     println!("MULTI_CONTEXT:   {}", flag(s.multi_context));
     println!("TAG_MODIFIER:    {}", s.tag_modifier);
     println!("AUTO_START_STOP: {}", flag(s.auto_start_stop));

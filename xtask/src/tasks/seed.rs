@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::{Ctx, images};
 use crate::catalog::Image;
-use crate::pipeline::{PIPELINE_PATH, Pipeline};
+use crate::pipeline::Pipeline;
 
 #[derive(Args, Debug, Clone)]
 pub struct SeedArgs {
@@ -52,7 +52,8 @@ pub fn seed_arm64(ctx: &Ctx, args: &SeedArgs) -> Result<()> {
 
 /// The images of the pipeline's `buildx-publish-*` steps, in the pipeline's order.
 fn seed_images(ctx: &Ctx) -> Result<Vec<Image>> {
-    let pipeline = Pipeline::load(&ctx.root)?;
+    let pipeline = Pipeline::load(&ctx.root, &ctx.catalog.pipeline)?;
+    let pipeline_path = ctx.catalog.pipeline.display();
     let mut images = Vec::new();
     for step in &pipeline.steps {
         for command in step.xtask_commands() {
@@ -60,7 +61,7 @@ fn seed_images(ctx: &Ctx) -> Result<Vec<Image>> {
                 continue;
             };
             let Some(image) = ctx.catalog.image_for_task(task) else {
-                bail!("{PIPELINE_PATH} runs buildx-publish-{task}, which is not in images/images.toml");
+                bail!("{pipeline_path} runs buildx-publish-{task}, which is not in the image catalog");
             };
             let other_env: Vec<String> = step
                 .env_pairs()
@@ -70,7 +71,7 @@ fn seed_images(ctx: &Ctx) -> Result<Vec<Image>> {
                 .collect();
             if !other_env.is_empty() {
                 bail!(
-                    "step {} of {PIPELINE_PATH} sets {}: seed-arm64 only knows to drop {DROPPED:?}",
+                    "step {} of {pipeline_path} sets {}: seed-arm64 only knows to drop {DROPPED:?}",
                     step.id.as_deref().unwrap_or("?"),
                     other_env.join(" ")
                 );
@@ -79,7 +80,7 @@ fn seed_images(ctx: &Ctx) -> Result<Vec<Image>> {
         }
     }
     if images.is_empty() {
-        bail!("{PIPELINE_PATH} has no buildx-publish-* step to seed");
+        bail!("{pipeline_path} has no buildx-publish-* step to seed");
     }
     Ok(images)
 }
@@ -97,7 +98,10 @@ fn seeding_context(ctx: &Ctx) -> Ctx {
 fn describe_plan(seed: &Ctx, images: &[Image]) {
     let s = &seed.settings;
     let say = |line: String| seed.runner.say(&line);
-    say(format!("seed-arm64: the buildx-publish steps of {PIPELINE_PATH}, for {SEED_PLATFORM} only:"));
+    say(format!(
+        "seed-arm64: the buildx-publish steps of {}, for {SEED_PLATFORM} only:",
+        seed.catalog.pipeline.display()
+    ));
     for image in images {
         say(format!("  {} -> {} (cache {})", image.name, s.image_ref(image), s.cache_ref(image)));
     }

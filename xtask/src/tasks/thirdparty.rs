@@ -10,7 +10,7 @@ use clap::Args;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{Ctx, local_registry};
-use crate::registry::auth::{DockerConfig, credentials_for};
+use crate::registry::auth::{CredentialSource, DockerConfig, credentials_for};
 use crate::registry::retry::RetryPolicy;
 use crate::registry::session::SessionOptions;
 use crate::registry::{self, MirrorOptions, Outcome, Pair, RegistryAccess, Report, Session};
@@ -20,8 +20,9 @@ use crate::thirdparty;
 #[derive(Args, Debug, Clone)]
 pub struct ThirdpartyArgs {
     /// The list of images to vendor (a relative path starts at the repository root)
-    #[arg(long, default_value = "thirdparty.txt")]
-    pub file: PathBuf,
+    /// [default: the catalog's, thirdparty.txt]
+    #[arg(long)]
+    pub file: Option<PathBuf>,
     /// Blobs copied at once, across all tags
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
@@ -49,26 +50,37 @@ pub struct ThirdpartyArgs {
 /// thirdparty (with ENV=local, into the local registry, started when it is not running)
 pub fn thirdparty(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
     local_registry::ensure_for_local_env(ctx)?;
-    vendor(ctx, args)
+    let pairs = list_pairs(ctx, args)?;
+    vendor(ctx, args, pairs)
 }
 
-/// Mirror the list's tags into `$DOCKER_REPO/thirdparty/`.
-pub fn vendor(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
-    let path = ctx.root.join(&args.file);
+/// The list `--file` names, else the catalog's.
+pub fn list_path(ctx: &Ctx, args: &ThirdpartyArgs) -> PathBuf {
+    args.file.clone().unwrap_or_else(|| ctx.catalog.thirdparty.clone())
+}
+
+/// Every tag of the list, with where it is vendored to. The whole list is checked first.
+pub fn list_pairs(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<Vec<Pair>> {
+    let file = list_path(ctx, args);
+    let path = ctx.root.join(&file);
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let with_path = |errors: Vec<thirdparty::LineError>| {
         let lines: Vec<String> = errors.iter().map(|e| format!("  {}:{e}", path.display())).collect();
         anyhow::anyhow!(
             "{} has {} problem(s), nothing was copied:\n{}",
-            args.file.display(),
+            file.display(),
             errors.len(),
             lines.join("\n")
         )
     };
     let entries = thirdparty::parse(&bytes).map_err(with_path)?;
-    let pairs = thirdparty::pairs(&entries, &ctx.settings.docker_repo).map_err(with_path)?;
+    thirdparty::pairs(&entries, &ctx.settings.docker_repo).map_err(with_path)
+}
+
+/// Mirror `pairs` (tags of the list) into `$DOCKER_REPO/thirdparty/`.
+pub fn vendor(ctx: &Ctx, args: &ThirdpartyArgs, pairs: Vec<Pair>) -> Result<()> {
     if pairs.is_empty() {
-        println!("{} lists no images: nothing to do", args.file.display());
+        println!("{}: no images to vendor, nothing to do", list_path(ctx, args).display());
         return Ok(());
     }
 
@@ -78,8 +90,16 @@ pub fn vendor(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
         ctx.runner.query(&Cmd::new(program).args(args.iter().copied()), stdin)
     };
     let mut registries = Vec::new();
+    let destinations: Vec<String> =
+        pairs.iter().map(|p| p.destination.resolve_registry().to_string()).collect();
     for host in distinct_registries(&pairs) {
-        let (auth, source) = credentials_for(&host, &config, &args.gcloud_auth_registries, &run)?;
+        let read_only = !destinations.contains(&host);
+        let (auth, source) = credentials_for(&host, &config, &args.gcloud_auth_registries, read_only, &run)?;
+        if let CredentialSource::AnonymousWithoutGcloud(why) = &source {
+            eprintln!(
+                "warning: no gcloud access token for {host} ({why}): reading it anonymously, as its public images allow"
+            );
+        }
         if args.verbose {
             eprintln!("registry: {host}: credentials from {source}");
         }
