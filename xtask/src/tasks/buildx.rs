@@ -38,7 +38,12 @@ pub fn choose_builder(ctx: &Ctx) -> Result<Builder> {
     let answer = match ctx.runner.query(&store, None) {
         Ok(answer) => answer,
         // A dry run still shows a plan on a machine whose engine does not answer.
-        Err(err) if ctx.runner.is_dry_run() => format!("(the engine did not answer: {err:#})"),
+        Err(err) if ctx.runner.is_dry_run() => {
+            return Ok(container(format!(
+                "the engine did not answer ({err:#}), so this plan assumes the classic image store: \
+                 a docker-container builder, BuildKit from {image}"
+            )));
+        }
         Err(err) => {
             return Err(err.context("cannot ask the Docker engine which image store it uses: is it running?"));
         }

@@ -1,0 +1,263 @@
+//! The main job for real, on a real Docker Engine and offline: a test catalog whose images build
+//! from a multi-arch busybox base served by an "upstream" registry on 127.0.0.1, published into
+//! a second registry as ENV=local does. Nothing here can reach Docker Hub, so every image a build
+//! or builder needs must come from `$DOCKER_REPO`.
+//!
+//! One test, in steps, because the steps share the engine and its build cache (which the test
+//! empties: run it on a machine whose cache you do not need).
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::engine::{engine_or_skip, push_busybox_base, run};
+use common::{stderr, stdout};
+use xtask::testbed::{TestRegistry, skopeo_raw};
+
+const CATALOG: &str = r#"
+thirdparty = "thirdparty.txt"
+pipeline = "pipeline.yaml"
+buildkit = "moby/buildkit:v0.18.0"
+
+[versions]
+BUSYBOX_VERSION = "1.35"
+HELLO_VERSION = "1"
+SLOW_VERSION = "2"
+FAIL = "0"
+
+[[image]]
+name = "hello"
+task = "hello"
+description = "a RUN per platform"
+tag = "{HELLO_VERSION}"
+build_args = ["BUSYBOX_VERSION"]
+
+[[image]]
+name = "slow"
+task = "slow"
+description = "two stages, split in Cloud Build"
+tag = "{SLOW_VERSION}"
+build_args = ["BUSYBOX_VERSION", "FAIL"]
+split_build = true
+
+[cloud_builder]
+name = "cloud"
+description = "never built here"
+tag = "1"
+"#;
+
+// An expensive step early and a file used late: a rebuild after a late change must take the
+// expensive step from the registry cache.
+const HELLO: &str = "ARG DOCKER_REPO\nARG BUSYBOX_VERSION\n\
+    FROM ${DOCKER_REPO}/thirdparty/busybox:${BUSYBOX_VERSION}\n\
+    RUN uname -m > /built-on\n\
+    RUN sleep 3 && echo expensive > /expensive\n\
+    COPY late.txt /late.txt\n";
+
+const SLOW: &str = "ARG DOCKER_REPO\nARG BUSYBOX_VERSION\n\
+    FROM ${DOCKER_REPO}/thirdparty/busybox:${BUSYBOX_VERSION} AS base\n\
+    RUN sleep 1 && uname -m > /built-on\n\
+    FROM base\nARG FAIL\n\
+    RUN test \"$FAIL\" = 0\n\
+    COPY late.txt /late.txt\n";
+
+const PIPELINE: &str = "steps:\n\
+    - id: hello\n  name: builder\n  entrypoint: cargo\n  args: [xtask, buildx-publish-hello]\n\
+    - id: slow\n  name: builder\n  entrypoint: cargo\n  args: [xtask, buildx-publish-slow]\n";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    upstream: TestRegistry,
+    destination: TestRegistry,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = TestRegistry::start().unwrap();
+        let destination = TestRegistry::start().unwrap();
+        let up = upstream.host();
+        std::fs::create_dir(dir.path().join("base")).unwrap();
+        push_busybox_base(&dir.path().join("base"), &format!("{up}/busybox:1.35"));
+        let catalog = dir.path().join("catalog");
+        for (name, dockerfile) in
+            [("hello", HELLO), ("slow", SLOW), ("cloud", "FROM ${DOCKER_REPO}/thirdparty/cloudbase:1\n")]
+        {
+            std::fs::create_dir_all(catalog.join(name)).unwrap();
+            std::fs::write(catalog.join(name).join("Dockerfile"), format!("ARG DOCKER_REPO\n{dockerfile}"))
+                .unwrap();
+            std::fs::write(catalog.join(name).join("late.txt"), "first\n").unwrap();
+        }
+        std::fs::write(catalog.join("images.toml"), CATALOG).unwrap();
+        std::fs::write(catalog.join("pipeline.yaml"), PIPELINE).unwrap();
+        // cloudbase is never pushed upstream and Docker Hub is out of reach: vendoring either
+        // would fail, so publish-all must take only what the builds start from.
+        std::fs::write(
+            catalog.join("thirdparty.txt"),
+            format!("{up}/busybox: 1.35\n{up}/cloudbase: 1\ndocker.io/moby/buildkit: v0.18.0\n"),
+        )
+        .unwrap();
+        Setup { dir, upstream, destination }
+    }
+
+    fn repo(&self) -> String {
+        format!("{}/local", self.destination.host())
+    }
+
+    fn catalog(&self) -> String {
+        self.dir.path().join("catalog/images.toml").display().to_string()
+    }
+
+    fn xtask(&self, args: &[&str], more_env: &[(&str, &str)]) -> Output {
+        let (repo, catalog) = (self.repo(), self.catalog());
+        let mut env = vec![("ENV", "local"), ("DOCKER_REPO", repo.as_str()), ("CATALOG", catalog.as_str())];
+        env.extend_from_slice(more_env);
+        common::xtask(args, &env)
+    }
+
+    #[track_caller]
+    fn xtask_ok(&self, args: &[&str], more_env: &[(&str, &str)]) -> Output {
+        let output = self.xtask(args, more_env);
+        assert!(output.status.success(), "{args:?} failed:\n{}\n{}", stdout(&output), stderr(&output));
+        output
+    }
+
+    fn logs(&self) -> String {
+        self.dir.path().join("logs").display().to_string()
+    }
+}
+
+/// The platforms of the index at `reference`, attestations left out, read with skopeo.
+fn platforms(reference: &str) -> Vec<String> {
+    let raw = skopeo_raw(reference).unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert!(index["manifests"].is_array(), "{reference} is not an index: {index}");
+    let mut found: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            )
+        })
+        .filter(|p| p != "unknown/unknown")
+        .collect();
+    found.sort();
+    found
+}
+
+fn digest(reference: &str) -> String {
+    xtask::testbed::sha256_digest(&skopeo_raw(reference).unwrap())
+}
+
+/// What `RUN` steps of the image at `reference` recorded as the machine they ran on.
+fn built_on(reference: &str, platform: &str) -> String {
+    run("docker", &["run", "--rm", "--pull", "always", "--platform", platform, reference, "cat", "/built-on"])
+        .trim()
+        .to_string()
+}
+
+/// In `--progress plain` output: whether every step whose line contains `step` was CACHED.
+fn steps_cached(log: &str, step: &str) -> (usize, usize) {
+    let ids: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(step) && l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let cached = ids.iter().filter(|id| log.lines().any(|l| l == format!("{id} CACHED"))).count();
+    (ids.len(), cached)
+}
+
+fn log_of(setup: &Setup, image: &str) -> String {
+    std::fs::read_to_string(Path::new(&setup.logs()).join(format!("{image}.log"))).unwrap()
+}
+
+#[test]
+fn the_main_job_runs_offline_on_a_real_engine() {
+    if !engine_or_skip("the_main_job_runs_offline_on_a_real_engine") {
+        return;
+    }
+    let setup = Setup::new();
+    let repo = setup.repo();
+    let logs = setup.logs();
+
+    // 1. publish-all, as in Cloud Build (BUILDER_OUTPUT: slow takes the split build).
+    let output = setup.xtask_ok(&["publish-all", "--logs", &logs], &[("BUILDER_OUTPUT", "/unused")]);
+    let out = stdout(&output);
+    assert!(out.contains("thirdparty: 1 tags: 1 copied"), "only the busybox base is vendored:\n{out}");
+    assert!(out.contains(&format!("published   hello -> {repo}/hello:1")), "{out}");
+    assert!(out.contains(&format!("published   slow -> {repo}/slow:2")), "{out}");
+    assert!(
+        setup.upstream.requests().iter().all(|r| !r.path.contains("cloudbase")),
+        "the cloud builder's base was not asked for"
+    );
+    for reference in [format!("{repo}/hello:1"), format!("{repo}/slow:2")] {
+        assert_eq!(platforms(&reference), ["linux/amd64", "linux/arm64"], "{reference}");
+        assert_eq!(built_on(&reference, "linux/arm64"), "aarch64", "{reference}: arm64 RUN under QEMU");
+        assert_eq!(built_on(&reference, "linux/amd64"), "x86_64", "{reference}");
+    }
+    for cache in [format!("{repo}/cache/hello:1"), format!("{repo}/cache/slow:2")] {
+        skopeo_raw(&cache).unwrap_or_else(|e| panic!("no registry cache {cache}: {e}"));
+    }
+    let slow_log = log_of(&setup, "slow");
+    assert!(slow_log.contains("+ DOCKER_BUILDKIT=1 docker buildx stop default"), "split build:\n{slow_log}");
+    assert_eq!(slow_log.matches("+ DOCKER_BUILDKIT=1 docker buildx build").count(), 2, "{slow_log}");
+
+    // 2. A late change with the engine's build cache emptied: the early steps come from the
+    //    registry cache, for both platforms.
+    let first = digest(&format!("{repo}/hello:1"));
+    std::fs::write(setup.dir.path().join("catalog/hello/late.txt"), "second\n").unwrap();
+    setup.xtask_ok(&["prune"], &[]);
+    let output = setup.xtask_ok(&["buildx-publish-hello"], &[]);
+    let log = stderr(&output);
+    assert!(log.contains(&format!("importing cache manifest from {repo}/cache/hello:1")), "{log}");
+    assert_eq!(
+        steps_cached(&log, "RUN sleep 3"),
+        (2, 2),
+        "the expensive step, cached on both platforms:\n{log}"
+    );
+    assert_eq!(steps_cached(&log, "COPY late.txt").1, 0, "the changed step is built again:\n{log}");
+    assert_ne!(digest(&format!("{repo}/hello:1")), first, "the new image was pushed");
+
+    // 3. A failing image is reported with the end of its log; the others still finish.
+    let output = setup.xtask(&["publish-all", "--logs", &logs], &[("FAIL", "1")]);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}\n{}", stderr(&output));
+    assert!(out.contains(&format!("published   hello -> {repo}/hello:1")), "{out}");
+    let failed = out.lines().find(|l| l.starts_with("FAILED      slow:")).unwrap_or_else(|| panic!("{out}"));
+    assert!(failed.contains("log: "), "{failed}");
+    assert!(
+        out.lines().any(|l| l.starts_with("  | ") && l.contains("test \"$FAIL\" = 0")),
+        "log tail:\n{out}"
+    );
+
+    // 4. The single-platform tasks: build, pull, clean.
+    setup.xtask_ok(&["build-hello"], &[]);
+    run("docker", &["image", "inspect", &format!("{repo}/hello:1")]);
+    setup.xtask_ok(&["pull-hello"], &[]);
+    setup.xtask_ok(&["pull-slow"], &[]);
+    setup.xtask_ok(&["clean"], &[]);
+    for image in ["hello:1", "slow:2"] {
+        let inspect = std::process::Command::new("docker")
+            .args(["image", "inspect", &format!("{repo}/{image}")])
+            .output()
+            .unwrap();
+        assert!(!inspect.status.success(), "clean left {image}");
+    }
+    let ls = stdout(&setup.xtask_ok(&["buildx-ls"], &[]));
+    assert!(ls.contains("default"), "{ls}");
+
+    // 5. seed-arm64: the pipeline's builds, arm64 only, under seed tags, into the same caches.
+    let output = setup.xtask_ok(&["seed-arm64", "--yes"], &[]);
+    let log = stderr(&output);
+    for (image, tag) in [("hello", "1"), ("slow", "2")] {
+        let seeded = format!("{repo}/{image}:{tag}-arm64-seed");
+        assert_eq!(platforms(&seeded), ["linux/arm64"], "{seeded}");
+        assert_eq!(built_on(&seeded, "linux/arm64"), "aarch64");
+        assert!(log.contains(&format!("type=registry,ref={repo}/cache/{image}:{tag},mode=max")), "{log}");
+    }
+}
