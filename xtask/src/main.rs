@@ -31,8 +31,8 @@ enum Task {
     Prune,
     /// Remove the catalog's images from this machine's docker
     Clean,
-    /// Build and push the cloud builder image (amd64 only: it runs inside Cloud Build)
-    BuildPublishCloudBuilder,
+    /// Vendor the cloud builder's bases, then build and push it (amd64 only: it runs inside Cloud Build)
+    BuildPublishCloudBuilder(ThirdpartyArgs),
     /// Start the arm64 VM (--wait: until it runs and answers ssh through IAP)
     StartVm(WaitArgs),
     /// Stop the arm64 VM
@@ -150,7 +150,7 @@ fn try_main() -> Result<()> {
         Task::BuildxLs => buildx::buildx_ls(&ctx),
         Task::Prune => buildx::prune(&ctx),
         Task::Clean => images::clean(&ctx),
-        Task::BuildPublishCloudBuilder => cloud::build_publish_cloud_builder(&ctx),
+        Task::BuildPublishCloudBuilder(args) => cloud::build_publish_cloud_builder(&ctx, &args),
         Task::StartVm(args) => vm::start_vm(&ctx, &args),
         Task::StopVm => vm::stop_vm(&ctx),
         Task::SshVm => vm::ssh_vm(&ctx),

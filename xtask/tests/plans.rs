@@ -229,7 +229,16 @@ fn cloud_builder() {
     let args = "--build-arg BUILDER_GCLOUD_VERSION=502.0.0 --build-arg BUILDER_DOCKER_VERSION=27.4.1 \
                 --build-arg BUILDER_BUILDX_VERSION=0.19.3 --build-arg BUILDER_RUST_VERSION=1.95.0";
     let lines = |repo: &str, modifier: &str| {
+        let vendored = |path: &str| format!("{repo}/thirdparty/{path}");
         vec![
+            format!(
+                "# thirdparty: vendor from thirdparty.txt what the builds need: {} {} {} {} \
+                 (`cargo xtask thirdparty --dry-run` shows what is out of date)",
+                vendored("docker:27.4.1-cli"),
+                vendored("docker/buildx-bin:0.19.3"),
+                vendored("rust:1.95.0-slim-bookworm"),
+                vendored("google.com/cloudsdktool/google-cloud-cli:502.0.0-slim")
+            ),
             format!(
                 "DOCKER_BUILDKIT=1 docker build --file images/cloud-builder/Dockerfile --pull --platform linux/amd64 \
                  --build-arg DOCKER_REPO={repo} {args} --tag {repo}/cloud-builder:{tag}{modifier} images/cloud-builder"

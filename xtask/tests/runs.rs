@@ -240,13 +240,12 @@ fn seed_arm64_needs_env() {
 /// the command's own exit status, and nothing after it runs.
 #[test]
 fn every_task_stops_at_a_failing_command() {
-    let cases: [(&[&str], &str, usize); 9] = [
+    let cases: [(&[&str], &str, usize); 8] = [
         (&["buildx-publish-runtime"], "docker buildx build", 3),
         (&["build-odb"], "docker build", 1),
         (&["pull-build"], "docker pull", 1),
         (&["clean"], "docker rmi", 1),
         (&["prune"], "docker buildx prune", 1),
-        (&["build-publish-cloud-builder"], "docker build", 1),
         (&["start-vm", "--wait"], "gcloud compute instances start", 1),
         (&["stop-vm"], "gcloud compute instances stop", 1),
         (&["ssh-tunnel", "--wait"], "gcloud compute ssh", 1),
@@ -268,6 +267,40 @@ fn every_task_stops_at_a_failing_command() {
             fake.calls()
         );
     }
+}
+
+/// build-publish-cloud-builder vendors its own bases (from a stand-in upstream here), then builds
+/// and pushes; a failing build stops it before the push.
+#[test]
+fn the_cloud_builder_is_built_from_what_it_vendors() {
+    let registry = xtask::testbed::TestRegistry::start().unwrap();
+    let fake = FakeTools::new();
+    let list = upstream_list(
+        &fake,
+        &registry,
+        &[
+            ("docker", "27.4.1-cli"),
+            ("docker/buildx-bin", "0.19.3"),
+            ("rust", "1.95.0-slim-bookworm"),
+            ("google.com/cloudsdktool/google-cloud-cli", "502.0.0-slim"),
+            ("alpine", "3.15"),
+        ],
+    );
+    let repo = format!("{}/dev", registry.host());
+    let output = fake.xtask(&["build-publish-cloud-builder", "--file", &list], &[("DOCKER_REPO", &repo)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("thirdparty: 4 tags: 4 copied"), "not alpine: {}", stdout(&output));
+    let calls = fake.calls();
+    assert_eq!(calls.iter().map(|c| c[2].as_str()).collect::<Vec<_>>(), ["build", "push"], "{calls:?}");
+    xtask::testbed::skopeo_raw(&format!("{repo}/thirdparty/docker/buildx-bin:0.19.3")).unwrap();
+
+    // Up to date now; a failing build stops the task with its status, before the push.
+    let failing = FakeTools::new();
+    failing.fail(7, "docker build");
+    let output = failing.xtask(&["build-publish-cloud-builder", "--file", &list], &[("DOCKER_REPO", &repo)]);
+    assert_eq!(output.status.code(), Some(7), "{}", stderr(&output));
+    assert!(stdout(&output).contains("4 up to date"), "{}", stdout(&output));
+    assert_eq!(failing.calls().len(), 1, "{:?}", failing.calls());
 }
 
 const BOTH_PLATFORMS: &str = "Platforms: linux/amd64*, linux/amd64/v2, linux/arm64, linux/386";

@@ -2,13 +2,17 @@
 
 use anyhow::Result;
 
-use super::Ctx;
+use super::thirdparty::{self, ThirdpartyArgs};
+use super::{Ctx, local_registry};
 use crate::runner::Cmd;
 
-/// build-publish-cloud-builder: amd64 only, since it only ever runs inside Cloud Build.
-pub fn build_publish_cloud_builder(ctx: &Ctx) -> Result<()> {
+/// build-publish-cloud-builder: vendor what it is built from, then build it for amd64 only,
+/// since it only ever runs inside Cloud Build, and push it.
+pub fn build_publish_cloud_builder(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
     let s = &ctx.settings;
     let image = &ctx.catalog.cloud_builder;
+    local_registry::ensure_for_local_env(ctx)?;
+    thirdparty::vendor_bases(ctx, args, [image].into_iter(), false)?;
     let reference = s.image_ref(image);
     let build = Cmd::docker()
         .args(["build", "--file", &image.dockerfile(), "--pull", "--platform", "linux/amd64"])

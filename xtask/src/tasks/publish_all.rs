@@ -7,12 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use oci_client::Reference;
 
 use super::thirdparty::{self, ThirdpartyArgs};
 use super::{Ctx, buildx, images, local_registry};
 use crate::catalog::Image;
-use crate::registry::Pair;
 
 #[derive(Args, Debug, Clone)]
 pub struct PublishAllArgs {
@@ -27,18 +25,14 @@ pub struct PublishAllArgs {
 /// publish-all
 pub fn publish_all(ctx: &Ctx, args: &PublishAllArgs) -> Result<()> {
     local_registry::ensure_for_local_env(ctx)?;
-    let needed = needed_pairs(ctx, &args.thirdparty)?;
-    if ctx.runner.is_dry_run() {
-        // A dry run of the vendoring would ask the registries; the plan only names the step.
-        let names: Vec<String> = needed.iter().map(|p| p.destination.to_string()).collect();
-        ctx.runner.say(&format!(
-            "thirdparty: vendor from {} what the builds need: {} (`cargo xtask thirdparty --dry-run` shows what is out of date)",
-            thirdparty::list_path(ctx, &args.thirdparty).display(),
-            names.join(" ")
-        ));
-    } else {
-        thirdparty::vendor(ctx, &args.thirdparty, needed)?;
-    }
+    // The catalog's images, not the cloud builder: publish-all does not build it.
+    let with_buildkit = !buildx::choose_builder(ctx)?.engine;
+    thirdparty::vendor_bases(
+        ctx,
+        &args.thirdparty,
+        ctx.catalog.task_images().map(|(_, i)| i),
+        with_buildkit,
+    )?;
 
     let images: Vec<(&str, &Image)> = ctx.catalog.task_images().collect();
     if ctx.runner.is_dry_run() {
@@ -72,38 +66,6 @@ pub fn publish_all(ctx: &Ctx, args: &PublishAllArgs) -> Result<()> {
         builds.into_iter().map(|b| b.join().expect("a build thread panicked")).collect()
     });
     report(&results)
-}
-
-/// The tags of the vendoring list that the builds start from: every base image of the catalog's
-/// images (not the cloud builder's, which publish-all does not build), and the BuildKit image
-/// when builds run in a container. Each must be in the list.
-fn needed_pairs(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<Vec<Pair>> {
-    let mut needed: Vec<(String, String)> = Vec::new();
-    for (_, image) in ctx.catalog.task_images() {
-        for base in images::base_images(ctx, image)? {
-            needed.push((base, image.dockerfile()));
-        }
-    }
-    if !buildx::choose_builder(ctx)?.engine {
-        needed.push((ctx.settings.vendored(&ctx.catalog.buildkit), "the docker-container builder".into()));
-    }
-    let pairs = thirdparty::list_pairs(ctx, args)?;
-    let mut chosen: Vec<Pair> = Vec::new();
-    for (reference, user) in needed {
-        let wanted: Reference = reference.parse().map_err(|e| {
-            anyhow::anyhow!("{user} needs `{reference}`, which is not a valid image reference ({e})")
-        })?;
-        let Some(pair) = pairs.iter().find(|p| p.destination.whole() == wanted.whole()) else {
-            bail!(
-                "{user} needs {reference}, which {} does not vendor: add its source image and tag there",
-                thirdparty::list_path(ctx, args).display()
-            );
-        };
-        if !chosen.iter().any(|p| p.destination.whole() == wanted.whole()) {
-            chosen.push(pair.clone());
-        }
-    }
-    Ok(chosen)
 }
 
 /// One image's settings: a builder of its own (named after the image's task), and its output

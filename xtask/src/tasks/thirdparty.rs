@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use oci_client::Reference;
 
 use super::{Ctx, local_registry};
+use crate::catalog::Image;
 use crate::registry::auth::{CredentialSource, DockerConfig, credentials_for};
 use crate::registry::retry::RetryPolicy;
 use crate::registry::session::SessionOptions;
@@ -75,6 +77,54 @@ pub fn list_pairs(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<Vec<Pair>> {
     };
     let entries = thirdparty::parse(&bytes).map_err(with_path)?;
     thirdparty::pairs(&entries, &ctx.settings.docker_repo).map_err(with_path)
+}
+
+/// Vendor what `images` are built from: the bases their Dockerfiles start from and, when
+/// `with_buildkit`, the BuildKit image of a builder container. Each must be in the list; the
+/// rest of the list is left alone (another image's bases may need a login this run lacks).
+pub fn vendor_bases<'a>(
+    ctx: &Ctx,
+    args: &ThirdpartyArgs,
+    images: impl Iterator<Item = &'a Image>,
+    with_buildkit: bool,
+) -> Result<()> {
+    let mut needed: Vec<(String, String)> = Vec::new();
+    for image in images {
+        for base in super::images::base_images(ctx, image)? {
+            needed.push((base, image.dockerfile()));
+        }
+    }
+    if with_buildkit {
+        needed.push((ctx.settings.vendored(&ctx.catalog.buildkit), "the docker-container builder".into()));
+    }
+    let list = list_path(ctx, args);
+    let pairs = list_pairs(ctx, args)?;
+    let mut chosen: Vec<Pair> = Vec::new();
+    for (reference, user) in needed {
+        let wanted: Reference = reference.parse().map_err(|e| {
+            anyhow::anyhow!("{user} needs `{reference}`, which is not a valid image reference ({e})")
+        })?;
+        let Some(pair) = pairs.iter().find(|p| p.destination.whole() == wanted.whole()) else {
+            bail!(
+                "{user} needs {reference}, which {} does not vendor: add its source image and tag there",
+                list.display()
+            );
+        };
+        if !chosen.iter().any(|p| p.destination.whole() == wanted.whole()) {
+            chosen.push(pair.clone());
+        }
+    }
+    if ctx.runner.is_dry_run() {
+        // A dry run of the vendoring would ask the registries; the plan only names the step.
+        let names: Vec<String> = chosen.iter().map(|p| p.destination.to_string()).collect();
+        ctx.runner.say(&format!(
+            "thirdparty: vendor from {} what the builds need: {} (`cargo xtask thirdparty --dry-run` shows what is out of date)",
+            list.display(),
+            names.join(" ")
+        ));
+        return Ok(());
+    }
+    vendor(ctx, args, chosen)
 }
 
 /// Mirror `pairs` (tags of the list) into `$DOCKER_REPO/thirdparty/`.
