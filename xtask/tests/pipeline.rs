@@ -133,3 +133,15 @@ fn secrets_go_to_files_never_to_output() {
         assert!(!line.contains("set -x"), "tracing would print what the script handles: {line}");
     }
 }
+
+/// Every step runs in the cloud builder image, which comes from `$DOCKER_REPO`: no step image
+/// from Docker Hub or anywhere else.
+#[test]
+fn every_step_runs_in_the_cloud_builder_image() {
+    let pipeline = pipeline();
+    for step in &pipeline.steps {
+        assert_eq!(step.name, "${_CLOUDBUILD_IMAGE}", "step {:?}", step.id);
+    }
+    let default = &pipeline.substitutions["_CLOUDBUILD_IMAGE"];
+    assert!(default.starts_with("us-docker.pkg.dev/${PROJECT_ID}/docker-dev/cloud-builder:"), "{default}");
+}
