@@ -121,6 +121,11 @@ fn check_platforms(platforms: &str) -> Result<()> {
     Ok(())
 }
 
+/// The part of a platform that names its tag and cache: linux/arm64 → arm64, linux/arm/v7 → arm-v7.
+pub fn platform_suffix(platform: &str) -> String {
+    platform.split_once('/').map_or(platform, |(_, rest)| rest).replace('/', "-")
+}
+
 /// Every setting resolved: the flags and environment, the derived paths and the image versions.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -208,7 +213,7 @@ impl Settings {
     /// Every image reference these settings make must be valid, or no task can work.
     fn check_references(&self, catalog: &Catalog) -> Result<()> {
         for image in catalog.images.iter().chain([&catalog.cloud_builder]) {
-            for reference in [self.image_ref(image), self.cache_ref(image)] {
+            for reference in [self.image_ref(image), self.cache_ref(image, "linux/amd64")] {
                 if let Err(err) = reference.parse::<oci_client::Reference>() {
                     bail!(
                         "the settings make the invalid image reference `{reference}` ({err}): check DOCKER_REPO \
@@ -240,10 +245,13 @@ impl Settings {
         reference
     }
 
-    /// The buildx registry cache of an image. The tag modifier is left out on purpose: a seeding
-    /// run (`TAG_MODIFIER=arm64-seed`) must fill the very cache the real build reads.
-    pub fn cache_ref(&self, image: &Image) -> String {
-        format!("{}/{}:{}", self.cache_root(), image.name, self.tag(image))
+    /// The buildx registry cache of one platform of an image, `…/cache/<name>:<tag>-<arch>`:
+    /// each platform builds on its own node with a cache of its own. The tag modifier is left out
+    /// on purpose: a seeding run (`TAG_MODIFIER=arm64-seed`) must fill the very cache the real
+    /// build's arm64 half reads.
+    pub fn cache_ref(&self, image: &Image, platform: &str) -> String {
+        let arch = platform_suffix(platform);
+        format!("{}/{}:{}-{arch}", self.cache_root(), image.name, self.tag(image))
     }
 
     pub fn tag(&self, image: &Image) -> String {

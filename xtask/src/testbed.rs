@@ -52,20 +52,39 @@ impl TestRegistry {
             }
             None => None,
         };
-        let addr = free_port()?;
-        let config = dir.path().join("config.yml");
-        std::fs::write(&config, config_yaml(addr, &dir.path().join("storage"), htpasswd.as_deref()))?;
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("access.log"))?)
-            .stderr(std::fs::File::create(dir.path().join("registry.log"))?)
-            .spawn()
-            .context("cannot start docker-registry")?;
-        let registry = TestRegistry { addr, dir, child };
-        wait_until_up(addr, Duration::from_secs(20))?;
-        Ok(registry)
+        // A free port can be taken by another process between our probe and the registry's
+        // bind, and whatever then answers there is not our registry: wait for our registry's own
+        // word that it listens, and on a lost race try another port.
+        for _ in 0..5 {
+            let addr = free_port()?;
+            let config = dir.path().join("config.yml");
+            std::fs::write(&config, config_yaml(addr, &dir.path().join("storage"), htpasswd.as_deref()))?;
+            let log = dir.path().join("registry.log");
+            let mut child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(dir.path().join("access.log"))?)
+                .stderr(std::fs::File::create(&log)?)
+                .spawn()
+                .context("cannot start docker-registry")?;
+            let listening = format!("listening on {addr}");
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                if std::fs::read_to_string(&log).unwrap_or_default().contains(&listening) {
+                    let registry = TestRegistry { addr, dir, child };
+                    wait_until_up(addr, Duration::from_secs(20))?;
+                    return Ok(registry);
+                }
+                if child.try_wait()?.is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        bail!("docker-registry did not start listening on 127.0.0.1 in five tries")
     }
 
     /// `127.0.0.1:<port>`, as it goes into image references.
@@ -84,6 +103,15 @@ impl TestRegistry {
     pub fn requests_now(&self) -> Vec<Request> {
         let text = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
         text.lines().filter_map(parse_access_line).collect()
+    }
+
+    /// The registry's own log lines at level error and above (why it answered 5xx, say).
+    pub fn errors(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains("level=error") || l.contains("level=panic"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// CPU seconds (user + system) the registry process has used so far.

@@ -119,7 +119,13 @@ impl Setup {
     #[track_caller]
     fn xtask_ok(&self, args: &[&str], more_env: &[(&str, &str)]) -> Output {
         let output = self.xtask(args, more_env);
-        assert!(output.status.success(), "{args:?} failed:\n{}\n{}", stdout(&output), stderr(&output));
+        assert!(
+            output.status.success(),
+            "{args:?} failed:\n{}\n{}\nthe destination registry's errors:\n{}",
+            stdout(&output),
+            stderr(&output),
+            self.destination.errors()
+        );
         output
     }
 
@@ -200,12 +206,25 @@ fn the_main_job_runs_offline_on_a_real_engine() {
         assert_eq!(built_on(&reference, "linux/arm64"), "aarch64", "{reference}: arm64 RUN under QEMU");
         assert_eq!(built_on(&reference, "linux/amd64"), "x86_64", "{reference}");
     }
-    for cache in [format!("{repo}/cache/hello:1"), format!("{repo}/cache/slow:2")] {
-        skopeo_raw(&cache).unwrap_or_else(|e| panic!("no registry cache {cache}: {e}"));
+    // One build per platform, each with its own cache, merged into one index.
+    for image in ["hello:1", "slow:2"] {
+        for arch in ["amd64", "arm64"] {
+            let cache = format!("{repo}/cache/{image}-{arch}");
+            skopeo_raw(&cache).unwrap_or_else(|e| panic!("no registry cache {cache}: {e}"));
+            assert_eq!(platforms(&format!("{repo}/{image}-{arch}")), [format!("linux/{arch}")]);
+        }
     }
     let slow_log = log_of(&setup, "slow");
-    assert!(slow_log.contains("+ DOCKER_BUILDKIT=1 docker buildx stop default"), "split build:\n{slow_log}");
-    assert_eq!(slow_log.matches("+ DOCKER_BUILDKIT=1 docker buildx build").count(), 2, "{slow_log}");
+    assert_eq!(
+        slow_log.matches("+ DOCKER_BUILDKIT=1 docker buildx stop default").count(),
+        2,
+        "split builds:\n{slow_log}"
+    );
+    assert_eq!(slow_log.matches("+ DOCKER_BUILDKIT=1 docker buildx build").count(), 4, "{slow_log}");
+    assert!(
+        slow_log.contains(&format!("imagetools create --builder default --tag {repo}/slow:2 ")),
+        "{slow_log}"
+    );
 
     // 2. A late change with the engine's build cache emptied: the early steps come from the
     //    registry cache, for both platforms.
@@ -214,7 +233,9 @@ fn the_main_job_runs_offline_on_a_real_engine() {
     setup.xtask_ok(&["prune"], &[]);
     let output = setup.xtask_ok(&["buildx-publish-hello"], &[]);
     let log = stderr(&output);
-    assert!(log.contains(&format!("importing cache manifest from {repo}/cache/hello:1")), "{log}");
+    for arch in ["amd64", "arm64"] {
+        assert!(log.contains(&format!("importing cache manifest from {repo}/cache/hello:1-{arch}")), "{log}");
+    }
     assert_eq!(
         steps_cached(&log, "RUN sleep 3"),
         (2, 2),
@@ -258,6 +279,10 @@ fn the_main_job_runs_offline_on_a_real_engine() {
         let seeded = format!("{repo}/{image}:{tag}-arm64-seed");
         assert_eq!(platforms(&seeded), ["linux/arm64"], "{seeded}");
         assert_eq!(built_on(&seeded, "linux/arm64"), "aarch64");
-        assert!(log.contains(&format!("type=registry,ref={repo}/cache/{image}:{tag},mode=max")), "{log}");
+        // The very cache ref the arm64 half of the pipeline's builds reads.
+        assert!(
+            log.contains(&format!("type=registry,ref={repo}/cache/{image}:{tag}-arm64,mode=max")),
+            "{log}"
+        );
     }
 }

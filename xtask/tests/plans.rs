@@ -17,34 +17,46 @@ const SEED: &[(&str, &str)] = &[
     ("PLATFORMS", "linux/arm64"),
 ];
 
-fn setup_default() -> Vec<String> {
+/// What a plan says of an engine that answers with the classic image store (the fake docker).
+const CLASSIC: &str = "the engine uses the classic image store, whose own builder exports no registry cache: \
+                       a docker-container builder, BuildKit from";
+
+/// `docker`, on the engine of `context` (`None`: this one).
+fn docker(context: Option<&str>) -> String {
+    context.map_or("DOCKER_BUILDKIT=1 docker".into(), |c| format!("DOCKER_BUILDKIT=1 docker --context {c}"))
+}
+
+fn place(context: Option<&str>) -> String {
+    context.map_or("this engine".into(), |c| format!("the engine of docker context {c}"))
+}
+
+/// buildx-setup of one node: a builder container from the vendored BuildKit, made unless found.
+fn setup(repo: &str, builder: &str, context: Option<&str>, platforms: &str) -> Vec<String> {
+    let docker = docker(context);
     vec![
-        "DOCKER_BUILDKIT=1 docker buildx ls".into(),
-        "DOCKER_BUILDKIT=1 docker buildx inspect --builder builder-local".into(),
+        format!(
+            "# {platforms} on {}: builder {builder}, {CLASSIC} {repo}/thirdparty/moby/buildkit:v0.18.0",
+            place(context)
+        ),
+        format!("{docker} buildx ls"),
+        format!("{docker} buildx inspect --builder {builder}"),
         "# if that succeeds:".into(),
-        "# Using existing builder builder-local".into(),
+        format!("# Using existing builder {builder}"),
         "# if that fails:".into(),
         format!(
-            "DOCKER_BUILDKIT=1 docker buildx create --name builder-local --driver docker-container --driver-opt image={DEV}/thirdparty/moby/buildkit:v0.18.0"
+            "{docker} buildx create --name {builder} --driver docker-container \
+             --driver-opt image={repo}/thirdparty/moby/buildkit:v0.18.0"
         ),
     ]
 }
 
+fn setup_default() -> Vec<String> {
+    setup(DEV, "builder-local", None, "linux/amd64,linux/arm64")
+}
+
+/// MULTI_CONTEXT with PLATFORMS=linux/arm64: one node, the arm64 VM's engine.
 fn setup_seed() -> Vec<String> {
-    vec![
-        "DOCKER_BUILDKIT=1 docker buildx ls".into(),
-        "DOCKER_BUILDKIT=1 docker buildx inspect --builder odb".into(),
-        "# if that succeeds:".into(),
-        "# Using existing builder odb".into(),
-        "# if that fails:".into(),
-        format!(
-            "DOCKER_BUILDKIT=1 docker buildx create --use --name odb --platform linux/amd64 --driver docker-container --driver-opt image={PROD}/thirdparty/moby/buildkit:v0.18.0 default"
-        ),
-        format!(
-            "DOCKER_BUILDKIT=1 docker buildx create --append --name odb --platform linux/arm64 --driver-opt image={PROD}/thirdparty/moby/buildkit:v0.18.0 arm_node"
-        ),
-        "DOCKER_BUILDKIT=1 docker buildx ls".into(),
-    ]
+    setup(PROD, "odb-arm_node", Some("arm_node"), "linux/arm64")
 }
 
 fn check(task: &str, env: &[(&str, &str)], lines: &[String]) {
@@ -73,7 +85,7 @@ fn buildx_ls_and_prune() {
     check_both(
         "prune",
         &[s("DOCKER_BUILDKIT=1 docker buildx prune --builder builder-local --all --force")],
-        &[s("DOCKER_BUILDKIT=1 docker buildx prune --builder odb --all --force")],
+        &[s("DOCKER_BUILDKIT=1 docker --context arm_node buildx prune --builder odb-arm_node --all --force")],
     );
 }
 
@@ -120,59 +132,123 @@ fn local_builds() {
     );
 }
 
-/// `docker buildx build` of one image; the cache ref never carries the tag modifier.
-fn buildx_build(
-    repo: &str,
-    builder: &str,
-    platforms: &str,
-    image: &str,
-    args: &str,
-    tag: &str,
-    modifier: &str,
-) -> String {
-    let cache = format!("{repo}/cache/{image}:{tag}");
-    format!(
-        "DOCKER_BUILDKIT=1 docker buildx build --file images/{image}/Dockerfile --platform {platforms} \
-         --builder {builder} --progress plain --build-arg DOCKER_REPO={repo} {args} \
-         --cache-from type=registry,ref={cache} --cache-to type=registry,ref={cache},mode=max \
-         --pull --push --tag {repo}/{image}:{tag}{modifier} images/{image}"
-    )
+/// `docker buildx build` of one platform of an image; the cache ref (per platform) never
+/// carries the tag modifier.
+struct Build<'a> {
+    repo: &'a str,
+    builder: &'a str,
+    context: Option<&'a str>,
+    image: &'a str,
+    args: &'a str,
+    tag: &'a str,
 }
 
+impl Build<'_> {
+    fn cmd(&self, platform: &str, pushed_tag: &str) -> String {
+        let (repo, image) = (self.repo, self.image);
+        let arch = platform.trim_start_matches("linux/");
+        let cache = format!("{repo}/cache/{image}:{}-{arch}", self.tag);
+        format!(
+            "{} buildx build --file images/{image}/Dockerfile --platform {platform} \
+             --builder {} --progress plain --build-arg DOCKER_REPO={repo} {} \
+             --cache-from type=registry,ref={cache} --cache-to type=registry,ref={cache},mode=max \
+             --pull --push --tag {pushed_tag} images/{image}",
+            docker(self.context),
+            self.builder,
+            self.args
+        )
+    }
+}
+
+const IMAGES: [(&str, &str, &str, &str); 3] = [
+    ("runtime", "runtime", "--build-arg ALPINE_VERSION=3.15", "3.15"),
+    ("build", "golang-build", "--build-arg ALPINE_VERSION=3.15 --build-arg GO_VERSION=1.18", "1.18"),
+    ("odb", "odb", "--build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23", "2.5.0-b.23"),
+];
+
+/// Each platform its own build with its own cache and tag, then one merge; a single platform
+/// (the seeding run, on the arm64 node) pushes the tag itself.
 #[test]
 fn buildx_publish() {
-    let images = [
-        ("runtime", "runtime", "--build-arg ALPINE_VERSION=3.15", "3.15"),
-        ("build", "golang-build", "--build-arg ALPINE_VERSION=3.15 --build-arg GO_VERSION=1.18", "1.18"),
-        ("odb", "odb", "--build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23", "2.5.0-b.23"),
-    ];
-    for (task, image, args, tag) in images {
+    for (task, image, args, tag) in IMAGES {
+        let build = Build { repo: DEV, builder: "builder-local", context: None, image, args, tag };
+        let reference = format!("{DEV}/{image}:{tag}");
         let mut default = setup_default();
-        default.push(buildx_build(DEV, "builder-local", "linux/amd64,linux/arm64", image, args, tag, ""));
+        for arch in ["amd64", "arm64"] {
+            default.push(format!("# linux/{arch} on this engine:"));
+            default.push(build.cmd(&format!("linux/{arch}"), &format!("{reference}-{arch}")));
+        }
+        default.push(format!("# when every platform succeeded, merge them into {reference}:"));
+        default.push(format!(
+            "DOCKER_BUILDKIT=1 docker buildx imagetools create --builder builder-local --tag {reference} \
+             {reference}-amd64 {reference}-arm64"
+        ));
+        let build =
+            Build { repo: PROD, builder: "odb-arm_node", context: Some("arm_node"), image, args, tag };
         let mut seed = setup_seed();
-        seed.push(buildx_build(PROD, "odb", "linux/arm64", image, args, tag, "-arm64-seed"));
+        seed.push("# linux/arm64 on the engine of docker context arm_node:".into());
+        seed.push(build.cmd("linux/arm64", &format!("{PROD}/{image}:{tag}-arm64-seed")));
         check_both(&format!("buildx-publish-{task}"), &default, &seed);
     }
 }
 
+/// MULTI_CONTEXT with both platforms: amd64 on this engine, arm64 on the VM's, each with its
+/// own builder; the merge runs here.
+#[test]
+fn buildx_publish_on_two_nodes() {
+    let (_, image, args, tag) = IMAGES[2];
+    let reference = format!("{DEV}/{image}:{tag}");
+    let mut lines = setup_default();
+    lines[0] = lines[0].replace("linux/amd64,linux/arm64 on", "linux/amd64 on");
+    lines.extend(setup(DEV, "builder-local-arm_node", Some("arm_node"), "linux/arm64"));
+    let here = Build { repo: DEV, builder: "builder-local", context: None, image, args, tag };
+    let arm =
+        Build { repo: DEV, builder: "builder-local-arm_node", context: Some("arm_node"), image, args, tag };
+    lines.extend([
+        "# linux/amd64 on this engine:".to_string(),
+        here.cmd("linux/amd64", &format!("{reference}-amd64")),
+        "# linux/arm64 on the engine of docker context arm_node:".to_string(),
+        arm.cmd("linux/arm64", &format!("{reference}-arm64")),
+        format!("# when every platform succeeded, merge them into {reference}:"),
+        format!(
+            "DOCKER_BUILDKIT=1 docker buildx imagetools create --builder builder-local --tag {reference} \
+             {reference}-amd64 {reference}-arm64"
+        ),
+    ]);
+    check("buildx-publish-odb", &[("MULTI_CONTEXT", "1")], &lines);
+}
+
+/// In Cloud Build, each platform of a `split_build` image is built, its builder stopped, and
+/// built again with the push.
 #[test]
 fn odb_split_build_in_cloud_build() {
-    let args = "--build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23";
-    let full = buildx_build(DEV, "builder-local", "linux/amd64,linux/arm64", "odb", args, "2.5.0-b.23", "");
-    let cache = format!("{DEV}/cache/odb:2.5.0-b.23");
-    let build_only =
-        full.replace(" --push", "").replace(&format!(" --cache-to type=registry,ref={cache},mode=max"), "");
+    let (_, image, args, tag) = IMAGES[2];
+    let reference = format!("{DEV}/{image}:{tag}");
     let mut lines = setup_default();
-    lines.extend([
-        s("# split build: build without pushing, restart the builder, then build and push"),
-        build_only,
-        s("DOCKER_BUILDKIT=1 docker buildx stop builder-local"),
-        full,
-    ]);
+    for arch in ["amd64", "arm64"] {
+        let build = Build { repo: DEV, builder: "builder-local", context: None, image, args, tag };
+        let full = build.cmd(&format!("linux/{arch}"), &format!("{reference}-{arch}"));
+        let cache = format!("{DEV}/cache/odb:2.5.0-b.23-{arch}");
+        let build_only = full
+            .replace(" --push", "")
+            .replace(&format!(" --cache-to type=registry,ref={cache},mode=max"), "");
+        lines.extend([
+            format!("# linux/{arch} on this engine:"),
+            s("# split build: build without pushing, restart the builder, then build and push"),
+            build_only,
+            s("DOCKER_BUILDKIT=1 docker buildx stop builder-local"),
+            full,
+        ]);
+    }
+    lines.push(format!("# when every platform succeeded, merge them into {reference}:"));
+    lines.push(format!(
+        "DOCKER_BUILDKIT=1 docker buildx imagetools create --builder builder-local --tag {reference} \
+         {reference}-amd64 {reference}-arm64"
+    ));
     check("buildx-publish-odb", &[("BUILDER_OUTPUT", "/builder/outputs")], &lines);
-    // Images not marked for the split build are built once, even in Cloud Build.
+    // Images not marked for the split build are built once per platform, even in Cloud Build.
     let plan = plan(&["buildx-publish-runtime"], &[("BUILDER_OUTPUT", "/builder/outputs")]);
-    assert_eq!(plan.iter().filter(|l| l.get(3).is_some_and(|w| w == "build")).count(), 1);
+    assert_eq!(plan.iter().filter(|l| l.get(3).is_some_and(|w| w == "build")).count(), 2);
 }
 
 #[test]
@@ -400,7 +476,8 @@ fn start_vm_wait_and_tunnel_wait_plans() {
 #[test]
 fn seed_arm64_plans_the_three_arm64_builds() {
     let env = [("ENV", "docker-prod")];
-    let output = xtask(&["seed-arm64", "--yes", "--dry-run"], &env);
+    let fake = common::FakeTools::new();
+    let output = fake.xtask(&["seed-arm64", "--yes", "--dry-run"], &env);
     assert!(output.status.success(), "{}", common::stderr(&output));
     if std::env::consts::ARCH != "aarch64" {
         assert!(common::stderr(&output).contains("not arm64/aarch64"), "the warning comes first");
@@ -414,8 +491,9 @@ fn seed_arm64_plans_the_three_arm64_builds() {
         let arg = |flag: &str| build[build.iter().position(|w| w == flag).unwrap() + 1].clone();
         assert_eq!(arg("--platform"), "linux/arm64");
         assert_eq!(arg("--tag"), format!("{PROD}/{image}:{tag}-arm64-seed"));
-        assert_eq!(arg("--cache-from"), format!("type=registry,ref={PROD}/cache/{image}:{tag}"));
-        assert_eq!(arg("--cache-to"), format!("type=registry,ref={PROD}/cache/{image}:{tag},mode=max"));
+        // Exactly the cache of the pipeline's arm64 half.
+        assert_eq!(arg("--cache-from"), format!("type=registry,ref={PROD}/cache/{image}:{tag}-arm64"));
+        assert_eq!(arg("--cache-to"), format!("type=registry,ref={PROD}/cache/{image}:{tag}-arm64,mode=max"));
         assert_eq!(arg("--builder"), "builder-local", "the pipeline's per-step BUILDER is dropped");
     }
     // MULTI_CONTEXT is dropped too: the builder is created plain.
@@ -426,7 +504,7 @@ fn seed_arm64_plans_the_three_arm64_builds() {
     assert!(plan.iter().any(|l| l.join(" ") == create), "{plan:#?}");
     assert!(!plan.iter().any(|l| l.contains(&"arm_node".to_string())));
     // The original's dry-run target stays.
-    assert_eq!(common::stdout(&xtask(&["seed-arm64-dry-run"], &env)), common::stdout(&output));
+    assert_eq!(common::stdout(&fake.xtask(&["seed-arm64-dry-run"], &env)), common::stdout(&output));
 }
 
 /// ENV=local asks the engine which image store it uses (fake docker answers here): the plan
@@ -444,14 +522,17 @@ const LOCAL: &str = "localhost:5000/local";
 const LOCAL_IMAGES: [(&str, &str, &str); 3] =
     [("runtime", "runtime", "3.15"), ("build", "golang-build", "1.18"), ("odb", "odb", "2.5.0-b.23")];
 
-fn local_build<'a>(lines: &'a [String], image: &str) -> Vec<String> {
-    let line: &'a String = lines
+/// The builds of an image, one per platform.
+fn builds_of(lines: &[String], image: &str) -> Vec<Vec<String>> {
+    let builds: Vec<Vec<String>> = lines
         .iter()
-        .find(|l| {
+        .filter(|l| {
             l.starts_with("DOCKER_BUILDKIT=1 docker buildx build") && l.ends_with(&format!(" images/{image}"))
         })
-        .unwrap_or_else(|| panic!("no build of {image}: {lines:#?}"));
-    shlex::split(line).unwrap()
+        .map(|line| shlex::split(line).unwrap())
+        .collect();
+    assert_eq!(builds.len(), 2, "{image}: {lines:#?}");
+    builds
 }
 
 fn flag(words: &[String], flag: &str) -> String {
@@ -481,15 +562,21 @@ fn local_publish_all_plan_on_a_classic_engine() {
              --buildkitd-config target/xtask/buildkitd.toml --bootstrap"
         );
         assert!(lines.contains(&create), "{create}\n{lines:#?}");
-        let build = local_build(&lines, image);
-        assert_eq!(flag(&build, "--builder"), builder);
-        assert_eq!(flag(&build, "--platform"), "linux/amd64,linux/arm64");
-        assert_eq!(flag(&build, "--tag"), format!("{LOCAL}/{image}:{tag}"));
-        assert_eq!(
-            flag(&build, "--cache-to"),
-            format!("type=registry,ref={LOCAL}/cache/{image}:{tag},mode=max")
+        for (build, arch) in builds_of(&lines, image).iter().zip(["amd64", "arm64"]) {
+            assert_eq!(flag(build, "--builder"), builder);
+            assert_eq!(flag(build, "--platform"), format!("linux/{arch}"));
+            assert_eq!(flag(build, "--tag"), format!("{LOCAL}/{image}:{tag}-{arch}"));
+            assert_eq!(
+                flag(build, "--cache-to"),
+                format!("type=registry,ref={LOCAL}/cache/{image}:{tag}-{arch},mode=max")
+            );
+            assert!(build.contains(&format!("DOCKER_REPO={LOCAL}")));
+        }
+        let merge = format!(
+            "DOCKER_BUILDKIT=1 docker buildx imagetools create --builder {builder} --tag {LOCAL}/{image}:{tag} \
+             {LOCAL}/{image}:{tag}-amd64 {LOCAL}/{image}:{tag}-arm64"
         );
-        assert!(build.contains(&format!("DOCKER_REPO={LOCAL}")));
+        assert!(lines.contains(&merge), "{merge}\n{lines:#?}");
     }
 }
 
@@ -499,10 +586,12 @@ fn local_publish_all_plan_on_a_containerd_engine() {
     assert!(lines[2].contains(&format!("{LOCAL}/thirdparty/debian:11-slim (")), "{}", lines[2]);
     assert!(!lines[2].contains("buildkit"), "no BuildKit image to vendor: {}", lines[2]);
     assert!(!lines.iter().any(|l| l.contains("buildx create")), "no builder to create: {lines:#?}");
-    assert!(
-        lines.iter().any(|l| l.starts_with("# builder default: the engine uses the containerd image store"))
-    );
+    assert!(lines.iter().any(|l| l.starts_with(
+        "# linux/amd64,linux/arm64 on this engine: builder default, the engine uses the containerd image store"
+    )));
     for (_, image, _) in LOCAL_IMAGES {
-        assert_eq!(flag(&local_build(&lines, image), "--builder"), "default");
+        for build in builds_of(&lines, image) {
+            assert_eq!(flag(&build, "--builder"), "default");
+        }
     }
 }

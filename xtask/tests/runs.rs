@@ -5,6 +5,10 @@ mod common;
 
 use common::{FakeTools, call, has_arg, stderr, stdout};
 
+/// The probe every build task makes first: which image store the engine uses (the fake answers
+/// nothing: the classic store, so builds run in a builder container).
+const STORE: &str = "docker DOCKER_BUILDKIT=1 info --format '{{json .DriverStatus}}'";
+
 #[test]
 fn buildx_setup_reuses_an_existing_builder() {
     let fake = FakeTools::new();
@@ -13,6 +17,7 @@ fn buildx_setup_reuses_an_existing_builder() {
     assert_eq!(
         fake.calls(),
         [
+            call(STORE),
             call("docker DOCKER_BUILDKIT=1 buildx ls"),
             call("docker DOCKER_BUILDKIT=1 buildx inspect --builder b1")
         ]
@@ -29,6 +34,7 @@ fn buildx_setup_creates_a_missing_builder() {
     assert_eq!(
         fake.calls(),
         [
+            call(STORE),
             call("docker DOCKER_BUILDKIT=1 buildx ls"),
             call("docker DOCKER_BUILDKIT=1 buildx inspect --builder b2"),
             call(
@@ -39,29 +45,37 @@ fn buildx_setup_creates_a_missing_builder() {
     );
 }
 
+/// MULTI_CONTEXT: a builder on each node, each asked on its own engine; where the engine has the
+/// containerd store (here the arm64 VM's) its own builder serves and nothing is created.
 #[test]
-fn buildx_setup_creates_a_two_node_builder() {
+fn buildx_setup_sets_up_each_node() {
     let fake = FakeTools::new();
     fake.fail(1, "docker buildx inspect");
+    fake.print("docker --context arm_node info", r#"[["driver-type","io.containerd.snapshotter.v1"]]"#);
     let output = fake.xtask(&["buildx-setup", "--multi-context"], &[("BUILDER", "odb")]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let calls = fake.calls();
-    assert_eq!(calls.len(), 5, "{calls:?}");
     let image = "image=us-docker.pkg.dev/multi-arch-docker/docker-dev/thirdparty/moby/buildkit:v0.18.0";
     assert_eq!(
-        calls[2],
-        call(&format!(
-            "docker DOCKER_BUILDKIT=1 buildx create --use --name odb --platform linux/amd64 \
-             --driver docker-container --driver-opt {image} default"
-        ))
+        fake.calls(),
+        [
+            call(STORE),
+            call("docker DOCKER_BUILDKIT=1 --context arm_node info --format '{{json .DriverStatus}}'"),
+            call("docker DOCKER_BUILDKIT=1 buildx ls"),
+            call("docker DOCKER_BUILDKIT=1 buildx inspect --builder odb"),
+            call(&format!(
+                "docker DOCKER_BUILDKIT=1 buildx create --name odb --driver docker-container --driver-opt {image}"
+            )),
+        ]
     );
-    assert_eq!(
-        calls[3],
-        call(&format!(
-            "docker DOCKER_BUILDKIT=1 buildx create --append --name odb --platform linux/arm64 --driver-opt {image} arm_node"
-        ))
+    let out = stdout(&output);
+    assert!(
+        out.contains("linux/amd64 on this engine: builder odb, the engine uses the classic image store"),
+        "{out}"
     );
-    assert_eq!(calls[4], call("docker DOCKER_BUILDKIT=1 buildx ls"));
+    assert!(
+        out.contains("linux/arm64 on the engine of docker context arm_node: builder arm_node, the engine uses the containerd image store"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -70,26 +84,44 @@ fn a_failing_buildx_ls_does_not_stop_the_setup() {
     fake.fail(1, "docker buildx ls");
     let output = fake.xtask(&["buildx-setup"], &[]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(fake.calls().len(), 2);
+    assert_eq!(fake.calls().len(), 3);
+}
+
+/// The calls of one platform's build steps, in order.
+fn platform_calls(calls: &[Vec<String>], platform: &str) -> Vec<Vec<String>> {
+    calls
+        .iter()
+        .filter(|c| c[2..4] == ["buildx", "stop"] || (c[3] == "build" && has_arg(c, platform)))
+        .cloned()
+        .collect()
 }
 
 #[test]
-fn split_build_runs_its_three_steps_in_order() {
+fn split_build_runs_its_three_steps_in_order_on_each_platform() {
     let fake = FakeTools::new();
     let output =
         fake.xtask(&["buildx-publish-odb"], &[("BUILDER_OUTPUT", "/builder/outputs"), ("BUILDER", "odb")]);
     assert!(output.status.success(), "{}", stderr(&output));
     let calls = fake.calls();
-    let steps = &calls[2..];
-    assert_eq!(steps.len(), 3, "{calls:?}");
-    assert_eq!(steps[0][..3], call("docker DOCKER_BUILDKIT=1 buildx")[..]);
-    assert_eq!(steps[0][3], "build");
-    assert!(!has_arg(&steps[0], "--push") && !has_arg(&steps[0], "--cache-to"), "{:?}", steps[0]);
-    assert!(has_arg(&steps[0], "--cache-from"));
-    assert_eq!(steps[1], call("docker DOCKER_BUILDKIT=1 buildx stop odb"));
-    assert!(has_arg(&steps[2], "--push") && has_arg(&steps[2], "--cache-to"), "{:?}", steps[2]);
-    // The full build is the first one plus exactly `--push` and `--cache-to <ref>`.
-    assert_eq!(steps[2].len(), steps[0].len() + 3);
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let steps: Vec<Vec<String>> = platform_calls(&calls, platform);
+        // Each platform's stop is among them: build, stop, (other's stop), build.
+        let builds: Vec<&Vec<String>> = steps.iter().filter(|c| c[3] == "build").collect();
+        assert_eq!(builds.len(), 2, "{calls:?}");
+        assert!(!has_arg(builds[0], "--push") && !has_arg(builds[0], "--cache-to"), "{:?}", builds[0]);
+        assert!(has_arg(builds[0], "--cache-from"));
+        assert!(has_arg(builds[1], "--push") && has_arg(builds[1], "--cache-to"), "{:?}", builds[1]);
+        // The full build is the first one plus exactly `--push` and `--cache-to <ref>`.
+        assert_eq!(builds[1].len(), builds[0].len() + 3);
+        let first = calls.iter().position(|c| c == builds[0]).unwrap();
+        let last = calls.iter().position(|c| c == builds[1]).unwrap();
+        assert!(
+            calls[first..last].contains(&call("docker DOCKER_BUILDKIT=1 buildx stop odb")),
+            "the builder stops between the two builds: {calls:?}"
+        );
+    }
+    let merge = calls.last().unwrap();
+    assert_eq!(merge[2..5], ["buildx", "imagetools", "create"], "the merge comes last: {calls:?}");
 }
 
 #[test]
@@ -100,9 +132,28 @@ fn a_failing_command_stops_the_task_with_its_exit_status() {
     assert_eq!(output.status.code(), Some(3));
     let err = stderr(&output);
     assert!(err.contains("command failed with exit status 3: DOCKER_BUILDKIT=1 docker buildx build --file images/odb/Dockerfile"), "{err}");
-    // Nothing after the failing first step of the split build ran.
+    assert!(
+        err.contains("so us-docker.pkg.dev/multi-arch-docker/docker-dev/odb:2.5.0-b.23 was not pushed"),
+        "{err}"
+    );
+    // Nothing after the failing first step of each platform's split build ran: no stop, no
+    // full build, no merge.
     let calls = fake.calls();
-    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(calls.len(), 5, "{calls:?}");
+    assert!(calls[3..].iter().all(|c| c[3] == "build" && !has_arg(c, "--push")), "{calls:?}");
+}
+
+/// One platform failing is enough: the other finishes, and nothing is merged.
+#[test]
+fn a_failing_platform_fails_the_task_and_nothing_is_merged() {
+    let fake = FakeTools::new();
+    fake.fail(4, "docker buildx build --file images/runtime/Dockerfile --platform linux/arm64");
+    let output = fake.xtask(&["buildx-publish-runtime"], &[]);
+    assert_eq!(output.status.code(), Some(4));
+    assert!(stderr(&output).contains("the linux/arm64 build of runtime failed"), "{}", stderr(&output));
+    let calls = fake.calls();
+    assert!(calls.iter().any(|c| c[3] == "build" && has_arg(c, "linux/amd64")), "{calls:?}");
+    assert!(!calls.iter().any(|c| c.get(3).map(String::as_str) == Some("imagetools")), "{calls:?}");
 }
 
 #[test]
@@ -141,7 +192,7 @@ fn dry_run_lines_survive_a_shell() {
     let tricky_builder = r#"my builder's "odd" $name `x` \ end"#;
     let tricky_zone = "a b;c&&d|e*";
     for task in ["prune", "buildx-publish-runtime", "ssh-vm"] {
-        let dry = common::xtask(&[task, "--dry-run"], &[("BUILDER", tricky_builder), ("ZONE", tricky_zone)]);
+        let dry = fake.xtask(&[task, "--dry-run"], &[("BUILDER", tricky_builder), ("ZONE", tricky_zone)]);
         assert!(dry.status.success());
         let line = stdout(&dry).lines().last().unwrap().strip_prefix("[dry-run] ").unwrap().to_string();
         let log = fake.dir.path().join("calls.log");
@@ -241,11 +292,12 @@ fn seed_arm64_needs_env() {
 #[test]
 fn every_task_stops_at_a_failing_command() {
     let cases: [(&[&str], &str, usize); 8] = [
-        (&["buildx-publish-runtime"], "docker buildx build", 3),
+        // The store probe, ls, inspect, then both platforms' builds (they run at once).
+        (&["buildx-publish-runtime"], "docker buildx build", 5),
         (&["build-odb"], "docker build", 1),
         (&["pull-build"], "docker pull", 1),
         (&["clean"], "docker rmi", 1),
-        (&["prune"], "docker buildx prune", 1),
+        (&["prune"], "docker buildx prune", 2),
         (&["start-vm", "--wait"], "gcloud compute instances start", 1),
         (&["stop-vm"], "gcloud compute instances stop", 1),
         (&["ssh-tunnel", "--wait"], "gcloud compute ssh", 1),
@@ -257,7 +309,8 @@ fn every_task_stops_at_a_failing_command() {
         assert_eq!(output.status.code(), Some(7), "{args:?}: {}", stderr(&output));
         let err = stderr(&output);
         let named = err.lines().last().unwrap();
-        assert!(named.starts_with("error: command failed with exit status 7: "), "{args:?}: {err}");
+        assert!(named.starts_with("error: "), "{args:?}: {err}");
+        assert!(named.contains("command failed with exit status 7: "), "{args:?}: {err}");
         let program = failing.split(' ').next().unwrap();
         assert!(named.contains(&format!(" {program} ")), "{args:?}: {named}");
         assert_eq!(

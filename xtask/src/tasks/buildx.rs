@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use super::Ctx;
 use crate::runner::{Cmd, Runner};
 
-/// The builder that builds run on, and why it was chosen (for `info` and the plan).
+/// The builder of a node, and why it was chosen (for `info` and the plan).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Builder {
     pub name: String,
@@ -14,110 +14,171 @@ pub struct Builder {
     pub why: String,
 }
 
+/// An engine that builds some platforms of `$PLATFORMS`, and its builder there. Each platform is
+/// a build of its own, on its node, with its own registry cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The docker context of the engine: `None` is this engine (the current context), `Some`
+    /// another one, reached as `docker --context <name> …` (buildx refuses `--builder <context>`
+    /// from another context).
+    pub context: Option<String>,
+    pub platforms: Vec<String>,
+    pub builder: Builder,
+}
+
+/// The context of the arm64 VM's engine, behind the ssh tunnel (the pipeline's `setup` step
+/// creates it).
+pub const ARM_CONTEXT: &str = "arm_node";
+
 /// The containerd image store, as `docker info` names its snapshotter driver.
 const CONTAINERD_STORE: &str = "io.containerd.snapshotter.v1";
 
-/// Which builder the settings call for. ENV=local asks the engine (a read-only query, made in
-/// a dry run too): with the containerd image store, the engine's own BuildKit builds several
-/// platforms, pushes and exports registry caches, so no BuildKit container is needed. Without
-/// it (the classic store), and everywhere else, builds run on `$BUILDER`, a BuildKit container
-/// booted from the vendored image.
-pub fn choose_builder(ctx: &Ctx) -> Result<Builder> {
-    let s = &ctx.settings;
-    let container = |why: String| Builder { name: s.builder.clone(), engine: false, why };
-    let image = s.vendored(&ctx.catalog.buildkit);
-    if !s.local {
-        let nodes = if s.multi_context {
-            "two nodes, this engine (`default`, amd64) and the arm64 VM (`arm_node`)"
-        } else {
-            "one node on this engine"
-        };
-        return Ok(container(format!("a docker-container builder with {nodes}, BuildKit from {image}")));
+impl Node {
+    /// `docker`, on this node's engine.
+    pub fn docker(&self) -> Cmd {
+        docker_on(self.context.as_deref())
     }
-    let store = Cmd::docker().args(["info", "--format", "{{json .DriverStatus}}"]);
+
+    /// Where the node is, for messages.
+    pub fn place(&self) -> String {
+        match &self.context {
+            Some(context) => format!("the engine of docker context {context}"),
+            None => "this engine".to_string(),
+        }
+    }
+}
+
+/// `docker`, on the engine of `context` (`None`: the current one).
+fn docker_on(context: Option<&str>) -> Cmd {
+    match context {
+        Some(context) => Cmd::docker().args(["--context", context]),
+        None => Cmd::docker(),
+    }
+}
+
+/// Where each platform of `$PLATFORMS` builds. With MULTI_CONTEXT, linux/arm64 on the arm64
+/// VM's engine (`arm_node`) and every other platform on this engine; otherwise (ENV=local too)
+/// all on this engine.
+pub fn nodes(ctx: &Ctx) -> Result<Vec<Node>> {
+    let s = &ctx.settings;
+    let platforms: Vec<String> = s.platforms.split(',').map(|p| p.trim().to_string()).collect();
+    let (arm, here): (Vec<String>, Vec<String>) =
+        platforms.into_iter().partition(|p| s.multi_context && p.starts_with("linux/arm64"));
+    let mut nodes = Vec::new();
+    for (context, platforms) in [(None, here), (Some(ARM_CONTEXT.to_string()), arm)] {
+        if platforms.is_empty() {
+            continue;
+        }
+        let builder = choose_builder(ctx, context.as_deref())?;
+        nodes.push(Node { context, platforms, builder });
+    }
+    Ok(nodes)
+}
+
+/// A node's builder, from its engine (a read-only query, made in a dry run too): with the
+/// containerd image store, the engine's own BuildKit builds, pushes and exports registry caches,
+/// so no BuildKit container is needed. With the classic store, whose own builder exports no
+/// registry cache, a BuildKit container booted from the vendored image: `$BUILDER` on this
+/// engine, `$BUILDER-<context>` on another.
+pub fn choose_builder(ctx: &Ctx, context: Option<&str>) -> Result<Builder> {
+    let s = &ctx.settings;
+    let name = context.map_or_else(|| s.builder.clone(), |c| format!("{}-{c}", s.builder));
+    let image = s.vendored(&ctx.catalog.buildkit);
+    let container = |why: &str| Builder {
+        name: name.clone(),
+        engine: false,
+        why: format!("{why}: a docker-container builder, BuildKit from {image}"),
+    };
+    let store = docker_on(context).args(["info", "--format", "{{json .DriverStatus}}"]);
     let answer = match ctx.runner.query(&store, None) {
         Ok(answer) => answer,
-        // A dry run still shows a plan on a machine whose engine does not answer.
+        // A dry run still shows a plan where an engine does not answer.
         Err(err) if ctx.runner.is_dry_run() => {
-            return Ok(container(format!(
-                "the engine did not answer ({err:#}), so this plan assumes the classic image store: \
-                 a docker-container builder, BuildKit from {image}"
+            return Ok(container(&format!(
+                "the engine did not answer ({err:#}), so this plan assumes the classic image store"
             )));
         }
         Err(err) => {
-            return Err(err.context("cannot ask the Docker engine which image store it uses: is it running?"));
+            let hint = match context {
+                Some(ARM_CONTEXT) => "is the tunnel to the arm64 VM up? (`cargo xtask ssh-tunnel --wait`)",
+                Some(_) => "is that context's engine running?",
+                None => "is it running?",
+            };
+            return Err(
+                err.context(format!("cannot ask the Docker engine which image store it uses: {hint}"))
+            );
         }
     };
     if !answer.contains(CONTAINERD_STORE) {
-        return Ok(container(format!(
-            "the engine uses the classic image store, whose own builder builds one platform and exports no \
-             registry cache: a docker-container builder, BuildKit from {image}"
-        )));
+        return Ok(container(
+            "the engine uses the classic image store, whose own builder exports no registry cache",
+        ));
     }
-    // The engine's builder is named after the docker context it belongs to.
-    let context = ctx.runner.query(&Cmd::docker().args(["context", "show"]), None)?;
+    // The engine's builder is named after its docker context.
+    let name = match context {
+        Some(context) => context.to_string(),
+        None => ctx.runner.query(&Cmd::docker().args(["context", "show"]), None)?.trim().to_string(),
+    };
     Ok(Builder {
-        name: context.trim().to_string(),
+        name,
         engine: true,
-        why: "the engine uses the containerd image store: its own BuildKit builds every platform, pushes \
-              and exports registry caches, with no BuildKit container"
+        why: "the engine uses the containerd image store: its own BuildKit builds, pushes and exports \
+              registry caches, with no BuildKit container"
             .to_string(),
     })
 }
 
-/// buildx-setup: create the builder `$BUILDER` unless `docker buildx inspect` finds it, or use
-/// the engine's own (see `choose_builder`). With ENV=local the builder must also be able to
-/// build every platform of `$PLATFORMS` here. Returns the builder's name.
-pub fn buildx_setup(ctx: &Ctx) -> Result<String> {
+/// buildx-setup: on each node, the engine's own builder, or `$BUILDER` (see `choose_builder`)
+/// created unless `docker buildx inspect` finds it. With ENV=local the builder must also be able
+/// to build every platform of `$PLATFORMS` here. Returns the nodes.
+pub fn buildx_setup(ctx: &Ctx) -> Result<Vec<Node>> {
     let s = &ctx.settings;
     let runner = &ctx.runner;
-    let builder = choose_builder(ctx)?;
-    if s.local {
-        runner.say(&format!("builder {}: {}", builder.name, builder.why));
+    let nodes = nodes(ctx)?;
+    for node in &nodes {
+        let builder = &node.builder;
+        runner.say(&format!(
+            "{} on {}: builder {}, {}",
+            node.platforms.join(","),
+            node.place(),
+            builder.name,
+            builder.why
+        ));
+        if !builder.engine {
+            runner.run_ignoring_failure(&node.docker().args(["buildx", "ls"]))?;
+            let inspect = node.docker().args(["buildx", "inspect", "--builder", &builder.name]);
+            runner.branch(
+                &inspect,
+                |r| {
+                    r.say(&format!("Using existing builder {}", builder.name));
+                    Ok(())
+                },
+                |r| {
+                    if s.local {
+                        create_local_builder(ctx, r, &builder.name)
+                    } else {
+                        create_builder(ctx, r, node)
+                    }
+                },
+            )?;
+        }
+        if s.local {
+            check_local_platforms(ctx, &node.builder.name)?;
+        }
     }
-    if !builder.engine {
-        runner.run_ignoring_failure(&Cmd::docker().args(["buildx", "ls"]))?;
-        let inspect = Cmd::docker().args(["buildx", "inspect", "--builder", &s.builder]);
-        runner.branch(
-            &inspect,
-            |r| {
-                r.say(&format!("Using existing builder {}", s.builder));
-                Ok(())
-            },
-            |r| {
-                if s.local { create_local_builder(ctx, r) } else { create_builder(ctx, r) }
-            },
-        )?;
-    }
-    if s.local {
-        check_local_platforms(ctx, &builder.name)?;
-    }
-    Ok(builder.name)
+    Ok(nodes)
 }
 
-/// A builder whose BuildKit runs in a container booted from the vendored image. With
-/// MULTI_CONTEXT it has two nodes: this machine's docker (`default`) for amd64 and the arm64
-/// VM's docker behind the ssh tunnel (`arm_node`).
-fn create_builder(ctx: &Ctx, runner: &Runner) -> Result<()> {
-    let s = &ctx.settings;
-    let builder = s.builder.as_str();
-    let image = format!("image={}", s.vendored(&ctx.catalog.buildkit));
-    let container = ["--driver", "docker-container", "--driver-opt", &image];
-    if !s.multi_context {
-        return runner.run(&Cmd::docker().args(["buildx", "create", "--name", builder]).args(container));
-    }
-    runner.run(
-        &Cmd::docker()
-            .args(["buildx", "create", "--use", "--name", builder, "--platform", "linux/amd64"])
-            .args(container)
-            .arg("default"),
-    )?;
-    runner.run(
-        &Cmd::docker()
-            .args(["buildx", "create", "--append", "--name", builder, "--platform", "linux/arm64"])
-            .args(["--driver-opt", &image, "arm_node"]),
-    )?;
-    runner.run(&Cmd::docker().args(["buildx", "ls"]))
+/// A builder whose BuildKit runs in a container on the node's engine, booted from the vendored
+/// image.
+fn create_builder(ctx: &Ctx, runner: &Runner, node: &Node) -> Result<()> {
+    let image = format!("image={}", ctx.settings.vendored(&ctx.catalog.buildkit));
+    runner.run(&node.docker().args(["buildx", "create", "--name", &node.builder.name]).args([
+        "--driver",
+        "docker-container",
+        "--driver-opt",
+        &image,
+    ]))
 }
 
 /// Where the local builder's BuildKit configuration is written (relative to the repository).
@@ -125,7 +186,7 @@ pub const LOCAL_BUILDKITD_CONFIG: &str = "target/xtask/buildkitd.toml";
 
 /// ENV=local on a classic engine: a BuildKit container on the host's network, so that
 /// `localhost:<port>` inside it is the host's registry, and told that registry speaks plain HTTP.
-fn create_local_builder(ctx: &Ctx, runner: &Runner) -> Result<()> {
+fn create_local_builder(ctx: &Ctx, runner: &Runner, name: &str) -> Result<()> {
     let s = &ctx.settings;
     let registry = s.docker_repo.split('/').next().unwrap_or_default();
     if !runner.is_dry_run() {
@@ -135,7 +196,7 @@ fn create_local_builder(ctx: &Ctx, runner: &Runner) -> Result<()> {
         std::fs::write(&path, config).with_context(|| format!("cannot write {}", path.display()))?;
     }
     let image = format!("image={}", s.vendored(&ctx.catalog.buildkit));
-    runner.run(&Cmd::docker().args(["buildx", "create", "--name", &s.builder]).args([
+    runner.run(&Cmd::docker().args(["buildx", "create", "--name", name]).args([
         "--driver",
         "docker-container",
         "--driver-opt",
@@ -190,10 +251,14 @@ pub fn buildx_ls(ctx: &Ctx) -> Result<()> {
     ctx.runner.run(&Cmd::docker().args(["buildx", "ls"]))
 }
 
-/// prune: empty the local cache of the builder that builds run on.
+/// prune: empty the local cache of the builder of every node.
 pub fn prune(ctx: &Ctx) -> Result<()> {
-    let builder = choose_builder(ctx)?.name;
-    ctx.runner.run(&Cmd::docker().args(["buildx", "prune", "--builder", &builder, "--all", "--force"]))
+    for node in nodes(ctx)? {
+        let prune =
+            node.docker().args(["buildx", "prune", "--builder", &node.builder.name, "--all", "--force"]);
+        ctx.runner.run(&prune)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

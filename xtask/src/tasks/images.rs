@@ -2,10 +2,12 @@
 
 use anyhow::{Context, Result, bail};
 
-use super::{Ctx, buildx, local_registry};
+use super::buildx::{self, Node};
+use super::{Ctx, local_registry};
 use crate::catalog::Image;
 use crate::dockerfile;
 use crate::runner::Cmd;
+use crate::settings::platform_suffix;
 
 /// build-<image>: a single-platform build on this machine's docker, not pushed.
 pub fn build(ctx: &Ctx, image: &Image) -> Result<()> {
@@ -26,11 +28,69 @@ pub fn buildx_publish(ctx: &Ctx, image: &Image) -> Result<()> {
     publish(ctx, image)
 }
 
-/// buildx-setup, then the build and push. An image marked `split_build` is built in three
-/// steps inside Cloud Build.
+/// buildx-setup, then one build per platform of `$PLATFORMS`, all at once, each on its node
+/// with its own registry cache and pushing its own tag `<tag>-<arch>`; when every one succeeded,
+/// `docker buildx imagetools create` merges them into `<tag>`, attestations kept. (One registry
+/// cache for a build of several platforms on several nodes keeps only the platform that finished
+/// last: docker/buildx#1044.) A single platform pushes `<tag>` itself.
 pub fn publish(ctx: &Ctx, image: &Image) -> Result<()> {
-    let builder = buildx::buildx_setup(ctx)?;
-    let full = buildx_build_cmd(ctx, image, &builder);
+    let nodes = buildx::buildx_setup(ctx)?;
+    let reference = ctx.settings.image_ref(image);
+    let builds: Vec<PlatformBuild> = nodes
+        .iter()
+        .flat_map(|node| node.platforms.iter().map(move |platform| PlatformBuild { node, platform }))
+        .collect();
+    let single = builds.len() == 1;
+    let tag = |build: &PlatformBuild| {
+        if single { reference.clone() } else { format!("{reference}-{}", platform_suffix(build.platform)) }
+    };
+    if ctx.runner.is_dry_run() {
+        for build in &builds {
+            ctx.runner.say(&format!("{} on {}:", build.platform, build.node.place()));
+            build_platform(ctx, image, build, &tag(build))?;
+        }
+    } else {
+        let failures: Vec<(String, anyhow::Error)> = std::thread::scope(|scope| {
+            let running: Vec<_> = builds
+                .iter()
+                .map(|build| {
+                    let tag = tag(build);
+                    scope.spawn(move || (build.platform.clone(), build_platform(ctx, image, build, &tag)))
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|r| r.join().expect("a build thread panicked"))
+                .filter_map(|(platform, result)| result.err().map(|e| (platform, e)))
+                .collect()
+        });
+        if let Some((platform, first)) = failures.into_iter().next() {
+            return Err(first.context(format!(
+                "the {platform} build of {} failed, so {reference} was not pushed",
+                image.name
+            )));
+        }
+    }
+    if single {
+        return Ok(());
+    }
+    let tags: Vec<String> = builds.iter().map(tag).collect();
+    ctx.runner.say(&format!("when every platform succeeded, merge them into {reference}:"));
+    let merge =
+        nodes[0].docker().args(["buildx", "imagetools", "create", "--builder", &nodes[0].builder.name]);
+    ctx.runner.run(&merge.args(["--tag", &reference]).args(tags))
+}
+
+/// One platform of an image, on the node that builds it.
+struct PlatformBuild<'a> {
+    node: &'a Node,
+    platform: &'a String,
+}
+
+/// The build of one platform. An image marked `split_build` is built in three steps inside Cloud
+/// Build.
+fn build_platform(ctx: &Ctx, image: &Image, build: &PlatformBuild, tag: &str) -> Result<()> {
+    let full = buildx_build_cmd(ctx, image, build.node, build.platform, tag);
     if !(image.split_build && ctx.settings.in_cloud_build) {
         return ctx.runner.run(&full);
     }
@@ -41,20 +101,20 @@ pub fn publish(ctx: &Ctx, image: &Image) -> Result<()> {
     ctx.runner.say("split build: build without pushing, restart the builder, then build and push");
     let build_only = full.clone().without("--push", false).without("--cache-to", true);
     ctx.runner.run(&build_only)?;
-    ctx.runner.run(&Cmd::docker().args(["buildx", "stop", &builder]))?;
+    ctx.runner.run(&build.node.docker().args(["buildx", "stop", &build.node.builder.name]))?;
     ctx.runner.run(&full)
 }
 
-pub fn buildx_build_cmd(ctx: &Ctx, image: &Image, builder: &str) -> Cmd {
+pub fn buildx_build_cmd(ctx: &Ctx, image: &Image, node: &Node, platform: &str, tag: &str) -> Cmd {
     let s = &ctx.settings;
-    let cache = s.cache_ref(image);
-    Cmd::docker()
+    let cache = s.cache_ref(image, platform);
+    node.docker()
         .args(["buildx", "build", "--file", &image.dockerfile()])
-        .args(["--platform", &s.platforms, "--builder", builder, "--progress", "plain"])
+        .args(["--platform", platform, "--builder", &node.builder.name, "--progress", "plain"])
         .args(s.build_args(image))
         .args(["--cache-from", &format!("type=registry,ref={cache}")])
         .args(["--cache-to", &format!("type=registry,ref={cache},mode=max")])
-        .args(["--pull", "--push", "--tag", &s.image_ref(image), &image.context()])
+        .args(["--pull", "--push", "--tag", tag, &image.context()])
 }
 
 /// pull-<image>: this machine's platform variant of the published image.

@@ -16,9 +16,15 @@ pub fn info(ctx: &Ctx) -> Result<()> {
     println!("DOCKER_REPO:     {}", s.docker_repo);
     println!("PLATFORMS:       {}", s.platforms);
     println!("BUILDER:         {}", s.builder);
-    match buildx::choose_builder(ctx) {
-        Ok(builder) => println!("Builds run on:   {} ({})", builder.name, builder.why),
-        Err(err) => println!("Builds run on:   cannot tell: {err:#}"),
+    match buildx::nodes(ctx) {
+        Ok(nodes) => {
+            for node in nodes {
+                let platforms = node.platforms.join(",");
+                let (place, builder) = (node.place(), &node.builder);
+                println!("Builds of {platforms}: on {place}, builder {} ({})", builder.name, builder.why);
+            }
+        }
+        Err(err) => println!("Builds:          cannot tell where: {err:#}"),
     }
     println!("MULTI_CONTEXT:   {}", flag(s.multi_context));
     println!("TAG_MODIFIER:    {}", s.tag_modifier);

@@ -26,7 +26,7 @@ pub struct PublishAllArgs {
 pub fn publish_all(ctx: &Ctx, args: &PublishAllArgs) -> Result<()> {
     local_registry::ensure_for_local_env(ctx)?;
     // The catalog's images, not the cloud builder: publish-all does not build it.
-    let with_buildkit = !buildx::choose_builder(ctx)?.engine;
+    let with_buildkit = buildx::nodes(ctx)?.iter().any(|node| !node.builder.engine);
     thirdparty::vendor_bases(
         ctx,
         &args.thirdparty,

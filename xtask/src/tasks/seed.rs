@@ -103,7 +103,12 @@ fn describe_plan(seed: &Ctx, images: &[Image]) {
         seed.catalog.pipeline.display()
     ));
     for image in images {
-        say(format!("  {} -> {} (cache {})", image.name, s.image_ref(image), s.cache_ref(image)));
+        say(format!(
+            "  {} -> {} (cache {})",
+            image.name,
+            s.image_ref(image),
+            s.cache_ref(image, SEED_PLATFORM)
+        ));
     }
     say(format!(
         "settings: ENV={} DOCKER_REPO={} PLATFORMS={} TAG_MODIFIER={} BUILDER={}",

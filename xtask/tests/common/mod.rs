@@ -39,10 +39,13 @@ pub fn stderr(output: &Output) -> String {
 
 /// The dry-run plan of a task: one entry per `[dry-run] ` line, each split back into its words
 /// the way a POSIX shell would. Comment lines stay one word (`# …`). Panics on any other line.
+///
+/// A fake `docker` stands first on `PATH`: the plan asks engines which image store they use, and
+/// the fake's empty answer is the classic store, on any machine.
 pub fn plan(args: &[&str], env: &[(&str, &str)]) -> Vec<Vec<String>> {
     let mut args = args.to_vec();
     args.push("--dry-run");
-    let output = xtask(&args, env);
+    let output = FakeTools::new().xtask(&args, env);
     assert!(output.status.success(), "{args:?} failed: {}", stderr(&output));
     parse_plan(&stdout(&output))
 }
