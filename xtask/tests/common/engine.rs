@@ -103,3 +103,151 @@ pub fn push_busybox_base(dir: &Path, reference: &str) {
         ],
     );
 }
+
+/// A second Docker engine on this machine, standing in for the arm64 VM's: its own data, exec
+/// root and bridge, the containerd image store, listening on `127.0.0.1:<port>` only. Stopped,
+/// and its bridge removed, when dropped.
+pub struct SecondEngine {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    bridge: String,
+}
+
+impl SecondEngine {
+    pub fn start(port: u16) -> SecondEngine {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        std::fs::write(dir.path().join("daemon.json"), r#"{"features":{"containerd-snapshotter":true}}"#)
+            .unwrap();
+        // `--bridge=none` breaks every RUN, so it gets a bridge of its own, with a link-local
+        // address nothing is ever sent to.
+        let bridge = format!("xtask{port}");
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        run("ip", &["link", "add", &bridge, "type", "bridge"]);
+        run("ip", &["addr", "add", "169.254.77.1/24", "dev", &bridge]);
+        run("ip", &["link", "set", &bridge, "up"]);
+        let child = Command::new("dockerd")
+            .args(["--config-file", &path("daemon.json"), "--data-root", &path("data")])
+            .args(["--exec-root", &path("exec"), "--pidfile", &path("pid")])
+            .args(["-H", &format!("tcp://127.0.0.1:{port}"), "--iptables=false", "--bridge", &bridge])
+            .stdout(std::fs::File::create(dir.path().join("dockerd.log")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("dockerd.err")).unwrap())
+            .spawn()
+            .expect("dockerd starts");
+        let engine = SecondEngine { dir, child, bridge };
+        let host = format!("tcp://127.0.0.1:{port}");
+        for _ in 0..120 {
+            if Command::new("docker")
+                .args(["-H", &host, "version"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
+                return engine;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        panic!(
+            "the second dockerd did not answer: {}",
+            std::fs::read_to_string(engine.dir.path().join("dockerd.err")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for SecondEngine {
+    fn drop(&mut self) {
+        // SIGTERM: dockerd stops its containers and its containerd, then exits.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+    }
+}
+
+/// Debian's sshd on `127.0.0.1:<port>` that lets root in with a test key, and the ssh options
+/// that reach it. Stopped when dropped.
+pub struct TestSshd {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl TestSshd {
+    pub fn start() -> TestSshd {
+        assert!(Path::new("/usr/sbin/sshd").is_file(), "sshd is missing: apt-get install openssh-server");
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        for key in ["host_key", "key"] {
+            run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", &path(key)]);
+        }
+        std::fs::copy(dir.path().join("key.pub"), dir.path().join("authorized_keys")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
+             StrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\n",
+            path("host_key"),
+            path("authorized_keys"),
+            path("sshd.pid")
+        );
+        std::fs::write(dir.path().join("sshd_config"), config).unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f", &path("sshd_config")])
+            .stderr(std::fs::File::create(dir.path().join("sshd.log")).unwrap())
+            .spawn()
+            .expect("sshd starts");
+        let sshd = TestSshd { dir, port, child };
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return sshd;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!(
+            "sshd did not listen: {}",
+            std::fs::read_to_string(sshd.dir.path().join("sshd.log")).unwrap_or_default()
+        );
+    }
+
+    pub fn key(&self) -> PathBuf {
+        self.dir.path().join("key")
+    }
+}
+
+impl Drop for TestSshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A stand-in for `gcloud` on `PATH`: `compute instances start|stop|describe` keep a VM state in
+/// `$FAKE_VM` (STAGING once after a start, then RUNNING), and `compute ssh` becomes a real ssh to
+/// the test's sshd, its `-- <flags>` passed on as ssh's own flags (as gcloud does).
+pub const FAKE_GCLOUD: &str = r#"#!/bin/sh
+printf '%s\n' "$*" >> "$FAKE_VM/calls"
+case "$1 $2 $3" in
+  "compute instances start") echo STAGING > "$FAKE_VM/state"; exit 0 ;;
+  "compute instances stop") echo TERMINATED > "$FAKE_VM/state"; exit 0 ;;
+  "compute instances describe")
+    state=$(cat "$FAKE_VM/state" 2>/dev/null || echo TERMINATED)
+    echo "$state"
+    [ "$state" = STAGING ] && echo RUNNING > "$FAKE_VM/state"
+    exit 0 ;;
+esac
+if [ "$1 $2" = "compute ssh" ]; then
+  shift 2
+  command=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --) shift; break ;;
+      --command=*) command=${1#--command=} ;;
+    esac
+    shift
+  done
+  exec ssh -p "$FAKE_VM_SSH_PORT" -i "$FAKE_VM/key" -o StrictHostKeyChecking=no \
+    -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR -o ExitOnForwardFailure=yes \
+    "$@" root@127.0.0.1 $command
+fi
+echo "fake gcloud: unexpected call: $*" >&2
+exit 2
+"#;
