@@ -10,6 +10,7 @@ use xtask::catalog::Catalog;
 use xtask::runner::{CommandFailed, Runner};
 use xtask::settings::{self, Settings, SettingsArgs};
 use xtask::tasks::bench::{self, BenchArgs};
+use xtask::tasks::bench_rebuild::{self, BenchRebuildArgs};
 use xtask::tasks::local_registry::{self, LocalRegistryArgs};
 use xtask::tasks::publish_all::{self, PublishAllArgs};
 use xtask::tasks::seed::{self, SeedArgs};
@@ -55,6 +56,8 @@ enum Task {
     LocalRegistry(LocalRegistryArgs),
     /// Benchmark thirdparty against skopeo on local registries and print the ratios
     BenchThirdparty(BenchArgs),
+    /// Benchmark a rebuild from the registry caches (late change, empty local caches) against a cold build
+    BenchRebuild(BenchRebuildArgs),
 }
 
 /// What an image task does with its image.
@@ -161,5 +164,6 @@ fn try_main() -> Result<()> {
         Task::PublishAll(args) => publish_all::publish_all(&ctx, &args),
         Task::LocalRegistry(args) => local_registry::local_registry(&ctx, &args),
         Task::BenchThirdparty(args) => bench::bench_thirdparty(&ctx, &args),
+        Task::BenchRebuild(args) => bench_rebuild::bench_rebuild(&ctx, &args),
     }
 }

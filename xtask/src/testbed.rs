@@ -446,3 +446,53 @@ pub async fn push_blobs_directly(
     .await;
     pushes.into_iter().collect()
 }
+
+/// Where `.ci/engine` put Debian's busybox-static packages: `amd64.deb` and `arm64.deb`.
+fn busybox_debs() -> PathBuf {
+    std::env::var_os("BUSYBOX_DEBS")
+        .map_or_else(|| PathBuf::from("/var/cache/multi-arch-docker/busybox"), PathBuf::from)
+}
+
+/// Run a command to success and return what it printed; its output is in the error otherwise.
+pub fn run_to_success(program: &str, args: &[&str]) -> Result<String> {
+    let output =
+        Command::new(program).args(args).output().with_context(|| format!("cannot run {program}"))?;
+    ensure!(
+        output.status.success(),
+        "`{program} {}` failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Build a linux/amd64 + linux/arm64 busybox image in `dir` with the engine's own builder and
+/// push it to `reference` (a registry on 127.0.0.1): a multi-arch base image without Docker Hub.
+/// Each platform is Debian's static busybox of that architecture, with a link for every applet,
+/// so that `RUN` steps have a shell.
+pub fn push_busybox_base(dir: &std::path::Path, reference: &str) -> Result<()> {
+    let debs = busybox_debs();
+    for arch in ["amd64", "arm64"] {
+        let deb = debs.join(format!("{arch}.deb"));
+        ensure!(deb.is_file(), "{} is missing: `sudo bash .ci/engine` downloads it", deb.display());
+        let root = dir.join(format!("root-{arch}"));
+        run_to_success("dpkg", &["-x", &deb.display().to_string(), &root.display().to_string()])?;
+    }
+    // The amd64 busybox runs here and names the applets; both builds are the same version.
+    let applets = run_to_success(&dir.join("root-amd64/bin/busybox").display().to_string(), &["--list"])?;
+    for arch in ["amd64", "arm64"] {
+        let bin = dir.join(format!("root-{arch}/bin"));
+        for applet in applets.lines().filter(|a| *a != "busybox") {
+            if !bin.join(applet).exists() {
+                std::os::unix::fs::symlink("busybox", bin.join(applet))?;
+            }
+        }
+        std::fs::create_dir_all(dir.join(format!("root-{arch}/tmp")))?;
+    }
+    std::fs::write(dir.join("Dockerfile"), "FROM scratch\nARG TARGETARCH\nCOPY root-${TARGETARCH}/ /\n")?;
+    let context = dir.display().to_string();
+    let build = ["buildx", "build", "--builder", "default", "--platform", "linux/amd64,linux/arm64"];
+    let push = ["--provenance=false", "--tag", reference, "--push", &context];
+    run_to_success("docker", &[&build[..], &push[..]].concat()).map(drop)
+}

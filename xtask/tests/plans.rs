@@ -397,6 +397,7 @@ fn the_task_list_names_every_task() {
         "thirdparty",
         "local-registry",
         "bench-thirdparty",
+        "bench-rebuild",
         "publish-all",
         "cloud-build",
         "seed-arm64",

@@ -93,12 +93,12 @@ pub struct FakeTools {
 const FAKE: &str = r#"#!/bin/sh
 name=$(basename "$0")
 log="$FAKE_TOOLS_DIR/calls.log"
-{
-  printf '%s' "$name"
-  [ -n "${DOCKER_BUILDKIT:-}" ] && printf '\037DOCKER_BUILDKIT=%s' "$DOCKER_BUILDKIT"
-  for arg in "$@"; do printf '\037%s' "$arg"; done
-  printf '\n'
-} >> "$log"
+# One write per call, so that calls made at the same time never interleave within a line.
+us=$(printf '\037')
+line=$name
+[ -n "${DOCKER_BUILDKIT:-}" ] && line="$line${us}DOCKER_BUILDKIT=$DOCKER_BUILDKIT"
+for arg in "$@"; do line="$line$us$arg"; done
+printf '%s\n' "$line" >> "$log"
 call="$name $*"
 # Scripted answers, used once each in order: `prefix<TAB>code<TAB>stdout`.
 answers="$FAKE_TOOLS_DIR/answers"

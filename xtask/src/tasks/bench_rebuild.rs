@@ -1,0 +1,129 @@
+//! bench-rebuild: what the per-platform registry caches buy. A cold build of an image (no
+//! registry cache yet) against a rebuild after a change late in its Dockerfile with the engine's
+//! build cache emptied, as on a fresh Cloud Build machine: the rebuild takes its expensive early
+//! step, on both platforms, from the registry caches. Both run `buildx-publish-<image>` of this
+//! very binary with ENV=local, on this machine's engine, and the ratio is printed.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::Ctx;
+use crate::runner::Cmd;
+use crate::testbed::{TestRegistry, push_busybox_base, require};
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchRebuildArgs {
+    /// Iterations of the shell loop of the image's expensive early step (its cost per platform;
+    /// linux/arm64 runs it under QEMU on an amd64 machine)
+    #[arg(long, default_value_t = 200_000)]
+    pub work: u64,
+    /// Rounds, each into a fresh repository; the medians are shown
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub runs: u32,
+}
+
+/// bench-rebuild
+pub fn bench_rebuild(ctx: &Ctx, args: &BenchRebuildArgs) -> Result<()> {
+    require("docker-registry", "apt-get install docker-registry")?;
+    let store =
+        ctx.runner.query(&Cmd::docker().args(["info", "--format", "{{json .DriverStatus}}"]), None)?;
+    if !store.contains("io.containerd.snapshotter.v1") {
+        bail!(
+            "bench-rebuild needs an engine with the containerd image store (see the README's Testing section)"
+        );
+    }
+    let dir = tempfile::tempdir()?;
+    let upstream = TestRegistry::start()?;
+    let destination = TestRegistry::start()?;
+    std::fs::create_dir(dir.path().join("base"))?;
+    push_busybox_base(&dir.path().join("base"), &format!("{}/busybox:bench", upstream.host()))?;
+    let catalog = write_catalog(dir.path(), &upstream.host(), args.work)?;
+    let log = dir.path().join("xtask.log");
+
+    let (mut colds, mut rebuilds) = (Vec::new(), Vec::new());
+    for round in 1..=args.runs {
+        let repo = format!("{}/round{round}", destination.host());
+        let xtask = |task: &str| run_xtask(task, &catalog, &repo, &log);
+        xtask("thirdparty")?;
+        xtask("prune")?;
+        let cold = xtask("buildx-publish-bench")?;
+        std::fs::write(dir.path().join("catalog/bench/late.txt"), format!("round {round}, changed\n"))?;
+        xtask("prune")?;
+        let rebuild = xtask("buildx-publish-bench")?;
+        println!(
+            "round {round}: cold {:.1} s, rebuild after a late change with empty local caches {:.1} s",
+            cold.as_secs_f64(),
+            rebuild.as_secs_f64()
+        );
+        colds.push(cold);
+        rebuilds.push(rebuild);
+    }
+    let (cold, rebuild) = (median(&mut colds), median(&mut rebuilds));
+    println!(
+        "bench-rebuild: linux/amd64 + linux/arm64, medians of {}: cold build {:.1} s, rebuild from the \
+         registry caches {:.1} s: {:.1}x faster",
+        args.runs,
+        cold.as_secs_f64(),
+        rebuild.as_secs_f64(),
+        cold.as_secs_f64() / rebuild.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A catalog of one image, `bench`, on the busybox base: an expensive loop early, a file late.
+fn write_catalog(dir: &Path, upstream: &str, work: u64) -> Result<String> {
+    let catalog = dir.join("catalog");
+    std::fs::create_dir_all(catalog.join("bench"))?;
+    std::fs::write(
+        catalog.join("images.toml"),
+        "thirdparty = \"thirdparty.txt\"\npipeline = \"pipeline.yaml\"\nbuildkit = \"moby/buildkit:v0.18.0\"\n\
+         [versions]\nBENCH_VERSION = \"1\"\n\
+         [[image]]\nname = \"bench\"\ntask = \"bench\"\ndescription = \"bench\"\ntag = \"{BENCH_VERSION}\"\n\
+         [cloud_builder]\nname = \"bench\"\ndescription = \"unused\"\ntag = \"1\"\n",
+    )?;
+    std::fs::write(catalog.join("thirdparty.txt"), format!("{upstream}/busybox: bench\n"))?;
+    std::fs::write(catalog.join("pipeline.yaml"), "steps: []\n")?;
+    std::fs::write(
+        catalog.join("bench/Dockerfile"),
+        format!(
+            "ARG DOCKER_REPO\nFROM ${{DOCKER_REPO}}/thirdparty/busybox:bench\n\
+             RUN i=0; while [ $i -lt {work} ]; do i=$((i+1)); done; echo $i > /work\n\
+             COPY late.txt /late.txt\n"
+        ),
+    )?;
+    std::fs::write(catalog.join("bench/late.txt"), "first\n")?;
+    Ok(catalog.join("images.toml").display().to_string())
+}
+
+/// Run `cargo xtask <task>` (this binary) with ENV=local into `repo`; its output goes to `log`.
+fn run_xtask(task: &str, catalog: &str, repo: &str, log: &Path) -> Result<Duration> {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let started = Instant::now();
+    let status = Command::new(std::env::current_exe()?)
+        .arg(task)
+        .envs([("ENV", "local"), ("DOCKER_REPO", repo), ("CATALOG", catalog)])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .status()
+        .with_context(|| format!("cannot run {task}"))?;
+    let elapsed = started.elapsed();
+    if !status.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        bail!(
+            "{task} failed ({status}); the end of its output:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    Ok(elapsed)
+}
+
+fn median(values: &mut [Duration]) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
