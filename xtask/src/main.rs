@@ -129,7 +129,11 @@ fn try_main() -> Result<()> {
         return Ok(());
     };
     let name = name.to_string();
-    let mut settings = Settings::resolve(SettingsArgs::from_arg_matches(&matches)?, &catalog)?;
+    let mut settings = Settings::resolve(SettingsArgs::from_arg_matches(&matches)?, &catalog);
+    // `info` is what a confused user runs: it shows every setting, the invalid ones marked.
+    if name != "info" {
+        settings.check()?;
+    }
     // The Makefile's `seed-arm64-dry-run` target, kept as a task of its own.
     settings.dry_run |= name == "seed-arm64-dry-run";
     let runner = Runner::new(settings.dry_run, root.clone());

@@ -91,6 +91,25 @@ pub fn catalog_path(args: impl IntoIterator<Item = OsString>, env: Option<OsStri
     env.filter(|v| !v.is_empty()).map_or_else(|| CATALOG_PATH.into(), PathBuf::from)
 }
 
+/// What is wrong with a `DOCKER_REPO` given as is: a scheme, or a path that is not lowercase.
+fn docker_repo_problem(repo: &str) -> Option<String> {
+    if repo.contains("://") {
+        return Some(format!(
+            "DOCKER_REPO `{repo}` has a scheme: give a registry path such as `localhost:5000/dev`, \
+             without `http://` or `https://`"
+        ));
+    }
+    let mut parts = repo.split('/');
+    let host = parts.next().unwrap_or_default();
+    let has_host = host.contains(['.', ':']) || host == "localhost";
+    let path: Vec<&str> = if has_host { parts.collect() } else { repo.split('/').collect() };
+    let bad = path.iter().find(|component| !is_path_component(component))?;
+    Some(format!(
+        "DOCKER_REPO `{repo}`: `{bad}` is not a valid path component: {LOWERCASE} (e.g. `{}`)",
+        repo.to_ascii_lowercase()
+    ))
+}
+
 /// The Makefile's default repository.
 pub const DEFAULT_ENV: &str = "docker-dev";
 /// `ENV=local` runs the whole pipeline on this machine ...
@@ -103,22 +122,63 @@ const OSES: &[&str] = &["linux", "windows", "darwin", "freebsd"];
 const ARCHES: &[&str] =
     &["amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64", "mips64le", "mips64", "loong64"];
 
-/// `PLATFORMS`: comma separated `os/arch[/variant]`.
-fn check_platforms(platforms: &str) -> Result<()> {
-    for platform in platforms.split(',') {
-        let parts: Vec<&str> = platform.trim().split('/').collect();
+/// `PLATFORMS`: comma separated `os/arch[/variant]`, spaces around the commas dropped.
+fn normalize_platforms(platforms: &str) -> Result<String, String> {
+    let mut normalized = Vec::new();
+    for platform in platforms.split(',').map(str::trim) {
+        let parts: Vec<&str> = platform.split('/').collect();
         let known = match parts.as_slice() {
             [os, arch] | [os, arch, _] => OSES.contains(os) && ARCHES.contains(arch),
             _ => false,
         };
         if !known || parts.iter().any(|p| p.is_empty()) {
-            bail!(
+            return Err(format!(
                 "PLATFORMS: `{platform}` is not a platform docker buildx builds: give os/arch[/variant] \
                  from {OSES:?} and {ARCHES:?}, comma separated, e.g. linux/amd64,linux/arm64"
-            );
+            ));
         }
+        normalized.push(platform);
     }
-    Ok(())
+    Ok(normalized.join(","))
+}
+
+/// A component of a repository path (`docker-dev`, `multi-arch-docker`): the reference grammar's
+/// lowercase letters and digits, separated by `.`, `_`, `__` or `-`s.
+fn is_path_component(text: &str) -> bool {
+    let mut previous_separator = true;
+    for c in text.chars() {
+        let separator = matches!(c, '.' | '_' | '-');
+        if !(c.is_ascii_lowercase() || c.is_ascii_digit() || separator)
+            || (separator && previous_separator && c == '.')
+        {
+            return false;
+        }
+        previous_separator = separator;
+    }
+    !text.is_empty() && !previous_separator && !text.starts_with(['.', '_', '-'])
+}
+
+/// A tag or a tag's part: letters, digits, `_ . -`, not starting with `.` or `-`, 128 at most.
+fn is_tag(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && text.len() <= 128
+}
+
+const LOWERCASE: &str = "image paths take lowercase letters, digits and . _ - only";
+
+/// A setting that breaks a rule: which one, and the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub setting: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// The part of a platform that names its tag and cache: linux/arm64 → arm64, linux/arm/v7 → arm-v7.
@@ -148,39 +208,77 @@ pub struct Settings {
     pub in_cloud_build: bool,
     /// The catalog's version variables (`ALPINE_VERSION`, …), each overridable from the environment.
     pub versions: BTreeMap<String, String>,
+    /// The settings that break a rule. Every task but `info` refuses to run with any (`check`);
+    /// `info` shows them beside the values.
+    pub problems: Vec<Problem>,
 }
 
 impl Settings {
-    pub fn resolve(args: SettingsArgs, catalog: &Catalog) -> Result<Settings> {
+    pub fn resolve(args: SettingsArgs, catalog: &Catalog) -> Settings {
         Self::resolve_with(args, catalog, |name| std::env::var(name).ok())
     }
 
-    /// `lookup` reads the environment; tests hand in their own.
+    /// `lookup` reads the environment; tests hand in their own. Settings that break a rule are
+    /// kept as given and listed in `problems`.
     pub fn resolve_with(
         args: SettingsArgs,
         catalog: &Catalog,
         lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Settings> {
+    ) -> Settings {
+        let mut problems = Vec::new();
+        let mut problem = |setting: &str, message: String| {
+            problems.push(Problem { setting: setting.to_string(), message });
+        };
         if lookup("ENV").is_some_and(|v| v.is_empty()) || args.env.is_empty() {
-            bail!(
-                "ENV is set but empty: name the Artifact Registry repository, e.g. ENV=docker-dev, or unset it"
+            problem(
+                "ENV",
+                "ENV is set but empty: name the Artifact Registry repository, e.g. ENV=docker-dev, or unset it".into(),
+            );
+        } else if !is_path_component(&args.env) {
+            problem(
+                "ENV",
+                format!(
+                    "ENV `{}` names a repository and goes into image paths: {LOWERCASE} (e.g. docker-dev, local)",
+                    args.env
+                ),
             );
         }
-        check_platforms(&args.platforms)?;
+        if !is_path_component(&args.gcp_project) {
+            problem(
+                "GCP_PROJECT",
+                format!(
+                    "GCP_PROJECT `{}` goes into image paths: {LOWERCASE}, as project ids are",
+                    args.gcp_project
+                ),
+            );
+        }
+        let platforms = normalize_platforms(&args.platforms).unwrap_or_else(|message| {
+            problem("PLATFORMS", message);
+            args.platforms.clone()
+        });
+        if !args.tag_modifier.is_empty() && !is_tag(&args.tag_modifier) {
+            problem(
+                "TAG_MODIFIER",
+                format!(
+                    "TAG_MODIFIER `{}` is appended to tags as `-<modifier>`: give letters, digits and _ . - \
+                     not starting with - or . (e.g. arm64-seed)",
+                    args.tag_modifier
+                ),
+            );
+        }
         let local = args.env == LOCAL_ENV;
         let docker_repo = match args.docker_repo {
-            Some(repo) if !repo.is_empty() => repo,
+            Some(repo) if !repo.is_empty() => {
+                let repo = repo.trim_end_matches('/').to_string();
+                if let Some(message) = docker_repo_problem(&repo) {
+                    problem("DOCKER_REPO", message);
+                }
+                repo
+            }
             _ if local => LOCAL_DOCKER_REPO.to_string(),
             _ => format!("{}/{}/{}", args.registry, args.gcp_project, args.env),
         };
-        let docker_repo = docker_repo.trim_end_matches('/').to_string();
-        if docker_repo.contains("://") {
-            bail!(
-                "DOCKER_REPO `{docker_repo}` has a scheme: give a registry path such as \
-                 `localhost:5000/dev`, without `http://` or `https://`"
-            );
-        }
-        let versions = catalog
+        let versions: BTreeMap<String, String> = catalog
             .versions
             .iter()
             .map(|(name, default)| {
@@ -188,15 +286,20 @@ impl Settings {
                 (name.clone(), value)
             })
             .collect();
+        for (name, value) in &versions {
+            if !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+                problem(name, format!("{name} `{value}` goes into tags: letters, digits and _ . - only"));
+            }
+        }
         let dry_run = args.dry_run || lookup("DRYRUN").is_some_and(|v| !v.is_empty());
-        let settings = Settings {
+        let mut settings = Settings {
             env_given: lookup("ENV").is_some() || args.env != DEFAULT_ENV,
             local,
             env: args.env,
             gcp_project: args.gcp_project,
             zone: args.zone,
             docker_repo,
-            platforms: args.platforms,
+            platforms,
             builder: args.builder,
             arm64_vm: args.arm64_vm,
             auto_start_stop: args.auto_start_stop,
@@ -205,24 +308,48 @@ impl Settings {
             dry_run,
             in_cloud_build: lookup("BUILDER_OUTPUT").is_some_and(|v| !v.is_empty()),
             versions,
+            problems,
         };
-        settings.check_references(catalog)?;
-        Ok(settings)
+        // What the rules above miss still cannot make a valid image reference.
+        if settings.problems.is_empty()
+            && let Some(message) = settings.invalid_reference(catalog)
+        {
+            settings.problems.push(Problem { setting: "DOCKER_REPO".into(), message });
+        }
+        settings
     }
 
-    /// Every image reference these settings make must be valid, or no task can work.
-    fn check_references(&self, catalog: &Catalog) -> Result<()> {
+    /// Refuse settings that break a rule, naming each.
+    pub fn check(&self) -> Result<()> {
+        match self.problems.as_slice() {
+            [] => Ok(()),
+            [one] => bail!("{one}"),
+            many => bail!(
+                "{} settings break a rule:\n  {}",
+                many.len(),
+                many.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("\n  ")
+            ),
+        }
+    }
+
+    /// The problem of `setting`, if it has one (for `info`).
+    pub fn problem_of(&self, setting: &str) -> Option<&Problem> {
+        self.problems.iter().find(|p| p.setting == setting)
+    }
+
+    /// The first image reference these settings make that is not valid, if any.
+    fn invalid_reference(&self, catalog: &Catalog) -> Option<String> {
         for image in catalog.images.iter().chain([&catalog.cloud_builder]) {
             for reference in [self.image_ref(image), self.cache_ref(image, "linux/amd64")] {
                 if let Err(err) = reference.parse::<oci_client::Reference>() {
-                    bail!(
+                    return Some(format!(
                         "the settings make the invalid image reference `{reference}` ({err}): check DOCKER_REPO \
                          (or REGISTRY, GCP_PROJECT, ENV), TAG_MODIFIER and the version settings"
-                    );
+                    ));
                 }
             }
         }
-        Ok(())
+        None
     }
 
     /// Where thirdparty vendors the image at `path` (`moby/buildkit:v0.18.0`, say).

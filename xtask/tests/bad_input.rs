@@ -54,7 +54,7 @@ type BadSetting = (&'static str, &'static [(&'static str, &'static str)], &'stat
 
 #[test]
 fn bad_settings_are_named() {
-    let cases: [BadSetting; 5] = [
+    let cases: [BadSetting; 8] = [
         ("an unknown platform", &[("PLATFORMS", "linux/sparc")], "PLATFORMS: `linux/sparc`"),
         ("a platform without arch", &[("PLATFORMS", "linux/amd64,linux")], "PLATFORMS: `linux`"),
         ("an empty ENV", &[("ENV", "")], "ENV is set but empty"),
@@ -63,7 +63,23 @@ fn bad_settings_are_named() {
             &[("DOCKER_REPO", "https://registry.example/x")],
             "DOCKER_REPO `https://registry.example/x` has a scheme",
         ),
-        ("an uppercase DOCKER_REPO", &[("DOCKER_REPO", "registry.example/Team")], "invalid image reference"),
+        (
+            "an uppercase DOCKER_REPO",
+            &[("DOCKER_REPO", "localhost:5000/MyTeam")],
+            "DOCKER_REPO `localhost:5000/MyTeam`: `MyTeam` is not a valid path component: image paths take \
+             lowercase letters",
+        ),
+        ("an uppercase ENV", &[("ENV", "Local")], "ENV `Local` names a repository and goes into image paths"),
+        (
+            "a TAG_MODIFIER with its own dash",
+            &[("TAG_MODIFIER", "-seed")],
+            "TAG_MODIFIER `-seed` is appended to tags as `-<modifier>`",
+        ),
+        (
+            "a version that cannot be a tag",
+            &[("ALPINE_VERSION", "3.15 beta")],
+            "ALPINE_VERSION `3.15 beta` goes into tags",
+        ),
     ];
     let registry = TestRegistry::start().unwrap();
     let before = registry.requests().len();
@@ -82,4 +98,34 @@ fn bad_settings_are_named() {
         }
     }
     assert_eq!(registry.requests().len(), before);
+}
+
+/// `info`, the task a confused user runs, shows every setting even when some are invalid, marks
+/// those with the rule they break, and fails.
+#[test]
+fn info_marks_invalid_settings_and_still_shows_the_others() {
+    let output =
+        xtask(&["info"], &[("ENV", "Local"), ("TAG_MODIFIER", "-seed"), ("PLATFORMS", "linux/arm64")]);
+    assert_eq!(output.status.code(), Some(1));
+    let out = common::stdout(&output);
+    let line =
+        |start: &str| out.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("{start}: {out}"));
+    assert!(line("Environment is Local").contains("<- invalid: ENV `Local`"), "{out}");
+    assert!(line("TAG_MODIFIER:").contains("<- invalid: TAG_MODIFIER `-seed`"), "{out}");
+    assert!(!line("PLATFORMS:").contains("invalid"), "{out}");
+    assert!(line("ALPINE_VERSION:").ends_with("3.15"), "{out}");
+    assert!(stderr(&output).contains("2 setting(s) break a rule, marked above"), "{}", stderr(&output));
+}
+
+/// Spaces after the commas of PLATFORMS are dropped, not passed on.
+#[test]
+fn platforms_are_normalized() {
+    let plan = common::plan(&["buildx-publish-runtime"], &[("PLATFORMS", " linux/amd64 ,  linux/arm64")]);
+    let platforms: Vec<&str> = plan
+        .iter()
+        .filter(|l| l.get(3).map(String::as_str) == Some("build"))
+        .map(|l| l[l.iter().position(|w| w == "--platform").unwrap() + 1].as_str())
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    assert!(plan[0][0].starts_with("# linux/amd64,linux/arm64 on this engine"), "{:?}", plan[0]);
 }

@@ -366,11 +366,12 @@ fn info_shows_the_settings() {
     assert!(output.status.success());
     for line in [
         "Environment is docker-prod",
-        &format!("DOCKER_REPO:     {PROD}"),
-        "PLATFORMS:       linux/arm64",
-        "MULTI_CONTEXT:   1",
-        "TAG_MODIFIER:    arm64-seed",
-        "ALPINE_VERSION:  3.15",
+        &format!("DOCKER_REPO:            {PROD}"),
+        "PLATFORMS:              linux/arm64",
+        "MULTI_CONTEXT:          1",
+        "TAG_MODIFIER:           arm64-seed",
+        "ALPINE_VERSION:         3.15",
+        "BUILDER_BUILDX_VERSION: 0.19.3",
     ] {
         assert!(out.lines().any(|l| l == line), "no line {line:?} in\n{out}");
     }

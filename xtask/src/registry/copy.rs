@@ -265,14 +265,17 @@ async fn transfer_blob(shared: &Shared, pair: &Pair, blob: &Descriptor) -> Resul
                 .map_err(|e| format!("{e:#}"))
         })
         .await
-        .clone()
-        .map_err(|e| anyhow!(e))?;
+        .clone();
     if sent_here {
-        return Ok(BlobFate::Sent(blob.size));
+        return holder.map(|_| BlobFate::Sent(blob.size)).map_err(|e| anyhow!(e));
     }
-    if mount(shared, destination, &holder, &blob.digest).await {
+    if let Ok(holder) = &holder
+        && mount(shared, destination, holder, &blob.digest).await
+    {
         return Ok(BlobFate::Present);
     }
+    // The first upload failed (its source repository may be the broken one) or the mount was
+    // refused: this tag streams the blob from its own source.
     stream_blob(shared, pair, blob).await?;
     Ok(BlobFate::Sent(blob.size))
 }

@@ -1,8 +1,9 @@
-//! info: the settings in effect and the tools this machine has, as a sanity check.
+//! info: the settings in effect and the tools this machine has, as a sanity check. It shows every
+//! setting even when some break a rule, marking those, and then fails.
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use super::{Ctx, buildx};
 use crate::runner::is_installed;
@@ -10,12 +11,34 @@ use crate::runner::is_installed;
 /// info
 pub fn info(ctx: &Ctx) -> Result<()> {
     let s = &ctx.settings;
-    let flag = |on: bool| if on { "1" } else { "0" };
-    println!("Environment is {}", s.env);
-    println!("GCP_PROJECT:     {}", s.gcp_project);
-    println!("DOCKER_REPO:     {}", s.docker_repo);
-    println!("PLATFORMS:       {}", s.platforms);
-    println!("BUILDER:         {}", s.builder);
+    let flag = |on: bool| if on { "1" } else { "0" }.to_string();
+    let mut rows: Vec<(String, String)> = [
+        ("GCP_PROJECT", s.gcp_project.clone()),
+        ("DOCKER_REPO", s.docker_repo.clone()),
+        ("PLATFORMS", s.platforms.clone()),
+        ("BUILDER", s.builder.clone()),
+        ("MULTI_CONTEXT", flag(s.multi_context)),
+        ("TAG_MODIFIER", s.tag_modifier.clone()),
+        ("AUTO_START_STOP", flag(s.auto_start_stop)),
+        ("ARM64_VM", format!("{} ({})", s.arm64_vm, s.zone)),
+    ]
+    .map(|(name, value)| (name.to_string(), value))
+    .to_vec();
+    rows.extend(s.versions.iter().map(|(name, value)| (name.clone(), value.clone())));
+    let width = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0) + 2;
+    let mark =
+        |name: &str| s.problem_of(name).map_or(String::new(), |p| format!("  <- invalid: {}", p.message));
+    println!("Environment is {}{}", s.env, mark("ENV"));
+    for (name, value) in &rows {
+        println!("{:<width$}{value}{}", format!("{name}:"), mark(name));
+    }
+    let found = |yes: bool| if yes { "installed" } else { "not found" };
+    println!("{:<width$}{}", "docker:", found(is_installed("docker")));
+    println!("{:<width$}{}", "docker buildx:", found(buildx_plugin().is_some()));
+    println!("{:<width$}{}", "gcloud:", found(is_installed("gcloud")));
+    if !s.problems.is_empty() {
+        bail!("{} setting(s) break a rule, marked above", s.problems.len());
+    }
     match buildx::nodes(ctx) {
         Ok(nodes) => {
             for node in nodes {
@@ -24,22 +47,10 @@ pub fn info(ctx: &Ctx) -> Result<()> {
                 println!("Builds of {platforms}: on {place}, builder {} ({})", builder.name, builder.why);
             }
         }
-        Err(err) => println!("Builds:          cannot tell where: {err:#}"),
+        Err(err) => println!("Builds: cannot tell where: {err:#}"),
     }
-    println!("MULTI_CONTEXT:   {}", flag(s.multi_context));
-    println!("TAG_MODIFIER:    {}", s.tag_modifier);
-    println!("AUTO_START_STOP: {}", flag(s.auto_start_stop));
-    println!("ARM64_VM:        {} ({})", s.arm64_vm, s.zone);
-    for (name, value) in &s.versions {
-        println!("{:<17}{value}", format!("{name}:"));
-    }
-    let found = |yes: bool| if yes { "installed" } else { "not found" };
-    println!("docker:          {}", found(is_installed("docker")));
-    println!("docker buildx:   {}", found(buildx_plugin().is_some()));
-    println!("gcloud:          {}", found(is_installed("gcloud")));
     Ok(())
 }
-
 /// The buildx CLI plugin, looked up where docker looks for it, without running docker.
 fn buildx_plugin() -> Option<PathBuf> {
     let mut dirs = Vec::new();
