@@ -15,6 +15,15 @@ pub mod thirdparty;
 
 use std::path::{Path, PathBuf};
 
+/// Where the xtask keeps what it writes (BuildKit and registry configs, logs, the local
+/// registry's data): `$CARGO_TARGET_DIR` when set, as for cargo's own output, else `target`.
+/// Relative paths start at the repository root, where every command runs.
+pub fn work_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+}
+
 /// The repository root, where `cargo xtask` runs every command.
 pub fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the repository root").to_path_buf()

@@ -14,7 +14,7 @@ use xtask::tasks::bench_rebuild::{self, BenchRebuildArgs};
 use xtask::tasks::local_registry::{self, LocalRegistryArgs};
 use xtask::tasks::publish_all::{self, PublishAllArgs};
 use xtask::tasks::seed::{self, SeedArgs};
-use xtask::tasks::thirdparty::{self, ThirdpartyArgs};
+use xtask::tasks::thirdparty::{self, ThirdpartyArgs, VendorArgs};
 use xtask::tasks::vm::WaitArgs;
 use xtask::tasks::{Ctx, buildx, cloud, images, info, vm};
 
@@ -33,7 +33,7 @@ enum Task {
     /// Remove the catalog's images from this machine's docker
     Clean,
     /// Vendor the cloud builder's bases, then build and push it (amd64 only: it runs inside Cloud Build)
-    BuildPublishCloudBuilder(ThirdpartyArgs),
+    BuildPublishCloudBuilder(VendorArgs),
     /// Start the arm64 VM (--wait: until it runs and answers ssh through IAP)
     StartVm(WaitArgs),
     /// Stop the arm64 VM
@@ -100,13 +100,40 @@ fn cli(catalog: &Catalog) -> Command {
     // Sort the task list by name, as `make help` did.
     let mut names: Vec<String> = cli.get_subcommands().map(|c| c.get_name().to_string()).collect();
     names.sort();
-    names
+    names.iter().enumerate().fold(cli, |cli, (order, name)| {
+        cli.mut_subcommand(name, |task| with_settings(task, name).display_order(order))
+    })
+}
+
+/// A task with the settings, its own options first; its help lists only the settings it uses.
+fn with_settings(task: Command, name: &str) -> Command {
+    let settings: Vec<String> = SettingsArgs::augment_args(Command::new("settings"))
+        .get_arguments()
+        .map(|arg| arg.get_id().to_string())
+        .filter(|id| id != "dry_run")
+        .collect();
+    let used = settings::settings_of(name);
+    let task = settings
         .iter()
-        .enumerate()
-        .fold(cli, |cli, (order, name)| cli.mut_subcommand(name, |sub| sub.display_order(order)))
+        .filter(|id| !used.contains(&id.as_str()))
+        .fold(SettingsArgs::augment_args(task), |task, id| task.mut_arg(id, |arg| arg.hide(true)));
+    if name.starts_with("seed-arm64") {
+        // seed-arm64 requires ENV: a default shown there would mislead.
+        return task.mut_arg("env", |arg| {
+            arg.hide_default_value(true).help("Artifact Registry repository to seed: required, no default")
+        });
+    }
+    task
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` ends quietly when the reader goes, as for any command-line tool,
+    // instead of a panic at the next print. (Sockets are not affected: Rust sends with
+    // MSG_NOSIGNAL.)
+    // SAFETY: restoring the default action of one signal, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match try_main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -123,13 +150,13 @@ fn try_main() -> Result<()> {
     let catalog = Catalog::load_from(&root, &catalog_path)?;
     let mut cli = cli(&catalog);
     let matches = cli.clone().get_matches();
-    let Some((name, _)) = matches.subcommand() else {
+    let Some((name, task_matches)) = matches.subcommand() else {
         // `cargo xtask` alone lists the tasks, like `make` did.
         cli.print_help()?;
         return Ok(());
     };
     let name = name.to_string();
-    let mut settings = Settings::resolve(SettingsArgs::from_arg_matches(&matches)?, &catalog);
+    let mut settings = Settings::resolve(SettingsArgs::merge(&matches, task_matches)?, &catalog);
     // `info` is what a confused user runs: it shows every setting, the invalid ones marked.
     if name != "info" {
         settings.check()?;

@@ -10,68 +10,69 @@ use clap::{ArgAction, Args, builder::BoolishValueParser};
 
 use crate::catalog::{CATALOG_PATH, Catalog, Image};
 
-// The settings every task shares. Flags are global, so they may come before or after the task.
+// The settings every task shares. Each task has them (its help lists those it uses), and so has
+// `cargo xtask` itself, so that a flag may come before or after the task (`merge`).
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Settings (flag, or the environment variable named)")]
 pub struct SettingsArgs {
     /// Artifact Registry repository to publish into (docker-prod, docker-dev, yourname-test;
     /// `local`: everything on this machine, into a registry on localhost:5000)
-    #[arg(long = "env", env = "ENV", default_value = DEFAULT_ENV, global = true)]
+    #[arg(long = "env", env = "ENV", default_value = DEFAULT_ENV)]
     pub env: String,
 
     /// GCP project
-    #[arg(long = "project", env = "GCP_PROJECT", default_value = "multi-arch-docker", global = true)]
+    #[arg(long = "project", env = "GCP_PROJECT", default_value = "multi-arch-docker")]
     pub gcp_project: String,
 
     /// Zone of the arm64 VM
-    #[arg(long, env = "ZONE", default_value = "us-central1-a", global = true)]
+    #[arg(long, env = "ZONE", default_value = "us-central1-a")]
     pub zone: String,
 
     /// Registry host that holds $GCP_PROJECT/$ENV
-    #[arg(long, env = "REGISTRY", default_value = "us-docker.pkg.dev", global = true)]
+    #[arg(long, env = "REGISTRY", default_value = "us-docker.pkg.dev")]
     pub registry: String,
 
     /// Root of every image path, used as is [default: $REGISTRY/$GCP_PROJECT/$ENV]
-    #[arg(long, env = "DOCKER_REPO", global = true)]
+    #[arg(long, env = "DOCKER_REPO")]
     pub docker_repo: Option<String>,
 
     /// Platforms of buildx builds, comma separated
-    #[arg(long, env = "PLATFORMS", default_value = "linux/amd64,linux/arm64", global = true)]
+    #[arg(long, env = "PLATFORMS", default_value = "linux/amd64,linux/arm64")]
     pub platforms: String,
 
     /// Name of the buildx builder
-    #[arg(long, env = "BUILDER", default_value = "builder-local", global = true)]
+    #[arg(long, env = "BUILDER", default_value = "builder-local")]
     pub builder: String,
 
     /// Name of the arm64 VM
-    #[arg(long = "vm", env = "ARM64_VM", default_value = "builder-arm64-2cpu", global = true)]
+    #[arg(long = "vm", env = "ARM64_VM", default_value = "builder-arm64-2cpu")]
     pub arm64_vm: String,
 
     /// 1: the Cloud Build starts the arm64 VM first and stops it last
-    #[arg(long, env = "AUTO_START_STOP", default_value = "0", global = true,
+    #[arg(long, env = "AUTO_START_STOP", default_value = "0", 
           value_parser = BoolishValueParser::new(), action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "1", value_name = "0|1",
           hide_possible_values = true)]
     pub auto_start_stop: bool,
 
     /// 1: the builder is two docker contexts, `default` (amd64) and `arm_node` (arm64)
-    #[arg(long, env = "MULTI_CONTEXT", default_value = "0", global = true,
+    #[arg(long, env = "MULTI_CONTEXT", default_value = "0", 
           value_parser = BoolishValueParser::new(), action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "1", value_name = "0|1",
           hide_possible_values = true)]
     pub multi_context: bool,
 
     /// Appended as `-X` to published tags (not to cache refs)
-    #[arg(long, env = "TAG_MODIFIER", default_value = "", global = true)]
+    #[arg(long, env = "TAG_MODIFIER", default_value = "")]
     pub tag_modifier: String,
 
     /// The image catalog, which also names the vendoring list and the pipeline (a relative path
     /// starts at the repository root)
-    #[arg(long, env = "CATALOG", default_value = CATALOG_PATH, global = true)]
+    #[arg(long, env = "CATALOG", default_value = CATALOG_PATH)]
     pub catalog: PathBuf,
 
     /// Print each command as `[dry-run] <command>` instead of running it (also: DRYRUN non-empty)
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub dry_run: bool,
 }
 
@@ -108,6 +109,90 @@ fn docker_repo_problem(repo: &str) -> Option<String> {
         "DOCKER_REPO `{repo}`: `{bad}` is not a valid path component: {LOWERCASE} (e.g. `{}`)",
         repo.to_ascii_lowercase()
     ))
+}
+
+/// The settings a task uses, by their argument ids: its `--help` lists only these (the others
+/// are still accepted). `info` uses them all; `--dry-run` goes with every task.
+pub fn settings_of(task: &str) -> &'static [&'static str] {
+    const REPO: &[&str] = &["env", "gcp_project", "registry", "docker_repo", "catalog"];
+    const IMAGE: &[&str] = &["env", "gcp_project", "registry", "docker_repo", "catalog", "tag_modifier"];
+    const BUILD: &[&str] = &[
+        "env",
+        "gcp_project",
+        "registry",
+        "docker_repo",
+        "catalog",
+        "tag_modifier",
+        "platforms",
+        "builder",
+        "multi_context",
+    ];
+    const BUILDER: &[&str] =
+        &["env", "gcp_project", "registry", "docker_repo", "platforms", "builder", "multi_context"];
+    const VM: &[&str] = &["gcp_project", "zone", "arm64_vm"];
+    match task {
+        "info" => &[
+            "env",
+            "gcp_project",
+            "zone",
+            "registry",
+            "docker_repo",
+            "platforms",
+            "builder",
+            "arm64_vm",
+            "auto_start_stop",
+            "multi_context",
+            "tag_modifier",
+            "catalog",
+        ],
+        "buildx-setup" | "prune" => BUILDER,
+        "publish-all" | "seed-arm64" | "seed-arm64-dry-run" => BUILD,
+        "thirdparty" => REPO,
+        "clean" | "build-publish-cloud-builder" => IMAGE,
+        "cloud-build" => {
+            &["env", "gcp_project", "registry", "docker_repo", "catalog", "tag_modifier", "auto_start_stop"]
+        }
+        "start-vm" | "stop-vm" | "ssh-vm" | "ssh-tunnel" => VM,
+        _ if task.starts_with("buildx-publish-") => BUILD,
+        _ if task.starts_with("build-") || task.starts_with("pull-") => IMAGE,
+        _ => &[],
+    }
+}
+
+impl SettingsArgs {
+    /// The settings of a run: those given after the task, else those given before it (on
+    /// `cargo xtask` itself), else the environment's or the defaults (the same in both).
+    pub fn merge(root: &clap::ArgMatches, task: &clap::ArgMatches) -> Result<SettingsArgs, clap::Error> {
+        use clap::FromArgMatches;
+        use clap::parser::ValueSource::CommandLine;
+        let (before, mut after) =
+            (SettingsArgs::from_arg_matches(root)?, SettingsArgs::from_arg_matches(task)?);
+        macro_rules! before_the_task {
+            ($($field:ident),*) => {$(
+                if task.value_source(stringify!($field)) != Some(CommandLine)
+                    && root.value_source(stringify!($field)) == Some(CommandLine)
+                {
+                    after.$field = before.$field.clone();
+                }
+            )*};
+        }
+        before_the_task!(
+            env,
+            gcp_project,
+            zone,
+            registry,
+            docker_repo,
+            platforms,
+            builder,
+            arm64_vm,
+            auto_start_stop,
+            multi_context,
+            tag_modifier,
+            catalog,
+            dry_run
+        );
+        Ok(after)
+    }
 }
 
 /// The Makefile's default repository.

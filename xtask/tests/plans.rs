@@ -511,13 +511,17 @@ fn seed_arm64_plans_the_three_arm64_builds() {
 
 /// ENV=local asks the engine which image store it uses (fake docker answers here): the plan
 /// names the vendoring of exactly what the builds start from, and the builder that follows.
-fn local_plan(store: &str) -> Vec<String> {
+/// The plan, and where it was told to keep its files (`CARGO_TARGET_DIR`).
+fn local_plan(store: &str) -> (Vec<String>, tempfile::TempDir) {
     let fake = common::FakeTools::new();
     fake.print("docker info --format", store);
     fake.print("docker context show", "default");
-    let output = fake.xtask(&["publish-all", "--dry-run"], &[("ENV", "local")]);
+    let work = tempfile::tempdir().unwrap();
+    let work_dir = work.path().display().to_string();
+    let output =
+        fake.xtask(&["publish-all", "--dry-run"], &[("ENV", "local"), ("CARGO_TARGET_DIR", &work_dir)]);
     assert!(output.status.success(), "{}", common::stderr(&output));
-    common::parse_plan(&common::stdout(&output)).iter().map(|l| l.join(" ")).collect()
+    (common::parse_plan(&common::stdout(&output)).iter().map(|l| l.join(" ")).collect(), work)
 }
 
 const LOCAL: &str = "localhost:5000/local";
@@ -543,10 +547,18 @@ fn flag(words: &[String], flag: &str) -> String {
 
 #[test]
 fn local_publish_all_plan_on_a_classic_engine() {
-    let lines = local_plan(r#"[["Backing Filesystem","extfs"]]"#);
-    let root = xtask::project_root().display().to_string();
+    let (lines, work) = local_plan(r#"[["Backing Filesystem","extfs"]]"#);
+    let work = work.path().display().to_string();
     assert_eq!(lines[0], "# ENV=local: if no registry answers at 127.0.0.1:5000, start one:");
-    assert_eq!(lines[1], format!("docker-registry serve {root}/target/local-registry/config.yml"));
+    assert_eq!(lines[1], format!("docker-registry serve {work}/local-registry/config.yml"));
+    // The plan can be pasted: the files it names exist, though nothing ran.
+    let config = std::fs::read_to_string(format!("{work}/local-registry/config.yml")).unwrap();
+    assert!(config.contains("addr: 127.0.0.1:5000"), "{config}");
+    let buildkitd = std::fs::read_to_string(format!("{work}/xtask/buildkitd.toml")).unwrap();
+    assert!(
+        buildkitd.contains("[registry.\"localhost:5000\"]") && buildkitd.contains("http = true"),
+        "{buildkitd}"
+    );
     assert_eq!(
         lines[2],
         format!(
@@ -561,7 +573,7 @@ fn local_publish_all_plan_on_a_classic_engine() {
         let create = format!(
             "DOCKER_BUILDKIT=1 docker buildx create --name {builder} --driver docker-container --driver-opt network=host \
              --driver-opt image={LOCAL}/thirdparty/moby/buildkit:v0.18.0 \
-             --buildkitd-config target/xtask/buildkitd.toml --bootstrap"
+             --buildkitd-config {work}/xtask/buildkitd.toml --bootstrap"
         );
         assert!(lines.contains(&create), "{create}\n{lines:#?}");
         for (build, arch) in builds_of(&lines, image).iter().zip(["amd64", "arm64"]) {
@@ -584,7 +596,7 @@ fn local_publish_all_plan_on_a_classic_engine() {
 
 #[test]
 fn local_publish_all_plan_on_a_containerd_engine() {
-    let lines = local_plan(r#"[["driver-type","io.containerd.snapshotter.v1"]]"#);
+    let (lines, _work) = local_plan(r#"[["driver-type","io.containerd.snapshotter.v1"]]"#);
     assert!(lines[2].contains(&format!("{LOCAL}/thirdparty/debian:11-slim (")), "{}", lines[2]);
     assert!(!lines[2].contains("buildkit"), "no BuildKit image to vendor: {}", lines[2]);
     assert!(!lines.iter().any(|l| l.contains("buildx create")), "no builder to create: {lines:#?}");

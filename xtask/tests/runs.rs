@@ -450,16 +450,49 @@ fn a_local_builder_without_arm64_says_how_to_get_it() {
     fake.fail(1, "docker buildx inspect --builder");
     fake.print("docker buildx inspect --bootstrap", "Platforms: linux/amd64*, linux/386");
     let repo = format!("{}/local", registry.host());
-    let output = fake.xtask(&["buildx-publish-runtime"], &[("ENV", "local"), ("DOCKER_REPO", &repo)]);
+    let work = tempfile::tempdir().unwrap();
+    let work_dir = work.path().display().to_string();
+    let output = fake.xtask(
+        &["buildx-publish-runtime"],
+        &[("ENV", "local"), ("DOCKER_REPO", &repo), ("CARGO_TARGET_DIR", &work_dir)],
+    );
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
-    assert!(err.contains("cannot build linux/arm64") && err.contains("tonistiigi/binfmt"), "{err}");
+    assert!(err.contains("cannot build linux/arm64") && err.contains("qemu-user-static"), "{err}");
     let create = fake.calls().into_iter().find(|c| c.get(3).map(String::as_str) == Some("create")).unwrap();
     assert!(has_arg(&create, "network=host") && has_arg(&create, "--buildkitd-config"), "{create:?}");
-    let config = std::fs::read_to_string(xtask::project_root().join("target/xtask/buildkitd.toml")).unwrap();
+    let config = std::fs::read_to_string(work.path().join("xtask/buildkitd.toml")).unwrap();
     assert!(config.contains("http = true"), "{config}");
     assert!(
         !fake.calls().iter().any(|c| c.get(3).map(String::as_str) == Some("build")),
         "no build without arm64"
     );
+}
+
+/// A reader that goes away (`| head -1`) ends the output quietly: no panic, no backtrace.
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    use std::io::{BufRead, BufReader};
+    let fake = FakeTools::new();
+    // The engine answers slowly, so that the plan goes on after the reader has gone.
+    fake.slow("docker info", 0.5);
+    let path = fake.path();
+    let dir = fake.dir.path().display().to_string();
+    let mut child = common::xtask_command(
+        &["publish-all", "--dry-run"],
+        &[("ENV", "local"), ("PATH", &path), ("FAKE_TOOLS_DIR", &dir), ("CARGO_TARGET_DIR", &dir)],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with("[dry-run] "), "{first}");
+    // The pipe is closed here, with most of the plan still to come.
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{:?}", output.status);
 }

@@ -181,20 +181,17 @@ fn create_builder(ctx: &Ctx, runner: &Runner, node: &Node) -> Result<()> {
     ]))
 }
 
-/// Where the local builder's BuildKit configuration is written (relative to the repository).
-pub const LOCAL_BUILDKITD_CONFIG: &str = "target/xtask/buildkitd.toml";
-
 /// ENV=local on a classic engine: a BuildKit container on the host's network, so that
 /// `localhost:<port>` inside it is the host's registry, and told that registry speaks plain HTTP.
 fn create_local_builder(ctx: &Ctx, runner: &Runner, name: &str) -> Result<()> {
     let s = &ctx.settings;
     let registry = s.docker_repo.split('/').next().unwrap_or_default();
-    if !runner.is_dry_run() {
-        let path = ctx.root.join(LOCAL_BUILDKITD_CONFIG);
-        std::fs::create_dir_all(path.parent().expect("a folder"))?;
-        let config = format!("[registry.\"{registry}\"]\n  http = true\n  insecure = true\n");
-        std::fs::write(&path, config).with_context(|| format!("cannot write {}", path.display()))?;
-    }
+    // Written in a dry run too: the plan names it, and pasting the plan must work.
+    let config_path = crate::work_dir().join("xtask/buildkitd.toml");
+    let path = ctx.root.join(&config_path);
+    std::fs::create_dir_all(path.parent().expect("a folder"))?;
+    let config = format!("[registry.\"{registry}\"]\n  http = true\n  insecure = true\n");
+    std::fs::write(&path, config).with_context(|| format!("cannot write {}", path.display()))?;
     let image = format!("image={}", s.vendored(&ctx.catalog.buildkit));
     runner.run(&Cmd::docker().args(["buildx", "create", "--name", name]).args([
         "--driver",
@@ -204,7 +201,7 @@ fn create_local_builder(ctx: &Ctx, runner: &Runner, name: &str) -> Result<()> {
         "--driver-opt",
         &image,
         "--buildkitd-config",
-        LOCAL_BUILDKITD_CONFIG,
+        &config_path.display().to_string(),
         "--bootstrap",
     ]))
 }

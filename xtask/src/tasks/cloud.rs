@@ -2,13 +2,13 @@
 
 use anyhow::Result;
 
-use super::thirdparty::{self, ThirdpartyArgs};
+use super::thirdparty::{self, VendorArgs};
 use super::{Ctx, local_registry};
 use crate::runner::Cmd;
 
 /// build-publish-cloud-builder: vendor what it is built from, then build it for amd64 only,
 /// since it only ever runs inside Cloud Build, and push it.
-pub fn build_publish_cloud_builder(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
+pub fn build_publish_cloud_builder(ctx: &Ctx, args: &VendorArgs) -> Result<()> {
     let s = &ctx.settings;
     let image = &ctx.catalog.cloud_builder;
     local_registry::ensure_for_local_env(ctx)?;

@@ -16,7 +16,8 @@ pub struct LocalRegistryArgs {
     /// Port on 127.0.0.1
     #[arg(long, default_value_t = 5000)]
     pub port: u16,
-    /// Where the registry keeps its data, config and log [default: target/local-registry]
+    /// Where the registry keeps its data, config and log [default: target/local-registry, or
+    /// $CARGO_TARGET_DIR/local-registry]
     #[arg(long)]
     pub data: Option<PathBuf>,
 }
@@ -61,15 +62,14 @@ pub fn ensure_for_local_env(ctx: &Ctx) -> Result<()> {
 
 fn start(ctx: &Ctx, args: &LocalRegistryArgs) -> Result<()> {
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
-    let data = args.data.clone().unwrap_or_else(|| ctx.root.join("target/local-registry"));
+    let data = args.data.clone().unwrap_or_else(|| ctx.root.join(crate::work_dir()).join("local-registry"));
     if is_installed("docker-registry") {
+        // Written in a dry run too: the plan names the config, and pasting the plan must work.
         let config = data.join("config.yml");
-        if !ctx.runner.is_dry_run() {
-            std::fs::create_dir_all(data.join("storage"))
-                .with_context(|| format!("cannot create {}", data.display()))?;
-            std::fs::write(&config, config_yaml(addr, &data.join("storage"), None))
-                .with_context(|| format!("cannot write {}", config.display()))?;
-        }
+        std::fs::create_dir_all(data.join("storage"))
+            .with_context(|| format!("cannot create {}", data.display()))?;
+        std::fs::write(&config, config_yaml(addr, &data.join("storage"), None))
+            .with_context(|| format!("cannot write {}", config.display()))?;
         let serve = Cmd::new("docker-registry").arg("serve").arg(config.display().to_string());
         let log = data.join("registry.log");
         let pid = ctx.runner.spawn_background(&serve, &log)?;

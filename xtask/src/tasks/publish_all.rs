@@ -8,18 +8,19 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use clap::Args;
 
-use super::thirdparty::{self, ThirdpartyArgs};
+use super::thirdparty::{self, VendorArgs};
 use super::{Ctx, buildx, images, local_registry};
 use crate::catalog::Image;
 
 #[derive(Args, Debug, Clone)]
 pub struct PublishAllArgs {
     #[command(flatten)]
-    pub thirdparty: ThirdpartyArgs,
+    pub vendor: VendorArgs,
     /// Where each image's build log goes while the builds run in parallel (a relative path
-    /// starts at the repository root)
-    #[arg(long, default_value = "target/publish-all")]
-    pub logs: PathBuf,
+    /// starts at the repository root) [default: target/publish-all, or
+    /// $CARGO_TARGET_DIR/publish-all]
+    #[arg(long)]
+    pub logs: Option<PathBuf>,
 }
 
 /// publish-all
@@ -27,12 +28,7 @@ pub fn publish_all(ctx: &Ctx, args: &PublishAllArgs) -> Result<()> {
     local_registry::ensure_for_local_env(ctx)?;
     // The catalog's images, not the cloud builder: publish-all does not build it.
     let with_buildkit = buildx::nodes(ctx)?.iter().any(|node| !node.builder.engine);
-    thirdparty::vendor_bases(
-        ctx,
-        &args.thirdparty,
-        ctx.catalog.task_images().map(|(_, i)| i),
-        with_buildkit,
-    )?;
+    thirdparty::vendor_bases(ctx, &args.vendor, ctx.catalog.task_images().map(|(_, i)| i), with_buildkit)?;
 
     let images: Vec<(&str, &Image)> = ctx.catalog.task_images().collect();
     if ctx.runner.is_dry_run() {
@@ -45,9 +41,10 @@ pub fn publish_all(ctx: &Ctx, args: &PublishAllArgs) -> Result<()> {
         return Ok(());
     }
 
-    let log_dir = ctx.root.join(&args.logs);
+    let logs = args.logs.clone().unwrap_or_else(|| crate::work_dir().join("publish-all"));
+    let log_dir = ctx.root.join(&logs);
     std::fs::create_dir_all(&log_dir)?;
-    println!("building {} images in parallel; their logs are in {}/", images.len(), args.logs.display());
+    println!("building {} images in parallel; their logs are in {}/", images.len(), logs.display());
     let results: Vec<Built> = std::thread::scope(|scope| {
         let builds: Vec<_> = images
             .iter()

@@ -21,6 +21,16 @@ use crate::thirdparty;
 
 #[derive(Args, Debug, Clone)]
 pub struct ThirdpartyArgs {
+    #[command(flatten)]
+    pub vendor: VendorArgs,
+    /// Only check: exit non-zero when any tag is out of date, copy nothing
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// How to vendor: shared by `thirdparty` and the tasks that vendor what they build from.
+#[derive(Args, Debug, Clone)]
+pub struct VendorArgs {
     /// The list of images to vendor (a relative path starts at the repository root)
     /// [default: the catalog's, thirdparty.txt]
     #[arg(long)]
@@ -28,9 +38,6 @@ pub struct ThirdpartyArgs {
     /// Blobs copied at once, across all tags
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
-    /// Only check: exit non-zero when any tag is out of date, copy nothing
-    #[arg(long)]
-    pub check: bool,
     /// Seconds a registry may stall mid-request before the request is given up (and retried)
     #[arg(long, default_value_t = 60.0)]
     pub timeout: f64,
@@ -52,17 +59,17 @@ pub struct ThirdpartyArgs {
 /// thirdparty (with ENV=local, into the local registry, started when it is not running)
 pub fn thirdparty(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
     local_registry::ensure_for_local_env(ctx)?;
-    let pairs = list_pairs(ctx, args)?;
-    vendor(ctx, args, pairs)
+    let pairs = list_pairs(ctx, &args.vendor)?;
+    vendor(ctx, &args.vendor, pairs, args.check)
 }
 
 /// The list `--file` names, else the catalog's.
-pub fn list_path(ctx: &Ctx, args: &ThirdpartyArgs) -> PathBuf {
+pub fn list_path(ctx: &Ctx, args: &VendorArgs) -> PathBuf {
     args.file.clone().unwrap_or_else(|| ctx.catalog.thirdparty.clone())
 }
 
 /// Every tag of the list, with where it is vendored to. The whole list is checked first.
-pub fn list_pairs(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<Vec<Pair>> {
+pub fn list_pairs(ctx: &Ctx, args: &VendorArgs) -> Result<Vec<Pair>> {
     let file = list_path(ctx, args);
     let path = ctx.root.join(&file);
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -84,7 +91,7 @@ pub fn list_pairs(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<Vec<Pair>> {
 /// rest of the list is left alone (another image's bases may need a login this run lacks).
 pub fn vendor_bases<'a>(
     ctx: &Ctx,
-    args: &ThirdpartyArgs,
+    args: &VendorArgs,
     images: impl Iterator<Item = &'a Image>,
     with_buildkit: bool,
 ) -> Result<()> {
@@ -124,11 +131,12 @@ pub fn vendor_bases<'a>(
         ));
         return Ok(());
     }
-    vendor(ctx, args, chosen)
+    vendor(ctx, args, chosen, false)
 }
 
-/// Mirror `pairs` (tags of the list) into `$DOCKER_REPO/thirdparty/`.
-pub fn vendor(ctx: &Ctx, args: &ThirdpartyArgs, pairs: Vec<Pair>) -> Result<()> {
+/// Mirror `pairs` (tags of the list) into `$DOCKER_REPO/thirdparty/`; with `check`, only
+/// compare, and fail when any is out of date.
+pub fn vendor(ctx: &Ctx, args: &VendorArgs, pairs: Vec<Pair>, check: bool) -> Result<()> {
     if pairs.is_empty() {
         println!("{}: no images to vendor, nothing to do", list_path(ctx, args).display());
         return Ok(());
@@ -158,7 +166,7 @@ pub fn vendor(ctx: &Ctx, args: &ThirdpartyArgs, pairs: Vec<Pair>) -> Result<()> 
         registries.push((access, auth));
     }
 
-    let check_only = args.check || ctx.settings.dry_run;
+    let check_only = check || ctx.settings.dry_run;
     let options = MirrorOptions { jobs: usize::from(args.jobs), check_only };
     let progress = Arc::new(TagLines::new(pairs.len(), ctx.settings.dry_run));
     let started = Instant::now();
@@ -174,7 +182,7 @@ pub fn vendor(ctx: &Ctx, args: &ThirdpartyArgs, pairs: Vec<Pair>) -> Result<()> 
     if summary.failed > 0 {
         bail!("{} of {} tags failed (see above)", summary.failed, mirrored.reports.len());
     }
-    if args.check && summary.out_of_date > 0 {
+    if check && summary.out_of_date > 0 {
         bail!(
             "{} of {} tags are out of date: run `cargo xtask thirdparty`",
             summary.out_of_date,
@@ -184,7 +192,7 @@ pub fn vendor(ctx: &Ctx, args: &ThirdpartyArgs, pairs: Vec<Pair>) -> Result<()> 
     Ok(())
 }
 
-fn session_options(args: &ThirdpartyArgs) -> SessionOptions {
+fn session_options(args: &VendorArgs) -> SessionOptions {
     SessionOptions {
         retry: RetryPolicy { attempts: args.tries, ..RetryPolicy::default() },
         stall_timeout: Duration::from_secs_f64(args.timeout.max(0.1)),

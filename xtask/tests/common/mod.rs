@@ -25,8 +25,15 @@ pub fn xtask_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     cmd
 }
 
+/// Run xtask to its end. What it writes (configs, logs) goes to a temporary folder of its own
+/// (`CARGO_TARGET_DIR`), never into the repository, unless `env` names one.
 pub fn xtask(args: &[&str], env: &[(&str, &str)]) -> Output {
-    xtask_command(args, env).output().expect("xtask runs")
+    let work = tempfile::tempdir().unwrap();
+    let mut cmd = xtask_command(args, env);
+    if !env.iter().any(|(name, _)| *name == "CARGO_TARGET_DIR") {
+        cmd.env("CARGO_TARGET_DIR", work.path());
+    }
+    cmd.output().expect("xtask runs")
 }
 
 pub fn stdout(output: &Output) -> String {
