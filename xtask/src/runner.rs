@@ -1,13 +1,20 @@
 //! Every external command passes through here: it is an argument vector (never a string for a
-//! shell), it is logged before it runs or printed instead of run for `--dry-run`, and a failure
-//! names the command and keeps its exit status.
+//! shell), built by the tasks with `xshell::cmd!` so that it reads like the Makefile line it
+//! replaces, logged before it runs or printed instead of run for `--dry-run`, and run with duct
+//! (output inherited, or appended to a log, or in the background); a failure names the command
+//! and keeps its exit status.
 
 use std::fmt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, anyhow};
+
+/// A fresh shell for `xshell::cmd!`. Only its command building is used: the runner runs every
+/// command, from the repository root.
+pub fn sh() -> xshell::Shell {
+    xshell::Shell::new().expect("the current folder is readable")
+}
 
 /// A program, its arguments and the environment variables it gets on top of ours.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,39 +24,30 @@ pub struct Cmd {
     args: Vec<String>,
 }
 
+/// A command from `cmd!`. Every docker command gets `DOCKER_BUILDKIT=1`, as every docker command
+/// of the Makefile had it.
+impl From<xshell::Cmd<'_>> for Cmd {
+    fn from(cmd: xshell::Cmd<'_>) -> Cmd {
+        let command: std::process::Command = cmd.into();
+        let text = |s: &std::ffi::OsStr| s.to_string_lossy().into_owned();
+        let program = text(command.get_program());
+        let args = command.get_args().map(text).collect();
+        let mut env: Vec<(String, String)> =
+            command.get_envs().filter_map(|(name, value)| Some((text(name), text(value?)))).collect();
+        if program == "docker" && !env.iter().any(|(name, _)| name == "DOCKER_BUILDKIT") {
+            env.insert(0, ("DOCKER_BUILDKIT".into(), "1".into()));
+        }
+        Cmd { env, program, args }
+    }
+}
+
+impl From<&Cmd> for Cmd {
+    fn from(cmd: &Cmd) -> Cmd {
+        cmd.clone()
+    }
+}
+
 impl Cmd {
-    pub fn new(program: &str) -> Cmd {
-        Cmd { env: Vec::new(), program: program.to_string(), args: Vec::new() }
-    }
-
-    /// `docker`, with BuildKit on as every docker command of the Makefile had it.
-    pub fn docker() -> Cmd {
-        Cmd::new("docker").env("DOCKER_BUILDKIT", "1")
-    }
-
-    pub fn gcloud() -> Cmd {
-        Cmd::new("gcloud")
-    }
-
-    pub fn arg(mut self, arg: impl Into<String>) -> Cmd {
-        self.args.push(arg.into());
-        self
-    }
-
-    pub fn args<I, S>(mut self, args: I) -> Cmd
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.args.extend(args.into_iter().map(Into::into));
-        self
-    }
-
-    pub fn env(mut self, name: &str, value: &str) -> Cmd {
-        self.env.push((name.to_string(), value.to_string()));
-        self
-    }
-
     pub fn program(&self) -> &str {
         &self.program
     }
@@ -76,7 +74,6 @@ impl Cmd {
         self
     }
 }
-
 /// The command as one line for a POSIX shell: environment assignments first, each word quoted
 /// where it needs to be, so that pasting the line runs exactly this argument vector.
 impl fmt::Display for Cmd {
@@ -135,68 +132,32 @@ impl Runner {
         self.dry_run
     }
 
-    /// Run `cmd`, streaming its output; a non-zero exit is an error naming it.
-    pub fn run(&self, cmd: &Cmd) -> Result<()> {
-        if self.print_if_dry(cmd) {
+    /// Run `cmd`, streaming its output (to the log, if any); a non-zero exit is an error naming it.
+    pub fn run(&self, cmd: impl Into<Cmd>) -> Result<()> {
+        let cmd = cmd.into();
+        if self.print_if_dry(&cmd) {
             return Ok(());
         }
-        let (stdout, stderr) = self.outputs()?;
-        let status = self.spawn(cmd, stdout, stderr)?;
-        check(cmd, status)
+        let output = self.to_log(self.start(&cmd)?, true)?.run();
+        check(&cmd, self.finished(&cmd, output)?.status)
     }
 
     /// Run `cmd` and return its standard output (none in a dry run, which only shows it).
-    pub fn capture(&self, cmd: &Cmd) -> Result<Option<String>> {
-        if self.print_if_dry(cmd) {
+    pub fn capture(&self, cmd: impl Into<Cmd>) -> Result<Option<String>> {
+        let cmd = cmd.into();
+        if self.print_if_dry(&cmd) {
             return Ok(None);
         }
-        ensure_installed(cmd.program())?;
-        self.log_command(cmd);
-        let (_, stderr) = self.outputs()?;
-        let output = self
-            .command(cmd)
-            .stdin(Stdio::null())
-            .stderr(stderr)
-            .output()
-            .with_context(|| format!("cannot start `{cmd}`"))?;
-        check(cmd, output.status)?;
+        let expression = self.to_log(self.start(&cmd)?, false)?.stdin_null().stdout_capture();
+        let output = self.finished(&cmd, expression.run())?;
+        check(&cmd, output.status)?;
         Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned()))
     }
 
-    fn outputs(&self) -> Result<(Stdio, Stdio)> {
-        let Some(log) = &self.log else { return Ok((Stdio::inherit(), Stdio::inherit())) };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("cannot open the log {}", log.display()))?;
-        Ok((file.try_clone()?.into(), file.into()))
-    }
-
-    /// `+ <command>` before it runs: on stderr, or in the log.
-    fn log_command(&self, cmd: &Cmd) {
-        self.log_line(&format!("+ {cmd}"));
-    }
-
-    fn log_line(&self, line: &str) {
-        match &self.log {
-            Some(log) => {
-                use std::io::Write;
-                if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
-                    let _ = writeln!(file, "{line}");
-                }
-            }
-            None => eprintln!("{line}"),
-        }
-    }
-
     /// Run `cmd` whose failure does not matter (it only shows something to the user).
-    pub fn run_ignoring_failure(&self, cmd: &Cmd) -> Result<()> {
-        if self.print_if_dry(cmd) {
-            return Ok(());
-        }
-        let (stdout, stderr) = self.outputs()?;
-        if let Err(err) = self.spawn(cmd, stdout, stderr).and_then(|s| check(cmd, s)) {
+    pub fn run_ignoring_failure(&self, cmd: impl Into<Cmd>) -> Result<()> {
+        let cmd = cmd.into();
+        if let Err(err) = self.run(&cmd) {
             self.log_line(&format!("(ignored) {err:#}"));
         }
         Ok(())
@@ -206,66 +167,72 @@ impl Runner {
     /// fails. A dry run cannot know the answer, so it prints the probe and both branches.
     pub fn branch(
         &self,
-        probe: &Cmd,
+        probe: impl Into<Cmd>,
         then: impl FnOnce(&Runner) -> Result<()>,
         otherwise: impl FnOnce(&Runner) -> Result<()>,
     ) -> Result<()> {
-        if self.print_if_dry(probe) {
+        let probe = probe.into();
+        if self.print_if_dry(&probe) {
             self.say("if that succeeds:");
             then(self)?;
             self.say("if that fails:");
             return otherwise(self);
         }
-        let status = self.spawn(probe, Stdio::null(), Stdio::null())?;
-        if status.success() { then(self) } else { otherwise(self) }
+        let output = self.start(&probe)?.stdout_null().stderr_null().run();
+        if self.finished(&probe, output)?.status.success() { then(self) } else { otherwise(self) }
     }
 
     /// Run a read-only query and return its standard output, even in a dry run (a dry run still
     /// checks, it only changes nothing). The output is never logged: it may be a secret.
-    pub fn query(&self, cmd: &Cmd, stdin: Option<&str>) -> Result<String> {
-        ensure_installed(cmd.program())?;
-        self.log_command(cmd);
-        let mut child = self
-            .command(cmd)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start `{cmd}`"))?;
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            use std::io::Write;
-            pipe.write_all(input.as_bytes()).with_context(|| format!("cannot write to `{cmd}`"))?;
-        }
-        let output = child.wait_with_output().with_context(|| format!("cannot run `{cmd}`"))?;
-        check(cmd, output.status)
+    pub fn query(&self, cmd: impl Into<Cmd>, stdin: Option<&str>) -> Result<String> {
+        let cmd = cmd.into();
+        let expression = self.start(&cmd)?.stdout_capture().stderr_capture();
+        let expression = match stdin {
+            Some(input) => expression.stdin_bytes(input),
+            None => expression.stdin_null(),
+        };
+        let output = self.finished(&cmd, expression.run())?;
+        check(&cmd, output.status)
             .with_context(|| String::from_utf8_lossy(&output.stderr).trim().to_string())?;
         String::from_utf8(output.stdout).with_context(|| format!("`{cmd}` printed non-UTF-8 output"))
     }
 
     /// Start `cmd` in the background, detached from us, its output going to `log`. Returns its
     /// process id (none in a dry run).
-    pub fn spawn_background(&self, cmd: &Cmd, log: &Path) -> Result<Option<u32>> {
-        if self.print_if_dry(cmd) {
+    pub fn spawn_background(&self, cmd: impl Into<Cmd>, log: &Path) -> Result<Option<u32>> {
+        let cmd = cmd.into();
+        if self.print_if_dry(&cmd) {
             return Ok(None);
         }
-        ensure_installed(cmd.program())?;
+        ensure_installed(&cmd.program)?;
         self.log_line(&format!("+ {cmd} >{} 2>&1 &", log.display()));
-        let out = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-        let child = self
-            .command(cmd)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .process_group(0) // not killed by a Ctrl-C meant for us
-            .spawn()
+        let handle = self
+            .expression(&cmd)
+            .stdin_null()
+            // Inner redirections apply last: stderr joins stdout once stdout is the log.
+            .stderr_to_stdout()
+            .stdout_path(log)
+            // Its own process group: not killed by a Ctrl-C meant for us.
+            .before_spawn(|command| {
+                command.process_group(0);
+                Ok(())
+            })
+            .start()
             .with_context(|| format!("cannot start `{cmd}`"))?;
-        Ok(Some(child.id()))
+        Ok(handle.pids().first().copied())
     }
 
     /// Run the probe `cmd` until its standard output satisfies `accept` (exit status 0 and
     /// `accept(stdout)`), at most `wait.tries` times, `wait.interval` apart. A dry run shows the
     /// probe once, with the bound.
-    pub fn poll(&self, what: &str, cmd: &Cmd, wait: &Wait, accept: impl Fn(&str) -> bool) -> Result<()> {
+    pub fn poll(
+        &self,
+        what: &str,
+        cmd: impl Into<Cmd>,
+        wait: &Wait,
+        accept: impl Fn(&str) -> bool,
+    ) -> Result<()> {
+        let cmd = cmd.into();
         if self.dry_run {
             self.say(&format!(
                 "repeated until {what}, at most {} tries {} s apart:",
@@ -274,15 +241,16 @@ impl Runner {
             println!("[dry-run] {cmd}");
             return Ok(());
         }
-        ensure_installed(cmd.program())?;
+        ensure_installed(&cmd.program)?;
         let mut last = String::new();
         for attempt in 1..=wait.tries {
             self.log_line(&format!("+ {cmd}  (waiting until {what}: try {attempt}/{})", wait.tries));
             let output = self
-                .command(cmd)
-                .stdin(Stdio::null())
-                .stderr(Stdio::null())
-                .output()
+                .expression(&cmd)
+                .stdin_null()
+                .stdout_capture()
+                .stderr_null()
+                .run()
                 .with_context(|| format!("cannot start `{cmd}`"))?;
             let stdout = String::from_utf8_lossy(&output.stdout).trim().to_string();
             if output.status.success() && accept(&stdout) {
@@ -322,26 +290,56 @@ impl Runner {
         self.dry_run
     }
 
-    fn spawn(&self, cmd: &Cmd, stdout: Stdio, stderr: Stdio) -> Result<std::process::ExitStatus> {
-        ensure_installed(cmd.program())?;
-        self.log_command(cmd);
-        self.command(cmd)
-            .stdout(stdout)
-            .stderr(stderr)
-            .status()
-            .with_context(|| format!("cannot start `{cmd}`"))
+    /// `+ <command>` on stderr (or in the log), then the command, ready to run from the
+    /// repository root, its exit status unchecked (`check` names the command).
+    fn start(&self, cmd: &Cmd) -> Result<duct::Expression> {
+        ensure_installed(&cmd.program)?;
+        self.log_line(&format!("+ {cmd}"));
+        Ok(self.expression(cmd))
     }
 
-    fn command(&self, cmd: &Cmd) -> Command {
-        let mut command = Command::new(&cmd.program);
-        command.args(&cmd.args).current_dir(&self.root);
-        for (name, value) in &cmd.env {
-            command.env(name, value);
+    /// The command's stderr, and its stdout when `stdout` (not when the caller captures it),
+    /// appended to the log when there is one. Redirections applied here come last in duct, so
+    /// none is added for what the caller redirects itself.
+    fn to_log(&self, expression: duct::Expression, stdout: bool) -> Result<duct::Expression> {
+        let Some(log) = &self.log else { return Ok(expression) };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("cannot open the log {}", log.display()))?;
+        Ok(if stdout {
+            expression.stderr_to_stdout().stdout_file(file)
+        } else {
+            expression.stderr_file(file)
+        })
+    }
+
+    fn expression(&self, cmd: &Cmd) -> duct::Expression {
+        let expression = duct::cmd(&cmd.program, &cmd.args).dir(&self.root).unchecked();
+        cmd.env.iter().fold(expression, |expression, (name, value)| expression.env(name, value))
+    }
+
+    fn finished(
+        &self,
+        cmd: &Cmd,
+        output: std::io::Result<std::process::Output>,
+    ) -> Result<std::process::Output> {
+        output.with_context(|| format!("cannot start `{cmd}`"))
+    }
+
+    fn log_line(&self, line: &str) {
+        match &self.log {
+            Some(log) => {
+                use std::io::Write;
+                if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+                    let _ = writeln!(file, "{line}");
+                }
+            }
+            None => eprintln!("{line}"),
         }
-        command
     }
 }
-
 /// How long to wait for something: tries and the pause between them.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Wait {
@@ -401,13 +399,17 @@ mod tests {
 
     #[test]
     fn display_puts_environment_first_and_quotes_words() {
-        let cmd = Cmd::docker().args(["build", "--label", "a b", "it's"]);
+        let (sh, label, quote) = (sh(), "a b", "it's");
+        let cmd = Cmd::from(xshell::cmd!(sh, "docker build --label {label} {quote}"));
         assert_eq!(cmd.to_string(), r#"DOCKER_BUILDKIT=1 docker build --label 'a b' "it's""#);
+        let cmd = Cmd::from(xshell::cmd!(sh, "gcloud compute ssh").env("X", "1"));
+        assert_eq!(cmd.to_string(), "X=1 gcloud compute ssh", "only docker gets DOCKER_BUILDKIT");
     }
 
     #[test]
     fn without_drops_a_flag_and_its_value() {
-        let cmd = Cmd::new("x").args(["--push", "--cache-to", "ref", "--tag", "t", "--push"]);
+        let sh = sh();
+        let cmd = Cmd::from(xshell::cmd!(sh, "x --push --cache-to ref --tag t --push"));
         assert_eq!(cmd.clone().without("--push", false).arguments(), ["--cache-to", "ref", "--tag", "t"]);
         assert_eq!(cmd.without("--cache-to", true).arguments(), ["--push", "--tag", "t", "--push"]);
     }

@@ -12,7 +12,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::Ctx;
-use crate::runner::Cmd;
+use xshell::cmd;
+
+use crate::runner::sh;
 use crate::testbed::{TestRegistry, push_busybox_base, require};
 
 #[derive(Args, Debug, Clone)]
@@ -29,8 +31,8 @@ pub struct BenchRebuildArgs {
 /// bench-rebuild
 pub fn bench_rebuild(ctx: &Ctx, args: &BenchRebuildArgs) -> Result<()> {
     require("docker-registry", "apt-get install docker-registry")?;
-    let store =
-        ctx.runner.query(&Cmd::docker().args(["info", "--format", "{{json .DriverStatus}}"]), None)?;
+    let (sh, format) = (sh(), "{{json .DriverStatus}}");
+    let store = ctx.runner.query(cmd!(sh, "docker info --format {format}"), None)?;
     if !store.contains("io.containerd.snapshotter.v1") {
         bail!(
             "bench-rebuild needs an engine with the containerd image store (see the README's Testing section)"

@@ -3,7 +3,9 @@
 use anyhow::{Context, Result, bail};
 
 use super::Ctx;
-use crate::runner::{Cmd, Runner};
+use xshell::cmd;
+
+use crate::runner::{Runner, sh};
 
 /// The builder of a node, and why it was chosen (for `info` and the plan).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,9 +36,9 @@ pub const ARM_CONTEXT: &str = "arm_node";
 const CONTAINERD_STORE: &str = "io.containerd.snapshotter.v1";
 
 impl Node {
-    /// `docker`, on this node's engine.
-    pub fn docker(&self) -> Cmd {
-        docker_on(self.context.as_deref())
+    /// `--context <name>` for a docker command on this node's engine (none for this engine).
+    pub fn context_flag(&self) -> Vec<String> {
+        context_flag(self.context.as_deref())
     }
 
     /// Where the node is, for messages.
@@ -48,12 +50,9 @@ impl Node {
     }
 }
 
-/// `docker`, on the engine of `context` (`None`: the current one).
-fn docker_on(context: Option<&str>) -> Cmd {
-    match context {
-        Some(context) => Cmd::docker().args(["--context", context]),
-        None => Cmd::docker(),
-    }
+/// `--context <name>` for a docker command on the engine of `context` (`None`: the current one).
+fn context_flag(context: Option<&str>) -> Vec<String> {
+    context.map_or_else(Vec::new, |context| vec!["--context".to_string(), context.to_string()])
 }
 
 /// Where each platform of `$PLATFORMS` builds. With MULTI_CONTEXT, linux/arm64 on the arm64
@@ -89,8 +88,9 @@ pub fn choose_builder(ctx: &Ctx, context: Option<&str>) -> Result<Builder> {
         engine: false,
         why: format!("{why}: a docker-container builder, BuildKit from {image}"),
     };
-    let store = docker_on(context).args(["info", "--format", "{{json .DriverStatus}}"]);
-    let answer = match ctx.runner.query(&store, None) {
+    let (sh, on, format) = (sh(), &context_flag(context), "{{json .DriverStatus}}");
+    let store = cmd!(sh, "docker {on...} info --format {format}");
+    let answer = match ctx.runner.query(store, None) {
         Ok(answer) => answer,
         // A dry run still shows a plan where an engine does not answer.
         Err(err) if ctx.runner.is_dry_run() => {
@@ -117,7 +117,7 @@ pub fn choose_builder(ctx: &Ctx, context: Option<&str>) -> Result<Builder> {
     // The engine's builder is named after its docker context.
     let name = match context {
         Some(context) => context.to_string(),
-        None => ctx.runner.query(&Cmd::docker().args(["context", "show"]), None)?.trim().to_string(),
+        None => ctx.runner.query(cmd!(sh, "docker context show"), None)?.trim().to_string(),
     };
     Ok(Builder {
         name,
@@ -145,10 +145,11 @@ pub fn buildx_setup(ctx: &Ctx) -> Result<Vec<Node>> {
             builder.why
         ));
         if !builder.engine {
-            runner.run_ignoring_failure(&node.docker().args(["buildx", "ls"]))?;
-            let inspect = node.docker().args(["buildx", "inspect", "--builder", &builder.name]);
+            let (sh, on, name) = (sh(), &node.context_flag(), &builder.name);
+            runner.run_ignoring_failure(cmd!(sh, "docker {on...} buildx ls"))?;
+            let inspect = cmd!(sh, "docker {on...} buildx inspect --builder {name}");
             runner.branch(
-                &inspect,
+                inspect,
                 |r| {
                     r.say(&format!("Using existing builder {}", builder.name));
                     Ok(())
@@ -172,13 +173,12 @@ pub fn buildx_setup(ctx: &Ctx) -> Result<Vec<Node>> {
 /// A builder whose BuildKit runs in a container on the node's engine, booted from the vendored
 /// image.
 fn create_builder(ctx: &Ctx, runner: &Runner, node: &Node) -> Result<()> {
+    let (sh, on, name) = (sh(), &node.context_flag(), &node.builder.name);
     let image = format!("image={}", ctx.settings.vendored(&ctx.catalog.buildkit));
-    runner.run(&node.docker().args(["buildx", "create", "--name", &node.builder.name]).args([
-        "--driver",
-        "docker-container",
-        "--driver-opt",
-        &image,
-    ]))
+    runner.run(cmd!(
+        sh,
+        "docker {on...} buildx create --name {name} --driver docker-container --driver-opt {image}"
+    ))
 }
 
 /// ENV=local on a classic engine: a BuildKit container on the host's network, so that
@@ -192,26 +192,21 @@ fn create_local_builder(ctx: &Ctx, runner: &Runner, name: &str) -> Result<()> {
     std::fs::create_dir_all(path.parent().expect("a folder"))?;
     let config = format!("[registry.\"{registry}\"]\n  http = true\n  insecure = true\n");
     std::fs::write(&path, config).with_context(|| format!("cannot write {}", path.display()))?;
+    let sh = sh();
     let image = format!("image={}", s.vendored(&ctx.catalog.buildkit));
-    runner.run(&Cmd::docker().args(["buildx", "create", "--name", name]).args([
-        "--driver",
-        "docker-container",
-        "--driver-opt",
-        "network=host",
-        "--driver-opt",
-        &image,
-        "--buildkitd-config",
-        &config_path.display().to_string(),
-        "--bootstrap",
-    ]))
+    runner.run(cmd!(
+        sh,
+        "docker buildx create --name {name} --driver docker-container --driver-opt network=host
+            --driver-opt {image} --buildkitd-config {config_path} --bootstrap"
+    ))
 }
 
 /// The builder runs where we are: an arm64 build on an amd64 machine needs QEMU emulation,
 /// which Docker Desktop has and a Linux Docker Engine gets once from `tonistiigi/binfmt`.
 fn check_local_platforms(ctx: &Ctx, builder: &str) -> Result<()> {
     let s = &ctx.settings;
-    let inspect = Cmd::docker().args(["buildx", "inspect", "--bootstrap", builder]);
-    let Some(answer) = ctx.runner.capture(&inspect)? else {
+    let sh = sh();
+    let Some(answer) = ctx.runner.capture(cmd!(sh, "docker buildx inspect --bootstrap {builder}"))? else {
         ctx.runner.say(&format!("then check that builder {builder} lists every platform of {}", s.platforms));
         return Ok(());
     };
@@ -245,15 +240,15 @@ fn builder_platforms(inspect: &str) -> Vec<String> {
 
 /// buildx-ls
 pub fn buildx_ls(ctx: &Ctx) -> Result<()> {
-    ctx.runner.run(&Cmd::docker().args(["buildx", "ls"]))
+    let sh = sh();
+    ctx.runner.run(cmd!(sh, "docker buildx ls"))
 }
 
 /// prune: empty the local cache of the builder of every node.
 pub fn prune(ctx: &Ctx) -> Result<()> {
     for node in nodes(ctx)? {
-        let prune =
-            node.docker().args(["buildx", "prune", "--builder", &node.builder.name, "--all", "--force"]);
-        ctx.runner.run(&prune)?;
+        let (sh, on, name) = (sh(), &node.context_flag(), &node.builder.name);
+        ctx.runner.run(cmd!(sh, "docker {on...} buildx prune --builder {name} --all --force"))?;
     }
     Ok(())
 }

@@ -4,7 +4,9 @@ use anyhow::Result;
 
 use super::thirdparty::{self, VendorArgs};
 use super::{Ctx, local_registry};
-use crate::runner::Cmd;
+use xshell::cmd;
+
+use crate::runner::sh;
 
 /// build-publish-cloud-builder: vendor what it is built from, then build it for amd64 only,
 /// since it only ever runs inside Cloud Build, and push it.
@@ -13,13 +15,11 @@ pub fn build_publish_cloud_builder(ctx: &Ctx, args: &VendorArgs) -> Result<()> {
     let image = &ctx.catalog.cloud_builder;
     local_registry::ensure_for_local_env(ctx)?;
     thirdparty::vendor_bases(ctx, args, [image].into_iter(), false)?;
-    let reference = s.image_ref(image);
-    let build = Cmd::docker()
-        .args(["build", "--file", &image.dockerfile(), "--pull", "--platform", "linux/amd64"])
-        .args(s.build_args(image))
-        .args(["--tag", &reference, &image.context()]);
-    ctx.runner.run(&build)?;
-    ctx.runner.run(&Cmd::docker().args(["push", &reference]))
+    let (sh, dockerfile, build_args, reference, context) =
+        (sh(), image.dockerfile(), s.build_args(image), s.image_ref(image), image.context());
+    ctx.runner
+        .run(cmd!(sh, "docker build --file {dockerfile} --pull --platform linux/amd64 {build_args...} --tag {reference} {context}"))?;
+    ctx.runner.run(cmd!(sh, "docker push {reference}"))
 }
 
 /// cloud-build: submit the catalog's pipeline (`cloudbuild/pr.yaml`) with this repository (less `.gcloudignore`).
@@ -27,14 +27,10 @@ pub fn cloud_build(ctx: &Ctx) -> Result<()> {
     let s = &ctx.settings;
     let builder_image = s.image_ref(&ctx.catalog.cloud_builder);
     let auto = if s.auto_start_stop { "1" } else { "0" };
-    let submit = Cmd::gcloud()
-        .args(["builds", "submit", &format!("--project={}", s.gcp_project), "--region=global"])
-        .arg("--config")
-        .arg(ctx.catalog.pipeline.display().to_string())
-        .arg(format!(
-            "--substitutions=_ENV={},_CLOUDBUILD_IMAGE={builder_image},_AUTO_START_STOP={auto}",
-            s.env
-        ))
-        .arg(".");
-    ctx.runner.run(&submit)
+    let (sh, pipeline) = (sh(), &ctx.catalog.pipeline);
+    let project = format!("--project={}", s.gcp_project);
+    let substitutions =
+        format!("--substitutions=_ENV={},_CLOUDBUILD_IMAGE={builder_image},_AUTO_START_STOP={auto}", s.env);
+    ctx.runner
+        .run(cmd!(sh, "gcloud builds submit {project} --region=global --config {pipeline} {substitutions} ."))
 }

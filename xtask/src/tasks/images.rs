@@ -6,19 +6,17 @@ use super::buildx::{self, Node};
 use super::{Ctx, local_registry};
 use crate::catalog::Image;
 use crate::dockerfile;
-use crate::runner::Cmd;
+use xshell::cmd;
+
+use crate::runner::{Cmd, sh};
 use crate::settings::platform_suffix;
 
 /// build-<image>: a single-platform build on this machine's docker, not pushed.
 pub fn build(ctx: &Ctx, image: &Image) -> Result<()> {
     let s = &ctx.settings;
-    let cmd = Cmd::docker().args(["build", "--file", &image.dockerfile()]).args(s.build_args(image)).args([
-        "--pull",
-        "--tag",
-        &s.image_ref(image),
-        &image.context(),
-    ]);
-    ctx.runner.run(&cmd)
+    let (sh, dockerfile, build_args, tag, context) =
+        (sh(), image.dockerfile(), s.build_args(image), s.image_ref(image), image.context());
+    ctx.runner.run(cmd!(sh, "docker build --file {dockerfile} {build_args...} --pull --tag {tag} {context}"))
 }
 
 /// buildx-publish-<image>: build every platform of `$PLATFORMS` and push, through the registry
@@ -76,9 +74,11 @@ pub fn publish(ctx: &Ctx, image: &Image) -> Result<()> {
     }
     let tags: Vec<String> = builds.iter().map(tag).collect();
     ctx.runner.say(&format!("when every platform succeeded, merge them into {reference}:"));
-    let merge =
-        nodes[0].docker().args(["buildx", "imagetools", "create", "--builder", &nodes[0].builder.name]);
-    ctx.runner.run(&merge.args(["--tag", &reference]).args(tags))
+    let (sh, on, builder) = (sh(), &nodes[0].context_flag(), &nodes[0].builder.name);
+    ctx.runner.run(cmd!(
+        sh,
+        "docker {on...} buildx imagetools create --builder {builder} --tag {reference} {tags...}"
+    ))
 }
 
 /// One platform of an image, on the node that builds it.
@@ -101,31 +101,40 @@ fn build_platform(ctx: &Ctx, image: &Image, build: &PlatformBuild, tag: &str) ->
     ctx.runner.say("split build: build without pushing, restart the builder, then build and push");
     let build_only = full.clone().without("--push", false).without("--cache-to", true);
     ctx.runner.run(&build_only)?;
-    ctx.runner.run(&build.node.docker().args(["buildx", "stop", &build.node.builder.name]))?;
+    let (sh, on, builder) = (sh(), &build.node.context_flag(), &build.node.builder.name);
+    ctx.runner.run(cmd!(sh, "docker {on...} buildx stop {builder}"))?;
     ctx.runner.run(&full)
 }
 
 pub fn buildx_build_cmd(ctx: &Ctx, image: &Image, node: &Node, platform: &str, tag: &str) -> Cmd {
     let s = &ctx.settings;
     let cache = s.cache_ref(image, platform);
-    node.docker()
-        .args(["buildx", "build", "--file", &image.dockerfile()])
-        .args(["--platform", platform, "--builder", &node.builder.name, "--progress", "plain"])
-        .args(s.build_args(image))
-        .args(["--cache-from", &format!("type=registry,ref={cache}")])
-        .args(["--cache-to", &format!("type=registry,ref={cache},mode=max")])
-        .args(["--pull", "--push", "--tag", tag, &image.context()])
+    let (sh, on, builder, dockerfile, context) =
+        (sh(), &node.context_flag(), &node.builder.name, image.dockerfile(), image.context());
+    let (build_args, cache_from, cache_to) = (
+        s.build_args(image),
+        format!("type=registry,ref={cache}"),
+        format!("type=registry,ref={cache},mode=max"),
+    );
+    cmd!(
+        sh,
+        "docker {on...} buildx build --file {dockerfile} --platform {platform} --builder {builder} --progress plain
+            {build_args...} --cache-from {cache_from} --cache-to {cache_to} --pull --push --tag {tag} {context}"
+    )
+    .into()
 }
 
 /// pull-<image>: this machine's platform variant of the published image.
 pub fn pull(ctx: &Ctx, image: &Image) -> Result<()> {
-    ctx.runner.run(&Cmd::docker().args(["pull", &ctx.settings.image_ref(image)]))
+    let (sh, reference) = (sh(), ctx.settings.image_ref(image));
+    ctx.runner.run(cmd!(sh, "docker pull {reference}"))
 }
 
 /// clean: remove the catalog's images from this machine's docker.
 pub fn clean(ctx: &Ctx) -> Result<()> {
-    let refs = ctx.catalog.task_images().map(|(_, image)| ctx.settings.image_ref(image));
-    ctx.runner.run(&Cmd::docker().arg("rmi").args(refs))
+    let sh = sh();
+    let references = ctx.catalog.task_images().map(|(_, image)| ctx.settings.image_ref(image));
+    ctx.runner.run(cmd!(sh, "docker rmi {references...}"))
 }
 
 /// The images an image's Dockerfile starts from, with the settings' build arguments filled in.

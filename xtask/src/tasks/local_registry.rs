@@ -9,7 +9,9 @@ use clap::Args;
 
 use super::Ctx;
 use crate::registry_server::{answers, config_yaml, wait_until_up};
-use crate::runner::{Cmd, is_installed};
+use xshell::cmd;
+
+use crate::runner::{is_installed, sh};
 
 #[derive(Args, Debug, Clone)]
 pub struct LocalRegistryArgs {
@@ -70,9 +72,8 @@ fn start(ctx: &Ctx, args: &LocalRegistryArgs) -> Result<()> {
             .with_context(|| format!("cannot create {}", data.display()))?;
         std::fs::write(&config, config_yaml(addr, &data.join("storage"), None))
             .with_context(|| format!("cannot write {}", config.display()))?;
-        let serve = Cmd::new("docker-registry").arg("serve").arg(config.display().to_string());
-        let log = data.join("registry.log");
-        let pid = ctx.runner.spawn_background(&serve, &log)?;
+        let (sh, log) = (sh(), data.join("registry.log"));
+        let pid = ctx.runner.spawn_background(cmd!(sh, "docker-registry serve {config}"), &log)?;
         if let Some(pid) = pid {
             wait_until_up(addr, Duration::from_secs(15)).with_context(|| format!("see {}", log.display()))?;
             println!("Registry running at {addr} (pid {pid}; data and log in {})", data.display());
@@ -83,17 +84,11 @@ fn start(ctx: &Ctx, args: &LocalRegistryArgs) -> Result<()> {
         return Ok(());
     }
     // No Debian binary: the registry image, on loopback only.
-    let run = Cmd::docker()
-        .args([
-            "run",
-            "--detach",
-            "--restart",
-            "unless-stopped",
-            "--name",
-            &format!("xtask-registry-{}", args.port),
-        ])
-        .args(["--publish", &format!("{addr}:5000"), "registry:2"]);
-    ctx.runner.run(&run)?;
+    let (sh, name, publish) = (sh(), format!("xtask-registry-{}", args.port), format!("{addr}:5000"));
+    ctx.runner.run(cmd!(
+        sh,
+        "docker run --detach --restart unless-stopped --name {name} --publish {publish} registry:2"
+    ))?;
     if !ctx.runner.is_dry_run() {
         wait_until_up(addr, Duration::from_secs(30))?;
         println!("Registry running at {addr}: use DOCKER_REPO={addr}/<name>");

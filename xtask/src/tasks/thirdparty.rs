@@ -16,7 +16,7 @@ use crate::registry::auth::{CredentialSource, DockerConfig, credentials_for};
 use crate::registry::retry::RetryPolicy;
 use crate::registry::session::SessionOptions;
 use crate::registry::{self, MirrorOptions, Outcome, Pair, RegistryAccess, Report, Session};
-use crate::runner::Cmd;
+use crate::runner::sh;
 use crate::thirdparty;
 
 #[derive(Args, Debug, Clone)]
@@ -145,7 +145,8 @@ pub fn vendor(ctx: &Ctx, args: &VendorArgs, pairs: Vec<Pair>, check: bool) -> Re
     // Credentials first, synchronously: helpers and gcloud are external commands.
     let config = DockerConfig::load()?;
     let run = |program: &str, args: &[&str], stdin: Option<&str>| {
-        ctx.runner.query(&Cmd::new(program).args(args.iter().copied()), stdin)
+        let sh = sh();
+        ctx.runner.query(xshell::cmd!(sh, "{program} {args...}"), stdin)
     };
     let mut registries = Vec::new();
     let destinations: Vec<String> =

@@ -5,9 +5,11 @@ use std::net::SocketAddr;
 use anyhow::{Result, bail};
 use clap::Args;
 
+use xshell::cmd;
+
 use super::Ctx;
 use crate::probe::http_answers;
-use crate::runner::{Cmd, Wait};
+use crate::runner::{Wait, sh};
 
 #[derive(Args, Debug, Clone)]
 pub struct WaitArgs {
@@ -23,62 +25,57 @@ pub const TUNNEL_LOCAL: &str = "127.0.0.1:8375";
 /// Where the VM's docker daemon listens, as seen from the VM's sshd.
 pub const TUNNEL_REMOTE: &str = "127.0.0.1:2375";
 
-fn instances(ctx: &Ctx, action: &str) -> Cmd {
-    let s = &ctx.settings;
-    Cmd::gcloud().args(["compute", "instances", action, &s.arm64_vm]).args([
-        "--project",
-        &s.gcp_project,
-        "--zone",
-        &s.zone,
-    ])
-}
-
 /// start-vm; with `--wait`, until the VM reports RUNNING and an IAP ssh command succeeds (right
 /// after a start the tunnel fails with "4047: Failed to lookup instance" for a while).
 pub fn start_vm(ctx: &Ctx, args: &WaitArgs) -> Result<()> {
     let s = &ctx.settings;
-    ctx.runner.run(&instances(ctx, "start"))?;
+    let (sh, vm, project, zone) = (sh(), &s.arm64_vm, &s.gcp_project, &s.zone);
+    ctx.runner.run(cmd!(sh, "gcloud compute instances start {vm} --project {project} --zone {zone}"))?;
     if !args.wait {
         return Ok(());
     }
-    let describe = instances(ctx, "describe").arg("--format=value(status)");
-    ctx.runner.poll(&format!("{} reports RUNNING", s.arm64_vm), &describe, &args.bounds, |status| {
-        status == "RUNNING"
-    })?;
-    let ssh = Cmd::gcloud()
-        .args(["compute", "ssh", "--project", &s.gcp_project, "--zone", &s.zone, &s.arm64_vm])
-        .args(["--tunnel-through-iap", "--quiet", "--command=true"]);
-    ctx.runner.poll(&format!("ssh to {} through IAP works", s.arm64_vm), &ssh, &args.bounds, |_| true)?;
-    ctx.runner.say(&format!("{} is running and answers ssh", s.arm64_vm));
+    let describe = cmd!(
+        sh,
+        "gcloud compute instances describe {vm} --project {project} --zone {zone} --format=value(status)"
+    );
+    ctx.runner
+        .poll(&format!("{vm} reports RUNNING"), describe, &args.bounds, |status| status == "RUNNING")?;
+    let ssh = cmd!(
+        sh,
+        "gcloud compute ssh --project {project} --zone {zone} {vm} --tunnel-through-iap --quiet --command=true"
+    );
+    ctx.runner.poll(&format!("ssh to {vm} through IAP works"), ssh, &args.bounds, |_| true)?;
+    ctx.runner.say(&format!("{vm} is running and answers ssh"));
     Ok(())
 }
 
 /// stop-vm
 pub fn stop_vm(ctx: &Ctx) -> Result<()> {
-    ctx.runner.run(&instances(ctx, "stop"))
+    let s = &ctx.settings;
+    let (sh, vm, project, zone) = (sh(), &s.arm64_vm, &s.gcp_project, &s.zone);
+    ctx.runner.run(cmd!(sh, "gcloud compute instances stop {vm} --project {project} --zone {zone}"))
 }
 
 /// ssh-vm: an interactive root shell on the VM, through IAP.
 pub fn ssh_vm(ctx: &Ctx) -> Result<()> {
     let s = &ctx.settings;
-    let cmd = Cmd::gcloud()
-        .args(["compute", "ssh", "--zone", &s.zone, &format!("root@{}", s.arm64_vm)])
-        .args(["--project", &s.gcp_project, "--tunnel-through-iap"]);
-    ctx.runner.run(&cmd)
-}
-
-/// The ssh command that forwards `TUNNEL_LOCAL` to the VM's docker daemon, in the background.
-pub fn tunnel_cmd(ctx: &Ctx) -> Cmd {
-    let s = &ctx.settings;
-    Cmd::gcloud()
-        .args(["compute", "ssh", "--project", &s.gcp_project, "--zone", &s.zone, &s.arm64_vm])
-        .args(["--tunnel-through-iap", "--", "-L", &format!("{TUNNEL_LOCAL}:{TUNNEL_REMOTE}")])
-        .args(["-N", "-f"])
+    let (sh, root_at_vm, project, zone) = (sh(), format!("root@{}", s.arm64_vm), &s.gcp_project, &s.zone);
+    ctx.runner.run(cmd!(
+        sh,
+        "gcloud compute ssh --zone {zone} {root_at_vm} --project {project} --tunnel-through-iap"
+    ))
 }
 
 /// ssh-tunnel; with `--wait`, until the VM's docker daemon answers through it.
 pub fn ssh_tunnel(ctx: &Ctx, args: &WaitArgs) -> Result<()> {
-    ctx.runner.run(&tunnel_cmd(ctx))?;
+    // ssh forks into the background itself (`-f`) once the forward is up, so gcloud returns.
+    let s = &ctx.settings;
+    let (sh, vm, project, zone) = (sh(), &s.arm64_vm, &s.gcp_project, &s.zone);
+    let forward = format!("{TUNNEL_LOCAL}:{TUNNEL_REMOTE}");
+    ctx.runner.run(cmd!(
+        sh,
+        "gcloud compute ssh --project {project} --zone {zone} {vm} --tunnel-through-iap -- -L {forward} -N -f"
+    ))?;
     if !args.wait {
         return Ok(());
     }
