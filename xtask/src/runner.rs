@@ -48,10 +48,6 @@ impl From<&Cmd> for Cmd {
 }
 
 impl Cmd {
-    pub fn program(&self) -> &str {
-        &self.program
-    }
-
     #[cfg(test)]
     pub fn arguments(&self) -> &[String] {
         &self.args
@@ -223,28 +219,29 @@ impl Runner {
     }
 
     /// Run the probe `cmd` until its standard output satisfies `accept` (exit status 0 and
-    /// `accept(stdout)`), at most `wait.tries` times, `wait.interval` apart. A dry run shows the
-    /// probe once, with the bound.
+    /// `accept(stdout)`), at most `tries` times, `interval` apart. A dry run shows the probe
+    /// once, with the bound.
     pub fn poll(
         &self,
         what: &str,
         cmd: impl Into<Cmd>,
-        wait: &Wait,
+        (tries, interval): (u32, std::time::Duration),
         accept: impl Fn(&str) -> bool,
     ) -> Result<()> {
         let cmd = cmd.into();
         if self.dry_run {
             self.say(&format!(
                 "repeated until {what}, at most {} tries {} s apart:",
-                wait.tries, wait.interval_secs
+                tries,
+                interval.as_secs_f64()
             ));
             println!("[dry-run] {cmd}");
             return Ok(());
         }
         ensure_installed(&cmd.program)?;
         let mut last = String::new();
-        for attempt in 1..=wait.tries {
-            self.log_line(&format!("+ {cmd}  (waiting until {what}: try {attempt}/{})", wait.tries));
+        for attempt in 1..=tries {
+            self.log_line(&format!("+ {cmd}  (waiting until {what}: try {attempt}/{})", tries));
             let output = self
                 .expression(&cmd)
                 .stdin_null()
@@ -261,14 +258,14 @@ impl Runner {
             } else {
                 format!("it failed ({})", output.status)
             };
-            if attempt < wait.tries {
-                std::thread::sleep(wait.interval());
+            if attempt < tries {
+                std::thread::sleep(interval);
             }
         }
         Err(anyhow!(
             "gave up waiting until {what} after {} tries over {:.0} s; the last time {last}: `{cmd}`",
-            wait.tries,
-            wait.interval().as_secs_f64() * f64::from(wait.tries.saturating_sub(1))
+            tries,
+            interval.as_secs_f64() * f64::from(tries.saturating_sub(1))
         ))
     }
 
@@ -338,22 +335,6 @@ impl Runner {
             }
             None => eprintln!("{line}"),
         }
-    }
-}
-/// How long to wait for something: tries and the pause between them.
-#[derive(clap::Args, Debug, Clone)]
-pub struct Wait {
-    /// How many times to check before giving up
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
-    pub tries: u32,
-    /// Seconds between two checks
-    #[arg(long = "interval", default_value_t = 5.0)]
-    pub interval_secs: f64,
-}
-
-impl Wait {
-    pub fn interval(&self) -> std::time::Duration {
-        std::time::Duration::from_secs_f64(self.interval_secs.max(0.0))
     }
 }
 

@@ -9,15 +9,29 @@ use xshell::cmd;
 
 use super::Ctx;
 use crate::probe::http_answers;
-use crate::runner::{Wait, sh};
+use crate::runner::sh;
 
 #[derive(Args, Debug, Clone)]
 pub struct WaitArgs {
     /// Wait until it is ready (see the task's description), checking at most --tries times
     #[arg(long)]
     pub wait: bool,
-    #[command(flatten)]
-    pub bounds: Wait,
+    /// How many times to check before giving up
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tries: u32,
+    /// Seconds between two checks
+    #[arg(long = "interval", default_value_t = 5.0)]
+    pub interval_secs: f64,
+}
+
+impl WaitArgs {
+    fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.interval_secs.max(0.0))
+    }
+
+    fn bounds(&self) -> (u32, std::time::Duration) {
+        (self.tries, self.interval())
+    }
 }
 
 /// Local end of the tunnel to the VM's docker daemon.
@@ -39,12 +53,12 @@ pub fn start_vm(ctx: &Ctx, args: &WaitArgs) -> Result<()> {
         "gcloud compute instances describe {vm} --project {project} --zone {zone} --format=value(status)"
     );
     ctx.runner
-        .poll(&format!("{vm} reports RUNNING"), describe, &args.bounds, |status| status == "RUNNING")?;
+        .poll(&format!("{vm} reports RUNNING"), describe, args.bounds(), |status| status == "RUNNING")?;
     let ssh = cmd!(
         sh,
         "gcloud compute ssh --project {project} --zone {zone} {vm} --tunnel-through-iap --quiet --command=true"
     );
-    ctx.runner.poll(&format!("ssh to {vm} through IAP works"), ssh, &args.bounds, |_| true)?;
+    ctx.runner.poll(&format!("ssh to {vm} through IAP works"), ssh, args.bounds(), |_| true)?;
     ctx.runner.say(&format!("{vm} is running and answers ssh"));
     Ok(())
 }
@@ -80,7 +94,7 @@ pub fn ssh_tunnel(ctx: &Ctx, args: &WaitArgs) -> Result<()> {
         return Ok(());
     }
     let what = format!("the docker daemon answers at http://{TUNNEL_LOCAL}/_ping");
-    let bounds = &args.bounds;
+    let bounds = args;
     if ctx.runner.is_dry_run() {
         ctx.runner.say(&format!(
             "then wait until {what}, at most {} tries {} s apart",
