@@ -341,21 +341,8 @@ fn each_platform_builds_on_its_own_engine_through_the_tunnel() {
         ("ENV", "e2e"),
         ("DOCKER_REPO", &repo),
     ];
-    let catalog = setup.catalog();
-    let xtask = |args: &[&str], more: &[(&str, &str)]| {
-        let mut all = env.clone();
-        all.push(("CATALOG", &catalog));
-        all.extend_from_slice(more);
-        let output = common::xtask(args, &all);
-        assert!(
-            output.status.success(),
-            "{args:?} failed:\n{}\n{}\nthe registry's errors:\n{}",
-            stdout(&output),
-            stderr(&output),
-            setup.destination.errors()
-        );
-        output
-    };
+    // Later settings win: these replace Setup's ENV=local and its DOCKER_REPO.
+    let xtask = |args: &[&str], more: &[(&str, &str)]| setup.xtask_ok(args, &[&env[..], more].concat());
     let docker = |args: &[&str]| {
         std::process::Command::new("docker").args(args).env("DOCKER_CONFIG", &config).output().unwrap()
     };

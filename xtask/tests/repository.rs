@@ -94,23 +94,7 @@ fn references(line: &[String]) -> Vec<String> {
 #[test]
 fn no_plan_names_an_image_outside_docker_repo() {
     let catalog = Catalog::load(&xtask::project_root()).unwrap();
-    let mut tasks: Vec<String> = [
-        "buildx-setup",
-        "buildx-ls",
-        "prune",
-        "clean",
-        "build-publish-cloud-builder",
-        "start-vm",
-        "stop-vm",
-        "ssh-vm",
-        "ssh-tunnel",
-        "cloud-build",
-        "seed-arm64",
-        "publish-all",
-        "local-registry",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut tasks: Vec<String> = common::TASKS_WITH_A_PLAN.map(String::from).to_vec();
     for (task, _) in catalog.task_images() {
         tasks.extend(["build", "buildx-publish", "pull"].map(|action| format!("{action}-{task}")));
     }

@@ -12,6 +12,23 @@ use std::process::{Command, Output};
 
 pub const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 
+/// The tasks with a plan of commands, besides the catalog's per-image ones.
+pub const TASKS_WITH_A_PLAN: [&str; 13] = [
+    "buildx-setup",
+    "buildx-ls",
+    "prune",
+    "clean",
+    "build-publish-cloud-builder",
+    "start-vm",
+    "stop-vm",
+    "ssh-vm",
+    "ssh-tunnel",
+    "cloud-build",
+    "seed-arm64",
+    "publish-all",
+    "local-registry",
+];
+
 /// `xtask` with none of the caller's settings: only `PATH` and `HOME`, plus `env`.
 pub fn xtask_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(XTASK);
