@@ -376,6 +376,10 @@ fn each_platform_builds_on_its_own_engine_through_the_tunnel() {
     assert!(log.contains("+ DOCKER_BUILDKIT=1 docker --context arm_node buildx build"), "{log}");
     assert!(steps_and_longest(&log, "RUN sleep 3").1 >= 3.0, "the cold build ran the expensive step:\n{log}");
     assert_eq!(platforms(&reference), ["linux/amd64", "linux/arm64"]);
+    let index: serde_json::Value = serde_json::from_slice(&skopeo_raw(&reference).unwrap()).unwrap();
+    let attestations =
+        index["manifests"].as_array().unwrap().iter().filter(|m| m["platform"]["os"] == "unknown").count();
+    assert_eq!(attestations, 2, "the merge keeps each half's attestation manifest: {index}");
     // The arm64 half was built, and stored, by the second engine only.
     let arm_image = format!("{reference}-arm64");
     assert!(

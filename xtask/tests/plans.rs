@@ -584,3 +584,28 @@ fn local_publish_all_plan_on_a_containerd_engine() {
         }
     }
 }
+
+/// Each task's help: its own options first, then only the settings it uses, under their own
+/// heading; seed-arm64 shows no default for the ENV it requires; publish-all offers no --check
+/// (its builds would run anyway).
+#[test]
+fn each_task_help_lists_its_own_options_then_its_settings() {
+    let help = |task: &str| common::stdout(&xtask(&[task, "--help"], &[]));
+    let thirdparty = help("thirdparty");
+    let (own, settings) =
+        thirdparty.split_once("Settings (flag, or the environment variable named):").unwrap();
+    assert!(own.contains("--jobs") && own.contains("--check"), "{thirdparty}");
+    assert!(settings.contains("--docker-repo") && settings.contains("--dry-run"), "{thirdparty}");
+    for unused in ["--vm", "--zone", "--platforms", "--multi-context"] {
+        assert!(!thirdparty.contains(unused), "thirdparty lists {unused}:\n{thirdparty}");
+    }
+    let start_vm = help("start-vm");
+    assert!(start_vm.contains("--vm") && !start_vm.contains("--docker-repo"), "{start_vm}");
+    let seed = help("seed-arm64");
+    let env_line = seed.lines().find(|l| l.trim_start().starts_with("--env")).unwrap();
+    assert!(!env_line.contains("[default:") && env_line.contains("required"), "{env_line}");
+    assert!(!help("publish-all").contains("--check"));
+    // Settings hidden from a task's help still work after it, and before it.
+    let plan = plan(&["--vm", "b", "stop-vm"], &[]);
+    assert_eq!(plan[0][4], "b");
+}
