@@ -1,13 +1,12 @@
 //! build-<image>, buildx-publish-<image>, pull-<image>, clean: the catalog's images.
 
 use anyhow::{Context, Result, bail};
+use xshell::cmd;
 
 use super::buildx::{self, Node};
 use super::{Ctx, local_registry};
 use crate::catalog::Image;
 use crate::dockerfile;
-use xshell::cmd;
-
 use crate::runner::{Cmd, sh};
 use crate::settings::platform_suffix;
 
@@ -106,7 +105,7 @@ fn build_platform(ctx: &Ctx, image: &Image, build: &PlatformBuild, tag: &str) ->
     ctx.runner.run(&full)
 }
 
-pub fn buildx_build_cmd(ctx: &Ctx, image: &Image, node: &Node, platform: &str, tag: &str) -> Cmd {
+fn buildx_build_cmd(ctx: &Ctx, image: &Image, node: &Node, platform: &str, tag: &str) -> Cmd {
     let s = &ctx.settings;
     let cache = s.cache_ref(image, platform);
     let (sh, on, builder, dockerfile, context) =
