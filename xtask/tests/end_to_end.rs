@@ -172,15 +172,22 @@ fn built_on(reference: &str, platform: &str) -> String {
 }
 
 /// In `--progress plain` output (the platforms' builds interleaved, their step numbers
-/// overlapping): how many steps' headers contain `step`, and the longest time any step took.
-/// The expensive step sleeps 3 s, so a run where no step took near that did not run it.
+/// overlapping): how many steps' headers contain `step`, and the longest any step with one of
+/// those numbers took. The expensive step sleeps 3 s, so a run where none took near that did not
+/// run it.
 fn steps_and_longest(log: &str, step: &str) -> (usize, f64) {
-    let headers = log.lines().filter(|l| l.starts_with('#') && l.contains(step)).count();
+    let ids: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with('#') && l.contains(step))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
     let longest = log
         .lines()
-        .filter_map(|l| l.split_once(" DONE ")?.1.strip_suffix('s')?.parse::<f64>().ok())
+        .filter_map(|l| l.split_once(" DONE "))
+        .filter(|(id, _)| ids.contains(id))
+        .filter_map(|(_, took)| took.strip_suffix('s')?.parse::<f64>().ok())
         .fold(0.0, f64::max);
-    (headers, longest)
+    (ids.len(), longest)
 }
 
 fn log_of(setup: &Setup, image: &str) -> String {
