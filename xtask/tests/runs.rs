@@ -401,11 +401,20 @@ fn publish_all_builds_in_parallel_and_reports_a_failing_image() {
     let logs = fake.dir.path().join("logs").display().to_string();
     let output = fake.xtask(
         &["publish-all", "--file", &list, "--logs", &logs],
-        &[("ENV", "local"), ("DOCKER_REPO", &repo)],
+        &[("ENV", "local"), ("DOCKER_REPO", &repo), ("SSL_CERT_FILE", "/the/callers/bundle.pem")],
     );
     let out = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{out}\n{}", stderr(&output));
     assert!(out.contains("thirdparty: 4 tags: 4 copied"), "{out}");
+    // The vendoring, all plain HTTP, built its clients without the CA bundle; the builds after
+    // it still get the caller's.
+    let builds: Vec<Vec<String>> =
+        fake.calls().into_iter().filter(|c| c.get(3).map(String::as_str) == Some("build")).collect();
+    assert!(
+        !builds.is_empty()
+            && builds.iter().all(|c| c.last().unwrap() == "SSL_CERT_FILE=/the/callers/bundle.pem"),
+        "{builds:?}"
+    );
     assert!(out.contains(&format!("published   runtime -> {repo}/runtime:3.15")), "{out}");
     assert!(out.contains(&format!("published   golang-build -> {repo}/golang-build:1.18")), "{out}");
     let failed = out.lines().find(|l| l.starts_with("FAILED      odb:")).unwrap_or_else(|| panic!("{out}"));

@@ -71,13 +71,12 @@ impl Default for SessionOptions {
 }
 
 impl Session {
-    /// `registries`: every registry of the run with the credentials found for it.
-    pub async fn connect(
-        registries: Vec<(RegistryAccess, RegistryAuth)>,
-        options: SessionOptions,
-    ) -> Result<Session> {
+    /// The clients of a run over `registries`. Call it before starting the async runtime: when
+    /// no registry speaks TLS, the clients are built without the CA bundle (see
+    /// `without_tls_roots`), which must happen while this is the process's only thread.
+    pub fn new(registries: &[RegistryAccess], options: SessionOptions) -> Result<Session> {
         let plain_http: Vec<String> =
-            registries.iter().filter(|(access, _)| access.plain_http).map(|(a, _)| a.host.clone()).collect();
+            registries.iter().filter(|access| access.plain_http).map(|access| access.host.clone()).collect();
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(plain_http.clone()),
             // One PUT per blob with its size, instead of one round trip per 4 MiB chunk.
@@ -87,16 +86,25 @@ impl Session {
             platform_resolver: None,
             ..ClientConfig::default()
         };
-        let client = Client::try_from(config).context("cannot set up the registry client")?;
-        let probe = reqwest::Client::builder()
-            .connect_timeout(connect_timeout(&options))
-            .timeout(options.stall_timeout)
-            .build()
-            .context("cannot set up the HTTP client")?;
-        let mut session =
-            Session { client, probe, auth: HashMap::new(), plain_http, options, retries: AtomicU64::new(0) };
+        let build = || -> Result<(Client, reqwest::Client)> {
+            let client = Client::try_from(config).context("cannot set up the registry client")?;
+            let probe = reqwest::Client::builder()
+                .connect_timeout(connect_timeout(&options))
+                .timeout(options.stall_timeout)
+                .build()
+                .context("cannot set up the HTTP client")?;
+            Ok((client, probe))
+        };
+        let tls = registries.iter().any(|access| !access.plain_http);
+        let (client, probe) = if tls { build()? } else { without_tls_roots(build)? };
+        Ok(Session { client, probe, auth: HashMap::new(), plain_http, options, retries: AtomicU64::new(0) })
+    }
+
+    /// Ask every registry of the run once whether it wants credentials, and keep those found for
+    /// it (`registries`: each with the credentials found for it).
+    pub async fn authenticate(mut self, registries: Vec<(RegistryAccess, RegistryAuth)>) -> Session {
         let probes = registries.into_iter().map(|(access, auth)| {
-            let session = &session;
+            let session = &self;
             async move {
                 let resolved = session.resolve_auth(&access.host, auth).await;
                 (access.host, resolved)
@@ -105,11 +113,11 @@ impl Session {
         let resolved = futures_util::future::join_all(probes).await;
         for (host, auth) in &resolved {
             if let Ok(auth) = auth {
-                session.client.store_auth_if_needed(host, auth).await;
+                self.client.store_auth_if_needed(host, auth).await;
             }
         }
-        session.auth = resolved.into_iter().collect();
-        Ok(session)
+        self.auth = resolved.into_iter().collect();
+        self
     }
 
     /// Ask the registry once (`GET /v2/`) whether it wants credentials at all. oci-client pings
@@ -322,6 +330,31 @@ where
         let _ = sender.send(Ok(last)).await;
     }
     Ok(())
+}
+
+/// Build TLS-capable clients without the CA bundle. OpenSSL parses the whole bundle for every
+/// client built (two per run), which was three quarters of the CPU of a run whose registries all
+/// speak plain HTTP (loopback ones always do) and so never verify a certificate. Pointing OpenSSL
+/// at an empty bundle for the build alone skips that; the variables are restored at once, so
+/// that nothing started later inherits them. Environment changes are only sound while no other
+/// thread runs, hence `Session::new` before the runtime.
+fn without_tls_roots<T>(build: impl FnOnce() -> T) -> T {
+    const EMPTY: [(&str, &str); 2] = [("SSL_CERT_FILE", "/dev/null"), ("SSL_CERT_DIR", "/nonexistent")];
+    let saved: Vec<(&str, Option<std::ffi::OsString>)> =
+        EMPTY.iter().map(|(name, _)| (*name, std::env::var_os(name))).collect();
+    for (name, value) in EMPTY {
+        // SAFETY: `Session::new` runs before the async runtime and any thread of ours.
+        unsafe { std::env::set_var(name, value) };
+    }
+    let built = build();
+    for (name, value) in saved {
+        // SAFETY: as above.
+        match value {
+            Some(value) => unsafe { std::env::set_var(name, value) },
+            None => unsafe { std::env::remove_var(name) },
+        }
+    }
+    built
 }
 
 fn connect_timeout(options: &SessionOptions) -> Duration {

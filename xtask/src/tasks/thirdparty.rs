@@ -169,13 +169,16 @@ pub fn vendor(ctx: &Ctx, args: &VendorArgs, pairs: Vec<Pair>, check: bool) -> Re
 
     let check_only = check || ctx.settings.dry_run;
     let options = MirrorOptions { jobs: usize::from(args.jobs), check_only };
-    let progress = Arc::new(TagLines::new(pairs.len(), ctx.settings.dry_run));
     let started = Instant::now();
+    // The clients first, while this is the only thread (no runtime, no progress bar yet).
+    let accesses: Vec<RegistryAccess> = registries.iter().map(|(access, _)| access.clone()).collect();
+    let session = Session::new(&accesses, session_options(args))?;
+    let progress = Arc::new(TagLines::new(pairs.len(), ctx.settings.dry_run));
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let mirrored = runtime.block_on(async {
-        let session = Session::connect(registries, session_options(args)).await?;
-        anyhow::Ok(registry::mirror(session, pairs, options, progress.clone()).await)
-    })?;
+        let session = session.authenticate(registries).await;
+        registry::mirror(session, pairs, options, progress.clone()).await
+    });
     progress.finish();
 
     let summary = Summary::of(&mirrored.reports);

@@ -122,6 +122,8 @@ us=$(printf '\037')
 line=$name
 [ -n "${DOCKER_BUILDKIT:-}" ] && line="$line${us}DOCKER_BUILDKIT=$DOCKER_BUILDKIT"
 for arg in "$@"; do line="$line$us$arg"; done
+# Which CA bundle the call was given, last, when one was (the xtask must not leak its own).
+[ -n "${SSL_CERT_FILE:-}" ] && line="$line${us}SSL_CERT_FILE=$SSL_CERT_FILE"
 printf '%s\n' "$line" >> "$log"
 call="$name $*"
 # Scripted answers, used once each in order: `prefix<TAB>code<TAB>stdout`.
