@@ -197,7 +197,9 @@ fn dry_run_lines_survive_a_shell() {
         let line = stdout(&dry).lines().last().unwrap().strip_prefix("[dry-run] ").unwrap().to_string();
         let log = fake.dir.path().join("calls.log");
         let _ = std::fs::remove_file(&log);
+        // The same clean environment as the real run (common::xtask), so the calls compare.
         let status = std::process::Command::new("bash")
+            .env_clear()
             .args(["-c", &line])
             .env("PATH", fake.path())
             .env("FAKE_TOOLS_DIR", fake.dir.path())
