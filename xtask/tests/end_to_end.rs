@@ -105,6 +105,16 @@ impl Setup {
         Setup { dir, upstream, destination }
     }
 
+    /// The engine for `test` alone (the tests take turns) and a fresh setup; `None` where no
+    /// engine runs outside CI, and the test skips (`engine_or_skip` says why).
+    fn take_engine(test: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Setup)> {
+        if !engine_or_skip(test) {
+            return None;
+        }
+        let turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+        Some((turn, Setup::new()))
+    }
+
     fn repo(&self) -> String {
         format!("{}/local", self.destination.host())
     }
@@ -196,11 +206,9 @@ fn log_of(setup: &Setup, image: &str) -> String {
 
 #[test]
 fn the_main_job_runs_offline_on_a_real_engine() {
-    if !engine_or_skip("the_main_job_runs_offline_on_a_real_engine") {
+    let Some((_turn, setup)) = Setup::take_engine("the_main_job_runs_offline_on_a_real_engine") else {
         return;
-    }
-    let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
-    let setup = Setup::new();
+    };
     let repo = setup.repo();
     let logs = setup.logs();
 
@@ -317,11 +325,11 @@ impl Drop for Tunnel {
 /// late file changes, both platforms take the expensive early step from their registry caches.
 #[test]
 fn each_platform_builds_on_its_own_engine_through_the_tunnel() {
-    if !engine_or_skip("each_platform_builds_on_its_own_engine_through_the_tunnel") {
+    let Some((_turn, setup)) =
+        Setup::take_engine("each_platform_builds_on_its_own_engine_through_the_tunnel")
+    else {
         return;
-    }
-    let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
-    let setup = Setup::new();
+    };
     let _vm_engine = SecondEngine::start(VM_ENGINE_PORT);
     let sshd = TestSshd::start();
     let _tunnel = Tunnel;
