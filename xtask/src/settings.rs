@@ -49,14 +49,14 @@ pub struct SettingsArgs {
     pub arm64_vm: String,
 
     /// 1: the Cloud Build starts the arm64 VM first and stops it last
-    #[arg(long, env = "AUTO_START_STOP", default_value = "0", 
+    #[arg(long, env = "AUTO_START_STOP", default_value = "0",
           value_parser = BoolishValueParser::new(), action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "1", value_name = "0|1",
           hide_possible_values = true)]
     pub auto_start_stop: bool,
 
     /// 1: the builder is two docker contexts, `default` (amd64) and `arm_node` (arm64)
-    #[arg(long, env = "MULTI_CONTEXT", default_value = "0", 
+    #[arg(long, env = "MULTI_CONTEXT", default_value = "0",
           value_parser = BoolishValueParser::new(), action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "1", value_name = "0|1",
           hide_possible_values = true)]
@@ -100,11 +100,8 @@ fn docker_repo_problem(repo: &str) -> Option<String> {
              without `http://` or `https://`"
         ));
     }
-    let mut parts = repo.split('/');
-    let host = parts.next().unwrap_or_default();
-    let has_host = host.contains(['.', ':']) || host == "localhost";
-    let path: Vec<&str> = if has_host { parts.collect() } else { repo.split('/').collect() };
-    let bad = path.iter().find(|component| !is_path_component(component))?;
+    let path = crate::thirdparty::path_without_host(repo);
+    let bad = path.split('/').find(|component| !is_path_component(component))?;
     Some(format!(
         "DOCKER_REPO `{repo}`: `{bad}` is not a valid path component: {LOWERCASE} (e.g. `{}`)",
         repo.to_ascii_lowercase()
