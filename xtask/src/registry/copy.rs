@@ -51,6 +51,10 @@ pub enum Outcome {
         bytes_sent: u64,
         blobs_present: usize,
     },
+    /// Not started: the source registry's pull quota is below the run's threshold.
+    HeldBack {
+        reason: String,
+    },
     Failed {
         error: String,
     },
@@ -101,8 +105,12 @@ struct Shared {
 pub struct Mirrored {
     /// One report per pair, in the order given.
     pub reports: Vec<Report>,
-    /// Requests that were tried again after a transient failure.
+    /// Requests that were tried again after a transient failure (a resumed download counts).
     pub retries: u64,
+    /// Requests made in all, token requests included.
+    pub requests: u64,
+    /// Each registry's pull quota as it last reported it (`RateLimit-*`).
+    pub rate_limits: Vec<(String, super::http::RateLimit)>,
 }
 
 /// Mirror every pair concurrently; one tag's failure does not stop the others.
@@ -141,13 +149,22 @@ pub async fn mirror(
     for task in tasks {
         reports.push(task.await.expect("a mirror task panicked"));
     }
-    Mirrored { reports, retries: shared.session.retries() }
+    let session = &shared.session;
+    Mirrored {
+        reports,
+        retries: session.retries(),
+        requests: session.requests(),
+        rate_limits: session.rate_limits(),
+    }
 }
 
 async fn mirror_tag(shared: &Shared, pair: &Pair) -> Result<Outcome> {
     let session = &shared.session;
-    let (source_digest, destination_digest) =
-        tokio::join!(session.manifest_digest(&pair.source), session.manifest_digest(&pair.destination));
+    let will_push = !shared.options.check_only;
+    let (source_digest, destination_digest) = tokio::join!(
+        session.manifest_digest(&pair.source, false),
+        session.manifest_digest(&pair.destination, will_push)
+    );
     let source_digest = source_digest
         .with_context(|| format!("source {}", pair.source))?
         .ok_or_else(|| anyhow!("source {} not found", pair.source))?;
@@ -158,6 +175,11 @@ async fn mirror_tag(shared: &Shared, pair: &Pair) -> Result<Outcome> {
     }
     if shared.options.check_only {
         return Ok(Outcome::OutOfDate { source: source_digest, destination: destination_digest });
+    }
+
+    // Docker Hub counts manifest GETs against its pull quota; HEADs are free.
+    if let Some(reason) = session.pulls_held_back(&pair.source) {
+        return Ok(Outcome::HeldBack { reason });
     }
 
     // Read by digest, not by tag: a tag moved meanwhile cannot mix two versions.
@@ -281,9 +303,7 @@ async fn transfer_blob(shared: &Shared, pair: &Pair, blob: &Descriptor) -> Resul
 }
 
 async fn mount(shared: &Shared, destination: &Reference, from_repository: &str, digest: &str) -> bool {
-    let registry = destination.resolve_registry().to_string();
-    let from = Reference::with_digest(registry, from_repository.to_string(), digest.to_string());
-    shared.session.mount_blob(destination, &from, digest).await
+    shared.session.mount_blob(destination, from_repository, digest).await
 }
 
 /// Stream the blob from the source, at most `jobs` at a time.

@@ -1,11 +1,14 @@
-//! Registry code: copying images between OCI registries with oci-client. Nothing here knows
+//! Registry code: copying images between OCI registries over the distribution API (reqwest,
+//! with oci-client's references and credentials). Nothing here knows
 //! about the command line; the `thirdparty` task drives it.
 
 pub mod auth;
 pub mod copy;
+pub mod http;
 pub mod manifest;
 pub mod retry;
 pub mod session;
+pub mod token;
 
 pub use copy::{MirrorOptions, Mirrored, Outcome, Pair, Progress, Report, mirror};
 pub use session::{RegistryAccess, Session, uses_plain_http};

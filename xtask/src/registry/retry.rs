@@ -4,17 +4,23 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use super::http::Failure;
 
 /// How often, and how patiently, a failed request is tried again.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
-    /// Tries in all, the first included.
+    /// Tries in all, the first included. For a blob download, the tries in a row that brought
+    /// no new bytes: a transfer that keeps advancing is never abandoned for its failures.
     pub attempts: u32,
     /// Wait before the second try; doubled for each one after it.
     pub first_backoff: Duration,
-    /// No single wait is longer than this.
+    /// No single wait of ours is longer than this.
     pub max_backoff: Duration,
+    /// The longest wait a registry's `Retry-After` gets: a registry asking for an hour gets
+    /// this, and then another try.
+    pub max_retry_after: Duration,
+    /// The longest one blob may keep failing and resuming before it is given up.
+    pub give_up_after: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -25,22 +31,9 @@ impl Default for RetryPolicy {
             attempts: 5,
             first_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(4),
+            max_retry_after: Duration::from_secs(60),
+            give_up_after: Duration::from_secs(15 * 60),
         }
-    }
-}
-
-/// Whether another try could succeed: connection trouble, timeouts, a body cut short or
-/// corrupted in flight (digest mismatch), 408, 429 and 5xx. Not: 4xx answers such as
-/// "not found" or "unauthorized", which say the same thing every time.
-pub fn is_transient(err: &OciDistributionError) -> bool {
-    if is_rate_limited(err) {
-        return true;
-    }
-    match err {
-        OciDistributionError::RequestError(e) => !e.is_builder() && !e.is_redirect(),
-        OciDistributionError::IoError(_) | OciDistributionError::DigestError(_) => true,
-        OciDistributionError::ServerError { code, .. } => *code == 408 || (500..600).contains(code),
-        _ => false,
     }
 }
 
@@ -48,73 +41,76 @@ pub fn is_transient(err: &OciDistributionError) -> bool {
 /// to, or read it back wrong: with another run writing the same blobs and manifests at that
 /// moment, the registry's storage can be caught mid-write. Worth another try, then; a real
 /// omission fails again each time.
-pub fn is_transient_for_manifest_push(err: &OciDistributionError) -> bool {
-    let racy = |text: &str| {
-        ["DIGEST_INVALID", "BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"].iter().any(|c| text.contains(c))
-    };
-    is_transient(err)
-        || match err {
-            OciDistributionError::ServerError { code: 400, message, .. } => racy(message),
-            OciDistributionError::RegistryError { envelope, .. } => racy(&envelope.to_string()),
-            _ => false,
-        }
+pub fn is_transient_for_manifest_push(failure: &Failure) -> bool {
+    failure.transient
+        || (failure.status == Some(400)
+            && failure
+                .codes
+                .iter()
+                .any(|c| matches!(c.as_str(), "DIGEST_INVALID" | "BLOB_UNKNOWN" | "MANIFEST_BLOB_UNKNOWN")))
 }
 
-/// A 429 asks us to slow down. oci-client does not hand us the `Retry-After` header with its
-/// error, so wait at least the one second registries commonly ask for.
-fn is_rate_limited(err: &OciDistributionError) -> bool {
-    match err {
-        OciDistributionError::ServerError { code, .. } => *code == 429,
-        OciDistributionError::RegistryError { envelope, .. } => {
-            envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::Toomanyrequests))
+pub fn is_transient(failure: &Failure) -> bool {
+    failure.transient
+}
+
+/// The waits between tries: doubling from `first_backoff`, or what the registry asked for.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    policy: RetryPolicy,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(policy: &RetryPolicy) -> Backoff {
+        Backoff { policy: policy.clone(), next: policy.first_backoff }
+    }
+
+    /// The wait before the try after `failure`. A registry's `Retry-After` is honoured (up to
+    /// `max_retry_after`); a 429 without one waits at least the second registries commonly ask.
+    pub fn after(&mut self, failure: &Failure) -> Duration {
+        let ours = jitter(self.next);
+        self.next = (self.next * 2).min(self.policy.max_backoff);
+        match failure.retry_after {
+            Some(asked) => asked.min(self.policy.max_retry_after),
+            None if failure.is_rate_limited() => ours.max(Duration::from_secs(1)),
+            None => ours,
         }
-        _ => false,
+    }
+
+    /// Bytes arrived: the next failure starts the waits over.
+    pub fn reset(&mut self) {
+        self.next = self.policy.first_backoff;
     }
 }
 
 impl RetryPolicy {
     /// Run `op` until it succeeds, fails for good, or runs out of tries. Each retry is counted
-    /// in `retries` and told to `on_retry` (the try that failed, its error).
+    /// in `retries` and told to `on_retry` (the try that failed, its error, the wait).
     pub async fn run<T, F, Fut>(
         &self,
         retries: &AtomicU64,
-        on_retry: &(dyn Fn(u32, &OciDistributionError) + Sync),
-        op: F,
-    ) -> Result<T, OciDistributionError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, OciDistributionError>>,
-    {
-        self.run_classified(retries, on_retry, is_transient, op).await
-    }
-
-    /// `run`, with `worth_retrying` deciding which errors are tried again.
-    pub async fn run_classified<T, F, Fut>(
-        &self,
-        retries: &AtomicU64,
-        on_retry: &(dyn Fn(u32, &OciDistributionError) + Sync),
-        worth_retrying: fn(&OciDistributionError) -> bool,
+        on_retry: &(dyn Fn(u32, &Failure, Duration) + Sync),
+        worth_retrying: fn(&Failure) -> bool,
         mut op: F,
-    ) -> Result<T, OciDistributionError>
+    ) -> Result<T, Failure>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, OciDistributionError>>,
+        Fut: Future<Output = Result<T, Failure>>,
     {
-        let mut backoff = self.first_backoff;
+        let mut backoff = Backoff::new(self);
         let mut attempt = 1;
         loop {
             match op().await {
                 Ok(value) => return Ok(value),
-                Err(err) if attempt < self.attempts && worth_retrying(&err) => {
-                    let wait =
-                        if is_rate_limited(&err) { backoff.max(Duration::from_secs(1)) } else { backoff };
+                Err(failure) if attempt < self.attempts && worth_retrying(&failure) => {
+                    let wait = backoff.after(&failure);
                     retries.fetch_add(1, Ordering::Relaxed);
-                    on_retry(attempt, &err);
-                    tokio::time::sleep(jitter(wait)).await;
-                    backoff = (backoff * 2).min(self.max_backoff);
+                    on_retry(attempt, &failure, wait);
+                    tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
-                Err(err) => return Err(err),
+                Err(failure) => return Err(failure),
             }
         }
     }
@@ -130,29 +126,19 @@ fn jitter(wait: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::StatusCode;
+    use reqwest::header::{HeaderMap, HeaderValue};
 
-    fn server_error(code: u16) -> OciDistributionError {
-        OciDistributionError::ServerError { code, url: "u".into(), message: String::new() }
-    }
-
-    #[test]
-    fn classifies_status_codes() {
-        for code in [408, 429, 500, 502, 503, 504] {
-            assert!(is_transient(&server_error(code)), "{code}");
-        }
-        for code in [400, 401, 403, 404] {
-            assert!(!is_transient(&server_error(code)), "{code}");
-        }
-        assert!(!is_transient(&OciDistributionError::UnauthorizedError { url: "u".into() }));
+    fn server_error(code: u16) -> Failure {
+        Failure::from_status("GET u", StatusCode::from_u16(code).unwrap(), &HeaderMap::new(), b"")
     }
 
     #[tokio::test(start_paused = true)]
     async fn retries_transient_errors_a_bounded_number_of_times() {
         let retries = AtomicU64::new(0);
         let mut calls = 0;
-        let policy = RetryPolicy::default();
-        let result: Result<(), _> = policy
-            .run(&retries, &|_, _| {}, || {
+        let result: Result<(), _> = RetryPolicy::default()
+            .run(&retries, &|_, _, _| {}, is_transient, || {
                 calls += 1;
                 async { Err(server_error(503)) }
             })
@@ -167,7 +153,7 @@ mod tests {
         let retries = AtomicU64::new(0);
         let mut calls = 0;
         let result: Result<(), _> = RetryPolicy::default()
-            .run(&retries, &|_, _| {}, || {
+            .run(&retries, &|_, _, _| {}, is_transient, || {
                 calls += 1;
                 async { Err(server_error(404)) }
             })
@@ -181,7 +167,7 @@ mod tests {
         let retries = AtomicU64::new(0);
         let mut calls = 0;
         let result = RetryPolicy::default()
-            .run(&retries, &|_, _| {}, || {
+            .run(&retries, &|_, _, _| {}, is_transient, || {
                 calls += 1;
                 let fail = calls < 3;
                 async move { if fail { Err(server_error(500)) } else { Ok(calls) } }
@@ -189,5 +175,32 @@ mod tests {
             .await;
         assert_eq!(result.unwrap(), 3);
         assert_eq!(retries.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_what_retry_after_asks_with_a_cap() {
+        let policy = RetryPolicy { max_retry_after: Duration::from_secs(30), ..RetryPolicy::default() };
+        let mut backoff = Backoff::new(&policy);
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("7"));
+        let asked = Failure::from_status("GET u", StatusCode::TOO_MANY_REQUESTS, &headers, b"");
+        assert_eq!(backoff.after(&asked), Duration::from_secs(7));
+        headers.insert("retry-after", HeaderValue::from_static("3600"));
+        let greedy = Failure::from_status("GET u", StatusCode::SERVICE_UNAVAILABLE, &headers, b"");
+        assert_eq!(backoff.after(&greedy), Duration::from_secs(30));
+        let bare_429 = server_error(429);
+        assert!(backoff.after(&bare_429) >= Duration::from_secs(1));
+        let plain = server_error(503);
+        backoff.reset();
+        assert!(backoff.after(&plain) < Duration::from_millis(300));
+    }
+
+    #[test]
+    fn a_manifest_push_racing_its_blobs_is_worth_another_try() {
+        let body = br#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#;
+        let racy = Failure::from_status("PUT m", StatusCode::BAD_REQUEST, &HeaderMap::new(), body);
+        assert!(!is_transient(&racy));
+        assert!(is_transient_for_manifest_push(&racy));
+        assert!(!is_transient_for_manifest_push(&server_error(400)));
     }
 }

@@ -1,21 +1,31 @@
-//! One run's connection to its registries: the oci-client client, each registry's credentials,
-//! and the requests a copy makes, each retried on transient failures and counted.
+//! One run's connection to its registries: one HTTP client, each registry's credentials and
+//! challenge, its tokens, and the requests a copy makes, each retried on transient failures and
+//! counted. Every request passes through `send`, which sees every answer's headers: the
+//! `Retry-After` of a 429 or 503, a registry's `RateLimit-*` pull quota, a token refused mid-run.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
+use base64::Engine;
 use bytes::Bytes;
-use futures_util::TryStreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use futures_util::StreamExt;
+use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
-use reqwest::header::{HeaderValue, WWW_AUTHENTICATE};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, LOCATION, RANGE,
+    WWW_AUTHENTICATE,
+};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
+use super::http::{Failure, RateLimit};
 use super::manifest::ACCEPTED;
-use super::retry::{RetryPolicy, is_transient, is_transient_for_manifest_push};
+use super::retry::{Backoff, RetryPolicy, is_transient, is_transient_for_manifest_push};
+use super::token::{Challenge, Tokens, parse_challenge, repository_scope};
 
 /// How a registry is reached, decided once per run.
 #[derive(Debug, Clone)]
@@ -41,13 +51,22 @@ fn host_without_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
 
+/// One registry of the run: how to reach it, the credentials found for it, and what it asked
+/// for when first asked (`Err`: it could not be reached).
+struct Registry {
+    scheme: &'static str,
+    credentials: RegistryAuth,
+    challenge: Result<Challenge, String>,
+}
+
 pub struct Session {
-    client: Client,
-    probe: reqwest::Client,
-    auth: HashMap<String, Result<RegistryAuth, String>>,
-    plain_http: Vec<String>,
+    http: reqwest::Client,
+    registries: HashMap<String, Registry>,
+    tokens: Tokens,
     options: SessionOptions,
     retries: AtomicU64,
+    requests: AtomicU64,
+    rate_limits: Mutex<BTreeMap<String, RateLimit>>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +77,8 @@ pub struct SessionOptions {
     pub stall_timeout: Duration,
     /// Tell every request and every retry on stderr (never a credential).
     pub verbose: bool,
+    /// Start no new pull from a registry that reports fewer pulls left than this.
+    pub min_pulls_left: u64,
 }
 
 impl Default for SessionOptions {
@@ -66,128 +87,189 @@ impl Default for SessionOptions {
             retry: RetryPolicy::default(),
             stall_timeout: Duration::from_secs(60),
             verbose: false,
+            min_pulls_left: 1,
         }
     }
 }
 
-impl Session {
-    /// The clients of a run over `registries`. Call it before starting the async runtime: when
-    /// no registry speaks TLS, the clients are built without the CA bundle (see
-    /// `without_tls_roots`), which must happen while this is the process's only thread.
-    pub fn new(registries: &[RegistryAccess], options: SessionOptions) -> Result<Session> {
-        let plain_http: Vec<String> =
-            registries.iter().filter(|access| access.plain_http).map(|access| access.host.clone()).collect();
-        let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(plain_http.clone()),
-            // One PUT per blob with its size, instead of one round trip per 4 MiB chunk.
-            use_monolithic_push: true,
-            connect_timeout: Some(connect_timeout(&options)),
-            read_timeout: Some(options.stall_timeout),
-            platform_resolver: None,
-            ..ClientConfig::default()
-        };
-        let build = || -> Result<(Client, reqwest::Client)> {
-            let client = Client::try_from(config).context("cannot set up the registry client")?;
-            let probe = reqwest::Client::builder()
-                .connect_timeout(connect_timeout(&options))
-                .timeout(options.stall_timeout)
-                .build()
-                .context("cannot set up the HTTP client")?;
-            Ok((client, probe))
-        };
-        let tls = registries.iter().any(|access| !access.plain_http);
-        let (client, probe) = if tls { build()? } else { without_tls_roots(build)? };
-        Ok(Session { client, probe, auth: HashMap::new(), plain_http, options, retries: AtomicU64::new(0) })
+/// The registry, and the token scopes a request needs there.
+struct Target {
+    host: String,
+    scopes: Vec<String>,
+}
+
+impl Target {
+    fn pull(reference: &Reference) -> Target {
+        Target {
+            host: reference.resolve_registry().to_string(),
+            scopes: vec![repository_scope(reference.repository(), false)],
+        }
     }
 
-    /// Ask every registry of the run once whether it wants credentials, and keep those found for
-    /// it (`registries`: each with the credentials found for it).
+    fn push(reference: &Reference) -> Target {
+        Target {
+            host: reference.resolve_registry().to_string(),
+            scopes: vec![repository_scope(reference.repository(), true)],
+        }
+    }
+}
+
+/// Where a blob download stands: the bytes that arrived, hashed as they came, the last chunk
+/// held back from the upload until the whole blob is known to be right.
+struct Received {
+    bytes: u64,
+    hasher: Sha256,
+    held: Option<Bytes>,
+}
+
+/// How one try at sending a blob on went wrong.
+enum BlobError {
+    /// The download failed for good, after resuming as long as bytes kept coming.
+    Download(Failure),
+    /// The blob arrived whole but wrong, or the upload failed: the whole copy may go again.
+    Again(Failure),
+}
+
+/// How the download of one blob ended, short of an error.
+enum Fed {
+    Complete,
+    /// The upload stopped reading: it failed, and its own error says why.
+    UploadGone,
+}
+
+type Chunks = mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+impl Session {
+    /// The client of a run over `registries`. Call it before starting the async runtime: when
+    /// no registry speaks TLS, the client is built without the CA bundle (see
+    /// `without_tls_roots`), which must happen while this is the process's only thread.
+    pub fn new(registries: &[RegistryAccess], options: SessionOptions) -> Result<Session> {
+        let build = || {
+            reqwest::Client::builder()
+                .connect_timeout(connect_timeout(&options))
+                .read_timeout(options.stall_timeout)
+                .build()
+                .context("cannot set up the HTTP client")
+        };
+        let tls = registries.iter().any(|access| !access.plain_http);
+        let http = if tls { build()? } else { without_tls_roots(build)? };
+        let registries = registries
+            .iter()
+            .map(|access| {
+                let scheme = if access.plain_http { "http" } else { "https" };
+                let registry = Registry {
+                    scheme,
+                    credentials: RegistryAuth::Anonymous,
+                    challenge: Err(format!("registry {} was not asked yet", access.host)),
+                };
+                (access.host.clone(), registry)
+            })
+            .collect();
+        Ok(Session {
+            http,
+            registries,
+            tokens: Tokens::default(),
+            options,
+            retries: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            rate_limits: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Ask every registry of the run once (`GET /v2/`) what it wants, and keep the credentials
+    /// found for it (`registries`: each with the credentials found for it).
     pub async fn authenticate(mut self, registries: Vec<(RegistryAccess, RegistryAuth)>) -> Session {
-        let probes = registries.into_iter().map(|(access, auth)| {
-            let session = &self;
-            async move {
-                let resolved = session.resolve_auth(&access.host, auth).await;
-                (access.host, resolved)
-            }
-        });
-        let resolved = futures_util::future::join_all(probes).await;
-        for (host, auth) in &resolved {
-            if let Ok(auth) = auth {
-                self.client.store_auth_if_needed(host, auth).await;
+        let probes = registries.iter().map(|(access, _)| self.challenge_of(&access.host));
+        let challenges = futures_util::future::join_all(probes).await;
+        for ((access, credentials), challenge) in registries.into_iter().zip(challenges) {
+            if let Some(registry) = self.registries.get_mut(&access.host) {
+                registry.credentials = credentials;
+                registry.challenge = challenge;
             }
         }
-        self.auth = resolved.into_iter().collect();
         self
     }
 
-    /// Ask the registry once (`GET /v2/`) whether it wants credentials at all. oci-client pings
-    /// `/v2/` before every request to a registry that has no auth challenge when it is handed
-    /// anonymous credentials, doubling each round trip; an empty bearer token (which such a
-    /// registry ignores) lets it skip that. Registries that challenge get the real credentials.
-    async fn resolve_auth(&self, host: &str, auth: RegistryAuth) -> Result<RegistryAuth, String> {
-        let scheme = if self.plain_http.iter().any(|h| h == host) { "http" } else { "https" };
+    async fn challenge_of(&self, host: &str) -> Result<Challenge, String> {
+        let scheme = self.registries.get(host).map_or("https", |r| r.scheme);
         let url = format!("{scheme}://{host}/v2/");
+        let what = format!("GET {url}");
         let answer = self
-            .with_retry(&format!("GET {url}"), || async {
-                let response = self.probe.get(&url).send().await?;
+            .with_retry(&what, is_transient, || async {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+                let response =
+                    self.http.get(&url).send().await.map_err(|e| Failure::from_reqwest(&what, &e))?;
+                let status = response.status();
                 // Any other answer (200, 401, even 404) means the registry is there.
-                let code = response.status().as_u16();
-                let error =
-                    OciDistributionError::ServerError { code, url: url.clone(), message: String::new() };
-                if is_transient(&error) {
-                    return Err(error);
+                if status == StatusCode::REQUEST_TIMEOUT
+                    || status == StatusCode::TOO_MANY_REQUESTS
+                    || status.is_server_error()
+                {
+                    return Err(Failure::from_status(&what, status, response.headers(), b""));
                 }
-                Ok(response.headers().get(WWW_AUTHENTICATE).cloned())
+                let challenge = response
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|h| h.to_str().ok())
+                    .map(parse_challenge);
+                Ok(match (status, challenge) {
+                    (StatusCode::UNAUTHORIZED, Some(challenge)) => challenge,
+                    (StatusCode::UNAUTHORIZED, None) => Challenge::Basic,
+                    _ => Challenge::Open,
+                })
             })
             .await;
-        match answer {
-            Ok(None) => Ok(RegistryAuth::Bearer(String::new())),
-            Ok(Some(_challenge)) => Ok(auth),
-            Err(err) => Err(format!("cannot reach registry {host} ({url}): {}", describe(&err))),
-        }
-    }
-
-    fn auth_for(&self, reference: &Reference) -> Result<&RegistryAuth> {
-        let host = reference.resolve_registry();
-        match self.auth.get(host).or_else(|| self.auth.get(reference.registry())) {
-            Some(Ok(auth)) => Ok(auth),
-            Some(Err(unreachable)) => Err(anyhow!("{unreachable}")),
-            None => Err(anyhow!("registry {host} was not set up for this run")),
-        }
+        answer.map_err(|failure| format!("cannot reach registry {host} ({url}): {}", failure.describe()))
     }
 
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
     }
 
-    /// `op`, tried again on transient failures; `what` names it in verbose output.
-    async fn with_retry<T, F, Fut>(&self, what: &str, op: F) -> Result<T, OciDistributionError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
-    {
-        self.with_retry_classified(what, is_transient, op).await
+    /// Requests made so far, token requests included.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
-    async fn with_retry_classified<T, F, Fut>(
+    /// Each registry's pull quota as it last reported it.
+    pub fn rate_limits(&self) -> Vec<(String, RateLimit)> {
+        let limits = self.rate_limits.lock().expect("never poisoned");
+        limits.iter().map(|(host, limit)| (host.clone(), *limit)).collect()
+    }
+
+    /// Why no new pull should start from `source`'s registry, if its quota is that low.
+    pub fn pulls_held_back(&self, source: &Reference) -> Option<String> {
+        let host = source.resolve_registry();
+        let limit = *self.rate_limits.lock().expect("never poisoned").get(host)?;
+        (limit.remaining < self.options.min_pulls_left).then(|| {
+            format!(
+                "held back: {host} reports {limit} (RateLimit-Remaining), fewer than --min-pulls-left {}; \
+                 run again once its window has passed, or log in for a larger quota",
+                self.options.min_pulls_left
+            )
+        })
+    }
+
+    /// `op`, tried again on the failures `worth_retrying` picks; `what` names it in verbose output.
+    async fn with_retry<T, F, Fut>(
         &self,
         what: &str,
-        worth_retrying: fn(&OciDistributionError) -> bool,
+        worth_retrying: fn(&Failure) -> bool,
         op: F,
-    ) -> Result<T, OciDistributionError>
+    ) -> Result<T, Failure>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
     {
         self.trace(what);
         let attempts = self.options.retry.attempts;
-        let on_retry = |attempt: u32, err: &OciDistributionError| {
+        let on_retry = |attempt: u32, failure: &Failure, wait: Duration| {
             self.trace(&format!(
-                "retrying {what} (try {attempt}/{attempts} failed: {})",
-                describe_cause(err)
+                "retrying {what} in {:.1} s (try {attempt}/{attempts} failed: {failure})",
+                wait.as_secs_f64()
             ));
         };
-        self.options.retry.run_classified(&self.retries, &on_retry, worth_retrying, op).await
+        self.options.retry.run(&self.retries, &on_retry, worth_retrying, op).await
     }
 
     fn trace(&self, message: &str) {
@@ -196,53 +278,212 @@ impl Session {
         }
     }
 
+    fn registry(&self, host: &str) -> Result<&Registry, Failure> {
+        let registry = self
+            .registries
+            .get(host)
+            .ok_or_else(|| Failure::permanent(format!("registry {host} was not set up for this run")))?;
+        match &registry.challenge {
+            Ok(_) => Ok(registry),
+            Err(unreachable) => Err(Failure::permanent(unreachable.clone())),
+        }
+    }
+
+    fn url(&self, reference: &Reference, path: &str) -> Result<String, Failure> {
+        let host = reference.resolve_registry();
+        let registry = self.registry(host)?;
+        Ok(format!("{}://{host}/v2/{}/{path}", registry.scheme, reference.repository()))
+    }
+
+    /// The `Authorization` header for `target`, and whether its token was fetched just now (a
+    /// fresh token refused is a real refusal, not an expired one).
+    async fn authorization(&self, target: &Target) -> Result<(Option<HeaderValue>, bool), Failure> {
+        let registry = self.registry(&target.host)?;
+        let (value, fresh) =
+            match (registry.challenge.as_ref().expect("checked by registry()"), &registry.credentials) {
+                (Challenge::Open, _) => return Ok((None, false)),
+                (Challenge::Basic, RegistryAuth::Basic(user, password)) => {
+                    let encoded =
+                        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                    (format!("Basic {encoded}"), false)
+                }
+                (Challenge::Basic, _) => return Ok((None, false)),
+                (Challenge::Bearer { realm, service }, credentials) => {
+                    match self.tokens.cached(&target.host, &target.scopes) {
+                        Some(token) => (format!("Bearer {token}"), false),
+                        None => {
+                            self.trace(&format!("token for {} from {realm}", target.scopes.join(" ")));
+                            self.requests.fetch_add(1, Ordering::Relaxed);
+                            let token = self
+                                .tokens
+                                .fetch(
+                                    &self.http,
+                                    &target.host,
+                                    realm,
+                                    service.as_deref(),
+                                    &target.scopes,
+                                    credentials,
+                                )
+                                .await?;
+                            (format!("Bearer {token}"), true)
+                        }
+                    }
+                }
+            };
+        let mut header = HeaderValue::from_str(&value).map_err(|_| {
+            Failure::permanent(format!("the credentials for {} are not a valid header", target.host))
+        })?;
+        header.set_sensitive(true);
+        Ok((Some(header), fresh))
+    }
+
+    /// Send `request` for `target`, authorized, and return a successful answer; any other
+    /// answer becomes a `Failure` carrying its status, error codes and `Retry-After`. Every
+    /// answer's `RateLimit-*` headers are noted.
+    async fn send(&self, what: &str, target: &Target, request: RequestBuilder) -> Result<Response, Failure> {
+        let (authorization, fresh) = self.authorization(target).await?;
+        let request = match &authorization {
+            Some(header) => request.header(AUTHORIZATION, header.clone()),
+            None => request,
+        };
+        self.send_prepared(what, target, request, authorization.is_some() && !fresh).await
+    }
+
+    async fn send_prepared(
+        &self,
+        what: &str,
+        target: &Target,
+        request: RequestBuilder,
+        reused_token: bool,
+    ) -> Result<Response, Failure> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let response = request.send().await.map_err(|e| Failure::from_reqwest(what, &e))?;
+        if let Some(limit) = RateLimit::from_headers(response.headers()) {
+            self.rate_limits.lock().expect("never poisoned").insert(target.host.clone(), limit);
+        }
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap_or_default();
+        let mut failure = Failure::from_status(what, status, &headers, &body);
+        if status == StatusCode::UNAUTHORIZED && reused_token {
+            // A token the registry took before: expired or revoked. The next try fetches anew.
+            self.tokens.forget(&target.host, &target.scopes);
+            failure.transient = true;
+            failure.retry_after = Some(Duration::ZERO);
+            failure.message.push_str(" (token no longer accepted: fetching a new one)");
+        }
+        Err(failure)
+    }
+
     /// The digest a tag points at, by HEAD (free against Docker Hub's pull limit); `None` when the
-    /// tag or the repository does not exist.
-    pub async fn manifest_digest(&self, reference: &Reference) -> Result<Option<String>> {
-        let auth = self.auth_for(reference)?;
+    /// tag or the repository does not exist. `for_push`: the token asked for covers pushing too,
+    /// so that the copy that follows reuses it.
+    pub async fn manifest_digest(&self, reference: &Reference, for_push: bool) -> Result<Option<String>> {
+        let target = if for_push { Target::push(reference) } else { Target::pull(reference) };
+        let url = self.url(reference, &format!("manifests/{}", reference_in_path(reference)))?;
+        let what = format!("HEAD manifest {reference}");
         let answer = self
-            .with_retry(&format!("HEAD manifest {reference}"), || {
-                self.client.fetch_manifest_digest(reference, auth)
+            .with_retry(&what, is_transient, || async {
+                let request = self.http.head(&url).header(ACCEPT, ACCEPTED.join(", "));
+                let response = self.send(&what, &target, request).await?;
+                Ok(response
+                    .headers()
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string))
             })
             .await;
         match answer {
-            Ok(digest) => Ok(Some(digest)),
-            Err(err) if is_not_found(&err) => Ok(None),
-            Err(err) => Err(anyhow!("{}", describe(&err))),
+            Ok(Some(digest)) => Ok(Some(digest)),
+            // A registry that does not say: read the manifest and hash it.
+            Ok(None) => Ok(Some(sha256_digest(&self.manifest(reference).await?))),
+            Err(failure) if failure.is_not_found() => Ok(None),
+            Err(failure) => Err(anyhow!("{}", failure.describe())),
         }
     }
 
     /// The bytes of a manifest, checked against the digest in `reference`.
     pub async fn manifest(&self, reference: &Reference) -> Result<Bytes> {
-        let auth = self.auth_for(reference)?;
-        let (bytes, _digest) = self
-            .with_retry(&format!("GET manifest {reference}"), || {
-                self.client.pull_manifest_raw(reference, auth, ACCEPTED)
-            })
-            .await
-            .map_err(|err| anyhow!("cannot read manifest {reference}: {}", describe(&err)))?;
-        Ok(bytes)
+        let target = Target::pull(reference);
+        let url = self.url(reference, &format!("manifests/{}", reference_in_path(reference)))?;
+        let what = format!("GET manifest {reference}");
+        self.with_retry(&what, is_transient, || async {
+            let request = self.http.get(&url).header(ACCEPT, ACCEPTED.join(", "));
+            let response = self.send(&what, &target, request).await?;
+            let bytes = response.bytes().await.map_err(|e| Failure::from_reqwest(&what, &e))?;
+            if let Some(expected) = reference.digest()
+                && sha256_digest(&bytes) != expected
+            {
+                return Err(Failure::transient(format!("{what}: the bytes do not match the digest")));
+            }
+            Ok(bytes)
+        })
+        .await
+        .map_err(|failure| anyhow!("cannot read manifest {reference}: {}", failure.describe()))
     }
 
     pub async fn blob_exists(&self, repository: &Reference, digest: &str) -> Result<bool> {
-        self.auth_for(repository)?;
-        self.with_retry(&format!("HEAD blob {digest} in {repository}"), || {
-            self.client.blob_exists(repository, digest)
-        })
-        .await
-        .map_err(|err| anyhow!("cannot check blob {digest} in {repository}: {}", describe(&err)))
+        let target = Target::push(repository);
+        let url = self.url(repository, &format!("blobs/{digest}"))?;
+        let what = format!("HEAD blob {digest} in {repository}");
+        let answer =
+            self.with_retry(&what, is_transient, || self.send(&what, &target, self.http.head(&url))).await;
+        match answer {
+            Ok(_) => Ok(true),
+            Err(failure) if failure.is_not_found() => Ok(false),
+            Err(failure) => {
+                Err(anyhow!("cannot check blob {digest} in {repository}: {}", failure.describe()))
+            }
+        }
     }
 
-    /// Link a blob the registry already holds in `from` into `repository`, sending no bytes.
-    /// `false` when the registry would not (a failed mount is not an error: we copy instead).
-    pub async fn mount_blob(&self, repository: &Reference, from: &Reference, digest: &str) -> bool {
-        self.trace(&format!("mount blob {digest} from {} into {repository}", from.repository()));
-        self.auth_for(repository).is_ok() && self.client.mount_blob(repository, from, digest).await.is_ok()
+    /// Link a blob the registry already holds in `from_repository` into `repository`, sending no
+    /// bytes. Its token needs pull on the repository mounted from, besides push here. `false`
+    /// when the registry would not (a failed mount is not an error: we copy instead).
+    pub async fn mount_blob(&self, repository: &Reference, from_repository: &str, digest: &str) -> bool {
+        let mut target = Target::push(repository);
+        target.scopes.push(repository_scope(from_repository, false));
+        target.scopes.sort();
+        let Ok(url) = self.url(repository, "blobs/uploads/") else {
+            return false;
+        };
+        let what = format!("mount blob {digest} from {from_repository} into {repository}");
+        self.trace(&what);
+        let request = self
+            .http
+            .post(&url)
+            .query(&[("mount", digest), ("from", from_repository)])
+            .header(CONTENT_LENGTH, 0);
+        let answer = self
+            .with_retry(&what, is_transient, || {
+                self.send(&what, &target, request.try_clone().expect("no body"))
+            })
+            .await;
+        // 201: mounted. 202: the registry opened an upload instead, which we leave unused.
+        matches!(answer, Ok(response) if response.status() == StatusCode::CREATED)
+    }
+
+    /// Push a manifest's exact bytes, by digest or by tag as `reference` says.
+    pub async fn push_manifest(&self, reference: &Reference, bytes: &Bytes, media_type: &str) -> Result<()> {
+        let target = Target::push(reference);
+        let url = self.url(reference, &format!("manifests/{}", reference_in_path(reference)))?;
+        let what = format!("PUT manifest {reference}");
+        self.with_retry(&what, is_transient_for_manifest_push, || {
+            let request = self.http.put(&url).header(CONTENT_TYPE, media_type).body(bytes.clone());
+            self.send(&what, &target, request)
+        })
+        .await
+        .map(drop)
+        .map_err(|failure| anyhow!("cannot push manifest {reference}: {}", failure.describe()))
     }
 
     /// Stream one blob from `source` to `destination`. Its sha256 is checked while it streams:
     /// on a mismatch the upload is abandoned before it completes, so the destination never
-    /// holds a wrong blob. `on_bytes` sees every chunk as it passes.
+    /// holds a wrong blob. A download cut short resumes from the bytes it has (`Range`), for as
+    /// long as tries keep bringing bytes. `on_bytes` sees every chunk as it arrives.
     pub async fn copy_blob(
         &self,
         source: &Reference,
@@ -251,85 +492,245 @@ impl Session {
         size: u64,
         on_bytes: &(dyn Fn(u64) + Sync),
     ) -> Result<()> {
-        self.auth_for(source)?;
-        self.auth_for(destination)?;
         let what = format!(
             "copy blob {digest} ({size} bytes) {} -> {}",
             source.repository(),
             destination.repository()
         );
-        self.with_retry(&what, || async {
-            let stream = self.client.pull_blob_stream(source, digest).await?;
-            let counted =
-                stream.inspect_ok(|chunk| on_bytes(chunk.len() as u64)).map_err(OciDistributionError::from);
-            // oci-client wants a 'static stream; the closure above borrows `on_bytes`, so the
-            // chunks go through a channel fed from here while the upload runs.
-            let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, OciDistributionError>>(4);
-            let received = futures_util::stream::unfold(receiver, |mut receiver| async move {
-                receiver.recv().await.map(|item| (item, receiver))
-            });
-            let feed = forward(counted, sender);
-            let upload = self.client.push_blob_stream(destination, received, digest, Some(size));
-            let (fed, uploaded) = futures_util::future::join(feed, upload).await;
-            fed?;
-            uploaded.map(drop)
-        })
-        .await
-        .map_err(|err| anyhow!("blob {digest}: {}", describe(&err)))
+        self.trace(&what);
+        let mut backoff = Backoff::new(&self.options.retry);
+        let mut attempt = 1;
+        loop {
+            let failure = match self.copy_blob_once(source, destination, digest, size, on_bytes).await {
+                Ok(()) => return Ok(()),
+                Err(BlobError::Download(failure)) => {
+                    return Err(anyhow!("blob {digest}: {}", failure.describe()));
+                }
+                Err(BlobError::Again(failure)) => failure,
+            };
+            if attempt >= self.options.retry.attempts || !failure.transient {
+                return Err(anyhow!("blob {digest}: {}", failure.describe()));
+            }
+            let wait = backoff.after(&failure);
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            self.trace(&format!(
+                "retrying {what} from its start in {:.1} s (try {attempt} failed: {failure})",
+                wait.as_secs_f64()
+            ));
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
     }
 
-    /// Push a manifest's exact bytes, by digest or by tag as `reference` says.
-    pub async fn push_manifest(&self, reference: &Reference, bytes: &Bytes, media_type: &str) -> Result<()> {
-        self.auth_for(reference)?;
-        let content_type = HeaderValue::from_str(media_type)
-            .with_context(|| format!("invalid media type {media_type:?}"))?;
-        let what = format!("PUT manifest {reference}");
-        self.with_retry_classified(&what, is_transient_for_manifest_push, || {
-            self.client.push_manifest_raw(reference, bytes.clone(), content_type.clone())
+    /// One try: open an upload at the destination, then download into it as the bytes come.
+    async fn copy_blob_once(
+        &self,
+        source: &Reference,
+        destination: &Reference,
+        digest: &str,
+        size: u64,
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), BlobError> {
+        let location = self.start_upload(destination).await.map_err(BlobError::Again)?;
+        let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let chunks = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|item| (item, receiver))
+        });
+        let upload =
+            self.finish_upload(destination, location, digest, size, reqwest::Body::wrap_stream(chunks));
+        let download = self.download(source, digest, size, sender, on_bytes);
+        let (downloaded, uploaded) = futures_util::future::join(download, upload).await;
+        downloaded?;
+        uploaded.map_err(BlobError::Again)
+    }
+
+    /// `POST /v2/<repository>/blobs/uploads/`: where to send the blob.
+    async fn start_upload(&self, destination: &Reference) -> Result<reqwest::Url, Failure> {
+        let target = Target::push(destination);
+        let url = self.url(destination, "blobs/uploads/")?;
+        let what = format!("POST upload to {}", destination.repository());
+        self.with_retry(&what, is_transient, || async {
+            let response = self.send(&what, &target, self.http.post(&url).header(CONTENT_LENGTH, 0)).await?;
+            let location =
+                response.headers().get(LOCATION).and_then(|l| l.to_str().ok()).ok_or_else(|| {
+                    Failure::permanent(format!("{what}: the registry named no upload location"))
+                })?;
+            reqwest::Url::parse(&url)
+                .and_then(|base| base.join(location))
+                .map_err(|e| Failure::permanent(format!("{what}: bad upload location {location:?}: {e}")))
         })
         .await
-        .map(drop)
-        .map_err(|err| anyhow!("cannot push manifest {reference}: {}", describe(&err)))
+    }
+
+    /// One streamed `PUT` of the whole blob to its upload location. Not retried here: its body
+    /// is spent; the caller starts the copy over.
+    async fn finish_upload(
+        &self,
+        destination: &Reference,
+        mut location: reqwest::Url,
+        digest: &str,
+        size: u64,
+        body: reqwest::Body,
+    ) -> Result<(), Failure> {
+        let target = Target::push(destination);
+        location.query_pairs_mut().append_pair("digest", digest);
+        let what = format!("PUT blob {digest} to {}", destination.repository());
+        let request = self
+            .http
+            .put(location.clone())
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size)
+            .body(body);
+        // Credentials go to the registry only, never to a host its upload location points at.
+        let same_host = location.host_str().map(|h| match location.port() {
+            Some(port) => format!("{h}:{port}"),
+            None => h.to_string(),
+        }) == Some(target.host.clone());
+        if same_host {
+            self.send(&what, &target, request).await.map(drop)
+        } else {
+            self.send_prepared(&what, &target, request, false).await.map(drop)
+        }
+    }
+
+    /// Download a blob into `sender`, resuming after failures from the bytes already received:
+    /// a failed try that brought bytes does not count against the tries, and a bound on total
+    /// time still ends a hopeless one. The last chunk goes only once the whole blob's sha256
+    /// matched; an error instead cuts the upload short, so a bad blob never lands.
+    async fn download(
+        &self,
+        source: &Reference,
+        digest: &str,
+        size: u64,
+        sender: Chunks,
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), BlobError> {
+        let policy = &self.options.retry;
+        let mut received = Received { bytes: 0, hasher: Sha256::new(), held: None };
+        let mut backoff = Backoff::new(policy);
+        let mut fruitless = 0;
+        let started = Instant::now();
+        loop {
+            let before = received.bytes;
+            let failure =
+                match self.download_from(source, digest, size, &mut received, &sender, on_bytes).await {
+                    Ok(Fed::Complete) => break,
+                    Ok(Fed::UploadGone) => return Ok(()),
+                    Err(failure) => failure,
+                };
+            if received.bytes > before {
+                fruitless = 0;
+                backoff.reset();
+            }
+            fruitless += 1;
+            if !failure.transient || fruitless >= policy.attempts || started.elapsed() >= policy.give_up_after
+            {
+                let _ = sender.send(Err(std::io::Error::other(failure.message.clone()))).await;
+                return Err(BlobError::Download(failure));
+            }
+            let wait = backoff.after(&failure);
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            self.trace(&format!(
+                "resuming GET blob {digest} at byte {} of {size} in {:.1} s ({failure})",
+                received.bytes,
+                wait.as_secs_f64()
+            ));
+            tokio::time::sleep(wait).await;
+        }
+        let actual = format!("sha256:{}", hex(&received.hasher.finalize()));
+        if received.bytes != size || actual != digest {
+            let message =
+                format!("blob {digest}: {} bytes with digest {actual} arrived instead", received.bytes);
+            let _ = sender.send(Err(std::io::Error::other(message.clone()))).await;
+            return Err(BlobError::Again(Failure::transient(message)));
+        }
+        if let Some(last) = received.held.take() {
+            let _ = sender.send(Ok(last)).await;
+        }
+        Ok(())
+    }
+
+    /// One `GET` of the blob from where `received` stands (`Range: bytes=N-` after the first).
+    /// A registry that ignores `Range` answers 200 with the whole blob: what we have is skipped.
+    async fn download_from(
+        &self,
+        source: &Reference,
+        digest: &str,
+        size: u64,
+        received: &mut Received,
+        sender: &Chunks,
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<Fed, Failure> {
+        let target = Target::pull(source);
+        let url = self.url(source, &format!("blobs/{digest}"))?;
+        let what = format!("GET blob {digest} from {}", source.repository());
+        let mut request = self.http.get(&url);
+        if received.bytes > 0 {
+            request = request.header(RANGE, format!("bytes={}-", received.bytes));
+        }
+        let response = self.send(&what, &target, request).await?;
+        let starts_at = match response.status() {
+            StatusCode::PARTIAL_CONTENT => {
+                content_range_start(&response).filter(|start| *start <= received.bytes).ok_or_else(|| {
+                    Failure::transient(format!("{what}: the registry sent a range we did not ask for"))
+                })?
+            }
+            _ => 0,
+        };
+        let mut skip = received.bytes - starts_at;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let mut chunk = chunk.map_err(|e| Failure::from_reqwest(&what, &e))?;
+            if skip > 0 {
+                let dropped = skip.min(chunk.len() as u64);
+                chunk = chunk.slice(dropped as usize..);
+                skip -= dropped;
+                if chunk.is_empty() {
+                    continue;
+                }
+            }
+            received.bytes += chunk.len() as u64;
+            if received.bytes > size {
+                return Err(Failure::permanent(format!(
+                    "{what}: more than the {size} bytes its manifest says"
+                )));
+            }
+            received.hasher.update(&chunk);
+            on_bytes(chunk.len() as u64);
+            if let Some(previous) = received.held.replace(chunk)
+                && sender.send(Ok(previous)).await.is_err()
+            {
+                return Ok(Fed::UploadGone);
+            }
+        }
+        if received.bytes < size {
+            return Err(Failure::transient(format!(
+                "{what}: the body ended at byte {} of {size}",
+                received.bytes
+            )));
+        }
+        Ok(Fed::Complete)
     }
 }
 
-/// Move the chunks of `stream` into `sender`, always one chunk behind. The source stream says
-/// whether the blob's sha256 matched only after its last chunk; holding that chunk back until
-/// then means a bad blob never reaches the registry whole: the upload ends short and is dropped.
-/// A failure is returned as an I/O error, which is worth a retry (the next try may get good bytes).
-async fn forward<S>(
-    stream: S,
-    sender: tokio::sync::mpsc::Sender<Result<Bytes, OciDistributionError>>,
-) -> Result<(), OciDistributionError>
-where
-    S: futures_util::Stream<Item = Result<Bytes, OciDistributionError>>,
-{
-    let mut stream = std::pin::pin!(stream);
-    let mut held: Option<Bytes> = None;
-    while let Some(item) = futures_util::StreamExt::next(&mut stream).await {
-        match item {
-            Ok(chunk) => {
-                if let Some(previous) = held.replace(chunk)
-                    && sender.send(Ok(previous)).await.is_err()
-                {
-                    // The upload stopped reading: it failed, and its own error says why.
-                    return Ok(());
-                }
-            }
-            Err(err) => {
-                let text = describe_cause(&err);
-                // Dropping the sender without the held chunk cuts the upload short.
-                let _ = sender
-                    .send(Err(OciDistributionError::IoError(std::io::Error::other(text.clone()))))
-                    .await;
-                return Err(OciDistributionError::IoError(std::io::Error::other(text)));
-            }
-        }
-    }
-    if let Some(last) = held {
-        let _ = sender.send(Ok(last)).await;
-    }
-    Ok(())
+/// The tag or digest part of a manifest URL.
+fn reference_in_path(reference: &Reference) -> &str {
+    reference.digest().or(reference.tag()).unwrap_or("latest")
+}
+
+/// `Content-Range: bytes 100-999/1000` → 100.
+fn content_range_start(response: &Response) -> Option<u64> {
+    let value = response.headers().get(CONTENT_RANGE)?.to_str().ok()?;
+    let range = value.trim().strip_prefix("bytes")?.trim();
+    range.split('-').next()?.trim().parse().ok()
+}
+
+fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Build TLS-capable clients without the CA bundle. OpenSSL parses the whole bundle for every
@@ -359,53 +760,6 @@ fn without_tls_roots<T>(build: impl FnOnce() -> T) -> T {
 
 fn connect_timeout(options: &SessionOptions) -> Duration {
     (options.stall_timeout / 6).min(Duration::from_secs(10))
-}
-
-fn is_not_found(err: &OciDistributionError) -> bool {
-    match err {
-        OciDistributionError::ServerError { code, .. } => *code == 404,
-        OciDistributionError::ImageManifestNotFoundError(_) => true,
-        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
-            matches!(
-                e.code,
-                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound
-            )
-        }),
-        _ => false,
-    }
-}
-
-/// An error in one line, with the cause reqwest keeps in its source chain (connection refused,
-/// timed out, …), and a hint for the common permanent ones.
-pub fn describe(err: &OciDistributionError) -> String {
-    let mut text = describe_cause(err);
-    if matches!(err, OciDistributionError::UnauthorizedError { .. })
-        || matches!(err, OciDistributionError::RegistryError { envelope, .. }
-            if envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)))
-    {
-        text.push_str(
-            " (check the credentials: `docker login`, or `gcloud auth login` for Google registries)",
-        );
-    }
-    if is_transient(err) {
-        text.push_str(" (gave up after retrying)");
-    }
-    text
-}
-
-/// The error and its causes in one line.
-fn describe_cause(err: &OciDistributionError) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -44,6 +44,10 @@ pub struct VendorArgs {
     /// Tries per request, the first included, on connection errors, timeouts, 408, 429 and 5xx
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub tries: u32,
+    /// Start no new pull from a registry that reports fewer pulls left than this
+    /// (`RateLimit-Remaining`, as Docker Hub sends): the rest of its tags are held back
+    #[arg(long, default_value_t = 1)]
+    pub min_pulls_left: u64,
     /// Tell every registry request and every retry on stderr
     #[arg(long, short)]
     pub verbose: bool,
@@ -183,6 +187,17 @@ pub fn vendor(ctx: &Ctx, args: &VendorArgs, pairs: Vec<Pair>, check: bool) -> Re
 
     let summary = Summary::of(&mirrored.reports);
     println!("{}", summary.line(mirrored.retries, started.elapsed(), ctx.settings.dry_run));
+    for (host, limit) in &mirrored.rate_limits {
+        println!("thirdparty: {host} rate limit: {limit}");
+    }
+    if summary.held_back > 0 {
+        bail!(
+            "{} of {} tags were held back to spare {}'s pull quota (see above)",
+            summary.held_back,
+            mirrored.reports.len(),
+            mirrored.rate_limits.iter().map(|(host, _)| host.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
     if summary.failed > 0 {
         bail!("{} of {} tags failed (see above)", summary.failed, mirrored.reports.len());
     }
@@ -201,6 +216,7 @@ fn session_options(args: &VendorArgs) -> SessionOptions {
         retry: RetryPolicy { attempts: args.tries, ..RetryPolicy::default() },
         stall_timeout: Duration::from_secs_f64(args.timeout.max(0.1)),
         verbose: args.verbose,
+        min_pulls_left: args.min_pulls_left,
     }
 }
 
@@ -274,6 +290,7 @@ fn tag_line(report: &Report, dry_run: bool) -> String {
             HumanBytes(*bytes_sent),
             report.elapsed.as_secs_f64()
         ),
+        Outcome::HeldBack { reason } => format!("held back   {pair}: {reason}"),
         Outcome::Failed { error } => format!("FAILED      {pair}: {error}"),
     }
 }
@@ -288,6 +305,7 @@ struct Summary {
     up_to_date: usize,
     out_of_date: usize,
     failed: usize,
+    held_back: usize,
     bytes: u64,
 }
 
@@ -302,6 +320,7 @@ impl Summary {
                     summary.copied += 1;
                     summary.bytes += bytes_sent;
                 }
+                Outcome::HeldBack { .. } => summary.held_back += 1,
                 Outcome::Failed { .. } => summary.failed += 1,
             }
         }
@@ -309,10 +328,12 @@ impl Summary {
     }
 
     fn line(&self, retries: u64, elapsed: Duration, dry_run: bool) -> String {
-        let total = self.copied + self.up_to_date + self.out_of_date + self.failed;
+        let total = self.copied + self.up_to_date + self.out_of_date + self.failed + self.held_back;
+        let held_back =
+            if self.held_back > 0 { format!(", {} held back", self.held_back) } else { String::new() };
         let stale = if dry_run { "to copy" } else { "out of date" };
         format!(
-            "thirdparty: {total} tags: {} copied ({} sent), {} up to date, {} {stale}, {} failed; {retries} retries; {:.1} s",
+            "thirdparty: {total} tags: {} copied ({} sent), {} up to date, {} {stale}, {} failed{held_back}; {retries} retries; {:.1} s",
             self.copied,
             HumanBytes(self.bytes),
             self.up_to_date,

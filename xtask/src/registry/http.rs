@@ -1,0 +1,264 @@
+//! What a registry answered, beyond its body: why a request failed (and whether another try
+//! could succeed), how long the registry asked us to wait (`Retry-After`), and how many pulls it
+//! says are left (`RateLimit-*`). Registry clients that turn answers into errors drop these
+//! headers; every request of a run goes through here so that none is lost.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use serde::Deserialize;
+
+/// A request that did not do what it was for.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// One line: what was asked, and what came back.
+    pub message: String,
+    /// The HTTP status, when the registry answered at all.
+    pub status: Option<u16>,
+    /// The registry's error codes (`MANIFEST_UNKNOWN`, `BLOB_UNKNOWN`, …), from its error body.
+    pub codes: Vec<String>,
+    /// Whether the same request could succeed if tried again.
+    pub transient: bool,
+    /// How long the registry asked us to wait before trying again.
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    /// A failure nothing will cure: a second try would fail the same way.
+    pub fn permanent(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            status: None,
+            codes: Vec::new(),
+            transient: false,
+            retry_after: None,
+        }
+    }
+
+    /// A failure another try may not meet: a connection cut, a body that went wrong in flight.
+    pub fn transient(message: impl Into<String>) -> Failure {
+        Failure { transient: true, ..Failure::permanent(message) }
+    }
+
+    /// No answer, or an answer cut short: connection refused or reset, a timeout, a body that
+    /// ended early. All worth another try, except a request we could not even build.
+    pub fn from_reqwest(what: &str, err: &reqwest::Error) -> Failure {
+        let failure = Failure::transient(format!("{what}: {}", error_chain(err)));
+        if err.is_builder() { Failure { transient: false, ..failure } } else { failure }
+    }
+
+    /// An answer with an error status. `body` is the registry's error document, if it sent one.
+    pub fn from_status(what: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Failure {
+        let codes = error_codes(body);
+        let code = status.as_u16();
+        let detail = if codes.is_empty() {
+            status.canonical_reason().unwrap_or("").to_string()
+        } else {
+            codes.join(", ")
+        };
+        let racy_or_busy = code == 408 || code == 429 || status.is_server_error();
+        Failure {
+            message: format!("{what}: {code} {detail}").trim_end().to_string(),
+            status: Some(code),
+            transient: racy_or_busy || codes.iter().any(|c| c == "TOOMANYREQUESTS"),
+            retry_after: retry_after(headers, SystemTime::now()),
+            codes,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status == Some(404)
+            || self
+                .codes
+                .iter()
+                .any(|c| matches!(c.as_str(), "MANIFEST_UNKNOWN" | "NAME_UNKNOWN" | "BLOB_UNKNOWN"))
+    }
+
+    pub fn is_rate_limited(&self) -> bool {
+        self.status == Some(429) || self.codes.iter().any(|c| c == "TOOMANYREQUESTS")
+    }
+
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self.status, Some(401 | 403))
+            || self.codes.iter().any(|c| c == "UNAUTHORIZED" || c == "DENIED")
+    }
+
+    /// The message, with a hint for the failures a user can fix.
+    pub fn describe(&self) -> String {
+        let mut text = self.message.clone();
+        if self.is_unauthorized() {
+            text.push_str(
+                " (check the credentials: `docker login`, or `gcloud auth login` for Google registries)",
+            );
+        }
+        if self.transient {
+            text.push_str(" (gave up after retrying)");
+        }
+        text
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// reqwest keeps the useful part (connection refused, timed out, …) in its source chain.
+fn error_chain(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The codes of a registry error document: `{"errors":[{"code":"BLOB_UNKNOWN",…}]}`.
+fn error_codes(body: &[u8]) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Document {
+        errors: Vec<Entry>,
+    }
+    #[derive(Deserialize)]
+    struct Entry {
+        code: String,
+    }
+    serde_json::from_slice::<Document>(body)
+        .map(|doc| doc.errors.into_iter().map(|e| e.code).collect())
+        .unwrap_or_default()
+}
+
+/// `Retry-After`, as seconds or as an HTTP date (a date in the past is no wait).
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// A registry's pull quota as it last reported it. Docker Hub sends
+/// `RateLimit-Limit: 100;w=21600` and `RateLimit-Remaining: 76;w=21600` on manifest requests:
+/// 100 pulls per 21600-second window, 76 of them left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub limit: Option<u64>,
+    pub remaining: u64,
+    /// The window, in seconds, when the registry names it.
+    pub window: Option<u64>,
+}
+
+impl RateLimit {
+    pub fn from_headers(headers: &HeaderMap) -> Option<RateLimit> {
+        let (remaining, remaining_window) = quota_field(headers, "ratelimit-remaining")?;
+        let limit = quota_field(headers, "ratelimit-limit");
+        Some(RateLimit {
+            limit: limit.map(|(n, _)| n),
+            remaining,
+            window: remaining_window.or(limit.and_then(|(_, w)| w)),
+        })
+    }
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ", self.remaining)?;
+        if let Some(limit) = self.limit {
+            write!(f, "of {limit} ")?;
+        }
+        write!(f, "pulls left")?;
+        if let Some(window) = self.window {
+            write!(f, " (per {})", human_window(window))?;
+        }
+        Ok(())
+    }
+}
+
+fn human_window(seconds: u64) -> String {
+    match seconds {
+        s if s >= 3600 && s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// `76;w=21600` → (76, Some(21600)); a bare `76` → (76, None).
+fn quota_field(headers: &HeaderMap, name: &str) -> Option<(u64, Option<u64>)> {
+    let value = headers.get(name)?.to_str().ok()?;
+    let mut parts = value.split(';').map(str::trim);
+    let count = parts.next()?.parse().ok()?;
+    let window = parts.find_map(|p| p.strip_prefix("w=")).and_then(|w| w.parse().ok());
+    Some((count, window))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = httpdate::parse_http_date("Sun, 29 Nov 2026 10:00:00 GMT").unwrap();
+        assert_eq!(retry_after(&headers(&[("retry-after", "7")]), now), Some(Duration::from_secs(7)));
+        let date = headers(&[("retry-after", "Sun, 29 Nov 2026 10:00:42 GMT")]);
+        assert_eq!(retry_after(&date, now), Some(Duration::from_secs(42)));
+        let past = headers(&[("retry-after", "Sun, 29 Nov 2026 09:59:00 GMT")]);
+        assert_eq!(retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn reads_docker_hub_rate_limit_headers() {
+        let hub = headers(&[("ratelimit-limit", "100;w=21600"), ("ratelimit-remaining", "76;w=21600")]);
+        let limit = RateLimit::from_headers(&hub).unwrap();
+        assert_eq!(limit, RateLimit { limit: Some(100), remaining: 76, window: Some(21600) });
+        assert_eq!(limit.to_string(), "76 of 100 pulls left (per 6 h)");
+        let bare = RateLimit::from_headers(&headers(&[("ratelimit-remaining", "3")])).unwrap();
+        assert_eq!(bare.to_string(), "3 pulls left");
+        assert_eq!(RateLimit::from_headers(&headers(&[("ratelimit-limit", "100")])), None);
+    }
+
+    #[test]
+    fn classifies_answers() {
+        let none = HeaderMap::new();
+        for code in [408, 429, 500, 502, 503, 504] {
+            let failure = Failure::from_status("GET x", StatusCode::from_u16(code).unwrap(), &none, b"");
+            assert!(failure.transient, "{code}");
+        }
+        for code in [400, 401, 403, 404] {
+            let failure = Failure::from_status("GET x", StatusCode::from_u16(code).unwrap(), &none, b"");
+            assert!(!failure.transient, "{code}");
+        }
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
+        let failure = Failure::from_status("GET m", StatusCode::NOT_FOUND, &none, body);
+        assert_eq!(failure.message, "GET m: 404 MANIFEST_UNKNOWN");
+        assert!(failure.is_not_found());
+        let limited = Failure::from_status(
+            "GET m",
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers(&[("retry-after", "3")]),
+            b"",
+        );
+        assert_eq!(limited.retry_after, Some(Duration::from_secs(3)));
+        assert!(limited.is_rate_limited());
+    }
+}
