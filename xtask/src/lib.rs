@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod dockerfile;
+pub mod fault_proxy;
 pub mod pipeline;
 pub mod probe;
 pub mod registry;

@@ -26,6 +26,8 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub status: u16,
+    /// Bytes of body the registry wrote.
+    pub bytes: u64,
 }
 
 impl TestRegistry {
@@ -138,8 +140,10 @@ fn parse_access_line(line: &str) -> Option<Request> {
     let mut words = request.split(' ');
     let method = words.next()?.to_string();
     let path = words.next()?.to_string();
-    let status = rest.split_whitespace().next()?.parse().ok()?;
-    Some(Request { method, path, status })
+    let mut fields = rest.split_whitespace();
+    let status = fields.next()?.parse().ok()?;
+    let bytes = fields.next().and_then(|b| b.parse().ok()).unwrap_or(0);
+    Some(Request { method, path, status, bytes })
 }
 
 fn free_port() -> Result<SocketAddr> {

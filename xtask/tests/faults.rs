@@ -5,8 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::faults::{Fault, FaultProxy, Rule, Schedule};
 use common::{stderr, stdout};
+use xtask::fault_proxy::{Fault, FaultProxy, Rule, Schedule};
 use xtask::testbed::{Fixture, FixtureSpec, TestRegistry, sha256_digest, skopeo_raw};
 
 struct Mirror {
@@ -18,11 +18,16 @@ struct Mirror {
 
 /// Three multi-arch tags of 64 KiB layers in the source registry.
 fn mirror() -> Mirror {
+    mirror_of(&["faults/a", "faults/b", "faults/c"], 64 << 10)
+}
+
+/// A multi-arch tag `1` in each of `repositories`, with layers of `layer_size` bytes.
+fn mirror_of(repositories: &[&str], layer_size: usize) -> Mirror {
     let source = TestRegistry::start().unwrap();
     let destination = TestRegistry::start().unwrap();
     let mut fixtures = Vec::new();
-    for (n, repository) in ["faults/a", "faults/b", "faults/c"].into_iter().enumerate() {
-        let spec = FixtureSpec { layer_size: 64 << 10, ..FixtureSpec::small(500 + n as u64) };
+    for (n, repository) in repositories.iter().enumerate() {
+        let spec = FixtureSpec { layer_size, ..FixtureSpec::small(500 + n as u64) };
         let fixture = Fixture::generate(&spec).unwrap();
         fixture.push(&source.host(), repository, "1").unwrap();
         fixtures.push((repository.to_string(), fixture));
@@ -134,7 +139,7 @@ fn source_rate_limits_every_fifth_request() {
     survives(
         "source: 429 Retry-After 1 on 1 request in 5",
         true,
-        Rule::new(None, "/v2/", Fault::TooManyRequests, Schedule::EveryNth(5)),
+        Rule::new(None, "/v2/", Fault::TooManyRequests(1), Schedule::EveryNth(5)),
     );
 }
 
@@ -231,7 +236,11 @@ fn permanent_faults_fail_one_tag_in_bounded_time() {
     assert_eq!(out.lines().filter(|l| l.starts_with("copied")).count(), 2, "{out}");
     assert!(run.elapsed < Duration::from_secs(20), "took {:?}", run.elapsed);
     // Bounded tries: the HEAD of the failing tag was tried exactly 5 times.
-    let heads = proxy.log().iter().filter(|l| l.starts_with("HEAD /v2/faults/c/manifests/1")).count();
+    let heads = proxy
+        .log()
+        .iter()
+        .filter(|l| l.method == "HEAD" && l.path.starts_with("/v2/faults/c/manifests/1"))
+        .count();
     assert_eq!(heads, 5, "{:#?}", proxy.log());
 }
 
@@ -254,4 +263,136 @@ fn a_registry_that_stalls_forever_fails_in_bounded_time() {
     let out = stdout(&run.output);
     assert!(out.lines().any(|l| l.starts_with("FAILED") && l.contains("faults/a:1")), "{out}");
     assert_eq!(out.lines().filter(|l| l.starts_with("copied")).count(), 2, "{out}");
+}
+
+/// The mix measured in issue 12, all at once at the source: a 503 on every 5th request, a 429
+/// (`Retry-After: 1`) on every 7th, a reset on every 4th blob GET. Before downloads resumed and
+/// tries counted only fruitless failures, one tag of four gave up.
+#[test]
+fn the_fault_mix_completes_with_identical_digests() {
+    let mirror = mirror_of(&["mix/a", "mix/b", "mix/c", "mix/d"], 256 << 10);
+    let proxy = FaultProxy::start(
+        mirror.source.addr,
+        vec![
+            Rule::new(Some("GET"), "/blobs/", Fault::ResetMidBody, Schedule::EveryNth(4)),
+            Rule::new(None, "/v2/", Fault::Status(503), Schedule::EveryNth(5)),
+            Rule::new(None, "/v2/", Fault::TooManyRequests(1), Schedule::EveryNth(7)),
+        ],
+    );
+    let run = mirror.run(&proxy.host(), &mirror.destination.host(), &[]);
+    report("source: 503 1 in 5, 429 1 in 7, reset 1 blob GET in 4", &run, &proxy);
+    assert!(run.output.status.success(), "{}\n{}", stdout(&run.output), stderr(&run.output));
+    assert!(proxy.injected() >= 5, "{:#?}", proxy.log());
+    mirror.assert_all_copied();
+    assert_eq!(mirror.blob_puts().1, 0, "the destination had to refuse an upload");
+}
+
+/// A blob cut off mid-body is fetched again from the byte where it stopped: the source's own
+/// access log shows the second GET answered 206 with only the missing bytes, and the proxy saw
+/// the `Range` asked for.
+#[test]
+fn a_resumed_blob_fetches_only_its_missing_bytes() {
+    let mirror = mirror_of(&["resume/a"], 2 << 20);
+    let fixture = &mirror.fixtures[0].1;
+    // The first layer of the first platform: 2 MiB.
+    let digest = fixture
+        .blobs
+        .iter()
+        .find(|d| std::fs::metadata(fixture.blob_path(d)).unwrap().len() == 2 << 20)
+        .unwrap()
+        .clone();
+    let size = 2u64 << 20;
+    let path: &'static str = Box::leak(format!("/blobs/{digest}").into_boxed_str());
+    let proxy = FaultProxy::start(
+        mirror.source.addr,
+        vec![Rule::new(Some("GET"), path, Fault::ResetMidBody, Schedule::FirstN(1))],
+    );
+    let run = mirror.run(&proxy.host(), &mirror.destination.host(), &[]);
+    report("source: one 2 MiB blob reset halfway", &run, &proxy);
+    assert!(run.output.status.success(), "{}\n{}", stdout(&run.output), stderr(&run.output));
+    mirror.assert_all_copied();
+
+    let gets: Vec<_> =
+        proxy.log().into_iter().filter(|l| l.method == "GET" && l.path.ends_with(&digest)).collect();
+    assert_eq!(gets.len(), 2, "{gets:#?}");
+    assert_eq!(gets[0].range, None);
+    let resumed_at: u64 = gets[1]
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())
+        .unwrap_or_else(|| panic!("the second GET asked no range: {gets:#?}"));
+    assert!(resumed_at > 0 && resumed_at < size, "resumed at {resumed_at}");
+    let served: Vec<_> = mirror
+        .source
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with(&digest))
+        .collect();
+    assert_eq!(served.len(), 2, "{served:#?}");
+    assert_eq!((served[1].status, served[1].bytes), (206, size - resumed_at), "{served:#?}");
+}
+
+/// A 429's `Retry-After: 2` is waited out before the request goes again, and counted.
+#[test]
+fn a_429_waits_the_time_the_registry_asked() {
+    let mirror = mirror_of(&["wait/a"], 4096);
+    let proxy = FaultProxy::start(
+        mirror.source.addr,
+        vec![Rule::new(Some("GET"), "/manifests/", Fault::TooManyRequests(2), Schedule::FirstN(1))],
+    );
+    let run = mirror.run(&proxy.host(), &mirror.destination.host(), &[]);
+    report("source: 429 Retry-After 2 on the first manifest GET", &run, &proxy);
+    assert!(run.output.status.success(), "{}\n{}", stdout(&run.output), stderr(&run.output));
+    let log = proxy.log();
+    let refused = log.iter().find(|l| l.fault.is_some()).unwrap();
+    let again =
+        log.iter().find(|l| l.at > refused.at && l.method == "GET" && l.path == refused.path).unwrap();
+    let waited = again.at - refused.at;
+    assert!(waited >= Duration::from_secs(2), "retried after {waited:?}: {log:#?}");
+    assert!(waited < Duration::from_secs(4), "retried after {waited:?}");
+    assert_eq!(retries(&run), 1);
+    mirror.assert_all_copied();
+}
+
+/// A registry that reports its pull quota (`RateLimit-*`, as Docker Hub does): the summary shows
+/// what is left, and below `--min-pulls-left` no new pull starts: the tags are held back, named,
+/// and the run fails saying why.
+#[test]
+fn a_low_pull_quota_holds_back_new_pulls_and_says_why() {
+    let mirror = mirror_of(&["quota/a", "quota/b", "quota/c"], 4096);
+    let proxy = FaultProxy::start_with_quota(mirror.source.addr, Vec::new(), Some((10, 21600)));
+    let manifest_gets = |proxy: &FaultProxy| {
+        proxy.log().iter().filter(|l| l.method == "GET" && l.path.contains("/manifests/")).count()
+    };
+
+    // One tag first, with the default threshold: it is copied, and the quota is reported.
+    let (lists, first) = (mirror.dir.path().join("first.txt"), format!("{}/quota/a: 1", proxy.host()));
+    std::fs::write(&lists, first).unwrap();
+    let list = lists.display().to_string();
+    let repo = format!("{}/mirror", mirror.destination.host());
+    let config = mirror.dir.path().display().to_string();
+    let env = [("DOCKER_REPO", repo.as_str()), ("DOCKER_CONFIG", config.as_str())];
+    let output = common::xtask(&["thirdparty", "--file", &list], &env);
+    assert!(output.status.success(), "{}\n{}", stdout(&output), stderr(&output));
+    let pulled = manifest_gets(&proxy);
+    assert!(pulled >= 3, "an index and its manifests: {pulled}");
+    let expected =
+        format!("thirdparty: {} rate limit: {} of 10 pulls left (per 6 h)", proxy.host(), 10 - pulled);
+    assert!(stdout(&output).contains(&expected), "{expected}\n{}", stdout(&output));
+
+    // The rest, with a threshold above what is left: nothing more is pulled.
+    let threshold = (10 - pulled + 1).to_string();
+    let run = mirror.run(&proxy.host(), &mirror.destination.host(), &["--min-pulls-left", &threshold]);
+    let out = stdout(&run.output);
+    assert_eq!(run.output.status.code(), Some(1), "{out}");
+    assert_eq!(manifest_gets(&proxy), pulled, "no new pull started: {:#?}", proxy.log());
+    for tag in ["quota/b:1", "quota/c:1"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("held back") && l.contains(tag))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(line.contains(&format!("fewer than --min-pulls-left {threshold}")), "{line}");
+    }
+    assert!(out.lines().any(|l| l.starts_with("up to date") && l.contains("quota/a:1")), "{out}");
+    assert!(stderr(&run.output).contains("2 of 3 tags were held back"), "{}", stderr(&run.output));
 }

@@ -183,7 +183,14 @@ async fn mirror_tag(shared: &Shared, pair: &Pair) -> Result<Outcome> {
     }
 
     // Read by digest, not by tag: a tag moved meanwhile cannot mix two versions.
-    let manifests = fetch_all(session, &pair.source, source_digest.clone(), 0).await?;
+    let manifests = match fetch_all(session, &pair.source, source_digest.clone(), 0).await {
+        Ok(manifests) => manifests,
+        // The quota ran low while this tag's manifests were read (other tags pull too).
+        Err(err) => match session.pulls_held_back(&pair.source) {
+            Some(reason) => return Ok(Outcome::HeldBack { reason }),
+            None => return Err(err),
+        },
+    };
 
     let mut blobs: Vec<&Descriptor> = manifests.iter().flat_map(|m| m.parsed.blobs.iter()).collect();
     blobs.sort_by(|a, b| a.digest.cmp(&b.digest));

@@ -79,6 +79,11 @@ impl Failure {
         self.status == Some(429) || self.codes.iter().any(|c| c == "TOOMANYREQUESTS")
     }
 
+    /// The registry said when to come back (`Retry-After` on a 429 or 503): it is throttling.
+    pub fn asked_to_wait(&self) -> bool {
+        self.transient && self.retry_after.is_some()
+    }
+
     pub fn is_unauthorized(&self) -> bool {
         matches!(self.status, Some(401 | 403))
             || self.codes.iter().any(|c| c == "UNAUTHORIZED" || c == "DENIED")

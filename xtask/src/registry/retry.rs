@@ -10,7 +10,9 @@ use super::http::Failure;
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Tries in all, the first included. For a blob download, the tries in a row that brought
-    /// no new bytes: a transfer that keeps advancing is never abandoned for its failures.
+    /// no new bytes: a transfer that keeps advancing is never abandoned for its failures. A
+    /// registry that says when to come back (`Retry-After` on a 429 or 503) is throttling, not
+    /// failing: those answers use no try, and only `give_up_after` bounds them.
     pub attempts: u32,
     /// Wait before the second try; doubled for each one after it.
     pub first_backoff: Duration,
@@ -19,7 +21,8 @@ pub struct RetryPolicy {
     /// The longest wait a registry's `Retry-After` gets: a registry asking for an hour gets
     /// this, and then another try.
     pub max_retry_after: Duration,
-    /// The longest one blob may keep failing and resuming before it is given up.
+    /// The longest one request, or one blob's download, may keep failing (and resuming)
+    /// before it is given up.
     pub give_up_after: Duration,
 }
 
@@ -100,15 +103,22 @@ impl RetryPolicy {
     {
         let mut backoff = Backoff::new(self);
         let mut attempt = 1;
+        let started = tokio::time::Instant::now();
         loop {
             match op().await {
                 Ok(value) => return Ok(value),
-                Err(failure) if attempt < self.attempts && worth_retrying(&failure) => {
+                Err(failure)
+                    if worth_retrying(&failure)
+                        && (attempt < self.attempts || failure.asked_to_wait())
+                        && started.elapsed() < self.give_up_after =>
+                {
                     let wait = backoff.after(&failure);
                     retries.fetch_add(1, Ordering::Relaxed);
                     on_retry(attempt, &failure, wait);
                     tokio::time::sleep(wait).await;
-                    attempt += 1;
+                    if !failure.asked_to_wait() {
+                        attempt += 1;
+                    }
                 }
                 Err(failure) => return Err(failure),
             }
@@ -193,6 +203,31 @@ mod tests {
         let plain = server_error(503);
         backoff.reset();
         assert!(backoff.after(&plain) < Duration::from_millis(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_that_say_when_to_come_back_use_no_try_within_the_time_bound() {
+        let retries = AtomicU64::new(0);
+        let mut calls = 0;
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("1"));
+        let throttled = Failure::from_status("GET u", StatusCode::TOO_MANY_REQUESTS, &headers, b"");
+        let policy = RetryPolicy { give_up_after: Duration::from_secs(30), ..RetryPolicy::default() };
+        let result = policy
+            .run(&retries, &|_, _, _| {}, is_transient, || {
+                calls += 1;
+                let answer = if calls <= 8 { Err(throttled.clone()) } else { Ok(calls) };
+                async move { answer }
+            })
+            .await;
+        assert_eq!(result.unwrap(), 9, "eight throttled answers, more than the five tries");
+        let always = policy
+            .run(&retries, &|_, _, _| {}, is_transient, || {
+                let answer: Result<(), Failure> = Err(throttled.clone());
+                async move { answer }
+            })
+            .await;
+        assert!(always.is_err(), "the time bound ends it");
     }
 
     #[test]

@@ -237,6 +237,10 @@ impl Session {
         limits.iter().map(|(host, limit)| (host.clone(), *limit)).collect()
     }
 
+    fn quota_spent(&self, host: &str) -> bool {
+        self.rate_limits.lock().expect("never poisoned").get(host).is_some_and(|limit| limit.remaining == 0)
+    }
+
     /// Why no new pull should start from `source`'s registry, if its quota is that low.
     pub fn pulls_held_back(&self, source: &Reference) -> Option<String> {
         let host = source.resolve_registry();
@@ -368,11 +372,15 @@ impl Session {
         let headers = response.headers().clone();
         let body = response.bytes().await.unwrap_or_default();
         let mut failure = Failure::from_status(what, status, &headers, &body);
+        if failure.is_rate_limited() && self.quota_spent(&target.host) {
+            // Docker Hub's pull limit: waiting seconds will not bring back a quota of hours.
+            failure.transient = false;
+            failure.message.push_str(" (the registry's pull quota is spent: RateLimit-Remaining is 0)");
+        }
         if status == StatusCode::UNAUTHORIZED && reused_token {
             // A token the registry took before: expired or revoked. The next try fetches anew.
             self.tokens.forget(&target.host, &target.scopes);
             failure.transient = true;
-            failure.retry_after = Some(Duration::ZERO);
             failure.message.push_str(" (token no longer accepted: fetching a new one)");
         }
         Err(failure)
@@ -405,8 +413,12 @@ impl Session {
         }
     }
 
-    /// The bytes of a manifest, checked against the digest in `reference`.
+    /// The bytes of a manifest, checked against the digest in `reference`. Each such GET is a
+    /// pull to a registry with a quota: none starts once the quota is below the threshold.
     pub async fn manifest(&self, reference: &Reference) -> Result<Bytes> {
+        if let Some(reason) = self.pulls_held_back(reference) {
+            return Err(anyhow!("{reason}"));
+        }
         let target = Target::pull(reference);
         let url = self.url(reference, &format!("manifests/{}", reference_in_path(reference)))?;
         let what = format!("GET manifest {reference}");
@@ -622,7 +634,9 @@ impl Session {
                 fruitless = 0;
                 backoff.reset();
             }
-            fruitless += 1;
+            if !failure.asked_to_wait() {
+                fruitless += 1;
+            }
             if !failure.transient || fruitless >= policy.attempts || started.elapsed() >= policy.give_up_after
             {
                 let _ = sender.send(Err(std::io::Error::other(failure.message.clone()))).await;

@@ -3,7 +3,6 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 pub mod engine;
-pub mod faults;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;

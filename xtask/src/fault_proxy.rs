@@ -1,6 +1,8 @@
-//! A fault-injecting HTTP/1.1 proxy for the tests, put in front of a real registry. It forwards
-//! requests one by one and, on the requests its rules pick, answers 5xx or 429, resets the
-//! connection before or during the body, ends a body early, flips bytes in it, or stalls.
+//! A fault-injecting HTTP/1.1 proxy for the tests and the benchmark, put in front of a real
+//! registry. It forwards requests one by one and, on the requests its rules pick, answers 5xx or
+//! 429 (with `Retry-After`), resets the connection before or during the body, ends a body early,
+//! flips bytes in it, or stalls. It can also play a registry with a pull quota, adding
+//! Docker Hub's `RateLimit-*` headers to manifest answers.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,8 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub enum Fault {
     /// Answer with this status (500, 503, …) without asking the registry.
     Status(u16),
-    /// Answer 429 with `Retry-After: 1`.
-    TooManyRequests,
+    /// Answer 429 with `Retry-After: <seconds>`.
+    TooManyRequests(u64),
     /// Reset the connection instead of answering.
     ResetBeforeResponse,
     /// Send the head and half of the body, then reset the connection.
@@ -60,7 +62,41 @@ struct State {
     rules: Vec<Rule>,
     seen: Vec<AtomicUsize>,
     injected: AtomicUsize,
-    log: Mutex<Vec<String>>,
+    log: Mutex<Vec<Logged>>,
+    quota: Option<Quota>,
+}
+
+/// A pull quota: `limit` manifest GETs per window, counted down as they pass.
+struct Quota {
+    limit: usize,
+    window: u64,
+    pulls: AtomicUsize,
+}
+
+/// One request through the proxy.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub method: String,
+    pub path: String,
+    /// The `Range` header, when the client sent one.
+    pub range: Option<String>,
+    pub fault: Option<Fault>,
+    /// When the request arrived, since the proxy started.
+    pub at: Duration,
+}
+
+impl std::fmt::Display for Logged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.3} {} {} range={:?} -> {:?}",
+            self.at.as_secs_f64(),
+            self.method,
+            self.path,
+            self.range,
+            self.fault
+        )
+    }
 }
 
 /// The proxy; it runs on its own thread until the test process ends.
@@ -71,15 +107,33 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     pub fn start(upstream: SocketAddr, rules: Vec<Rule>) -> FaultProxy {
+        Self::start_with_quota(upstream, rules, None)
+    }
+
+    /// A proxy that also reports a pull quota of `limit` manifest GETs per `window` seconds in
+    /// `RateLimit-Limit` and `RateLimit-Remaining`, as Docker Hub does (it does not refuse
+    /// pulls past it: the client is to hold back).
+    pub fn start_with_quota(
+        upstream: SocketAddr,
+        rules: Vec<Rule>,
+        quota: Option<(usize, u64)>,
+    ) -> FaultProxy {
         let seen = rules.iter().map(|_| AtomicUsize::new(0)).collect();
-        let state =
-            Arc::new(State { rules, seen, injected: AtomicUsize::new(0), log: Mutex::new(Vec::new()) });
+        let quota = quota.map(|(limit, window)| Quota { limit, window, pulls: AtomicUsize::new(0) });
+        let state = Arc::new(State {
+            rules,
+            seen,
+            injected: AtomicUsize::new(0),
+            log: Mutex::new(Vec::new()),
+            quota,
+        });
         let (sender, receiver) = std::sync::mpsc::channel();
         let thread_state = Arc::clone(&state);
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async move {
                 let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let started = std::time::Instant::now();
                 sender.send(listener.local_addr().unwrap()).unwrap();
                 loop {
                     let Ok((client, _)) = listener.accept().await else {
@@ -87,7 +141,7 @@ impl FaultProxy {
                     };
                     let state = Arc::clone(&thread_state);
                     tokio::spawn(async move {
-                        let _ = serve(client, upstream, state).await;
+                        let _ = serve(client, upstream, state, started).await;
                     });
                 }
             });
@@ -105,8 +159,8 @@ impl FaultProxy {
         self.state.injected.load(Ordering::SeqCst)
     }
 
-    /// `METHOD path -> what happened`, one per request.
-    pub fn log(&self) -> Vec<String> {
+    /// Every request so far, in order.
+    pub fn log(&self) -> Vec<Logged> {
         self.state.log.lock().unwrap().clone()
     }
 }
@@ -114,6 +168,7 @@ impl FaultProxy {
 struct Head {
     method: String,
     path: String,
+    range: Option<String>,
     raw: Vec<u8>,
     content_length: Option<usize>,
     chunked: bool,
@@ -137,8 +192,12 @@ fn parse_head(raw: Vec<u8>) -> Head {
     let first: Vec<&str> = lines.next().unwrap_or_default().split(' ').collect();
     let mut content_length = None;
     let mut chunked = false;
+    let mut range = None;
     for line in lines {
         let lower = line.to_ascii_lowercase();
+        if lower.starts_with("range:") {
+            range = Some(line["range:".len()..].trim().to_string());
+        }
         if let Some(value) = lower.strip_prefix("content-length:") {
             content_length = value.trim().parse().ok();
         }
@@ -149,6 +208,7 @@ fn parse_head(raw: Vec<u8>) -> Head {
     Head {
         method: first.first().unwrap_or(&"").to_string(),
         path: first.get(1).unwrap_or(&"").to_string(),
+        range,
         raw,
         content_length,
         chunked,
@@ -209,7 +269,41 @@ fn reset(stream: &TcpStream) {
     let _ = stream.set_zero_linger();
 }
 
-async fn serve(client: TcpStream, upstream: SocketAddr, state: Arc<State>) -> std::io::Result<()> {
+/// The quota headers to add to this answer, counting the pull when it is a manifest GET.
+fn quota_headers(state: &State, head: &Head) -> String {
+    let Some(quota) = &state.quota else {
+        return String::new();
+    };
+    if !head.path.contains("/manifests/") {
+        return String::new();
+    }
+    let used = if head.method == "GET" {
+        quota.pulls.fetch_add(1, Ordering::SeqCst) + 1
+    } else {
+        quota.pulls.load(Ordering::SeqCst)
+    };
+    let (limit, window) = (quota.limit, quota.window);
+    let remaining = limit.saturating_sub(used);
+    format!("RateLimit-Limit: {limit};w={window}\r\nRateLimit-Remaining: {remaining};w={window}\r\n")
+}
+
+/// `raw` (a response head) with `extra` header lines added before its blank line.
+fn with_headers(raw: &[u8], extra: &str) -> Vec<u8> {
+    if extra.is_empty() {
+        return raw.to_vec();
+    }
+    let mut head = raw[..raw.len() - 2].to_vec();
+    head.extend_from_slice(extra.as_bytes());
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+async fn serve(
+    client: TcpStream,
+    upstream: SocketAddr,
+    state: Arc<State>,
+    started: std::time::Instant,
+) -> std::io::Result<()> {
     let mut client = BufReader::new(client);
     let server = TcpStream::connect(upstream).await?;
     let mut server = BufReader::new(server);
@@ -220,15 +314,23 @@ async fn serve(client: TcpStream, upstream: SocketAddr, state: Arc<State>) -> st
         let head = parse_head(raw);
         let body = read_body(&mut client, &head).await?;
         let fault = pick(&state, &head);
-        state.log.lock().unwrap().push(format!("{} {} -> {fault:?}", head.method, head.path));
+        state.log.lock().unwrap().push(Logged {
+            method: head.method.clone(),
+            path: head.path.clone(),
+            range: head.range.clone(),
+            fault,
+            at: started.elapsed(),
+        });
         match fault {
             Some(Fault::Status(code)) => {
                 let answer = format!("HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\n\r\n");
                 client.get_mut().write_all(answer.as_bytes()).await?;
                 continue;
             }
-            Some(Fault::TooManyRequests) => {
-                let answer = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n";
+            Some(Fault::TooManyRequests(seconds)) => {
+                let answer = format!(
+                    "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {seconds}\r\nContent-Length: 0\r\n\r\n"
+                );
                 client.get_mut().write_all(answer.as_bytes()).await?;
                 continue;
             }
@@ -243,7 +345,7 @@ async fn serve(client: TcpStream, upstream: SocketAddr, state: Arc<State>) -> st
         let Some(raw) = read_head(&mut server).await? else {
             return Ok(());
         };
-        let mut response = parse_head(raw);
+        let mut response = parse_head(with_headers(&raw, &quota_headers(&state, &head)));
         // A response head parses as (protocol, status): `path` holds the status code.
         let bodiless = head.method == "HEAD" || response.path == "204" || response.path == "304";
         let mut response_body = if bodiless { Vec::new() } else { read_body(&mut server, &response).await? };
@@ -254,6 +356,9 @@ async fn serve(client: TcpStream, upstream: SocketAddr, state: Arc<State>) -> st
                 client.get_mut().write_all(&response.raw).await?;
                 client.get_mut().write_all(&response_body[..half]).await?;
                 client.get_mut().flush().await?;
+                // Let the half arrive before the reset, as on a real network where the bytes
+                // sent before a connection breaks reach the client.
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 reset(client.get_ref());
                 return Ok(());
             }
