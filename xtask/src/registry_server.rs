@@ -8,11 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 /// A Distribution config: storage under `storage`, listening on `addr`, access log on, and
-/// basic auth from an htpasswd file when given.
-pub fn config_yaml(addr: SocketAddr, storage: &Path, htpasswd: Option<&Path>) -> String {
-    let auth = htpasswd.map_or(String::new(), |path| {
-        format!("auth:\n  htpasswd:\n    realm: local\n    path: {}\n", path.display())
-    });
+/// `auth` (an `auth:` section, or nothing for an open registry).
+pub fn config_yaml(addr: SocketAddr, storage: &Path, auth: &str) -> String {
     format!(
         "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
          storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\

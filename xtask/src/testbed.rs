@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -40,27 +40,49 @@ impl TestRegistry {
         Self::start_with(Some((user, password)))
     }
 
+    /// A registry that wants bearer tokens (`auth: token`), as Docker Hub, gcr.io, Artifact
+    /// Registry and GHCR do: issued at `token.realm` for `token.service` by `token.issuer`, and
+    /// signed by the key of the certificate `token.root_certificate` (PEM).
+    pub fn start_with_tokens(token: &TokenAuth) -> Result<TestRegistry> {
+        let auth = format!(
+            "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+            token.realm,
+            token.service,
+            token.issuer,
+            token.root_certificate.display()
+        );
+        Self::start_with_config(|_| Ok(auth.clone()), tempfile::tempdir()?)
+    }
+
     fn start_with(credentials: Option<(&str, &str)>) -> Result<TestRegistry> {
-        require("docker-registry", "apt-get install docker-registry")?;
         let dir = tempfile::tempdir()?;
-        let htpasswd = match credentials {
-            Some((user, password)) => {
-                require("htpasswd", "apt-get install apache2-utils")?;
-                let path = dir.path().join("htpasswd");
-                let output = Command::new("htpasswd").args(["-Bbn", user, password]).output()?;
-                ensure!(output.status.success(), "htpasswd failed");
-                std::fs::write(&path, output.stdout)?;
-                Some(path)
-            }
-            None => None,
+        let auth = |dir: &Path| -> Result<String> {
+            let Some((user, password)) = credentials else {
+                return Ok(String::new());
+            };
+            require("htpasswd", "apt-get install apache2-utils")?;
+            let path = dir.join("htpasswd");
+            let output = Command::new("htpasswd").args(["-Bbn", user, password]).output()?;
+            ensure!(output.status.success(), "htpasswd failed");
+            std::fs::write(&path, output.stdout)?;
+            Ok(format!("auth:\n  htpasswd:\n    realm: local\n    path: {}\n", path.display()))
         };
+        Self::start_with_config(auth, dir)
+    }
+
+    fn start_with_config(
+        auth: impl Fn(&Path) -> Result<String>,
+        dir: tempfile::TempDir,
+    ) -> Result<TestRegistry> {
+        require("docker-registry", "apt-get install docker-registry")?;
+        let auth = auth(dir.path())?;
         // A free port can be taken by another process between our probe and the registry's
         // bind, and whatever then answers there is not our registry: wait for our registry's own
         // word that it listens, and on a lost race try another port.
         for _ in 0..5 {
             let addr = free_port()?;
             let config = dir.path().join("config.yml");
-            std::fs::write(&config, config_yaml(addr, &dir.path().join("storage"), htpasswd.as_deref()))?;
+            std::fs::write(&config, config_yaml(addr, &dir.path().join("storage"), &auth))?;
             let log = dir.path().join("registry.log");
             let mut child = Command::new("docker-registry")
                 .arg("serve")
@@ -286,9 +308,16 @@ impl Fixture {
 
     /// Push the whole index to `docker://<host>/<repository>:<tag>` with skopeo, digests kept.
     pub fn push(&self, host: &str, repository: &str, tag: &str) -> Result<()> {
+        self.push_as(host, repository, tag, None)
+    }
+
+    /// `push`, logged in as `user:password` when given.
+    pub fn push_as(&self, host: &str, repository: &str, tag: &str, credentials: Option<&str>) -> Result<()> {
         let source = format!("oci:{}:fixture", self.dir.path().display());
         let destination = format!("docker://{host}/{repository}:{tag}");
-        let copy = ["copy", "--quiet", "--all", "--preserve-digests", "--dest-tls-verify=false"];
+        let mut copy = vec!["copy", "--quiet", "--all", "--preserve-digests", "--dest-tls-verify=false"];
+        let creds = credentials.map(|c| format!("--dest-creds={c}"));
+        copy.extend(creds.as_deref());
         skopeo(&[&copy[..], &[&source, &destination]].concat()).map(drop)
     }
 
@@ -332,6 +361,21 @@ pub fn hex(bytes: &[u8]) -> String {
 /// client that is not ours.
 pub fn skopeo_raw(reference: &str) -> Result<Vec<u8>> {
     skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
+}
+
+/// `skopeo_raw`, logged in as `user:password`.
+pub fn skopeo_raw_as(reference: &str, credentials: &str) -> Result<Vec<u8>> {
+    let creds = format!("--creds={credentials}");
+    skopeo(&["inspect", "--raw", "--tls-verify=false", &creds, &format!("docker://{reference}")])
+}
+
+/// How a token-auth test registry is configured (`auth: token` in Distribution's config).
+#[derive(Debug, Clone)]
+pub struct TokenAuth {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    pub root_certificate: PathBuf,
 }
 
 /// Run skopeo to success and return what it printed.

@@ -70,7 +70,7 @@ fn start(ctx: &Ctx, args: &LocalRegistryArgs) -> Result<()> {
         let config = data.join("config.yml");
         std::fs::create_dir_all(data.join("storage"))
             .with_context(|| format!("cannot create {}", data.display()))?;
-        std::fs::write(&config, config_yaml(addr, &data.join("storage"), None))
+        std::fs::write(&config, config_yaml(addr, &data.join("storage"), ""))
             .with_context(|| format!("cannot write {}", config.display()))?;
         let (sh, log) = (sh(), data.join("registry.log"));
         let pid = ctx.runner.spawn_background(cmd!(sh, "docker-registry serve {config}"), &log)?;

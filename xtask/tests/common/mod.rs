@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 pub mod engine;
+pub mod token;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
