@@ -423,7 +423,7 @@ impl Settings {
     fn invalid_reference(&self, catalog: &Catalog) -> Option<String> {
         for image in catalog.images.iter().chain([&catalog.cloud_builder]) {
             for reference in [self.image_ref(image), self.cache_ref(image, "linux/amd64")] {
-                if let Err(err) = reference.parse::<oci_client::Reference>() {
+                if let Err(err) = crate::registry::reference::parse(&reference) {
                     return Some(format!(
                         "the settings make the invalid image reference `{reference}` ({err}): check DOCKER_REPO \
                          (or REGISTRY, GCP_PROJECT, ENV), TAG_MODIFIER and the version settings"

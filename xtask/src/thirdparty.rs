@@ -7,7 +7,7 @@ use std::fmt;
 
 use oci_client::Reference;
 
-use crate::registry::Pair;
+use crate::registry::{Pair, reference};
 
 /// Lines longer than this are a mistake (a pasted blob, a missing newline), not an image list.
 const MAX_LINE: usize = 1024;
@@ -95,7 +95,7 @@ fn parse_line(content: &str) -> Result<(String, Vec<String>, Reference), String>
     if tags.is_empty() {
         return Err(format!("no tags for `{image}`: {FORMAT}"));
     }
-    let source: Reference = format!("{image}:latest").parse().map_err(|e| {
+    let source = reference::parse(&format!("{image}:latest")).map_err(|e| {
         format!("`{image}` is not a valid image name ({e}): use lowercase letters, digits and . _ - /")
     })?;
     let mut unique = std::collections::BTreeSet::new();
@@ -141,7 +141,7 @@ pub fn pairs(entries: &[Entry], docker_repo: &str) -> Result<Vec<Pair>, Vec<Line
         for tag in &entry.tags {
             let source = format!("{}:{tag}", entry.image);
             let destination = format!("{docker_repo}/thirdparty/{}:{tag}", path_without_host(&entry.image));
-            match (source.parse::<Reference>(), destination.parse::<Reference>()) {
+            match (reference::parse(&source), reference::parse(&destination)) {
                 (Ok(source), Ok(destination)) => pairs.push(Pair { source, destination }),
                 (Err(e), _) => {
                     errors.push(LineError { line: entry.line, message: format!("`{source}`: {e}") })

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod copy;
 pub mod http;
 pub mod manifest;
+pub mod reference;
 pub mod retry;
 pub mod session;
 pub mod token;

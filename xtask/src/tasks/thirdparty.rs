@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use oci_client::Reference;
 
 use super::{Ctx, local_registry};
 use crate::catalog::Image;
@@ -112,7 +111,7 @@ pub fn vendor_bases<'a>(
     let pairs = list_pairs(ctx, args)?;
     let mut chosen: Vec<Pair> = Vec::new();
     for (reference, user) in needed {
-        let wanted: Reference = reference.parse().map_err(|e| {
+        let wanted = registry::reference::parse(&reference).map_err(|e| {
             anyhow::anyhow!("{user} needs `{reference}`, which is not a valid image reference ({e})")
         })?;
         let Some(pair) = pairs.iter().find(|p| p.destination.whole() == wanted.whole()) else {
