@@ -181,6 +181,11 @@ async fn read_head<R: AsyncReadExt + Unpin>(reader: &mut R) -> std::io::Result<O
         if reader.read(&mut byte).await? == 0 {
             return Ok(None);
         }
+        // Not HTTP (a TLS ClientHello from a client trying HTTPS first): close at once, as a
+        // plain-HTTP registry's port effectively does, so that the client falls back promptly.
+        if raw.is_empty() && !byte[0].is_ascii_uppercase() {
+            return Ok(None);
+        }
         raw.push(byte[0]);
     }
     Ok(Some(raw))

@@ -1,6 +1,7 @@
 //! bench-thirdparty: mirror the same generated images with `cargo xtask thirdparty` (this very
 //! binary, dev profile, as users run it) and with `skopeo copy --all` (one image after another,
-//! as a script would), in one run, and print the ratios.
+//! as a script would), in one run, and print the ratios. Besides speed: the CPU a run spends
+//! before its first request, and how each tool fares against a source that keeps failing.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,7 +12,11 @@ use anyhow::{Context, Result, ensure};
 use clap::{Args, ValueEnum};
 
 use super::Ctx;
-use crate::testbed::{Fixture, FixtureSpec, TestRegistry, push_blobs_directly, require, start_delay_proxy};
+use crate::fault_proxy::{Fault, FaultProxy, Rule, Schedule};
+use crate::testbed::{
+    Fixture, FixtureSpec, TestRegistry, push_blobs_directly, require, sha256_digest, skopeo_raw,
+    start_delay_proxy,
+};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -40,6 +45,10 @@ pub enum BenchSetting {
     Remote,
     /// One large layer: the peak memory of a copy
     Memory,
+    /// The CPU a run spends before its first request: nothing answers, one try
+    Startup,
+    /// A source answering 503 to 1 request in 5, 429 to 1 in 7, and resetting 1 blob GET in 4
+    Faults,
 }
 
 /// bench-thirdparty
@@ -56,6 +65,12 @@ pub fn bench_thirdparty(_ctx: &Ctx, args: &BenchArgs) -> Result<()> {
     }
     if wants(BenchSetting::Memory) {
         memory(args.memory_layer_mib, args.jobs)?;
+    }
+    if wants(BenchSetting::Startup) {
+        startup(args.runs.max(10))?;
+    }
+    if wants(BenchSetting::Faults) {
+        faults(args.jobs, args.runs)?;
     }
     Ok(())
 }
@@ -204,8 +219,8 @@ fn wait_for_max_rss(child: &mut std::process::Child) -> Result<i64> {
     }
 }
 
-/// Wait for `child`, which must succeed, and return what the kernel counted of it.
-fn wait_with_usage(child: &mut std::process::Child) -> Result<libc::rusage> {
+/// Wait for `child` and return what the kernel counted of it, and whether it succeeded.
+fn wait_with_usage(child: &mut std::process::Child) -> Result<(libc::rusage, bool)> {
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value to be overwritten by wait4.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -213,17 +228,168 @@ fn wait_with_usage(child: &mut std::process::Child) -> Result<libc::rusage> {
     // SAFETY: wait4 on our own child with valid pointers to locals.
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     ensure!(waited == pid, "wait4 failed");
-    ensure!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the command failed");
-    Ok(usage)
+    Ok((usage, libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0))
 }
 
 /// Run `command` to success; its wall time and the CPU time it used (user + system).
 fn run_measured(command: &mut Command) -> Result<(Duration, Duration)> {
+    let (wall, cpu, succeeded) = run_measured_any(command)?;
+    ensure!(succeeded, "the command failed");
+    Ok((wall, cpu))
+}
+
+/// `run_measured` for a command that may fail: its wall time, CPU time and success.
+fn run_measured_any(command: &mut Command) -> Result<(Duration, Duration, bool)> {
     let started = Instant::now();
     let mut child = command.spawn()?;
-    let usage = wait_with_usage(&mut child)?;
+    let (usage, succeeded) = wait_with_usage(&mut child)?;
     let cpu = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    Ok((started.elapsed(), cpu(usage.ru_utime) + cpu(usage.ru_stime)))
+    Ok((started.elapsed(), cpu(usage.ru_utime) + cpu(usage.ru_stime), succeeded))
+}
+
+/// Start-up: with nothing answering and one try, a run is all start-up (parse, credentials,
+/// clients) and one refused connection. The CPU of that is what an up-to-date run pays before
+/// its first request.
+fn startup(runs: u32) -> Result<()> {
+    println!("== start-up: CPU before the first request (the only registry refuses connections, one try)");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let list = tempfile::NamedTempFile::new()?;
+    write_list(list.path(), closed, &["bench/unreachable:1".to_string()])?;
+    let config = tempfile::tempdir()?;
+    let (mut ours, mut peer) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let mut command = ours_command(list.path(), &format!("{closed}/xtask"), config.path(), None);
+        let (_, cpu, _) = run_measured_any(command.arg("--tries").arg("1").stdout(Stdio::null()))?;
+        ours.push(cpu);
+        let (_, cpu, _) = run_measured_any(
+            Command::new("skopeo")
+                .args(["inspect", "--raw", "--retry-times", "0", "--tls-verify=false"])
+                .arg(format!("docker://{closed}/bench/unreachable:1"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )?;
+        peer.push(cpu);
+    }
+    let (ours, peer) = (median(ours), median(peer));
+    println!("   medians of {runs} runs");
+    println!("   | what | CPU ms | peer / xtask | target |");
+    println!("   |---|---|---|---|");
+    println!("   | skopeo inspect | {:.1} | | |", peer.as_secs_f64() * 1000.0);
+    println!(
+        "   | cargo xtask thirdparty --tries 1 | {:.1} | {:.1}x | <= 50 ms |",
+        ours.as_secs_f64() * 1000.0,
+        ratio(peer, ours)
+    );
+    Ok(())
+}
+
+/// The fault mix of issue 12, at the source, for each tool through its own fresh proxy.
+fn fault_mix() -> Vec<Rule> {
+    vec![
+        Rule::new(Some("GET"), "/blobs/", Fault::ResetMidBody, Schedule::EveryNth(4)),
+        Rule::new(None, "/v2/", Fault::Status(503), Schedule::EveryNth(5)),
+        Rule::new(None, "/v2/", Fault::TooManyRequests(1), Schedule::EveryNth(7)),
+    ]
+}
+
+/// What one tool achieved against the fault mix, over all runs.
+#[derive(Default)]
+struct Endured {
+    /// Tags whose destination digest is the source's, and tags tried.
+    complete: usize,
+    tried: usize,
+    faults: usize,
+    requests: usize,
+    /// Ours only: the summary's count of retries.
+    retries: Option<u64>,
+    walls: Vec<Duration>,
+    /// The first error a failed copy printed.
+    first_error: Option<String>,
+}
+
+fn faults(jobs: Option<u16>, runs: u32) -> Result<()> {
+    println!(
+        "== faults: 4 multi-arch tags (256 KiB layers) from a source that answers 503 to 1 request in 5, \
+         429 (Retry-After: 1) to 1 in 7, and resets 1 blob GET in 4 mid-body"
+    );
+    let source = TestRegistry::start()?;
+    let tags = publish(
+        &source,
+        (0..4).map(|n| FixtureSpec { layer_size: 256 << 10, ..FixtureSpec::small(400 + n) }).collect(),
+    )?;
+    let (mut ours, mut peer) = (Endured::default(), Endured::default());
+    for _ in 0..runs {
+        let proxy = FaultProxy::start(source.addr, fault_mix());
+        let destination = TestRegistry::start()?;
+        let list = tempfile::NamedTempFile::new()?;
+        write_list(list.path(), proxy.addr, &tags.names)?;
+        let config = tempfile::tempdir()?;
+        let started = Instant::now();
+        let output = ours_command(list.path(), &format!("{}/xtask", destination.host()), config.path(), jobs)
+            .arg("--timeout")
+            .arg("5")
+            .output()?;
+        ours.walls.push(started.elapsed());
+        let summary = String::from_utf8_lossy(&output.stdout);
+        let retries = summary
+            .lines()
+            .find(|l| l.starts_with("thirdparty:") && l.contains(" retries"))
+            .and_then(|l| l.split("; ").nth(1)?.split(' ').next()?.parse::<u64>().ok());
+        *ours.retries.get_or_insert(0) += retries.unwrap_or(0);
+        tally(&mut ours, &tags, &destination, "xtask/thirdparty/bench", &proxy);
+
+        let proxy = FaultProxy::start(source.addr, fault_mix());
+        let destination = TestRegistry::start()?;
+        let started = Instant::now();
+        for name in &tags.names {
+            // skopeo's own retries: 4 more tries, as many as ours.
+            let output = Command::new("skopeo")
+                .args(["copy", "--quiet", "--all", "--preserve-digests", "--retry-times", "4"])
+                .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
+                .arg(format!("docker://{}/{name}", proxy.addr))
+                .arg(format!("docker://{}/skopeo/{name}", destination.host()))
+                .stdin(Stdio::null())
+                .output()?;
+            if !output.status.success() && peer.first_error.is_none() {
+                let text = String::from_utf8_lossy(&output.stderr);
+                peer.first_error = text.lines().last().map(|l| l.chars().take(240).collect());
+            }
+        }
+        peer.walls.push(started.elapsed());
+        tally(&mut peer, &tags, &destination, "skopeo/bench", &proxy);
+    }
+    println!("   {runs} runs; time: median");
+    println!("   | tool | tags complete, digests equal | faults met | requests | retries | wall s |");
+    println!("   |---|---|---|---|---|---|");
+    for (tool, endured) in [("skopeo copy --all --retry-times 4", &peer), ("cargo xtask thirdparty", &ours)] {
+        println!(
+            "   | {tool} | {}/{} | {} | {} | {} | {:.1} |",
+            endured.complete,
+            endured.tried,
+            endured.faults,
+            endured.requests,
+            endured.retries.map_or("-".to_string(), |r| r.to_string()),
+            median(endured.walls.clone()).as_secs_f64()
+        );
+    }
+    if let Some(error) = &peer.first_error {
+        println!("   skopeo's first failure: {error}");
+    }
+    Ok(())
+}
+
+/// Count the tags that arrived whole (their index digest, read by skopeo, is the source's).
+fn tally(endured: &mut Endured, tags: &Tags, destination: &TestRegistry, prefix: &str, proxy: &FaultProxy) {
+    for (fixture, name) in tags.fixtures.iter().zip(&tags.names) {
+        let name = name.trim_start_matches("bench/");
+        let reference = format!("{}/{prefix}/{name}", destination.host());
+        endured.tried += 1;
+        if skopeo_raw(&reference).is_ok_and(|raw| sha256_digest(&raw) == fixture.digest) {
+            endured.complete += 1;
+        }
+    }
+    endured.faults += proxy.injected();
+    endured.requests += proxy.log().len();
 }
 
 fn unique_bytes(fixtures: &[Fixture]) -> u64 {
