@@ -28,6 +28,10 @@ pub enum Fault {
     FlipByte,
     /// Send the head and half of the body, then go silent for this long.
     Stall(Duration),
+    /// Read the request, then say nothing for this long (and close).
+    Silent(Duration),
+    /// Send the body in 16 pieces with this pause before each: slow, but never silent for long.
+    Trickle(Duration),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -339,6 +343,10 @@ async fn serve(
                 client.get_mut().write_all(answer.as_bytes()).await?;
                 continue;
             }
+            Some(Fault::Silent(pause)) => {
+                tokio::time::sleep(pause).await;
+                return Ok(());
+            }
             Some(Fault::ResetBeforeResponse) => {
                 reset(client.get_ref());
                 return Ok(());
@@ -379,6 +387,15 @@ async fn serve(
                 client.get_mut().flush().await?;
                 tokio::time::sleep(pause).await;
                 return Ok(());
+            }
+            Some(Fault::Trickle(pause)) if half > 0 => {
+                client.get_mut().write_all(&response.raw).await?;
+                for piece in response_body.chunks(response_body.len().div_ceil(16)) {
+                    tokio::time::sleep(pause).await;
+                    client.get_mut().write_all(piece).await?;
+                    client.get_mut().flush().await?;
+                }
+                continue;
             }
             Some(Fault::FlipByte) if half > 0 => {
                 response_body[half] ^= 0xff;

@@ -12,6 +12,7 @@ use anyhow::{Context, Result, anyhow};
 use base64::Engine;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::future::Either;
 use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
 use reqwest::header::{
@@ -135,6 +136,8 @@ enum Fed {
     Complete,
     /// The upload stopped reading: it failed, and its own error says why.
     UploadGone,
+    /// The destination took no bytes for the stall timeout.
+    UploadStalled,
 }
 
 type Chunks = mpsc::Sender<Result<Bytes, std::io::Error>>;
@@ -147,7 +150,6 @@ impl Session {
         let build = || {
             reqwest::Client::builder()
                 .connect_timeout(connect_timeout(&options))
-                .read_timeout(options.stall_timeout)
                 .build()
                 .context("cannot set up the HTTP client")
         };
@@ -344,24 +346,35 @@ impl Session {
     /// Send `request` for `target`, authorized, and return a successful answer; any other
     /// answer becomes a `Failure` carrying its status, error codes and `Retry-After`. Every
     /// answer's `RateLimit-*` headers are noted.
+    /// The answer's head must come within the stall timeout.
     async fn send(&self, what: &str, target: &Target, request: RequestBuilder) -> Result<Response, Failure> {
-        let (authorization, fresh) = self.authorization(target).await?;
-        let request = match &authorization {
-            Some(header) => request.header(AUTHORIZATION, header.clone()),
-            None => request,
-        };
-        self.send_prepared(what, target, request, authorization.is_some() && !fresh).await
+        self.send_with(what, target, request, true, Some(self.options.stall_timeout)).await
     }
 
-    async fn send_prepared(
+    /// `send`, with `authorize`: whether the request may carry credentials, and `head_within`:
+    /// how long its answer may take to begin (`None` for an upload, which is answered only
+    /// after its whole body: the body's own progress is watched instead).
+    async fn send_with(
         &self,
         what: &str,
         target: &Target,
         request: RequestBuilder,
-        reused_token: bool,
+        authorize: bool,
+        head_within: Option<Duration>,
     ) -> Result<Response, Failure> {
+        let (authorization, fresh) =
+            if authorize { self.authorization(target).await? } else { (None, false) };
+        let reused_token = authorization.is_some() && !fresh;
+        let request = match authorization {
+            Some(header) => request.header(AUTHORIZATION, header),
+            None => request,
+        };
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let response = request.send().await.map_err(|e| Failure::from_reqwest(what, &e))?;
+        let answer = match head_within {
+            Some(limit) => within(limit, what, request.send()).await?,
+            None => request.send().await,
+        };
+        let response = answer.map_err(|e| Failure::from_reqwest(what, &e))?;
         if let Some(limit) = RateLimit::from_headers(response.headers()) {
             self.rate_limits.lock().expect("never poisoned").insert(target.host.clone(), limit);
         }
@@ -370,7 +383,7 @@ impl Session {
             return Ok(response);
         }
         let headers = response.headers().clone();
-        let body = response.bytes().await.unwrap_or_default();
+        let body = within(self.options.stall_timeout, what, response.bytes()).await?.unwrap_or_default();
         let mut failure = Failure::from_status(what, status, &headers, &body);
         if failure.is_rate_limited() && self.quota_spent(&target.host) {
             // Docker Hub's pull limit: waiting seconds will not bring back a quota of hours.
@@ -425,7 +438,9 @@ impl Session {
         self.with_retry(&what, is_transient, || async {
             let request = self.http.get(&url).header(ACCEPT, ACCEPTED.join(", "));
             let response = self.send(&what, &target, request).await?;
-            let bytes = response.bytes().await.map_err(|e| Failure::from_reqwest(&what, &e))?;
+            let bytes = within(self.options.stall_timeout, &what, response.bytes())
+                .await?
+                .map_err(|e| Failure::from_reqwest(&what, &e))?;
             if let Some(expected) = reference.digest()
                 && sha256_digest(&bytes) != expected
             {
@@ -551,9 +566,21 @@ impl Session {
         let upload =
             self.finish_upload(destination, location, digest, size, reqwest::Body::wrap_stream(chunks));
         let download = self.download(source, digest, size, sender, on_bytes);
-        let (downloaded, uploaded) = futures_util::future::join(download, upload).await;
-        downloaded?;
-        uploaded.map_err(BlobError::Again)
+        let (download, upload) = (std::pin::pin!(download), std::pin::pin!(upload));
+        match futures_util::future::select(download, upload).await {
+            // Every byte is on its way: the registry answers once it has them all and checked
+            // the digest. (A failed download drops the upload, which aborts it.)
+            Either::Left((downloaded, upload)) => {
+                downloaded?;
+                let what = format!("PUT blob {digest} to {}", destination.repository());
+                within(self.options.stall_timeout, &what, upload)
+                    .await
+                    .and_then(|r| r)
+                    .map_err(BlobError::Again)
+            }
+            // The upload ended first: the registry refused it or the connection broke.
+            Either::Right((uploaded, _download)) => uploaded.map_err(BlobError::Again),
+        }
     }
 
     /// `POST /v2/<repository>/blobs/uploads/`: where to send the blob.
@@ -598,11 +625,7 @@ impl Session {
             Some(port) => format!("{h}:{port}"),
             None => h.to_string(),
         }) == Some(target.host.clone());
-        if same_host {
-            self.send(&what, &target, request).await.map(drop)
-        } else {
-            self.send_prepared(&what, &target, request, false).await.map(drop)
-        }
+        self.send_with(&what, &target, request, same_host, None).await.map(drop)
     }
 
     /// Download a blob into `sender`, resuming after failures from the bytes already received:
@@ -628,6 +651,12 @@ impl Session {
                 match self.download_from(source, digest, size, &mut received, &sender, on_bytes).await {
                     Ok(Fed::Complete) => break,
                     Ok(Fed::UploadGone) => return Ok(()),
+                    Ok(Fed::UploadStalled) => {
+                        let stalled = self.options.stall_timeout.as_secs_f64();
+                        let message =
+                            format!("PUT blob {digest}: the destination took no bytes for {stalled} s");
+                        return Err(BlobError::Again(Failure::transient(message)));
+                    }
                     Err(failure) => failure,
                 };
             if received.bytes > before {
@@ -693,7 +722,7 @@ impl Session {
         };
         let mut skip = received.bytes - starts_at;
         let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
+        while let Some(chunk) = within(self.options.stall_timeout, &what, body.next()).await? {
             let mut chunk = chunk.map_err(|e| Failure::from_reqwest(&what, &e))?;
             if skip > 0 {
                 let dropped = skip.min(chunk.len() as u64);
@@ -711,10 +740,12 @@ impl Session {
             }
             received.hasher.update(&chunk);
             on_bytes(chunk.len() as u64);
-            if let Some(previous) = received.held.replace(chunk)
-                && sender.send(Ok(previous)).await.is_err()
-            {
-                return Ok(Fed::UploadGone);
+            if let Some(previous) = received.held.replace(chunk) {
+                match tokio::time::timeout(self.options.stall_timeout, sender.send(Ok(previous))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_closed)) => return Ok(Fed::UploadGone),
+                    Err(_elapsed) => return Ok(Fed::UploadStalled),
+                }
             }
         }
         if received.bytes < size {
@@ -725,6 +756,17 @@ impl Session {
         }
         Ok(Fed::Complete)
     }
+}
+
+/// `work`, unless it takes longer than `limit`: a registry that stalls.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, Failure> {
+    tokio::time::timeout(limit, work).await.map_err(|_| {
+        Failure::transient(format!("{what}: the registry stalled for {} s", limit.as_secs_f64()))
+    })
 }
 
 /// The tag or digest part of a manifest URL.
