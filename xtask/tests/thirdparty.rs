@@ -328,3 +328,32 @@ fn local_registry_starts_one_on_loopback() {
     assert!(still_there, "the registry outlives the task that started it");
     assert!(stdout(&again).contains("already running"), "{}", stdout(&again));
 }
+
+/// The benchmark's quick settings run to the end and print their tables (the full benchmark
+/// takes minutes; its measurements are for people, but it must not rot).
+#[test]
+fn the_benchmark_runs() {
+    let output = common::xtask(
+        &[
+            "bench-thirdparty",
+            "--only",
+            "memory",
+            "--only",
+            "startup",
+            "--memory-layer-mib",
+            "8",
+            "--runs",
+            "1",
+        ],
+        &[],
+    );
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}\n{}", stderr(&output));
+    assert!(out.contains("copied it in") && out.contains("peak RSS"), "{out}");
+    let ours = out
+        .lines()
+        .find(|l| l.contains("| cargo xtask thirdparty --tries 1 |"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let cpu_ms: f64 = ours.split('|').nth(2).unwrap().trim().parse().unwrap();
+    assert!(cpu_ms > 0.0, "{ours}");
+}

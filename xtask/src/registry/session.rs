@@ -789,9 +789,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Build TLS-capable clients without the CA bundle. OpenSSL parses the whole bundle for every
-/// client built (two per run), which was three quarters of the CPU of a run whose registries all
-/// speak plain HTTP (loopback ones always do) and so never verify a certificate. Pointing OpenSSL
+/// Build a TLS-capable client without the CA bundle. OpenSSL parses the whole bundle for every
+/// client built, which was most of the CPU of a run whose registries all speak plain HTTP
+/// (loopback ones always do) and so never verify a certificate. Pointing OpenSSL
 /// at an empty bundle for the build alone skips that; the variables are restored at once, so
 /// that nothing started later inherits them. Environment changes are only sound while no other
 /// thread runs, hence `Session::new` before the runtime.

@@ -186,8 +186,12 @@ fn memory(layer_mib: usize, jobs: Option<u16>) -> Result<()> {
     let list = tempfile::NamedTempFile::new()?;
     write_list(list.path(), source.addr, &tags.names)?;
     let config = tempfile::tempdir()?;
-    let mut child =
-        ours_command(list.path(), &destination.host(), config.path(), jobs).stdout(Stdio::null()).spawn()?;
+    let docker_repo = format!("{}/xtask", destination.host());
+    // Its errors, if any, say why the copy failed.
+    let mut child = ours_command(list.path(), &docker_repo, config.path(), jobs)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
     let started = Instant::now();
     let max_rss_kib = wait_for_max_rss(&mut child)?;
     println!(
