@@ -3,6 +3,7 @@
 //! about the command line; the `thirdparty` task drives it.
 
 pub mod auth;
+pub mod blob;
 pub mod copy;
 pub mod http;
 pub mod manifest;

@@ -1,0 +1,306 @@
+//! One blob from a source registry to a destination: downloaded with its sha256 checked on the
+//! way, resumed from the byte reached when cut off, and streamed into one upload at the
+//! destination as it arrives, so that memory stays flat whatever the blob's size.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::{Result, anyhow};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::Either;
+use oci_client::Reference;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
+use reqwest::{Response, StatusCode};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::http::Failure;
+use super::retry::{Backoff, is_transient};
+use super::session::{Session, Target, hex, within};
+
+/// Where a blob download stands: the bytes that arrived, hashed as they came, the last chunk
+/// held back from the upload until the whole blob is known to be right.
+struct Received {
+    bytes: u64,
+    hasher: Sha256,
+    held: Option<Bytes>,
+}
+
+/// How one try at sending a blob on went wrong.
+enum BlobError {
+    /// The download failed for good, after resuming as long as bytes kept coming.
+    Download(Failure),
+    /// The blob arrived whole but wrong, or the upload failed: the whole copy may go again.
+    Again(Failure),
+}
+
+/// How the download of one blob ended, short of an error.
+enum Fed {
+    Complete,
+    /// The upload stopped reading: it failed, and its own error says why.
+    UploadGone,
+    /// The destination took no bytes for the stall timeout.
+    UploadStalled,
+}
+
+type Chunks = mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+impl Session {
+    /// Stream one blob from `source` to `destination`. Its sha256 is checked while it streams:
+    /// on a mismatch the upload is abandoned before it completes, so the destination never
+    /// holds a wrong blob. A download cut short resumes from the bytes it has (`Range`), for as
+    /// long as tries keep bringing bytes. `on_bytes` sees every chunk as it arrives.
+    pub async fn copy_blob(
+        &self,
+        source: &Reference,
+        destination: &Reference,
+        digest: &str,
+        size: u64,
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<()> {
+        let what = format!(
+            "copy blob {digest} ({size} bytes) {} -> {}",
+            source.repository(),
+            destination.repository()
+        );
+        self.trace(&what);
+        let mut backoff = Backoff::new(&self.options.retry);
+        let mut attempt = 1;
+        loop {
+            let failure = match self.copy_blob_once(source, destination, digest, size, on_bytes).await {
+                Ok(()) => return Ok(()),
+                Err(BlobError::Download(failure)) => {
+                    return Err(anyhow!("blob {digest}: {}", failure.describe()));
+                }
+                Err(BlobError::Again(failure)) => failure,
+            };
+            if attempt >= self.options.retry.attempts || !failure.transient {
+                return Err(anyhow!("blob {digest}: {}", failure.describe()));
+            }
+            let wait = backoff.after(&failure);
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            self.trace(&format!(
+                "retrying {what} from its start in {:.1} s (try {attempt} failed: {failure})",
+                wait.as_secs_f64()
+            ));
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// One try: open an upload at the destination, then download into it as the bytes come.
+    async fn copy_blob_once(
+        &self,
+        source: &Reference,
+        destination: &Reference,
+        digest: &str,
+        size: u64,
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), BlobError> {
+        let location = self.start_upload(destination).await.map_err(BlobError::Again)?;
+        let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let chunks = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|item| (item, receiver))
+        });
+        let upload =
+            self.finish_upload(destination, location, digest, size, reqwest::Body::wrap_stream(chunks));
+        let download = self.download(source, digest, size, sender, on_bytes);
+        let (download, upload) = (std::pin::pin!(download), std::pin::pin!(upload));
+        match futures_util::future::select(download, upload).await {
+            // Every byte is on its way: the registry answers once it has them all and checked
+            // the digest. (A failed download drops the upload, which aborts it.)
+            Either::Left((downloaded, upload)) => {
+                downloaded?;
+                let what = format!("PUT blob {digest} to {}", destination.repository());
+                within(self.options.stall_timeout, &what, upload)
+                    .await
+                    .and_then(|r| r)
+                    .map_err(BlobError::Again)
+            }
+            // The upload ended first: the registry refused it or the connection broke.
+            Either::Right((uploaded, _download)) => uploaded.map_err(BlobError::Again),
+        }
+    }
+
+    /// `POST /v2/<repository>/blobs/uploads/`: where to send the blob.
+    async fn start_upload(&self, destination: &Reference) -> Result<reqwest::Url, Failure> {
+        let target = Target::push(destination);
+        let url = self.url(destination, "blobs/uploads/")?;
+        let what = format!("POST upload to {}", destination.repository());
+        self.with_retry(&what, is_transient, || async {
+            let response = self.send(&what, &target, self.http.post(&url).header(CONTENT_LENGTH, 0)).await?;
+            let location =
+                response.headers().get(LOCATION).and_then(|l| l.to_str().ok()).ok_or_else(|| {
+                    Failure::permanent(format!("{what}: the registry named no upload location"))
+                })?;
+            reqwest::Url::parse(&url)
+                .and_then(|base| base.join(location))
+                .map_err(|e| Failure::permanent(format!("{what}: bad upload location {location:?}: {e}")))
+        })
+        .await
+    }
+
+    /// One streamed `PUT` of the whole blob to its upload location. Not retried here: its body
+    /// is spent; the caller starts the copy over.
+    async fn finish_upload(
+        &self,
+        destination: &Reference,
+        mut location: reqwest::Url,
+        digest: &str,
+        size: u64,
+        body: reqwest::Body,
+    ) -> Result<(), Failure> {
+        let target = Target::push(destination);
+        location.query_pairs_mut().append_pair("digest", digest);
+        let what = format!("PUT blob {digest} to {}", destination.repository());
+        let request = self
+            .http
+            .put(location.clone())
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size)
+            .body(body);
+        // Credentials go to the registry only, never to a host its upload location points at.
+        let same_host = location.host_str().map(|h| match location.port() {
+            Some(port) => format!("{h}:{port}"),
+            None => h.to_string(),
+        }) == Some(target.host.clone());
+        self.send_with(&what, &target, request, same_host, None).await.map(drop)
+    }
+
+    /// Download a blob into `sender`, resuming after failures from the bytes already received:
+    /// a failed try that brought bytes does not count against the tries, and a bound on total
+    /// time still ends a hopeless one. The last chunk goes only once the whole blob's sha256
+    /// matched; an error instead cuts the upload short, so a bad blob never lands.
+    async fn download(
+        &self,
+        source: &Reference,
+        digest: &str,
+        size: u64,
+        sender: Chunks,
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), BlobError> {
+        let policy = &self.options.retry;
+        let mut received = Received { bytes: 0, hasher: Sha256::new(), held: None };
+        let mut backoff = Backoff::new(policy);
+        let mut fruitless = 0;
+        let started = Instant::now();
+        loop {
+            let before = received.bytes;
+            let failure =
+                match self.download_from(source, digest, size, &mut received, &sender, on_bytes).await {
+                    Ok(Fed::Complete) => break,
+                    Ok(Fed::UploadGone) => return Ok(()),
+                    Ok(Fed::UploadStalled) => {
+                        let stalled = self.options.stall_timeout.as_secs_f64();
+                        let message =
+                            format!("PUT blob {digest}: the destination took no bytes for {stalled} s");
+                        return Err(BlobError::Again(Failure::transient(message)));
+                    }
+                    Err(failure) => failure,
+                };
+            if received.bytes > before {
+                fruitless = 0;
+                backoff.reset();
+            }
+            if !failure.asked_to_wait() {
+                fruitless += 1;
+            }
+            if !failure.transient || fruitless >= policy.attempts || started.elapsed() >= policy.give_up_after
+            {
+                let _ = sender.send(Err(std::io::Error::other(failure.message.clone()))).await;
+                return Err(BlobError::Download(failure));
+            }
+            let wait = backoff.after(&failure);
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            self.trace(&format!(
+                "resuming GET blob {digest} at byte {} of {size} in {:.1} s ({failure})",
+                received.bytes,
+                wait.as_secs_f64()
+            ));
+            tokio::time::sleep(wait).await;
+        }
+        let actual = format!("sha256:{}", hex(&received.hasher.finalize()));
+        if received.bytes != size || actual != digest {
+            let message =
+                format!("blob {digest}: {} bytes with digest {actual} arrived instead", received.bytes);
+            let _ = sender.send(Err(std::io::Error::other(message.clone()))).await;
+            return Err(BlobError::Again(Failure::transient(message)));
+        }
+        if let Some(last) = received.held.take() {
+            let _ = sender.send(Ok(last)).await;
+        }
+        Ok(())
+    }
+
+    /// One `GET` of the blob from where `received` stands (`Range: bytes=N-` after the first).
+    /// A registry that ignores `Range` answers 200 with the whole blob: what we have is skipped.
+    async fn download_from(
+        &self,
+        source: &Reference,
+        digest: &str,
+        size: u64,
+        received: &mut Received,
+        sender: &Chunks,
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<Fed, Failure> {
+        let target = Target::pull(source);
+        let url = self.url(source, &format!("blobs/{digest}"))?;
+        let what = format!("GET blob {digest} from {}", source.repository());
+        let mut request = self.http.get(&url);
+        if received.bytes > 0 {
+            request = request.header(RANGE, format!("bytes={}-", received.bytes));
+        }
+        let response = self.send(&what, &target, request).await?;
+        let starts_at = match response.status() {
+            StatusCode::PARTIAL_CONTENT => {
+                content_range_start(&response).filter(|start| *start <= received.bytes).ok_or_else(|| {
+                    Failure::transient(format!("{what}: the registry sent a range we did not ask for"))
+                })?
+            }
+            _ => 0,
+        };
+        let mut skip = received.bytes - starts_at;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = within(self.options.stall_timeout, &what, body.next()).await? {
+            let mut chunk = chunk.map_err(|e| Failure::from_reqwest(&what, &e))?;
+            if skip > 0 {
+                let dropped = skip.min(chunk.len() as u64);
+                chunk = chunk.slice(dropped as usize..);
+                skip -= dropped;
+                if chunk.is_empty() {
+                    continue;
+                }
+            }
+            received.bytes += chunk.len() as u64;
+            if received.bytes > size {
+                return Err(Failure::permanent(format!(
+                    "{what}: more than the {size} bytes its manifest says"
+                )));
+            }
+            received.hasher.update(&chunk);
+            on_bytes(chunk.len() as u64);
+            if let Some(previous) = received.held.replace(chunk) {
+                match tokio::time::timeout(self.options.stall_timeout, sender.send(Ok(previous))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_closed)) => return Ok(Fed::UploadGone),
+                    Err(_elapsed) => return Ok(Fed::UploadStalled),
+                }
+            }
+        }
+        if received.bytes < size {
+            return Err(Failure::transient(format!(
+                "{what}: the body ended at byte {} of {size}",
+                received.bytes
+            )));
+        }
+        Ok(Fed::Complete)
+    }
+}
+
+/// `Content-Range: bytes 100-999/1000` → 100.
+fn content_range_start(response: &Response) -> Option<u64> {
+    let value = response.headers().get(CONTENT_RANGE)?.to_str().ok()?;
+    let range = value.trim().strip_prefix("bytes")?.trim();
+    range.split('-').next()?.trim().parse().ok()
+}
