@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod dockerfile;
 pub mod fault_proxy;
+pub mod lock;
 pub mod pipeline;
 pub mod probe;
 pub mod registry;

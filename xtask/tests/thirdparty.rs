@@ -141,18 +141,35 @@ fn mirrors_every_platform_then_finds_everything_up_to_date() {
         assert_eq!(digest, golang.digest);
     });
 
-    // Second run: two HEADs per tag, no blob request anywhere, nothing pushed.
+    // The lock beside the list records each tag's digest and platforms.
+    let lock = std::fs::read_to_string(setup.dir.path().join("thirdparty.lock")).unwrap();
+    let locked: toml::Value = toml::from_str(&lock).unwrap();
+    let golang_entry = &locked["tag"][format!("{src}/lib/golang:1.18-alpine3.15").as_str()];
+    assert_eq!(golang_entry["digest"].as_str(), Some(golang.digest.as_str()), "{lock}");
+    let platforms: Vec<&str> = golang_entry["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64", "unknown/unknown"], "{lock}");
+
+    // Second run: the lock names every digest, so one HEAD per tag at the destination and
+    // nothing at the source; no blob request anywhere, nothing pushed; the lock unchanged.
     let source_before = setup.source.requests().len();
     let destination_before = setup.destination.requests().len();
     let second = setup.run(&list, &[]);
     assert!(second.status.success(), "{}", stderr(&second));
     let out = stdout(&second);
     assert_eq!(out.lines().filter(|l| l.starts_with("up to date ")).count(), 3, "{out}");
-    for (registry, before) in [(&setup.source, source_before), (&setup.destination, destination_before)] {
-        let new: Vec<_> = registry.requests().into_iter().skip(before).filter(|r| r.path != "/v2/").collect();
-        assert_eq!(new.len(), 3, "{new:#?}");
-        assert!(new.iter().all(|r| r.method == "HEAD" && r.path.contains("/manifests/")), "{new:#?}");
-    }
+    let new_at = |registry: &TestRegistry, before: usize| -> Vec<_> {
+        registry.requests().into_iter().skip(before).filter(|r| r.path != "/v2/").collect()
+    };
+    assert_eq!(new_at(&setup.source, source_before), []);
+    let at_destination = new_at(&setup.destination, destination_before);
+    assert_eq!(at_destination.len(), 3, "{at_destination:#?}");
+    assert!(at_destination.iter().all(|r| r.method == "HEAD" && r.path.contains("/manifests/")));
+    assert_eq!(std::fs::read_to_string(setup.dir.path().join("thirdparty.lock")).unwrap(), lock);
 }
 
 #[test]
@@ -170,13 +187,26 @@ fn a_changed_tag_sends_only_its_new_blobs() {
     let changed = FixtureSpec { extra_layer_on: Some(1), ..spec };
     let fixture = push(&setup.source, &changed, "base/debian", "11-slim");
     let check = setup.run(&list, &["--check"]);
-    assert_eq!(check.status.code(), Some(1), "--check must fail when a tag is out of date");
-    assert!(stdout(&check).contains("out of date"), "{}", stdout(&check));
-    assert!(stderr(&check).contains("1 of 2 tags are out of date"), "{}", stderr(&check));
+    assert_eq!(check.status.code(), Some(1), "--check must fail when upstream moved");
+    let out = stdout(&check);
+    let drift = out.lines().find(|l| l.starts_with("drift")).unwrap_or_else(|| panic!("{out}"));
+    assert!(drift.contains("base/debian:11-slim") && drift.contains("upstream moved"), "{drift}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("drift")).count(), 1, "{out}");
+    assert!(stderr(&check).contains("1 drift(s)"), "{}", stderr(&check));
     assert_eq!(blob_uploads(&setup.destination).len(), uploads_before, "--check copies nothing");
 
-    let run = setup.run(&list, &[]);
+    // The lock holds: a plain run keeps the locked digest.
+    let kept = setup.run(&list, &[]);
+    assert!(kept.status.success(), "{}", stderr(&kept));
+    assert_eq!(blob_uploads(&setup.destination).len(), uploads_before, "nothing new: {}", stdout(&kept));
+
+    let run = setup.run(&list, &["--update"]);
     assert!(run.status.success(), "{}", stderr(&run));
+    let update = stdout(&run);
+    let line =
+        update.lines().find(|l| l.trim_start().starts_with("Updating")).unwrap_or_else(|| panic!("{update}"));
+    assert!(line.contains(&format!("{src}/base/debian:11-slim")) && line.contains(" → "), "{line}");
+    assert!(line.contains(&fixture.digest[..19]), "{line}");
     let sent: Vec<String> = blob_uploads(&setup.destination).into_iter().skip(uploads_before).collect();
     assert_eq!(sent.len(), 2, "only the new layer and the new config: {sent:?}");
     assert!(sent.iter().all(|digest| fixture.blobs.contains(digest)));
@@ -205,6 +235,8 @@ fn dry_run_says_what_it_would_copy_and_copies_nothing() {
         stdout(&dry)
     );
     assert!(setup.destination.requests().iter().all(|r| r.method == "HEAD" || r.method == "GET"));
+    assert!(stdout(&dry).contains("would change as above (dry run: not written)"), "{}", stdout(&dry));
+    assert!(!setup.dir.path().join("thirdparty.lock").exists(), "a dry run writes no lock");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, try_join_all};
 use oci_client::Reference;
@@ -161,10 +161,16 @@ pub async fn mirror(
 async fn mirror_tag(shared: &Shared, pair: &Pair) -> Result<Outcome> {
     let session = &shared.session;
     let will_push = !shared.options.check_only;
-    let (source_digest, destination_digest) = tokio::join!(
-        session.manifest_digest(&pair.source, false),
-        session.manifest_digest(&pair.destination, will_push)
-    );
+    // A source pinned by digest (from the lock) needs no request to know what it is.
+    let pinned = pair.source.digest().map(str::to_string);
+    let source_head = async {
+        match &pinned {
+            Some(digest) => Ok(Some(digest.clone())),
+            None => session.manifest_digest(&pair.source, false).await,
+        }
+    };
+    let (source_digest, destination_digest) =
+        tokio::join!(source_head, session.manifest_digest(&pair.destination, will_push));
     let source_digest = source_digest
         .with_context(|| format!("source {}", pair.source))?
         .ok_or_else(|| anyhow!("source {} not found", pair.source))?;
@@ -175,6 +181,14 @@ async fn mirror_tag(shared: &Shared, pair: &Pair) -> Result<Outcome> {
     }
     if shared.options.check_only {
         return Ok(Outcome::OutOfDate { source: source_digest, destination: destination_digest });
+    }
+    if pinned.is_some() && session.manifest_digest(&pair.source, false).await?.is_none() {
+        bail!(
+            "{source_digest}, which thirdparty.lock names, is gone from {}/{} upstream: \
+             run `cargo xtask thirdparty --update` to lock what the tag points at now",
+            pair.source.registry(),
+            pair.source.repository()
+        );
     }
 
     // Docker Hub counts manifest GETs against its pull quota; HEADs are free.

@@ -22,6 +22,30 @@ pub struct Descriptor {
     /// Set on non-distributable ("foreign") layers, which live outside the registry.
     #[serde(default)]
     pub urls: Option<Vec<String>>,
+    /// What an index entry runs on.
+    #[serde(default)]
+    pub platform: Option<Platform>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Platform {
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+impl std::fmt::Display for Platform {
+    /// `linux/arm64/v8`, `unknown/unknown` (an attestation).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(variant) = &self.variant {
+            write!(f, "/{variant}")?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]
@@ -83,6 +107,7 @@ mod tests {
         assert_eq!(manifest.media_type, OCI_INDEX);
         assert_eq!(manifest.children.len(), 1);
         assert_eq!(manifest.children[0].digest, "sha256:aa");
+        assert_eq!(manifest.children[0].platform.as_ref().unwrap().to_string(), "linux/arm64");
         assert!(manifest.blobs.is_empty());
     }
 

@@ -8,6 +8,7 @@ pub mod copy;
 pub mod http;
 pub mod manifest;
 pub mod reference;
+pub mod resolve;
 pub mod retry;
 pub mod session;
 pub mod token;

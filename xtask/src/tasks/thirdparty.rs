@@ -8,10 +8,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use oci_client::Reference;
+use oci_client::secrets::RegistryAuth;
 
 use super::{Ctx, local_registry};
 use crate::catalog::Image;
+use crate::lock::{self, Lock, LockedArtifact, LockedManifest, LockedTag};
 use crate::registry::auth::{CredentialSource, DockerConfig, credentials_for};
+use crate::registry::resolve::{Resolved, resolve};
 use crate::registry::retry::RetryPolicy;
 use crate::registry::session::SessionOptions;
 use crate::registry::{self, MirrorOptions, Outcome, Pair, RegistryAccess, Report, Session};
@@ -22,9 +26,32 @@ use crate::thirdparty;
 pub struct ThirdpartyArgs {
     #[command(flatten)]
     pub vendor: VendorArgs,
-    /// Only check: exit non-zero when any tag is out of date, copy nothing
+    /// Copy exactly the digests of thirdparty.lock, never what a tag points at now; a tag the
+    /// lock lacks is an error (for pull requests)
+    #[arg(long, conflicts_with_all = ["update", "check"])]
+    pub locked: bool,
+    /// Lock what the tags of these images (all, when none is named) point at now, copy that and
+    /// rewrite thirdparty.lock, printing every change (for the scheduled refresh)
+    #[arg(long, num_args = 0.., value_name = "IMAGE", conflicts_with = "check")]
+    pub update: Option<Vec<String>>,
+    /// Compare upstream, thirdparty.lock and the destination, print each drift, copy nothing;
+    /// exit 1 when any exists
     #[arg(long)]
     pub check: bool,
+}
+
+/// Which digests a run copies, and what it does with the lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// The lock's digests; tags it lacks are resolved and added. `whole_list`: the run covers
+    /// the whole list, so lock entries the list no longer names are dropped.
+    Default { whole_list: bool },
+    /// The lock's digests only; the lock is never written.
+    Locked,
+    /// Resolve the tags of these images (all when empty) anew and rewrite the lock.
+    Update(Vec<String>),
+    /// Compare upstream, lock and destination.
+    Check,
 }
 
 /// How to vendor: shared by `thirdparty` and the tasks that vendor what they build from.
@@ -50,6 +77,9 @@ pub struct VendorArgs {
     /// Tell every registry request and every retry on stderr
     #[arg(long, short)]
     pub verbose: bool,
+    /// Leave out the signatures, attestations, SBOMs and referrers attached to the images
+    #[arg(long)]
+    pub no_referrers: bool,
     /// More registries (host or host:port) to log in to with a gcloud access token, besides
     /// *.pkg.dev and gcr.io
     #[arg(long, env = "GCLOUD_AUTH_REGISTRIES", value_delimiter = ',')]
@@ -63,7 +93,18 @@ pub struct VendorArgs {
 pub fn thirdparty(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
     local_registry::ensure_for_local_env(ctx)?;
     let pairs = list_pairs(ctx, &args.vendor)?;
-    vendor(ctx, &args.vendor, pairs, args.check)
+    let mode = match (&args.update, args.locked, args.check) {
+        (Some(images), _, _) => Mode::Update(images.clone()),
+        (None, true, _) => Mode::Locked,
+        (None, false, true) => Mode::Check,
+        (None, false, false) => Mode::Default { whole_list: true },
+    };
+    vendor(ctx, &args.vendor, pairs, mode)
+}
+
+/// The lock beside the list.
+pub fn lock_path(ctx: &Ctx, args: &VendorArgs) -> PathBuf {
+    ctx.root.join(lock::path_for(&list_path(ctx, args)))
 }
 
 /// The list `--file` names, else the catalog's.
@@ -134,18 +175,101 @@ pub fn vendor_bases<'a>(
         ));
         return Ok(());
     }
-    vendor(ctx, args, chosen, false)
+    vendor(ctx, args, chosen, Mode::Default { whole_list: false })
 }
 
-/// Mirror `pairs` (tags of the list) into `$DOCKER_REPO/thirdparty/`; with `check`, only
-/// compare, and fail when any is out of date.
-pub fn vendor(ctx: &Ctx, args: &VendorArgs, pairs: Vec<Pair>, check: bool) -> Result<()> {
+/// Vendor `pairs` (tags of the list) into `$DOCKER_REPO/thirdparty/` as `mode` says: each at
+/// the digest thirdparty.lock names, resolving (and locking) the tags that need it.
+pub fn vendor(ctx: &Ctx, args: &VendorArgs, pairs: Vec<Pair>, mode: Mode) -> Result<()> {
     if pairs.is_empty() {
         println!("{}: no images to vendor, nothing to do", list_path(ctx, args).display());
         return Ok(());
     }
+    let lock_path = lock_path(ctx, args);
+    let lock_name = lock_path.file_name().map_or("the lock".into(), |n| n.to_string_lossy().into_owned());
+    let old_lock = Lock::load(&lock_path)?;
+    if mode == Mode::Locked {
+        let missing: Vec<String> =
+            pairs.iter().map(lock_key).filter(|key| !old_lock.tags.contains_key(key)).collect();
+        if !missing.is_empty() {
+            bail!(
+                "{lock_name} lacks {}: run `cargo xtask thirdparty --update` to lock {}",
+                missing.join(", "),
+                if missing.len() == 1 { "it" } else { "them" }
+            );
+        }
+    }
+    if let Mode::Update(images) = &mode {
+        check_named_images(images, &pairs)?;
+    }
 
-    // Credentials first, synchronously: helpers and gcloud are external commands.
+    let registries = credentials(ctx, args, &pairs)?;
+    let dry_run = ctx.settings.dry_run;
+    let check_only = mode == Mode::Check || dry_run;
+    let options = MirrorOptions { jobs: usize::from(args.jobs), check_only };
+    let started = Instant::now();
+    // The clients first, while this is the only thread (no runtime, no progress bar yet).
+    let accesses: Vec<RegistryAccess> = registries.iter().map(|(access, _)| access.clone()).collect();
+    let session = Session::new(&accesses, session_options(args))?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    if mode == Mode::Check {
+        let drifts = runtime.block_on(async {
+            let session = session.authenticate(registries).await;
+            check_drift(&session, &pairs, &old_lock, !args.no_referrers).await
+        });
+        return report_drift(&drifts, pairs.len(), &lock_name);
+    }
+
+    let (mirrored, new_lock, unresolved) = runtime.block_on(async {
+        let session = session.authenticate(registries).await;
+        let (new_lock, unresolved) =
+            lock_tags(&session, &pairs, &old_lock, &mode, !args.no_referrers, dry_run).await;
+        let copies = pinned_pairs(&pairs, &new_lock, !args.no_referrers);
+        for change in lock::changes(&old_lock, &new_lock) {
+            println!("{change}");
+        }
+        let progress = Arc::new(TagLines::new(copies.len(), dry_run));
+        let mirrored = registry::mirror(session, copies, options, progress.clone()).await;
+        progress.finish();
+        (mirrored, new_lock, unresolved)
+    });
+    for report in &unresolved {
+        println!("{}", tag_line(report, dry_run));
+    }
+
+    let mut reports = mirrored.reports.clone();
+    reports.extend(unresolved);
+    let summary = Summary::of(&reports);
+    println!("{}", summary.line(mirrored.retries, started.elapsed(), dry_run));
+    for (host, limit) in &mirrored.rate_limits {
+        println!("thirdparty: {host} rate limit: {limit}");
+    }
+    if mode != Mode::Locked {
+        if dry_run {
+            if new_lock != old_lock {
+                println!("thirdparty: {lock_name} would change as above (dry run: not written)");
+            }
+        } else if new_lock.save(&lock_path)? {
+            println!("thirdparty: wrote {}", lock_path.display());
+        }
+    }
+    if summary.held_back > 0 {
+        bail!(
+            "{} of {} tags were held back to spare {}'s pull quota (see above)",
+            summary.held_back,
+            reports.len(),
+            mirrored.rate_limits.iter().map(|(host, _)| host.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if summary.failed > 0 {
+        bail!("{} of {} tags failed (see above)", summary.failed, reports.len());
+    }
+    Ok(())
+}
+
+/// Credentials for every registry of `pairs`, found synchronously first: helpers and gcloud are
+/// external commands.
+fn credentials(ctx: &Ctx, args: &VendorArgs, pairs: &[Pair]) -> Result<Vec<(RegistryAccess, RegistryAuth)>> {
     let config = DockerConfig::load()?;
     let run = |program: &str, args: &[&str], stdin: Option<&str>| {
         let sh = sh();
@@ -154,7 +278,7 @@ pub fn vendor(ctx: &Ctx, args: &VendorArgs, pairs: Vec<Pair>, check: bool) -> Re
     let mut registries = Vec::new();
     let destinations: Vec<String> =
         pairs.iter().map(|p| p.destination.resolve_registry().to_string()).collect();
-    for host in distinct_registries(&pairs) {
+    for host in distinct_registries(pairs) {
         let read_only = !destinations.contains(&host);
         let (auth, source) = credentials_for(&host, &config, &args.gcloud_auth_registries, read_only, &run)?;
         if let CredentialSource::AnonymousWithoutGcloud(why) = &source {
@@ -169,45 +293,224 @@ pub fn vendor(ctx: &Ctx, args: &VendorArgs, pairs: Vec<Pair>, check: bool) -> Re
             RegistryAccess { plain_http: registry::uses_plain_http(&host, &args.insecure_registries), host };
         registries.push((access, auth));
     }
+    Ok(registries)
+}
 
-    let check_only = check || ctx.settings.dry_run;
-    let options = MirrorOptions { jobs: usize::from(args.jobs), check_only };
-    let started = Instant::now();
-    // The clients first, while this is the only thread (no runtime, no progress bar yet).
-    let accesses: Vec<RegistryAccess> = registries.iter().map(|(access, _)| access.clone()).collect();
-    let session = Session::new(&accesses, session_options(args))?;
-    let progress = Arc::new(TagLines::new(pairs.len(), ctx.settings.dry_run));
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let mirrored = runtime.block_on(async {
-        let session = session.authenticate(registries).await;
-        registry::mirror(session, pairs, options, progress.clone()).await
-    });
-    progress.finish();
+/// A tag's key in the lock: its source, in full (`docker.io/library/alpine:3.15`).
+fn lock_key(pair: &Pair) -> String {
+    pair.source.whole()
+}
 
-    let summary = Summary::of(&mirrored.reports);
-    println!("{}", summary.line(mirrored.retries, started.elapsed(), ctx.settings.dry_run));
-    for (host, limit) in &mirrored.rate_limits {
-        println!("thirdparty: {host} rate limit: {limit}");
-    }
-    if summary.held_back > 0 {
-        bail!(
-            "{} of {} tags were held back to spare {}'s pull quota (see above)",
-            summary.held_back,
-            mirrored.reports.len(),
-            mirrored.rate_limits.iter().map(|(host, _)| host.as_str()).collect::<Vec<_>>().join(", ")
-        );
-    }
-    if summary.failed > 0 {
-        bail!("{} of {} tags failed (see above)", summary.failed, mirrored.reports.len());
-    }
-    if check && summary.out_of_date > 0 {
-        bail!(
-            "{} of {} tags are out of date: run `cargo xtask thirdparty`",
-            summary.out_of_date,
-            mirrored.reports.len()
-        );
+/// Every image `--update` names must be in the list (a typo would otherwise update nothing).
+fn check_named_images(images: &[String], pairs: &[Pair]) -> Result<()> {
+    for image in images {
+        if !pairs.iter().any(|pair| names(image, pair)) {
+            bail!("`--update {image}`: no tag of the list is that image (name it as thirdparty.txt does)");
+        }
     }
     Ok(())
+}
+
+/// Whether `image` (`docker.io/alpine`, `alpine`, `alpine:3.15`) names the source of `pair`.
+fn names(image: &str, pair: &Pair) -> bool {
+    let Ok(named) = registry::reference::parse(image) else {
+        return false;
+    };
+    let same_image =
+        named.registry() == pair.source.registry() && named.repository() == pair.source.repository();
+    let tag_given = image.rsplit('/').next().is_some_and(|last| last.contains(':'));
+    same_image && (!tag_given || named.tag() == pair.source.tag())
+}
+
+/// The lock this run copies from: the old one, with the tags that need it resolved anew (all
+/// named by `--update`; those the lock lacks). Tags that cannot be resolved are reported.
+async fn lock_tags(
+    session: &Session,
+    pairs: &[Pair],
+    old: &Lock,
+    mode: &Mode,
+    with_artifacts: bool,
+    dry_run: bool,
+) -> (Lock, Vec<Report>) {
+    let needs_resolving = |pair: &Pair| match mode {
+        Mode::Update(images) => images.is_empty() || images.iter().any(|image| names(image, pair)),
+        Mode::Default { .. } => !old.tags.contains_key(&lock_key(pair)),
+        Mode::Locked | Mode::Check => false,
+    };
+    let mut new = old.clone();
+    let keep_only_listed = matches!(mode, Mode::Default { whole_list: true } | Mode::Update(_));
+    if keep_only_listed {
+        let listed: Vec<String> = pairs.iter().map(lock_key).collect();
+        new.tags.retain(|key, _| listed.contains(key));
+    }
+    let resolving: Vec<&Pair> = pairs.iter().filter(|pair| needs_resolving(pair)).collect();
+    let answers = futures_util::future::join_all(resolving.iter().map(|pair| async {
+        let started = Instant::now();
+        // A dry run asks only for the digest (a HEAD), never a manifest: no pull is spent.
+        let resolved = if dry_run {
+            session.manifest_digest(&pair.source, false).await.map(|digest| {
+                digest.map(|digest| Resolved { digest, manifests: Vec::new(), artifacts: Vec::new() })
+            })
+        } else {
+            resolve(session, &pair.source, with_artifacts).await
+        };
+        (*pair, resolved, started.elapsed())
+    }))
+    .await;
+    let mut unresolved = Vec::new();
+    for (pair, resolved, elapsed) in answers {
+        let key = lock_key(pair);
+        let error = match resolved {
+            Ok(Some(resolved)) => {
+                let locked = locked_tag(old.tags.get(&key), resolved);
+                new.tags.insert(key, locked);
+                continue;
+            }
+            Ok(None) => format!("source {} not found", pair.source),
+            Err(_) if let Some(reason) = session.pulls_held_back(&pair.source) => {
+                unresolved.push(Report {
+                    pair: pair.clone(),
+                    outcome: Outcome::HeldBack { reason },
+                    elapsed,
+                });
+                continue;
+            }
+            Err(err) => format!("source {}: {err:#}", pair.source),
+        };
+        unresolved.push(Report { pair: pair.clone(), outcome: Outcome::Failed { error }, elapsed });
+    }
+    (new, unresolved)
+}
+
+/// The lock entry for what a tag resolved to: the old entry's `first_seen` when the digest is
+/// the same (and its manifests, when a dry run did not read them).
+fn locked_tag(old: Option<&LockedTag>, resolved: Resolved) -> LockedTag {
+    let same = old.filter(|old| old.digest == resolved.digest);
+    let manifests: Vec<LockedManifest> = resolved
+        .manifests
+        .into_iter()
+        .map(|(digest, platform)| LockedManifest { digest, platform })
+        .collect();
+    let artifacts: Vec<LockedArtifact> =
+        resolved.artifacts.into_iter().map(|(tag, digest)| LockedArtifact { tag, digest }).collect();
+    let read_nothing = manifests.is_empty() && artifacts.is_empty();
+    match same {
+        Some(old) if read_nothing => old.clone(),
+        Some(old) => LockedTag { first_seen: old.first_seen.clone(), manifests, artifacts, ..old.clone() },
+        None => LockedTag { digest: resolved.digest, first_seen: lock::utc_now(), manifests, artifacts },
+    }
+}
+
+/// What to copy: each tag at its locked digest, and each locked artifact under its tag.
+fn pinned_pairs(pairs: &[Pair], lock: &Lock, with_artifacts: bool) -> Vec<Pair> {
+    let mut copies = Vec::new();
+    for pair in pairs {
+        let Some(locked) = lock.tags.get(&lock_key(pair)) else {
+            continue;
+        };
+        let (source, destination) = (&pair.source, &pair.destination);
+        let at = |digest: &str| {
+            Reference::with_digest(
+                source.registry().to_string(),
+                source.repository().to_string(),
+                digest.to_string(),
+            )
+        };
+        copies.push(Pair { source: at(&locked.digest), destination: destination.clone() });
+        if with_artifacts {
+            for artifact in &locked.artifacts {
+                let tagged = Reference::with_tag(
+                    destination.registry().to_string(),
+                    destination.repository().to_string(),
+                    artifact.tag.clone(),
+                );
+                copies.push(Pair { source: at(&artifact.digest), destination: tagged });
+            }
+        }
+    }
+    copies
+}
+
+/// One difference between upstream, the lock and the destination.
+struct Drift {
+    tag: String,
+    what: String,
+}
+
+/// Upstream, lock and destination for every tag (and every locked artifact at the destination).
+async fn check_drift(session: &Session, pairs: &[Pair], lock: &Lock, with_artifacts: bool) -> Vec<Drift> {
+    let checks = pairs.iter().map(|pair| async move {
+        let key = lock_key(pair);
+        let (upstream, destination) = tokio::join!(
+            session.manifest_digest(&pair.source, false),
+            session.manifest_digest(&pair.destination, false)
+        );
+        let mut drifts = Vec::new();
+        let mut drift = |what: String| drifts.push(Drift { tag: key.clone(), what });
+        let describe = |answer: &Result<Option<String>>| match answer {
+            Ok(Some(digest)) => short(digest).to_string(),
+            Ok(None) => "missing".to_string(),
+            Err(err) => format!("unreadable ({err:#})"),
+        };
+        let Some(locked) = lock.tags.get(&key) else {
+            drift(format!(
+                "not in the lock (upstream {}): run `cargo xtask thirdparty --update`",
+                describe(&upstream)
+            ));
+            return drifts;
+        };
+        if upstream.as_ref().ok().and_then(Option::as_deref) != Some(locked.digest.as_str()) {
+            drift(format!(
+                "upstream moved: lock {}, upstream {}: `cargo xtask thirdparty --update` locks it",
+                short(&locked.digest),
+                describe(&upstream)
+            ));
+        }
+        if destination.as_ref().ok().and_then(Option::as_deref) != Some(locked.digest.as_str()) {
+            drift(format!(
+                "destination differs: lock {}, destination {}: `cargo xtask thirdparty --locked` copies it",
+                short(&locked.digest),
+                describe(&destination)
+            ));
+        }
+        if with_artifacts {
+            for artifact in &locked.artifacts {
+                let at = Reference::with_tag(
+                    pair.destination.registry().to_string(),
+                    pair.destination.repository().to_string(),
+                    artifact.tag.clone(),
+                );
+                let found = session.manifest_digest(&at, false).await;
+                if found.as_ref().ok().and_then(Option::as_deref) != Some(artifact.digest.as_str()) {
+                    drift(format!(
+                        "destination lacks {} {}: found {}",
+                        artifact.tag,
+                        short(&artifact.digest),
+                        describe(&found)
+                    ));
+                }
+            }
+        }
+        drifts
+    });
+    let mut drifts: Vec<Drift> = futures_util::future::join_all(checks).await.into_iter().flatten().collect();
+    let listed: Vec<String> = pairs.iter().map(lock_key).collect();
+    for key in lock.tags.keys().filter(|key| !listed.contains(key)) {
+        let what = "in the lock but not in the list: `cargo xtask thirdparty` drops it".to_string();
+        drifts.push(Drift { tag: key.clone(), what });
+    }
+    drifts
+}
+
+fn report_drift(drifts: &[Drift], tags: usize, lock_name: &str) -> Result<()> {
+    for drift in drifts {
+        println!("drift       {}: {}", drift.tag, drift.what);
+    }
+    if drifts.is_empty() {
+        println!("thirdparty: {tags} tags: upstream, {lock_name} and the destination agree");
+        return Ok(());
+    }
+    bail!("{} drift(s) between upstream, {lock_name} and the destination (see above)", drifts.len())
 }
 
 fn session_options(args: &VendorArgs) -> SessionOptions {
@@ -275,7 +578,7 @@ impl registry::Progress for TagLines {
 }
 
 fn tag_line(report: &Report, dry_run: bool) -> String {
-    let pair = format!("{} -> {}", report.pair.source, report.pair.destination);
+    let pair = format!("{} -> {}", shown_source(&report.pair), report.pair.destination);
     match &report.outcome {
         Outcome::UpToDate { digest } => format!("up to date  {pair} ({})", short(digest)),
         Outcome::OutOfDate { source, destination } => {
@@ -291,6 +594,15 @@ fn tag_line(report: &Report, dry_run: bool) -> String {
         ),
         Outcome::HeldBack { reason } => format!("held back   {pair}: {reason}"),
         Outcome::Failed { error } => format!("FAILED      {pair}: {error}"),
+    }
+}
+
+/// The source as the list names it: a source pinned by the lock shows the tag it was locked
+/// for (the destination keeps the tag's name); its digest is on the line anyway.
+fn shown_source(pair: &Pair) -> String {
+    match (pair.source.digest(), pair.destination.tag()) {
+        (Some(_), Some(tag)) => format!("{}/{}:{tag}", pair.source.registry(), pair.source.repository()),
+        _ => pair.source.to_string(),
     }
 }
 
