@@ -306,6 +306,88 @@ impl Fixture {
         Ok(Fixture { dir, digest, blobs: writer.blobs })
     }
 
+    /// A cosign-style signature of the manifest `subject`: an image manifest whose one layer is
+    /// a simple-signing payload naming it, as `cosign sign` pushes to `sha256-<hex>.sig`.
+    pub fn signature(subject: &str, seed: u64) -> Result<Fixture> {
+        let (dir, mut writer) = Self::layout()?;
+        let payload = serde_json::json!({
+            "critical": {"identity": {"docker-reference": "fixture"}, "image": {"docker-manifest-digest": subject},
+                         "type": "cosign container image signature"},
+            "optional": {"seed": seed},
+        });
+        let mut layer = writer
+            .blob("application/vnd.dev.cosign.simplesigning.v1+json", &serde_json::to_vec(&payload)?)?;
+        layer["annotations"] =
+            serde_json::json!({"dev.cosignproject.cosign/signature": format!("MEUCIQ-test-{seed}")});
+        let config = writer.blob(
+            OCI_CONFIG,
+            br#"{"architecture":"","os":"","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#,
+        )?;
+        let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]});
+        let descriptor = writer.manifest(OCI_MANIFEST, &serde_json::to_vec(&manifest)?)?;
+        Self::finish(dir, writer, descriptor)
+    }
+
+    /// An OCI 1.1 referrers index for the manifest `subject` (of `subject_size` bytes), as a
+    /// registry without the referrers API keeps under the tag `sha256-<hex>`: it lists one SBOM
+    /// artifact whose `subject` is that manifest.
+    pub fn referrers(subject: &str, subject_size: u64, seed: u64) -> Result<Fixture> {
+        let (dir, mut writer) = Self::layout()?;
+        let sbom = writer.blob(
+            "application/spdx+json",
+            format!(r#"{{"spdxVersion":"SPDX-2.3","seed":{seed}}}"#).as_bytes(),
+        )?;
+        let config = writer.blob("application/vnd.oci.empty.v1+json", b"{}")?;
+        let subject = serde_json::json!({"mediaType": OCI_INDEX, "digest": subject, "size": subject_size});
+        let artifact = serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/spdx+json",
+            "config": config, "layers": [sbom], "subject": subject,
+        });
+        let mut entry = writer.manifest(OCI_MANIFEST, &serde_json::to_vec(&artifact)?)?;
+        entry["artifactType"] = serde_json::json!("application/spdx+json");
+        let index = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]});
+        let descriptor = writer.manifest(OCI_INDEX, &serde_json::to_vec(&index)?)?;
+        Self::finish(dir, writer, descriptor)
+    }
+
+    fn layout() -> Result<(tempfile::TempDir, LayoutWriter)> {
+        let dir = tempfile::tempdir()?;
+        let blobs_dir = dir.path().join("blobs/sha256");
+        std::fs::create_dir_all(&blobs_dir)?;
+        Ok((dir, LayoutWriter { dir: blobs_dir, blobs: Vec::new() }))
+    }
+
+    /// Name `descriptor` `fixture` in the layout's index.
+    fn finish(
+        dir: tempfile::TempDir,
+        writer: LayoutWriter,
+        descriptor: serde_json::Value,
+    ) -> Result<Fixture> {
+        let digest = descriptor["digest"].as_str().expect("a digest").to_string();
+        let mut layout_entry = descriptor;
+        layout_entry["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "fixture"});
+        let layout_index = serde_json::json!({"schemaVersion": 2, "manifests": [layout_entry]});
+        std::fs::write(dir.path().join("index.json"), serde_json::to_vec(&layout_index)?)?;
+        std::fs::write(dir.path().join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        Ok(Fixture { dir, digest, blobs: writer.blobs })
+    }
+
+    /// The size of the manifest at `digest` (the top one, or any it lists).
+    pub fn manifest_size(&self, digest: &str) -> u64 {
+        std::fs::metadata(self.blob_path(digest)).map_or(0, |m| m.len())
+    }
+
+    /// The digests of the manifests the fixture's index lists, in order.
+    pub fn children(&self) -> Vec<String> {
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.blob_path(&self.digest)).unwrap_or_default())
+                .unwrap_or_default();
+        index["manifests"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|e| e["digest"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    }
+
     /// Push the whole index to `docker://<host>/<repository>:<tag>` with skopeo, digests kept.
     pub fn push(&self, host: &str, repository: &str, tag: &str) -> Result<()> {
         self.push_as(host, repository, tag, None)
@@ -493,6 +575,38 @@ pub async fn push_blobs_directly(
     .collect::<Vec<_>>()
     .await;
     pushes.into_iter().collect()
+}
+
+impl Fixture {
+    /// Push the fixture byte for byte over the registry API, the way an OCI 1.1 client does
+    /// (skopeo will not push an index of artifacts without converting it): its blobs, then the
+    /// manifests its index lists, then the index under `tag`. Plain HTTP, no credentials.
+    pub fn push_raw(&self, registry: SocketAddr, repository: &str, tag: &str) -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async {
+            push_blobs_directly(registry, repository, &[self], 4).await?;
+            let client = reqwest::Client::new();
+            let put = |reference: String, digest: &str| {
+                let path = self.blob_path(digest);
+                let client = client.clone();
+                async move {
+                    let bytes = tokio::fs::read(&path).await?;
+                    let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)?["mediaType"]
+                        .as_str()
+                        .unwrap_or(OCI_MANIFEST)
+                        .to_string();
+                    let url = format!("http://{registry}/v2/{repository}/manifests/{reference}");
+                    let done = client.put(url).header("content-type", media_type).body(bytes).send().await?;
+                    ensure!(done.status().as_u16() == 201, "manifest {reference}: {}", done.status());
+                    anyhow::Ok(())
+                }
+            };
+            for child in self.children() {
+                put(child.clone(), &child).await?;
+            }
+            put(tag.to_string(), &self.digest).await
+        })
+    }
 }
 
 /// Where `.ci/engine` put Debian's busybox-static packages: `amd64.deb` and `arm64.deb`.

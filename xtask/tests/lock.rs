@@ -1,0 +1,302 @@
+//! `thirdparty.lock` and the artifacts that travel with an image, against real registries
+//! (Debian's `docker-registry` 2.8, which has no referrers API: the OCI fallback tags are what is
+//! exercised), fixtures pushed and results read with skopeo.
+
+mod common;
+
+use common::{stderr, stdout};
+use xtask::testbed::{Fixture, FixtureSpec, TestRegistry, sha256_digest, skopeo_raw};
+
+struct Setup {
+    source: TestRegistry,
+    destination: TestRegistry,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup {
+            source: TestRegistry::start().unwrap(),
+            destination: TestRegistry::start().unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn list(&self, lines: &[&str]) {
+        let text: Vec<String> = lines.iter().map(|l| format!("{}/{l}", self.source.host())).collect();
+        std::fs::write(self.dir.path().join("thirdparty.txt"), text.join("\n") + "\n").unwrap();
+    }
+
+    fn run(&self, extra: &[&str]) -> std::process::Output {
+        self.run_into(&self.destination, extra)
+    }
+
+    fn run_into(&self, destination: &TestRegistry, extra: &[&str]) -> std::process::Output {
+        let list = self.dir.path().join("thirdparty.txt").display().to_string();
+        let mut args = vec!["thirdparty", "--file", list.as_str()];
+        args.extend_from_slice(extra);
+        let repo = format!("{}/mirror", destination.host());
+        let config = self.dir.path().display().to_string();
+        common::xtask(&args, &[("DOCKER_REPO", &repo), ("DOCKER_CONFIG", &config)])
+    }
+
+    fn lock(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("thirdparty.lock")).unwrap_or_default()
+    }
+
+    fn locked(&self) -> toml::Value {
+        toml::from_str(&self.lock()).unwrap()
+    }
+
+    fn key(&self, tag: &str) -> String {
+        format!("{}/{tag}", self.source.host())
+    }
+
+    /// The digest the destination serves for `mirror/thirdparty/<path>`, read by skopeo.
+    fn at_destination(&self, destination: &TestRegistry, path: &str) -> Option<String> {
+        skopeo_raw(&format!("{}/mirror/thirdparty/{path}", destination.host()))
+            .ok()
+            .map(|raw| sha256_digest(&raw))
+    }
+}
+
+fn push(registry: &TestRegistry, fixture: &Fixture, repository: &str, tag: &str) {
+    fixture.push(&registry.host(), repository, tag).unwrap();
+}
+
+fn cosign_tag(digest: &str, suffix: &str) -> String {
+    format!("{}{suffix}", digest.replacen(':', "-", 1))
+}
+
+fn ok(output: &std::process::Output) -> String {
+    assert!(output.status.success(), "{}\n{}", stdout(output), stderr(output));
+    stdout(output)
+}
+
+/// An index signed on itself and on one of its platforms, with an SBOM attached through the
+/// OCI referrers fallback tag: all of it arrives with identical digests, and the lock records it.
+#[test]
+fn signatures_and_referrers_travel_with_their_image() {
+    let setup = Setup::new();
+    let image = Fixture::generate(&FixtureSpec::small(60)).unwrap();
+    push(&setup.source, &image, "signed/app", "1");
+    let child = image.children()[0].clone();
+    let index_signature = Fixture::signature(&image.digest, 1).unwrap();
+    let child_signature = Fixture::signature(&child, 2).unwrap();
+    let sbom = Fixture::referrers(&image.digest, image.manifest_size(&image.digest), 3).unwrap();
+    push(&setup.source, &index_signature, "signed/app", &cosign_tag(&image.digest, ".sig"));
+    push(&setup.source, &child_signature, "signed/app", &cosign_tag(&child, ".sig"));
+    sbom.push_raw(setup.source.addr, "signed/app", &cosign_tag(&image.digest, "")).unwrap();
+    setup.list(&["signed/app: 1"]);
+
+    let out = ok(&setup.run(&[]));
+    assert!(out.contains("3 signature(s)/artifact(s)"), "{out}");
+    let expected = [
+        ("signed/app:1".to_string(), &image.digest),
+        (format!("signed/app:{}", cosign_tag(&image.digest, ".sig")), &index_signature.digest),
+        (format!("signed/app:{}", cosign_tag(&child, ".sig")), &child_signature.digest),
+        (format!("signed/app:{}", cosign_tag(&image.digest, "")), &sbom.digest),
+    ];
+    for (path, digest) in &expected {
+        assert_eq!(setup.at_destination(&setup.destination, path).as_ref(), Some(*digest), "{path}");
+    }
+    // The SBOM the referrers index lists came too, byte for byte.
+    let artifact = sbom.children()[0].clone();
+    let reference = format!("{}/mirror/thirdparty/signed/app@{artifact}", setup.destination.host());
+    assert_eq!(sha256_digest(&skopeo_raw(&reference).unwrap()), artifact);
+
+    let locked = setup.locked();
+    let entry = &locked["tag"][setup.key("signed/app:1").as_str()];
+    let artifacts: Vec<(String, String)> = entry["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["tag"].as_str().unwrap().to_string(), a["digest"].as_str().unwrap().to_string()))
+        .collect();
+    let mut wanted: Vec<(String, String)> = expected[1..]
+        .iter()
+        .map(|(path, digest)| (path.trim_start_matches("signed/app:").to_string(), digest.to_string()))
+        .collect();
+    wanted.sort();
+    assert_eq!(artifacts, wanted, "{}", setup.lock());
+
+    // `--no-referrers` copies the image alone.
+    let bare = TestRegistry::start().unwrap();
+    ok(&setup.run_into(&bare, &["--no-referrers"]));
+    assert_eq!(setup.at_destination(&bare, "signed/app:1").as_ref(), Some(&image.digest));
+    assert_eq!(setup.at_destination(&bare, &expected[1].0), None);
+
+    // `--locked` reproduces the lock exactly, artifacts included, into yet another destination.
+    let lock = setup.lock();
+    let again = TestRegistry::start().unwrap();
+    ok(&setup.run_into(&again, &["--locked"]));
+    for (path, digest) in &expected {
+        assert_eq!(setup.at_destination(&again, path).as_ref(), Some(*digest), "{path}");
+    }
+    assert_eq!(setup.lock(), lock);
+}
+
+/// A tag that moved upstream: a plain run and `--locked` keep the locked digest; `--check` says
+/// upstream moved; `--update` copies the new one and says so as `old → new`, with platforms.
+#[test]
+fn a_tag_that_moved_upstream_stays_locked_until_update() {
+    let setup = Setup::new();
+    let first = Fixture::generate(&FixtureSpec::small(70)).unwrap();
+    push(&setup.source, &first, "moving/app", "1");
+    setup.list(&["moving/app: 1"]);
+    ok(&setup.run(&[]));
+    let seen =
+        setup.locked()["tag"][setup.key("moving/app:1").as_str()]["first_seen"].as_str().unwrap().to_string();
+
+    let moved_spec = FixtureSpec {
+        platforms: vec![("linux", "amd64"), ("linux", "arm64"), ("linux", "s390x")],
+        ..FixtureSpec::small(71)
+    };
+    let moved = Fixture::generate(&moved_spec).unwrap();
+    push(&setup.source, &moved, "moving/app", "1");
+
+    for mode in [&[][..], &["--locked"][..]] {
+        let out = ok(&setup.run(mode));
+        assert!(
+            out.lines().any(|l| l.starts_with("up to date") && l.contains(&first.digest[..19])),
+            "{mode:?}: {out}"
+        );
+        assert_eq!(setup.at_destination(&setup.destination, "moving/app:1").as_ref(), Some(&first.digest));
+    }
+
+    let check = setup.run(&["--check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(stdout(&check).contains("upstream moved"), "{}", stdout(&check));
+
+    let out = ok(&setup.run(&["--update", &format!("{}/moving/app", setup.source.host())]));
+    let expected = format!(
+        "    Updating {} {} → {} (linux/amd64 linux/arm64 unknown/unknown → linux/amd64 linux/arm64 linux/s390x unknown/unknown)",
+        setup.key("moving/app:1"),
+        &first.digest[..19],
+        &moved.digest[..19]
+    );
+    assert!(out.lines().any(|l| l == expected), "{expected}\n{out}");
+    assert_eq!(setup.at_destination(&setup.destination, "moving/app:1").as_ref(), Some(&moved.digest));
+    let entry = setup.locked()["tag"][setup.key("moving/app:1").as_str()].clone();
+    assert_eq!(entry["digest"].as_str(), Some(moved.digest.as_str()));
+    assert!(entry["first_seen"].as_str().unwrap() >= seen.as_str());
+    ok(&setup.run(&["--check"]));
+}
+
+/// Nothing moved: `--update` and a plain run leave the lock byte for byte, first-seen times too.
+#[test]
+fn a_lock_is_left_unchanged_when_nothing_moved() {
+    let setup = Setup::new();
+    push(&setup.source, &Fixture::generate(&FixtureSpec::small(80)).unwrap(), "still/a", "1");
+    push(&setup.source, &Fixture::generate(&FixtureSpec::small(81)).unwrap(), "still/b", "2");
+    setup.list(&["still/a: 1", "still/b: 2"]);
+    ok(&setup.run(&[]));
+    let lock = setup.lock();
+    let modified = std::fs::metadata(setup.dir.path().join("thirdparty.lock")).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = ok(&setup.run(&["--update"]));
+    assert!(!out.contains("Updating") && !out.contains("Adding"), "{out}");
+    ok(&setup.run(&[]));
+    assert_eq!(setup.lock(), lock);
+    let after = std::fs::metadata(setup.dir.path().join("thirdparty.lock")).unwrap().modified().unwrap();
+    assert_eq!(after, modified, "not even rewritten");
+}
+
+/// A digest the lock names that is gone upstream is an error naming it; a tag the lock lacks is
+/// an error under `--locked` saying to run `--update`.
+#[test]
+fn locked_digests_gone_upstream_and_tags_the_lock_lacks_are_errors() {
+    let setup = Setup::new();
+    let old = Fixture::generate(&FixtureSpec::small(90)).unwrap();
+    push(&setup.source, &old, "gone/app", "1");
+    setup.list(&["gone/app: 1"]);
+    ok(&setup.run(&[]));
+    // Upstream replaces the tag and deletes the old image.
+    push(&setup.source, &Fixture::generate(&FixtureSpec::small(91)).unwrap(), "gone/app", "1");
+    let status = std::process::Command::new("skopeo")
+        .args(["delete", "--tls-verify=false"])
+        .arg(format!("docker://{}/gone/app@{}", setup.source.host(), old.digest))
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let fresh = TestRegistry::start().unwrap();
+    let run = setup.run_into(&fresh, &["--locked"]);
+    assert_eq!(run.status.code(), Some(1));
+    let out = stdout(&run);
+    let failed = out.lines().find(|l| l.starts_with("FAILED")).unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        failed.contains(&old.digest) && failed.contains("is gone from") && failed.contains("--update"),
+        "{failed}"
+    );
+
+    setup.list(&["gone/app: 1", "gone/other: 2"]);
+    let run = setup.run(&["--locked"]);
+    assert_eq!(run.status.code(), Some(1));
+    let err = stderr(&run);
+    assert!(err.contains(&format!("thirdparty.lock lacks {}", setup.key("gone/other:2"))), "{err}");
+    assert!(err.contains("cargo xtask thirdparty --update"), "{err}");
+}
+
+/// `--check` compares upstream, lock and destination, naming each drift.
+#[test]
+fn check_names_every_drift_between_upstream_lock_and_destination() {
+    let setup = Setup::new();
+    push(&setup.source, &Fixture::generate(&FixtureSpec::small(100)).unwrap(), "three/a", "1");
+    push(&setup.source, &Fixture::generate(&FixtureSpec::small(101)).unwrap(), "three/b", "1");
+    setup.list(&["three/a: 1", "three/b: 1"]);
+    ok(&setup.run(&[]));
+    let out = ok(&setup.run(&["--check"]));
+    assert!(out.contains("2 tags: upstream, thirdparty.lock and the destination agree"), "{out}");
+
+    // A destination that lacks everything, a tag the lock lacks, a lock entry the list dropped.
+    push(&setup.source, &Fixture::generate(&FixtureSpec::small(102)).unwrap(), "three/c", "1");
+    setup.list(&["three/a: 1", "three/c: 1"]);
+    let empty = TestRegistry::start().unwrap();
+    let check = setup.run_into(&empty, &["--check"]);
+    assert_eq!(check.status.code(), Some(1));
+    let out = stdout(&check);
+    let drift = |tag: &str, what: &str| {
+        out.lines().any(|l| l.starts_with("drift") && l.contains(&setup.key(tag)) && l.contains(what))
+    };
+    assert!(drift("three/a:1", "destination differs"), "{out}");
+    assert!(drift("three/a:1", "destination missing") || out.contains("destination missing"), "{out}");
+    assert!(drift("three/c:1", "not in the lock"), "{out}");
+    assert!(drift("three/b:1", "in the lock but not in the list"), "{out}");
+    assert!(stderr(&check).contains("3 drift(s)"), "{}", stderr(&check));
+}
+
+/// The dry run of each mode says what it would do and changes nothing: no write at the
+/// destination, no lock written.
+#[test]
+fn the_dry_run_of_each_mode_changes_nothing() {
+    let setup = Setup::new();
+    push(&setup.source, &Fixture::generate(&FixtureSpec::small(110)).unwrap(), "dry/app", "1");
+    setup.list(&["dry/app: 1"]);
+    let key = setup.key("dry/app:1");
+
+    // No lock yet: a plain dry run and `--update` would add the tag; `--locked` refuses.
+    for mode in [&["--dry-run"][..], &["--dry-run", "--update"][..]] {
+        let out = ok(&setup.run(mode));
+        assert!(out.contains(&format!("      Adding {key} sha256:")), "{mode:?}: {out}");
+        assert!(out.contains("would copy") && out.contains("(dry run: not written)"), "{mode:?}: {out}");
+    }
+    let locked = setup.run(&["--dry-run", "--locked"]);
+    assert_eq!(locked.status.code(), Some(1));
+    assert!(stderr(&locked).contains("run `cargo xtask thirdparty --update`"), "{}", stderr(&locked));
+    let check = setup.run(&["--dry-run", "--check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(stdout(&check).contains("not in the lock"), "{}", stdout(&check));
+    assert!(!setup.dir.path().join("thirdparty.lock").exists());
+
+    // With a lock: `--locked` would copy the locked digest.
+    ok(&setup.run(&[]));
+    let fresh = TestRegistry::start().unwrap();
+    let out = ok(&setup.run_into(&fresh, &["--dry-run", "--locked"]));
+    assert!(out.contains(&format!("would copy  {key} -> ")), "{out}");
+    assert!(
+        fresh.requests().iter().all(|r| r.method == "HEAD" || r.method == "GET"),
+        "{:#?}",
+        fresh.requests()
+    );
+}
