@@ -68,6 +68,8 @@ struct State {
     injected: AtomicUsize,
     log: Mutex<Vec<Logged>>,
     quota: Option<Quota>,
+    /// Once set, the proxy answers the OCI referrers API itself: subject digest → index bytes.
+    referrers: Mutex<Option<std::collections::HashMap<String, Vec<u8>>>>,
 }
 
 /// A pull quota: `limit` manifest GETs per window, counted down as they pass.
@@ -130,6 +132,7 @@ impl FaultProxy {
             injected: AtomicUsize::new(0),
             log: Mutex::new(Vec::new()),
             quota,
+            referrers: Mutex::new(None),
         });
         let (sender, receiver) = std::sync::mpsc::channel();
         let thread_state = Arc::clone(&state);
@@ -161,6 +164,18 @@ impl FaultProxy {
     /// How many faults were injected so far.
     pub fn injected(&self) -> usize {
         self.state.injected.load(Ordering::SeqCst)
+    }
+
+    /// From now on, answer `GET /v2/<name>/referrers/<digest>` as a registry with the OCI 1.1
+    /// referrers API does: `index` (an image index of referrers) for `subject`, an empty index
+    /// for any other manifest. (Debian's registry has no such API: this plays one.)
+    pub fn serve_referrers(&self, subject: &str, index: Vec<u8>) {
+        self.state
+            .referrers
+            .lock()
+            .unwrap()
+            .get_or_insert_with(Default::default)
+            .insert(subject.to_string(), index);
     }
 
     /// Every request so far, in order.
@@ -278,6 +293,15 @@ fn reset(stream: &TcpStream) {
     let _ = stream.set_zero_linger();
 }
 
+/// The referrers index to answer with, when the proxy plays the referrers API and this asks it.
+fn referrers_answer(state: &State, head: &Head) -> Option<Vec<u8>> {
+    let subject = head.path.split("/referrers/").nth(1).filter(|_| head.method == "GET")?;
+    let known = state.referrers.lock().unwrap();
+    let empty =
+        br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+    Some(known.as_ref()?.get(subject).cloned().unwrap_or_else(|| empty.to_vec()))
+}
+
 /// The quota headers to add to this answer, counting the pull when it is a manifest GET.
 fn quota_headers(state: &State, head: &Head) -> String {
     let Some(quota) = &state.quota else {
@@ -330,6 +354,15 @@ async fn serve(
             fault,
             at: started.elapsed(),
         });
+        if let Some(body) = referrers_answer(&state, &head) {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            client.get_mut().write_all(head.as_bytes()).await?;
+            client.get_mut().write_all(&body).await?;
+            continue;
+        }
         match fault {
             Some(Fault::Status(code)) => {
                 let answer = format!("HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\n\r\n");

@@ -47,11 +47,23 @@ pub struct LockedManifest {
     pub platform: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct LockedArtifact {
-    /// `sha256-<hex>.sig` (cosign), `.att`, `.sbom`, or `sha256-<hex>` (OCI referrers).
+    /// `sha256-<hex>.sig` (cosign), `.att`, `.sbom`, or `sha256-<hex>` (the OCI referrers
+    /// fallback tag); empty for a referrer found through the registry's referrers API.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tag: String,
     pub digest: String,
+    /// A referrer found through the referrers API: the manifest it refers to, and its
+    /// descriptor's fields, to list it in the destination's fallback tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
 }
 
 /// The lock of a list: `thirdparty.txt` → `thirdparty.lock`, beside it.
@@ -229,8 +241,8 @@ mod tests {
         lock.tags.insert("docker.io/b:1".into(), tag("sha256:bb", &["linux/amd64"]));
         let mut a = tag("sha256:aa", &["linux/amd64", "linux/arm64"]);
         a.artifacts = vec![
-            LockedArtifact { tag: "sha256-aa.sig".into(), digest: "sha256:s2".into() },
-            LockedArtifact { tag: "sha256-0.att".into(), digest: "sha256:s1".into() },
+            LockedArtifact { tag: "sha256-aa.sig".into(), digest: "sha256:s2".into(), ..Default::default() },
+            LockedArtifact { tag: "sha256-0.att".into(), digest: "sha256:s1".into(), ..Default::default() },
         ];
         lock.tags.insert("docker.io/a:1".into(), a);
         let text = lock.to_text();

@@ -580,8 +580,9 @@ pub async fn push_blobs_directly(
 impl Fixture {
     /// Push the fixture byte for byte over the registry API, the way an OCI 1.1 client does
     /// (skopeo will not push an index of artifacts without converting it): its blobs, then the
-    /// manifests its index lists, then the index under `tag`. Plain HTTP, no credentials.
-    pub fn push_raw(&self, registry: SocketAddr, repository: &str, tag: &str) -> Result<()> {
+    /// manifests its index lists, then the index under `tag` (with no tag, not the index:
+    /// its manifests are then reachable by digest only). Plain HTTP, no credentials.
+    pub fn push_raw(&self, registry: SocketAddr, repository: &str, tag: Option<&str>) -> Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(async {
             push_blobs_directly(registry, repository, &[self], 4).await?;
@@ -604,7 +605,10 @@ impl Fixture {
             for child in self.children() {
                 put(child.clone(), &child).await?;
             }
-            put(tag.to_string(), &self.digest).await
+            match tag {
+                Some(tag) => put(tag.to_string(), &self.digest).await,
+                None => Ok(()),
+            }
         })
     }
 }

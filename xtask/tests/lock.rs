@@ -5,6 +5,7 @@
 mod common;
 
 use common::{stderr, stdout};
+use xtask::fault_proxy::FaultProxy;
 use xtask::testbed::{Fixture, FixtureSpec, TestRegistry, sha256_digest, skopeo_raw};
 
 struct Setup {
@@ -23,7 +24,12 @@ impl Setup {
     }
 
     fn list(&self, lines: &[&str]) {
-        let text: Vec<String> = lines.iter().map(|l| format!("{}/{l}", self.source.host())).collect();
+        self.list_from(&self.source.host(), lines);
+    }
+
+    /// The list, with the source reached at `host` (a proxy in front of it, say).
+    fn list_from(&self, host: &str, lines: &[&str]) {
+        let text: Vec<String> = lines.iter().map(|l| format!("{host}/{l}")).collect();
         std::fs::write(self.dir.path().join("thirdparty.txt"), text.join("\n") + "\n").unwrap();
     }
 
@@ -86,7 +92,7 @@ fn signatures_and_referrers_travel_with_their_image() {
     let sbom = Fixture::referrers(&image.digest, image.manifest_size(&image.digest), 3).unwrap();
     push(&setup.source, &index_signature, "signed/app", &cosign_tag(&image.digest, ".sig"));
     push(&setup.source, &child_signature, "signed/app", &cosign_tag(&child, ".sig"));
-    sbom.push_raw(setup.source.addr, "signed/app", &cosign_tag(&image.digest, "")).unwrap();
+    sbom.push_raw(setup.source.addr, "signed/app", Some(&cosign_tag(&image.digest, ""))).unwrap();
     setup.list(&["signed/app: 1"]);
 
     let out = ok(&setup.run(&[]));
@@ -299,4 +305,52 @@ fn the_dry_run_of_each_mode_changes_nothing() {
         "{:#?}",
         fresh.requests()
     );
+}
+
+/// A source with the OCI referrers API lists an SBOM for the image. Debian's registry has no
+/// such API, so the proxy in front of it plays one (a small fake: nothing real is at hand). The
+/// destination, a real registry without the API, gets the SBOM by digest and the fallback tag
+/// listing it; the lock records the referrer with its subject, and `--locked` reproduces it.
+#[test]
+fn referrers_from_the_api_land_under_the_destination_fallback_tag() {
+    let setup = Setup::new();
+    let image = Fixture::generate(&FixtureSpec::small(120)).unwrap();
+    push(&setup.source, &image, "api/app", "1");
+    let sbom = Fixture::referrers(&image.digest, image.manifest_size(&image.digest), 5).unwrap();
+    // At the source the SBOM is reachable by digest only: no fallback tag, the API lists it.
+    sbom.push_raw(setup.source.addr, "api/app", None).unwrap();
+    let artifact = sbom.children()[0].clone();
+    let proxy = FaultProxy::start(setup.source.addr, Vec::new());
+    proxy.serve_referrers(&image.digest, std::fs::read(sbom.blob_path(&sbom.digest)).unwrap());
+    setup.list_from(&proxy.host(), &["api/app: 1"]);
+
+    let out = ok(&setup.run(&[]));
+    assert!(out.contains("1 signature(s)/artifact(s)"), "{out}");
+    let by_digest = format!("api/app@{artifact}");
+    assert_eq!(setup.at_destination(&setup.destination, &by_digest).as_ref(), Some(&artifact));
+    let fallback = |destination: &TestRegistry| -> Vec<String> {
+        let reference =
+            format!("{}/mirror/thirdparty/api/app:{}", destination.host(), cosign_tag(&image.digest, ""));
+        let index: serde_json::Value = serde_json::from_slice(&skopeo_raw(&reference).unwrap()).unwrap();
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["digest"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(fallback(&setup.destination), std::slice::from_ref(&artifact));
+
+    let locked = setup.locked();
+    let entry = &locked["tag"][format!("{}/api/app:1", proxy.host()).as_str()];
+    let recorded = &entry["artifacts"][0];
+    assert_eq!(recorded["digest"].as_str(), Some(artifact.as_str()), "{}", setup.lock());
+    assert_eq!(recorded["subject"].as_str(), Some(image.digest.as_str()), "{}", setup.lock());
+    assert_eq!(recorded["artifact_type"].as_str(), Some("application/spdx+json"), "{}", setup.lock());
+    ok(&setup.run(&["--check"]));
+
+    let again = TestRegistry::start().unwrap();
+    ok(&setup.run_into(&again, &["--locked"]));
+    assert_eq!(setup.at_destination(&again, &by_digest).as_ref(), Some(&artifact));
+    assert_eq!(fallback(&again), [artifact]);
 }

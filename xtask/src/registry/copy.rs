@@ -87,7 +87,7 @@ enum BlobFate {
 type Ledger<K, T> = Mutex<HashMap<K, Arc<OnceCell<Result<T, String>>>>>;
 
 struct Shared {
-    session: Session,
+    session: Arc<Session>,
     options: MirrorOptions,
     progress: Arc<dyn Progress>,
     transfers: Semaphore,
@@ -115,7 +115,7 @@ pub struct Mirrored {
 
 /// Mirror every pair concurrently; one tag's failure does not stop the others.
 pub async fn mirror(
-    session: Session,
+    session: Arc<Session>,
     pairs: Vec<Pair>,
     options: MirrorOptions,
     progress: Arc<dyn Progress>,

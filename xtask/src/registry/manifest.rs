@@ -25,6 +25,9 @@ pub struct Descriptor {
     /// What an index entry runs on.
     #[serde(default)]
     pub platform: Option<Platform>,
+    /// What an artifact is (an SBOM, a signature), on a referrers index's entries.
+    #[serde(rename = "artifactType", default)]
+    pub artifact_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use futures_util::future::join_all;
 use oci_client::Reference;
 
-use super::manifest;
+use super::manifest::{self, Descriptor};
 use super::session::Session;
 
 /// A tag, resolved.
@@ -17,8 +17,59 @@ pub struct Resolved {
     pub digest: String,
     /// (digest, platform) of each manifest an index lists, in its order.
     pub manifests: Vec<(String, String)>,
-    /// (tag, digest) of each artifact tag found.
-    pub artifacts: Vec<(String, String)>,
+    /// The artifacts attached to the tag's manifests, sorted.
+    pub artifacts: Vec<Artifact>,
+}
+
+/// Something attached to a manifest: a signature, an attestation, an SBOM.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Artifact {
+    /// Found under a tag: cosign's, or the referrers fallback tag (an index of referrers).
+    Tagged { tag: String, digest: String },
+    /// Listed by the registry's referrers API as referring to `subject`.
+    Referrer { subject: String, descriptor: Referrer },
+}
+
+/// The fields of a referrers index entry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Referrer {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+}
+
+impl From<Descriptor> for Referrer {
+    fn from(descriptor: Descriptor) -> Referrer {
+        Referrer {
+            digest: descriptor.digest,
+            media_type: descriptor.media_type,
+            size: descriptor.size,
+            artifact_type: descriptor.artifact_type,
+        }
+    }
+}
+
+/// The referrers fallback index for `referrers` (of one subject), as bytes to push under the
+/// subject's `sha256-<hex>` tag: entries sorted by digest, so the same set always makes the same
+/// bytes and digest.
+pub fn fallback_index(referrers: &[&Referrer]) -> Vec<u8> {
+    let mut entries: Vec<&&Referrer> = referrers.iter().collect();
+    entries.sort_by(|a, b| a.digest.cmp(&b.digest));
+    let manifests: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|r| {
+            let mut entry =
+                serde_json::json!({"mediaType": r.media_type, "digest": r.digest, "size": r.size});
+            if let Some(artifact_type) = &r.artifact_type {
+                entry["artifactType"] = serde_json::json!(artifact_type);
+            }
+            entry
+        })
+        .collect();
+    let index =
+        serde_json::json!({"schemaVersion": 2, "mediaType": manifest::OCI_INDEX, "manifests": manifests});
+    serde_json::to_vec(&index).expect("JSON always serializes")
 }
 
 /// The tags under which signers attach artifacts to the manifest `digest`.
@@ -56,23 +107,40 @@ pub async fn resolve(
     Ok(Some(Resolved { digest, manifests, artifacts }))
 }
 
-/// The artifact tags present in `source`'s repository for any of `subjects`.
+/// The artifacts in `source`'s repository for any of `subjects`: the artifact tags present, and
+/// what the referrers API lists, where the registry has one.
 async fn artifacts_of(
     session: &Session,
     source: &Reference,
     subjects: impl Iterator<Item = &str>,
-) -> Result<Vec<(String, String)>> {
-    let candidates: Vec<String> = subjects.flat_map(artifact_tags).collect();
+) -> Result<Vec<Artifact>> {
+    let subjects: Vec<&str> = subjects.collect();
+    let candidates: Vec<String> = subjects.iter().flat_map(|s| artifact_tags(s)).collect();
     let heads = candidates.iter().map(|tag| {
         let at =
             Reference::with_tag(source.registry().to_string(), source.repository().to_string(), tag.clone());
-        async move { session.manifest_digest(&at, false).await.map(|found| found.map(|d| (tag.clone(), d))) }
+        async move {
+            let found = session.manifest_digest(&at, false).await?;
+            Ok::<_, anyhow::Error>(found.map(|digest| Artifact::Tagged { tag: tag.clone(), digest }))
+        }
     });
+    let listed = subjects.iter().map(|subject| async move {
+        let referrers = session.referrers(source, subject).await?.unwrap_or_default();
+        let artifacts = referrers
+            .into_iter()
+            .map(|d| Artifact::Referrer { subject: subject.to_string(), descriptor: d.into() });
+        Ok::<_, anyhow::Error>(artifacts.collect::<Vec<_>>())
+    });
+    let (tagged, listed) = futures_util::join!(join_all(heads), join_all(listed));
     let mut found = Vec::new();
-    for answer in join_all(heads).await {
+    for answer in tagged {
+        found.extend(answer?);
+    }
+    for answer in listed {
         found.extend(answer?);
     }
     found.sort();
+    found.dedup();
     Ok(found)
 }
 

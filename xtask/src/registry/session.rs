@@ -19,7 +19,7 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
 use super::http::{Failure, RateLimit};
-use super::manifest::ACCEPTED;
+use super::manifest::{self, ACCEPTED, Descriptor, OCI_INDEX};
 use super::retry::{RetryPolicy, is_transient, is_transient_for_manifest_push};
 use super::token::{Challenge, Tokens, parse_challenge, repository_scope};
 
@@ -423,6 +423,31 @@ impl Session {
         })
         .await
         .map_err(|failure| anyhow!("cannot read manifest {reference}: {}", failure.describe()))
+    }
+
+    /// The referrers of the manifest `digest`, through the OCI 1.1 referrers API; `None` when the
+    /// registry has no such API (it answers 404, or 400/405 for a path it does not know).
+    pub async fn referrers(&self, repository: &Reference, digest: &str) -> Result<Option<Vec<Descriptor>>> {
+        let target = Target::pull(repository);
+        let url = self.url(repository, &format!("referrers/{digest}"))?;
+        let what = format!("GET referrers of {digest} in {repository}");
+        let answer = self
+            .with_retry(&what, is_transient, || async {
+                let request = self.http.get(&url).header(ACCEPT, OCI_INDEX);
+                let response = self.send(&what, &target, request).await?;
+                within(self.options.stall_timeout, &what, response.bytes())
+                    .await?
+                    .map_err(|e| Failure::from_reqwest(&what, &e))
+            })
+            .await;
+        match answer {
+            Ok(bytes) => {
+                let index = manifest::parse(&bytes).with_context(|| format!("{what}: not an index"))?;
+                Ok(Some(index.children))
+            }
+            Err(failure) if matches!(failure.status, Some(400 | 404 | 405)) => Ok(None),
+            Err(failure) => Err(anyhow!("{}", failure.describe())),
+        }
     }
 
     pub async fn blob_exists(&self, repository: &Reference, digest: &str) -> Result<bool> {

@@ -15,7 +15,7 @@ use super::{Ctx, local_registry};
 use crate::catalog::Image;
 use crate::lock::{self, Lock, LockedArtifact, LockedManifest, LockedTag};
 use crate::registry::auth::{CredentialSource, DockerConfig, credentials_for};
-use crate::registry::resolve::{Resolved, resolve};
+use crate::registry::resolve::{Artifact, Referrer, Resolved, fallback_index, resolve};
 use crate::registry::retry::RetryPolicy;
 use crate::registry::session::SessionOptions;
 use crate::registry::{self, MirrorOptions, Outcome, Pair, RegistryAccess, Report, Session};
@@ -221,16 +221,19 @@ pub fn vendor(ctx: &Ctx, args: &VendorArgs, pairs: Vec<Pair>, mode: Mode) -> Res
     }
 
     let (mirrored, new_lock, unresolved) = runtime.block_on(async {
-        let session = session.authenticate(registries).await;
-        let (new_lock, unresolved) =
+        let session = Arc::new(session.authenticate(registries).await);
+        let (new_lock, mut unresolved) =
             lock_tags(&session, &pairs, &old_lock, &mode, !args.no_referrers, dry_run).await;
         let copies = pinned_pairs(&pairs, &new_lock, !args.no_referrers);
         for change in lock::changes(&old_lock, &new_lock) {
             println!("{change}");
         }
         let progress = Arc::new(TagLines::new(copies.len(), dry_run));
-        let mirrored = registry::mirror(session, copies, options, progress.clone()).await;
+        let mirrored = registry::mirror(Arc::clone(&session), copies, options, progress.clone()).await;
         progress.finish();
+        if !dry_run && !args.no_referrers {
+            unresolved.extend(write_fallback_tags(&session, &pairs, &new_lock).await);
+        }
         (mirrored, new_lock, unresolved)
     });
     for report in &unresolved {
@@ -391,8 +394,7 @@ fn locked_tag(old: Option<&LockedTag>, resolved: Resolved) -> LockedTag {
         .into_iter()
         .map(|(digest, platform)| LockedManifest { digest, platform })
         .collect();
-    let artifacts: Vec<LockedArtifact> =
-        resolved.artifacts.into_iter().map(|(tag, digest)| LockedArtifact { tag, digest }).collect();
+    let artifacts: Vec<LockedArtifact> = resolved.artifacts.into_iter().map(locked_artifact).collect();
     let read_nothing = manifests.is_empty() && artifacts.is_empty();
     match same {
         Some(old) if read_nothing => old.clone(),
@@ -401,7 +403,95 @@ fn locked_tag(old: Option<&LockedTag>, resolved: Resolved) -> LockedTag {
     }
 }
 
-/// What to copy: each tag at its locked digest, and each locked artifact under its tag.
+fn locked_artifact(artifact: Artifact) -> LockedArtifact {
+    match artifact {
+        Artifact::Tagged { tag, digest } => LockedArtifact { tag, digest, ..LockedArtifact::default() },
+        Artifact::Referrer { subject, descriptor } => LockedArtifact {
+            tag: String::new(),
+            digest: descriptor.digest,
+            subject: Some(subject),
+            media_type: Some(descriptor.media_type),
+            size: Some(descriptor.size),
+            artifact_type: descriptor.artifact_type,
+        },
+    }
+}
+
+/// Where a locked artifact goes: under its tag, or by digest (a referrer the API listed).
+fn artifact_destination(destination: &Reference, artifact: &LockedArtifact) -> Reference {
+    let (registry, repository) = (destination.registry().to_string(), destination.repository().to_string());
+    if artifact.tag.is_empty() {
+        Reference::with_digest(registry, repository, artifact.digest.clone())
+    } else {
+        Reference::with_tag(registry, repository, artifact.tag.clone())
+    }
+}
+
+/// The referrers a source listed through its API, per subject, as the destination's fallback
+/// tag (`sha256-<hex>`, an index of them), for destinations without the API; a destination with
+/// it lists them by itself. Failures come back as reports.
+async fn write_fallback_tags(session: &Session, pairs: &[Pair], lock: &Lock) -> Vec<Report> {
+    let mut reports = Vec::new();
+    for pair in pairs {
+        let Some(locked) = lock.tags.get(&lock_key(pair)) else {
+            continue;
+        };
+        let mut by_subject: std::collections::BTreeMap<&str, Vec<Referrer>> =
+            std::collections::BTreeMap::new();
+        for artifact in &locked.artifacts {
+            if let (Some(subject), Some(media_type), Some(size)) =
+                (&artifact.subject, &artifact.media_type, artifact.size)
+            {
+                by_subject.entry(subject).or_default().push(Referrer {
+                    digest: artifact.digest.clone(),
+                    media_type: media_type.clone(),
+                    size,
+                    artifact_type: artifact.artifact_type.clone(),
+                });
+            }
+        }
+        for (subject, referrers) in by_subject {
+            let started = Instant::now();
+            if let Err(err) = write_fallback_tag(session, &pair.destination, subject, &referrers).await {
+                let error = format!("referrers of {subject}: {err:#}");
+                reports.push(Report {
+                    pair: pair.clone(),
+                    outcome: Outcome::Failed { error },
+                    elapsed: started.elapsed(),
+                });
+            }
+        }
+    }
+    reports
+}
+
+async fn write_fallback_tag(
+    session: &Session,
+    destination: &Reference,
+    subject: &str,
+    referrers: &[Referrer],
+) -> Result<()> {
+    if session.referrers(destination, subject).await?.is_some() {
+        return Ok(());
+    }
+    let bytes = bytes::Bytes::from(fallback_index(&referrers.iter().collect::<Vec<_>>()));
+    let tag = subject.replacen(':', "-", 1);
+    let at =
+        Reference::with_tag(destination.registry().to_string(), destination.repository().to_string(), tag);
+    let digest = format!("sha256:{}", sha256_hex(&bytes));
+    if session.manifest_digest(&at, true).await?.as_deref() == Some(digest.as_str()) {
+        return Ok(());
+    }
+    session.push_manifest(&at, &bytes, registry::manifest::OCI_INDEX).await
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What to copy: each tag at its locked digest, and each locked artifact under its tag (or by
+/// digest, for a referrer the source's API listed).
 fn pinned_pairs(pairs: &[Pair], lock: &Lock, with_artifacts: bool) -> Vec<Pair> {
     let mut copies = Vec::new();
     for pair in pairs {
@@ -419,12 +509,10 @@ fn pinned_pairs(pairs: &[Pair], lock: &Lock, with_artifacts: bool) -> Vec<Pair> 
         copies.push(Pair { source: at(&locked.digest), destination: destination.clone() });
         if with_artifacts {
             for artifact in &locked.artifacts {
-                let tagged = Reference::with_tag(
-                    destination.registry().to_string(),
-                    destination.repository().to_string(),
-                    artifact.tag.clone(),
-                );
-                copies.push(Pair { source: at(&artifact.digest), destination: tagged });
+                copies.push(Pair {
+                    source: at(&artifact.digest),
+                    destination: artifact_destination(destination, artifact),
+                });
             }
         }
     }
@@ -475,16 +563,12 @@ async fn check_drift(session: &Session, pairs: &[Pair], lock: &Lock, with_artifa
         }
         if with_artifacts {
             for artifact in &locked.artifacts {
-                let at = Reference::with_tag(
-                    pair.destination.registry().to_string(),
-                    pair.destination.repository().to_string(),
-                    artifact.tag.clone(),
-                );
+                let at = artifact_destination(&pair.destination, artifact);
                 let found = session.manifest_digest(&at, false).await;
                 if found.as_ref().ok().and_then(Option::as_deref) != Some(artifact.digest.as_str()) {
+                    let name = if artifact.tag.is_empty() { "referrer" } else { artifact.tag.as_str() };
                     drift(format!(
-                        "destination lacks {} {}: found {}",
-                        artifact.tag,
+                        "destination lacks {name} {}: found {}",
                         short(&artifact.digest),
                         describe(&found)
                     ));
