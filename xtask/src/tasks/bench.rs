@@ -4,7 +4,7 @@
 //! before its first request, and how each tool fares against a source that keeps failing.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -183,12 +183,12 @@ fn memory(layer_mib: usize, jobs: Option<u16>) -> Result<()> {
     };
     let tags = publish(&source, vec![spec])?;
     let destination = TestRegistry::start()?;
-    let list = tempfile::NamedTempFile::new()?;
-    write_list(list.path(), source.addr, &tags.names)?;
+    let list = ListFile::new()?;
+    write_list(&list.path(), source.addr, &tags.names)?;
     let config = tempfile::tempdir()?;
     let docker_repo = format!("{}/xtask", destination.host());
     // Its errors, if any, say why the copy failed.
-    let mut child = ours_command(list.path(), &docker_repo, config.path(), jobs)
+    let mut child = ours_command(&list.path(), &docker_repo, config.path(), jobs)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()?;
@@ -257,12 +257,12 @@ fn run_measured_any(command: &mut Command) -> Result<(Duration, Duration, bool)>
 fn startup(runs: u32) -> Result<()> {
     println!("== start-up: CPU before the first request (the only registry refuses connections, one try)");
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let list = tempfile::NamedTempFile::new()?;
-    write_list(list.path(), closed, &["bench/unreachable:1".to_string()])?;
+    let list = ListFile::new()?;
+    write_list(&list.path(), closed, &["bench/unreachable:1".to_string()])?;
     let config = tempfile::tempdir()?;
     let (mut ours, mut peer) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        let mut command = ours_command(list.path(), &format!("{closed}/xtask"), config.path(), None);
+        let mut command = ours_command(&list.path(), &format!("{closed}/xtask"), config.path(), None);
         let (_, cpu, _) = run_measured_any(command.arg("--tries").arg("1").stdout(Stdio::null()))?;
         ours.push(cpu);
         let (_, cpu, _) = run_measured_any(
@@ -325,11 +325,11 @@ fn faults(jobs: Option<u16>, runs: u32) -> Result<()> {
     for _ in 0..runs {
         let proxy = FaultProxy::start(source.addr, fault_mix());
         let destination = TestRegistry::start()?;
-        let list = tempfile::NamedTempFile::new()?;
-        write_list(list.path(), proxy.addr, &tags.names)?;
+        let list = ListFile::new()?;
+        write_list(&list.path(), proxy.addr, &tags.names)?;
         let config = tempfile::tempdir()?;
         let started = Instant::now();
-        let output = ours_command(list.path(), &format!("{}/xtask", destination.host()), config.path(), jobs)
+        let output = ours_command(&list.path(), &format!("{}/xtask", destination.host()), config.path(), jobs)
             .arg("--timeout")
             .arg("5")
             .output()?;
@@ -522,11 +522,11 @@ fn time_ours(
     jobs: Option<u16>,
 ) -> Result<Timings> {
     let (registry, addr) = destination(delay)?;
-    let list = tempfile::NamedTempFile::new()?;
-    write_list(list.path(), source, names)?;
+    let list = ListFile::new()?;
+    write_list(&list.path(), source, names)?;
     let config = tempfile::tempdir()?;
     let run = || -> Result<Measured> {
-        let mut command = ours_command(list.path(), &format!("{addr}/xtask"), config.path(), jobs);
+        let mut command = ours_command(&list.path(), &format!("{addr}/xtask"), config.path(), jobs);
         let (wall, cpu) = run_measured(command.stdout(Stdio::null())).context("cargo xtask thirdparty")?;
         Ok(Measured { wall, cpu, registries_cpu: Duration::ZERO })
     };
@@ -552,6 +552,21 @@ fn cold_and_warm(
     let warm = measure()?;
     let after_warm = requests();
     Ok(Timings { cold, warm, requests: (after_cold - before, after_warm - after_cold) })
+}
+
+/// A list in a folder of its own, where the run writes its lock too; both go when dropped.
+struct ListFile {
+    dir: tempfile::TempDir,
+}
+
+impl ListFile {
+    fn new() -> Result<ListFile> {
+        Ok(ListFile { dir: tempfile::tempdir()? })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("list.txt")
+    }
 }
 
 /// `<source>/<repository>: <tag>` lines.
