@@ -248,10 +248,7 @@ const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 impl Fixture {
     pub fn generate(spec: &FixtureSpec) -> Result<Fixture> {
-        let dir = tempfile::tempdir()?;
-        let blobs_dir = dir.path().join("blobs/sha256");
-        std::fs::create_dir_all(&blobs_dir)?;
-        let mut writer = LayoutWriter { dir: blobs_dir, blobs: Vec::new() };
+        let (dir, mut writer) = Self::layout()?;
         let mut entries = Vec::new();
         // Each platform has its own noise, so that changing one leaves the others' bytes alone.
         for (number, (os, arch)) in spec.platforms.iter().enumerate() {
@@ -297,13 +294,7 @@ impl Fixture {
         }
         let index = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries});
         let index_descriptor = writer.manifest(OCI_INDEX, &serde_json::to_vec(&index)?)?;
-        let digest = index_descriptor["digest"].as_str().expect("a digest").to_string();
-        let mut layout_entry = index_descriptor;
-        layout_entry["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "fixture"});
-        let layout_index = serde_json::json!({"schemaVersion": 2, "manifests": [layout_entry]});
-        std::fs::write(dir.path().join("index.json"), serde_json::to_vec(&layout_index)?)?;
-        std::fs::write(dir.path().join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        Ok(Fixture { dir, digest, blobs: writer.blobs })
+        Self::finish(dir, writer, index_descriptor)
     }
 
     /// A cosign-style signature of the manifest `subject`: an image manifest whose one layer is

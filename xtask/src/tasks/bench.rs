@@ -329,10 +329,11 @@ fn faults(jobs: Option<u16>, runs: u32) -> Result<()> {
         write_list(&list.path(), proxy.addr, &tags.names)?;
         let config = tempfile::tempdir()?;
         let started = Instant::now();
-        let output = ours_command(&list.path(), &format!("{}/xtask", destination.host()), config.path(), jobs)
-            .arg("--timeout")
-            .arg("5")
-            .output()?;
+        let output =
+            ours_command(&list.path(), &format!("{}/xtask", destination.host()), config.path(), jobs)
+                .arg("--timeout")
+                .arg("5")
+                .output()?;
         ours.walls.push(started.elapsed());
         let summary = String::from_utf8_lossy(&output.stdout);
         let retries = summary
