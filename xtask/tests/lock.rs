@@ -200,8 +200,18 @@ fn a_lock_is_left_unchanged_when_nothing_moved() {
     let lock = setup.lock();
     let modified = std::fs::metadata(setup.dir.path().join("thirdparty.lock")).unwrap().modified().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1100));
+    let before = setup.source.requests().len();
     let out = ok(&setup.run(&["--update"]));
     assert!(!out.contains("Updating") && !out.contains("Adding"), "{out}");
+    // Re-resolving a tag that did not move spends no pull: HEADs, no manifest GET.
+    let pulls: Vec<_> = setup
+        .source
+        .requests()
+        .into_iter()
+        .skip(before)
+        .filter(|r| r.method == "GET" && r.path.contains("/manifests/"))
+        .collect();
+    assert_eq!(pulls, [], "--update read manifests that did not move");
     ok(&setup.run(&[]));
     assert_eq!(setup.lock(), lock);
     let after = std::fs::metadata(setup.dir.path().join("thirdparty.lock")).unwrap().modified().unwrap();

@@ -78,26 +78,23 @@ pub fn artifact_tags(digest: &str) -> Vec<String> {
     vec![format!("{base}.sig"), format!("{base}.att"), format!("{base}.sbom"), base]
 }
 
-/// Resolve `source` (a tag); `None` when the tag does not exist. `with_artifacts`: also look
-/// for the artifacts of the tag's manifests (a HEAD per candidate tag, free against pull quotas).
+/// Resolve `source` (a tag); `None` when the tag does not exist. `known`: what the tag resolved
+/// to before (digest, manifests); when it still points there, its index is not read again (a
+/// pull, on Docker Hub). `with_artifacts`: also look for the artifacts of the tag's manifests
+/// (a HEAD per candidate tag, free against pull quotas, and a referrers query).
 pub async fn resolve(
     session: &Session,
     source: &Reference,
+    known: Option<(&str, &[(String, String)])>,
     with_artifacts: bool,
 ) -> Result<Option<Resolved>> {
     let Some(digest) = session.manifest_digest(source, false).await? else {
         return Ok(None);
     };
-    let bytes = session.manifest(&source.clone_with_digest(digest.clone())).await?;
-    let parsed = manifest::parse(&bytes).with_context(|| format!("manifest {digest} of {source}"))?;
-    let manifests: Vec<(String, String)> = parsed
-        .children
-        .iter()
-        .map(|child| {
-            let platform = child.platform.as_ref().map_or("unknown".to_string(), ToString::to_string);
-            (child.digest.clone(), platform)
-        })
-        .collect();
+    let manifests = match known {
+        Some((known_digest, manifests)) if known_digest == digest => manifests.to_vec(),
+        _ => manifests_of(session, source, &digest).await?,
+    };
     let artifacts = if with_artifacts {
         let subjects = std::iter::once(digest.as_str()).chain(manifests.iter().map(|(d, _)| d.as_str()));
         artifacts_of(session, source, subjects).await?
@@ -105,6 +102,20 @@ pub async fn resolve(
         Vec::new()
     };
     Ok(Some(Resolved { digest, manifests, artifacts }))
+}
+
+/// (digest, platform) of each manifest the index at `digest` lists; none for an image manifest.
+async fn manifests_of(session: &Session, source: &Reference, digest: &str) -> Result<Vec<(String, String)>> {
+    let bytes = session.manifest(&source.clone_with_digest(digest.to_string())).await?;
+    let parsed = manifest::parse(&bytes).with_context(|| format!("manifest {digest} of {source}"))?;
+    Ok(parsed
+        .children
+        .iter()
+        .map(|child| {
+            let platform = child.platform.as_ref().map_or("unknown".to_string(), ToString::to_string);
+            (child.digest.clone(), platform)
+        })
+        .collect())
 }
 
 /// The artifacts in `source`'s repository for any of `subjects`: the artifact tags present, and

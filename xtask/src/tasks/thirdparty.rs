@@ -355,7 +355,13 @@ async fn lock_tags(
                 digest.map(|digest| Resolved { digest, manifests: Vec::new(), artifacts: Vec::new() })
             })
         } else {
-            resolve(session, &pair.source, with_artifacts).await
+            let known = old.tags.get(&lock_key(pair)).map(|locked| {
+                let manifests: Vec<(String, String)> =
+                    locked.manifests.iter().map(|m| (m.digest.clone(), m.platform.clone())).collect();
+                (locked.digest.clone(), manifests)
+            });
+            let known = known.as_ref().map(|(digest, manifests)| (digest.as_str(), manifests.as_slice()));
+            resolve(session, &pair.source, known, with_artifacts).await
         };
         (*pair, resolved, started.elapsed())
     }))
