@@ -164,6 +164,15 @@ impl fmt::Display for Change {
             Change::Added { tag, new } => {
                 write!(f, "      Adding {tag} {} ({})", short(&new.digest), new.platforms())?;
             }
+            Change::Updated { tag, old, new } if old.digest == new.digest => {
+                // Only what is attached changed: a signature added upstream, say.
+                let (before, after) = (old.artifacts.len(), new.artifacts.len());
+                return write!(
+                    f,
+                    "    Updating {tag} {}: signature(s)/artifact(s) {before} → {after}",
+                    short(&new.digest)
+                );
+            }
             Change::Updated { tag, old, new } => {
                 write!(f, "    Updating {tag} {} → {}", short(&old.digest), short(&new.digest))?;
                 let (before, after) = (old.platforms(), new.platforms());
@@ -265,12 +274,21 @@ mod tests {
         );
         new.tags.insert("docker.io/new:1".into(), tag("sha256:cccccccccccc", &["linux/amd64"]));
         new.tags.insert("docker.io/same:1".into(), tag("sha256:eeeeeeeeeeee", &[]));
+        let mut signed = tag("sha256:eeeeeeeeeeee", &[]);
+        signed.artifacts.push(LockedArtifact {
+            tag: "sha256-ee.sig".into(),
+            digest: "sha256:5".into(),
+            ..Default::default()
+        });
+        new.tags.insert("docker.io/signed:1".into(), signed);
+        old.tags.insert("docker.io/signed:1".into(), tag("sha256:eeeeeeeeeeee", &[]));
         let lines: Vec<String> = changes(&old, &new).iter().map(ToString::to_string).collect();
         assert_eq!(
             lines,
             [
                 "    Updating docker.io/alpine:3 sha256:aaaaaaaaaaaa → sha256:bbbbbbbbbbbb (linux/amd64 → linux/amd64 linux/arm64)",
                 "      Adding docker.io/new:1 sha256:cccccccccccc (linux/amd64)",
+                "    Updating docker.io/signed:1 sha256:eeeeeeeeeeee: signature(s)/artifact(s) 0 → 1",
                 "    Removing docker.io/gone:1 sha256:dddddddddddd",
             ]
         );
