@@ -1,0 +1,322 @@
+//! The lock side of `thirdparty`: which tags to resolve anew, the lock they make, the pairs that
+//! copy exactly what it names (artifacts included), the referrers fallback tags a destination
+//! without the referrers API needs, and `--check`'s three-way comparison.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use oci_client::Reference;
+
+use super::{Mode, short};
+use crate::lock::{self, Lock, LockedArtifact, LockedManifest, LockedTag};
+use crate::registry::resolve::{Artifact, Referrer, Resolved, fallback_index, resolve};
+use crate::registry::{self, Outcome, Pair, Report, Session};
+
+/// A tag's key in the lock: its source, in full (`docker.io/library/alpine:3.15`).
+pub(super) fn lock_key(pair: &Pair) -> String {
+    pair.source.whole()
+}
+
+/// Every image `--update` names must be in the list (a typo would otherwise update nothing).
+pub(super) fn check_named_images(images: &[String], pairs: &[Pair]) -> Result<()> {
+    for image in images {
+        if !pairs.iter().any(|pair| names(image, pair)) {
+            bail!("`--update {image}`: no tag of the list is that image (name it as thirdparty.txt does)");
+        }
+    }
+    Ok(())
+}
+
+/// Whether `image` (`docker.io/alpine`, `alpine`, `alpine:3.15`) names the source of `pair`.
+fn names(image: &str, pair: &Pair) -> bool {
+    let Ok(named) = registry::reference::parse(image) else {
+        return false;
+    };
+    let same_image =
+        named.registry() == pair.source.registry() && named.repository() == pair.source.repository();
+    let tag_given = image.rsplit('/').next().is_some_and(|last| last.contains(':'));
+    same_image && (!tag_given || named.tag() == pair.source.tag())
+}
+
+/// The lock this run copies from: the old one, with the tags that need it resolved anew (all
+/// named by `--update`; those the lock lacks). Tags that cannot be resolved are reported.
+pub(super) async fn lock_tags(
+    session: &Session,
+    pairs: &[Pair],
+    old: &Lock,
+    mode: &Mode,
+    with_artifacts: bool,
+    dry_run: bool,
+) -> (Lock, Vec<Report>) {
+    let needs_resolving = |pair: &Pair| match mode {
+        Mode::Update(images) => images.is_empty() || images.iter().any(|image| names(image, pair)),
+        Mode::Default { .. } => !old.tags.contains_key(&lock_key(pair)),
+        Mode::Locked | Mode::Check => false,
+    };
+    let mut new = old.clone();
+    let keep_only_listed = matches!(mode, Mode::Default { whole_list: true } | Mode::Update(_));
+    if keep_only_listed {
+        let listed: Vec<String> = pairs.iter().map(lock_key).collect();
+        new.tags.retain(|key, _| listed.contains(key));
+    }
+    let resolving: Vec<&Pair> = pairs.iter().filter(|pair| needs_resolving(pair)).collect();
+    let answers = futures_util::future::join_all(resolving.iter().map(|pair| async {
+        let started = Instant::now();
+        // A dry run asks only for the digest (a HEAD), never a manifest: no pull is spent.
+        let resolved = if dry_run {
+            session.manifest_digest(&pair.source, false).await.map(|digest| {
+                digest.map(|digest| Resolved { digest, manifests: Vec::new(), artifacts: Vec::new() })
+            })
+        } else {
+            let known = old.tags.get(&lock_key(pair)).map(|locked| {
+                let manifests: Vec<(String, String)> =
+                    locked.manifests.iter().map(|m| (m.digest.clone(), m.platform.clone())).collect();
+                (locked.digest.clone(), manifests)
+            });
+            let known = known.as_ref().map(|(digest, manifests)| (digest.as_str(), manifests.as_slice()));
+            resolve(session, &pair.source, known, with_artifacts).await
+        };
+        (*pair, resolved, started.elapsed())
+    }))
+    .await;
+    let mut unresolved = Vec::new();
+    for (pair, resolved, elapsed) in answers {
+        let key = lock_key(pair);
+        let error = match resolved {
+            Ok(Some(resolved)) => {
+                let locked = locked_tag(old.tags.get(&key), resolved);
+                new.tags.insert(key, locked);
+                continue;
+            }
+            Ok(None) => format!("source {} not found", pair.source),
+            Err(_) if let Some(reason) = session.pulls_held_back(&pair.source) => {
+                unresolved.push(Report {
+                    pair: pair.clone(),
+                    outcome: Outcome::HeldBack { reason },
+                    elapsed,
+                });
+                continue;
+            }
+            Err(err) => format!("source {}: {err:#}", pair.source),
+        };
+        unresolved.push(Report { pair: pair.clone(), outcome: Outcome::Failed { error }, elapsed });
+    }
+    (new, unresolved)
+}
+
+/// The lock entry for what a tag resolved to: the old entry's `first_seen` when the digest is
+/// the same (and its manifests, when a dry run did not read them).
+fn locked_tag(old: Option<&LockedTag>, resolved: Resolved) -> LockedTag {
+    let same = old.filter(|old| old.digest == resolved.digest);
+    let manifests: Vec<LockedManifest> = resolved
+        .manifests
+        .into_iter()
+        .map(|(digest, platform)| LockedManifest { digest, platform })
+        .collect();
+    let artifacts: Vec<LockedArtifact> = resolved.artifacts.into_iter().map(locked_artifact).collect();
+    let read_nothing = manifests.is_empty() && artifacts.is_empty();
+    match same {
+        Some(old) if read_nothing => old.clone(),
+        Some(old) => LockedTag { first_seen: old.first_seen.clone(), manifests, artifacts, ..old.clone() },
+        None => LockedTag { digest: resolved.digest, first_seen: lock::utc_now(), manifests, artifacts },
+    }
+}
+
+fn locked_artifact(artifact: Artifact) -> LockedArtifact {
+    match artifact {
+        Artifact::Tagged { tag, digest } => LockedArtifact { tag, digest, ..LockedArtifact::default() },
+        Artifact::Referrer { subject, descriptor } => LockedArtifact {
+            tag: String::new(),
+            digest: descriptor.digest,
+            subject: Some(subject),
+            media_type: Some(descriptor.media_type),
+            size: Some(descriptor.size),
+            artifact_type: descriptor.artifact_type,
+        },
+    }
+}
+
+/// Where a locked artifact goes: under its tag, or by digest (a referrer the API listed).
+fn artifact_destination(destination: &Reference, artifact: &LockedArtifact) -> Reference {
+    let (registry, repository) = (destination.registry().to_string(), destination.repository().to_string());
+    if artifact.tag.is_empty() {
+        Reference::with_digest(registry, repository, artifact.digest.clone())
+    } else {
+        Reference::with_tag(registry, repository, artifact.tag.clone())
+    }
+}
+
+/// The referrers a source listed through its API, per subject, as the destination's fallback
+/// tag (`sha256-<hex>`, an index of them), for destinations without the API; a destination with
+/// it lists them by itself. Failures come back as reports.
+pub(super) async fn write_fallback_tags(session: &Session, pairs: &[Pair], lock: &Lock) -> Vec<Report> {
+    let mut reports = Vec::new();
+    for pair in pairs {
+        let Some(locked) = lock.tags.get(&lock_key(pair)) else {
+            continue;
+        };
+        let mut by_subject: std::collections::BTreeMap<&str, Vec<Referrer>> =
+            std::collections::BTreeMap::new();
+        for artifact in &locked.artifacts {
+            if let (Some(subject), Some(media_type), Some(size)) =
+                (&artifact.subject, &artifact.media_type, artifact.size)
+            {
+                by_subject.entry(subject).or_default().push(Referrer {
+                    digest: artifact.digest.clone(),
+                    media_type: media_type.clone(),
+                    size,
+                    artifact_type: artifact.artifact_type.clone(),
+                });
+            }
+        }
+        for (subject, referrers) in by_subject {
+            let started = Instant::now();
+            if let Err(err) = write_fallback_tag(session, &pair.destination, subject, &referrers).await {
+                let error = format!("referrers of {subject}: {err:#}");
+                reports.push(Report {
+                    pair: pair.clone(),
+                    outcome: Outcome::Failed { error },
+                    elapsed: started.elapsed(),
+                });
+            }
+        }
+    }
+    reports
+}
+
+async fn write_fallback_tag(
+    session: &Session,
+    destination: &Reference,
+    subject: &str,
+    referrers: &[Referrer],
+) -> Result<()> {
+    if session.referrers(destination, subject).await?.is_some() {
+        return Ok(());
+    }
+    let bytes = bytes::Bytes::from(fallback_index(&referrers.iter().collect::<Vec<_>>()));
+    let tag = subject.replacen(':', "-", 1);
+    let at =
+        Reference::with_tag(destination.registry().to_string(), destination.repository().to_string(), tag);
+    let digest = format!("sha256:{}", sha256_hex(&bytes));
+    if session.manifest_digest(&at, true).await?.as_deref() == Some(digest.as_str()) {
+        return Ok(());
+    }
+    session.push_manifest(&at, &bytes, registry::manifest::OCI_INDEX).await
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What to copy: each tag at its locked digest, and each locked artifact under its tag (or by
+/// digest, for a referrer the source's API listed).
+pub(super) fn pinned_pairs(pairs: &[Pair], lock: &Lock, with_artifacts: bool) -> Vec<Pair> {
+    let mut copies = Vec::new();
+    for pair in pairs {
+        let Some(locked) = lock.tags.get(&lock_key(pair)) else {
+            continue;
+        };
+        let (source, destination) = (&pair.source, &pair.destination);
+        let at = |digest: &str| {
+            Reference::with_digest(
+                source.registry().to_string(),
+                source.repository().to_string(),
+                digest.to_string(),
+            )
+        };
+        copies.push(Pair { source: at(&locked.digest), destination: destination.clone() });
+        if with_artifacts {
+            for artifact in &locked.artifacts {
+                copies.push(Pair {
+                    source: at(&artifact.digest),
+                    destination: artifact_destination(destination, artifact),
+                });
+            }
+        }
+    }
+    copies
+}
+
+/// One difference between upstream, the lock and the destination.
+pub(super) struct Drift {
+    tag: String,
+    what: String,
+}
+
+/// Upstream, lock and destination for every tag (and every locked artifact at the destination).
+pub(super) async fn check_drift(
+    session: &Session,
+    pairs: &[Pair],
+    lock: &Lock,
+    with_artifacts: bool,
+) -> Vec<Drift> {
+    let checks = pairs.iter().map(|pair| async move {
+        let key = lock_key(pair);
+        let (upstream, destination) = tokio::join!(
+            session.manifest_digest(&pair.source, false),
+            session.manifest_digest(&pair.destination, false)
+        );
+        let mut drifts = Vec::new();
+        let mut drift = |what: String| drifts.push(Drift { tag: key.clone(), what });
+        let describe = |answer: &Result<Option<String>>| match answer {
+            Ok(Some(digest)) => short(digest).to_string(),
+            Ok(None) => "missing".to_string(),
+            Err(err) => format!("unreadable ({err:#})"),
+        };
+        let Some(locked) = lock.tags.get(&key) else {
+            drift(format!(
+                "not in the lock (upstream {}): run `cargo xtask thirdparty --update`",
+                describe(&upstream)
+            ));
+            return drifts;
+        };
+        if upstream.as_ref().ok().and_then(Option::as_deref) != Some(locked.digest.as_str()) {
+            drift(format!(
+                "upstream moved: lock {}, upstream {}: `cargo xtask thirdparty --update` locks it",
+                short(&locked.digest),
+                describe(&upstream)
+            ));
+        }
+        if destination.as_ref().ok().and_then(Option::as_deref) != Some(locked.digest.as_str()) {
+            drift(format!(
+                "destination differs: lock {}, destination {}: `cargo xtask thirdparty --locked` copies it",
+                short(&locked.digest),
+                describe(&destination)
+            ));
+        }
+        if with_artifacts {
+            for artifact in &locked.artifacts {
+                let at = artifact_destination(&pair.destination, artifact);
+                let found = session.manifest_digest(&at, false).await;
+                if found.as_ref().ok().and_then(Option::as_deref) != Some(artifact.digest.as_str()) {
+                    let name = if artifact.tag.is_empty() { "referrer" } else { artifact.tag.as_str() };
+                    drift(format!(
+                        "destination lacks {name} {}: found {}",
+                        short(&artifact.digest),
+                        describe(&found)
+                    ));
+                }
+            }
+        }
+        drifts
+    });
+    let mut drifts: Vec<Drift> = futures_util::future::join_all(checks).await.into_iter().flatten().collect();
+    let listed: Vec<String> = pairs.iter().map(lock_key).collect();
+    for key in lock.tags.keys().filter(|key| !listed.contains(key)) {
+        let what = "in the lock but not in the list: `cargo xtask thirdparty` drops it".to_string();
+        drifts.push(Drift { tag: key.clone(), what });
+    }
+    drifts
+}
+
+pub(super) fn report_drift(drifts: &[Drift], tags: usize, lock_name: &str) -> Result<()> {
+    for drift in drifts {
+        println!("drift       {}: {}", drift.tag, drift.what);
+    }
+    if drifts.is_empty() {
+        println!("thirdparty: {tags} tags: upstream, {lock_name} and the destination agree");
+        return Ok(());
+    }
+    bail!("{} drift(s) between upstream, {lock_name} and the destination (see above)", drifts.len())
+}
