@@ -207,6 +207,20 @@ impl Session {
         limits.iter().map(|(host, limit)| (host.clone(), *limit)).collect()
     }
 
+    /// Keep the lowest quota a registry reported this run: answers to concurrent requests
+    /// arrive in any order, and the last to arrive may be an older count. (Should the window
+    /// roll over mid-run, this undercounts, which errs on the side of sparing the quota.)
+    fn note_rate_limit(&self, host: &str, limit: RateLimit) {
+        let mut limits = self.rate_limits.lock().expect("never poisoned");
+        let lowest = match limits.get(host) {
+            Some(known) if known.remaining < limit.remaining => {
+                RateLimit { remaining: known.remaining, ..limit }
+            }
+            _ => limit,
+        };
+        limits.insert(host.to_string(), lowest);
+    }
+
     fn quota_spent(&self, host: &str) -> bool {
         self.rate_limits.lock().expect("never poisoned").get(host).is_some_and(|limit| limit.remaining == 0)
     }
@@ -349,7 +363,7 @@ impl Session {
         };
         let response = answer.map_err(|e| Failure::from_reqwest(what, &e))?;
         if let Some(limit) = RateLimit::from_headers(response.headers()) {
-            self.rate_limits.lock().expect("never poisoned").insert(target.host.clone(), limit);
+            self.note_rate_limit(&target.host, limit);
         }
         let status = response.status();
         if status.is_success() {
