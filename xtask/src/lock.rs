@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::registry::manifest::short_digest as short;
+
 const HEADER: &str = "\
 # thirdparty.lock: what `cargo xtask thirdparty` vendors, by digest. Written by
 # `cargo xtask thirdparty --update [image…]`; `--locked` copies exactly these digests.
@@ -152,10 +154,6 @@ fn sorted(artifacts: &[LockedArtifact]) -> Vec<LockedArtifact> {
     let mut artifacts = artifacts.to_vec();
     artifacts.sort();
     artifacts
-}
-
-fn short(digest: &str) -> &str {
-    &digest[..digest.len().min("sha256:".len() + 12)]
 }
 
 impl fmt::Display for Change {

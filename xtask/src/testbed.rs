@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use sha2::{Digest, Sha256};
 
+pub use crate::registry::manifest::{hex, sha256_digest};
 use crate::registry_server::{config_yaml, wait_until_up};
 
 /// A `docker-registry` process on a free 127.0.0.1 port, stopped when dropped.
@@ -426,10 +427,6 @@ impl LayoutWriter {
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// `skopeo inspect --raw`: the manifest bytes a registry serves for a reference, read by a
 /// client that is not ours.
 pub fn skopeo_raw(reference: &str) -> Result<Vec<u8>> {
@@ -462,10 +459,6 @@ fn skopeo(args: &[&str]) -> Result<Vec<u8>> {
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(output.stdout)
-}
-
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(bytes)))
 }
 
 /// A TCP proxy in front of `upstream` that delays every byte by `one_way` in each direction,

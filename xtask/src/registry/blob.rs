@@ -16,8 +16,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::http::Failure;
+use super::manifest::hex;
 use super::retry::{Backoff, is_transient};
-use super::session::{Session, Target, hex, within};
+use super::session::{Session, Target, within};
 
 /// Where a blob download stands: the bytes that arrived, hashed as they came, the last chunk
 /// held back from the upload until the whole blob is known to be right.

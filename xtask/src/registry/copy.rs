@@ -191,15 +191,11 @@ async fn mirror_tag(shared: &Shared, pair: &Pair) -> Result<Outcome> {
         );
     }
 
-    // Docker Hub counts manifest GETs against its pull quota; HEADs are free.
-    if let Some(reason) = session.pulls_held_back(&pair.source) {
-        return Ok(Outcome::HeldBack { reason });
-    }
-
     // Read by digest, not by tag: a tag moved meanwhile cannot mix two versions.
     let manifests = match fetch_all(session, &pair.source, source_digest.clone(), 0).await {
         Ok(manifests) => manifests,
-        // The quota ran low while this tag's manifests were read (other tags pull too).
+        // Docker Hub counts manifest GETs against its pull quota (HEADs are free): below the
+        // run's threshold, `Session::manifest` starts none, and the tag is held back.
         Err(err) => match session.pulls_held_back(&pair.source) {
             Some(reason) => return Ok(Outcome::HeldBack { reason }),
             None => return Err(err),

@@ -98,6 +98,21 @@ pub fn parse(raw: &[u8]) -> Result<Manifest> {
     Ok(Manifest { media_type, children, blobs })
 }
 
+/// The digest of `bytes`, as registries name content: `sha256:<hex>`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex(&sha2::Sha256::digest(bytes)))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A digest cut to a readable length for output: `sha256:` and 12 hex digits.
+pub fn short_digest(digest: &str) -> &str {
+    &digest[..digest.len().min("sha256:".len() + 12)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,10 +16,9 @@ use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
-use sha2::{Digest, Sha256};
 
 use super::http::{Failure, RateLimit};
-use super::manifest::{self, ACCEPTED, Descriptor, OCI_INDEX};
+use super::manifest::{self, ACCEPTED, Descriptor, OCI_INDEX, sha256_digest};
 use super::retry::{RetryPolicy, is_transient, is_transient_for_manifest_push};
 use super::token::{Challenge, Tokens, parse_challenge, repository_scope};
 
@@ -534,14 +533,6 @@ pub(super) async fn within<T>(
 /// The tag or digest part of a manifest URL.
 fn reference_in_path(reference: &Reference) -> &str {
     reference.digest().or(reference.tag()).unwrap_or("latest")
-}
-
-fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(bytes)))
-}
-
-pub(super) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Build a TLS-capable client without the CA bundle. OpenSSL parses the whole bundle for every

@@ -14,6 +14,7 @@ use super::{Ctx, local_registry};
 use crate::catalog::Image;
 use crate::lock::{self, Lock};
 use crate::registry::auth::{CredentialSource, DockerConfig, credentials_for};
+use crate::registry::manifest::short_digest as short;
 use crate::registry::retry::RetryPolicy;
 use crate::registry::session::SessionOptions;
 use crate::registry::{self, MirrorOptions, Outcome, Pair, RegistryAccess, Report, Session};
@@ -393,10 +394,6 @@ fn shown_source(pair: &Pair) -> String {
         (Some(_), Some(tag)) => format!("{}/{}:{tag}", pair.source.registry(), pair.source.repository()),
         _ => pair.source.to_string(),
     }
-}
-
-fn short(digest: &str) -> &str {
-    &digest[..digest.len().min("sha256:".len() + 12)]
 }
 
 #[derive(Default)]

@@ -7,8 +7,9 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use oci_client::Reference;
 
-use super::{Mode, short};
+use super::Mode;
 use crate::lock::{self, Lock, LockedArtifact, LockedManifest, LockedTag};
+use crate::registry::manifest::{sha256_digest, short_digest as short};
 use crate::registry::resolve::{Artifact, Referrer, Resolved, fallback_index, resolve};
 use crate::registry::{self, Outcome, Pair, Report, Session};
 
@@ -197,16 +198,11 @@ async fn write_fallback_tag(
     let tag = subject.replacen(':', "-", 1);
     let at =
         Reference::with_tag(destination.registry().to_string(), destination.repository().to_string(), tag);
-    let digest = format!("sha256:{}", sha256_hex(&bytes));
+    let digest = sha256_digest(&bytes);
     if session.manifest_digest(&at, true).await?.as_deref() == Some(digest.as_str()) {
         return Ok(());
     }
     session.push_manifest(&at, &bytes, registry::manifest::OCI_INDEX).await
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What to copy: each tag at its locked digest, and each locked artifact under its tag (or by
