@@ -244,11 +244,11 @@ pub fn vendor(ctx: &Ctx, args: &VendorArgs, pairs: Vec<Pair>, mode: Mode) -> Res
         println!("{}", tag_line(report, dry_run));
     }
 
-    let mut reports = mirrored.reports.clone();
+    let registry::Mirrored { mut reports, retries, rate_limits, .. } = mirrored;
     reports.extend(unresolved);
     let summary = Summary::of(&reports);
-    println!("{}", summary.line(mirrored.retries, started.elapsed(), dry_run));
-    for (host, limit) in &mirrored.rate_limits {
+    println!("{}", summary.line(retries, started.elapsed(), dry_run));
+    for (host, limit) in &rate_limits {
         println!("thirdparty: {host} rate limit: {limit}");
     }
     if mode != Mode::Locked {
@@ -265,7 +265,7 @@ pub fn vendor(ctx: &Ctx, args: &VendorArgs, pairs: Vec<Pair>, mode: Mode) -> Res
             "{} of {} tags were held back to spare {}'s pull quota (see above)",
             summary.held_back,
             reports.len(),
-            mirrored.rate_limits.iter().map(|(host, _)| host.as_str()).collect::<Vec<_>>().join(", ")
+            rate_limits.iter().map(|(host, _)| host.as_str()).collect::<Vec<_>>().join(", ")
         );
     }
     if summary.failed > 0 {
