@@ -69,6 +69,12 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, Vec<LineError>> {
     if errors.is_empty() { Ok(entries) } else { Err(errors) }
 }
 
+/// Whether an image name carries a tag (`alpine:3.15`); a colon before the last `/` is a
+/// registry's port, not a tag.
+pub fn names_a_tag(image: &str) -> bool {
+    image.rsplit('/').next().is_some_and(|last| last.contains(':'))
+}
+
 const FORMAT: &str = "expected `<image>: <tag> [<tag> …]`, e.g. `docker.io/alpine: 3.15`";
 
 fn parse_line(content: &str) -> Result<(String, Vec<String>, Reference), String> {
@@ -89,7 +95,7 @@ fn parse_line(content: &str) -> Result<(String, Vec<String>, Reference), String>
     if image.contains('@') {
         return Err(format!("`{image}` has a digest: list the image by name and give tags after the colon"));
     }
-    if image.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+    if names_a_tag(image) {
         return Err(format!("`{image}` has a tag in its name: {FORMAT}"));
     }
     if tags.is_empty() {

@@ -72,9 +72,15 @@ pub fn fallback_index(referrers: &[&Referrer]) -> Vec<u8> {
     serde_json::to_vec(&index).expect("JSON always serializes")
 }
 
+/// The OCI referrers fallback tag of the manifest `digest`: `sha256:ab…` → `sha256-ab…`; cosign's
+/// tags add `.sig`, `.att` or `.sbom` to it.
+pub fn referrers_tag(digest: &str) -> String {
+    digest.replacen(':', "-", 1)
+}
+
 /// The tags under which signers attach artifacts to the manifest `digest`.
 pub fn artifact_tags(digest: &str) -> Vec<String> {
-    let base = digest.replacen(':', "-", 1);
+    let base = referrers_tag(digest);
     vec![format!("{base}.sig"), format!("{base}.att"), format!("{base}.sbom"), base]
 }
 

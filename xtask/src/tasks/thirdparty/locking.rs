@@ -10,7 +10,7 @@ use oci_client::Reference;
 use super::Mode;
 use crate::lock::{self, Lock, LockedArtifact, LockedManifest, LockedTag};
 use crate::registry::manifest::{sha256_digest, short_digest as short};
-use crate::registry::resolve::{Artifact, Referrer, Resolved, fallback_index, resolve};
+use crate::registry::resolve::{Artifact, Referrer, Resolved, fallback_index, referrers_tag, resolve};
 use crate::registry::{self, Outcome, Pair, Report, Session};
 
 /// A tag's key in the lock: its source, in full (`docker.io/library/alpine:3.15`).
@@ -35,8 +35,7 @@ fn names(image: &str, pair: &Pair) -> bool {
     };
     let same_image =
         named.registry() == pair.source.registry() && named.repository() == pair.source.repository();
-    let tag_given = image.rsplit('/').next().is_some_and(|last| last.contains(':'));
-    same_image && (!tag_given || named.tag() == pair.source.tag())
+    same_image && (!crate::thirdparty::names_a_tag(image) || named.tag() == pair.source.tag())
 }
 
 /// The lock this run copies from: the old one, with the tags that need it resolved anew (all
@@ -195,7 +194,7 @@ async fn write_fallback_tag(
         return Ok(());
     }
     let bytes = bytes::Bytes::from(fallback_index(&referrers.iter().collect::<Vec<_>>()));
-    let tag = subject.replacen(':', "-", 1);
+    let tag = referrers_tag(subject);
     let at =
         Reference::with_tag(destination.registry().to_string(), destination.repository().to_string(), tag);
     let digest = sha256_digest(&bytes);
