@@ -12,6 +12,8 @@ pub struct Sources {
     pub frontend: Option<String>,
     /// Every image named by `FROM` or `COPY --from`, resolved, in order of appearance.
     pub images: Vec<String>,
+    /// The names of its `ARG` instructions, in order, each once.
+    pub args: Vec<String>,
 }
 
 /// Read `text`, filling `${NAME}` and `$NAME` from `args` (build arguments given on the command
@@ -26,6 +28,10 @@ pub fn sources(text: &str, args: &BTreeMap<String, String>) -> Sources {
         match instruction.to_ascii_uppercase().as_str() {
             "ARG" => {
                 for definition in rest {
+                    let name = definition.split_once('=').map_or(*definition, |(name, _)| name);
+                    if !sources.args.iter().any(|a| a == name) {
+                        sources.args.push(name.to_string());
+                    }
                     if let Some((name, value)) = definition.split_once('=')
                         && !values.contains_key(name)
                     {
@@ -108,6 +114,7 @@ mod tests {
         let found = sources(text, &args(&[("REPO", "r.test/p")]));
         assert_eq!(found.frontend.as_deref(), Some("docker/dockerfile:1"));
         assert_eq!(found.images, ["r.test/p/a:1.2", "r.test/p/b:1.2", "r.test/p/c:3"]);
+        assert_eq!(found.args, ["REPO", "V"]);
     }
 
     #[test]

@@ -3,7 +3,10 @@
 
 pub mod catalog;
 pub mod dockerfile;
+pub mod dockerignore;
 pub mod fault_proxy;
+pub mod graph;
+pub mod inputs;
 pub mod lock;
 pub mod pipeline;
 pub mod probe;

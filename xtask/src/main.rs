@@ -11,6 +11,7 @@ use xtask::runner::{CommandFailed, Runner};
 use xtask::settings::{self, Settings, SettingsArgs};
 use xtask::tasks::bench::{self, BenchArgs};
 use xtask::tasks::bench_rebuild::{self, BenchRebuildArgs};
+use xtask::tasks::images::BuildArgs;
 use xtask::tasks::local_registry::{self, LocalRegistryArgs};
 use xtask::tasks::publish_all::{self, PublishAllArgs};
 use xtask::tasks::seed::{self, SeedArgs};
@@ -81,8 +82,11 @@ fn image_tasks(catalog: &Catalog) -> Vec<Command> {
         commands.extend([
             Command::new(format!("build-{task}"))
                 .about(format!("Build {name} ({what}) for this machine only, without pushing")),
-            Command::new(format!("buildx-publish-{task}"))
-                .about(format!("Build {name} ({what}) for $PLATFORMS and push it")),
+            BuildArgs::augment_args(
+                Command::new(format!("buildx-publish-{task}")).about(format!(
+                    "Build {name} ({what}) for $PLATFORMS and push it, unless it is up to date"
+                )),
+            ),
             Command::new(format!("pull-{task}")).about(format!("Pull {name} ({what}) for this machine")),
         ]);
     }
@@ -173,7 +177,9 @@ fn try_main() -> Result<()> {
         if let Some(image) = ctx.catalog.image_for_task(task) {
             return match action {
                 ImageAction::Build => images::build(&ctx, image),
-                ImageAction::BuildxPublish => images::buildx_publish(&ctx, image),
+                ImageAction::BuildxPublish => {
+                    images::buildx_publish(&ctx, image, &BuildArgs::from_arg_matches(task_matches)?)
+                }
                 ImageAction::Pull => images::pull(&ctx, image),
             };
         }

@@ -5,8 +5,10 @@
 //! and keeps its exit status.
 
 use std::fmt;
+use std::io::{BufRead, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
 
@@ -104,24 +106,54 @@ impl fmt::Display for CommandFailed {
 
 impl std::error::Error for CommandFailed {}
 
+/// Sees each line of a command's output.
+pub type Watch = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Where the output of commands goes when several run at once, line by line: to stderr behind
+/// a prefix (`runtime/arm64 | …`, as `docker compose` shows its services), appended to a log,
+/// and shown to a watcher (which counts a build's cached steps, say).
+#[derive(Clone)]
+pub struct Lines {
+    pub prefix: String,
+    pub log: Option<PathBuf>,
+    pub watch: Option<Watch>,
+}
+
+impl Lines {
+    fn line(&self, line: &str) {
+        let shown = format!("{} | {line}", self.prefix);
+        if let Some(log) = &self.log
+            && let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(log)
+        {
+            let _ = writeln!(file, "{shown}");
+        }
+        // One write per line, so that lines of parallel builds never mix.
+        let _ = std::io::stderr().lock().write_all(format!("{shown}\n").as_bytes());
+        if let Some(watch) = &self.watch {
+            watch(line);
+        }
+    }
+}
+
 /// Runs commands from the repository root, or prints them for a dry run.
 #[derive(Clone)]
 pub struct Runner {
     dry_run: bool,
     root: PathBuf,
-    /// Where commands' output and the command log go instead of the terminal (parallel work).
-    log: Option<PathBuf>,
+    /// Where commands' output and the command log go instead of straight to the terminal
+    /// (parallel work).
+    lines: Option<Lines>,
 }
 
 impl Runner {
     pub fn new(dry_run: bool, root: PathBuf) -> Runner {
-        Runner { dry_run, root, log: None }
+        Runner { dry_run, root, lines: None }
     }
 
-    /// The same runner, with everything its commands print (and the command log) appended to
-    /// `log` instead of shown: for work that runs in parallel with other work.
-    pub fn with_log(&self, log: PathBuf) -> Runner {
-        Runner { log: Some(log), ..self.clone() }
+    /// The same runner, with everything its commands print, and the command log, sent through
+    /// `lines`: for work that runs in parallel with other work.
+    pub fn with_lines(&self, lines: Lines) -> Runner {
+        Runner { lines: Some(lines), ..self.clone() }
     }
 
     pub fn is_dry_run(&self) -> bool {
@@ -134,8 +166,29 @@ impl Runner {
         if self.print_if_dry(&cmd) {
             return Ok(());
         }
-        let output = self.to_log(self.start(&cmd)?, true)?.run();
-        check(&cmd, self.finished(&cmd, output)?.status)
+        let expression = self.start(&cmd)?;
+        let Some(lines) = &self.lines else {
+            return check(&cmd, self.finished(&cmd, expression.run())?.status);
+        };
+        let reader = expression
+            .stdin_null()
+            .stderr_to_stdout()
+            .reader()
+            .with_context(|| format!("cannot start `{cmd}`"))?;
+        let mut buffered = std::io::BufReader::new(&reader);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let read = buffered
+                .read_until(b'\n', &mut line)
+                .with_context(|| format!("reading the output of `{cmd}`"))?;
+            if read == 0 {
+                break;
+            }
+            lines.line(String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']));
+        }
+        let output = reader.try_wait().with_context(|| format!("waiting for `{cmd}`"))?;
+        check(&cmd, output.expect("the output ended, so the command did").status)
     }
 
     /// Run `cmd` and return its standard output (none in a dry run, which only shows it).
@@ -144,7 +197,7 @@ impl Runner {
         if self.print_if_dry(&cmd) {
             return Ok(None);
         }
-        let expression = self.to_log(self.start(&cmd)?, false)?.stdin_null().stdout_capture();
+        let expression = self.stderr_to_log(self.start(&cmd)?)?.stdin_null().stdout_capture();
         let output = self.finished(&cmd, expression.run())?;
         check(&cmd, output.status)?;
         Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned()))
@@ -273,7 +326,7 @@ impl Runner {
     pub fn say(&self, message: &str) {
         if self.dry_run {
             println!("[dry-run] # {message}");
-        } else if self.log.is_some() {
+        } else if self.lines.is_some() {
             self.log_line(message);
         } else {
             println!("{message}");
@@ -295,21 +348,18 @@ impl Runner {
         Ok(self.expression(cmd))
     }
 
-    /// The command's stderr, and its stdout when `stdout` (not when the caller captures it),
-    /// appended to the log when there is one. Redirections applied here come last in duct, so
-    /// none is added for what the caller redirects itself.
-    fn to_log(&self, expression: duct::Expression, stdout: bool) -> Result<duct::Expression> {
-        let Some(log) = &self.log else { return Ok(expression) };
+    /// The stderr of a command whose stdout the caller captures, appended to the log when
+    /// there is one (not prefixed: a captured command's stderr is seldom more than an error).
+    fn stderr_to_log(&self, expression: duct::Expression) -> Result<duct::Expression> {
+        let Some(log) = self.lines.as_ref().and_then(|lines| lines.log.as_ref()) else {
+            return Ok(expression);
+        };
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .with_context(|| format!("cannot open the log {}", log.display()))?;
-        Ok(if stdout {
-            expression.stderr_to_stdout().stdout_file(file)
-        } else {
-            expression.stderr_file(file)
-        })
+        Ok(expression.stderr_file(file))
     }
 
     fn expression(&self, cmd: &Cmd) -> duct::Expression {
@@ -326,13 +376,8 @@ impl Runner {
     }
 
     fn log_line(&self, line: &str) {
-        match &self.log {
-            Some(log) => {
-                use std::io::Write;
-                if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
-                    let _ = writeln!(file, "{line}");
-                }
-            }
+        match &self.lines {
+            Some(lines) => lines.line(line),
             None => eprintln!("{line}"),
         }
     }

@@ -66,6 +66,12 @@ pub struct SettingsArgs {
     #[arg(long, env = "TAG_MODIFIER", default_value = "")]
     pub tag_modifier: String,
 
+    /// A new value rebuilds the package steps of the images whose Dockerfile declares
+    /// `ARG REFRESH` (`now`: the current time); unset, each image keeps the value it was last
+    /// built with, so that its package steps stay cached
+    #[arg(long, env = "REFRESH")]
+    pub refresh: Option<String>,
+
     /// The image catalog, which also names the vendoring list and the pipeline (a relative path
     /// starts at the repository root)
     #[arg(long, env = "CATALOG", default_value = CATALOG_PATH)]
@@ -123,6 +129,7 @@ pub fn settings_of(task: &str) -> &'static [&'static str] {
         "platforms",
         "builder",
         "multi_context",
+        "refresh",
     ];
     const BUILDER: &[&str] =
         &["env", "gcp_project", "registry", "docker_repo", "platforms", "builder", "multi_context"];
@@ -140,15 +147,23 @@ pub fn settings_of(task: &str) -> &'static [&'static str] {
             "auto_start_stop",
             "multi_context",
             "tag_modifier",
+            "refresh",
             "catalog",
         ],
         "buildx-setup" | "prune" => BUILDER,
         "publish-all" | "seed-arm64" | "seed-arm64-dry-run" => BUILD,
         "thirdparty" => REPO,
         "clean" | "build-publish-cloud-builder" => IMAGE,
-        "cloud-build" => {
-            &["env", "gcp_project", "registry", "docker_repo", "catalog", "tag_modifier", "auto_start_stop"]
-        }
+        "cloud-build" => &[
+            "env",
+            "gcp_project",
+            "registry",
+            "docker_repo",
+            "catalog",
+            "tag_modifier",
+            "auto_start_stop",
+            "refresh",
+        ],
         "start-vm" | "stop-vm" | "ssh-vm" | "ssh-tunnel" => VM,
         _ if task.starts_with("buildx-publish-") => BUILD,
         _ if task.starts_with("build-") || task.starts_with("pull-") => IMAGE,
@@ -185,6 +200,7 @@ impl SettingsArgs {
             auto_start_stop,
             multi_context,
             tag_modifier,
+            refresh,
             catalog,
             dry_run
         );
@@ -285,6 +301,9 @@ pub struct Settings {
     pub auto_start_stop: bool,
     pub multi_context: bool,
     pub tag_modifier: String,
+    /// `REFRESH`, `now` turned into the time: a value for the `REFRESH` build argument that
+    /// differs from the one an image was built with rebuilds its package steps.
+    pub refresh: Option<String>,
     pub dry_run: bool,
     /// Cloud Build sets `BUILDER_OUTPUT`; builds there get a registry token that dies after an hour.
     pub in_cloud_build: bool,
@@ -348,6 +367,21 @@ impl Settings {
                 ),
             );
         }
+        let refresh = args
+            .refresh
+            .filter(|r| !r.is_empty())
+            .map(|r| if r == "now" { crate::lock::utc_now() } else { r });
+        if let Some(value) = &refresh
+            && (value.len() > 128 || !value.chars().all(|c| c.is_ascii_graphic()))
+        {
+            problem(
+                "REFRESH",
+                format!(
+                    "REFRESH `{value}` becomes a build argument: give up to 128 printable characters \
+                     without spaces (e.g. `now`, 2026-12-01 or a build id)"
+                ),
+            );
+        }
         let local = args.env == LOCAL_ENV;
         let docker_repo = match args.docker_repo {
             Some(repo) if !repo.is_empty() => {
@@ -387,6 +421,7 @@ impl Settings {
             auto_start_stop: args.auto_start_stop,
             multi_context: args.multi_context,
             tag_modifier: args.tag_modifier,
+            refresh,
             dry_run,
             in_cloud_build: lookup("BUILDER_OUTPUT").is_some_and(|v| !v.is_empty()),
             versions,
@@ -444,9 +479,15 @@ impl Settings {
         format!("{}/cache", self.docker_repo)
     }
 
+    /// The reference a Dockerfile names a catalog image by (`FROM ${DOCKER_REPO}/runtime:…`): as
+    /// published, without the tag modifier, which a Dockerfile cannot know.
+    pub fn named_ref(&self, image: &Image) -> String {
+        format!("{}/{}:{}", self.docker_repo, image.name, self.tag(image))
+    }
+
     /// Where an image is published: `$DOCKER_REPO/<name>:<tag>[-$TAG_MODIFIER]`.
     pub fn image_ref(&self, image: &Image) -> String {
-        let mut reference = format!("{}/{}:{}", self.docker_repo, image.name, self.tag(image));
+        let mut reference = self.named_ref(image);
         if !self.tag_modifier.is_empty() {
             reference.push('-');
             reference.push_str(&self.tag_modifier);

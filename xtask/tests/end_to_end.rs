@@ -10,11 +10,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::Output;
 
-use common::engine::{FAKE_GCLOUD, SecondEngine, TestSshd, engine_or_skip, push_busybox_base, run};
+use common::engine::{
+    FAKE_GCLOUD, SecondEngine, Setup, TestSshd, built_on, digest, engine_or_skip, platforms, run,
+};
 use common::{stderr, stdout};
-use xtask::testbed::{TestRegistry, skopeo_raw};
+use xtask::testbed::skopeo_raw;
 
 const CATALOG: &str = r#"
 thirdparty = "thirdparty.txt"
@@ -70,132 +71,42 @@ const PIPELINE: &str = "steps:\n\
 /// The engine is one: the tests take turns.
 static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-struct Setup {
-    dir: tempfile::TempDir,
-    upstream: TestRegistry,
-    destination: TestRegistry,
+/// The hello/slow catalog, its busybox base upstream, and an empty destination.
+fn take_engine(test: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Setup)> {
+    if !engine_or_skip(test) {
+        return None;
+    }
+    let turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let files = [
+        ("hello/Dockerfile", format!("ARG DOCKER_REPO\n{HELLO}")),
+        ("hello/late.txt", "first\n".to_string()),
+        ("slow/Dockerfile", format!("ARG DOCKER_REPO\n{SLOW}")),
+        ("slow/late.txt", "first\n".to_string()),
+        ("cloud/Dockerfile", "ARG DOCKER_REPO\nFROM ${DOCKER_REPO}/thirdparty/cloudbase:1\n".to_string()),
+        ("pipeline.yaml", PIPELINE.to_string()),
+    ];
+    // cloudbase is never pushed upstream and Docker Hub is out of reach: vendoring either
+    // would fail, so publish-all must take only what the builds start from.
+    let list =
+        |up: &str| format!("{up}/busybox: 1.35\n{up}/cloudbase: 1\ndocker.io/moby/buildkit: v0.18.0\n");
+    Some((turn, Setup::new(CATALOG, &files, list)))
 }
 
-impl Setup {
-    fn new() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let upstream = TestRegistry::start().unwrap();
-        let destination = TestRegistry::start().unwrap();
-        let up = upstream.host();
-        std::fs::create_dir(dir.path().join("base")).unwrap();
-        push_busybox_base(&dir.path().join("base"), &format!("{up}/busybox:1.35"));
-        let catalog = dir.path().join("catalog");
-        for (name, dockerfile) in
-            [("hello", HELLO), ("slow", SLOW), ("cloud", "FROM ${DOCKER_REPO}/thirdparty/cloudbase:1\n")]
-        {
-            std::fs::create_dir_all(catalog.join(name)).unwrap();
-            std::fs::write(catalog.join(name).join("Dockerfile"), format!("ARG DOCKER_REPO\n{dockerfile}"))
-                .unwrap();
-            std::fs::write(catalog.join(name).join("late.txt"), "first\n").unwrap();
-        }
-        std::fs::write(catalog.join("images.toml"), CATALOG).unwrap();
-        std::fs::write(catalog.join("pipeline.yaml"), PIPELINE).unwrap();
-        // cloudbase is never pushed upstream and Docker Hub is out of reach: vendoring either
-        // would fail, so publish-all must take only what the builds start from.
-        std::fs::write(
-            catalog.join("thirdparty.txt"),
-            format!("{up}/busybox: 1.35\n{up}/cloudbase: 1\ndocker.io/moby/buildkit: v0.18.0\n"),
-        )
-        .unwrap();
-        Setup { dir, upstream, destination }
-    }
-
-    /// The engine for `test` alone (the tests take turns) and a fresh setup; `None` where no
-    /// engine runs outside CI, and the test skips (`engine_or_skip` says why).
-    fn take_engine(test: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Setup)> {
-        if !engine_or_skip(test) {
-            return None;
-        }
-        let turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
-        Some((turn, Setup::new()))
-    }
-
-    fn repo(&self) -> String {
-        format!("{}/local", self.destination.host())
-    }
-
-    fn catalog(&self) -> String {
-        self.dir.path().join("catalog/images.toml").display().to_string()
-    }
-
-    fn xtask(&self, args: &[&str], more_env: &[(&str, &str)]) -> Output {
-        let (repo, catalog) = (self.repo(), self.catalog());
-        let mut env = vec![("ENV", "local"), ("DOCKER_REPO", repo.as_str()), ("CATALOG", catalog.as_str())];
-        env.extend_from_slice(more_env);
-        common::xtask(args, &env)
-    }
-
-    #[track_caller]
-    fn xtask_ok(&self, args: &[&str], more_env: &[(&str, &str)]) -> Output {
-        let output = self.xtask(args, more_env);
-        assert!(
-            output.status.success(),
-            "{args:?} failed:\n{}\n{}\nthe destination registry's errors:\n{}",
-            stdout(&output),
-            stderr(&output),
-            self.destination.errors()
-        );
-        output
-    }
-
-    fn logs(&self) -> String {
-        self.dir.path().join("logs").display().to_string()
-    }
-}
-
-/// The platforms of the index at `reference`, attestations left out, read with skopeo.
-fn platforms(reference: &str) -> Vec<String> {
-    let raw = skopeo_raw(reference).unwrap();
-    let index: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-    assert!(index["manifests"].is_array(), "{reference} is not an index: {index}");
-    let mut found: Vec<String> = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            format!(
-                "{}/{}",
-                m["platform"]["os"].as_str().unwrap(),
-                m["platform"]["architecture"].as_str().unwrap()
-            )
-        })
-        .filter(|p| p != "unknown/unknown")
-        .collect();
-    found.sort();
-    found
-}
-
-fn digest(reference: &str) -> String {
-    xtask::testbed::sha256_digest(&skopeo_raw(reference).unwrap())
-}
-
-/// What `RUN` steps of the image at `reference` recorded as the machine they ran on.
-fn built_on(reference: &str, platform: &str) -> String {
-    run("docker", &["run", "--rm", "--pull", "always", "--platform", platform, reference, "cat", "/built-on"])
-        .trim()
-        .to_string()
-}
-
-/// In `--progress plain` output (the platforms' builds interleaved, their step numbers
-/// overlapping): how many steps' headers contain `step`, and the longest any step with one of
-/// those numbers took. The expensive step sleeps 3 s, so a run where none took near that did not
-/// run it.
+/// In `--progress plain` output, each line behind its `<image>/<arch> | ` prefix: how many
+/// steps' headers contain `step`, and the longest any of those steps took. The expensive step
+/// sleeps 3 s, so a run where none took near that did not run it.
 fn steps_and_longest(log: &str, step: &str) -> (usize, f64) {
-    let ids: Vec<&str> = log
-        .lines()
-        .filter(|l| l.starts_with('#') && l.contains(step))
-        .filter_map(|l| l.split_whitespace().next())
+    let lines: Vec<(&str, &str)> = log.lines().filter_map(|l| l.split_once(" | ")).collect();
+    let ids: Vec<(&str, &str)> = lines
+        .iter()
+        .filter(|(_, l)| l.starts_with('#') && l.contains(step))
+        .filter_map(|(prefix, l)| Some((*prefix, l.split_whitespace().next()?)))
         .collect();
-    let longest = log
-        .lines()
-        .filter_map(|l| l.split_once(" DONE "))
-        .filter(|(id, _)| ids.contains(id))
-        .filter_map(|(_, took)| took.strip_suffix('s')?.parse::<f64>().ok())
+    let longest = lines
+        .iter()
+        .filter_map(|(prefix, l)| l.split_once(" DONE ").map(|(id, took)| (*prefix, id, took)))
+        .filter(|(prefix, id, _)| ids.contains(&(*prefix, *id)))
+        .filter_map(|(_, _, took)| took.strip_suffix('s')?.parse::<f64>().ok())
         .fold(0.0, f64::max);
     (ids.len(), longest)
 }
@@ -206,7 +117,7 @@ fn log_of(setup: &Setup, image: &str) -> String {
 
 #[test]
 fn the_main_job_runs_offline_on_a_real_engine() {
-    let Some((_turn, setup)) = Setup::take_engine("the_main_job_runs_offline_on_a_real_engine") else {
+    let Some((_turn, setup)) = take_engine("the_main_job_runs_offline_on_a_real_engine") else {
         return;
     };
     let repo = setup.repo();
@@ -243,7 +154,9 @@ fn the_main_job_runs_offline_on_a_real_engine() {
     );
     assert_eq!(slow_log.matches("+ DOCKER_BUILDKIT=1 docker buildx build").count(), 4, "{slow_log}");
     assert!(
-        slow_log.contains(&format!("imagetools create --builder default --tag {repo}/slow:2 ")),
+        slow_log.contains(
+            "imagetools create --builder default --annotation 'index:dev.multi-arch-docker.inputs=sha256:"
+        ) && slow_log.contains(&format!(" --tag {repo}/slow:2 {repo}/slow:2-amd64 {repo}/slow:2-arm64")),
         "{slow_log}"
     );
 
@@ -265,7 +178,7 @@ fn the_main_job_runs_offline_on_a_real_engine() {
     let output = setup.xtask(&["publish-all", "--logs", &logs], &[("FAIL", "1")]);
     let out = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{out}\n{}", stderr(&output));
-    assert!(out.contains(&format!("published   hello -> {repo}/hello:1")), "{out}");
+    assert!(out.contains(&format!("up to date  hello -> {repo}/hello:1")), "unchanged, not rebuilt: {out}");
     let failed = out.lines().find(|l| l.starts_with("FAILED      slow:")).unwrap_or_else(|| panic!("{out}"));
     assert!(failed.contains("log: "), "{failed}");
     assert!(
@@ -325,8 +238,7 @@ impl Drop for Tunnel {
 /// late file changes, both platforms take the expensive early step from their registry caches.
 #[test]
 fn each_platform_builds_on_its_own_engine_through_the_tunnel() {
-    let Some((_turn, setup)) =
-        Setup::take_engine("each_platform_builds_on_its_own_engine_through_the_tunnel")
+    let Some((_turn, setup)) = take_engine("each_platform_builds_on_its_own_engine_through_the_tunnel")
     else {
         return;
     };

@@ -160,34 +160,64 @@ impl Build<'_> {
     }
 }
 
+// Each declares `ARG REFRESH`, which gets the value the image was built with: none here.
 const IMAGES: [(&str, &str, &str, &str); 3] = [
-    ("runtime", "runtime", "--build-arg ALPINE_VERSION=3.15", "3.15"),
-    ("build", "golang-build", "--build-arg ALPINE_VERSION=3.15 --build-arg GO_VERSION=1.18", "1.18"),
-    ("odb", "odb", "--build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23", "2.5.0-b.23"),
+    ("runtime", "runtime", "--build-arg ALPINE_VERSION=3.15 --build-arg REFRESH=", "3.15"),
+    (
+        "build",
+        "golang-build",
+        "--build-arg ALPINE_VERSION=3.15 --build-arg GO_VERSION=1.18 --build-arg REFRESH=",
+        "1.18",
+    ),
+    (
+        "odb",
+        "odb",
+        "--build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23 --build-arg REFRESH=",
+        "2.5.0-b.23",
+    ),
 ];
 
-/// Each platform its own build with its own cache and tag, then one merge; a single platform
-/// (the seeding run, on the arm64 node) pushes the tag itself.
+/// The first line of an image's plan: it would be built, since what is published cannot be
+/// read (no registry answers the tests).
+fn unreadable(image: &str) -> String {
+    format!("# {image}: would build: cannot tell whether it is up to date: …")
+}
+
+/// The merge of the platforms' tags into `reference`, recording no inputs (they are unknown
+/// while the registry does not answer).
+fn merge(builder: &str, context: Option<&str>, reference: &str, archs: &[&str]) -> String {
+    let tags: Vec<String> = archs.iter().map(|arch| format!("{reference}-{arch}")).collect();
+    format!(
+        "{} buildx imagetools create --builder {builder} --tag {reference} {}",
+        docker(context),
+        tags.join(" ")
+    )
+}
+
+/// Each platform its own build with its own cache and tag, then one merge, a single platform
+/// (the seeding run, on the arm64 node) too.
 #[test]
 fn buildx_publish() {
     for (task, image, args, tag) in IMAGES {
         let build = Build { repo: DEV, builder: "builder-local", context: None, image, args, tag };
         let reference = format!("{DEV}/{image}:{tag}");
-        let mut default = setup_default();
+        let mut default = vec![unreadable(image)];
+        default.extend(setup_default());
         for arch in ["amd64", "arm64"] {
             default.push(format!("# linux/{arch} on this engine:"));
             default.push(build.cmd(&format!("linux/{arch}"), &format!("{reference}-{arch}")));
         }
         default.push(format!("# when every platform succeeded, merge them into {reference}:"));
-        default.push(format!(
-            "DOCKER_BUILDKIT=1 docker buildx imagetools create --builder builder-local --tag {reference} \
-             {reference}-amd64 {reference}-arm64"
-        ));
+        default.push(merge("builder-local", None, &reference, &["amd64", "arm64"]));
         let build =
             Build { repo: PROD, builder: "odb-arm_node", context: Some("arm_node"), image, args, tag };
-        let mut seed = setup_seed();
+        let seeded = format!("{PROD}/{image}:{tag}-arm64-seed");
+        let mut seed = vec![unreadable(image)];
+        seed.extend(setup_seed());
         seed.push("# linux/arm64 on the engine of docker context arm_node:".into());
-        seed.push(build.cmd("linux/arm64", &format!("{PROD}/{image}:{tag}-arm64-seed")));
+        seed.push(build.cmd("linux/arm64", &format!("{seeded}-arm64")));
+        seed.push(format!("# when every platform succeeded, merge them into {seeded}:"));
+        seed.push(merge("odb-arm_node", Some("arm_node"), &seeded, &["arm64"]));
         check_both(&format!("buildx-publish-{task}"), &default, &seed);
     }
 }
@@ -198,8 +228,9 @@ fn buildx_publish() {
 fn buildx_publish_on_two_nodes() {
     let (_, image, args, tag) = IMAGES[2];
     let reference = format!("{DEV}/{image}:{tag}");
-    let mut lines = setup_default();
-    lines[0] = lines[0].replace("linux/amd64,linux/arm64 on", "linux/amd64 on");
+    let mut lines = vec![unreadable(image)];
+    lines.extend(setup_default());
+    lines[1] = lines[1].replace("linux/amd64,linux/arm64 on", "linux/amd64 on");
     lines.extend(setup(DEV, "builder-local-arm_node", Some("arm_node"), "linux/arm64"));
     let here = Build { repo: DEV, builder: "builder-local", context: None, image, args, tag };
     let arm =
@@ -210,10 +241,7 @@ fn buildx_publish_on_two_nodes() {
         "# linux/arm64 on the engine of docker context arm_node:".to_string(),
         arm.cmd("linux/arm64", &format!("{reference}-arm64")),
         format!("# when every platform succeeded, merge them into {reference}:"),
-        format!(
-            "DOCKER_BUILDKIT=1 docker buildx imagetools create --builder builder-local --tag {reference} \
-             {reference}-amd64 {reference}-arm64"
-        ),
+        merge("builder-local", None, &reference, &["amd64", "arm64"]),
     ]);
     check("buildx-publish-odb", &[("MULTI_CONTEXT", "1")], &lines);
 }
@@ -224,7 +252,8 @@ fn buildx_publish_on_two_nodes() {
 fn odb_split_build_in_cloud_build() {
     let (_, image, args, tag) = IMAGES[2];
     let reference = format!("{DEV}/{image}:{tag}");
-    let mut lines = setup_default();
+    let mut lines = vec![unreadable(image)];
+    lines.extend(setup_default());
     for arch in ["amd64", "arm64"] {
         let build = Build { repo: DEV, builder: "builder-local", context: None, image, args, tag };
         let full = build.cmd(&format!("linux/{arch}"), &format!("{reference}-{arch}"));
@@ -241,10 +270,7 @@ fn odb_split_build_in_cloud_build() {
         ]);
     }
     lines.push(format!("# when every platform succeeded, merge them into {reference}:"));
-    lines.push(format!(
-        "DOCKER_BUILDKIT=1 docker buildx imagetools create --builder builder-local --tag {reference} \
-         {reference}-amd64 {reference}-arm64"
-    ));
+    lines.push(merge("builder-local", None, &reference, &["amd64", "arm64"]));
     check("buildx-publish-odb", &[("BUILDER_OUTPUT", "/builder/outputs")], &lines);
     // Images not marked for the split build are built once per platform, even in Cloud Build.
     let plan = plan(&["buildx-publish-runtime"], &[("BUILDER_OUTPUT", "/builder/outputs")]);
@@ -450,8 +476,10 @@ fn start_vm_wait_and_tunnel_wait_plans() {
     );
 }
 
+/// seed-arm64 follows the pipeline's publish-all: every catalog image, arm64 only, under seed
+/// tags, into the pipeline's arm64 caches.
 #[test]
-fn seed_arm64_plans_the_three_arm64_builds() {
+fn seed_arm64_plans_the_arm64_build_of_every_image() {
     let env = [("ENV", "docker-prod")];
     let fake = common::FakeTools::new();
     let output = fake.xtask(&["seed-arm64", "--yes", "--dry-run"], &env);
@@ -462,23 +490,37 @@ fn seed_arm64_plans_the_three_arm64_builds() {
     let plan = common::parse_plan(&common::stdout(&output));
     let builds: Vec<&Vec<String>> =
         plan.iter().filter(|l| l.get(2..4) == Some(&["buildx".into(), "build".into()])).collect();
-    assert_eq!(builds.len(), 3);
-    let images = [("runtime", "3.15"), ("golang-build", "1.18"), ("odb", "2.5.0-b.23")];
-    for (build, (image, tag)) in builds.iter().zip(images) {
+    let catalog = xtask::catalog::Catalog::load(&xtask::project_root()).unwrap();
+    let images: Vec<(&str, &xtask::catalog::Image)> = catalog.task_images().collect();
+    assert_eq!(builds.len(), images.len());
+    let versions = catalog.versions.clone();
+    for (task, image) in images {
+        let tag = image.tag.render(&versions);
+        let name = &image.name;
+        let build = builds
+            .iter()
+            .find(|b| b.contains(&format!("images/{name}/Dockerfile")))
+            .unwrap_or_else(|| panic!("no build of {name}: {plan:#?}"));
         let arg = |flag: &str| build[build.iter().position(|w| w == flag).unwrap() + 1].clone();
         assert_eq!(arg("--platform"), "linux/arm64");
-        assert_eq!(arg("--tag"), format!("{PROD}/{image}:{tag}-arm64-seed"));
+        assert_eq!(arg("--tag"), format!("{PROD}/{name}:{tag}-arm64-seed-arm64"));
         // Exactly the cache of the pipeline's arm64 half.
-        assert_eq!(arg("--cache-from"), format!("type=registry,ref={PROD}/cache/{image}:{tag}-arm64"));
-        assert_eq!(arg("--cache-to"), format!("type=registry,ref={PROD}/cache/{image}:{tag}-arm64,mode=max"));
-        assert_eq!(arg("--builder"), "builder-local", "the pipeline's per-step BUILDER is dropped");
+        assert_eq!(arg("--cache-from"), format!("type=registry,ref={PROD}/cache/{name}:{tag}-arm64"));
+        assert_eq!(arg("--cache-to"), format!("type=registry,ref={PROD}/cache/{name}:{tag}-arm64,mode=max"));
+        // The pipeline's BUILDER is dropped: each image gets a builder of its own, after ours.
+        assert_eq!(arg("--builder"), format!("builder-local-{task}"));
+        let merge = format!(
+            "DOCKER_BUILDKIT=1 docker buildx imagetools create --builder builder-local-{task} \
+             --tag {PROD}/{name}:{tag}-arm64-seed {PROD}/{name}:{tag}-arm64-seed-arm64"
+        );
+        assert!(plan.iter().any(|l| l.join(" ") == merge), "{merge}\n{plan:#?}");
+        // MULTI_CONTEXT is dropped too: the builder is created plain.
+        let create = format!(
+            "DOCKER_BUILDKIT=1 docker buildx create --name builder-local-{task} --driver docker-container \
+             --driver-opt image={PROD}/thirdparty/moby/buildkit:v0.18.0"
+        );
+        assert!(plan.iter().any(|l| l.join(" ") == create), "{plan:#?}");
     }
-    // MULTI_CONTEXT is dropped too: the builder is created plain.
-    let create = format!(
-        "DOCKER_BUILDKIT=1 docker buildx create --name builder-local --driver docker-container \
-         --driver-opt image={PROD}/thirdparty/moby/buildkit:v0.18.0"
-    );
-    assert!(plan.iter().any(|l| l.join(" ") == create), "{plan:#?}");
     assert!(!plan.iter().any(|l| l.contains(&"arm_node".to_string())));
     // The original's dry-run target stays.
     assert_eq!(common::stdout(&fake.xtask(&["seed-arm64-dry-run"], &env)), common::stdout(&output));

@@ -91,7 +91,10 @@ fn a_failing_buildx_ls_does_not_stop_the_setup() {
 fn platform_calls(calls: &[Vec<String>], platform: &str) -> Vec<Vec<String>> {
     calls
         .iter()
-        .filter(|c| c[2..4] == ["buildx", "stop"] || (c[3] == "build" && has_arg(c, platform)))
+        .filter(|c| {
+            c.get(2..4) == Some(&["buildx".to_string(), "stop".to_string()][..])
+                || (c.get(3).is_some_and(|w| w == "build") && has_arg(c, platform))
+        })
         .cloned()
         .collect()
 }
@@ -137,10 +140,11 @@ fn a_failing_command_stops_the_task_with_its_exit_status() {
         "{err}"
     );
     // Nothing after the failing first step of each platform's split build ran: no stop, no
-    // full build, no merge.
+    // full build, no merge. (First, a gcloud token to read what is published.)
     let calls = fake.calls();
-    assert_eq!(calls.len(), 5, "{calls:?}");
-    assert!(calls[3..].iter().all(|c| c[3] == "build" && !has_arg(c, "--push")), "{calls:?}");
+    assert_eq!(calls.len(), 6, "{calls:?}");
+    assert_eq!(calls[0], call("gcloud auth print-access-token"));
+    assert!(calls[4..].iter().all(|c| c[3] == "build" && !has_arg(c, "--push")), "{calls:?}");
 }
 
 /// One platform failing is enough: the other finishes, and nothing is merged.
@@ -152,7 +156,10 @@ fn a_failing_platform_fails_the_task_and_nothing_is_merged() {
     assert_eq!(output.status.code(), Some(4));
     assert!(stderr(&output).contains("the linux/arm64 build of runtime failed"), "{}", stderr(&output));
     let calls = fake.calls();
-    assert!(calls.iter().any(|c| c[3] == "build" && has_arg(c, "linux/amd64")), "{calls:?}");
+    assert!(
+        calls.iter().any(|c| c.get(3).is_some_and(|w| w == "build") && has_arg(c, "linux/amd64")),
+        "{calls:?}"
+    );
     assert!(!calls.iter().any(|c| c.get(3).map(String::as_str) == Some("imagetools")), "{calls:?}");
 }
 
@@ -294,8 +301,9 @@ fn seed_arm64_needs_env() {
 #[test]
 fn every_task_stops_at_a_failing_command() {
     let cases: [(&[&str], &str, usize); 8] = [
-        // The store probe, ls, inspect, then both platforms' builds (they run at once).
-        (&["buildx-publish-runtime"], "docker buildx build", 5),
+        // A gcloud token to read what is published, the store probe, ls, inspect, then both
+        // platforms' builds (they run at once).
+        (&["buildx-publish-runtime"], "docker buildx build", 6),
         (&["build-odb"], "docker build", 1),
         (&["pull-build"], "docker pull", 1),
         (&["clean"], "docker rmi", 1),
@@ -421,7 +429,10 @@ fn publish_all_builds_in_parallel_and_reports_a_failing_image() {
     assert!(out.contains(&format!("published   golang-build -> {repo}/golang-build:1.18")), "{out}");
     let failed = out.lines().find(|l| l.starts_with("FAILED      odb:")).unwrap_or_else(|| panic!("{out}"));
     assert!(failed.contains("exit status 5") && failed.contains("log: "), "{failed}");
-    assert!(out.contains("  | fake docker: failing with 5"), "the end of the odb log is shown: {out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("  | odb/") && l.ends_with("| fake docker: failing with 5")),
+        "the end of the odb log is shown, each line with its platform: {out}"
+    );
     assert!(stderr(&output).contains("1 of 3 images failed"), "{}", stderr(&output));
     assert!(fake.max_concurrency() >= 2, "the builds ran one after another");
     // One builder per image.
@@ -461,6 +472,9 @@ fn a_local_builder_without_arm64_says_how_to_get_it() {
     fake.fail(1, "docker buildx inspect --builder");
     fake.print("docker buildx inspect --bootstrap", "Platforms: linux/amd64*, linux/386");
     let repo = format!("{}/local", registry.host());
+    // The base is vendored: the build would start.
+    let base = xtask::testbed::Fixture::generate(&xtask::testbed::FixtureSpec::small(0)).unwrap();
+    base.push(&registry.host(), "local/thirdparty/alpine", "3.15").unwrap();
     let work = tempfile::tempdir().unwrap();
     let work_dir = work.path().display().to_string();
     let output = fake.xtask(

@@ -418,6 +418,24 @@ impl Session {
         if let Some(reason) = self.pulls_held_back(reference) {
             return Err(anyhow!("{reason}"));
         }
+        self.manifest_answer(reference)
+            .await
+            .map_err(|failure| anyhow!("cannot read manifest {reference}: {}", failure.describe()))
+    }
+
+    /// The bytes of a manifest, as `manifest`; `None` when the tag or repository does not exist.
+    pub async fn manifest_if_any(&self, reference: &Reference) -> Result<Option<Bytes>> {
+        if let Some(reason) = self.pulls_held_back(reference) {
+            return Err(anyhow!("{reason}"));
+        }
+        match self.manifest_answer(reference).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(failure) if failure.is_not_found() => Ok(None),
+            Err(failure) => Err(anyhow!("cannot read manifest {reference}: {}", failure.describe())),
+        }
+    }
+
+    async fn manifest_answer(&self, reference: &Reference) -> Result<Bytes, Failure> {
         let target = Target::pull(reference);
         let url = self.url(reference, &format!("manifests/{}", reference_in_path(reference)))?;
         let what = format!("GET manifest {reference}");
@@ -435,7 +453,6 @@ impl Session {
             Ok(bytes)
         })
         .await
-        .map_err(|failure| anyhow!("cannot read manifest {reference}: {}", failure.describe()))
     }
 
     /// The referrers of the manifest `digest`, through the OCI 1.1 referrers API; `None` when the

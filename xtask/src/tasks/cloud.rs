@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use super::thirdparty::{self, VendorArgs};
-use super::{Ctx, local_registry};
+use super::{Ctx, images, local_registry};
 use xshell::cmd;
 
 use crate::runner::sh;
@@ -14,7 +14,9 @@ pub fn build_publish_cloud_builder(ctx: &Ctx, args: &VendorArgs) -> Result<()> {
     let s = &ctx.settings;
     let image = &ctx.catalog.cloud_builder;
     local_registry::ensure_for_local_env(ctx)?;
-    thirdparty::vendor_bases(ctx, args, [image].into_iter(), false)?;
+    let needed =
+        images::vendored_bases(ctx, image)?.into_iter().map(|base| (base, image.dockerfile())).collect();
+    thirdparty::vendor_bases(ctx, args, needed, thirdparty::Mode::Default { whole_list: false })?;
     let (sh, dockerfile, build_args, reference, context) =
         (sh(), image.dockerfile(), s.build_args(image), s.image_ref(image), image.context());
     ctx.runner
@@ -29,8 +31,11 @@ pub fn cloud_build(ctx: &Ctx) -> Result<()> {
     let auto = if s.auto_start_stop { "1" } else { "0" };
     let (sh, pipeline) = (sh(), &ctx.catalog.pipeline);
     let project = format!("--project={}", s.gcp_project);
-    let substitutions =
+    let mut substitutions =
         format!("--substitutions=_ENV={},_CLOUDBUILD_IMAGE={builder_image},_AUTO_START_STOP={auto}", s.env);
+    if let Some(refresh) = &s.refresh {
+        substitutions.push_str(&format!(",_REFRESH={refresh}"));
+    }
     ctx.runner
         .run(cmd!(sh, "gcloud builds submit {project} --region=global --config {pipeline} {substitutions} ."))
 }

@@ -1,13 +1,20 @@
 //! build-<image>, buildx-publish-<image>, pull-<image>, clean: the catalog's images.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
 use anyhow::{Context, Result, bail};
+use clap::Args;
 use xshell::cmd;
 
 use super::buildx::{self, Node};
-use super::{Ctx, local_registry};
+use super::{Ctx, local_registry, publish_all};
 use crate::catalog::Image;
 use crate::dockerfile;
-use crate::runner::{Cmd, sh};
+use crate::graph::{Graph, Named};
+use crate::inputs::{DIGEST_ANNOTATION, Inputs, RECORD_ANNOTATION};
+use crate::runner::{Cmd, Lines, Watch, sh};
 use crate::settings::platform_suffix;
 
 /// build-<image>: a single-platform build on this machine's docker, not pushed.
@@ -18,41 +25,93 @@ pub fn build(ctx: &Ctx, image: &Image) -> Result<()> {
     ctx.runner.run(cmd!(sh, "docker build --file {dockerfile} {build_args...} --pull --tag {tag} {context}"))
 }
 
-/// buildx-publish-<image>: build every platform of `$PLATFORMS` and push, through the registry
-/// cache (with ENV=local, into the local registry, started when it is not running).
-pub fn buildx_publish(ctx: &Ctx, image: &Image) -> Result<()> {
+/// buildx-publish-<image>: that image alone, unless it is up to date (`--force` builds it
+/// anyway). The catalog images it builds on must be published already.
+pub fn buildx_publish(ctx: &Ctx, image: &Image, args: &BuildArgs) -> Result<()> {
     local_registry::ensure_for_local_env(ctx)?;
-    publish(ctx, image)
+    let graph = catalog_graph(ctx)?;
+    publish_all::publish_images(ctx, &graph, &[image.name.as_str()], &args.options(None))
+}
+
+/// How images are built, for every task that publishes them.
+#[derive(Args, Debug, Clone, Default)]
+pub struct BuildArgs {
+    /// Build even the images whose inputs match what is published
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl BuildArgs {
+    pub fn options(&self, logs: Option<PathBuf>) -> publish_all::PublishOptions {
+        publish_all::PublishOptions { force: self.force, logs }
+    }
+}
+
+/// The options of every build that change what it produces: part of every image's inputs.
+pub const OUTPUT_OPTIONS: &[&str] = &["--pull"];
+
+/// What one image's build is made of, decided before it runs.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// `--build-arg` names and values, in order: DOCKER_REPO, the image's versions, REFRESH.
+    pub args: Vec<(String, String)>,
+    /// Each image the Dockerfile starts from, as it names it, and `<reference>@<digest>` to
+    /// build from instead: the exact digest, never what the tag points at when it is read.
+    pub pins: Vec<(String, String)>,
+    /// Recorded on the published index; unknown where a base's digest is.
+    pub inputs: Option<Inputs>,
+}
+
+/// Where one image's output goes: every line behind `<image>/<arch> |` (padded to `width`)
+/// on stderr, and into `log` when given.
+pub struct Output<'a> {
+    pub log: Option<&'a Path>,
+    pub width: usize,
+    pub steps: Arc<Steps>,
 }
 
 /// buildx-setup, then one build per platform of `$PLATFORMS`, all at once, each on its node
 /// with its own registry cache and pushing its own tag `<tag>-<arch>`; when every one succeeded,
-/// `docker buildx imagetools create` merges them into `<tag>`, attestations kept. (One registry
-/// cache for a build of several platforms on several nodes keeps only the platform that finished
-/// last: docker/buildx#1044.) A single platform pushes `<tag>` itself.
-pub fn publish(ctx: &Ctx, image: &Image) -> Result<()> {
+/// `docker buildx imagetools create` merges them into `<tag>`, attestations kept, with the
+/// inputs recorded as annotations of the index. (One registry cache for a build of several
+/// platforms on several nodes keeps only the platform that finished last: docker/buildx#1044.)
+pub fn publish(ctx: &Ctx, image: &Image, recipe: &Recipe, output: &Output) -> Result<()> {
+    let lines = |prefix: &str, watch: Option<Watch>| Lines {
+        prefix: format!("{prefix:<width$}", width = output.width),
+        log: output.log.map(Path::to_path_buf),
+        watch,
+    };
+    let image_ctx = ctx.derive(ctx.settings.clone(), ctx.runner.with_lines(lines(&image.name, None)));
+    let ctx = &image_ctx;
     let nodes = buildx::buildx_setup(ctx)?;
     let reference = ctx.settings.image_ref(image);
     let builds: Vec<PlatformBuild> = nodes
         .iter()
         .flat_map(|node| node.platforms.iter().map(move |platform| PlatformBuild { node, platform }))
         .collect();
-    let single = builds.len() == 1;
-    let tag = |build: &PlatformBuild| {
-        if single { reference.clone() } else { format!("{reference}-{}", platform_suffix(build.platform)) }
+    let tag = |build: &PlatformBuild| format!("{reference}-{}", platform_suffix(build.platform));
+    let platform_ctx = |build: &PlatformBuild| {
+        let arch = platform_suffix(build.platform);
+        let watch = output.steps.watcher(build.platform);
+        ctx.derive(
+            ctx.settings.clone(),
+            ctx.runner.with_lines(lines(&format!("{}/{arch}", image.name), Some(watch))),
+        )
     };
     if ctx.runner.is_dry_run() {
         for build in &builds {
             ctx.runner.say(&format!("{} on {}:", build.platform, build.node.place()));
-            build_platform(ctx, image, build, &tag(build))?;
+            build_platform(ctx, image, recipe, build, &tag(build))?;
         }
     } else {
         let failures: Vec<(String, anyhow::Error)> = std::thread::scope(|scope| {
             let running: Vec<_> = builds
                 .iter()
                 .map(|build| {
-                    let tag = tag(build);
-                    scope.spawn(move || (build.platform.clone(), build_platform(ctx, image, build, &tag)))
+                    let (tag, build_ctx) = (tag(build), platform_ctx(build));
+                    scope.spawn(move || {
+                        (build.platform.clone(), build_platform(&build_ctx, image, recipe, build, &tag))
+                    })
                 })
                 .collect();
             running
@@ -68,15 +127,24 @@ pub fn publish(ctx: &Ctx, image: &Image) -> Result<()> {
             )));
         }
     }
-    if single {
-        return Ok(());
-    }
     let tags: Vec<String> = builds.iter().map(tag).collect();
     ctx.runner.say(&format!("when every platform succeeded, merge them into {reference}:"));
+    let annotations: Vec<String> = recipe
+        .inputs
+        .iter()
+        .flat_map(|inputs| {
+            [
+                "--annotation".to_string(),
+                format!("index:{DIGEST_ANNOTATION}={}", inputs.digest()),
+                "--annotation".to_string(),
+                format!("index:{RECORD_ANNOTATION}={}", inputs.to_json()),
+            ]
+        })
+        .collect();
     let (sh, on, builder) = (sh(), &nodes[0].context_flag(), &nodes[0].builder.name);
     ctx.runner.run(cmd!(
         sh,
-        "docker {on...} buildx imagetools create --builder {builder} --tag {reference} {tags...}"
+        "docker {on...} buildx imagetools create --builder {builder} {annotations...} --tag {reference} {tags...}"
     ))
 }
 
@@ -88,8 +156,8 @@ struct PlatformBuild<'a> {
 
 /// The build of one platform. An image marked `split_build` is built in three steps inside Cloud
 /// Build.
-fn build_platform(ctx: &Ctx, image: &Image, build: &PlatformBuild, tag: &str) -> Result<()> {
-    let full = buildx_build_cmd(ctx, image, build.node, build.platform, tag);
+fn build_platform(ctx: &Ctx, image: &Image, recipe: &Recipe, build: &PlatformBuild, tag: &str) -> Result<()> {
+    let full = buildx_build_cmd(ctx, image, recipe, build.node, build.platform, tag);
     if !(image.split_build && ctx.settings.in_cloud_build) {
         return ctx.runner.run(&full);
     }
@@ -105,22 +173,86 @@ fn build_platform(ctx: &Ctx, image: &Image, build: &PlatformBuild, tag: &str) ->
     ctx.runner.run(&full)
 }
 
-fn buildx_build_cmd(ctx: &Ctx, image: &Image, node: &Node, platform: &str, tag: &str) -> Cmd {
+fn buildx_build_cmd(
+    ctx: &Ctx,
+    image: &Image,
+    recipe: &Recipe,
+    node: &Node,
+    platform: &str,
+    tag: &str,
+) -> Cmd {
     let s = &ctx.settings;
     let cache = s.cache_ref(image, platform);
     let (sh, on, builder, dockerfile, context) =
         (sh(), &node.context_flag(), &node.builder.name, image.dockerfile(), image.context());
-    let (build_args, cache_from, cache_to) = (
-        s.build_args(image),
-        format!("type=registry,ref={cache}"),
-        format!("type=registry,ref={cache},mode=max"),
-    );
+    let build_args: Vec<String> = recipe
+        .args
+        .iter()
+        .flat_map(|(name, value)| ["--build-arg".to_string(), format!("{name}={value}")])
+        .collect();
+    let pins: Vec<String> = recipe
+        .pins
+        .iter()
+        .flat_map(|(named, pinned)| {
+            ["--build-context".to_string(), format!("{named}=docker-image://{pinned}")]
+        })
+        .collect();
+    let (cache_from, cache_to) =
+        (format!("type=registry,ref={cache}"), format!("type=registry,ref={cache},mode=max"));
+    let options = OUTPUT_OPTIONS;
     cmd!(
         sh,
         "docker {on...} buildx build --file {dockerfile} --platform {platform} --builder {builder} --progress plain
-            {build_args...} --cache-from {cache_from} --cache-to {cache_to} --pull --push --tag {tag} {context}"
+            {build_args...} {pins...} --cache-from {cache_from} --cache-to {cache_to} {options...} --push --tag {tag} {context}"
     )
     .into()
+}
+
+/// The steps of each platform's build and which were cached, counted from its `--progress
+/// plain` output (`#7 [2/3] RUN …`, then `#7 CACHED` for a cache hit).
+#[derive(Default)]
+pub struct Steps {
+    by_platform: Mutex<BTreeMap<String, PlatformSteps>>,
+}
+
+/// The ids of a build's steps, and of those that were cache hits.
+#[derive(Default)]
+struct PlatformSteps {
+    steps: BTreeSet<u32>,
+    cached: BTreeSet<u32>,
+}
+
+impl Steps {
+    fn watcher(self: &Arc<Steps>, platform: &str) -> Watch {
+        let (steps, platform) = (Arc::clone(self), platform.to_string());
+        Arc::new(move |line| steps.see(&platform, line))
+    }
+
+    fn see(&self, platform: &str, line: &str) {
+        let Some((id, rest)) = line.strip_prefix('#').and_then(|l| l.split_once(' ')) else { return };
+        let Ok(id) = id.parse::<u32>() else { return };
+        let mut by_platform = self.by_platform.lock().expect("not poisoned");
+        let seen = by_platform.entry(platform.to_string()).or_default();
+        if rest == "CACHED" {
+            seen.cached.insert(id);
+        } else if let Some(header) = rest.strip_prefix('[').and_then(|r| r.split_once(']')).map(|(h, _)| h)
+            && header.rsplit(' ').next().and_then(|n| n.split_once('/')).is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && a.bytes().all(|c| c.is_ascii_digit())
+                    && b.bytes().all(|c| c.is_ascii_digit())
+            })
+        {
+            seen.steps.insert(id);
+        }
+    }
+
+    /// Cached steps and steps, over every platform.
+    pub fn counts(&self) -> (usize, usize) {
+        let by_platform = self.by_platform.lock().expect("not poisoned");
+        by_platform.values().fold((0, 0), |(cached, total), seen| {
+            (cached + seen.steps.intersection(&seen.cached).count(), total + seen.steps.len())
+        })
+    }
 }
 
 /// pull-<image>: this machine's platform variant of the published image.
@@ -136,28 +268,71 @@ pub fn clean(ctx: &Ctx) -> Result<()> {
     ctx.runner.run(cmd!(sh, "docker rmi {references...}"))
 }
 
-/// The images an image's Dockerfile starts from, with the settings' build arguments filled in.
-/// Each must be vendored under `$DOCKER_REPO/thirdparty/`, and the Dockerfile must not name a
-/// frontend image (`# syntax=`), which BuildKit would fetch from Docker Hub at every build.
-pub fn base_images(ctx: &Ctx, image: &Image) -> Result<Vec<String>> {
+/// What an image's Dockerfile names, with the settings' build arguments filled in. It must not
+/// name a frontend image (`# syntax=`), which BuildKit would fetch from Docker Hub at every build.
+pub fn dockerfile_sources(ctx: &Ctx, image: &Image) -> Result<dockerfile::Sources> {
     let path = ctx.root.join(image.dockerfile());
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let args = ctx.settings.build_arg_values(image).into_iter().collect();
     let sources = dockerfile::sources(&text, &args);
-    if let Some(frontend) = sources.frontend {
+    if let Some(frontend) = &sources.frontend {
         bail!(
             "{} starts with `# syntax={frontend}`, which makes BuildKit fetch that frontend image from \
              outside $DOCKER_REPO at every build: remove the line (BuildKit's own frontend serves)",
             image.dockerfile()
         );
     }
-    let vendored = ctx.settings.vendored("");
-    if let Some(outside) = sources.images.iter().find(|base| !base.starts_with(&vendored)) {
-        bail!(
-            "{} builds from {outside}, which is not under {vendored}: start FROM \
-             ${{DOCKER_REPO}}/thirdparty/<image> and list the image in the vendoring list",
-            image.dockerfile()
-        );
+    Ok(sources)
+}
+
+/// The catalog's images and which builds on which, from their Dockerfiles: every image they
+/// name is another catalog image as published, or vendored under `$DOCKER_REPO/thirdparty/`.
+pub fn catalog_graph(ctx: &Ctx) -> Result<Graph> {
+    let images: Vec<&Image> = ctx.catalog.task_images().map(|(_, image)| image).collect();
+    let published = images.iter().map(|image| (image.name.clone(), ctx.settings.named_ref(image))).collect();
+    graph_of(ctx, &images, &published)
+}
+
+/// The images `image` (the cloud builder) starts from, each of which must be vendored.
+pub fn vendored_bases(ctx: &Ctx, image: &Image) -> Result<Vec<String>> {
+    let graph = graph_of(ctx, &[image], &BTreeMap::new())?;
+    Ok(graph.nodes.into_iter().flat_map(|node| node.vendored).collect())
+}
+
+fn graph_of(ctx: &Ctx, images: &[&Image], published: &BTreeMap<String, String>) -> Result<Graph> {
+    let sources: Vec<(String, Vec<String>)> = images
+        .iter()
+        .map(|image| Ok((image.dockerfile(), dockerfile_sources(ctx, image)?.images)))
+        .collect::<Result<_>>()?;
+    let named: Vec<Named> = images
+        .iter()
+        .zip(&sources)
+        .map(|(image, (dockerfile, references))| Named { name: &image.name, dockerfile, references })
+        .collect();
+    Graph::new(&named, published, &ctx.settings.docker_repo).map_err(anyhow::Error::msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_numbered_steps_and_their_cache_hits_per_platform() {
+        let steps = Arc::new(Steps::default());
+        let (amd64, arm64) = (steps.watcher("linux/amd64"), steps.watcher("linux/arm64"));
+        for line in [
+            "#2 [internal] load metadata for r/base:1",
+            "#4 [context r/base:1] r/base:1@sha256:aa",
+            "#7 [1/3] RUN uname -m",
+            "#7 CACHED",
+            "#8 [stage-1 2/3] COPY late.txt /late.txt",
+            "#8 DONE 0.1s",
+            "+ DOCKER_BUILDKIT=1 docker buildx build",
+        ] {
+            amd64(line);
+        }
+        // The same ids on the other platform are other steps.
+        arm64("#7 [linux/arm64 1/3] RUN uname -m");
+        assert_eq!(steps.counts(), (1, 3));
     }
-    Ok(sources.images)
 }

@@ -19,6 +19,7 @@ pub fn info(ctx: &Ctx) -> Result<()> {
         ("BUILDER", s.builder.clone()),
         ("MULTI_CONTEXT", flag(s.multi_context)),
         ("TAG_MODIFIER", s.tag_modifier.clone()),
+        ("REFRESH", s.refresh.clone().unwrap_or_else(|| "(unset: each image keeps its last)".into())),
         ("AUTO_START_STOP", flag(s.auto_start_stop)),
         ("ARM64_VM", format!("{} ({})", s.arm64_vm, s.zone)),
     ]

@@ -8,6 +8,7 @@ pub mod images;
 pub mod info;
 pub mod local_registry;
 pub mod publish_all;
+pub mod published;
 pub mod seed;
 pub mod thirdparty;
 pub mod vm;

@@ -1,21 +1,38 @@
 //! publish-all: the whole pipeline on this machine: vendor the base images, then build and
-//! publish every image of the catalog in parallel, each with its own builder, as the Cloud Build
-//! does. With ENV=local that needs nothing but Docker.
+//! publish the catalog's images as a graph, as the Cloud Build does. An image starts as soon
+//! as every catalog image it builds on is published, from the exact digest each just got;
+//! images that do not depend on each other build at once; an image whose inputs match what is
+//! published is up to date and not built at all. With ENV=local that needs nothing but Docker.
+//!
+//! `publish_images` is that graph run for any set of the catalog's images: buildx-publish-<image>
+//! and seed-arm64 use it too.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::Args;
 
+use super::images::{self, BuildArgs, OUTPUT_OPTIONS, Output, Recipe, Steps};
+use super::published::{Destination, Published};
 use super::thirdparty::{self, VendorArgs};
-use super::{Ctx, buildx, images, local_registry};
+use super::{Ctx, buildx, local_registry};
 use crate::catalog::Image;
+use crate::graph::{Graph, Node};
+use crate::inputs::{Given, Inputs};
+use crate::registry::manifest::short_digest;
 
 #[derive(Args, Debug, Clone)]
 pub struct PublishAllArgs {
     #[command(flatten)]
     pub vendor: VendorArgs,
+    /// Vendor exactly the digests of thirdparty.lock, as `thirdparty --locked` (for pipelines)
+    #[arg(long)]
+    pub locked: bool,
+    #[command(flatten)]
+    pub build: BuildArgs,
     /// Where each image's build log goes while the builds run in parallel (a relative path
     /// starts at the repository root) [default: target/publish-all, or
     /// $CARGO_TARGET_DIR/publish-all]
@@ -23,91 +40,492 @@ pub struct PublishAllArgs {
     pub logs: Option<PathBuf>,
 }
 
+/// How a set of images is published.
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    /// Build even what is up to date.
+    pub force: bool,
+    /// One log per image in this folder; a failed image's tail is shown from it.
+    pub logs: Option<PathBuf>,
+}
+
+/// The `REFRESH` build argument: a Dockerfile that declares it has its package steps run again
+/// whenever its value changes.
+const REFRESH_ARG: &str = "REFRESH";
+
 /// publish-all
 pub fn publish_all(ctx: &Ctx, args: &PublishAllArgs) -> Result<()> {
     local_registry::ensure_for_local_env(ctx)?;
+    let graph = images::catalog_graph(ctx)?;
     // The catalog's images, not the cloud builder: publish-all does not build it.
-    let with_buildkit = buildx::nodes(ctx)?.iter().any(|node| !node.builder.engine);
-    thirdparty::vendor_bases(ctx, &args.vendor, ctx.catalog.task_images().map(|(_, i)| i), with_buildkit)?;
-
-    let images: Vec<(&str, &Image)> = ctx.catalog.task_images().collect();
-    if ctx.runner.is_dry_run() {
-        ctx.runner.say("then, in parallel, each image (a builder container is each image's own):");
-        for (task, image) in &images {
-            let image_ctx = image_context(ctx, task, None);
-            ctx.runner.say(&format!("{}:", image.name));
-            images::publish(&image_ctx, image)?;
-        }
-        return Ok(());
+    let mut needed: Vec<(String, String)> = Vec::new();
+    for node in &graph.nodes {
+        let image = image_named(ctx, &node.name);
+        needed.extend(node.vendored.iter().map(|base| (base.clone(), image.dockerfile())));
     }
+    if buildx::nodes(ctx)?.iter().any(|node| !node.builder.engine) {
+        needed.push((ctx.settings.vendored(&ctx.catalog.buildkit), "the docker-container builder".into()));
+    }
+    let mode =
+        if args.locked { thirdparty::Mode::Locked } else { thirdparty::Mode::Default { whole_list: false } };
+    thirdparty::vendor_bases(ctx, &args.vendor, needed, mode)?;
 
     let logs = args.logs.clone().unwrap_or_else(|| crate::work_dir().join("publish-all"));
-    let log_dir = ctx.root.join(&logs);
-    std::fs::create_dir_all(&log_dir)?;
-    println!("building {} images in parallel; their logs are in {}/", images.len(), logs.display());
-    let results: Vec<Built> = std::thread::scope(|scope| {
-        let builds: Vec<_> = images
-            .iter()
-            .map(|(task, image)| {
-                let log = log_dir.join(format!("{}.log", image.name));
-                let _ = std::fs::remove_file(&log);
-                let image_ctx = image_context(ctx, task, Some(log.clone()));
-                scope.spawn(move || {
-                    let started = Instant::now();
-                    let result = images::publish(&image_ctx, image).map_err(|e| format!("{e:#}"));
-                    let reference = image_ctx.settings.image_ref(image);
-                    Built { name: image.name.clone(), reference, result, elapsed: started.elapsed(), log }
-                })
-            })
-            .collect();
-        builds.into_iter().map(|b| b.join().expect("a build thread panicked")).collect()
-    });
-    report(&results)
+    let names: Vec<&str> = graph.nodes.iter().map(|node| node.name.as_str()).collect();
+    publish_images(ctx, &graph, &names, &args.build.options(Some(logs)))
 }
 
-/// One image's settings: a builder of its own (named after the image's task), and its output
-/// into its log.
-fn image_context(ctx: &Ctx, task: &str, log: Option<PathBuf>) -> Ctx {
-    let mut settings = ctx.settings.clone();
-    settings.builder = format!("{}-{task}", ctx.settings.builder);
-    let runner = match log {
-        Some(log) => ctx.runner.with_log(log),
-        None => ctx.runner.clone(),
-    };
-    ctx.derive(settings, runner)
+/// What became of one image.
+#[derive(Debug)]
+enum Outcome {
+    /// Its inputs match what is published at this digest: nothing was built.
+    UpToDate {
+        digest: String,
+    },
+    /// Built and published; the digest when it could be read back.
+    Built {
+        digest: Option<String>,
+    },
+    /// A dry run: it would be built.
+    WouldBuild,
+    Failed {
+        error: anyhow::Error,
+    },
+    /// Not built because an image it builds on was not (the reason).
+    Skipped {
+        reason: String,
+    },
 }
 
-struct Built {
+impl Outcome {
+    /// The digest its children build from, if it has one.
+    fn digest(&self) -> Option<&str> {
+        match self {
+            Outcome::UpToDate { digest } | Outcome::Built { digest: Some(digest) } => Some(digest),
+            _ => None,
+        }
+    }
+}
+
+/// One image's row of the closing table.
+struct Row {
     name: String,
-    reference: String,
-    result: Result<(), String>,
+    outcome: Outcome,
     elapsed: Duration,
-    log: PathBuf,
+    /// Cached steps and steps of its builds.
+    steps: Option<(usize, usize)>,
 }
 
-/// Every image's outcome; a failed one with the end of its log. Fails when any failed.
-fn report(results: &[Built]) -> Result<()> {
-    for built in results {
-        let seconds = built.elapsed.as_secs_f64();
-        match &built.result {
-            Ok(()) => println!("published   {} -> {} ({seconds:.1} s)", built.name, built.reference),
-            Err(error) => {
-                println!(
-                    "FAILED      {}: {error} ({seconds:.1} s, log: {})",
-                    built.name,
-                    built.log.display()
-                );
-                let log = std::fs::read_to_string(&built.log).unwrap_or_default();
-                let lines: Vec<&str> = log.lines().collect();
-                for line in &lines[lines.len().saturating_sub(15)..] {
-                    println!("  | {line}");
+/// Publish `selected` images of `graph`, each as soon as every selected image it builds on is
+/// published; a parent outside `selected` must be published already. A dry run goes through
+/// the same steps, one image after another, printing each image's plan.
+pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &PublishOptions) -> Result<()> {
+    // Before any thread of ours starts (see `Session::new`).
+    let destination = Destination::open(ctx)?;
+    let width =
+        selected.iter().map(|name| name.len() + 1 + longest_arch(&ctx.settings.platforms)).max().unwrap_or(0);
+    let run = Run { ctx, graph, selected, options, destination: &destination, width };
+    if let Some(logs) = &options.logs
+        && !ctx.runner.is_dry_run()
+    {
+        let dir = ctx.root.join(logs);
+        std::fs::create_dir_all(&dir)?;
+        println!(
+            "publishing {} images as they become ready; their logs are in {}/",
+            selected.len(),
+            logs.display()
+        );
+    }
+    let started = Instant::now();
+    let rows: Vec<Row> = if ctx.runner.is_dry_run() {
+        let mut done: BTreeMap<String, Row> = BTreeMap::new();
+        for name in graph.nodes.iter().map(|n| n.name.as_str()).filter(|n| selected.contains(n)) {
+            let row = run.image(name, &done);
+            done.insert(name.to_string(), row);
+        }
+        order(graph, done)
+    } else {
+        run.in_parallel()
+    };
+    if ctx.runner.is_dry_run() {
+        return Ok(());
+    }
+    report(&rows, &ctx.settings.platforms, started.elapsed());
+    let failed = rows.iter().filter(|row| matches!(row.outcome, Outcome::Failed { .. })).count();
+    let skipped = rows.iter().filter(|row| matches!(row.outcome, Outcome::Skipped { .. })).count();
+    if failed + skipped == 0 {
+        return Ok(());
+    }
+    if let [Row { outcome: Outcome::Failed { .. }, .. }] = rows.as_slice() {
+        // One image asked for: its own error, with the failing command's exit status.
+        let Some(Row { outcome: Outcome::Failed { error }, .. }) = rows.into_iter().next() else {
+            unreachable!("matched above")
+        };
+        return Err(error);
+    }
+    let skipped = if skipped > 0 { format!(", {skipped} skipped") } else { String::new() };
+    bail!("{failed} of {} images failed{skipped} (see above)", rows.len())
+}
+
+fn order(graph: &Graph, mut done: BTreeMap<String, Row>) -> Vec<Row> {
+    graph.nodes.iter().filter_map(|node| done.remove(&node.name)).collect()
+}
+
+fn longest_arch(platforms: &str) -> usize {
+    platforms.split(',').map(|p| crate::settings::platform_suffix(p).len()).max().unwrap_or(0)
+}
+
+fn image_named<'a>(ctx: &'a Ctx, name: &str) -> &'a Image {
+    ctx.catalog.images.iter().find(|image| image.name == name).expect("the graph's images are the catalog's")
+}
+
+/// One run over the selected images.
+struct Run<'a> {
+    ctx: &'a Ctx,
+    graph: &'a Graph,
+    selected: &'a [&'a str],
+    options: &'a PublishOptions,
+    destination: &'a Destination,
+    width: usize,
+}
+
+/// What an image's build starts from: a digest for each image it names, or why one is unknown.
+struct Bases {
+    digests: BTreeMap<String, String>,
+    pins: Vec<(String, String)>,
+    /// Why some digests are unknown (then nothing can be up to date).
+    unknown: Vec<String>,
+}
+
+impl Run<'_> {
+    /// Every selected image on a thread of its own, each waiting for its selected parents.
+    fn in_parallel(&self) -> Vec<Row> {
+        let done: Mutex<BTreeMap<String, Row>> = Mutex::new(BTreeMap::new());
+        let changed = Condvar::new();
+        std::thread::scope(|scope| {
+            for &name in self.selected {
+                let (done, changed) = (&done, &changed);
+                scope.spawn(move || {
+                    let node = self.graph.node(name).expect("a selected image is in the graph");
+                    let waiting = |done: &mut BTreeMap<String, Row>| {
+                        node.parents
+                            .iter()
+                            .any(|p| self.selected.contains(&p.name.as_str()) && !done.contains_key(&p.name))
+                    };
+                    let guard = changed
+                        .wait_while(done.lock().expect("not poisoned"), waiting)
+                        .expect("not poisoned");
+                    // The parents' rows are read, then the lock is let go for the build.
+                    let parents = self.parent_outcomes(node, &guard);
+                    drop(guard);
+                    let row = self.image_with(name, parents);
+                    done.lock().expect("not poisoned").insert(name.to_string(), row);
+                    changed.notify_all();
+                });
+            }
+        });
+        order(self.graph, done.into_inner().expect("not poisoned"))
+    }
+
+    fn image(&self, name: &str, done: &BTreeMap<String, Row>) -> Row {
+        let node = self.graph.node(name).expect("a selected image is in the graph");
+        self.image_with(name, self.parent_outcomes(node, done))
+    }
+
+    /// For each parent built in this run: its digest, or why there is none (`Err`: the image
+    /// is skipped).
+    fn parent_outcomes(
+        &self,
+        node: &Node,
+        done: &BTreeMap<String, Row>,
+    ) -> BTreeMap<String, Result<Option<String>, String>> {
+        let mut parents = BTreeMap::new();
+        for parent in &node.parents {
+            let Some(row) = done.get(&parent.name) else { continue };
+            let outcome = match &row.outcome {
+                Outcome::Failed { .. } => Err(format!("{} failed", parent.name)),
+                Outcome::Skipped { .. } => Err(format!("{} was skipped", parent.name)),
+                outcome => Ok(outcome.digest().map(str::to_string)),
+            };
+            parents.insert(parent.name.clone(), outcome);
+        }
+        parents
+    }
+
+    fn image_with(&self, name: &str, parents: BTreeMap<String, Result<Option<String>, String>>) -> Row {
+        let started = Instant::now();
+        let image = image_named(self.ctx, name);
+        let log = self.options.logs.as_ref().map(|dir| self.ctx.root.join(dir).join(format!("{name}.log")));
+        if let Some(log) = &log {
+            let _ = std::fs::remove_file(log);
+        }
+        let steps = Arc::new(Steps::default());
+        let outcome = match parents.values().find_map(|p| p.as_ref().err()) {
+            Some(reason) => Outcome::Skipped { reason: reason.clone() },
+            None => match self.publish(image, &parents, log.as_deref(), &steps) {
+                Ok(outcome) => outcome,
+                Err(error) => Outcome::Failed { error },
+            },
+        };
+        self.tell(image, &outcome, started.elapsed(), log.as_deref());
+        let built = matches!(outcome, Outcome::Built { .. } | Outcome::Failed { .. });
+        Row {
+            name: name.to_string(),
+            outcome,
+            elapsed: started.elapsed(),
+            steps: built.then(|| steps.counts()),
+        }
+    }
+
+    /// Decide, then build unless up to date.
+    fn publish(
+        &self,
+        image: &Image,
+        parents: &BTreeMap<String, Result<Option<String>, String>>,
+        log: Option<&Path>,
+        steps: &Arc<Steps>,
+    ) -> Result<Outcome> {
+        let (ctx, destination) = (self.ctx, self.destination);
+        let s = &ctx.settings;
+        let node = self.graph.node(&image.name).expect("in the graph");
+        let reference = s.image_ref(image);
+        let (published, unreadable) = match destination.published(&reference) {
+            Ok(published) => (published, None),
+            Err(err) => (None, Some(format!("cannot tell whether it is up to date: {err:#}"))),
+        };
+        let bases = self.bases(node, parents)?;
+        let args = build_args(ctx, image, published.as_ref())?;
+        let inputs = match bases.unknown.is_empty() {
+            false => None,
+            true => Some(Inputs::reckon(Given {
+                context: &ctx.root.join(image.context()),
+                dockerfile: &ctx.root.join(image.dockerfile()),
+                args: args.iter().cloned().collect(),
+                platforms: s.platforms.clone(),
+                bases: bases.digests.clone(),
+                options: OUTPUT_OPTIONS.iter().map(|o| o.to_string()).collect(),
+            })?),
+        };
+        if let (Some(published), Some(inputs)) = (&published, &inputs)
+            && published.inputs_digest.as_deref() == Some(inputs.digest().as_str())
+            && !self.options.force
+        {
+            return Ok(Outcome::UpToDate { digest: published.digest.clone() });
+        }
+        let unknown = unreadable.or_else(|| (!bases.unknown.is_empty()).then(|| bases.unknown.join(", ")));
+        let why = why_build(self.options.force, published.as_ref(), inputs.as_ref(), unknown.as_deref());
+        let verb = if ctx.runner.is_dry_run() { "would build" } else { "building" };
+        self.status(
+            &format!("{:<11} {}: {why}", verb, image.name),
+            &format!("{}: {verb}: {why}", image.name),
+        );
+        let image_ctx = self.image_ctx(image);
+        let recipe = Recipe { args, pins: bases.pins, inputs };
+        let output = Output { log, width: self.width, steps: Arc::clone(steps) };
+        images::publish(&image_ctx, image, &recipe, &output)?;
+        if ctx.runner.is_dry_run() {
+            return Ok(Outcome::WouldBuild);
+        }
+        destination.forget(&reference);
+        let digest = destination.digest(&reference).ok().flatten();
+        Ok(Outcome::Built { digest })
+    }
+
+    /// Each image the Dockerfile names, pinned to a digest: a vendored base as vendored now, a
+    /// parent as it was just published (or, outside the run, as published before).
+    fn bases(
+        &self,
+        node: &Node,
+        parents: &BTreeMap<String, Result<Option<String>, String>>,
+    ) -> Result<Bases> {
+        let (ctx, destination) = (self.ctx, self.destination);
+        let dry_run = ctx.runner.is_dry_run();
+        let mut bases = Bases { digests: BTreeMap::new(), pins: Vec::new(), unknown: Vec::new() };
+        let mut named: Vec<(String, String, Option<String>)> = Vec::new();
+        for reference in &node.vendored {
+            let digest = match destination.digest(reference) {
+                Ok(Some(digest)) => Some(digest),
+                Ok(None) if dry_run => {
+                    bases.unknown.push(format!("{reference} is not vendored yet"));
+                    None
+                }
+                Ok(None) => bail!("{reference} is not vendored: run `cargo xtask thirdparty` first"),
+                Err(err) => {
+                    bases.unknown.push(format!("cannot read {reference} ({err:#})"));
+                    None
+                }
+            };
+            named.push((reference.clone(), reference.clone(), digest));
+        }
+        for parent in &node.parents {
+            let image = image_named(ctx, &parent.name);
+            let published = ctx.settings.image_ref(image);
+            let digest = match parents.get(&parent.name) {
+                Some(Ok(Some(digest))) => Some(digest.clone()),
+                Some(Ok(None)) if dry_run => {
+                    bases.unknown.push(format!("{} would be rebuilt", parent.name));
+                    None
+                }
+                Some(Ok(None)) => {
+                    bases.unknown.push(format!("the digest {} was published at cannot be read", parent.name));
+                    None
+                }
+                Some(Err(reason)) => return Err(anyhow!("{reason}")),
+                None => self.published_parent(&parent.name, &published, &mut bases.unknown)?,
+            };
+            named.push((parent.reference.clone(), published, digest));
+        }
+        for (named, reference, digest) in named {
+            if let Some(digest) = digest {
+                bases.pins.push((named.clone(), format!("{reference}@{digest}")));
+                bases.digests.insert(named, digest);
+            }
+        }
+        Ok(bases)
+    }
+
+    /// A parent outside this run: it must be published already.
+    fn published_parent(
+        &self,
+        name: &str,
+        reference: &str,
+        unknown: &mut Vec<String>,
+    ) -> Result<Option<String>> {
+        let task =
+            self.ctx.catalog.task_images().find(|(_, i)| i.name == name).map_or(name, |(task, _)| task);
+        let hint = format!(
+            "`cargo xtask buildx-publish-{task}` builds it (or `cargo xtask publish-all`, all in order)"
+        );
+        match self.destination.digest(reference) {
+            Ok(Some(digest)) => Ok(Some(digest)),
+            Ok(None) if self.ctx.runner.is_dry_run() => {
+                unknown.push(format!("{name} is not published yet: {hint}"));
+                Ok(None)
+            }
+            Ok(None) => bail!("it builds on {name}, which is not published yet ({reference}): {hint}"),
+            Err(err) => {
+                unknown.push(format!("cannot read {reference} ({err:#})"));
+                Ok(None)
+            }
+        }
+    }
+
+    /// An image's settings: with several images at once, a builder of its own named after its
+    /// task (two builds cannot share a builder container's name).
+    fn image_ctx(&self, image: &Image) -> Ctx {
+        let mut settings = self.ctx.settings.clone();
+        if self.selected.len() > 1 {
+            let task = image.task.as_deref().unwrap_or(&image.name);
+            settings.builder = format!("{}-{task}", self.ctx.settings.builder);
+        }
+        self.ctx.derive(settings, self.ctx.runner.clone())
+    }
+
+    /// A line of the run: printed as it happens (a shell comment in a dry run).
+    fn status(&self, line: &str, dry: &str) {
+        if self.ctx.runner.is_dry_run() {
+            self.ctx.runner.say(dry);
+        } else {
+            println!("{line}");
+        }
+    }
+
+    fn tell(&self, image: &Image, outcome: &Outcome, elapsed: Duration, log: Option<&Path>) {
+        let (name, reference, seconds) =
+            (&image.name, self.ctx.settings.image_ref(image), elapsed.as_secs_f64());
+        match outcome {
+            Outcome::UpToDate { digest } => self.status(
+                &format!("up to date  {name} -> {reference} ({})", short_digest(digest)),
+                &format!("{name}: up to date: {reference} ({})", short_digest(digest)),
+            ),
+            Outcome::Built { digest } => {
+                let digest = digest.as_deref().map_or(String::new(), |d| format!("{}, ", short_digest(d)));
+                println!("published   {name} -> {reference} ({digest}{seconds:.1} s)");
+            }
+            Outcome::WouldBuild => {}
+            Outcome::Skipped { reason } => self.status(
+                &format!("skipped     {name}: {reason}"),
+                &format!("{name}: would be skipped: {reason}"),
+            ),
+            Outcome::Failed { error } => {
+                if self.ctx.runner.is_dry_run() {
+                    self.ctx.runner.say(&format!("{name}: cannot be planned: {error:#}"));
+                    return;
+                }
+                let log_note = log.map_or(String::new(), |l| format!(", log: {}", l.display()));
+                println!("FAILED      {name}: {error:#} ({seconds:.1} s{log_note})");
+                if let Some(log) = log {
+                    let text = std::fs::read_to_string(log).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    for line in &lines[lines.len().saturating_sub(15)..] {
+                        println!("  | {line}");
+                    }
                 }
             }
         }
     }
-    let failed = results.iter().filter(|b| b.result.is_err()).count();
-    if failed > 0 {
-        bail!("{failed} of {} images failed (see above)", results.len());
+}
+
+/// The build arguments: DOCKER_REPO, the image's versions, and REFRESH where the Dockerfile
+/// declares it: `$REFRESH` when set, else the value the published image was built with, so
+/// that a run without it keeps the package steps cached.
+fn build_args(ctx: &Ctx, image: &Image, published: Option<&Published>) -> Result<Vec<(String, String)>> {
+    let mut args = ctx.settings.build_arg_values(image);
+    if images::dockerfile_sources(ctx, image)?.args.iter().any(|a| a == REFRESH_ARG) {
+        let kept = published.and_then(|p| p.inputs.as_ref()).and_then(|i| i.args.get(REFRESH_ARG)).cloned();
+        let value = ctx.settings.refresh.clone().or(kept).unwrap_or_default();
+        args.push((REFRESH_ARG.to_string(), value));
     }
-    Ok(())
+    Ok(args)
+}
+
+/// Why an image is built, for the log and the dry run.
+fn why_build(
+    force: bool,
+    published: Option<&Published>,
+    inputs: Option<&Inputs>,
+    unknown: Option<&str>,
+) -> String {
+    if force {
+        return "--force".to_string();
+    }
+    if let Some(unknown) = unknown {
+        return unknown.to_string();
+    }
+    let Some(published) = published else { return "not published yet".to_string() };
+    match (&published.inputs, inputs) {
+        (Some(old), Some(new)) => new.changes_since(old).join(", "),
+        _ => "published without a record of its inputs".to_string(),
+    }
+}
+
+/// The closing table: each image, its platforms, what became of it, its time and its cached
+/// steps out of its steps (a failed image's log tail was shown when it failed).
+fn report(rows: &[Row], platforms: &str, elapsed: Duration) {
+    let outcome = |row: &Row| match &row.outcome {
+        Outcome::UpToDate { .. } => "up to date".to_string(),
+        Outcome::Built { .. } => "built".to_string(),
+        Outcome::WouldBuild => "would build".to_string(),
+        Outcome::Failed { .. } => "failed".to_string(),
+        Outcome::Skipped { reason } => format!("skipped: {reason}"),
+    };
+    let mut table: Vec<[String; 5]> =
+        vec![["IMAGE", "PLATFORMS", "OUTCOME", "TIME", "CACHED"].map(String::from)];
+    for row in rows {
+        let time = match row.outcome {
+            Outcome::Skipped { .. } => "-".to_string(),
+            _ => format!("{:.1} s", row.elapsed.as_secs_f64()),
+        };
+        let cached = row.steps.map_or("-".to_string(), |(cached, total)| format!("{cached}/{total}"));
+        table.push([row.name.clone(), platforms.to_string(), outcome(row), time, cached]);
+    }
+    let widths: Vec<usize> =
+        (0..5).map(|col| table.iter().map(|r| r[col].len()).max().unwrap_or(0)).collect();
+    println!();
+    for row in &table {
+        let cells: Vec<String> =
+            row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+    println!("{} images in {:.1} s", rows.len(), elapsed.as_secs_f64());
 }

@@ -1,14 +1,16 @@
 //! seed-arm64: fill the registry build caches with arm64 results from an arm64 machine (an Apple
 //! Silicon Mac or an arm64 Linux VM), so that a later Cloud Build's arm64 half is quick. The
-//! builds are the `buildx-publish-*` steps of `cloudbuild/pr.yaml`, run for linux/arm64 with
-//! tags ending `-arm64-seed`; the cache refs stay those of the real builds.
+//! builds are those of `cloudbuild/pr.yaml` (its `publish-all`: the whole catalog as a graph,
+//! or its `buildx-publish-*` steps), run for linux/arm64 with tags ending `-arm64-seed`; the
+//! cache refs stay those of the real builds.
 
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Result, bail};
 use clap::Args;
 
-use super::{Ctx, images};
+use super::images::{self, BuildArgs};
+use super::{Ctx, local_registry, publish_all};
 use crate::catalog::Image;
 use crate::pipeline::Pipeline;
 
@@ -17,12 +19,15 @@ pub struct SeedArgs {
     /// Answer yes to the confirmation (for cron and scripts)
     #[arg(long, short)]
     pub yes: bool,
+    #[command(flatten)]
+    pub build: BuildArgs,
 }
 
 const SEED_PLATFORM: &str = "linux/arm64";
 const SEED_TAG_MODIFIER: &str = "arm64-seed";
-/// Step settings that belong to the Cloud Build, not to a seeding run.
-const DROPPED: [&str; 2] = ["BUILDER", "MULTI_CONTEXT"];
+/// Step settings that belong to the Cloud Build, not to a seeding run (which takes REFRESH
+/// from its caller).
+const DROPPED: [&str; 3] = ["BUILDER", "MULTI_CONTEXT", "REFRESH"];
 
 /// seed-arm64 (and seed-arm64-dry-run, which is this with --dry-run)
 pub fn seed_arm64(ctx: &Ctx, args: &SeedArgs) -> Result<()> {
@@ -44,24 +49,33 @@ pub fn seed_arm64(ctx: &Ctx, args: &SeedArgs) -> Result<()> {
     if !seed.runner.is_dry_run() && !args.yes {
         confirm()?;
     }
-    for image in images {
-        images::buildx_publish(&seed, &image)?;
-    }
-    Ok(())
+    local_registry::ensure_for_local_env(&seed)?;
+    let graph = images::catalog_graph(&seed)?;
+    let names: Vec<&str> = images.iter().map(|image| image.name.as_str()).collect();
+    let logs = (names.len() > 1).then(|| crate::work_dir().join("seed-arm64"));
+    publish_all::publish_images(&seed, &graph, &names, &args.build.options(logs))
 }
 
-/// The images of the pipeline's `buildx-publish-*` steps, in the pipeline's order.
+/// The images the pipeline builds: every catalog image for a `publish-all` step, the image of
+/// each `buildx-publish-*` step.
 fn seed_images(ctx: &Ctx) -> Result<Vec<Image>> {
     let pipeline = Pipeline::load(&ctx.root, &ctx.catalog.pipeline)?;
     let pipeline_path = ctx.catalog.pipeline.display();
     let mut images = Vec::new();
     for step in &pipeline.steps {
         for command in step.xtask_commands() {
-            let Some(task) = command.first().and_then(|t| t.strip_prefix("buildx-publish-")) else {
-                continue;
-            };
-            let Some(image) = ctx.catalog.image_for_task(task) else {
-                bail!("{pipeline_path} runs buildx-publish-{task}, which is not in the image catalog");
+            let step_images: Vec<&Image> = match command.first().map(String::as_str) {
+                Some("publish-all") => ctx.catalog.task_images().map(|(_, image)| image).collect(),
+                Some(task) if task.starts_with("buildx-publish-") => {
+                    let task = &task["buildx-publish-".len()..];
+                    let Some(image) = ctx.catalog.image_for_task(task) else {
+                        bail!(
+                            "{pipeline_path} runs buildx-publish-{task}, which is not in the image catalog"
+                        );
+                    };
+                    vec![image]
+                }
+                _ => continue,
             };
             let other_env: Vec<String> = step
                 .env_pairs()
@@ -76,11 +90,15 @@ fn seed_images(ctx: &Ctx) -> Result<Vec<Image>> {
                     other_env.join(" ")
                 );
             }
-            images.push(image.clone());
+            for image in step_images {
+                if !images.iter().any(|i: &Image| i.name == image.name) {
+                    images.push(image.clone());
+                }
+            }
         }
     }
     if images.is_empty() {
-        bail!("{pipeline_path} has no buildx-publish-* step to seed");
+        bail!("{pipeline_path} has no publish-all or buildx-publish-* step to seed");
     }
     Ok(images)
 }
@@ -98,10 +116,7 @@ fn seeding_context(ctx: &Ctx) -> Ctx {
 fn describe_plan(seed: &Ctx, images: &[Image]) {
     let s = &seed.settings;
     let say = |line: String| seed.runner.say(&line);
-    say(format!(
-        "seed-arm64: the buildx-publish steps of {}, for {SEED_PLATFORM} only:",
-        seed.catalog.pipeline.display()
-    ));
+    say(format!("seed-arm64: the builds of {}, for {SEED_PLATFORM} only:", seed.catalog.pipeline.display()));
     for image in images {
         say(format!(
             "  {} -> {} (cache {})",

@@ -11,7 +11,6 @@ use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use oci_client::secrets::RegistryAuth;
 
 use super::{Ctx, local_registry};
-use crate::catalog::Image;
 use crate::lock::{self, Lock};
 use crate::registry::auth::{CredentialSource, DockerConfig, credentials_for};
 use crate::registry::manifest::short_digest as short;
@@ -134,24 +133,10 @@ pub fn list_pairs(ctx: &Ctx, args: &VendorArgs) -> Result<Vec<Pair>> {
     thirdparty::pairs(&entries, &ctx.settings.docker_repo).map_err(with_path)
 }
 
-/// Vendor what `images` are built from: the bases their Dockerfiles start from and, when
-/// `with_buildkit`, the BuildKit image of a builder container. Each must be in the list; the
-/// rest of the list is left alone (another image's bases may need a login this run lacks).
-pub fn vendor_bases<'a>(
-    ctx: &Ctx,
-    args: &VendorArgs,
-    images: impl Iterator<Item = &'a Image>,
-    with_buildkit: bool,
-) -> Result<()> {
-    let mut needed: Vec<(String, String)> = Vec::new();
-    for image in images {
-        for base in super::images::base_images(ctx, image)? {
-            needed.push((base, image.dockerfile()));
-        }
-    }
-    if with_buildkit {
-        needed.push((ctx.settings.vendored(&ctx.catalog.buildkit), "the docker-container builder".into()));
-    }
+/// Vendor what a build needs: `needed` (a reference under `$DOCKER_REPO/thirdparty/`, and who
+/// needs it), each of which must be in the list; the rest of the list is left alone (another
+/// image's bases may need a login this run lacks).
+pub fn vendor_bases(ctx: &Ctx, args: &VendorArgs, needed: Vec<(String, String)>, mode: Mode) -> Result<()> {
     let list = list_path(ctx, args);
     let pairs = list_pairs(ctx, args)?;
     let mut chosen: Vec<Pair> = Vec::new();
@@ -179,7 +164,7 @@ pub fn vendor_bases<'a>(
         ));
         return Ok(());
     }
-    vendor(ctx, args, chosen, Mode::Default { whole_list: false })
+    vendor(ctx, args, chosen, mode)
 }
 
 /// Vendor `pairs` (tags of the list) into `$DOCKER_REPO/thirdparty/` as `mode` says: each at
@@ -277,28 +262,53 @@ pub fn vendor(ctx: &Ctx, args: &VendorArgs, pairs: Vec<Pair>, mode: Mode) -> Res
 /// Credentials for every registry of `pairs`, found synchronously first: helpers and gcloud are
 /// external commands.
 fn credentials(ctx: &Ctx, args: &VendorArgs, pairs: &[Pair]) -> Result<Vec<(RegistryAccess, RegistryAuth)>> {
+    let destinations: Vec<String> =
+        pairs.iter().map(|p| p.destination.resolve_registry().to_string()).collect();
+    let hosts: Vec<(String, bool)> = distinct_registries(pairs)
+        .into_iter()
+        .map(|host| {
+            let read_only = !destinations.contains(&host);
+            (host, read_only)
+        })
+        .collect();
+    let registries =
+        registry_credentials(ctx, &hosts, &args.gcloud_auth_registries, &args.insecure_registries)?;
+    let mut found = Vec::new();
+    for (access, auth, source) in registries {
+        if let CredentialSource::AnonymousWithoutGcloud(why) = &source {
+            eprintln!(
+                "warning: no gcloud access token for {} ({why}): reading it anonymously, as its public images allow",
+                access.host
+            );
+        }
+        if args.verbose {
+            eprintln!("registry: {}: credentials from {source}", access.host);
+        }
+        found.push((access, auth));
+    }
+    Ok(found)
+}
+
+/// How to reach each of `hosts` (`(host, read_only)`: nothing is pushed there) and the
+/// credentials found for it: a credential helper, the Docker config, or a gcloud token.
+/// `gcloud_hosts` take a gcloud token besides Google's own; `insecure` speak plain HTTP.
+pub fn registry_credentials(
+    ctx: &Ctx,
+    hosts: &[(String, bool)],
+    gcloud_hosts: &[String],
+    insecure: &[String],
+) -> Result<Vec<(RegistryAccess, RegistryAuth, CredentialSource)>> {
     let config = DockerConfig::load()?;
     let run = |program: &str, args: &[&str], stdin: Option<&str>| {
         let sh = sh();
         ctx.runner.query(xshell::cmd!(sh, "{program} {args...}"), stdin)
     };
     let mut registries = Vec::new();
-    let destinations: Vec<String> =
-        pairs.iter().map(|p| p.destination.resolve_registry().to_string()).collect();
-    for host in distinct_registries(pairs) {
-        let read_only = !destinations.contains(&host);
-        let (auth, source) = credentials_for(&host, &config, &args.gcloud_auth_registries, read_only, &run)?;
-        if let CredentialSource::AnonymousWithoutGcloud(why) = &source {
-            eprintln!(
-                "warning: no gcloud access token for {host} ({why}): reading it anonymously, as its public images allow"
-            );
-        }
-        if args.verbose {
-            eprintln!("registry: {host}: credentials from {source}");
-        }
+    for (host, read_only) in hosts {
+        let (auth, source) = credentials_for(host, &config, gcloud_hosts, *read_only, &run)?;
         let access =
-            RegistryAccess { plain_http: registry::uses_plain_http(&host, &args.insecure_registries), host };
-        registries.push((access, auth));
+            RegistryAccess { plain_http: registry::uses_plain_http(host, insecure), host: host.clone() };
+        registries.push((access, auth, source));
     }
     Ok(registries)
 }

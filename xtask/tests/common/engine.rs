@@ -2,7 +2,11 @@
 //! made from Debian's `busybox-static` (amd64 and arm64) without any registry but ours.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
+
+use xtask::testbed::{TestRegistry, skopeo_raw};
+
+use super::{stderr, stdout};
 
 /// Whether the engine these tests need answers: `docker info` works, the engine uses the
 /// containerd image store, and its builder lists linux/arm64 (QEMU). Under CI (`CI` set) a
@@ -198,3 +202,118 @@ fi
 echo "fake gcloud: unexpected call: $*" >&2
 exit 2
 "#;
+
+/// A test catalog in a folder of its own, its base image (busybox, both platforms) served by an
+/// "upstream" registry on 127.0.0.1, and a destination registry for `DOCKER_REPO`: the main
+/// job, offline.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub upstream: TestRegistry,
+    pub destination: TestRegistry,
+}
+
+impl Setup {
+    /// `catalog`: the text of `images.toml`; `files`: more files by path under the catalog's
+    /// folder (Dockerfiles, the pipeline); `list`: the vendoring list, given the upstream host,
+    /// which serves `busybox:1.35`.
+    pub fn new(catalog: &str, files: &[(&str, String)], list: impl Fn(&str) -> String) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = TestRegistry::start().unwrap();
+        let destination = TestRegistry::start().unwrap();
+        let up = upstream.host();
+        std::fs::create_dir(dir.path().join("base")).unwrap();
+        push_busybox_base(&dir.path().join("base"), &format!("{up}/busybox:1.35"));
+        let folder = dir.path().join("catalog");
+        for (path, text) in files {
+            let path = folder.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        std::fs::write(folder.join("images.toml"), catalog).unwrap();
+        std::fs::write(folder.join("thirdparty.txt"), list(&up)).unwrap();
+        Setup { dir, upstream, destination }
+    }
+
+    pub fn repo(&self) -> String {
+        format!("{}/local", self.destination.host())
+    }
+
+    pub fn catalog(&self) -> String {
+        self.dir.path().join("catalog/images.toml").display().to_string()
+    }
+
+    /// A file of the catalog's folder.
+    pub fn path(&self, path: &str) -> PathBuf {
+        self.dir.path().join("catalog").join(path)
+    }
+
+    /// xtask with ENV=local into the destination, on the test catalog; `more_env` wins.
+    pub fn xtask(&self, args: &[&str], more_env: &[(&str, &str)]) -> Output {
+        let (repo, catalog) = (self.repo(), self.catalog());
+        let mut env = vec![("ENV", "local"), ("DOCKER_REPO", repo.as_str()), ("CATALOG", catalog.as_str())];
+        env.extend_from_slice(more_env);
+        super::xtask(args, &env)
+    }
+
+    #[track_caller]
+    pub fn xtask_ok(&self, args: &[&str], more_env: &[(&str, &str)]) -> Output {
+        let output = self.xtask(args, more_env);
+        assert!(
+            output.status.success(),
+            "{args:?} failed:\n{}\n{}\nthe destination registry's errors:\n{}",
+            stdout(&output),
+            stderr(&output),
+            self.destination.errors()
+        );
+        output
+    }
+
+    pub fn logs(&self) -> String {
+        self.dir.path().join("logs").display().to_string()
+    }
+}
+
+/// The platforms of the index at `reference`, attestations left out, read with skopeo.
+pub fn platforms(reference: &str) -> Vec<String> {
+    let mut found: Vec<String> =
+        platform_manifests(reference).into_iter().map(|(platform, _)| platform).collect();
+    found.sort();
+    found
+}
+
+/// Each platform of the index at `reference` and its manifest's digest, attestations left out.
+pub fn platform_manifests(reference: &str) -> Vec<(String, String)> {
+    let raw = skopeo_raw(reference).unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert!(index["manifests"].is_array(), "{reference} is not an index: {index}");
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let platform = format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            );
+            (platform, m["digest"].as_str().unwrap().to_string())
+        })
+        .filter(|(p, _)| p != "unknown/unknown")
+        .collect()
+}
+
+pub fn digest(reference: &str) -> String {
+    xtask::testbed::sha256_digest(&skopeo_raw(reference).unwrap())
+}
+
+/// A file of the image at `reference`, for `platform`.
+pub fn file_in(reference: &str, platform: &str, path: &str) -> String {
+    run("docker", &["run", "--rm", "--pull", "always", "--platform", platform, reference, "cat", path])
+        .trim()
+        .to_string()
+}
+
+/// What `RUN` steps of the image at `reference` recorded as the machine they ran on.
+pub fn built_on(reference: &str, platform: &str) -> String {
+    file_in(reference, platform, "/built-on")
+}

@@ -1,0 +1,113 @@
+//! What `$DOCKER_REPO` holds, read in-process before anything is built: the digest a tag points
+//! at (one HEAD), and the inputs a published index records (one GET). These decide which
+//! images are up to date. The reads are synchronous, for the build threads of the tasks.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use oci_client::Reference;
+
+use super::Ctx;
+use super::thirdparty::registry_credentials;
+use crate::inputs::{DIGEST_ANNOTATION, Inputs, RECORD_ANNOTATION};
+use crate::registry::Session;
+use crate::registry::manifest::sha256_digest;
+use crate::registry::retry::RetryPolicy;
+use crate::registry::session::SessionOptions;
+
+/// An image as published: its digest, and the inputs recorded on it (none when it was
+/// published some other way).
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub digest: String,
+    /// The digest of its inputs, as recorded.
+    pub inputs_digest: Option<String>,
+    pub inputs: Option<Inputs>,
+}
+
+/// The registry of `$DOCKER_REPO`, with a memo of the tags read (a vendored base shared by many
+/// images is asked for once).
+pub struct Destination {
+    runtime: tokio::runtime::Runtime,
+    session: Session,
+    digests: Mutex<BTreeMap<String, Option<String>>>,
+}
+
+impl Destination {
+    /// Call it while no other thread of ours runs (see `Session::new`). A check that fails is
+    /// not worth waiting for (the image is then built), so each request gets two tries.
+    pub fn open(ctx: &Ctx) -> Result<Destination> {
+        let host = parse(&format!("{}/probe:1", ctx.settings.docker_repo))?.resolve_registry().to_string();
+        let list = |name: &str| -> Vec<String> {
+            std::env::var(name)
+                .unwrap_or_default()
+                .split(',')
+                .filter(|h| !h.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        let (gcloud_hosts, insecure) = (list("GCLOUD_AUTH_REGISTRIES"), list("INSECURE_REGISTRIES"));
+        // Read only: without a gcloud token, anonymously (a failed read then says why).
+        let registries: Vec<_> = registry_credentials(ctx, &[(host, true)], &gcloud_hosts, &insecure)?
+            .into_iter()
+            .map(|(access, auth, _)| (access, auth))
+            .collect();
+        let accesses: Vec<_> = registries.iter().map(|(access, _)| access.clone()).collect();
+        let options = SessionOptions {
+            retry: RetryPolicy { attempts: 2, ..RetryPolicy::default() },
+            stall_timeout: Duration::from_secs(20),
+            ..SessionOptions::default()
+        };
+        let session = Session::new(&accesses, options)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let session = runtime.block_on(session.authenticate(registries));
+        Ok(Destination { runtime, session, digests: Mutex::new(BTreeMap::new()) })
+    }
+
+    /// The digest `reference` points at; `None` when nothing is there.
+    pub fn digest(&self, reference: &str) -> Result<Option<String>> {
+        if let Some(known) = self.digests.lock().expect("not poisoned").get(reference) {
+            return Ok(known.clone());
+        }
+        let parsed = parse(reference)?;
+        let digest = self
+            .runtime
+            .block_on(self.session.manifest_digest(&parsed, false))
+            .with_context(|| format!("cannot read {reference}"))?;
+        self.digests.lock().expect("not poisoned").insert(reference.to_string(), digest.clone());
+        Ok(digest)
+    }
+
+    /// The image published at `reference`, with the inputs recorded on it; `None` when nothing
+    /// is there.
+    pub fn published(&self, reference: &str) -> Result<Option<Published>> {
+        let parsed = parse(reference)?;
+        let Some(bytes) = self.runtime.block_on(self.session.manifest_if_any(&parsed))? else {
+            return Ok(None);
+        };
+        let index: serde_json::Value =
+            serde_json::from_slice(&bytes).with_context(|| format!("{reference} is not a manifest"))?;
+        let annotation = |key: &str| index["annotations"][key].as_str().map(str::to_string);
+        Ok(Some(Published {
+            digest: sha256_digest(&bytes),
+            inputs_digest: annotation(DIGEST_ANNOTATION),
+            inputs: annotation(RECORD_ANNOTATION).and_then(|record| Inputs::from_json(&record)),
+        }))
+    }
+
+    /// Forget what `reference` pointed at: it was just pushed.
+    pub fn forget(&self, reference: &str) {
+        self.digests.lock().expect("not poisoned").remove(reference);
+    }
+}
+
+fn parse(reference: &str) -> Result<Reference> {
+    crate::registry::reference::parse(reference)
+        .map_err(|e| anyhow!("`{reference}` is not an image reference: {e}"))
+}
