@@ -109,8 +109,9 @@ impl Inputs {
                 changes.extend(files.into_iter().filter(|f| f != "Dockerfile changed"));
             }
         }
+        let shown = |value: &str| if value.is_empty() { "\"\"".to_string() } else { value.to_string() };
         changes.extend(map_changes(&old.args, &self.args, |name, old, new| {
-            format!("build argument {name} {old} → {new}")
+            format!("build argument {name} {} → {}", shown(old), shown(new))
         }));
         if old.platforms != self.platforms {
             changes.push(format!("platforms {} → {}", old.platforms, self.platforms));

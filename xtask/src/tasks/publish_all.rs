@@ -195,6 +195,8 @@ struct Bases {
     pins: Vec<(String, String)>,
     /// Why some digests are unknown (then nothing can be up to date).
     unknown: Vec<String>,
+    /// For a dry run's plan: the pins a parent's build will decide.
+    notes: Vec<String>,
 }
 
 impl Run<'_> {
@@ -319,6 +321,9 @@ impl Run<'_> {
             &format!("{:<11} {}: {why}", verb, image.name),
             &format!("{}: {verb}: {why}", image.name),
         );
+        for note in &bases.notes {
+            ctx.runner.say(&format!("{}: {note}", image.name));
+        }
         let image_ctx = self.image_ctx(image);
         let recipe = Recipe { args, pins: bases.pins, inputs };
         let output = Output { log, width: self.width, steps: Arc::clone(steps) };
@@ -340,7 +345,8 @@ impl Run<'_> {
     ) -> Result<Bases> {
         let (ctx, destination) = (self.ctx, self.destination);
         let dry_run = ctx.runner.is_dry_run();
-        let mut bases = Bases { digests: BTreeMap::new(), pins: Vec::new(), unknown: Vec::new() };
+        let mut bases =
+            Bases { digests: BTreeMap::new(), pins: Vec::new(), unknown: Vec::new(), notes: Vec::new() };
         let mut named: Vec<(String, String, Option<String>)> = Vec::new();
         for reference in &node.vendored {
             let digest = match destination.digest(reference) {
@@ -364,6 +370,10 @@ impl Run<'_> {
                 Some(Ok(Some(digest))) => Some(digest.clone()),
                 Some(Ok(None)) if dry_run => {
                     bases.unknown.push(format!("{} would be rebuilt", parent.name));
+                    bases.notes.push(format!(
+                        "then built from the digest {} gets: --build-context {}=docker-image://{published}@<that digest>",
+                        parent.name, parent.reference
+                    ));
                     None
                 }
                 Some(Ok(None)) => {

@@ -1,0 +1,250 @@
+//! The image graph on a real Docker Engine, offline: a catalog of five images in three levels,
+//! with a diamond (`left` and `right` on `base`, `top` on both) and an image on its own
+//! (`solo`), all from the vendored busybox base. publish-all builds them in order, independent
+//! images at once, each child from the digest its parent just published; a second run builds
+//! nothing; a change rebuilds exactly the changed image and what is below it; REFRESH reruns
+//! the package step; a failing middle image skips its descendants and spares the rest.
+
+mod common;
+
+use std::process::Output;
+
+use common::engine::{Setup, digest, engine_or_skip, file_in, platform_manifests};
+use common::{stderr, stdout};
+use xtask::testbed::skopeo_raw;
+
+const CATALOG: &str = r#"
+thirdparty = "thirdparty.txt"
+pipeline = "pipeline.yaml"
+buildkit = "moby/buildkit:v0.18.0"
+
+[versions]
+BUSYBOX_VERSION = "1.35"
+V = "1"
+FAIL = "0"
+
+[[image]]
+name = "top"
+task = "top"
+description = "on left and right"
+tag = "{V}"
+
+[[image]]
+name = "left"
+task = "left"
+description = "on base; fails with FAIL=1"
+tag = "{V}"
+build_args = ["FAIL"]
+
+[[image]]
+name = "right"
+task = "right"
+description = "on base"
+tag = "{V}"
+
+[[image]]
+name = "base"
+task = "base"
+description = "the root, with a package step"
+tag = "{V}"
+build_args = ["BUSYBOX_VERSION"]
+
+[[image]]
+name = "solo"
+task = "solo"
+description = "on busybox alone"
+tag = "{V}"
+build_args = ["BUSYBOX_VERSION"]
+
+[cloud_builder]
+name = "cloud"
+description = "never built here"
+tag = "1"
+"#;
+
+const BASE: &str = "ARG DOCKER_REPO\nARG BUSYBOX_VERSION\n\
+    FROM ${DOCKER_REPO}/thirdparty/busybox:${BUSYBOX_VERSION}\n\
+    ARG REFRESH\n\
+    RUN cat /proc/sys/kernel/random/uuid > /refreshed && uname -m > /built-on\n\
+    COPY file.txt /base.txt\n";
+const LEFT: &str = "ARG DOCKER_REPO\nFROM ${DOCKER_REPO}/base:1\nARG FAIL\n\
+    RUN test \"$FAIL\" = 0 && sleep 2 && echo left > /left\nCOPY file.txt /left.txt\n";
+const RIGHT: &str = "ARG DOCKER_REPO\nFROM ${DOCKER_REPO}/base:1\n\
+    RUN sleep 2 && echo right > /right\nCOPY file.txt /right.txt\n";
+const TOP: &str = "ARG DOCKER_REPO\nFROM ${DOCKER_REPO}/right:1 AS right\nFROM ${DOCKER_REPO}/left:1\n\
+    COPY --from=right /right /right\nCOPY file.txt /top.txt\n";
+const SOLO: &str = "ARG DOCKER_REPO\nARG BUSYBOX_VERSION\n\
+    FROM ${DOCKER_REPO}/thirdparty/busybox:${BUSYBOX_VERSION}\n\
+    RUN sleep 2 && echo solo > /solo\nCOPY file.txt /solo.txt\n";
+
+const IMAGES: [&str; 5] = ["base", "left", "right", "top", "solo"];
+
+fn setup() -> Setup {
+    let mut files: Vec<(&str, String)> = vec![
+        ("base/Dockerfile", BASE.into()),
+        ("left/Dockerfile", LEFT.into()),
+        ("right/Dockerfile", RIGHT.into()),
+        ("top/Dockerfile", TOP.into()),
+        ("solo/Dockerfile", SOLO.into()),
+        ("cloud/Dockerfile", "FROM scratch\n".into()),
+        ("pipeline.yaml", "steps: []\n".into()),
+    ];
+    let notes = ["base/file.txt", "left/file.txt", "right/file.txt", "top/file.txt", "solo/file.txt"];
+    files.extend(notes.map(|path| (path, "one\n".to_string())));
+    Setup::new(CATALOG, &files, |up| format!("{up}/busybox: 1.35\n"))
+}
+
+/// The index of the first stdout line that starts with `start`.
+#[track_caller]
+fn line_of(out: &str, start: &str) -> usize {
+    out.lines().position(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no line {start:?} in\n{out}"))
+}
+
+/// The images a run built and those it found up to date, from its status lines (the
+/// vendoring's lines, which name registries, left out).
+fn outcomes(out: &str) -> (Vec<&str>, Vec<&str>) {
+    let names = |prefix: &str| -> Vec<&str> {
+        let mut names: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .filter_map(|rest| rest.split([' ', ':']).next())
+            .filter(|name| IMAGES.contains(name))
+            .collect();
+        names.sort();
+        names
+    };
+    (names("published   "), names("up to date  "))
+}
+
+/// The layers of the `platform` manifest of the index at `reference`.
+fn layers(reference: &str, platform: &str) -> Vec<String> {
+    let (_, manifest) = platform_manifests(reference)
+        .into_iter()
+        .find(|(p, _)| p == platform)
+        .unwrap_or_else(|| panic!("{reference} has no {platform}"));
+    let repository = reference.rsplit_once(':').unwrap().0;
+    let raw = skopeo_raw(&format!("{repository}@{manifest}")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
+}
+
+fn no_build_ran(output: &Output) -> bool {
+    !stderr(output).contains("docker buildx build")
+}
+
+#[test]
+fn the_image_graph_builds_in_order_and_skips_what_is_up_to_date() {
+    if !engine_or_skip("the_image_graph_builds_in_order_and_skips_what_is_up_to_date") {
+        return;
+    }
+    let setup = setup();
+    let repo = setup.repo();
+    let logs = setup.logs();
+    let publish = |env: &[(&str, &str)]| setup.xtask_ok(&["publish-all", "--logs", &logs], env);
+
+    // 1. Cold: in order, independent images at once.
+    let output = publish(&[]);
+    let out = stdout(&output);
+    assert_eq!(outcomes(&out), (vec!["base", "left", "right", "solo", "top"], vec![]), "{out}");
+    let (start, done) = (
+        |i: &str| line_of(&out, &format!("building    {i}:")),
+        |i: &str| line_of(&out, &format!("published   {i} -> ")),
+    );
+    for (child, parent) in [("left", "base"), ("right", "base"), ("top", "left"), ("top", "right")] {
+        assert!(start(child) > done(parent), "{child} started before {parent} was published:\n{out}");
+    }
+    // left and right both started before either was done; so did base and solo.
+    assert!(start("left").max(start("right")) < done("left").min(done("right")), "left, right:\n{out}");
+    assert!(start("base").max(start("solo")) < done("base").min(done("solo")), "base, solo:\n{out}");
+    for image in IMAGES {
+        let row =
+            out.lines().find(|l| l.starts_with(&format!("{image} "))).unwrap_or_else(|| panic!("{out}"));
+        assert!(row.contains(" linux/amd64,linux/arm64 ") && row.contains(" built "), "{row}");
+    }
+
+    // Each child starts from the digest its parent was just published at, on both platforms:
+    // pinned on its command line, and its layers are the parent's and then its own.
+    for (child, parent) in [("left", "base"), ("right", "base"), ("top", "left")] {
+        let parent_ref = format!("{repo}/{parent}:1");
+        let pinned = format!("{parent_ref}=docker-image://{parent_ref}@{}", digest(&parent_ref));
+        let log = std::fs::read_to_string(std::path::Path::new(&logs).join(format!("{child}.log"))).unwrap();
+        assert_eq!(log.matches(&pinned).count(), 2, "{child} builds each platform from {pinned}:\n{log}");
+        for platform in ["linux/amd64", "linux/arm64"] {
+            let (below, above) =
+                (layers(&parent_ref, platform), layers(&format!("{repo}/{child}:1"), platform));
+            assert!(above.len() > below.len() && above.starts_with(&below), "{child} {platform}: {above:?}");
+        }
+    }
+    assert_eq!(file_in(&format!("{repo}/top:1"), "linux/arm64", "/built-on"), "aarch64");
+    assert_eq!(
+        file_in(&format!("{repo}/top:1"), "linux/amd64", "/right"),
+        "right",
+        "the diamond's other side"
+    );
+    let first_refresh = file_in(&format!("{repo}/base:1"), "linux/amd64", "/refreshed");
+
+    // 2. Nothing changed: nothing is built.
+    let output = publish(&[]);
+    assert!(no_build_ran(&output), "{}", stderr(&output));
+    let mut all = IMAGES.to_vec();
+    all.sort();
+    assert_eq!(outcomes(&stdout(&output)), (vec![], all));
+
+    // 3. A leaf's file changed: the dry run says so, and only the leaf is built.
+    std::fs::write(setup.path("top/file.txt"), "two\n").unwrap();
+    let dry = stdout(&setup.xtask_ok(&["publish-all", "--dry-run"], &[]));
+    assert!(dry.contains("[dry-run] # top: would build: file.txt changed"), "{dry}");
+    for image in ["base", "left", "right", "solo"] {
+        assert!(dry.contains(&format!("[dry-run] # {image}: up to date: {repo}/{image}:1")), "{dry}");
+    }
+    let out = stdout(&publish(&[]));
+    assert_eq!(outcomes(&out), (vec!["top"], vec!["base", "left", "right", "solo"]), "{out}");
+
+    // 4. The root's file changed: the root and everything below it, not solo. Its package step
+    //    stays cached (REFRESH is the one it was built with).
+    std::fs::write(setup.path("base/file.txt"), "two\n").unwrap();
+    let dry = stdout(&setup.xtask_ok(&["publish-all", "--dry-run"], &[]));
+    assert!(dry.contains("[dry-run] # left: would build: base would be rebuilt"), "{dry}");
+    assert!(
+        dry.contains("[dry-run] # top: would build: right would be rebuilt, left would be rebuilt"),
+        "{dry}"
+    );
+    let pin = format!("{repo}/left:1=docker-image://{repo}/left:1@<that digest>");
+    let note = format!("[dry-run] # top: then built from the digest left gets: --build-context {pin}");
+    assert!(dry.contains(&note), "{dry}");
+    let out = stdout(&publish(&[]));
+    assert_eq!(outcomes(&out), (vec!["base", "left", "right", "top"], vec!["solo"]), "{out}");
+    assert!(out.contains("building    left: base 127.0.0.1:"), "the parent's digest changed: {out}");
+    assert_eq!(file_in(&format!("{repo}/base:1"), "linux/amd64", "/refreshed"), first_refresh);
+
+    // 5. A refresh reruns the package step of the images that declare REFRESH, and what is
+    //    below them; a run without it keeps it, and all is up to date.
+    let out = stdout(&publish(&[("REFRESH", "now")]));
+    assert_eq!(outcomes(&out), (vec!["base", "left", "right", "top"], vec!["solo"]), "{out}");
+    assert!(out.contains("building    base: build argument REFRESH \"\" → 20"), "{out}");
+    assert_ne!(file_in(&format!("{repo}/base:1"), "linux/amd64", "/refreshed"), first_refresh);
+    let output = publish(&[]);
+    assert!(no_build_ran(&output), "the refresh is kept: {}", stdout(&output));
+
+    // 6. A failing middle image: its descendants are skipped, the rest spared.
+    let output = setup.xtask(&["publish-all", "--logs", &logs], &[("FAIL", "1")]);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(out.contains("FAILED      left: "), "{out}");
+    assert!(out.contains("skipped     top: left failed"), "{out}");
+    assert_eq!(outcomes(&out), (vec![], vec!["base", "right", "solo"]), "{out}");
+    let row = out.lines().find(|l| l.starts_with("top ")).unwrap();
+    assert!(row.contains("skipped: left failed"), "{row}");
+    assert!(stderr(&output).contains("1 of 5 images failed, 1 skipped"), "{}", stderr(&output));
+
+    // 7. One image alone: its parent must be published, and the error says how.
+    let output = setup
+        .xtask(&["buildx-publish-left"], &[("DOCKER_REPO", &format!("{}/fresh", setup.destination.host()))]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("it builds on base, which is not published yet")
+            && err.contains("cargo xtask buildx-publish-base"),
+        "{err}"
+    );
+}
