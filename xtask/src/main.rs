@@ -10,6 +10,7 @@ use xtask::catalog::Catalog;
 use xtask::runner::{CommandFailed, Runner};
 use xtask::settings::{self, Settings, SettingsArgs};
 use xtask::tasks::bench::{self, BenchArgs};
+use xtask::tasks::bench_graph::{self, BenchGraphArgs};
 use xtask::tasks::bench_rebuild::{self, BenchRebuildArgs};
 use xtask::tasks::images::BuildArgs;
 use xtask::tasks::local_registry::{self, LocalRegistryArgs};
@@ -59,6 +60,8 @@ enum Task {
     BenchThirdparty(BenchArgs),
     /// Benchmark a rebuild from the registry caches (late change, empty local caches) against a cold build
     BenchRebuild(BenchRebuildArgs),
+    /// Benchmark publish-all on a six-image graph (cold, up to date, leaf and root changes) against rebuilding every image from the caches
+    BenchGraph(BenchGraphArgs),
 }
 
 /// What an image task does with its image.
@@ -202,5 +205,6 @@ fn try_main() -> Result<()> {
         Task::LocalRegistry(args) => local_registry::local_registry(&ctx, &args),
         Task::BenchThirdparty(args) => bench::bench_thirdparty(&ctx, &args),
         Task::BenchRebuild(args) => bench_rebuild::bench_rebuild(&ctx, &args),
+        Task::BenchGraph(args) => bench_graph::bench_graph(&ctx, &args),
     }
 }

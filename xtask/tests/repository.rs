@@ -27,8 +27,11 @@ fn every_base_image_is_vendored_or_a_catalog_image_and_no_dockerfile_names_a_fro
     let catalog = Catalog::load(&root).unwrap();
     let vendored = vendored(&catalog);
     let versions = &catalog.versions;
-    let published: BTreeSet<String> =
-        catalog.images.iter().map(|image| format!("{REPO}/{}:{}", image.name, image.tag.render(versions))).collect();
+    let published: BTreeSet<String> = catalog
+        .images
+        .iter()
+        .map(|image| format!("{REPO}/{}:{}", image.name, image.tag.render(versions)))
+        .collect();
     for image in catalog.images.iter().chain([&catalog.cloud_builder]) {
         let dockerfile = std::fs::read_to_string(root.join(image.dockerfile())).unwrap();
         let mut args = BTreeMap::from([("DOCKER_REPO".to_string(), REPO.to_string())]);

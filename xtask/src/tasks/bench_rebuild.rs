@@ -30,14 +30,7 @@ pub struct BenchRebuildArgs {
 
 /// bench-rebuild
 pub fn bench_rebuild(ctx: &Ctx, args: &BenchRebuildArgs) -> Result<()> {
-    require("docker-registry", "apt-get install docker-registry")?;
-    let (sh, format) = (sh(), "{{json .DriverStatus}}");
-    let store = ctx.runner.query(cmd!(sh, "docker info --format {format}"), None)?;
-    if !store.contains("io.containerd.snapshotter.v1") {
-        bail!(
-            "bench-rebuild needs an engine with the containerd image store (see the README's Testing section)"
-        );
-    }
+    require_engine(ctx, "bench-rebuild")?;
     let dir = tempfile::tempdir()?;
     let upstream = TestRegistry::start()?;
     let destination = TestRegistry::start()?;
@@ -49,7 +42,7 @@ pub fn bench_rebuild(ctx: &Ctx, args: &BenchRebuildArgs) -> Result<()> {
     let (mut colds, mut rebuilds) = (Vec::new(), Vec::new());
     for round in 1..=args.runs {
         let repo = format!("{}/round{round}", destination.host());
-        let xtask = |task: &str| run_xtask(task, &catalog, &repo, &log);
+        let xtask = |task: &str| run_xtask(&[task], &catalog, &repo, &log);
         xtask("thirdparty")?;
         xtask("prune")?;
         let cold = xtask("buildx-publish-bench")?;
@@ -73,6 +66,18 @@ pub fn bench_rebuild(ctx: &Ctx, args: &BenchRebuildArgs) -> Result<()> {
         rebuild.as_secs_f64(),
         cold.as_secs_f64() / rebuild.as_secs_f64()
     );
+    Ok(())
+}
+
+/// The benchmarks of builds need a real registry and an engine whose own builder exports
+/// registry caches.
+pub(super) fn require_engine(ctx: &Ctx, bench: &str) -> Result<()> {
+    require("docker-registry", "apt-get install docker-registry")?;
+    let (sh, format) = (sh(), "{{json .DriverStatus}}");
+    let store = ctx.runner.query(cmd!(sh, "docker info --format {format}"), None)?;
+    if !store.contains("io.containerd.snapshotter.v1") {
+        bail!("{bench} needs an engine with the containerd image store (see the README's Testing section)");
+    }
     Ok(())
 }
 
@@ -101,12 +106,13 @@ fn write_catalog(dir: &Path, upstream: &str, work: u64) -> Result<String> {
     Ok(catalog.join("images.toml").display().to_string())
 }
 
-/// Run `cargo xtask <task>` (this binary) with ENV=local into `repo`; its output goes to `log`.
-fn run_xtask(task: &str, catalog: &str, repo: &str, log: &Path) -> Result<Duration> {
+/// Run `cargo xtask <args>` (this binary) with ENV=local into `repo`; its output goes to `log`.
+pub(super) fn run_xtask(args: &[&str], catalog: &str, repo: &str, log: &Path) -> Result<Duration> {
+    let task = args.join(" ");
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let started = Instant::now();
     let status = Command::new(std::env::current_exe()?)
-        .arg(task)
+        .args(args)
         .envs([("ENV", "local"), ("DOCKER_REPO", repo), ("CATALOG", catalog)])
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
@@ -125,7 +131,7 @@ fn run_xtask(task: &str, catalog: &str, repo: &str, log: &Path) -> Result<Durati
     Ok(elapsed)
 }
 
-fn median(values: &mut [Duration]) -> Duration {
+pub(super) fn median(values: &mut [Duration]) -> Duration {
     values.sort();
     values[values.len() / 2]
 }
