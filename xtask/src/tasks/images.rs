@@ -64,7 +64,7 @@ pub struct Recipe {
 
 /// Where one image's output goes: every line behind `<image>/<arch> |` (padded to `width`)
 /// on stderr, and into `log` when given.
-pub struct Output<'a> {
+pub struct ImageOutput<'a> {
     pub log: Option<&'a Path>,
     pub width: usize,
     pub steps: Arc<Steps>,
@@ -75,7 +75,7 @@ pub struct Output<'a> {
 /// `docker buildx imagetools create` merges them into `<tag>`, attestations kept, with the
 /// inputs recorded as annotations of the index. (One registry cache for a build of several
 /// platforms on several nodes keeps only the platform that finished last: docker/buildx#1044.)
-pub fn publish(ctx: &Ctx, image: &Image, recipe: &Recipe, output: &Output) -> Result<()> {
+pub fn publish(ctx: &Ctx, image: &Image, recipe: &Recipe, output: &ImageOutput) -> Result<()> {
     let lines = |prefix: &str, watch: Option<Watch>| Lines {
         prefix: format!("{prefix:<width$}", width = output.width),
         log: output.log.map(Path::to_path_buf),

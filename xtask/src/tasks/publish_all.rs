@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
 
-use super::images::{self, BuildArgs, OUTPUT_OPTIONS, Output, Recipe, Steps};
+use super::images::{self, BuildArgs, ImageOutput, OUTPUT_OPTIONS, Recipe, Steps};
 use super::published::{Destination, Published};
 use super::thirdparty::{self, VendorArgs};
 use super::{Ctx, buildx, local_registry};
@@ -139,9 +139,9 @@ pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &Pub
     let started = Instant::now();
     let rows: Vec<Row> = if ctx.runner.is_dry_run() {
         let mut done: BTreeMap<String, Row> = BTreeMap::new();
-        for name in graph.nodes.iter().map(|n| n.name.as_str()).filter(|n| selected.contains(n)) {
-            let row = run.image(name, &done);
-            done.insert(name.to_string(), row);
+        for node in graph.nodes.iter().filter(|n| selected.contains(&n.name.as_str())) {
+            let row = run.one_image(node, run.parent_outcomes(node, &done));
+            done.insert(node.name.clone(), row);
         }
         order(graph, done)
     } else {
@@ -156,15 +156,15 @@ pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &Pub
     if failed + skipped == 0 {
         return Ok(());
     }
-    if let [Row { outcome: Outcome::Failed { .. }, .. }] = rows.as_slice() {
-        // One image asked for: its own error, with the failing command's exit status.
-        let Some(Row { outcome: Outcome::Failed { error }, .. }) = rows.into_iter().next() else {
-            unreachable!("matched above")
-        };
+    let total = rows.len();
+    // One image asked for: its own error, with the failing command's exit status.
+    if total == 1
+        && let Some(Row { outcome: Outcome::Failed { error }, .. }) = rows.into_iter().next()
+    {
         return Err(error);
     }
     let skipped = if skipped > 0 { format!(", {skipped} skipped") } else { String::new() };
-    bail!("{failed} of {} images failed{skipped} (see above)", rows.len())
+    bail!("{failed} of {total} images failed{skipped} (see above)")
 }
 
 fn order(graph: &Graph, mut done: BTreeMap<String, Row>) -> Vec<Row> {
@@ -178,6 +178,10 @@ fn longest_arch(platforms: &str) -> usize {
 fn image_named<'a>(ctx: &'a Ctx, name: &str) -> &'a Image {
     ctx.catalog.images.iter().find(|image| image.name == name).expect("the graph's images are the catalog's")
 }
+
+/// Each parent built in this run: the digest it was published at (none in a dry run where it
+/// would be built), or why it was not (`Err`: its children are skipped).
+type Parents = BTreeMap<String, Result<Option<String>, String>>;
 
 /// One run over the selected images.
 struct Run<'a> {
@@ -220,7 +224,7 @@ impl Run<'_> {
                     // The parents' rows are read, then the lock is let go for the build.
                     let parents = self.parent_outcomes(node, &guard);
                     drop(guard);
-                    let row = self.image_with(name, parents);
+                    let row = self.one_image(node, parents);
                     done.lock().expect("not poisoned").insert(name.to_string(), row);
                     changed.notify_all();
                 });
@@ -229,18 +233,8 @@ impl Run<'_> {
         order(self.graph, done.into_inner().expect("not poisoned"))
     }
 
-    fn image(&self, name: &str, done: &BTreeMap<String, Row>) -> Row {
-        let node = self.graph.node(name).expect("a selected image is in the graph");
-        self.image_with(name, self.parent_outcomes(node, done))
-    }
-
-    /// For each parent built in this run: its digest, or why there is none (`Err`: the image
-    /// is skipped).
-    fn parent_outcomes(
-        &self,
-        node: &Node,
-        done: &BTreeMap<String, Row>,
-    ) -> BTreeMap<String, Result<Option<String>, String>> {
+    /// The outcomes of the parents of `node` that this run built (or skipped, or failed).
+    fn parent_outcomes(&self, node: &Node, done: &BTreeMap<String, Row>) -> Parents {
         let mut parents = BTreeMap::new();
         for parent in &node.parents {
             let Some(row) = done.get(&parent.name) else { continue };
@@ -254,8 +248,10 @@ impl Run<'_> {
         parents
     }
 
-    fn image_with(&self, name: &str, parents: BTreeMap<String, Result<Option<String>, String>>) -> Row {
+    /// One image: skipped when a parent failed, else decided and, unless up to date, built.
+    fn one_image(&self, node: &Node, parents: Parents) -> Row {
         let started = Instant::now();
+        let name = node.name.as_str();
         let image = image_named(self.ctx, name);
         let log = self.options.logs.as_ref().map(|dir| self.ctx.root.join(dir).join(format!("{name}.log")));
         if let Some(log) = &log {
@@ -264,7 +260,7 @@ impl Run<'_> {
         let steps = Arc::new(Steps::default());
         let outcome = match parents.values().find_map(|p| p.as_ref().err()) {
             Some(reason) => Outcome::Skipped { reason: reason.clone() },
-            None => match self.publish(image, &parents, log.as_deref(), &steps) {
+            None => match self.publish(node, image, &parents, log.as_deref(), &steps) {
                 Ok(outcome) => outcome,
                 Err(error) => Outcome::Failed { error },
             },
@@ -282,14 +278,14 @@ impl Run<'_> {
     /// Decide, then build unless up to date.
     fn publish(
         &self,
+        node: &Node,
         image: &Image,
-        parents: &BTreeMap<String, Result<Option<String>, String>>,
+        parents: &Parents,
         log: Option<&Path>,
         steps: &Arc<Steps>,
     ) -> Result<Outcome> {
         let (ctx, destination) = (self.ctx, self.destination);
         let s = &ctx.settings;
-        let node = self.graph.node(&image.name).expect("in the graph");
         let reference = s.image_ref(image);
         let (published, unreadable) = match destination.published(&reference) {
             Ok(published) => (published, None),
@@ -326,7 +322,7 @@ impl Run<'_> {
         }
         let image_ctx = self.image_ctx(image);
         let recipe = Recipe { args, pins: bases.pins, inputs };
-        let output = Output { log, width: self.width, steps: Arc::clone(steps) };
+        let output = ImageOutput { log, width: self.width, steps: Arc::clone(steps) };
         images::publish(&image_ctx, image, &recipe, &output)?;
         if ctx.runner.is_dry_run() {
             return Ok(Outcome::WouldBuild);
@@ -338,11 +334,7 @@ impl Run<'_> {
 
     /// Each image the Dockerfile names, pinned to a digest: a vendored base as vendored now, a
     /// parent as it was just published (or, outside the run, as published before).
-    fn bases(
-        &self,
-        node: &Node,
-        parents: &BTreeMap<String, Result<Option<String>, String>>,
-    ) -> Result<Bases> {
+    fn bases(&self, node: &Node, parents: &Parents) -> Result<Bases> {
         let (ctx, destination) = (self.ctx, self.destination);
         let dry_run = ctx.runner.is_dry_run();
         let mut bases =
