@@ -77,6 +77,9 @@ const SOLO: &str = "ARG DOCKER_REPO\nARG BUSYBOX_VERSION\n\
     FROM ${DOCKER_REPO}/thirdparty/busybox:${BUSYBOX_VERSION}\n\
     RUN sleep 2 && echo solo > /solo\nCOPY file.txt /solo.txt\n";
 
+/// The engine is one (and the benchmark empties its build cache): the tests take turns.
+static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 const IMAGES: [&str; 5] = ["base", "left", "right", "top", "solo"];
 
 fn setup() -> Setup {
@@ -137,6 +140,7 @@ fn the_image_graph_builds_in_order_and_skips_what_is_up_to_date() {
     if !engine_or_skip("the_image_graph_builds_in_order_and_skips_what_is_up_to_date") {
         return;
     }
+    let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
     let setup = setup();
     let repo = setup.repo();
     let logs = setup.logs();
@@ -247,4 +251,28 @@ fn the_image_graph_builds_in_order_and_skips_what_is_up_to_date() {
             && err.contains("cargo xtask buildx-publish-base"),
         "{err}"
     );
+}
+
+/// bench-graph's quickest settings run to their end and print the table, so that the benchmark
+/// cannot rot unseen.
+#[test]
+fn the_graph_benchmark_runs() {
+    if !engine_or_skip("the_graph_benchmark_runs") {
+        return;
+    }
+    let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let work = tempfile::tempdir().unwrap();
+    let target = work.path().display().to_string();
+    let output =
+        common::xtask(&["bench-graph", "--runs", "1", "--work", "100"], &[("CARGO_TARGET_DIR", &target)]);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}\n{}", stderr(&output));
+    for situation in ["cold", "up to date", "leaf change", "root change"] {
+        let row =
+            out.lines().find(|l| l.starts_with(situation)).unwrap_or_else(|| panic!("no {situation}: {out}"));
+        let numbers: Vec<f64> =
+            row.split_whitespace().filter_map(|w| w.trim_end_matches('x').parse().ok()).collect();
+        assert_eq!(numbers.len(), 3, "two times and a ratio: {row}");
+    }
+    assert!(out.contains("leaf change: the whole run "), "{out}");
 }

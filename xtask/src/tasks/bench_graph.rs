@@ -13,8 +13,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use super::Ctx;
-use super::bench_rebuild::{median, require_engine, run_xtask};
-use crate::testbed::{TestRegistry, push_busybox_base};
+use super::bench_rebuild::{Bed, median, run_xtask};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchGraphArgs {
@@ -51,14 +50,8 @@ struct Round {
 
 /// bench-graph
 pub fn bench_graph(ctx: &Ctx, args: &BenchGraphArgs) -> Result<()> {
-    require_engine(ctx, "bench-graph")?;
-    let dir = tempfile::tempdir()?;
-    let upstream = TestRegistry::start()?;
-    let destination = TestRegistry::start()?;
-    std::fs::create_dir(dir.path().join("base"))?;
-    push_busybox_base(&dir.path().join("base"), &format!("{}/busybox:bench", upstream.host()))?;
+    let Bed { dir, upstream, destination, log } = Bed::start(ctx, "bench-graph")?;
     let catalog = write_catalog(dir.path(), &upstream.host(), args.work)?;
-    let log = dir.path().join("xtask.log");
 
     let mut rounds = Vec::new();
     for round in 1..=args.runs {

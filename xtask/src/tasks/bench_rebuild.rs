@@ -4,7 +4,7 @@
 //! step, on both platforms, from the registry caches. Both run `buildx-publish-<image>` of this
 //! very binary with ENV=local, on this machine's engine, and the ratio is printed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,14 +30,8 @@ pub struct BenchRebuildArgs {
 
 /// bench-rebuild
 pub fn bench_rebuild(ctx: &Ctx, args: &BenchRebuildArgs) -> Result<()> {
-    require_engine(ctx, "bench-rebuild")?;
-    let dir = tempfile::tempdir()?;
-    let upstream = TestRegistry::start()?;
-    let destination = TestRegistry::start()?;
-    std::fs::create_dir(dir.path().join("base"))?;
-    push_busybox_base(&dir.path().join("base"), &format!("{}/busybox:bench", upstream.host()))?;
+    let Bed { dir, upstream, destination, log } = Bed::start(ctx, "bench-rebuild")?;
     let catalog = write_catalog(dir.path(), &upstream.host(), args.work)?;
-    let log = dir.path().join("xtask.log");
 
     let (mut colds, mut rebuilds) = (Vec::new(), Vec::new());
     for round in 1..=args.runs {
@@ -69,16 +63,34 @@ pub fn bench_rebuild(ctx: &Ctx, args: &BenchRebuildArgs) -> Result<()> {
     Ok(())
 }
 
-/// The benchmarks of builds need a real registry and an engine whose own builder exports
-/// registry caches.
-pub(super) fn require_engine(ctx: &Ctx, bench: &str) -> Result<()> {
-    require("docker-registry", "apt-get install docker-registry")?;
-    let (sh, format) = (sh(), "{{json .DriverStatus}}");
-    let store = ctx.runner.query(cmd!(sh, "docker info --format {format}"), None)?;
-    if !store.contains("io.containerd.snapshotter.v1") {
-        bail!("{bench} needs an engine with the containerd image store (see the README's Testing section)");
+/// What the build benchmarks run on: a folder, an "upstream" registry that serves the busybox
+/// base as `busybox:bench`, a destination registry, and the log of every xtask run.
+pub(super) struct Bed {
+    pub dir: tempfile::TempDir,
+    pub upstream: TestRegistry,
+    pub destination: TestRegistry,
+    pub log: PathBuf,
+}
+
+impl Bed {
+    /// It needs real registries and an engine whose own builder exports registry caches.
+    pub fn start(ctx: &Ctx, bench: &str) -> Result<Bed> {
+        require("docker-registry", "apt-get install docker-registry")?;
+        let (sh, format) = (sh(), "{{json .DriverStatus}}");
+        let store = ctx.runner.query(cmd!(sh, "docker info --format {format}"), None)?;
+        if !store.contains("io.containerd.snapshotter.v1") {
+            bail!(
+                "{bench} needs an engine with the containerd image store (see the README's Testing section)"
+            );
+        }
+        let dir = tempfile::tempdir()?;
+        let upstream = TestRegistry::start()?;
+        let destination = TestRegistry::start()?;
+        std::fs::create_dir(dir.path().join("base"))?;
+        push_busybox_base(&dir.path().join("base"), &format!("{}/busybox:bench", upstream.host()))?;
+        let log = dir.path().join("xtask.log");
+        Ok(Bed { dir, upstream, destination, log })
     }
-    Ok(())
 }
 
 /// A catalog of one image, `bench`, on the busybox base: an expensive loop early, a file late.
