@@ -307,6 +307,8 @@ pub struct Settings {
     pub dry_run: bool,
     /// Cloud Build sets `BUILDER_OUTPUT`; builds there get a registry token that dies after an hour.
     pub in_cloud_build: bool,
+    /// The image catalog's path, as given (`CATALOG`, `--catalog`).
+    pub catalog: PathBuf,
     /// The catalog's version variables (`ALPINE_VERSION`, …), each overridable from the environment.
     pub versions: BTreeMap<String, String>,
     /// The settings that break a rule. Every task but `info` refuses to run with any (`check`);
@@ -422,6 +424,7 @@ impl Settings {
             multi_context: args.multi_context,
             tag_modifier: args.tag_modifier,
             refresh,
+            catalog: args.catalog,
             dry_run,
             in_cloud_build: lookup("BUILDER_OUTPUT").is_some_and(|v| !v.is_empty()),
             versions,

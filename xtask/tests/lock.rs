@@ -364,3 +364,38 @@ fn referrers_from_the_api_land_under_the_destination_fallback_tag() {
     assert_eq!(setup.at_destination(&again, &by_digest).as_ref(), Some(&artifact));
     assert_eq!(fallback(&again), [artifact]);
 }
+
+/// A lock entry is written only for what was copied: a run whose every source is unreachable
+/// writes no lock at all, and a tag whose blobs cannot be copied stays out of the lock (or keeps
+/// its old entry) while the others are locked.
+#[test]
+fn nothing_is_locked_that_was_not_copied() {
+    use xtask::fault_proxy::{Fault, Rule, Schedule};
+    let setup = Setup::new();
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    setup.list_from(&unused.to_string(), &["gone/app: 1"]);
+    let output = setup.run(&["--tries", "1"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(!setup.dir.path().join("thirdparty.lock").exists(), "a lock of nothing: {}", setup.lock());
+
+    let (good, broken) = (
+        Fixture::generate(&FixtureSpec::small(90)).unwrap(),
+        Fixture::generate(&FixtureSpec::small(91)).unwrap(),
+    );
+    push(&setup.source, &good, "good/app", "1");
+    push(&setup.source, &broken, "broken/app", "1");
+    // Every blob of broken/app comes back corrupt: it resolves, and its copy fails.
+    let proxy = FaultProxy::start(
+        setup.source.addr,
+        vec![Rule::new(Some("GET"), "/broken/app/blobs/", Fault::FlipByte, Schedule::Always)],
+    );
+    setup.list_from(&proxy.host(), &["good/app: 1", "broken/app: 1"]);
+    let output = setup.run(&["--tries", "2"]);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(out.contains("FAILED      ") && out.contains("broken/app"), "{out}");
+    let locked = setup.locked();
+    let tags = locked["tag"].as_table().unwrap();
+    assert!(tags.contains_key(&format!("{}/good/app:1", proxy.host())), "{}", setup.lock());
+    assert!(!tags.contains_key(&format!("{}/broken/app:1", proxy.host())), "{}", setup.lock());
+}

@@ -521,3 +521,56 @@ fn a_closed_pipe_ends_output_quietly() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{:?}", output.status);
 }
+
+/// `thirdparty --bases` vendors what the catalog's builds start from, and nothing of the cloud
+/// builder's: the step publish-all runs first, as a task of its own.
+#[test]
+fn thirdparty_bases_vendors_only_what_the_builds_start_from() {
+    let registry = xtask::testbed::TestRegistry::start().unwrap();
+    let fake = FakeTools::new();
+    let list = upstream_list(
+        &fake,
+        &registry,
+        &[
+            ("alpine", "3.15"),
+            ("golang", "1.18-alpine3.15"),
+            ("debian", "11-slim"),
+            ("moby/buildkit", "v0.18.0"),
+            ("google.com/cloudsdktool/google-cloud-cli", "502.0.0-slim"),
+        ],
+    );
+    let repo = format!("{}/local", registry.host());
+    let output =
+        fake.xtask(&["thirdparty", "--bases", "--file", &list], &[("ENV", "local"), ("DOCKER_REPO", &repo)]);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}\n{}", stderr(&output));
+    // A classic engine (the fake's): the builder container's BuildKit image too.
+    assert!(out.contains("thirdparty: 4 tags: 4 copied"), "{out}");
+    assert!(!out.contains("google-cloud-cli"), "not the cloud builder's base: {out}");
+}
+
+/// An ENV=local run that starts the local registry and then fails (its sources are out of
+/// reach) stops that registry again, writes no lock, and says what to do.
+#[test]
+fn a_failed_local_run_leaves_nothing_running() {
+    let work = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let unreachable = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let list = work.path().join("list.txt");
+    std::fs::write(&list, format!("{unreachable}/alpine: 3.15\n")).unwrap();
+    let (list_text, target) = (list.display().to_string(), work.path().display().to_string());
+    let repo = format!("127.0.0.1:{port}/local");
+    let output = common::xtask(
+        &["thirdparty", "--file", &list_text, "--tries", "1"],
+        &[("ENV", "local"), ("DOCKER_REPO", &repo), ("CARGO_TARGET_DIR", &target)],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("no registry answers at 127.0.0.1:{port}, starting one")), "{err}");
+    assert!(err.contains("this run failed, so the registry it started"), "{err}");
+    assert!(err.contains("could not be reached (offline?)") && err.contains("--file <list>"), "{err}");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(!xtask::registry_server::answers(addr), "the registry is still running");
+    assert!(!work.path().join("list.lock").exists(), "a lock of nothing was written");
+    assert!(!stdout(&output).contains("Use it with DOCKER_REPO"), "a hint for local-registry run by hand");
+}

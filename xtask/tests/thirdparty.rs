@@ -345,7 +345,13 @@ fn local_registry_starts_one_on_loopback() {
     let args = ["local-registry", "--port", &port_text, "--data", &data_text];
 
     let dry = common::plan(&args, &[]);
-    assert_eq!(dry, [vec!["docker-registry".to_string(), "serve".into(), format!("{data_text}/config.yml")]]);
+    assert_eq!(
+        dry,
+        [
+            vec![format!("# in the background, its output in {data_text}/registry.log:")],
+            vec!["docker-registry".to_string(), "serve".into(), format!("{data_text}/config.yml")]
+        ]
+    );
 
     let output = common::xtask(&args, &[]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -355,10 +361,23 @@ fn local_registry_starts_one_on_loopback() {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let still_there = xtask::registry_server::answers(addr);
     let again = common::xtask(&args, &[]);
-    // SAFETY: stopping the registry this test started.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let stop = [&args[..], &["--stop"]].concat();
+    let stopped = common::xtask(&stop, &[]);
+    if xtask::registry_server::answers(addr) {
+        // SAFETY: stopping the registry this test started, when --stop did not.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
     assert!(still_there, "the registry outlives the task that started it");
+    assert!(
+        out.contains(&format!("Stop it with `cargo xtask local-registry --stop --port {port}`")),
+        "{out}"
+    );
     assert!(stdout(&again).contains("already running"), "{}", stdout(&again));
+    assert!(stopped.status.success(), "{}", stderr(&stopped));
+    assert!(stderr(&stopped).contains(&format!("+ kill {pid}")), "{}", stderr(&stopped));
+    assert!(stdout(&stopped).contains(&format!("Stopped the registry at {addr}")), "{}", stdout(&stopped));
+    let nothing = common::xtask(&stop, &[]);
+    assert!(stdout(&nothing).contains("nothing to stop"), "{}", stdout(&nothing));
 }
 
 /// The benchmark's quick settings run to the end and print their tables (the full benchmark

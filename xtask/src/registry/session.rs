@@ -265,6 +265,18 @@ impl Session {
         }
     }
 
+    /// The registries of the run that could not be reached at all, sorted.
+    pub fn unreachable(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = self
+            .registries
+            .iter()
+            .filter(|(_, r)| r.challenge.is_err())
+            .map(|(host, _)| host.clone())
+            .collect();
+        hosts.sort();
+        hosts
+    }
+
     fn registry(&self, host: &str) -> Result<&Registry, Failure> {
         let registry = self
             .registries

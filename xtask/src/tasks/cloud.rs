@@ -13,15 +13,16 @@ use crate::runner::sh;
 pub fn build_publish_cloud_builder(ctx: &Ctx, args: &VendorArgs) -> Result<()> {
     let s = &ctx.settings;
     let image = &ctx.catalog.cloud_builder;
-    local_registry::ensure_for_local_env(ctx)?;
-    let needed =
-        images::vendored_bases(ctx, image)?.into_iter().map(|base| (base, image.dockerfile())).collect();
-    thirdparty::vendor_bases(ctx, args, needed, thirdparty::Mode::Default { whole_list: false })?;
-    let (sh, dockerfile, build_args, reference, context) =
-        (sh(), image.dockerfile(), s.build_args(image), s.image_ref(image), image.context());
-    ctx.runner
-        .run(cmd!(sh, "docker build --file {dockerfile} --pull --platform linux/amd64 {build_args...} --tag {reference} {context}"))?;
-    ctx.runner.run(cmd!(sh, "docker push {reference}"))
+    local_registry::with_local_registry(ctx, || {
+        let needed =
+            images::vendored_bases(ctx, image)?.into_iter().map(|base| (base, image.dockerfile())).collect();
+        thirdparty::vendor_bases(ctx, args, needed, thirdparty::Mode::Default { whole_list: false })?;
+        let (sh, dockerfile, build_args, reference, context) =
+            (sh(), image.dockerfile(), s.build_args(image), s.image_ref(image), image.context());
+        ctx.runner
+            .run(cmd!(sh, "docker build --file {dockerfile} --pull --platform linux/amd64 {build_args...} --tag {reference} {context}"))?;
+        ctx.runner.run(cmd!(sh, "docker push {reference}"))
+    })
 }
 
 /// cloud-build: submit the catalog's pipeline (`cloudbuild/pr.yaml`) with this repository (less `.gcloudignore`).

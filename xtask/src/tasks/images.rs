@@ -28,9 +28,10 @@ pub fn build(ctx: &Ctx, image: &Image) -> Result<()> {
 /// buildx-publish-<image>: that image alone, unless it is up to date (`--force` builds it
 /// anyway). The catalog images it builds on must be published already.
 pub fn buildx_publish(ctx: &Ctx, image: &Image, args: &BuildArgs) -> Result<()> {
-    local_registry::ensure_for_local_env(ctx)?;
-    let graph = catalog_graph(ctx)?;
-    publish_all::publish_images(ctx, &graph, &[image.name.as_str()], &args.options(None))
+    local_registry::with_local_registry(ctx, || {
+        let graph = catalog_graph(ctx)?;
+        publish_all::publish_images(ctx, &graph, &[image.name.as_str()], &args.options(None))
+    })
 }
 
 /// How images are built, for every task that publishes them.

@@ -18,7 +18,7 @@ use clap::Args;
 use super::images::{self, BuildArgs, ImageOutput, OUTPUT_OPTIONS, Recipe, Steps};
 use super::published::{Destination, Published};
 use super::thirdparty::{self, VendorArgs};
-use super::{Ctx, buildx, local_registry};
+use super::{Ctx, local_registry};
 use crate::catalog::Image;
 use crate::graph::{Graph, Node};
 use crate::inputs::{Given, Inputs};
@@ -55,24 +55,37 @@ const REFRESH_ARG: &str = "REFRESH";
 
 /// publish-all
 pub fn publish_all(ctx: &Ctx, args: &PublishAllArgs) -> Result<()> {
-    local_registry::ensure_for_local_env(ctx)?;
-    let graph = images::catalog_graph(ctx)?;
-    // The catalog's images, not the cloud builder: publish-all does not build it.
-    let mut needed: Vec<(String, String)> = Vec::new();
-    for node in &graph.nodes {
-        let image = image_named(ctx, &node.name);
-        needed.extend(node.vendored.iter().map(|base| (base.clone(), image.dockerfile())));
-    }
-    if buildx::nodes(ctx)?.iter().any(|node| !node.builder.engine) {
-        needed.push((ctx.settings.vendored(&ctx.catalog.buildkit), "the docker-container builder".into()));
-    }
-    let mode =
-        if args.locked { thirdparty::Mode::Locked } else { thirdparty::Mode::Default { whole_list: false } };
-    thirdparty::vendor_bases(ctx, &args.vendor, needed, mode)?;
-
-    let logs = args.logs.clone().unwrap_or_else(|| crate::work_dir().join("publish-all"));
-    let names: Vec<&str> = graph.nodes.iter().map(|node| node.name.as_str()).collect();
-    publish_images(ctx, &graph, &names, &args.build.options(Some(logs)))
+    local_registry::with_local_registry(ctx, || {
+        let graph = images::catalog_graph(ctx)?;
+        // The catalog's images, not the cloud builder: publish-all does not build it.
+        thirdparty::vendor_build_bases(ctx, &args.vendor, args.locked)?;
+        if ctx.runner.is_dry_run() {
+            // The step as a task of its own, so that the plan can be pasted whole.
+            let s = &ctx.settings;
+            let mut flags =
+                vec!["--env".to_string(), s.env.clone(), "--docker-repo".into(), s.docker_repo.clone()];
+            if s.catalog != std::path::Path::new(crate::catalog::CATALOG_PATH) {
+                flags.extend(["--catalog".to_string(), s.catalog.display().to_string()]);
+            }
+            if s.multi_context {
+                flags.extend([
+                    "--multi-context".to_string(),
+                    "1".into(),
+                    "--platforms".into(),
+                    s.platforms.clone(),
+                ]);
+            }
+            if args.locked {
+                flags.push("--locked".into());
+            }
+            flags.extend(args.vendor.flags());
+            let sh = crate::runner::sh();
+            ctx.runner.run(xshell::cmd!(sh, "cargo xtask thirdparty --bases {flags...}"))?;
+        }
+        let logs = args.logs.clone().unwrap_or_else(|| crate::work_dir().join("publish-all"));
+        let names: Vec<&str> = graph.nodes.iter().map(|node| node.name.as_str()).collect();
+        publish_images(ctx, &graph, &names, &args.build.options(Some(logs)))
+    })
 }
 
 /// What became of one image.

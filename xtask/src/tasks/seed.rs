@@ -49,11 +49,12 @@ pub fn seed_arm64(ctx: &Ctx, args: &SeedArgs) -> Result<()> {
     if !seed.runner.is_dry_run() && !args.yes {
         confirm()?;
     }
-    local_registry::ensure_for_local_env(&seed)?;
-    let graph = images::catalog_graph(&seed)?;
-    let names: Vec<&str> = images.iter().map(|image| image.name.as_str()).collect();
-    let logs = (names.len() > 1).then(|| crate::work_dir().join("seed-arm64"));
-    publish_all::publish_images(&seed, &graph, &names, &args.build.options(logs))
+    local_registry::with_local_registry(&seed, || {
+        let graph = images::catalog_graph(&seed)?;
+        let names: Vec<&str> = images.iter().map(|image| image.name.as_str()).collect();
+        let logs = (names.len() > 1).then(|| crate::work_dir().join("seed-arm64"));
+        publish_all::publish_images(&seed, &graph, &names, &args.build.options(logs))
+    })
 }
 
 /// The images the pipeline builds: every catalog image for a `publish-all` step, the image of

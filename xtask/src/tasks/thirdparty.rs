@@ -41,6 +41,10 @@ pub struct ThirdpartyArgs {
     /// exit 1 when any exists
     #[arg(long)]
     pub check: bool,
+    /// Only what the catalog's builds start from (their bases, and the BuildKit image when a
+    /// builder container is needed), as publish-all vendors it
+    #[arg(long, conflicts_with_all = ["update", "check"])]
+    pub bases: bool,
 }
 
 /// Which digests a run copies, and what it does with the lock.
@@ -94,15 +98,19 @@ pub struct VendorArgs {
 
 /// thirdparty (with ENV=local, into the local registry, started when it is not running)
 pub fn thirdparty(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
-    local_registry::ensure_for_local_env(ctx)?;
-    let pairs = list_pairs(ctx, &args.vendor)?;
-    let mode = match (&args.update, args.locked, args.check) {
-        (Some(images), _, _) => Mode::Update(images.clone()),
-        (None, true, _) => Mode::Locked,
-        (None, false, true) => Mode::Check,
-        (None, false, false) => Mode::Default { whole_list: true },
-    };
-    vendor(ctx, &args.vendor, pairs, mode)
+    local_registry::with_local_registry(ctx, || {
+        if args.bases {
+            return vendor_build_bases(ctx, &args.vendor, args.locked);
+        }
+        let pairs = list_pairs(ctx, &args.vendor)?;
+        let mode = match (&args.update, args.locked, args.check) {
+            (Some(images), _, _) => Mode::Update(images.clone()),
+            (None, true, _) => Mode::Locked,
+            (None, false, true) => Mode::Check,
+            (None, false, false) => Mode::Default { whole_list: true },
+        };
+        vendor(ctx, &args.vendor, pairs, mode)
+    })
 }
 
 /// The lock beside the list.
@@ -131,6 +139,53 @@ pub fn list_pairs(ctx: &Ctx, args: &VendorArgs) -> Result<Vec<Pair>> {
     };
     let entries = thirdparty::parse(&bytes).map_err(with_path)?;
     thirdparty::pairs(&entries, &ctx.settings.docker_repo).map_err(with_path)
+}
+
+/// thirdparty --bases: vendor what the catalog's builds start from (not the cloud builder's
+/// bases): each image's vendored bases, and the BuildKit image when a node builds in a builder
+/// container. `locked`: exactly the lock's digests.
+pub fn vendor_build_bases(ctx: &Ctx, args: &VendorArgs, locked: bool) -> Result<()> {
+    let graph = super::images::catalog_graph(ctx)?;
+    let mut needed: Vec<(String, String)> = Vec::new();
+    for (_, image) in ctx.catalog.task_images() {
+        let node = graph.node(&image.name).expect("the graph holds every catalog image");
+        needed.extend(node.vendored.iter().map(|base| (base.clone(), image.dockerfile())));
+    }
+    if super::buildx::nodes(ctx)?.iter().any(|node| !node.builder.engine) {
+        needed.push((ctx.settings.vendored(&ctx.catalog.buildkit), "the docker-container builder".into()));
+    }
+    let mode = if locked { Mode::Locked } else { Mode::Default { whole_list: false } };
+    vendor_bases(ctx, args, needed, mode)
+}
+
+impl VendorArgs {
+    /// The flags that give these options again, those that differ from the defaults only.
+    pub fn flags(&self) -> Vec<String> {
+        use clap::FromArgMatches;
+        let command = VendorArgs::augment_args(clap::Command::new("defaults"));
+        let defaults = VendorArgs::from_arg_matches(&command.get_matches_from(["defaults"]))
+            .expect("the defaults parse");
+        let mut flags = Vec::new();
+        let mut give = |flag: &str, value: String, default: String| {
+            if value != default {
+                flags.extend([flag.to_string(), value]);
+            }
+        };
+        let path = |p: &Option<PathBuf>| p.as_ref().map_or(String::new(), |p| p.display().to_string());
+        give("--file", path(&self.file), path(&defaults.file));
+        give("--jobs", self.jobs.to_string(), defaults.jobs.to_string());
+        give("--timeout", self.timeout.to_string(), defaults.timeout.to_string());
+        give("--tries", self.tries.to_string(), defaults.tries.to_string());
+        give("--min-pulls-left", self.min_pulls_left.to_string(), defaults.min_pulls_left.to_string());
+        give("--gcloud-auth-registries", self.gcloud_auth_registries.join(","), String::new());
+        give("--insecure-registries", self.insecure_registries.join(","), String::new());
+        for (flag, on) in [("--verbose", self.verbose), ("--no-referrers", self.no_referrers)] {
+            if on {
+                flags.push(flag.to_string());
+            }
+        }
+        flags
+    }
 }
 
 /// Vendor what a build needs: `needed` (a reference under `$DOCKER_REPO/thirdparty/`, and who
@@ -209,7 +264,7 @@ pub fn vendor(ctx: &Ctx, args: &VendorArgs, pairs: Vec<Pair>, mode: Mode) -> Res
         return report_drift(&drifts, pairs.len(), &lock_name);
     }
 
-    let (mirrored, new_lock, unresolved) = runtime.block_on(async {
+    let (mirrored, mut new_lock, unresolved, unreachable) = runtime.block_on(async {
         let session = Arc::new(session.authenticate(registries).await);
         let (new_lock, mut unresolved) =
             lock_tags(&session, &pairs, &old_lock, &mode, !args.no_referrers, dry_run).await;
@@ -223,7 +278,7 @@ pub fn vendor(ctx: &Ctx, args: &VendorArgs, pairs: Vec<Pair>, mode: Mode) -> Res
         if !dry_run && !args.no_referrers {
             unresolved.extend(write_fallback_tags(&session, &pairs, &new_lock).await);
         }
-        (mirrored, new_lock, unresolved)
+        (mirrored, new_lock, unresolved, session.unreachable())
     });
     for report in &unresolved {
         println!("{}", tag_line(report, dry_run));
@@ -231,6 +286,7 @@ pub fn vendor(ctx: &Ctx, args: &VendorArgs, pairs: Vec<Pair>, mode: Mode) -> Res
 
     let registry::Mirrored { mut reports, retries, rate_limits, .. } = mirrored;
     reports.extend(unresolved);
+    keep_what_was_copied(&mut new_lock, &old_lock, &pairs, &reports);
     let summary = Summary::of(&reports);
     println!("{}", summary.line(retries, started.elapsed(), dry_run));
     for (host, limit) in &rate_limits {
@@ -241,7 +297,7 @@ pub fn vendor(ctx: &Ctx, args: &VendorArgs, pairs: Vec<Pair>, mode: Mode) -> Res
             if new_lock != old_lock {
                 println!("thirdparty: {lock_name} would change as above (dry run: not written)");
             }
-        } else if new_lock.save(&lock_path)? {
+        } else if (lock_path.exists() || !new_lock.tags.is_empty()) && new_lock.save(&lock_path)? {
             println!("thirdparty: wrote {}", lock_path.display());
         }
     }
@@ -254,9 +310,45 @@ pub fn vendor(ctx: &Ctx, args: &VendorArgs, pairs: Vec<Pair>, mode: Mode) -> Res
         );
     }
     if summary.failed > 0 {
+        let sources: Vec<String> = pairs
+            .iter()
+            .map(|p| p.source.resolve_registry().to_string())
+            .filter(|h| unreachable.contains(h))
+            .collect();
+        if !sources.is_empty() {
+            let mut sources = sources;
+            sources.sort();
+            sources.dedup();
+            eprintln!(
+                "thirdparty: {} could not be reached (offline?). Vendoring reads the upstream registries, \
+                 at least the first time: run it where they answer, or vendor from a mirror with \
+                 `--file <list>`, a list in the format of {} whose images name the mirror, or point \
+                 DOCKER_REPO at a repository where the images are vendored already",
+                sources.join(", "),
+                list_path(ctx, args).display()
+            );
+        }
         bail!("{} of {} tags failed (see above)", summary.failed, reports.len());
     }
     Ok(())
+}
+
+/// A tag whose copy failed keeps what the lock said before (or stays out of it): a lock entry
+/// is never written for a digest that nothing was copied for.
+fn keep_what_was_copied(new: &mut Lock, old: &Lock, pairs: &[Pair], reports: &[Report]) {
+    let failed = |pair: &Pair| {
+        reports.iter().any(|report| {
+            matches!(report.outcome, Outcome::Failed { .. } | Outcome::HeldBack { .. })
+                && report.pair.destination.whole() == pair.destination.whole()
+        })
+    };
+    for pair in pairs.iter().filter(|pair| failed(pair)) {
+        let key = lock_key(pair);
+        match old.tags.get(&key) {
+            Some(entry) => new.tags.insert(key, entry.clone()),
+            None => new.tags.remove(&key),
+        };
+    }
 }
 
 /// Credentials for every registry of `pairs`, found synchronously first: helpers and gcloud are
@@ -274,17 +366,25 @@ fn credentials(ctx: &Ctx, args: &VendorArgs, pairs: &[Pair]) -> Result<Vec<(Regi
     let registries =
         registry_credentials(ctx, &hosts, &args.gcloud_auth_registries, &args.insecure_registries)?;
     let mut found = Vec::new();
+    let mut anonymous: Vec<String> = Vec::new();
+    let mut why_anonymous = String::new();
     for (access, auth, source) in registries {
         if let CredentialSource::AnonymousWithoutGcloud(why) = &source {
-            eprintln!(
-                "warning: no gcloud access token for {} ({why}): reading it anonymously, as its public images allow",
-                access.host
-            );
+            anonymous.push(access.host.clone());
+            // gcloud's own advice runs over many lines: its first says what is wrong.
+            why_anonymous = why.lines().next().unwrap_or_default().trim().to_string();
         }
         if args.verbose {
             eprintln!("registry: {}: credentials from {source}", access.host);
         }
         found.push((access, auth));
+    }
+    if !anonymous.is_empty() {
+        eprintln!(
+            "warning: no gcloud login found ({why_anonymous}): reading {} anonymously, as public images allow \
+             (`gcloud auth login` for private ones)",
+            anonymous.join(", ")
+        );
     }
     Ok(found)
 }
