@@ -82,15 +82,26 @@ fn image_tasks(catalog: &Catalog) -> Vec<Command> {
     let mut commands = Vec::new();
     for (task, image) in catalog.task_images() {
         let (name, what) = (&image.name, &image.description);
+        // `buildx-publish-golang-build` for `buildx-publish-build`: the image's name works too.
+        let named = |command: Command, action: &str| {
+            if name == task { command } else { command.alias(format!("{action}-{name}")) }
+        };
         commands.extend([
-            Command::new(format!("build-{task}"))
-                .about(format!("Build {name} ({what}) for this machine only, without pushing")),
-            BuildArgs::augment_args(
-                Command::new(format!("buildx-publish-{task}")).about(format!(
-                    "Build {name} ({what}) for $PLATFORMS and push it, unless it is up to date"
-                )),
+            named(
+                Command::new(format!("build-{task}"))
+                    .about(format!("Build {name} ({what}) for this machine only, without pushing")),
+                "build",
             ),
-            Command::new(format!("pull-{task}")).about(format!("Pull {name} ({what}) for this machine")),
+            named(
+                BuildArgs::augment_args(Command::new(format!("buildx-publish-{task}")).about(format!(
+                    "Build {name} ({what}) for $PLATFORMS and push it, unless it is up to date"
+                ))),
+                "buildx-publish",
+            ),
+            named(
+                Command::new(format!("pull-{task}")).about(format!("Pull {name} ({what}) for this machine")),
+                "pull",
+            ),
         ]);
     }
     commands
@@ -164,6 +175,9 @@ fn try_main() -> Result<()> {
     };
     let name = name.to_string();
     let mut settings = Settings::resolve(SettingsArgs::merge(&matches, task_matches)?, &catalog);
+    for warning in &settings.warnings {
+        eprintln!("warning: {warning}");
+    }
     // `info` is what a confused user runs: it shows every setting, the invalid ones marked.
     if name != "info" {
         settings.check()?;

@@ -208,6 +208,23 @@ impl SettingsArgs {
     }
 }
 
+/// The repositories the README names: ENV is one of them, or someone's own `<name>-test`.
+const KNOWN_ENVS: [&str; 3] = [DEFAULT_ENV, "docker-prod", LOCAL_ENV];
+
+/// A warning for an `ENV` that names none of the documented repositories (`prod` for
+/// `docker-prod`, say), with the `DOCKER_REPO` it leads to.
+fn unusual_env(env: &str, docker_repo: &str) -> Option<String> {
+    if KNOWN_ENVS.contains(&env) || env.ends_with("-test") {
+        return None;
+    }
+    let guess = KNOWN_ENVS.iter().find(|known| known.ends_with(&format!("-{env}")));
+    let hint = guess.map_or(String::new(), |known| format!(" Did you mean ENV={known}?"));
+    Some(format!(
+        "ENV={env} is none of {}, or <name>-test: it makes DOCKER_REPO {docker_repo}.{hint}",
+        KNOWN_ENVS.join(", ")
+    ))
+}
+
 /// The Makefile's default repository.
 pub const DEFAULT_ENV: &str = "docker-dev";
 /// `ENV=local` runs the whole pipeline on this machine ...
@@ -314,6 +331,8 @@ pub struct Settings {
     /// The settings that break a rule. Every task but `info` refuses to run with any (`check`);
     /// `info` shows them beside the values.
     pub problems: Vec<Problem>,
+    /// Settings that look right and may not be: said, never refused.
+    pub warnings: Vec<String>,
 }
 
 impl Settings {
@@ -385,6 +404,7 @@ impl Settings {
             );
         }
         let local = args.env == LOCAL_ENV;
+        let repo_given = args.docker_repo.as_ref().is_some_and(|repo| !repo.is_empty());
         let docker_repo = match args.docker_repo {
             Some(repo) if !repo.is_empty() => {
                 let repo = repo.trim_end_matches('/').to_string();
@@ -429,7 +449,14 @@ impl Settings {
             in_cloud_build: lookup("BUILDER_OUTPUT").is_some_and(|v| !v.is_empty()),
             versions,
             problems,
+            warnings: Vec::new(),
         };
+        if !repo_given
+            && settings.problem_of("ENV").is_none()
+            && let Some(warning) = unusual_env(&settings.env, &settings.docker_repo)
+        {
+            settings.warnings.push(warning);
+        }
         // What the rules above miss still cannot make a valid image reference.
         if settings.problems.is_empty()
             && let Some(message) = settings.invalid_reference(catalog)

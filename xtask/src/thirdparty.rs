@@ -85,6 +85,18 @@ fn parse_line(content: &str) -> Result<(String, Vec<String>, Reference), String>
         .find(|&(i, c)| c == ':' && content[i + 1..].chars().next().is_none_or(char::is_whitespace))
         .map(|(i, _)| i);
     let Some(split) = split else {
+        // `docker.io/alpine:3.15`, as Docker writes an image and its tag.
+        let mut words = content.split_whitespace();
+        let word = words.next().unwrap_or_default();
+        if names_a_tag(word)
+            && let Some((image, tag)) = word.rsplit_once(':')
+        {
+            let tags: Vec<&str> = std::iter::once(tag).chain(words).collect();
+            return Err(format!(
+                "`{word}`: here the tags follow the image after a colon and a space: write `{image}: {}`",
+                tags.join(" ")
+            ));
+        }
         return Err(FORMAT.into());
     };
     let image = content[..split].trim();
@@ -208,6 +220,13 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn an_image_written_the_docker_way_gets_its_list_form() {
+        let errors = errors("docker.io/alpine:3.15\nlocalhost:5000/team/app:1.0 2.0\n");
+        assert!(errors[0].ends_with("write `docker.io/alpine: 3.15`"), "{}", errors[0]);
+        assert!(errors[1].ends_with("write `localhost:5000/team/app: 1.0 2.0`"), "{}", errors[1]);
     }
 
     #[test]

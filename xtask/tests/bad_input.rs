@@ -26,6 +26,7 @@ fn corpus(host: &str) -> Vec<(&'static str, Vec<u8>, usize, &'static str)> {
         ("a duplicate image", with(format!("{host}/fine/image: 2.0")), 2, "already listed on line 1"),
         ("a duplicate tag", with(format!("{host}/x/y: 1 2 1")), 2, "listed twice"),
         ("no image", with(": 1".to_string()), 2, "no image before the colon"),
+        ("Docker's image:tag form", with(format!("{host}/x/y:1.0")), 2, "write `"),
     ]
 }
 
@@ -128,4 +129,39 @@ fn platforms_are_normalized() {
         .collect();
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
     assert!(plan[1][0].starts_with("# linux/amd64,linux/arm64 on this engine"), "{:?}", plan[1]);
+}
+
+/// An ENV that names none of the documented repositories is said, with where it leads, and the
+/// task still runs; the documented ones and `<name>-test` say nothing.
+#[test]
+fn an_unusual_env_is_a_warning() {
+    let output = common::plan(&["clean"], &[("ENV", "prod")]);
+    assert!(!output.is_empty(), "the task still ran");
+    let fake = common::FakeTools::new();
+    let err = stderr(&fake.xtask(&["clean", "--dry-run"], &[("ENV", "prod")]));
+    assert!(
+        err.contains(
+            "warning: ENV=prod is none of docker-dev, docker-prod, local, or <name>-test: it makes \
+                      DOCKER_REPO us-docker.pkg.dev/multi-arch-docker/prod. Did you mean ENV=docker-prod?"
+        ),
+        "{err}"
+    );
+    for env in ["docker-dev", "docker-prod", "local", "alice-test"] {
+        let err = stderr(&fake.xtask(&["clean", "--dry-run"], &[("ENV", env)]));
+        assert!(!err.contains("warning: ENV"), "{env}: {err}");
+    }
+    // A DOCKER_REPO given as is: ENV names no repository then.
+    let err =
+        stderr(&fake.xtask(&["clean", "--dry-run"], &[("ENV", "e2e"), ("DOCKER_REPO", "localhost:5000/x")]));
+    assert!(!err.contains("warning: ENV"), "{err}");
+}
+
+/// An image's tasks answer to the image's name as well as to the task's.
+#[test]
+fn image_tasks_answer_to_the_image_name() {
+    for action in ["build", "buildx-publish", "pull"] {
+        let by_task = common::plan(&[&format!("{action}-build")], &[]);
+        let by_name = common::plan(&[&format!("{action}-golang-build")], &[]);
+        assert_eq!(by_name, by_task, "{action}");
+    }
 }
