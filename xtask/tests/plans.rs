@@ -5,6 +5,9 @@ mod common;
 
 use common::{assert_plan, expected, plan, xtask};
 
+/// The test catalog's folder, where its images' build contexts are.
+const C: &str = common::TEST_CATALOG_DIR;
+
 const DEV: &str = "us-docker.pkg.dev/multi-arch-docker/docker-dev";
 const PROD: &str = "us-docker.pkg.dev/multi-arch-docker/docker-prod";
 
@@ -94,40 +97,40 @@ fn local_builds() {
     check_both(
         "build-runtime",
         &[format!(
-            "DOCKER_BUILDKIT=1 docker build --file images/runtime/Dockerfile \
+            "DOCKER_BUILDKIT=1 docker build --file {C}/runtime/Dockerfile \
              --build-arg DOCKER_REPO={DEV} --build-arg ALPINE_VERSION=3.15 \
-             --pull --tag {DEV}/runtime:3.15 images/runtime"
+             --pull --tag {DEV}/runtime:3.15 {C}/runtime"
         )],
         &[format!(
-            "DOCKER_BUILDKIT=1 docker build --file images/runtime/Dockerfile \
+            "DOCKER_BUILDKIT=1 docker build --file {C}/runtime/Dockerfile \
              --build-arg DOCKER_REPO={PROD} --build-arg ALPINE_VERSION=3.15 \
-             --pull --tag {PROD}/runtime:3.15-arm64-seed images/runtime"
+             --pull --tag {PROD}/runtime:3.15-arm64-seed {C}/runtime"
         )],
     );
     check_both(
         "build-build",
         &[format!(
-            "DOCKER_BUILDKIT=1 docker build --file images/golang-build/Dockerfile \
+            "DOCKER_BUILDKIT=1 docker build --file {C}/golang-build/Dockerfile \
              --build-arg DOCKER_REPO={DEV} --build-arg ALPINE_VERSION=3.15 --build-arg GO_VERSION=1.18 \
-             --pull --tag {DEV}/golang-build:1.18 images/golang-build"
+             --pull --tag {DEV}/golang-build:1.18 {C}/golang-build"
         )],
         &[format!(
-            "DOCKER_BUILDKIT=1 docker build --file images/golang-build/Dockerfile \
+            "DOCKER_BUILDKIT=1 docker build --file {C}/golang-build/Dockerfile \
              --build-arg DOCKER_REPO={PROD} --build-arg ALPINE_VERSION=3.15 --build-arg GO_VERSION=1.18 \
-             --pull --tag {PROD}/golang-build:1.18-arm64-seed images/golang-build"
+             --pull --tag {PROD}/golang-build:1.18-arm64-seed {C}/golang-build"
         )],
     );
     check_both(
         "build-odb",
         &[format!(
-            "DOCKER_BUILDKIT=1 docker build --file images/odb/Dockerfile \
+            "DOCKER_BUILDKIT=1 docker build --file {C}/odb/Dockerfile \
              --build-arg DOCKER_REPO={DEV} --build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23 \
-             --pull --tag {DEV}/odb:2.5.0-b.23 images/odb"
+             --pull --tag {DEV}/odb:2.5.0-b.23 {C}/odb"
         )],
         &[format!(
-            "DOCKER_BUILDKIT=1 docker build --file images/odb/Dockerfile \
+            "DOCKER_BUILDKIT=1 docker build --file {C}/odb/Dockerfile \
              --build-arg DOCKER_REPO={PROD} --build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23 \
-             --pull --tag {PROD}/odb:2.5.0-b.23-arm64-seed images/odb"
+             --pull --tag {PROD}/odb:2.5.0-b.23-arm64-seed {C}/odb"
         )],
     );
 }
@@ -149,10 +152,10 @@ impl Build<'_> {
         let arch = platform.trim_start_matches("linux/");
         let cache = format!("{repo}/cache/{image}:{}-{arch}", self.tag);
         format!(
-            "{} buildx build --file images/{image}/Dockerfile --platform {platform} \
+            "{} buildx build --file {C}/{image}/Dockerfile --platform {platform} \
              --builder {} --progress plain --build-arg DOCKER_REPO={repo} {} \
              --cache-from type=registry,ref={cache} --cache-to type=registry,ref={cache},mode=max \
-             --pull --push --tag {pushed_tag} images/{image}",
+             --pull --push --tag {pushed_tag} {C}/{image}",
             docker(self.context),
             self.builder,
             self.args
@@ -334,7 +337,7 @@ fn cloud_builder() {
         let vendored = |path: &str| format!("{repo}/thirdparty/{path}");
         vec![
             format!(
-                "# thirdparty: vendor from thirdparty.txt what the builds need: {} {} {} {} \
+                "# thirdparty: vendor from {C}/thirdparty.txt what the builds need: {} {} {} {} \
                  (`cargo xtask thirdparty --dry-run` shows what is out of date)",
                 vendored("docker:27.4.1-cli"),
                 vendored("docker/buildx-bin:0.19.3"),
@@ -342,8 +345,8 @@ fn cloud_builder() {
                 vendored("google.com/cloudsdktool/google-cloud-cli:502.0.0-slim")
             ),
             format!(
-                "DOCKER_BUILDKIT=1 docker build --file images/cloud-builder/Dockerfile --pull --platform linux/amd64 \
-                 --build-arg DOCKER_REPO={repo} {args} --tag {repo}/cloud-builder:{tag}{modifier} images/cloud-builder"
+                "DOCKER_BUILDKIT=1 docker build --file {C}/cloud-builder/Dockerfile --pull --platform linux/amd64 \
+                 --build-arg DOCKER_REPO={repo} {args} --tag {repo}/cloud-builder:{tag}{modifier} {C}/cloud-builder"
             ),
             format!("DOCKER_BUILDKIT=1 docker push {repo}/cloud-builder:{tag}{modifier}"),
         ]
@@ -436,7 +439,7 @@ fn cloud_build_submits_the_pipeline() {
         "cloud-build",
         &[],
         &[format!(
-            "gcloud builds submit --project=multi-arch-docker --region=global --config cloudbuild/pr.yaml \
+            "gcloud builds submit --project=multi-arch-docker --region=global --config {C}/pipeline.yaml \
              --substitutions=_ENV=docker-dev,_CLOUDBUILD_IMAGE={DEV}/{image},_AUTO_START_STOP=0 ."
         )],
     );
@@ -444,7 +447,7 @@ fn cloud_build_submits_the_pipeline() {
         "cloud-build",
         &[("ENV", "docker-prod"), ("AUTO_START_STOP", "1"), ("GCP_PROJECT", "p2")],
         &[format!(
-            "gcloud builds submit --project=p2 --region=global --config cloudbuild/pr.yaml \
+            "gcloud builds submit --project=p2 --region=global --config {C}/pipeline.yaml \
              --substitutions=_ENV=docker-prod,_CLOUDBUILD_IMAGE=us-docker.pkg.dev/p2/docker-prod/{image},_AUTO_START_STOP=1 ."
         )],
     );
@@ -490,7 +493,11 @@ fn seed_arm64_plans_the_arm64_build_of_every_image() {
     let plan = common::parse_plan(&common::stdout(&output));
     let builds: Vec<&Vec<String>> =
         plan.iter().filter(|l| l.get(2..4) == Some(&["buildx".into(), "build".into()])).collect();
-    let catalog = xtask::catalog::Catalog::load(&xtask::project_root()).unwrap();
+    let catalog = xtask::catalog::Catalog::load_from(
+        &xtask::project_root(),
+        std::path::Path::new(common::TEST_CATALOG),
+    )
+    .unwrap();
     let images: Vec<(&str, &xtask::catalog::Image)> = catalog.task_images().collect();
     assert_eq!(builds.len(), images.len());
     let versions = catalog.versions.clone();
@@ -499,7 +506,7 @@ fn seed_arm64_plans_the_arm64_build_of_every_image() {
         let name = &image.name;
         let build = builds
             .iter()
-            .find(|b| b.contains(&format!("images/{name}/Dockerfile")))
+            .find(|b| b.contains(&format!("{C}/{name}/Dockerfile")))
             .unwrap_or_else(|| panic!("no build of {name}: {plan:#?}"));
         let arg = |flag: &str| build[build.iter().position(|w| w == flag).unwrap() + 1].clone();
         assert_eq!(arg("--platform"), "linux/arm64");
@@ -550,7 +557,7 @@ fn builds_of(lines: &[String], image: &str) -> Vec<Vec<String>> {
     let builds: Vec<Vec<String>> = lines
         .iter()
         .filter(|l| {
-            l.starts_with("DOCKER_BUILDKIT=1 docker buildx build") && l.ends_with(&format!(" images/{image}"))
+            l.starts_with("DOCKER_BUILDKIT=1 docker buildx build") && l.ends_with(&format!(" {C}/{image}"))
         })
         .map(|line| shlex::split(line).unwrap())
         .collect();
@@ -578,13 +585,18 @@ fn local_publish_all_plan_on_a_classic_engine() {
     assert_eq!(
         lines[2],
         format!(
-            "# thirdparty: vendor from thirdparty.txt what the builds need: {LOCAL}/thirdparty/alpine:3.15 \
+            "# thirdparty: vendor from {C}/thirdparty.txt what the builds need: {LOCAL}/thirdparty/alpine:3.15 \
              {LOCAL}/thirdparty/golang:1.18-alpine3.15 {LOCAL}/thirdparty/debian:11-slim \
              {LOCAL}/thirdparty/moby/buildkit:v0.18.0 (`cargo xtask thirdparty --dry-run` shows what is out of date)"
         ),
         "the cloud builder's bases are not vendored"
     );
-    assert_eq!(lines[3], "cargo xtask thirdparty --bases --env local --docker-repo localhost:5000/local");
+    assert_eq!(
+        lines[3],
+        format!(
+            "cargo xtask thirdparty --bases --env local --docker-repo localhost:5000/local --catalog {C}/images.toml"
+        )
+    );
     for (task, image, tag) in LOCAL_IMAGES {
         let builder = format!("builder-local-{task}");
         let create = format!(

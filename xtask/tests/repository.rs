@@ -115,10 +115,18 @@ fn no_plan_names_an_image_outside_docker_repo() {
     let fake = common::FakeTools::new();
     // A classic engine, so that ENV=local plans create their builder container too.
     fake.print("docker info --format", r#"[["Backing Filesystem","extfs"]]"#);
+    // This repository's own catalog: its images, their bases and the pipeline.
+    let catalog_env = ("CATALOG", common::REPOSITORY_CATALOG);
     let settings: [&[(&str, &str)]; 3] = [
-        &[("ENV", "docker-prod"), ("DOCKER_REPO", REPO)],
-        &[("ENV", "docker-prod"), ("DOCKER_REPO", REPO), ("MULTI_CONTEXT", "1"), ("BUILDER_OUTPUT", "/o")],
-        &[("ENV", "local"), ("DOCKER_REPO", "localhost:5000/local")],
+        &[("ENV", "docker-prod"), ("DOCKER_REPO", REPO), catalog_env],
+        &[
+            ("ENV", "docker-prod"),
+            ("DOCKER_REPO", REPO),
+            ("MULTI_CONTEXT", "1"),
+            ("BUILDER_OUTPUT", "/o"),
+            catalog_env,
+        ],
+        &[("ENV", "local"), ("DOCKER_REPO", "localhost:5000/local"), catalog_env],
     ];
     let mut checked = BTreeSet::new();
     for env in settings {

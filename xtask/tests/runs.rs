@@ -7,6 +7,9 @@ use common::{FakeTools, call, has_arg, stderr, stdout};
 
 /// The probe every build task makes first: which image store the engine uses (the fake answers
 /// nothing: the classic store, so builds run in a builder container).
+/// The test catalog's folder, where its images' build contexts are.
+const C: &str = common::TEST_CATALOG_DIR;
+
 const STORE: &str = "docker DOCKER_BUILDKIT=1 info --format '{{json .DriverStatus}}'";
 
 #[test]
@@ -134,7 +137,7 @@ fn a_failing_command_stops_the_task_with_its_exit_status() {
     let output = fake.xtask(&["buildx-publish-odb"], &[("BUILDER_OUTPUT", "/builder/outputs")]);
     assert_eq!(output.status.code(), Some(3));
     let err = stderr(&output);
-    assert!(err.contains("command failed with exit status 3: DOCKER_BUILDKIT=1 docker buildx build --file images/odb/Dockerfile"), "{err}");
+    assert!(err.contains(&format!("command failed with exit status 3: DOCKER_BUILDKIT=1 docker buildx build --file {C}/odb/Dockerfile")), "{err}");
     assert!(
         err.contains("so us-docker.pkg.dev/multi-arch-docker/docker-dev/odb:2.5.0-b.23 was not pushed"),
         "{err}"
@@ -151,7 +154,7 @@ fn a_failing_command_stops_the_task_with_its_exit_status() {
 #[test]
 fn a_failing_platform_fails_the_task_and_nothing_is_merged() {
     let fake = FakeTools::new();
-    fake.fail(4, "docker buildx build --file images/runtime/Dockerfile --platform linux/arm64");
+    fake.fail(4, &format!("docker buildx build --file {C}/runtime/Dockerfile --platform linux/arm64"));
     let output = fake.xtask(&["buildx-publish-runtime"], &[]);
     assert_eq!(output.status.code(), Some(4));
     assert!(stderr(&output).contains("the linux/arm64 build of runtime failed"), "{}", stderr(&output));
@@ -396,7 +399,7 @@ fn publish_all_builds_in_parallel_and_reports_a_failing_image() {
     let fake = FakeTools::new();
     fake.print("docker buildx inspect --bootstrap", BOTH_PLATFORMS);
     fake.slow("docker buildx build", 1.0);
-    fake.fail(5, "docker buildx build --file images/odb/Dockerfile");
+    fake.fail(5, &format!("docker buildx build --file {C}/odb/Dockerfile"));
     let list = upstream_list(
         &fake,
         &registry,
@@ -457,7 +460,7 @@ fn publish_all_names_a_base_the_list_does_not_vendor() {
     let err = stderr(&output);
     assert!(
         err.contains(&format!(
-            "images/golang-build/Dockerfile needs {repo}/thirdparty/golang:1.18-alpine3.15, which {list} does not vendor"
+            "{C}/golang-build/Dockerfile needs {repo}/thirdparty/golang:1.18-alpine3.15, which {list} does not vendor"
         )),
         "{err}"
     );

@@ -12,6 +12,13 @@ use std::process::{Command, Output};
 
 pub const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 
+/// The folder of the catalog that the tests about behaviour run against (plans, fake tools):
+/// frozen, so that the repository's own catalog can gain images and versions without a test
+/// edit. Tests about this repository's images pass `CATALOG` = `REPOSITORY_CATALOG`.
+pub const TEST_CATALOG_DIR: &str = "xtask/tests/fixtures/catalog";
+pub const TEST_CATALOG: &str = "xtask/tests/fixtures/catalog/images.toml";
+pub const REPOSITORY_CATALOG: &str = "images/images.toml";
+
 /// The tasks with a plan of commands, besides the catalog's per-image ones.
 pub const TASKS_WITH_A_PLAN: [&str; 13] = [
     "buildx-setup",
@@ -29,7 +36,8 @@ pub const TASKS_WITH_A_PLAN: [&str; 13] = [
     "local-registry",
 ];
 
-/// `xtask` with none of the caller's settings: only `PATH` and `HOME`, plus `env`.
+/// `xtask` with none of the caller's settings: only `PATH` and `HOME`, the test catalog
+/// (`CATALOG`), plus `env`.
 pub fn xtask_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(XTASK);
     cmd.args(args).env_clear();
@@ -38,6 +46,7 @@ pub fn xtask_command(args: &[&str], env: &[(&str, &str)]) -> Command {
             cmd.env(name, value);
         }
     }
+    cmd.env("CATALOG", TEST_CATALOG);
     cmd.envs(env.iter().copied());
     cmd
 }
