@@ -598,7 +598,8 @@ impl Fixture {
 }
 
 /// Where `.ci/engine` put Debian's busybox-static packages: `amd64.deb` and `arm64.deb`.
-fn busybox_debs() -> PathBuf {
+/// Where `.ci/engine` downloads Debian's busybox-static for amd64 and arm64 (`BUSYBOX_DEBS`).
+pub fn busybox_debs() -> PathBuf {
     std::env::var_os("BUSYBOX_DEBS")
         .map_or_else(|| PathBuf::from("/var/cache/multi-arch-docker/busybox"), PathBuf::from)
 }
@@ -645,4 +646,22 @@ pub fn push_busybox_base(dir: &std::path::Path, reference: &str) -> Result<()> {
     let build = ["buildx", "build", "--builder", "default", "--platform", "linux/amd64,linux/arm64"];
     let push = ["--provenance=false", "--tag", reference, "--push", &context];
     run_to_success("docker", &[&build[..], &push[..]].concat()).map(drop)
+}
+
+/// Remove from this machine's engine every image tagged under one of `hosts` (the registries
+/// of a test or a benchmark, which end with it): builds on the engine's own builder keep a copy
+/// of what they push, and `docker run --pull` keeps what it pulled. Best effort: an engine that
+/// does not answer has nothing to remove.
+pub fn remove_engine_images(hosts: &[String]) {
+    let Ok(listed) = run_to_success("docker", &["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"])
+    else {
+        return;
+    };
+    let tagged: Vec<&str> = listed
+        .lines()
+        .filter(|image| hosts.iter().any(|host| image.starts_with(&format!("{host}/"))))
+        .collect();
+    for chunk in tagged.chunks(100) {
+        let _ = run_to_success("docker", &[&["rmi", "--force"][..], chunk].concat());
+    }
 }

@@ -50,7 +50,8 @@ struct Round {
 
 /// bench-graph
 pub fn bench_graph(ctx: &Ctx, args: &BenchGraphArgs) -> Result<()> {
-    let Bed { dir, upstream, destination, log } = Bed::start(ctx, "bench-graph")?;
+    let bed = Bed::start(ctx, "bench-graph")?;
+    let (dir, upstream, destination, log) = (&bed.dir, &bed.upstream, &bed.destination, &bed.log);
     let catalog = write_catalog(dir.path(), &upstream.host(), args.work)?;
 
     let mut rounds = Vec::new();
@@ -65,9 +66,9 @@ pub fn bench_graph(ctx: &Ctx, args: &BenchGraphArgs) -> Result<()> {
             (format!("{}/graph{round}", destination.host()), format!("{}/today{round}", destination.host()));
         // Each measured run: the engine's build cache emptied first, not timed.
         let measured = |repo: &str, force: bool| -> Result<Duration> {
-            run_xtask(&["prune"], &catalog, repo, &log)?;
+            run_xtask(&["prune"], &catalog, repo, log)?;
             let args: &[&str] = if force { &["publish-all", "--force"] } else { &["publish-all"] };
-            run_xtask(args, &catalog, repo, &log)
+            run_xtask(args, &catalog, repo, log)
         };
         let mut times = Round::default();
         // Cold: nothing published, no registry cache, in two repositories.
@@ -81,7 +82,7 @@ pub fn bench_graph(ctx: &Ctx, args: &BenchGraphArgs) -> Result<()> {
             touch(image, &format!("{situation}, graph"))?;
             times.graph.push(measured(&graph_repo, false)?);
             if image == "leaf" {
-                times.leaf_alone = last_time_of(&log, "leaf")?;
+                times.leaf_alone = last_time_of(log, "leaf")?;
             }
             touch(image, &format!("{situation}, today"))?;
             times.today.push(measured(&today_repo, true)?);

@@ -30,13 +30,14 @@ pub struct BenchRebuildArgs {
 
 /// bench-rebuild
 pub fn bench_rebuild(ctx: &Ctx, args: &BenchRebuildArgs) -> Result<()> {
-    let Bed { dir, upstream, destination, log } = Bed::start(ctx, "bench-rebuild")?;
+    let bed = Bed::start(ctx, "bench-rebuild")?;
+    let (dir, upstream, destination, log) = (&bed.dir, &bed.upstream, &bed.destination, &bed.log);
     let catalog = write_catalog(dir.path(), &upstream.host(), args.work)?;
 
     let (mut colds, mut rebuilds) = (Vec::new(), Vec::new());
     for round in 1..=args.runs {
         let repo = format!("{}/round{round}", destination.host());
-        let xtask = |task: &str| run_xtask(&[task], &catalog, &repo, &log);
+        let xtask = |task: &str| run_xtask(&[task], &catalog, &repo, log);
         xtask("thirdparty")?;
         xtask("prune")?;
         let cold = xtask("buildx-publish-bench")?;
@@ -70,6 +71,13 @@ pub(super) struct Bed {
     pub upstream: TestRegistry,
     pub destination: TestRegistry,
     pub log: PathBuf,
+}
+
+/// What the benchmark tagged in the engine goes with it.
+impl Drop for Bed {
+    fn drop(&mut self) {
+        crate::testbed::remove_engine_images(&[self.upstream.host(), self.destination.host()]);
+    }
 }
 
 impl Bed {

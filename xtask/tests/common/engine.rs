@@ -8,13 +8,14 @@ use xtask::testbed::{TestRegistry, skopeo_raw};
 
 use super::{stderr, stdout};
 
-/// Whether the engine these tests need answers: `docker info` works, the engine uses the
-/// containerd image store, and its builder lists linux/arm64 (QEMU). Under CI (`CI` set) a
-/// missing engine fails the test; elsewhere the test says why it skips and returns early.
+/// Whether what these tests need is here: an engine that answers `docker info`, uses the
+/// containerd image store and lists linux/arm64 (QEMU) for its builder, and the busybox packages
+/// the base image is made of. Under CI (`CI` set) anything missing fails the test; elsewhere the
+/// test says why it skips and returns early.
 pub fn engine_or_skip(test: &str) -> bool {
     let problem = engine_problem();
     let Some(problem) = problem else { return true };
-    let fix = "`sudo .ci/engine` installs and starts one (Debian 12), see the README";
+    let fix = "`sudo bash .ci/engine` installs and starts what is missing (Debian 12), see the README";
     if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
         panic!("{test} needs a Docker engine and CI must have one: {problem}. {fix}");
     }
@@ -40,6 +41,15 @@ fn engine_problem() -> Option<String> {
     let builder = Command::new("docker").args(["buildx", "inspect", "default"]).output().ok()?;
     if !String::from_utf8_lossy(&builder.stdout).contains("linux/arm64") {
         return Some("the engine's builder cannot build linux/arm64: QEMU is not registered".into());
+    }
+    let debs = xtask::testbed::busybox_debs();
+    if let Some(arch) =
+        ["amd64", "arm64"].into_iter().find(|arch| !debs.join(format!("{arch}.deb")).is_file())
+    {
+        return Some(format!(
+            "Debian's busybox-static for {arch} is not in {} (BUSYBOX_DEBS)",
+            debs.display()
+        ));
     }
     None
 }
@@ -270,6 +280,13 @@ impl Setup {
 
     pub fn logs(&self) -> String {
         self.dir.path().join("logs").display().to_string()
+    }
+}
+
+/// What the test tagged in the engine goes with it.
+impl Drop for Setup {
+    fn drop(&mut self) {
+        xtask::testbed::remove_engine_images(&[self.upstream.host(), self.destination.host()]);
     }
 }
 
