@@ -153,3 +153,51 @@ fn no_plan_names_an_image_outside_docker_repo() {
         assert!(checked.contains(kind), "no plan named {kind}: {checked:#?}");
     }
 }
+
+/// An image added to this repository's catalog, on another of its images, needs no code: a copy
+/// of the catalog with one more entry and one more Dockerfile plans it after its parent, in the
+/// same one publish-all (and so in the pipeline's one step).
+#[test]
+fn an_added_image_needs_only_its_entry_and_dockerfile() {
+    let root = xtask::project_root();
+    let copy = tempfile::tempdir().unwrap();
+    let images = copy.path().join("images");
+    for entry in std::fs::read_dir(root.join("images")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_dir() {
+            let to = images.join(entry.file_name());
+            std::fs::create_dir_all(&to).unwrap();
+            std::fs::copy(entry.path().join("Dockerfile"), to.join("Dockerfile")).unwrap();
+        }
+    }
+    std::fs::create_dir_all(copy.path().join("cloudbuild")).unwrap();
+    std::fs::copy(root.join("thirdparty.txt"), copy.path().join("thirdparty.txt")).unwrap();
+    std::fs::copy(root.join("cloudbuild/pr.yaml"), copy.path().join("cloudbuild/pr.yaml")).unwrap();
+    let catalog = std::fs::read_to_string(root.join("images/images.toml")).unwrap()
+        + "\n[[image]]\nname = \"added\"\ndescription = \"on the runtime\"\ntag = \"{ALPINE_VERSION}\"\nbuild_args = [\"ALPINE_VERSION\"]\n";
+    std::fs::write(images.join("images.toml"), catalog).unwrap();
+    std::fs::create_dir_all(images.join("added")).unwrap();
+    std::fs::write(
+        images.join("added/Dockerfile"),
+        "ARG DOCKER_REPO\nARG ALPINE_VERSION\nFROM ${DOCKER_REPO}/runtime:${ALPINE_VERSION}\nRUN true\n",
+    )
+    .unwrap();
+
+    let path = images.join("images.toml").display().to_string();
+    let plan = common::plan(&["publish-all"], &[("CATALOG", &path), ("DOCKER_REPO", REPO)]);
+    let lines: Vec<String> = plan.iter().map(|l| l.join(" ")).collect();
+    let position = |start: &str| lines.iter().position(|l| l.starts_with(start));
+    let runtime = position("# runtime: would build").expect("runtime is planned");
+    let added = position("# added: would build").unwrap_or_else(|| panic!("{lines:#?}"));
+    assert!(added > runtime, "after the image it builds on");
+    let pin = format!("--build-context {REPO}/runtime:3.15=docker-image://{REPO}/runtime:3.15@<that digest>");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("# added: then built from the digest runtime gets") && l.ends_with(&pin))
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("buildx build") && l.contains("/added/Dockerfile")),
+        "{lines:#?}"
+    );
+}
