@@ -48,6 +48,14 @@ pub struct SettingsArgs {
     #[arg(long = "vm", env = "ARM64_VM", default_value = "builder-arm64-2cpu")]
     pub arm64_vm: String,
 
+    /// The user the tunnel to the arm64 VM logs in as (its sessions can only reach the engine)
+    #[arg(long = "vm-user", env = "ARM64_USER", default_value = "buildx")]
+    pub arm64_user: String,
+
+    /// The private key of the tunnel to the arm64 VM [default: $HOME/.ssh/google_compute_engine]
+    #[arg(long = "vm-key", env = "ARM64_SSH_KEY")]
+    pub arm64_ssh_key: Option<PathBuf>,
+
     /// 1: the Cloud Build starts the arm64 VM first and stops it last
     #[arg(long, env = "AUTO_START_STOP", default_value = "0",
           value_parser = BoolishValueParser::new(), action = ArgAction::Set,
@@ -130,10 +138,16 @@ pub fn settings_of(task: &str) -> &'static [&'static str] {
         "builder",
         "multi_context",
         "refresh",
+        // With MULTI_CONTEXT=1 the builds start the arm64 VM and open its tunnel when needed.
+        "zone",
+        "arm64_vm",
+        "arm64_user",
+        "arm64_ssh_key",
+        "auto_start_stop",
     ];
     const BUILDER: &[&str] =
         &["env", "gcp_project", "registry", "docker_repo", "platforms", "builder", "multi_context"];
-    const VM: &[&str] = &["gcp_project", "zone", "arm64_vm"];
+    const VM: &[&str] = &["gcp_project", "zone", "arm64_vm", "arm64_user", "arm64_ssh_key"];
     match task {
         "info" => &[
             "env",
@@ -144,6 +158,8 @@ pub fn settings_of(task: &str) -> &'static [&'static str] {
             "platforms",
             "builder",
             "arm64_vm",
+            "arm64_user",
+            "arm64_ssh_key",
             "auto_start_stop",
             "multi_context",
             "tag_modifier",
@@ -197,6 +213,8 @@ impl SettingsArgs {
             platforms,
             builder,
             arm64_vm,
+            arm64_user,
+            arm64_ssh_key,
             auto_start_stop,
             multi_context,
             tag_modifier,
@@ -315,6 +333,9 @@ pub struct Settings {
     pub platforms: String,
     pub builder: String,
     pub arm64_vm: String,
+    pub arm64_user: String,
+    /// The tunnel's private key, `$HOME/.ssh/google_compute_engine` unless given.
+    pub arm64_ssh_key: PathBuf,
     pub auto_start_stop: bool,
     pub multi_context: bool,
     pub tag_modifier: String,
@@ -440,6 +461,11 @@ impl Settings {
             platforms,
             builder: args.builder,
             arm64_vm: args.arm64_vm,
+            arm64_user: args.arm64_user,
+            arm64_ssh_key: args.arm64_ssh_key.filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| {
+                let home = lookup("HOME").unwrap_or_default();
+                PathBuf::from(home).join(".ssh/google_compute_engine")
+            }),
             auto_start_stop: args.auto_start_stop,
             multi_context: args.multi_context,
             tag_modifier: args.tag_modifier,

@@ -12,13 +12,52 @@ const DEV: &str = "us-docker.pkg.dev/multi-arch-docker/docker-dev";
 const PROD: &str = "us-docker.pkg.dev/multi-arch-docker/docker-prod";
 
 /// ENV=docker-prod MULTI_CONTEXT=1 BUILDER=odb TAG_MODIFIER=arm64-seed PLATFORMS=linux/arm64
+/// (and the build id Cloud Build would name the lease on the VM after)
 const SEED: &[(&str, &str)] = &[
     ("ENV", "docker-prod"),
     ("MULTI_CONTEXT", "1"),
     ("BUILDER", "odb"),
     ("TAG_MODIFIER", "arm64-seed"),
     ("PLATFORMS", "linux/arm64"),
+    ("BUILD_ID", "plan"),
 ];
+
+/// With MULTI_CONTEXT=1 and an arm64 build to do, before the builds: the ssh connection to the
+/// VM's engine as docker context `arm_node`, and a lease on it.
+fn arm_node_open() -> Vec<String> {
+    let host = "xtask-builder-arm64-2cpu";
+    vec![
+        "# write …".to_string(),
+        format!("ssh -f -N {host}"),
+        s("DOCKER_BUILDKIT=1 docker context inspect arm_node"),
+        s("# if that succeeds:"),
+        format!("DOCKER_BUILDKIT=1 docker context update arm_node --docker host=ssh://{host}"),
+        s("# if that fails:"),
+        format!("DOCKER_BUILDKIT=1 docker context create arm_node --docker host=ssh://{host}"),
+        s("# repeated until the engine of builder-arm64-2cpu answers through docker context arm_node, \
+           at most 30 tries 5 s apart:"),
+        s("DOCKER_BUILDKIT=1 docker --context arm_node version --format {{.Server.Version}}"),
+        s("# a lease on the VM, so that no other pipeline stops it under these builds: xtask-lease-plan"),
+        s(
+            "DOCKER_BUILDKIT=1 docker --context arm_node volume create --label dev.multi-arch-docker.lease=plan \
+           --label dev.multi-arch-docker.lease.since=NOW xtask-lease-plan",
+        ),
+    ]
+}
+
+/// After the builds: the lease given back, the others looked at, the connection closed (the VM
+/// is stopped only with AUTO_START_STOP=1).
+fn arm_node_close() -> Vec<String> {
+    vec![
+        s("DOCKER_BUILDKIT=1 docker --context arm_node volume rm xtask-lease-plan"),
+        s("# then, unless another lease (younger than 2 h) is held:"),
+        s(
+            "DOCKER_BUILDKIT=1 docker --context arm_node volume ls --filter label=dev.multi-arch-docker.lease \
+           --format '{{.Name}} {{.Label \"dev.multi-arch-docker.lease.since\"}}'",
+        ),
+        s("ssh -O exit xtask-builder-arm64-2cpu"),
+    ]
+}
 
 /// What a plan says of an engine that answers with the classic image store (the fake docker).
 const CLASSIC: &str = "the engine uses the classic image store, whose own builder exports no registry cache: \
@@ -215,12 +254,14 @@ fn buildx_publish() {
         let build =
             Build { repo: PROD, builder: "odb-arm_node", context: Some("arm_node"), image, args, tag };
         let seeded = format!("{PROD}/{image}:{tag}-arm64-seed");
-        let mut seed = vec![unreadable(image)];
+        let mut seed = arm_node_open();
+        seed.push(unreadable(image));
         seed.extend(setup_seed());
         seed.push("# linux/arm64 on the engine of docker context arm_node:".into());
         seed.push(build.cmd("linux/arm64", &format!("{seeded}-arm64")));
         seed.push(format!("# when every platform succeeded, merge them into {seeded}:"));
         seed.push(merge("odb-arm_node", Some("arm_node"), &seeded, &["arm64"]));
+        seed.extend(arm_node_close());
         check_both(&format!("buildx-publish-{task}"), &default, &seed);
     }
 }
@@ -231,9 +272,11 @@ fn buildx_publish() {
 fn buildx_publish_on_two_nodes() {
     let (_, image, args, tag) = IMAGES[2];
     let reference = format!("{DEV}/{image}:{tag}");
-    let mut lines = vec![unreadable(image)];
-    lines.extend(setup_default());
-    lines[1] = lines[1].replace("linux/amd64,linux/arm64 on", "linux/amd64 on");
+    let mut lines = arm_node_open();
+    lines.push(unreadable(image));
+    let mut here = setup_default();
+    here[0] = here[0].replace("linux/amd64,linux/arm64 on", "linux/amd64 on");
+    lines.extend(here);
     lines.extend(setup(DEV, "builder-local-arm_node", Some("arm_node"), "linux/arm64"));
     let here = Build { repo: DEV, builder: "builder-local", context: None, image, args, tag };
     let arm =
@@ -246,7 +289,8 @@ fn buildx_publish_on_two_nodes() {
         format!("# when every platform succeeded, merge them into {reference}:"),
         merge("builder-local", None, &reference, &["amd64", "arm64"]),
     ]);
-    check("buildx-publish-odb", &[("MULTI_CONTEXT", "1")], &lines);
+    lines.extend(arm_node_close());
+    check("buildx-publish-odb", &[("MULTI_CONTEXT", "1"), ("BUILD_ID", "plan")], &lines);
 }
 
 /// In Cloud Build, each platform of a `split_build` image is built, its builder stopped, and
@@ -312,13 +356,12 @@ fn vm_tasks() {
         let line = [format!("gcloud compute instances {action} {vm}")];
         check_both(&format!("{action}-vm"), &line, &line);
     }
+    // ssh-vm is the operator, as themselves (no root@, not the tunnel's key).
     let ssh = [s(
-        "gcloud compute ssh --zone us-central1-a root@builder-arm64-2cpu --project multi-arch-docker --tunnel-through-iap",
+        "gcloud compute ssh --zone us-central1-a builder-arm64-2cpu --project multi-arch-docker --tunnel-through-iap",
     )];
     check_both("ssh-vm", &ssh, &ssh);
-    let tunnel =
-        [s("gcloud compute ssh --project multi-arch-docker --zone us-central1-a builder-arm64-2cpu \
-         --tunnel-through-iap -- -L 127.0.0.1:8375:127.0.0.1:2375 -N -f")];
+    let tunnel = arm_node_open()[..7].to_vec();
     check_both("ssh-tunnel", &tunnel, &tunnel);
     // The VM's name, zone and project are settings too.
     check(
@@ -469,14 +512,11 @@ fn start_vm_wait_and_tunnel_wait_plans() {
             "# builder-arm64-2cpu is running and answers ssh",
         ]),
     );
-    assert_plan(
-        &plan(&["ssh-tunnel", "--wait"], &[]),
-        &expected(&[
-            "gcloud compute ssh --project multi-arch-docker --zone us-central1-a builder-arm64-2cpu \
-             --tunnel-through-iap -- -L 127.0.0.1:8375:127.0.0.1:2375 -N -f",
-            "# then wait until the docker daemon answers at http://127.0.0.1:8375/_ping, at most 30 tries 5 s apart",
-        ]),
-    );
+    // The tunnel: the ssh connection to the VM (as its tunnel user, through IAP, from the ssh
+    // config the task writes) and the docker context on it; no port forward.
+    let open = arm_node_open();
+    let open: Vec<&str> = open.iter().map(String::as_str).collect();
+    assert_plan(&plan(&["ssh-tunnel", "--wait"], &[]), &expected(&open[..9]));
 }
 
 /// seed-arm64 follows the pipeline's publish-all: every catalog image, arm64 only, under seed

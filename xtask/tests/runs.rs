@@ -269,18 +269,46 @@ fn start_vm_gives_up_within_its_bound() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
 
+/// The tunnel: the ssh config of the VM's host (through IAP, as the tunnel user, one shared
+/// connection), the master connection, the docker context on it; `--wait` gives up within its
+/// bound when the engine does not answer through it (the fake docker answers nothing).
 #[test]
-fn ssh_tunnel_gives_up_when_nothing_answers() {
+fn ssh_tunnel_writes_its_ssh_config_and_gives_up_when_nothing_answers() {
     let fake = FakeTools::new();
-    // The fake ssh opens no tunnel, so 127.0.0.1:8375 stays silent (unless this machine runs
-    // something there, which it must not for this test).
-    let output = fake.xtask(&["ssh-tunnel", "--wait", "--tries", "2", "--interval", "0"], &[]);
+    // No context arm_node yet: it is created.
+    fake.fail(1, "docker context inspect arm_node");
+    let ssh_dir = fake.dir.path().join("ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    std::fs::write(ssh_dir.join("config"), "Host mine\n  User me\n").unwrap();
+    let dir = ssh_dir.display().to_string();
+    let env = [("XTASK_SSH_DIR", dir.as_str()), ("HOME", "/home/ci"), ("ARM64_VM", "arm-b"), ("ZONE", "z1")];
+    let output = fake.xtask(&["ssh-tunnel", "--wait", "--tries", "2", "--interval", "0"], &env);
     assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
     assert!(
-        stderr(&output).contains("gave up waiting until the docker daemon answers"),
-        "{}",
-        stderr(&output)
+        err.contains("gave up waiting until the engine of arm-b answers through docker context arm_node"),
+        "{err}"
     );
+    // Twice: the Include goes first, and once.
+    let again = fake.xtask(&["ssh-tunnel"], &env);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let config = std::fs::read_to_string(ssh_dir.join("config")).unwrap();
+    assert_eq!(config, "Include multi-arch-docker-arm-b.conf\nHost mine\n  User me\n");
+    let host = std::fs::read_to_string(ssh_dir.join("multi-arch-docker-arm-b.conf")).unwrap();
+    for line in [
+        "Host xtask-arm-b",
+        "  User buildx",
+        "  IdentityFile /home/ci/.ssh/google_compute_engine",
+        "  ProxyCommand gcloud compute start-iap-tunnel arm-b 22 --listen-on-stdin --project multi-arch-docker \
+         --zone z1 --verbosity=warning",
+        "  ControlMaster auto",
+    ] {
+        assert!(host.lines().any(|l| l == line), "no {line:?} in\n{host}");
+    }
+    let calls = fake.calls();
+    assert_eq!(calls[0], call("ssh -f -N xtask-arm-b"));
+    let create = call("docker DOCKER_BUILDKIT=1 context create arm_node --docker host=ssh://xtask-arm-b");
+    assert!(calls.contains(&create), "{calls:?}");
 }
 
 #[test]
@@ -313,7 +341,7 @@ fn every_task_stops_at_a_failing_command() {
         (&["prune"], "docker buildx prune", 2),
         (&["start-vm", "--wait"], "gcloud compute instances start", 1),
         (&["stop-vm"], "gcloud compute instances stop", 1),
-        (&["ssh-tunnel", "--wait"], "gcloud compute ssh", 1),
+        (&["ssh-tunnel", "--wait"], "ssh -f -N", 1),
     ];
     for (args, failing, calls_made) in cases {
         let fake = FakeTools::new();

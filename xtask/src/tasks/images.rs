@@ -35,16 +35,30 @@ pub fn buildx_publish(ctx: &Ctx, image: &Image, args: &BuildArgs) -> Result<()> 
 }
 
 /// How images are built, for every task that publishes them.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 pub struct BuildArgs {
     /// Build even the images whose inputs match what is published
     #[arg(long)]
     pub force: bool,
+    /// With MULTI_CONTEXT=1: how many times to check that the arm64 VM (AUTO_START_STOP=1) and
+    /// its tunnel are up before giving up
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub vm_tries: u32,
+    /// Seconds between two of those checks
+    #[arg(long, default_value_t = 5.0)]
+    pub vm_interval: f64,
+}
+
+impl Default for BuildArgs {
+    fn default() -> Self {
+        BuildArgs { force: false, vm_tries: 30, vm_interval: 5.0 }
+    }
 }
 
 impl BuildArgs {
     pub fn options(&self, logs: Option<PathBuf>) -> publish_all::PublishOptions {
-        publish_all::PublishOptions { force: self.force, logs }
+        let vm_wait = super::vm::WaitArgs::waiting(self.vm_tries, self.vm_interval);
+        publish_all::PublishOptions { force: self.force, logs, vm_wait }
     }
 }
 

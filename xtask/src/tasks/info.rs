@@ -22,6 +22,7 @@ pub fn info(ctx: &Ctx) -> Result<()> {
         ("REFRESH", s.refresh.clone().unwrap_or_else(|| "(unset: each image keeps its last)".into())),
         ("AUTO_START_STOP", flag(s.auto_start_stop)),
         ("ARM64_VM", format!("{} ({})", s.arm64_vm, s.zone)),
+        ("ARM64_USER", format!("{} (key {})", s.arm64_user, s.arm64_ssh_key.display())),
     ]
     .map(|(name, value)| (name.to_string(), value))
     .to_vec();

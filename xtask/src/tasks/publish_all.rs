@@ -18,6 +18,7 @@ use clap::Args;
 use super::images::{self, BuildArgs, ImageOutput, OUTPUT_OPTIONS, Recipe, Steps};
 use super::published::{Destination, Published};
 use super::thirdparty::{self, VendorArgs};
+use super::vm::{self, WaitArgs};
 use super::{Ctx, local_registry};
 use crate::catalog::Image;
 use crate::graph::{Graph, Node};
@@ -41,12 +42,14 @@ pub struct PublishAllArgs {
 }
 
 /// How a set of images is published.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PublishOptions {
     /// Build even what is up to date.
     pub force: bool,
     /// One log per image in this folder; a failed image's tail is shown from it.
     pub logs: Option<PathBuf>,
+    /// How long to wait for the arm64 VM and its tunnel, when the builds need them.
+    pub vm_wait: WaitArgs,
 }
 
 /// The `REFRESH` build argument: a Dockerfile that declares it has its package steps run again
@@ -138,46 +141,59 @@ pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &Pub
     let width =
         selected.iter().map(|name| name.len() + 1 + longest_arch(&ctx.settings.platforms)).max().unwrap_or(0);
     let run = Run { ctx, graph, selected, options, destination: &destination, width };
-    if let Some(logs) = &options.logs
-        && !ctx.runner.is_dry_run()
-    {
-        let dir = ctx.root.join(logs);
-        std::fs::create_dir_all(&dir)?;
-        println!(
-            "publishing {} images as they become ready; their logs are in {}/",
-            selected.len(),
-            logs.display()
-        );
-    }
-    let started = Instant::now();
-    let rows: Vec<Row> = if ctx.runner.is_dry_run() {
-        let mut done: BTreeMap<String, Row> = BTreeMap::new();
-        for node in graph.nodes.iter().filter(|n| selected.contains(&n.name.as_str())) {
-            let row = run.one_image(node, run.parent_outcomes(node, &done));
-            done.insert(node.name.clone(), row);
+    // The arm64 VM only when an image has an arm64 build to do on it.
+    let arm_builds = ctx.settings.multi_context
+        && ctx.settings.platforms.split(',').any(|p| p.starts_with("linux/arm64"))
+        && run.any_build();
+    vm::with_arm_node(ctx, arm_builds, &options.vm_wait, || run.all())
+}
+
+impl Run<'_> {
+    /// Every selected image, then the table; fails when any failed.
+    fn all(&self) -> Result<()> {
+        let (ctx, graph, selected, options) = (self.ctx, self.graph, self.selected, self.options);
+        let run = self;
+        if let Some(logs) = &options.logs
+            && !ctx.runner.is_dry_run()
+        {
+            let dir = ctx.root.join(logs);
+            std::fs::create_dir_all(&dir)?;
+            println!(
+                "publishing {} images as they become ready; their logs are in {}/",
+                selected.len(),
+                logs.display()
+            );
         }
-        order(graph, done)
-    } else {
-        run.in_parallel()
-    };
-    if ctx.runner.is_dry_run() {
-        return Ok(());
+        let started = Instant::now();
+        let rows: Vec<Row> = if ctx.runner.is_dry_run() {
+            let mut done: BTreeMap<String, Row> = BTreeMap::new();
+            for node in graph.nodes.iter().filter(|n| selected.contains(&n.name.as_str())) {
+                let row = run.one_image(node, run.parent_outcomes(node, &done));
+                done.insert(node.name.clone(), row);
+            }
+            order(graph, done)
+        } else {
+            run.in_parallel()
+        };
+        if ctx.runner.is_dry_run() {
+            return Ok(());
+        }
+        report(&rows, &ctx.settings.platforms, started.elapsed());
+        let failed = rows.iter().filter(|row| matches!(row.outcome, Outcome::Failed { .. })).count();
+        let skipped = rows.iter().filter(|row| matches!(row.outcome, Outcome::Skipped { .. })).count();
+        if failed + skipped == 0 {
+            return Ok(());
+        }
+        let total = rows.len();
+        // One image asked for: its own error, with the failing command's exit status.
+        if total == 1
+            && let Some(Row { outcome: Outcome::Failed { error }, .. }) = rows.into_iter().next()
+        {
+            return Err(error);
+        }
+        let skipped = if skipped > 0 { format!(", {skipped} skipped") } else { String::new() };
+        bail!("{failed} of {total} images failed{skipped} (see above)")
     }
-    report(&rows, &ctx.settings.platforms, started.elapsed());
-    let failed = rows.iter().filter(|row| matches!(row.outcome, Outcome::Failed { .. })).count();
-    let skipped = rows.iter().filter(|row| matches!(row.outcome, Outcome::Skipped { .. })).count();
-    if failed + skipped == 0 {
-        return Ok(());
-    }
-    let total = rows.len();
-    // One image asked for: its own error, with the failing command's exit status.
-    if total == 1
-        && let Some(Row { outcome: Outcome::Failed { error }, .. }) = rows.into_iter().next()
-    {
-        return Err(error);
-    }
-    let skipped = if skipped > 0 { format!(", {skipped} skipped") } else { String::new() };
-    bail!("{failed} of {total} images failed{skipped} (see above)")
 }
 
 fn order(graph: &Graph, mut done: BTreeMap<String, Row>) -> Vec<Row> {
@@ -204,6 +220,14 @@ struct Run<'a> {
     options: &'a PublishOptions,
     destination: &'a Destination,
     width: usize,
+}
+
+/// What the inputs and what is published say of an image.
+enum Decision {
+    /// Published with these inputs, at this digest.
+    UpToDate(String),
+    /// To be built, as `recipe` says, for the reason `why` (and `notes` for a dry run's plan).
+    Build { recipe: Box<Recipe>, why: String, notes: Vec<String> },
 }
 
 /// What an image's build starts from: a digest for each image it names, or why one is unknown.
@@ -288,6 +312,25 @@ impl Run<'_> {
         }
     }
 
+    /// Whether any selected image has a build to do: the same decisions as the run's, made
+    /// before it (a parent that would build makes its children build too). What cannot be
+    /// decided counts as a build.
+    fn any_build(&self) -> bool {
+        let mut decided = Parents::new();
+        for node in self.graph.nodes.iter().filter(|n| self.selected.contains(&n.name.as_str())) {
+            let parents: Parents = node
+                .parents
+                .iter()
+                .filter_map(|p| Some((p.name.clone(), decided.get(&p.name)?.clone())))
+                .collect();
+            match self.decide(node, image_named(self.ctx, &node.name), &parents) {
+                Ok(Decision::UpToDate(digest)) => decided.insert(node.name.clone(), Ok(Some(digest))),
+                Ok(Decision::Build { .. }) | Err(_) => return true,
+            };
+        }
+        false
+    }
+
     /// Decide, then build unless up to date.
     fn publish(
         &self,
@@ -297,6 +340,33 @@ impl Run<'_> {
         log: Option<&Path>,
         steps: &Arc<Steps>,
     ) -> Result<Outcome> {
+        let (recipe, why, notes) = match self.decide(node, image, parents)? {
+            Decision::UpToDate(digest) => return Ok(Outcome::UpToDate { digest }),
+            Decision::Build { recipe, why, notes } => (recipe, why, notes),
+        };
+        let (ctx, destination) = (self.ctx, self.destination);
+        let verb = if ctx.runner.is_dry_run() { "would build" } else { "building" };
+        self.status(
+            &format!("{:<11} {}: {why}", verb, image.name),
+            &format!("{}: {verb}: {why}", image.name),
+        );
+        for note in &notes {
+            ctx.runner.say(&format!("{}: {note}", image.name));
+        }
+        let image_ctx = self.image_ctx(image);
+        let output = ImageOutput { log, width: self.width, steps: Arc::clone(steps) };
+        images::publish(&image_ctx, image, &recipe, &output)?;
+        if ctx.runner.is_dry_run() {
+            return Ok(Outcome::WouldBuild);
+        }
+        let reference = ctx.settings.image_ref(image);
+        destination.forget(&reference);
+        let digest = destination.digest(&reference).ok().flatten();
+        Ok(Outcome::Built { digest })
+    }
+
+    /// Whether the image is up to date, else what its build is made of and why it is built.
+    fn decide(&self, node: &Node, image: &Image, parents: &Parents) -> Result<Decision> {
         let (ctx, destination) = (self.ctx, self.destination);
         let s = &ctx.settings;
         let reference = s.image_ref(image);
@@ -321,28 +391,15 @@ impl Run<'_> {
             && published.inputs_digest.as_deref() == Some(inputs.digest().as_str())
             && !self.options.force
         {
-            return Ok(Outcome::UpToDate { digest: published.digest.clone() });
+            return Ok(Decision::UpToDate(published.digest.clone()));
         }
         let unknown = unreadable.or_else(|| (!bases.unknown.is_empty()).then(|| bases.unknown.join(", ")));
         let why = why_build(self.options.force, published.as_ref(), inputs.as_ref(), unknown.as_deref());
-        let verb = if ctx.runner.is_dry_run() { "would build" } else { "building" };
-        self.status(
-            &format!("{:<11} {}: {why}", verb, image.name),
-            &format!("{}: {verb}: {why}", image.name),
-        );
-        for note in &bases.notes {
-            ctx.runner.say(&format!("{}: {note}", image.name));
-        }
-        let image_ctx = self.image_ctx(image);
-        let recipe = Recipe { args, pins: bases.pins, inputs };
-        let output = ImageOutput { log, width: self.width, steps: Arc::clone(steps) };
-        images::publish(&image_ctx, image, &recipe, &output)?;
-        if ctx.runner.is_dry_run() {
-            return Ok(Outcome::WouldBuild);
-        }
-        destination.forget(&reference);
-        let digest = destination.digest(&reference).ok().flatten();
-        Ok(Outcome::Built { digest })
+        Ok(Decision::Build {
+            recipe: Box::new(Recipe { args, pins: bases.pins, inputs }),
+            why,
+            notes: bases.notes,
+        })
     }
 
     /// Each image the Dockerfile names, pinned to a digest: a vendored base as vendored now, a

@@ -26,8 +26,8 @@ pub struct SeedArgs {
 const SEED_PLATFORM: &str = "linux/arm64";
 const SEED_TAG_MODIFIER: &str = "arm64-seed";
 /// Step settings that belong to the Cloud Build, not to a seeding run (which takes REFRESH
-/// from its caller).
-const DROPPED: [&str; 3] = ["BUILDER", "MULTI_CONTEXT", "REFRESH"];
+/// from its caller, and builds on this machine: no VM to start, no lease).
+const DROPPED: [&str; 5] = ["BUILDER", "MULTI_CONTEXT", "REFRESH", "AUTO_START_STOP", "BUILD_ID"];
 
 /// seed-arm64 (and seed-arm64-dry-run, which is this with --dry-run)
 pub fn seed_arm64(ctx: &Ctx, args: &SeedArgs) -> Result<()> {

@@ -51,13 +51,17 @@ pub fn xtask_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     cmd
 }
 
-/// Run xtask to its end. What it writes (configs, logs) goes to a temporary folder of its own
-/// (`CARGO_TARGET_DIR`), never into the repository, unless `env` names one.
+/// Run xtask to its end. What it writes (configs, logs, the tunnel's ssh config) goes to a
+/// temporary folder of its own (`CARGO_TARGET_DIR`, `XTASK_SSH_DIR`), never into the repository
+/// or this account's `~/.ssh`, unless `env` names one.
 pub fn xtask(args: &[&str], env: &[(&str, &str)]) -> Output {
     let work = tempfile::tempdir().unwrap();
     let mut cmd = xtask_command(args, env);
     if !env.iter().any(|(name, _)| *name == "CARGO_TARGET_DIR") {
         cmd.env("CARGO_TARGET_DIR", work.path());
+    }
+    if !env.iter().any(|(name, _)| *name == "XTASK_SSH_DIR") {
+        cmd.env("XTASK_SSH_DIR", work.path().join("ssh"));
     }
     cmd.output().expect("xtask runs")
 }
@@ -83,6 +87,8 @@ pub fn plan(args: &[&str], env: &[(&str, &str)]) -> Vec<Vec<String>> {
     parse_plan(&stdout(&output))
 }
 
+/// The words of each plan line. The time a lease on the arm64 VM is taken, the one word that
+/// changes from run to run, reads `NOW`.
 pub fn parse_plan(stdout: &str) -> Vec<Vec<String>> {
     stdout
         .lines()
@@ -92,7 +98,14 @@ pub fn parse_plan(stdout: &str) -> Vec<Vec<String>> {
             if command.starts_with('#') {
                 vec![command.to_string()]
             } else {
-                shlex::split(command).unwrap_or_else(|| panic!("not valid shell: {command:?}"))
+                let words = shlex::split(command).unwrap_or_else(|| panic!("not valid shell: {command:?}"));
+                words
+                    .into_iter()
+                    .map(|word| match word.split_once("lease.since=") {
+                        Some((label, _)) => format!("{label}lease.since=NOW"),
+                        None => word,
+                    })
+                    .collect()
             }
         })
         .collect()
@@ -195,7 +208,7 @@ exit 0
 impl FakeTools {
     pub fn new() -> FakeTools {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["docker", "gcloud"] {
+        for name in ["docker", "gcloud", "ssh"] {
             let path = dir.path().join("bin").join(name);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, FAKE).unwrap();
