@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 
 use common::engine::{
-    FAKE_GCLOUD, SecondEngine, Setup, TestSshd, built_on, digest, engine_or_skip, platforms, run,
+    FAKE_GCLOUD, SecondEngine, Setup, TUNNEL_USER, TestSshd, built_on, digest, engine_or_skip, platforms, run,
 };
 use common::{stderr, stdout};
 use xtask::testbed::skopeo_raw;
@@ -217,34 +217,54 @@ fn the_main_job_runs_offline_on_a_real_engine() {
     }
 }
 
-/// Where the tunnel and the stand-in VM's engine listen: the ports `ssh-tunnel` and
-/// ARM64_BUILDER.md fix.
-const TUNNEL_PORT: u16 = 8375;
-const VM_ENGINE_PORT: u16 = 2375;
+/// The stand-in VM's name: `ssh-tunnel` writes the ssh config of its host, `xtask-<vm>`, into
+/// this account's `~/.ssh` (docker runs `ssh`, which reads only that).
+const VM: &str = "e2e-arm";
 
-/// The ssh tunnel `ssh-tunnel` opens runs in the background (`ssh -f`); it is ended here.
-struct Tunnel;
+/// The tunnel `ssh-tunnel` opened (its master connection, in the background) and the ssh config
+/// it wrote: ended and removed when dropped.
+struct Tunnel {
+    ssh_dir: std::path::PathBuf,
+}
 
 impl Drop for Tunnel {
     fn drop(&mut self) {
-        let forward = format!("127.0.0.1:{TUNNEL_PORT}:127.0.0.1:{VM_ENGINE_PORT}");
-        let _ = std::process::Command::new("pkill").args(["-f", &forward]).status();
+        let host = format!("xtask-{VM}");
+        let _ = std::process::Command::new("ssh").args(["-O", "exit", &host]).output();
+        let _ = std::fs::remove_file(self.ssh_dir.join(format!("multi-arch-docker-{VM}.conf")));
     }
 }
 
-/// The pipeline with two engines: this one builds linux/amd64, a second one behind a real ssh
-/// tunnel (the arm64 VM's stand-in, reached through a fake gcloud) builds linux/arm64, each with
-/// its own registry cache, merged into one index. After both engines' caches are emptied and a
-/// late file changes, both platforms take the expensive early step from their registry caches.
+/// This account's `~/.ssh`, where ssh reads its config: from the password database.
+fn account_ssh_dir() -> std::path::PathBuf {
+    // SAFETY: read at once, on this thread.
+    let home = unsafe { std::ffi::CStr::from_ptr((*libc::getpwuid(libc::getuid())).pw_dir) };
+    std::path::PathBuf::from(home.to_string_lossy().into_owned()).join(".ssh")
+}
+
+/// The pipeline with two engines: this one builds linux/amd64, a second one (the arm64 VM's
+/// stand-in, with no TCP listener) builds linux/arm64, reached as docker context `arm_node`,
+/// `ssh://` through a real sshd set up as ARM64_BUILDER.md says (the tunnel user's sessions all
+/// forced to `docker system dial-stdio`) and a fake gcloud's IAP. Each platform has its own
+/// registry cache, and the halves are merged into one index. After both engines' caches are
+/// emptied and a late file changes, both platforms take the expensive early step from their
+/// registry caches.
 #[test]
 fn each_platform_builds_on_its_own_engine_through_the_tunnel() {
     let Some((_turn, setup)) = take_engine("each_platform_builds_on_its_own_engine_through_the_tunnel")
     else {
         return;
     };
-    let _vm_engine = SecondEngine::start(VM_ENGINE_PORT);
-    let sshd = TestSshd::start();
-    let _tunnel = Tunnel;
+    let vm_engine = SecondEngine::start("xtask-e2e0");
+    let sshd = TestSshd::start(&vm_engine.socket());
+    // The VM's engine listens on its unix socket alone.
+    let listening = run("ss", &["-ltnpH"]);
+    assert!(
+        !listening.contains(&format!("pid={},", vm_engine.pid())),
+        "dockerd listens on TCP:\n{listening}"
+    );
+    let ssh_dir = account_ssh_dir();
+    let _tunnel = Tunnel { ssh_dir: ssh_dir.clone() };
 
     // gcloud, faked, on PATH before the real docker and ssh; a docker config of the test's own
     // for the `arm_node` context and the builders.
@@ -253,12 +273,12 @@ fn each_platform_builds_on_its_own_engine_through_the_tunnel() {
     std::fs::write(fake.join("bin/gcloud"), FAKE_GCLOUD).unwrap();
     std::fs::set_permissions(fake.join("bin/gcloud"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .unwrap();
-    std::fs::copy(sshd.key(), fake.join("key")).unwrap();
     let docker_config = setup.dir.path().join("docker-config");
     std::fs::create_dir_all(&docker_config).unwrap();
     let path = format!("{}:{}", fake.join("bin").display(), std::env::var("PATH").unwrap());
     let (fake_vm, ssh_port, config) =
         (fake.display().to_string(), sshd.port.to_string(), docker_config.display().to_string());
+    let (key, ssh_dir_text) = (sshd.key().display().to_string(), ssh_dir.display().to_string());
     let repo = format!("{}/e2e", setup.destination.host());
     let env: Vec<(&str, &str)> = vec![
         ("PATH", &path),
@@ -267,6 +287,11 @@ fn each_platform_builds_on_its_own_engine_through_the_tunnel() {
         ("DOCKER_CONFIG", &config),
         ("ENV", "e2e"),
         ("DOCKER_REPO", &repo),
+        ("ARM64_VM", VM),
+        ("ARM64_USER", TUNNEL_USER),
+        ("ARM64_SSH_KEY", &key),
+        ("XTASK_SSH_DIR", &ssh_dir_text),
+        ("BUILD_ID", "e2e"),
     ];
     // Later settings win: these replace Setup's ENV=local and its DOCKER_REPO.
     let xtask = |args: &[&str], more: &[(&str, &str)]| setup.xtask_ok(args, &[&env[..], more].concat());
@@ -274,20 +299,14 @@ fn each_platform_builds_on_its_own_engine_through_the_tunnel() {
         std::process::Command::new("docker").args(args).env("DOCKER_CONFIG", &config).output().unwrap()
     };
 
-    // The pipeline's steps: the VM, vendoring, the `arm_node` context, the tunnel.
+    // The VM, vendoring, the tunnel: the ssh connection and the `arm_node` context on it.
     xtask(&["start-vm", "--wait", "--interval", "0.2"], &[]);
     let list = setup.dir.path().join("busybox.txt");
     std::fs::write(&list, format!("{}/busybox: 1.35\n", setup.upstream.host())).unwrap();
     xtask(&["thirdparty", "--file", &list.display().to_string()], &[]);
-    let context = docker(&[
-        "context",
-        "create",
-        "arm_node",
-        "--docker",
-        &format!("host=tcp://127.0.0.1:{TUNNEL_PORT}"),
-    ]);
-    assert!(context.status.success(), "{}", String::from_utf8_lossy(&context.stderr));
     xtask(&["ssh-tunnel", "--wait", "--interval", "0.2"], &[]);
+    let context = String::from_utf8_lossy(&docker(&["context", "inspect", "arm_node"]).stdout).into_owned();
+    assert!(context.contains(&format!("\"Host\": \"ssh://xtask-{VM}\"")), "{context}");
     let info = stdout(&xtask(&["info"], &[("MULTI_CONTEXT", "1")]));
     assert!(
         info.contains("Builds of linux/arm64: on the engine of docker context arm_node, builder arm_node"),
@@ -309,17 +328,15 @@ fn each_platform_builds_on_its_own_engine_through_the_tunnel() {
     assert_eq!(attestations, 2, "the merge keeps each half's attestation manifest: {index}");
     // The arm64 half was built, and stored, by the second engine only.
     let arm_image = format!("{reference}-arm64");
-    assert!(
-        docker(&["--context", "arm_node", "image", "inspect", &arm_image]).status.success(),
-        "not on the VM's engine"
-    );
+    assert!(vm_engine.docker(&["image", "inspect", &arm_image]).status.success(), "not on the VM's engine");
     assert!(!docker(&["image", "inspect", &arm_image]).status.success(), "built here too");
     assert!(docker(&["image", "inspect", &format!("{reference}-amd64")]).status.success());
-    assert!(
-        !docker(&["--context", "arm_node", "image", "inspect", &format!("{reference}-amd64")])
-            .status
-            .success()
-    );
+    assert!(!vm_engine.docker(&["image", "inspect", &format!("{reference}-amd64")]).status.success());
+    // The run's lease on the VM was taken and given back.
+    let leases =
+        vm_engine.docker(&["volume", "ls", "--quiet", "--filter", "label=dev.multi-arch-docker.lease"]);
+    assert_eq!(String::from_utf8_lossy(&leases.stdout).trim(), "", "a lease was left behind");
+    assert!(stderr(&output).contains("docker --context arm_node volume create"), "{}", stderr(&output));
     assert_eq!(built_on(&reference, "linux/arm64"), "aarch64");
 
     // Both engines' build caches emptied, a late file changed: the registry caches serve.

@@ -66,8 +66,8 @@ pub fn run(program: &str, args: &[&str]) -> String {
 }
 
 /// A second Docker engine on this machine, standing in for the arm64 VM's: its own data, exec
-/// root and bridge, the containerd image store, listening on `127.0.0.1:<port>` only. Stopped,
-/// and its bridge removed, when dropped.
+/// root and bridge, the containerd image store, and one unix socket (no TCP listener), at
+/// `socket()`, the group `docker`'s as on the VM. Stopped, and its bridge removed, when dropped.
 pub struct SecondEngine {
     dir: tempfile::TempDir,
     child: std::process::Child,
@@ -75,14 +75,17 @@ pub struct SecondEngine {
 }
 
 impl SecondEngine {
-    pub fn start(port: u16) -> SecondEngine {
+    /// `bridge`: a name for the engine's own bridge, unique on this machine.
+    pub fn start(bridge: &str) -> SecondEngine {
         let dir = tempfile::tempdir().unwrap();
+        // The tunnel user reaches the socket: the folders on its way must be open to it.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let path = |name: &str| dir.path().join(name).display().to_string();
         std::fs::write(dir.path().join("daemon.json"), r#"{"features":{"containerd-snapshotter":true}}"#)
             .unwrap();
         // `--bridge=none` breaks every RUN, so it gets a bridge of its own, with a link-local
         // address nothing is ever sent to.
-        let bridge = format!("xtask{port}");
+        let bridge = bridge.to_string();
         let _ = Command::new("ip").args(["link", "del", &bridge]).output();
         run("ip", &["link", "add", &bridge, "type", "bridge"]);
         run("ip", &["addr", "add", "169.254.77.1/24", "dev", &bridge]);
@@ -90,13 +93,14 @@ impl SecondEngine {
         let child = Command::new("dockerd")
             .args(["--config-file", &path("daemon.json"), "--data-root", &path("data")])
             .args(["--exec-root", &path("exec"), "--pidfile", &path("pid")])
-            .args(["-H", &format!("tcp://127.0.0.1:{port}"), "--iptables=false", "--bridge", &bridge])
+            .args(["-H", &format!("unix://{}", path("docker.sock")), "--group", "docker"])
+            .args(["--iptables=false", "--bridge", &bridge])
             .stdout(std::fs::File::create(dir.path().join("dockerd.log")).unwrap())
             .stderr(std::fs::File::create(dir.path().join("dockerd.err")).unwrap())
             .spawn()
             .expect("dockerd starts");
         let engine = SecondEngine { dir, child, bridge };
-        let host = format!("tcp://127.0.0.1:{port}");
+        let host = format!("unix://{}", engine.socket().display());
         for _ in 0..120 {
             if Command::new("docker")
                 .args(["-H", &host, "version"])
@@ -112,6 +116,20 @@ impl SecondEngine {
             std::fs::read_to_string(engine.dir.path().join("dockerd.err")).unwrap_or_default()
         );
     }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("docker.sock")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `docker` on this engine, straight at its socket (not through the tunnel).
+    pub fn docker(&self, args: &[&str]) -> std::process::Output {
+        let host = format!("unix://{}", self.socket().display());
+        Command::new("docker").arg("-H").arg(host).args(args).output().unwrap()
+    }
 }
 
 impl Drop for SecondEngine {
@@ -123,8 +141,36 @@ impl Drop for SecondEngine {
     }
 }
 
-/// Debian's sshd on `127.0.0.1:<port>` that lets root in with a test key, and the ssh options
-/// that reach it. Stopped when dropped.
+/// The tunnel user of the tests' VM stand-in: as ARM64_BUILDER.md makes `buildx`, under a name
+/// of its own (a system user, in the group `docker`, a shell, no password and not locked).
+pub const TUNNEL_USER: &str = "xtask-tunnel";
+
+/// Make `TUNNEL_USER` unless it exists (the tests run as root, as on the VM).
+pub fn ensure_tunnel_user() {
+    let exists = Command::new("id").arg(TUNNEL_USER).output().is_ok_and(|o| o.status.success());
+    if !exists {
+        run(
+            "useradd",
+            &["--system", "--create-home", "--shell", "/bin/sh", "--groups", "docker", TUNNEL_USER],
+        );
+    }
+    run("usermod", &["--password", "*", TUNNEL_USER]);
+}
+
+/// A fenced block of ARM64_BUILDER.md: the one after `<!-- file: <name>`, as the VM gets it.
+pub fn builder_guide_file(name: &str) -> String {
+    let guide = std::fs::read_to_string(xtask::project_root().join("ARM64_BUILDER.md")).unwrap();
+    let marker = format!("<!-- file: {name}");
+    let after = &guide[guide.find(&marker).unwrap_or_else(|| panic!("ARM64_BUILDER.md has no {marker}"))..];
+    let block = &after[after.find("```").unwrap()..];
+    let body = &block[block.find('\n').unwrap() + 1..];
+    body[..body.find("\n```").unwrap() + 1].to_string()
+}
+
+/// Debian's sshd on `127.0.0.1:<port>`, with ARM64_BUILDER.md's `buildx-tunnel.conf` as is but
+/// for the user, its key file and the engine's socket (the tests' own): root may not log in,
+/// and `TUNNEL_USER`'s sessions all run `docker system dial-stdio` on `socket`. The key that
+/// logs in as `TUNNEL_USER` is `key()`. Stopped when dropped.
 pub struct TestSshd {
     pub dir: tempfile::TempDir,
     pub port: u16,
@@ -132,21 +178,29 @@ pub struct TestSshd {
 }
 
 impl TestSshd {
-    pub fn start() -> TestSshd {
+    pub fn start(socket: &Path) -> TestSshd {
         assert!(Path::new("/usr/sbin/sshd").is_file(), "sshd is missing: apt-get install openssh-server");
+        ensure_tunnel_user();
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name).display().to_string();
         for key in ["host_key", "key"] {
             run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", &path(key)]);
         }
         std::fs::copy(dir.path().join("key.pub"), dir.path().join("authorized_keys")).unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let tunnel = builder_guide_file("buildx-tunnel.conf")
+            .replace("Match User buildx", &format!("Match User {TUNNEL_USER}"))
+            .replace("/etc/ssh/buildx_authorized_keys", &path("authorized_keys"))
+            .replace("/var/run/docker.sock", &socket.display().to_string());
+        assert!(tunnel.contains(&format!("unix://{}", socket.display())), "{tunnel}");
+        // What a test sshd needs of its own, then the guide's file (its Match block last).
         let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
-             StrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\n",
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nStrictModes no\nUsePAM no\n\
+             PasswordAuthentication no\nAuthorizedKeysFile {}\nLogLevel VERBOSE\n{tunnel}",
             path("host_key"),
+            path("sshd.pid"),
             path("authorized_keys"),
-            path("sshd.pid")
         );
         std::fs::write(dir.path().join("sshd_config"), config).unwrap();
         std::fs::create_dir_all("/run/sshd").unwrap();
@@ -163,14 +217,35 @@ impl TestSshd {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!(
-            "sshd did not listen: {}",
-            std::fs::read_to_string(sshd.dir.path().join("sshd.log")).unwrap_or_default()
-        );
+        panic!("sshd did not listen: {}", sshd.log());
     }
 
     pub fn key(&self) -> PathBuf {
         self.dir.path().join("key")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    /// `ssh` to this sshd as `user` with the test key, no ssh config of this account's.
+    pub fn ssh(&self, user: &str, args: &[&str]) -> Command {
+        let mut ssh = Command::new("ssh");
+        ssh.args(["-F", "/dev/null", "-p", &self.port.to_string(), "-i"])
+            .arg(self.key())
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+            ])
+            .args(["-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5"])
+            .args(args)
+            .arg(format!("{user}@127.0.0.1"))
+            .stdin(std::process::Stdio::null());
+        ssh
     }
 }
 
@@ -182,9 +257,11 @@ impl Drop for TestSshd {
 }
 
 /// A stand-in for `gcloud` on `PATH`: `compute instances start|stop|describe` keep a VM state in
-/// `$FAKE_VM` (STAGING once after a start, then RUNNING), and `compute ssh` becomes a real ssh to
-/// the test's sshd, its `-- <flags>` passed on as ssh's own flags (as gcloud does).
-pub const FAKE_GCLOUD: &str = r#"#!/bin/sh
+/// `$FAKE_VM` (STAGING once after a start, then RUNNING); `compute ssh` (the operator's login,
+/// which start-vm --wait tries) succeeds once the test's sshd answers; `compute
+/// start-iap-tunnel <vm> 22 --listen-on-stdin` joins its standard input and output to the test's
+/// sshd, as IAP does to the VM's port 22.
+pub const FAKE_GCLOUD: &str = r#"#!/bin/bash
 printf '%s\n' "$*" >> "$FAKE_VM/calls"
 case "$1 $2 $3" in
   "compute instances start") echo STAGING > "$FAKE_VM/state"; exit 0 ;;
@@ -195,20 +272,14 @@ case "$1 $2 $3" in
     [ "$state" = STAGING ] && echo RUNNING > "$FAKE_VM/state"
     exit 0 ;;
 esac
-if [ "$1 $2" = "compute ssh" ]; then
-  shift 2
-  command=""
-  while [ $# -gt 0 ]; do
-    case "$1" in
-      --) shift; break ;;
-      --command=*) command=${1#--command=} ;;
-    esac
-    shift
-  done
-  exec ssh -p "$FAKE_VM_SSH_PORT" -i "$FAKE_VM/key" -o StrictHostKeyChecking=no \
-    -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR -o ExitOnForwardFailure=yes \
-    "$@" root@127.0.0.1 $command
-fi
+case "$1 $2" in
+  "compute ssh") { exec 3<>"/dev/tcp/127.0.0.1/$FAKE_VM_SSH_PORT"; } 2>/dev/null || exit 255; exit 0 ;;
+  "compute start-iap-tunnel")
+    exec 3<>"/dev/tcp/127.0.0.1/$FAKE_VM_SSH_PORT"
+    cat <&3 &
+    cat >&3
+    exit 0 ;;
+esac
 echo "fake gcloud: unexpected call: $*" >&2
 exit 2
 "#;

@@ -159,6 +159,28 @@ for arg in "$@"; do line="$line$us$arg"; done
 [ -n "${SSL_CERT_FILE:-}" ] && line="$line${us}SSL_CERT_FILE=$SSL_CERT_FILE"
 printf '%s\n' "$line" >> "$log"
 call="$name $*"
+# docker volumes (the leases on the arm64 VM's engine) are kept, as files in `volumes/`:
+# `volume create --label a=b … NAME`, `volume rm NAME`, and `volume ls` printing each name and the
+# value of its `…lease.since` label (the one format the xtask asks for).
+if [ "$name" = docker ]; then
+  set -- "$@"
+  [ "$1" = --context ] && shift 2
+  if [ "$1" = volume ]; then
+    mkdir -p "$FAKE_TOOLS_DIR/volumes"
+    case "$2" in
+      create)
+        since=""
+        for arg in "$@"; do case "$arg" in *lease.since=*) since=${arg#*lease.since=} ;; esac; last=$arg; done
+        echo "$since" > "$FAKE_TOOLS_DIR/volumes/$last"; echo "$last"; exit 0 ;;
+      rm) rm "$FAKE_TOOLS_DIR/volumes/$3" || exit 1; echo "$3"; exit 0 ;;
+      ls)
+        for file in "$FAKE_TOOLS_DIR"/volumes/*; do
+          [ -f "$file" ] && echo "$(basename "$file") $(cat "$file")"
+        done
+        exit 0 ;;
+    esac
+  fi
+fi
 # Scripted answers, used once each in order: `prefix<TAB>code<TAB>stdout`.
 answers="$FAKE_TOOLS_DIR/answers"
 if [ -f "$answers" ]; then

@@ -1,0 +1,381 @@
+//! The arm64 VM's side, on this machine's stand-ins: the tunnel key can do one thing (a real
+//! sshd with ARM64_BUILDER.md's config), the idle timer's script (ARM64_BUILDER.md's text) powers
+//! off when idle and not when busy, and the pipeline, run step by step as Cloud Build would
+//! with fake `gcloud`, `docker` and `ssh`, never leaves the VM running after a failed build and
+//! never stops it under another pipeline's builds.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::engine::{SecondEngine, TUNNEL_USER, TestSshd, builder_guide_file, engine_or_skip};
+use common::{FakeTools, stderr, stdout};
+
+/// The tunnel user and sshd are this machine's: one test at a time.
+static VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    VM.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The tests that make the tunnel user and run sshd need root, as CI has (`.ci/run`); elsewhere
+/// they say why they skip.
+fn root_or_skip(test: &str) -> bool {
+    if unsafe { libc::getuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{test} makes a system user and runs sshd: CI runs the tests as root");
+    }
+    eprintln!("SKIPPED {test}: it makes a system user and runs sshd, which needs root");
+    false
+}
+
+/// The processes of the tunnel user, as the idle script sees them.
+fn tunnel_sessions() -> usize {
+    let out = Command::new("pgrep").args(["-u", TUNNEL_USER]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Through the key Cloud Build holds: no command or shell runs (every session is the forced
+/// `docker system dial-stdio`), no TTY, no forward to a port or a socket, and root does not log
+/// in at all.
+#[test]
+fn the_tunnel_key_reaches_the_engine_and_nothing_else() {
+    if !root_or_skip("the_tunnel_key_reaches_the_engine_and_nothing_else") {
+        return;
+    }
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("no-engine.sock");
+    let sshd = TestSshd::start(&socket);
+
+    // A command: what runs is dial-stdio (which finds no engine here), never the command.
+    let output = sshd.ssh(TUNNEL_USER, &[]).args(["id", ";", "echo", "shell-ran"]).output().unwrap();
+    let (out, err) = (stdout(&output), stderr(&output));
+    assert!(!out.contains("uid=") && !out.contains("shell-ran"), "{out}");
+    assert!(err.contains("no-engine.sock"), "the forced command ran: {err}");
+    // A terminal is refused.
+    let output = sshd.ssh(TUNNEL_USER, &["-tt"]).output().unwrap();
+    assert!(!stdout(&output).contains("$ "), "{}", stdout(&output));
+    assert!(sshd.log().contains("not allowed") || stderr(&output).contains("PTY allocation request failed"));
+    // Root: refused outright.
+    let output = sshd.ssh("root", &[]).arg("true").output().unwrap();
+    assert_eq!(output.status.code(), Some(255), "{}", stderr(&output));
+
+    // Forwards: to sshd's own port, to this machine's engine socket. The local ends open, and
+    // every connection through them is refused at the VM's end.
+    let ports: Vec<u16> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+        .collect();
+    let tcp = format!("127.0.0.1:{}:127.0.0.1:{}", ports[0], sshd.port);
+    let unix = format!("127.0.0.1:{}:/var/run/docker.sock", ports[1]);
+    let mut forward = sshd
+        .ssh(TUNNEL_USER, &["-N", "-o", "ExitOnForwardFailure=yes", "-L", &tcp, "-L", &unix])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for port in &ports {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
+        wait_until("the forward's local end listens", || std::net::TcpStream::connect(addr).is_ok());
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        use std::io::{Read, Write};
+        let _ = stream.write_all(b"GET /_ping HTTP/1.0\r\n\r\n");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        assert!(answer.is_empty(), "a forward went through: {}", String::from_utf8_lossy(&answer));
+    }
+    let _ = forward.kill();
+    let _ = forward.wait();
+    let log = sshd.log();
+    assert!(log.contains("refused local port forward"), "{log}");
+    assert!(log.contains("refused streamlocal port forward"), "{log}");
+}
+
+/// ARM64_BUILDER.md's idle script, on the VM stand-in: busy while a session of the tunnel user
+/// is open (a pipeline's tunnel), idle once it is closed; powers off after its idle minutes, not
+/// before, and removes the leases of pipelines that never ended.
+#[test]
+fn the_idle_timer_powers_off_an_idle_vm_and_only_then() {
+    if !root_or_skip("the_idle_timer_powers_off_an_idle_vm_and_only_then")
+        || !engine_or_skip("the_idle_timer_powers_off_an_idle_vm_and_only_then")
+    {
+        return;
+    }
+    let _turn = turn();
+    let engine = SecondEngine::start("xtask-idle0");
+    let sshd = TestSshd::start(&engine.socket());
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("buildx-idle-poweroff");
+    std::fs::write(&script, builder_guide_file("buildx-idle-poweroff")).unwrap();
+    let (state, off) = (dir.path().join("idle-since"), dir.path().join("powered-off"));
+    let idle_run = |minutes: &str| {
+        let output = Command::new("sh")
+            .arg(&script)
+            .env("IDLE_MINUTES", minutes)
+            .env("TUNNEL_USER", TUNNEL_USER)
+            .env("STATE", &state)
+            .env("DOCKER_SOCKET", engine.socket())
+            .env("POWEROFF", format!("touch {}", off.display()))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    // A stale lease, of a pipeline that was cancelled.
+    let lease = engine.docker(&[
+        "volume",
+        "create",
+        "--label",
+        "dev.multi-arch-docker.lease=gone",
+        "xtask-lease-gone",
+    ]);
+    assert!(lease.status.success());
+
+    // Busy: a pipeline's tunnel is open.
+    let mut tunnel =
+        sshd.ssh(TUNNEL_USER, &["-N"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_until("the tunnel's session is open", || tunnel_sessions() > 0);
+    assert_eq!(idle_run("0"), format!("busy: {TUNNEL_USER} has a session open\n"));
+    assert!(!off.exists() && !state.exists(), "busy is not idle");
+
+    // The tunnel closed: idle from now on; not yet long enough, then long enough.
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+    wait_until("the tunnel's session is gone", || tunnel_sessions() == 0);
+    assert_eq!(idle_run("1"), "idle for 0 of 1 minutes\n");
+    assert!(state.exists() && !off.exists());
+    let since: u64 = std::fs::read_to_string(&state).unwrap().trim().parse().unwrap();
+    std::fs::write(&state, format!("{}\n", since - 61)).unwrap();
+    assert_eq!(idle_run("1"), "idle for 1 minutes: powering off\n");
+    assert!(off.exists(), "POWEROFF ran");
+    let leases = engine.docker(&["volume", "ls", "--quiet", "--filter", "label=dev.multi-arch-docker.lease"]);
+    assert_eq!(stdout(&leases).trim(), "", "the stale lease went with the VM");
+}
+
+/// The fakes of a pipeline run: `gcloud` (the VM: RUNNING when asked, ssh through IAP answering),
+/// `docker` (its engines, and the VM's engine answering through the tunnel), `ssh`, and a
+/// registry with the list's one base, as upstream and as `DOCKER_REPO`.
+struct Pipeline {
+    fake: FakeTools,
+    registry: xtask::testbed::TestRegistry,
+    catalog: tempfile::TempDir,
+}
+
+const CATALOG: &str = r#"
+thirdparty = "thirdparty.txt"
+pipeline = "pipeline.yaml"
+buildkit = "moby/buildkit:v0.18.0"
+[versions]
+V = "1"
+[[image]]
+name = "good"
+description = "builds"
+tag = "{V}"
+[[image]]
+name = "bad"
+description = "fails"
+tag = "{V}"
+[cloud_builder]
+name = "good"
+description = "unused"
+tag = "1"
+"#;
+
+impl Pipeline {
+    fn new() -> Pipeline {
+        let fake = FakeTools::new();
+        fake.print("gcloud compute instances describe", "RUNNING");
+        fake.print("docker --context arm_node version", "26.1.5");
+        let registry = xtask::testbed::TestRegistry::start().unwrap();
+        for (seed, (path, tag)) in [("alpine", "3.15"), ("moby/buildkit", "v0.18.0")].into_iter().enumerate()
+        {
+            let fixture =
+                xtask::testbed::Fixture::generate(&xtask::testbed::FixtureSpec::small(seed as u64)).unwrap();
+            fixture.push(&registry.host(), path, tag).unwrap();
+        }
+        let catalog = tempfile::tempdir().unwrap();
+        let dir = catalog.path();
+        std::fs::write(dir.join("images.toml"), CATALOG).unwrap();
+        let up = registry.host();
+        std::fs::write(
+            dir.join("thirdparty.txt"),
+            format!("{up}/alpine: 3.15\n{up}/moby/buildkit: v0.18.0\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("pipeline.yaml"), "steps: []\n").unwrap();
+        for image in ["good", "bad"] {
+            std::fs::create_dir_all(dir.join(image)).unwrap();
+            std::fs::write(
+                dir.join(image).join("Dockerfile"),
+                "ARG DOCKER_REPO\nFROM ${DOCKER_REPO}/thirdparty/alpine:3.15\n",
+            )
+            .unwrap();
+        }
+        Pipeline { fake, registry, catalog }
+    }
+
+    /// The settings every run gets: this catalog, the registry, the fakes.
+    fn env(&self) -> Vec<(String, String)> {
+        let dir = self.fake.dir.path();
+        [
+            ("CATALOG", self.catalog.path().join("images.toml").display().to_string()),
+            ("DOCKER_REPO", format!("{}/dev", self.registry.host())),
+            ("XTASK_SSH_DIR", dir.join("ssh").display().to_string()),
+            ("CARGO_TARGET_DIR", dir.join("target").display().to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .to_vec()
+    }
+
+    /// The VM calls gcloud saw, in order (`start`, `stop`).
+    fn vm_calls(&self) -> Vec<String> {
+        self.fake
+            .calls()
+            .iter()
+            .filter(|c| {
+                c[0] == "gcloud" && c.get(1..3) == Some(&["compute".to_string(), "instances".to_string()][..])
+            })
+            .map(|c| c[3].clone())
+            .filter(|action| action != "describe")
+            .collect()
+    }
+}
+
+/// `cloudbuild/pr.yaml`'s steps, one after another as Cloud Build runs them, each in bash with
+/// its environment and the substitutions filled in; the run stops at the first failing step, as
+/// Cloud Build's does. One image fails: the VM the images step started is stopped all the same,
+/// in that step, and the build fails.
+#[test]
+fn a_failed_build_stops_the_vm_it_started() {
+    let pipeline = Pipeline::new();
+    // The bad image's amd64 build fails.
+    let catalog = pipeline.catalog.path().display().to_string();
+    pipeline.fake.fail(3, &format!("docker buildx build --file {catalog}/bad/Dockerfile"));
+    // The lock the pipeline's `thirdparty --locked` needs, as a reviewed pull request has it.
+    let env = pipeline.env();
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let locked = pipeline.fake.xtask(&["thirdparty"], &env_refs);
+    assert!(locked.status.success(), "{}", stderr(&locked));
+
+    // A fake `cargo`: `cargo xtask …` is the xtask under test; `cargo build …` has nothing to do.
+    let bin = pipeline.fake.bin();
+    std::fs::write(
+        bin.join("cargo"),
+        format!("#!/bin/sh\nif [ \"$1\" = xtask ]; then shift; exec {} \"$@\"; fi\nexit 0\n", common::XTASK),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("cargo"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let builder_home = pipeline.fake.dir.path().join("builder-home");
+    std::fs::create_dir_all(builder_home.join(".ssh")).unwrap();
+    for key in ["google_compute_engine", "google_compute_engine.pub"] {
+        // What `gcloud secrets versions access --out-file` writes, which the fake does not.
+        std::fs::write(builder_home.join(".ssh").join(key), "key\n").unwrap();
+    }
+
+    let pipeline_yaml =
+        xtask::pipeline::Pipeline::load(&xtask::project_root(), Path::new("cloudbuild/pr.yaml")).unwrap();
+    let substitutions = [
+        ("${PROJECT_ID}", "test-project"),
+        ("${BUILD_ID}", "b-1"),
+        ("${_ENV}", "docker-dev"),
+        ("${_AUTO_START_STOP}", "1"),
+        ("${_REFRESH}", ""),
+        ("${_CLOUDBUILD_IMAGE}", "builder"),
+    ];
+    let fill = |text: &str| {
+        let mut text = text.replace("/builder/home", &builder_home.display().to_string());
+        for (name, value) in substitutions {
+            text = text.replace(name, value);
+        }
+        text.replace("$$", "$")
+    };
+    let options_env: Vec<String> =
+        ["GCP_PROJECT=${PROJECT_ID}", "ENV=${_ENV}"].iter().map(|e| fill(e)).collect();
+    let mut failed_at = None;
+    for step in &pipeline_yaml.steps {
+        let (program, args): (String, Vec<String>) = match step.entrypoint.as_deref() {
+            Some(entrypoint) => (entrypoint.to_string(), step.args.iter().map(|a| fill(a)).collect()),
+            None => panic!("step {:?} has no entrypoint", step.id),
+        };
+        let mut command = Command::new(&program);
+        command.args(&args).env_clear();
+        command.env("PATH", pipeline.fake.path()).env("HOME", &builder_home);
+        command.env("FAKE_TOOLS_DIR", pipeline.fake.dir.path());
+        for (name, value) in &env {
+            command.env(name, value);
+        }
+        for entry in options_env.iter().chain(&step.env.iter().map(|e| fill(e)).collect::<Vec<_>>()) {
+            let (name, value) = entry.split_once('=').unwrap();
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        if !output.status.success() {
+            failed_at = Some((step.id.clone().unwrap(), stdout(&output), stderr(&output)));
+            break;
+        }
+    }
+    let (step, out, err) = failed_at.expect("the build fails");
+    assert_eq!(step, "images", "{out}\n{err}");
+    assert!(out.contains("FAILED      bad:") && out.contains("published   good"), "{out}");
+    assert!(err.contains("1 of 2 images failed"), "{err}");
+    assert_eq!(pipeline.vm_calls(), ["start", "stop"], "started for the arm64 builds, stopped after them");
+    assert!(err.contains("volume rm xtask-lease-b-1"), "the lease given back: {err}");
+}
+
+/// Two pipelines at once on one VM: the first to finish sees the other's lease and leaves the VM
+/// running; the last one stops it.
+#[test]
+fn overlapping_pipelines_never_stop_the_vm_under_each_other() {
+    let pipeline = Pipeline::new();
+    // The arm64 builds take a while: long enough for the second run to take its lease.
+    pipeline.fake.slow("docker --context arm_node buildx build", 4.0);
+    let env = pipeline.env();
+    let run = |build_id: &str| {
+        let mut all: Vec<(String, String)> = env.clone();
+        all.extend(
+            [("MULTI_CONTEXT", "1"), ("AUTO_START_STOP", "1"), ("BUILD_ID", build_id)]
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        all.push(("PATH".into(), pipeline.fake.path()));
+        all.push(("FAKE_TOOLS_DIR".into(), pipeline.fake.dir.path().display().to_string()));
+        let mut command = common::xtask_command(&["publish-all", "--file"], &[]);
+        command.arg(pipeline.catalog.path().join("thirdparty.txt"));
+        command.envs(all).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command.spawn().unwrap()
+    };
+    let first = run("first");
+    let lease = pipeline.fake.dir.path().join("volumes/xtask-lease-first");
+    wait_until("the first pipeline holds its lease", || lease.exists());
+    let second = run("second");
+    let second_lease = pipeline.fake.dir.path().join("volumes/xtask-lease-second");
+    wait_until("the second pipeline holds its lease", || second_lease.exists());
+    let first = first.wait_with_output().unwrap();
+    let calls_when_first_ended = pipeline.vm_calls();
+    let second = second.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        stdout(&first).contains("stays up: 1 other pipeline(s) hold a lease on it (xtask-lease-second)"),
+        "{}",
+        stdout(&first)
+    );
+    assert!(
+        !calls_when_first_ended.contains(&"stop".to_string()),
+        "stopped under the second: {calls_when_first_ended:?}"
+    );
+    assert_eq!(pipeline.vm_calls(), ["start", "start", "stop"], "the last one stops it");
+    assert!(!lease.exists() && !second_lease.exists(), "both leases given back");
+}
