@@ -22,6 +22,10 @@ pub struct Catalog {
     /// The BuildKit image of every `docker-container` builder, under `$DOCKER_REPO/thirdparty/`
     /// (vendored like any base image, so that no builder boots from Docker Hub).
     pub buildkit: String,
+    /// The SBOM generator image BuildKit runs for each platform's SBOM attestation, under
+    /// `$DOCKER_REPO/thirdparty/` (BuildKit's default comes from Docker Hub); none: no SBOMs.
+    #[serde(default)]
+    pub sbom_generator: Option<String>,
     /// Version variables and their defaults; the environment overrides each by its name.
     pub versions: BTreeMap<String, String>,
     #[serde(rename = "image")]

@@ -15,7 +15,9 @@ use xtask::tasks::bench_rebuild::{self, BenchRebuildArgs};
 use xtask::tasks::images::BuildArgs;
 use xtask::tasks::local_registry::{self, LocalRegistryArgs};
 use xtask::tasks::publish_all::{self, PublishAllArgs};
+use xtask::tasks::scan::{self, ScanArgs};
 use xtask::tasks::seed::{self, SeedArgs};
+use xtask::tasks::signing::{self, VerifyArgs};
 use xtask::tasks::thirdparty::{self, ThirdpartyArgs, VendorArgs};
 use xtask::tasks::vm::WaitArgs;
 use xtask::tasks::{Ctx, buildx, cloud, images, info, vm};
@@ -56,6 +58,10 @@ enum Task {
     PublishAll(PublishAllArgs),
     /// Start a registry on 127.0.0.1 for local work (docker-registry, else the registry:2 image)
     LocalRegistry(LocalRegistryArgs),
+    /// Check the signature of published images and show their provenance, per platform
+    Verify(VerifyArgs),
+    /// Scan every platform of every published image (Artifact Registry's on-demand scanning); fail above a severity
+    Scan(ScanArgs),
     /// Benchmark thirdparty against skopeo on local registries and print the ratios
     BenchThirdparty(BenchArgs),
     /// Benchmark a rebuild from the registry caches (late change, empty local caches) against a cold build
@@ -220,5 +226,7 @@ fn try_main() -> Result<()> {
         Task::BenchThirdparty(args) => bench::bench_thirdparty(&ctx, &args),
         Task::BenchRebuild(args) => bench_rebuild::bench_rebuild(&ctx, &args),
         Task::BenchGraph(args) => bench_graph::bench_graph(&ctx, &args),
+        Task::Verify(args) => signing::verify(&ctx, &args),
+        Task::Scan(args) => scan::scan(&ctx, &args),
     }
 }

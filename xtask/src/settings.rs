@@ -85,6 +85,24 @@ pub struct SettingsArgs {
     #[arg(long, env = "CATALOG", default_value = CATALOG_PATH)]
     pub catalog: PathBuf,
 
+    /// The provenance attestation of each platform's build: `max` (build arguments, bases'
+    /// digests, the build's steps), `min`, or `false` for none
+    #[arg(long, env = "PROVENANCE", default_value = "max", value_parser = ["max", "min", "false"])]
+    pub provenance: String,
+
+    /// 1: each platform's build gets an SBOM attestation, from the catalog's vendored generator
+    #[arg(long, env = "SBOM", default_value = "1",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "1", value_name = "0|1",
+          hide_possible_values = true)]
+    pub sbom: bool,
+
+    /// Sign every image published, by digest, with cosign: a key file (cosign.key, its password
+    /// in COSIGN_PASSWORD), a KMS key (gcpkms://…), or `keyless` (the gcloud account's identity
+    /// token); unset: no signature
+    #[arg(long, env = "SIGN_KEY")]
+    pub sign_key: Option<String>,
+
     /// Print each command as `[dry-run] <command>` instead of running it (also: DRYRUN non-empty)
     #[arg(long)]
     pub dry_run: bool,
@@ -138,6 +156,9 @@ pub fn settings_of(task: &str) -> &'static [&'static str] {
         "builder",
         "multi_context",
         "refresh",
+        "provenance",
+        "sbom",
+        "sign_key",
         // With MULTI_CONTEXT=1 the builds start the arm64 VM and open its tunnel when needed.
         "zone",
         "arm64_vm",
@@ -164,11 +185,16 @@ pub fn settings_of(task: &str) -> &'static [&'static str] {
             "multi_context",
             "tag_modifier",
             "refresh",
+            "provenance",
+            "sbom",
+            "sign_key",
             "catalog",
         ],
         "buildx-setup" | "prune" => BUILDER,
         "publish-all" | "seed-arm64" | "seed-arm64-dry-run" => BUILD,
         "thirdparty" => REPO,
+        "verify" => &["env", "gcp_project", "registry", "docker_repo", "catalog", "tag_modifier", "sign_key"],
+        "scan" => &["env", "gcp_project", "registry", "docker_repo", "catalog", "tag_modifier"],
         "clean" | "build-publish-cloud-builder" => IMAGE,
         "cloud-build" => &[
             "env",
@@ -219,6 +245,9 @@ impl SettingsArgs {
             multi_context,
             tag_modifier,
             refresh,
+            provenance,
+            sbom,
+            sign_key,
             catalog,
             dry_run
         );
@@ -342,6 +371,11 @@ pub struct Settings {
     /// `REFRESH`, `now` turned into the time: a value for the `REFRESH` build argument that
     /// differs from the one an image was built with rebuilds its package steps.
     pub refresh: Option<String>,
+    /// `max`, `min` or `false`: the provenance attestation of each platform's build.
+    pub provenance: String,
+    pub sbom: bool,
+    /// How published images are signed, if they are.
+    pub sign_key: Option<String>,
     pub dry_run: bool,
     /// Cloud Build sets `BUILDER_OUTPUT`; builds there get a registry token that dies after an hour.
     pub in_cloud_build: bool,
@@ -470,6 +504,9 @@ impl Settings {
             multi_context: args.multi_context,
             tag_modifier: args.tag_modifier,
             refresh,
+            provenance: args.provenance,
+            sbom: args.sbom,
+            sign_key: args.sign_key.filter(|k| !k.is_empty()),
             catalog: args.catalog,
             dry_run,
             in_cloud_build: lookup("BUILDER_OUTPUT").is_some_and(|v| !v.is_empty()),

@@ -56,7 +56,9 @@ fn substitutions_used_are_declared_and_declared_ones_used() {
             "_AUTO_START_STOP".into(),
             "_CLOUDBUILD_IMAGE".into(),
             "_ENV".into(),
-            "_REFRESH".into()
+            "_REFRESH".into(),
+            "_SCAN_FAIL_ON".into(),
+            "_SIGN_KEY".into()
         ])
     );
 }
@@ -86,7 +88,7 @@ fn ancestors(steps: &[Step]) -> HashMap<String, BTreeSet<String>> {
 fn order_and_one_step_for_every_image() {
     let steps = pipeline().steps;
     let ids: Vec<&str> = steps.iter().filter_map(|s| s.id.as_deref()).collect();
-    assert_eq!(ids, ["setup-ssh", "xtask", "thirdparty", "setup", "images"]);
+    assert_eq!(ids, ["setup-ssh", "xtask", "thirdparty", "setup", "images", "scan"]);
     let ancestors = ancestors(&steps);
     // The xtask is compiled once, before any step runs it, and never by two steps at once.
     for step in &steps {
@@ -113,8 +115,12 @@ fn order_and_one_step_for_every_image() {
             assert!(!command[0].starts_with("buildx-publish-"), "step {:?} runs {command:?}", step.id);
         }
     }
-    // Nothing after it: Cloud Build runs no later step once a step fails.
-    assert_eq!(steps.last().unwrap().id.as_deref(), Some("images"));
+    assert_eq!(env["SIGN_KEY"], "${_SIGN_KEY}", "what is published is signed");
+    // After it only the scan of what it published: Cloud Build runs no later step once a step
+    // fails, so the VM's stop is the images step's own.
+    let scan = steps.last().unwrap();
+    assert_eq!(scan.xtask_commands(), [["scan"]]);
+    assert_eq!(scan.wait_for.as_deref(), Some(&["images".to_string()][..]));
 }
 
 #[test]

@@ -194,7 +194,7 @@ impl Build<'_> {
             "{} buildx build --file {C}/{image}/Dockerfile --platform {platform} \
              --builder {} --progress plain --build-arg DOCKER_REPO={repo} {} \
              --cache-from type=registry,ref={cache} --cache-to type=registry,ref={cache},mode=max \
-             --pull --push --tag {pushed_tag} {C}/{image}",
+             --pull --provenance mode=max --push --tag {pushed_tag} {C}/{image}",
             docker(self.context),
             self.builder,
             self.args

@@ -72,6 +72,11 @@ fn references(line: &[String]) -> Vec<String> {
         match *word {
             "--tag" => found.extend(next),
             "--driver-opt" => found.extend(next.and_then(|o| o.strip_prefix("image="))),
+            "--attest" => found.extend(
+                next.into_iter()
+                    .flat_map(|spec| spec.split(','))
+                    .filter_map(|part| part.strip_prefix("generator=")),
+            ),
             // `<reference as named>=docker-image://<reference>@<digest>`: both sides.
             "--build-context" => {
                 if let Some((named, pinned)) = next.and_then(|c| c.split_once('=')) {
@@ -147,9 +152,12 @@ fn no_plan_names_an_image_outside_docker_repo() {
         }
     }
     // The check saw the kinds of reference it is there for.
-    for kind in
-        ["$DOCKER_REPO/thirdparty/moby/buildkit", "$DOCKER_REPO/cache/odb", "$DOCKER_REPO/cloud-builder"]
-    {
+    for kind in [
+        "$DOCKER_REPO/thirdparty/moby/buildkit",
+        "$DOCKER_REPO/thirdparty/docker/buildkit-syft-scanner",
+        "$DOCKER_REPO/cache/odb",
+        "$DOCKER_REPO/cloud-builder",
+    ] {
         assert!(checked.contains(kind), "no plan named {kind}: {checked:#?}");
     }
 }

@@ -62,8 +62,24 @@ impl BuildArgs {
     }
 }
 
-/// The options of every build that change what it produces: part of every image's inputs.
-pub const OUTPUT_OPTIONS: &[&str] = &["--pull"];
+/// The options of every build that change what it produces, part of every image's inputs: the
+/// bases pulled anew, each platform's provenance attestation (`PROVENANCE`), and its SBOM
+/// attestation from the catalog's vendored generator (`SBOM`), so that BuildKit does not fetch
+/// its default generator from Docker Hub.
+pub fn output_options(ctx: &Ctx) -> Vec<String> {
+    let s = &ctx.settings;
+    let mut options = vec!["--pull".to_string()];
+    match s.provenance.as_str() {
+        "false" => options.push("--provenance=false".into()),
+        mode => options.extend(["--provenance".to_string(), format!("mode={mode}")]),
+    }
+    if s.sbom
+        && let Some(generator) = &ctx.catalog.sbom_generator
+    {
+        options.extend(["--attest".to_string(), format!("type=sbom,generator={}", s.vendored(generator))]);
+    }
+    options
+}
 
 /// What one image's build is made of, decided before it runs.
 #[derive(Debug, Clone)]
@@ -85,18 +101,29 @@ pub struct ImageOutput<'a> {
     pub steps: Arc<Steps>,
 }
 
+impl ImageOutput<'_> {
+    /// The lines of `prefix` (an image, or an image's platform), seen by `watch`.
+    fn lines(&self, prefix: &str, watch: Option<Watch>) -> Lines {
+        Lines {
+            prefix: format!("{prefix:<width$}", width = self.width),
+            log: self.log.map(Path::to_path_buf),
+            watch,
+        }
+    }
+
+    /// `ctx` with the image's commands and their output behind its prefix.
+    pub fn image_ctx(&self, ctx: &Ctx, image: &Image) -> Ctx {
+        ctx.derive(ctx.settings.clone(), ctx.runner.with_lines(self.lines(&image.name, None)))
+    }
+}
+
 /// buildx-setup, then one build per platform of `$PLATFORMS`, all at once, each on its node
 /// with its own registry cache and pushing its own tag `<tag>-<arch>`; when every one succeeded,
 /// `docker buildx imagetools create` merges them into `<tag>`, attestations kept, with the
 /// inputs recorded as annotations of the index. (One registry cache for a build of several
 /// platforms on several nodes keeps only the platform that finished last: docker/buildx#1044.)
 pub fn publish(ctx: &Ctx, image: &Image, recipe: &Recipe, output: &ImageOutput) -> Result<()> {
-    let lines = |prefix: &str, watch: Option<Watch>| Lines {
-        prefix: format!("{prefix:<width$}", width = output.width),
-        log: output.log.map(Path::to_path_buf),
-        watch,
-    };
-    let image_ctx = ctx.derive(ctx.settings.clone(), ctx.runner.with_lines(lines(&image.name, None)));
+    let image_ctx = output.image_ctx(ctx, image);
     let ctx = &image_ctx;
     let nodes = buildx::buildx_setup(ctx)?;
     let reference = ctx.settings.image_ref(image);
@@ -110,7 +137,7 @@ pub fn publish(ctx: &Ctx, image: &Image, recipe: &Recipe, output: &ImageOutput) 
         let watch = output.steps.watcher(build.platform);
         ctx.derive(
             ctx.settings.clone(),
-            ctx.runner.with_lines(lines(&format!("{}/{arch}", image.name), Some(watch))),
+            ctx.runner.with_lines(output.lines(&format!("{}/{arch}", image.name), Some(watch))),
         )
     };
     if ctx.runner.is_dry_run() {
@@ -214,7 +241,7 @@ fn buildx_build_cmd(
         .collect();
     let (cache_from, cache_to) =
         (format!("type=registry,ref={cache}"), format!("type=registry,ref={cache},mode=max"));
-    let options = OUTPUT_OPTIONS;
+    let options = output_options(ctx);
     cmd!(
         sh,
         "docker {on...} buildx build --file {dockerfile} --platform {platform} --builder {builder} --progress plain

@@ -10,7 +10,9 @@ pub mod info;
 pub mod local_registry;
 pub mod publish_all;
 pub mod published;
+pub mod scan;
 pub mod seed;
+pub mod signing;
 pub mod thirdparty;
 pub mod vm;
 

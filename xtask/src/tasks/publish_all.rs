@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
 
-use super::images::{self, BuildArgs, ImageOutput, OUTPUT_OPTIONS, Recipe, Steps};
+use super::images::{self, BuildArgs, ImageOutput, Recipe, Steps};
 use super::published::{Destination, Published};
+use super::signing;
 use super::thirdparty::{self, VendorArgs};
 use super::vm::{self, WaitArgs};
 use super::{Ctx, local_registry};
@@ -196,6 +197,11 @@ impl Run<'_> {
     }
 }
 
+/// `host/path/name:tag` without its tag.
+fn repository_of(reference: &str) -> &str {
+    reference.rsplit_once(':').map_or(reference, |(repository, _)| repository)
+}
+
 fn order(graph: &Graph, mut done: BTreeMap<String, Row>) -> Vec<Row> {
     graph.nodes.iter().filter_map(|node| done.remove(&node.name)).collect()
 }
@@ -340,11 +346,27 @@ impl Run<'_> {
         log: Option<&Path>,
         steps: &Arc<Steps>,
     ) -> Result<Outcome> {
+        let (ctx, destination) = (self.ctx, self.destination);
+        let output = ImageOutput { log, width: self.width, steps: Arc::clone(steps) };
         let (recipe, why, notes) = match self.decide(node, image, parents)? {
-            Decision::UpToDate(digest) => return Ok(Outcome::UpToDate { digest }),
+            Decision::UpToDate(digest) => {
+                // Up to date keeps its signature; one that was never signed gets one.
+                if let Some(key) = &ctx.settings.sign_key {
+                    let reference = ctx.settings.image_ref(image);
+                    let repository = repository_of(&reference);
+                    let signature = format!("{repository}:{}", signing::signature_tag(&digest));
+                    if destination.digest(&signature).ok().flatten().is_none() {
+                        signing::sign(
+                            &output.image_ctx(&self.image_ctx(image), image),
+                            key,
+                            &format!("{repository}@{digest}"),
+                        )?;
+                    }
+                }
+                return Ok(Outcome::UpToDate { digest });
+            }
             Decision::Build { recipe, why, notes } => (recipe, why, notes),
         };
-        let (ctx, destination) = (self.ctx, self.destination);
         let verb = if ctx.runner.is_dry_run() { "would build" } else { "building" };
         self.status(
             &format!("{:<11} {}: {why}", verb, image.name),
@@ -354,14 +376,31 @@ impl Run<'_> {
             ctx.runner.say(&format!("{}: {note}", image.name));
         }
         let image_ctx = self.image_ctx(image);
-        let output = ImageOutput { log, width: self.width, steps: Arc::clone(steps) };
         images::publish(&image_ctx, image, &recipe, &output)?;
+        let reference = ctx.settings.image_ref(image);
         if ctx.runner.is_dry_run() {
+            if let Some(key) = &ctx.settings.sign_key {
+                ctx.runner.say(&format!(
+                    "{}: then signed by the digest the merge gives (`cosign sign` of {}@<that digest>, SIGN_KEY {key})",
+                    image.name,
+                    repository_of(&reference)
+                ));
+            }
             return Ok(Outcome::WouldBuild);
         }
-        let reference = ctx.settings.image_ref(image);
         destination.forget(&reference);
         let digest = destination.digest(&reference).ok().flatten();
+        // Signed by digest, never by tag: what the tag points at may move, the digest does not.
+        if let Some(key) = &ctx.settings.sign_key {
+            let Some(digest) = &digest else {
+                bail!("{reference} was published, but its digest cannot be read back to sign it");
+            };
+            signing::sign(
+                &output.image_ctx(&image_ctx, image),
+                key,
+                &format!("{}@{digest}", repository_of(&reference)),
+            )?;
+        }
         Ok(Outcome::Built { digest })
     }
 
@@ -384,7 +423,7 @@ impl Run<'_> {
                 args: args.iter().cloned().collect(),
                 platforms: s.platforms.clone(),
                 bases: bases.digests.clone(),
-                options: OUTPUT_OPTIONS.iter().map(|o| o.to_string()).collect(),
+                options: images::output_options(ctx),
             })?),
         };
         if let (Some(published), Some(inputs)) = (&published, &inputs)

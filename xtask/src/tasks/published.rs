@@ -25,6 +25,9 @@ pub struct Published {
     /// The digest of its inputs, as recorded.
     pub inputs_digest: Option<String>,
     pub inputs: Option<Inputs>,
+    /// Each platform's manifest digest (`linux/arm64`, …), attestations left out; a single
+    /// manifest is the one entry, of no platform.
+    pub platforms: Vec<(String, String)>,
 }
 
 /// The registry of `$DOCKER_REPO`, with a memo of the tags read (a vendored base shared by many
@@ -94,8 +97,23 @@ impl Destination {
         let index: serde_json::Value =
             serde_json::from_slice(&bytes).with_context(|| format!("{reference} is not a manifest"))?;
         let annotation = |key: &str| index["annotations"][key].as_str().map(str::to_string);
+        let digest = sha256_digest(&bytes);
+        let platforms = match index["manifests"].as_array() {
+            Some(manifests) => manifests
+                .iter()
+                .filter_map(|m| {
+                    let p = &m["platform"];
+                    let (os, arch) = (p["os"].as_str()?, p["architecture"].as_str()?);
+                    let variant = p["variant"].as_str().map_or(String::new(), |v| format!("/{v}"));
+                    (os != "unknown")
+                        .then(|| Some((format!("{os}/{arch}{variant}"), m["digest"].as_str()?.to_string())))?
+                })
+                .collect(),
+            None => vec![(String::new(), digest.clone())],
+        };
         Ok(Some(Published {
-            digest: sha256_digest(&bytes),
+            platforms,
+            digest,
             inputs_digest: annotation(DIGEST_ANNOTATION),
             inputs: annotation(RECORD_ANNOTATION).and_then(|record| Inputs::from_json(&record)),
         }))

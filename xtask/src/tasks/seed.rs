@@ -25,9 +25,9 @@ pub struct SeedArgs {
 
 const SEED_PLATFORM: &str = "linux/arm64";
 const SEED_TAG_MODIFIER: &str = "arm64-seed";
-/// Step settings that belong to the Cloud Build, not to a seeding run (which takes REFRESH
-/// from its caller, and builds on this machine: no VM to start, no lease).
-const DROPPED: [&str; 5] = ["BUILDER", "MULTI_CONTEXT", "REFRESH", "AUTO_START_STOP", "BUILD_ID"];
+/// Step settings that belong to the Cloud Build, not to a seeding run (which takes REFRESH and
+/// SIGN_KEY from its caller, and builds on this machine: no VM to start, no lease).
+const DROPPED: [&str; 6] = ["BUILDER", "MULTI_CONTEXT", "REFRESH", "AUTO_START_STOP", "BUILD_ID", "SIGN_KEY"];
 
 /// seed-arm64 (and seed-arm64-dry-run, which is this with --dry-run)
 pub fn seed_arm64(ctx: &Ctx, args: &SeedArgs) -> Result<()> {

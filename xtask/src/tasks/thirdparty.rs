@@ -151,8 +151,17 @@ pub fn vendor_build_bases(ctx: &Ctx, args: &VendorArgs, locked: bool) -> Result<
         let node = graph.node(&image.name).expect("the graph holds every catalog image");
         needed.extend(node.vendored.iter().map(|base| (base.clone(), image.dockerfile())));
     }
-    if super::buildx::nodes(ctx)?.iter().any(|node| !node.builder.engine) {
+    // A node that cannot be asked yet (the arm64 VM, which the builds start when they need it)
+    // may well build in a builder container.
+    let container_builder =
+        super::buildx::nodes(ctx).map_or(true, |nodes| nodes.iter().any(|n| !n.builder.engine));
+    if container_builder {
         needed.push((ctx.settings.vendored(&ctx.catalog.buildkit), "the docker-container builder".into()));
+    }
+    if ctx.settings.sbom
+        && let Some(generator) = &ctx.catalog.sbom_generator
+    {
+        needed.push((ctx.settings.vendored(generator), "the SBOM attestations".into()));
     }
     let mode = if locked { Mode::Locked } else { Mode::Default { whole_list: false } };
     vendor_bases(ctx, args, needed, mode)

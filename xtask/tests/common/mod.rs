@@ -230,7 +230,7 @@ exit 0
 impl FakeTools {
     pub fn new() -> FakeTools {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["docker", "gcloud", "ssh"] {
+        for name in ["docker", "gcloud", "ssh", "cosign"] {
             let path = dir.path().join("bin").join(name);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, FAKE).unwrap();
