@@ -605,3 +605,65 @@ fn a_failed_local_run_leaves_nothing_running() {
     assert!(!work.path().join("list.lock").exists(), "a lock of nothing was written");
     assert!(!stdout(&output).contains("Use it with DOCKER_REPO"), "a hint for local-registry run by hand");
 }
+
+/// scan: one on-demand scan per platform digest of each published image (the attestation
+/// manifests left out), a table of the findings by severity, and a failure at the threshold.
+#[test]
+fn scan_looks_at_every_platform_and_fails_at_its_threshold() {
+    let registry = xtask::testbed::TestRegistry::start().unwrap();
+    let fixture = xtask::testbed::Fixture::generate(&xtask::testbed::FixtureSpec::small(7)).unwrap();
+    fixture.push(&registry.host(), "dev/runtime", "3.15").unwrap();
+    let platform_digests: Vec<String> = fixture.children().into_iter().take(2).collect();
+    let repo = format!("{}/dev", registry.host());
+    let env = [("DOCKER_REPO", repo.as_str())];
+
+    // The plan: a scan of each platform's digest, by digest.
+    let plan = common::plan(&["scan", "runtime"], &env);
+    let scans: Vec<&Vec<String>> = plan
+        .iter()
+        .filter(|l| l.get(..4) == Some(&call("gcloud artifacts docker images")[..]) && l[4] == "scan")
+        .collect();
+    assert_eq!(scans.len(), 2, "{plan:#?}");
+    for (scan, digest) in scans.iter().zip(&platform_digests) {
+        assert_eq!(scan[5], format!("{repo}/runtime@{digest}"), "{plan:#?}");
+        assert!(has_arg(scan, "--remote"), "{scan:?}");
+    }
+
+    // Findings: one HIGH, one MEDIUM on each platform. Below CRITICAL, the default, it passes.
+    let fake = FakeTools::new();
+    fake.print("gcloud artifacts docker images scan", "projects/p/locations/us/scans/s1");
+    fake.print(
+        "gcloud artifacts docker images list-vulnerabilities projects/p/locations/us/scans/s1",
+        r#"[{"vulnerability": {"effectiveSeverity": "HIGH", "shortDescription": "CVE-1"}}, {"vulnerability": {"effectiveSeverity": "MEDIUM"}}]"#,
+    );
+    let output = fake.xtask(&["scan", "runtime"], &env);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}\n{}", stderr(&output));
+    let header = out.lines().find(|l| l.starts_with("IMAGE")).unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["IMAGE", "PLATFORM", "DIGEST", "CRITICAL", "HIGH", "MEDIUM", "LOW", "MINIMAL", "OTHER"]
+    );
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let row = out
+            .lines()
+            .find(|l| l.starts_with("runtime ") && l.contains(platform))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert_eq!(
+            row.split_whitespace().skip(3).collect::<Vec<_>>(),
+            ["0", "1", "1", "0", "0", "0"],
+            "{row}"
+        );
+    }
+    let listed =
+        fake.calls().iter().filter(|c| c.get(4).map(String::as_str) == Some("list-vulnerabilities")).count();
+    assert_eq!(listed, 2, "each platform's findings read");
+    // At HIGH, it fails, naming both platforms.
+    let output = fake.xtask(&["scan", "runtime", "--fail-on", "HIGH"], &env);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("findings of HIGH or worse in runtime linux/amd64, runtime linux/arm64"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -1,0 +1,203 @@
+//! What the pipeline publishes carries its provenance, its SBOMs and a signature, on a real
+//! Docker Engine and offline: each platform's build records `mode=max` provenance and an SBOM
+//! from the catalog's vendored generator (a stand-in, built here from the busybox base, that
+//! follows BuildKit's generator protocol), both survive the merge attached to their platform,
+//! and the index is signed by digest with a local cosign key; `cosign verify` accepts it, here
+//! and wherever `thirdparty` copies it.
+
+mod common;
+
+use std::process::Command;
+
+use common::engine::{Setup, digest, engine_or_skip, run};
+use common::{stderr, stdout};
+
+const CATALOG: &str = r#"
+thirdparty = "thirdparty.txt"
+pipeline = "pipeline.yaml"
+buildkit = "moby/buildkit:v0.18.0"
+sbom_generator = "docker/buildkit-syft-scanner:1.10.0"
+
+[versions]
+BUSYBOX_VERSION = "1.35"
+
+[[image]]
+name = "app"
+description = "one RUN on busybox"
+tag = "1"
+build_args = ["BUSYBOX_VERSION"]
+
+[cloud_builder]
+name = "app"
+description = "unused"
+tag = "1"
+"#;
+
+const APP: &str = "ARG DOCKER_REPO\nARG BUSYBOX_VERSION\n\
+    FROM ${DOCKER_REPO}/thirdparty/busybox:${BUSYBOX_VERSION}\n\
+    RUN uname -m > /built-on\nCOPY file.txt /file.txt\n";
+
+/// A stand-in for docker/buildkit-syft-scanner: BuildKit runs it with the build's root
+/// filesystem at `$BUILDKIT_SCAN_SOURCE` and takes in-toto statements from
+/// `$BUILDKIT_SCAN_DESTINATION/<target>.spdx.json`; this one writes a small SPDX document.
+const SCANNER: &str = r#"#!/bin/sh
+set -eu
+name=$(basename "$BUILDKIT_SCAN_SOURCE")
+files=$(find "$BUILDKIT_SCAN_SOURCE" -type f | wc -l)
+arch=$(uname -m)
+cat > "$BUILDKIT_SCAN_DESTINATION/$name.spdx.json" <<EOF
+{"_type": "https://in-toto.io/Statement/v0.1", "predicateType": "https://spdx.dev/Document", "subject": [],
+ "predicate": {"spdxVersion": "SPDX-2.3", "dataLicense": "CC0-1.0", "SPDXID": "SPDXRef-DOCUMENT",
+  "name": "$name", "documentNamespace": "https://xtask.invalid/sbom/$name",
+  "creationInfo": {"created": "2026-01-01T00:00:00Z", "creators": ["Tool: xtask-test-scanner"]},
+  "packages": [{"name": "busybox", "SPDXID": "SPDXRef-busybox", "downloadLocation": "NOASSERTION",
+   "comment": "$files files, scanned on $arch"}]}}
+EOF
+"#;
+
+/// `docker buildx imagetools inspect <reference> --format <format>`, as JSON.
+fn inspect(reference: &str, format: &str) -> serde_json::Value {
+    let out = run("docker", &["buildx", "imagetools", "inspect", reference, "--format", format]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{format} of {reference}: {e}: {out}"))
+}
+
+fn cosign_verify(key: &str, reference: &str) -> std::process::Output {
+    Command::new("cosign")
+        .args([
+            "verify",
+            "--key",
+            key,
+            "--insecure-ignore-tlog",
+            "--allow-http-registry",
+            "--allow-insecure-registry",
+        ])
+        .arg(reference)
+        .output()
+        .expect("cosign is installed (.ci/engine installs it)")
+}
+
+#[test]
+fn what_is_published_carries_provenance_sboms_and_a_signature() {
+    if !engine_or_skip("what_is_published_carries_provenance_sboms_and_a_signature") {
+        return;
+    }
+    let files = [
+        ("app/Dockerfile", APP.to_string()),
+        ("app/file.txt", "one\n".to_string()),
+        ("pipeline.yaml", "steps: []\n".to_string()),
+    ];
+    let list = |up: &str| format!("{up}/busybox: 1.35\n{up}/docker/buildkit-syft-scanner: 1.10.0\n");
+    let setup = Setup::new(CATALOG, &files, list);
+    let (up, repo) = (setup.upstream.host(), setup.repo());
+
+    // The generator, upstream for both platforms, from the busybox base.
+    let scanner = setup.dir.path().join("scanner");
+    std::fs::create_dir_all(&scanner).unwrap();
+    std::fs::write(scanner.join("scan.sh"), SCANNER).unwrap();
+    std::fs::write(
+        scanner.join("Dockerfile"),
+        format!("FROM {up}/busybox:1.35\nCOPY scan.sh /scan.sh\nENTRYPOINT [\"/bin/sh\", \"/scan.sh\"]\n"),
+    )
+    .unwrap();
+    let generator = format!("{up}/docker/buildkit-syft-scanner:1.10.0");
+    let build = ["buildx", "build", "--builder", "default", "--platform", "linux/amd64,linux/arm64"];
+    let push = ["--provenance=false", "--tag", &generator, "--push", &scanner.display().to_string()]
+        .map(String::from);
+    let push: Vec<&str> = push.iter().map(String::as_str).collect();
+    run("docker", &[&build[..], &push[..]].concat());
+
+    // A key pair of the test's own, its password empty.
+    let keys = setup.dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let generated = Command::new("cosign")
+        .args(["generate-key-pair"])
+        .current_dir(&keys)
+        .env("COSIGN_PASSWORD", "")
+        .output()
+        .expect("cosign is installed (.ci/engine installs it)");
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    let (key, public) =
+        (keys.join("cosign.key").display().to_string(), keys.join("cosign.pub").display().to_string());
+    let logs = setup.logs();
+    let signing = [("SIGN_KEY", key.as_str()), ("COSIGN_PASSWORD", "")];
+    let publish = || setup.xtask_ok(&["publish-all", "--logs", &logs], &signing);
+
+    // Published: the generator vendored with the base, each platform's provenance and SBOM.
+    let output = publish();
+    let (out, err) = (stdout(&output), stderr(&output));
+    assert!(out.contains("thirdparty: 2 tags: 2 copied"), "the generator is vendored too: {out}");
+    let reference = format!("{repo}/app:1");
+    let vendored = format!("{repo}/thirdparty/docker/buildkit-syft-scanner:1.10.0");
+    assert!(err.contains(&format!("--attest 'type=sbom,generator={vendored}'")), "{err}");
+    let base_digest = digest(&format!("{repo}/thirdparty/busybox:1.35"));
+    let provenance = inspect(&reference, "{{json .Provenance}}");
+    let platforms: Vec<&String> = provenance.as_object().unwrap().keys().collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{provenance}");
+    for (platform, attestation) in provenance.as_object().unwrap() {
+        let slsa = &attestation["SLSA"];
+        let args = &slsa["invocation"]["parameters"]["args"];
+        assert_eq!(args["build-arg:BUSYBOX_VERSION"], "1.35", "{platform}: {slsa}");
+        let materials: Vec<String> = slsa["materials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["digest"]["sha256"].as_str().unwrap().to_string())
+            .collect();
+        // mode=max names the base by the digest of the platform's own manifest, or the index's.
+        let base_manifests: Vec<String> =
+            common::engine::platform_manifests(&format!("{repo}/thirdparty/busybox:1.35"))
+                .into_iter()
+                .map(|(_, d)| d.trim_start_matches("sha256:").to_string())
+                .chain([base_digest.trim_start_matches("sha256:").to_string()])
+                .collect();
+        assert!(
+            materials.iter().any(|m| base_manifests.contains(m)),
+            "{platform}: {materials:?} names no base digest"
+        );
+        assert!(slsa["buildConfig"].is_object(), "mode=max records the build's steps: {platform}");
+    }
+    let sboms = inspect(&reference, "{{json .SBOM}}");
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let spdx = &sboms[platform]["SPDX"];
+        assert_eq!(spdx["creationInfo"]["creators"][0], "Tool: xtask-test-scanner", "{platform}: {sboms}");
+    }
+
+    // Signed by digest, with the test's key; cosign verify accepts it.
+    let index_digest = digest(&reference);
+    assert!(err.contains(&format!("cosign sign --yes --key {key} '--tlog-upload=false'")), "{err}");
+    assert!(err.contains(&format!("{repo}/app@{index_digest}")), "signed by digest: {err}");
+    let verified = cosign_verify(&public, &reference);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+
+    // verify: the signature, and the provenance per platform.
+    let output = setup.xtask_ok(&["verify", "app", "--insecure-ignore-tlog"], &signing);
+    let out = stdout(&output);
+    assert!(out.contains(&format!("app: {reference}, signature verified")), "{out}");
+    for platform in ["linux/amd64", "linux/arm64"] {
+        assert!(out.contains(&format!("\n  {platform}: built by ")), "{out}");
+    }
+    assert!(out.contains("build argument BUSYBOX_VERSION=1.35"), "{out}");
+
+    // Up to date: nothing built, nothing signed again; the signature is still there.
+    let output = publish();
+    assert!(!stderr(&output).contains("cosign sign"), "{}", stderr(&output));
+    assert!(cosign_verify(&public, &reference).status.success());
+
+    // Rebuilt: signed again, at its new digest.
+    std::fs::write(setup.path("app/file.txt"), "two\n").unwrap();
+    let output = publish();
+    let new_digest = digest(&reference);
+    assert_ne!(new_digest, index_digest);
+    assert!(stderr(&output).contains(&format!("{repo}/app@{new_digest}")), "{}", stderr(&output));
+    assert!(cosign_verify(&public, &reference).status.success());
+
+    // The signature travels with the image wherever thirdparty copies it.
+    let copies = setup.dir.path().join("copies.txt");
+    std::fs::write(&copies, format!("{repo}/app: 1\n")).unwrap();
+    let elsewhere = format!("{}/elsewhere", setup.destination.host());
+    setup.xtask_ok(&["thirdparty", "--file", &copies.display().to_string()], &[("DOCKER_REPO", &elsewhere)]);
+    let copied = format!("{elsewhere}/thirdparty/local/app:1");
+    assert_eq!(digest(&copied), new_digest);
+    let verified = cosign_verify(&public, &copied);
+    assert!(verified.status.success(), "the copy's signature: {}", stderr(&verified));
+}
