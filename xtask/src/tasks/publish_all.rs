@@ -65,31 +65,30 @@ pub fn publish_all(ctx: &Ctx, args: &PublishAllArgs) -> Result<()> {
         thirdparty::vendor_build_bases(ctx, &args.vendor, args.locked)?;
         if ctx.runner.is_dry_run() {
             // The step as a task of its own, so that the plan can be pasted whole.
-            let s = &ctx.settings;
-            let mut flags =
-                vec!["--env".to_string(), s.env.clone(), "--docker-repo".into(), s.docker_repo.clone()];
-            if s.catalog != std::path::Path::new(crate::catalog::CATALOG_PATH) {
-                flags.extend(["--catalog".to_string(), s.catalog.display().to_string()]);
-            }
-            if s.multi_context {
-                flags.extend([
-                    "--multi-context".to_string(),
-                    "1".into(),
-                    "--platforms".into(),
-                    s.platforms.clone(),
-                ]);
-            }
-            if args.locked {
-                flags.push("--locked".into());
-            }
-            flags.extend(args.vendor.flags());
-            let sh = crate::runner::sh();
+            let (sh, flags) = (crate::runner::sh(), bases_flags(ctx, args));
             ctx.runner.run(xshell::cmd!(sh, "cargo xtask thirdparty --bases {flags...}"))?;
         }
         let logs = args.logs.clone().unwrap_or_else(|| crate::work_dir().join("publish-all"));
         let names: Vec<&str> = graph.nodes.iter().map(|node| node.name.as_str()).collect();
         publish_images(ctx, &graph, &names, &args.build.options(Some(logs)))
     })
+}
+
+/// The flags of `thirdparty --bases` that vendor as this run does: its settings, explicitly.
+fn bases_flags(ctx: &Ctx, args: &PublishAllArgs) -> Vec<String> {
+    let s = &ctx.settings;
+    let mut flags = vec!["--env".to_string(), s.env.clone(), "--docker-repo".into(), s.docker_repo.clone()];
+    if s.catalog != Path::new(crate::catalog::CATALOG_PATH) {
+        flags.extend(["--catalog".to_string(), s.catalog.display().to_string()]);
+    }
+    if s.multi_context {
+        flags.extend(["--multi-context".to_string(), "1".into(), "--platforms".into(), s.platforms.clone()]);
+    }
+    if args.locked {
+        flags.push("--locked".into());
+    }
+    flags.extend(args.vendor.flags());
+    flags
 }
 
 /// What became of one image.
