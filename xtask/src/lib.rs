@@ -4,7 +4,6 @@
 pub mod catalog;
 pub mod dockerfile;
 pub mod dockerignore;
-pub mod fault_proxy;
 pub mod graph;
 pub mod inputs;
 pub mod lock;
@@ -15,7 +14,6 @@ pub mod registry_server;
 pub mod runner;
 pub mod settings;
 pub mod tasks;
-pub mod testbed;
 pub mod thirdparty;
 
 use std::path::{Path, PathBuf};

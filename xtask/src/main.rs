@@ -9,9 +9,7 @@ use clap::{Args, Command, FromArgMatches, Subcommand};
 use xtask::catalog::Catalog;
 use xtask::runner::{CommandFailed, Runner};
 use xtask::settings::{self, Settings, SettingsArgs};
-use xtask::tasks::bench::{self, BenchArgs};
-use xtask::tasks::bench_graph::{self, BenchGraphArgs};
-use xtask::tasks::bench_rebuild::{self, BenchRebuildArgs};
+use xtask::tasks::bench::{self, Bench, BenchArgs};
 use xtask::tasks::images::BuildArgs;
 use xtask::tasks::local_registry::{self, LocalRegistryArgs};
 use xtask::tasks::publish_all::{self, PublishAllArgs};
@@ -63,11 +61,14 @@ enum Task {
     /// Scan every platform of every published image (Artifact Registry's on-demand scanning); fail above a severity
     Scan(ScanArgs),
     /// Benchmark thirdparty against skopeo on local registries and print the ratios
+    #[command(disable_help_flag = true)]
     BenchThirdparty(BenchArgs),
     /// Benchmark a rebuild from the registry caches (late change, empty local caches) against a cold build
-    BenchRebuild(BenchRebuildArgs),
+    #[command(disable_help_flag = true)]
+    BenchRebuild(BenchArgs),
     /// Benchmark publish-all on a six-image graph (cold, up to date, leaf and root changes) against rebuilding every image from the caches
-    BenchGraph(BenchGraphArgs),
+    #[command(disable_help_flag = true)]
+    BenchGraph(BenchArgs),
 }
 
 /// What an image task does with its image.
@@ -223,9 +224,9 @@ fn try_main() -> Result<()> {
         Task::Thirdparty(args) => thirdparty::thirdparty(&ctx, &args),
         Task::PublishAll(args) => publish_all::publish_all(&ctx, &args),
         Task::LocalRegistry(args) => local_registry::local_registry(&ctx, &args),
-        Task::BenchThirdparty(args) => bench::bench_thirdparty(&ctx, &args),
-        Task::BenchRebuild(args) => bench_rebuild::bench_rebuild(&ctx, &args),
-        Task::BenchGraph(args) => bench_graph::bench_graph(&ctx, &args),
+        Task::BenchThirdparty(args) => bench::bench(&ctx, Bench::Thirdparty, &args),
+        Task::BenchRebuild(args) => bench::bench(&ctx, Bench::Rebuild, &args),
+        Task::BenchGraph(args) => bench::bench(&ctx, Bench::Graph, &args),
         Task::Verify(args) => signing::verify(&ctx, &args),
         Task::Scan(args) => scan::scan(&ctx, &args),
     }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{stderr, xtask};
-use xtask::testbed::TestRegistry;
+use xtask_testbed::TestRegistry;
 
 /// (what is wrong, the file, the line named, words the message must have)
 fn corpus(host: &str) -> Vec<(&'static str, Vec<u8>, usize, &'static str)> {

@@ -15,7 +15,7 @@ use common::engine::{
     FAKE_GCLOUD, SecondEngine, Setup, TUNNEL_USER, TestSshd, built_on, digest, engine_or_skip, platforms, run,
 };
 use common::{stderr, stdout};
-use xtask::testbed::skopeo_raw;
+use xtask_testbed::skopeo_raw;
 
 const CATALOG: &str = r#"
 thirdparty = "thirdparty.txt"

@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{stderr, stdout};
-use xtask::fault_proxy::{Fault, FaultProxy, Rule, Schedule};
-use xtask::testbed::{Fixture, FixtureSpec, TestRegistry, sha256_digest, skopeo_raw};
+use xtask_testbed::fault_proxy::{Fault, FaultProxy, Rule, Schedule, measured_mix};
+use xtask_testbed::{Fixture, FixtureSpec, TestRegistry, sha256_digest, skopeo_raw};
 
 struct Mirror {
     source: TestRegistry,
@@ -271,14 +271,7 @@ fn a_registry_that_stalls_forever_fails_in_bounded_time() {
 #[test]
 fn the_fault_mix_completes_with_identical_digests() {
     let mirror = mirror_of(&["mix/a", "mix/b", "mix/c", "mix/d"], 256 << 10);
-    let proxy = FaultProxy::start(
-        mirror.source.addr,
-        vec![
-            Rule::new(Some("GET"), "/blobs/", Fault::ResetMidBody, Schedule::EveryNth(4)),
-            Rule::new(None, "/v2/", Fault::Status(503), Schedule::EveryNth(5)),
-            Rule::new(None, "/v2/", Fault::TooManyRequests(1), Schedule::EveryNth(7)),
-        ],
-    );
+    let proxy = FaultProxy::start(mirror.source.addr, measured_mix());
     let run = mirror.run(&proxy.host(), &mirror.destination.host(), &[]);
     report("source: 503 1 in 5, 429 1 in 7, reset 1 blob GET in 4", &run, &proxy);
     assert!(run.output.status.success(), "{}\n{}", stdout(&run.output), stderr(&run.output));

@@ -13,7 +13,7 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use xtask::registry::manifest::{self, ACCEPTED};
-use xtask::testbed::{Fixture, FixtureSpec, TestRegistry, sha256_digest, skopeo_raw};
+use xtask_testbed::{Fixture, FixtureSpec, TestRegistry, sha256_digest, skopeo_raw};
 
 fn thirdparty(list: &std::path::Path, docker_repo: &str, config: &std::path::Path) -> Command {
     let mut command = Command::new(XTASK);

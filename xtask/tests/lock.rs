@@ -4,67 +4,10 @@
 
 mod common;
 
+use common::vendoring::Vendoring;
 use common::{stderr, stdout};
-use xtask::fault_proxy::FaultProxy;
-use xtask::testbed::{Fixture, FixtureSpec, TestRegistry, sha256_digest, skopeo_raw};
-
-struct Setup {
-    source: TestRegistry,
-    destination: TestRegistry,
-    dir: tempfile::TempDir,
-}
-
-impl Setup {
-    fn new() -> Setup {
-        Setup {
-            source: TestRegistry::start().unwrap(),
-            destination: TestRegistry::start().unwrap(),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn list(&self, lines: &[&str]) {
-        self.list_from(&self.source.host(), lines);
-    }
-
-    /// The list, with the source reached at `host` (a proxy in front of it, say).
-    fn list_from(&self, host: &str, lines: &[&str]) {
-        let text: Vec<String> = lines.iter().map(|l| format!("{host}/{l}")).collect();
-        std::fs::write(self.dir.path().join("thirdparty.txt"), text.join("\n") + "\n").unwrap();
-    }
-
-    fn run(&self, extra: &[&str]) -> std::process::Output {
-        self.run_into(&self.destination, extra)
-    }
-
-    fn run_into(&self, destination: &TestRegistry, extra: &[&str]) -> std::process::Output {
-        let list = self.dir.path().join("thirdparty.txt").display().to_string();
-        let mut args = vec!["thirdparty", "--file", list.as_str()];
-        args.extend_from_slice(extra);
-        let repo = format!("{}/mirror", destination.host());
-        let config = self.dir.path().display().to_string();
-        common::xtask(&args, &[("DOCKER_REPO", &repo), ("DOCKER_CONFIG", &config)])
-    }
-
-    fn lock(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("thirdparty.lock")).unwrap_or_default()
-    }
-
-    fn locked(&self) -> toml::Value {
-        toml::from_str(&self.lock()).unwrap()
-    }
-
-    fn key(&self, tag: &str) -> String {
-        format!("{}/{tag}", self.source.host())
-    }
-
-    /// The digest the destination serves for `mirror/thirdparty/<path>`, read by skopeo.
-    fn at_destination(&self, destination: &TestRegistry, path: &str) -> Option<String> {
-        skopeo_raw(&format!("{}/mirror/thirdparty/{path}", destination.host()))
-            .ok()
-            .map(|raw| sha256_digest(&raw))
-    }
-}
+use xtask_testbed::fault_proxy::FaultProxy;
+use xtask_testbed::{Fixture, FixtureSpec, TestRegistry, sha256_digest, skopeo_raw};
 
 fn push(registry: &TestRegistry, fixture: &Fixture, repository: &str, tag: &str) {
     fixture.push(&registry.host(), repository, tag).unwrap();
@@ -83,7 +26,7 @@ fn ok(output: &std::process::Output) -> String {
 /// OCI referrers fallback tag: all of it arrives with identical digests, and the lock records it.
 #[test]
 fn signatures_and_referrers_travel_with_their_image() {
-    let setup = Setup::new();
+    let setup = Vendoring::new();
     let image = Fixture::generate(&FixtureSpec::small(60)).unwrap();
     push(&setup.source, &image, "signed/app", "1");
     let child = image.children()[0].clone();
@@ -146,7 +89,7 @@ fn signatures_and_referrers_travel_with_their_image() {
 /// upstream moved; `--update` copies the new one and says so as `old → new`, with platforms.
 #[test]
 fn a_tag_that_moved_upstream_stays_locked_until_update() {
-    let setup = Setup::new();
+    let setup = Vendoring::new();
     let first = Fixture::generate(&FixtureSpec::small(70)).unwrap();
     push(&setup.source, &first, "moving/app", "1");
     setup.list(&["moving/app: 1"]);
@@ -192,7 +135,7 @@ fn a_tag_that_moved_upstream_stays_locked_until_update() {
 /// Nothing moved: `--update` and a plain run leave the lock byte for byte, first-seen times too.
 #[test]
 fn a_lock_is_left_unchanged_when_nothing_moved() {
-    let setup = Setup::new();
+    let setup = Vendoring::new();
     push(&setup.source, &Fixture::generate(&FixtureSpec::small(80)).unwrap(), "still/a", "1");
     push(&setup.source, &Fixture::generate(&FixtureSpec::small(81)).unwrap(), "still/b", "2");
     setup.list(&["still/a: 1", "still/b: 2"]);
@@ -222,7 +165,7 @@ fn a_lock_is_left_unchanged_when_nothing_moved() {
 /// an error under `--locked` saying to run `--update`.
 #[test]
 fn locked_digests_gone_upstream_and_tags_the_lock_lacks_are_errors() {
-    let setup = Setup::new();
+    let setup = Vendoring::new();
     let old = Fixture::generate(&FixtureSpec::small(90)).unwrap();
     push(&setup.source, &old, "gone/app", "1");
     setup.list(&["gone/app: 1"]);
@@ -257,7 +200,7 @@ fn locked_digests_gone_upstream_and_tags_the_lock_lacks_are_errors() {
 /// `--check` compares upstream, lock and destination, naming each drift.
 #[test]
 fn check_names_every_drift_between_upstream_lock_and_destination() {
-    let setup = Setup::new();
+    let setup = Vendoring::new();
     push(&setup.source, &Fixture::generate(&FixtureSpec::small(100)).unwrap(), "three/a", "1");
     push(&setup.source, &Fixture::generate(&FixtureSpec::small(101)).unwrap(), "three/b", "1");
     setup.list(&["three/a: 1", "three/b: 1"]);
@@ -286,7 +229,7 @@ fn check_names_every_drift_between_upstream_lock_and_destination() {
 /// destination, no lock written.
 #[test]
 fn the_dry_run_of_each_mode_changes_nothing() {
-    let setup = Setup::new();
+    let setup = Vendoring::new();
     push(&setup.source, &Fixture::generate(&FixtureSpec::small(110)).unwrap(), "dry/app", "1");
     setup.list(&["dry/app: 1"]);
     let key = setup.key("dry/app:1");
@@ -323,7 +266,7 @@ fn the_dry_run_of_each_mode_changes_nothing() {
 /// listing it; the lock records the referrer with its subject, and `--locked` reproduces it.
 #[test]
 fn referrers_from_the_api_land_under_the_destination_fallback_tag() {
-    let setup = Setup::new();
+    let setup = Vendoring::new();
     let image = Fixture::generate(&FixtureSpec::small(120)).unwrap();
     push(&setup.source, &image, "api/app", "1");
     let sbom = Fixture::referrers(&image.digest, image.manifest_size(&image.digest), 5).unwrap();
@@ -370,8 +313,8 @@ fn referrers_from_the_api_land_under_the_destination_fallback_tag() {
 /// its old entry) while the others are locked.
 #[test]
 fn nothing_is_locked_that_was_not_copied() {
-    use xtask::fault_proxy::{Fault, Rule, Schedule};
-    let setup = Setup::new();
+    use xtask_testbed::fault_proxy::{Fault, Rule, Schedule};
+    let setup = Vendoring::new();
     let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     setup.list_from(&unused.to_string(), &["gone/app: 1"]);
     let output = setup.run(&["--tries", "1"]);

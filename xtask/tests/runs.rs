@@ -367,7 +367,7 @@ fn every_task_stops_at_a_failing_command() {
 /// and pushes; a failing build stops it before the push.
 #[test]
 fn the_cloud_builder_is_built_from_what_it_vendors() {
-    let registry = xtask::testbed::TestRegistry::start().unwrap();
+    let registry = xtask_testbed::TestRegistry::start().unwrap();
     let fake = FakeTools::new();
     let list = upstream_list(
         &fake,
@@ -386,7 +386,7 @@ fn the_cloud_builder_is_built_from_what_it_vendors() {
     assert!(stdout(&output).contains("thirdparty: 4 tags: 4 copied"), "not alpine: {}", stdout(&output));
     let calls = fake.calls();
     assert_eq!(calls.iter().map(|c| c[2].as_str()).collect::<Vec<_>>(), ["build", "push"], "{calls:?}");
-    xtask::testbed::skopeo_raw(&format!("{repo}/thirdparty/docker/buildx-bin:0.19.3")).unwrap();
+    xtask_testbed::skopeo_raw(&format!("{repo}/thirdparty/docker/buildx-bin:0.19.3")).unwrap();
 
     // Up to date now; a failing build stops the task with its status, before the push.
     let failing = FakeTools::new();
@@ -403,13 +403,13 @@ const BOTH_PLATFORMS: &str = "Platforms: linux/amd64*, linux/amd64/v2, linux/arm
 /// Docker Hub: `path:tag` pairs, each vendored to `thirdparty/path:tag` as the real list's are.
 fn upstream_list(
     fake: &FakeTools,
-    registry: &xtask::testbed::TestRegistry,
+    registry: &xtask_testbed::TestRegistry,
     images: &[(&str, &str)],
 ) -> String {
     let mut text = String::new();
     for (seed, (path, tag)) in images.iter().enumerate() {
         let fixture =
-            xtask::testbed::Fixture::generate(&xtask::testbed::FixtureSpec::small(seed as u64)).unwrap();
+            xtask_testbed::Fixture::generate(&xtask_testbed::FixtureSpec::small(seed as u64)).unwrap();
         fixture.push(&registry.host(), path, tag).unwrap();
         text.push_str(&format!("{}/{path}: {tag}\n", registry.host()));
     }
@@ -423,7 +423,7 @@ fn upstream_list(
 /// and a failing one is reported beside the others' results.
 #[test]
 fn publish_all_builds_in_parallel_and_reports_a_failing_image() {
-    let registry = xtask::testbed::TestRegistry::start().unwrap();
+    let registry = xtask_testbed::TestRegistry::start().unwrap();
     let fake = FakeTools::new();
     fake.print("docker buildx inspect --bootstrap", BOTH_PLATFORMS);
     fake.slow("docker buildx build", 1.0);
@@ -479,7 +479,7 @@ fn publish_all_builds_in_parallel_and_reports_a_failing_image() {
 /// publish-all refuses, before any build, when an image's base is missing from the list.
 #[test]
 fn publish_all_names_a_base_the_list_does_not_vendor() {
-    let registry = xtask::testbed::TestRegistry::start().unwrap();
+    let registry = xtask_testbed::TestRegistry::start().unwrap();
     let fake = FakeTools::new();
     let list = upstream_list(&fake, &registry, &[("alpine", "3.15")]);
     let repo = format!("{}/local", registry.host());
@@ -498,13 +498,13 @@ fn publish_all_names_a_base_the_list_does_not_vendor() {
 
 #[test]
 fn a_local_builder_without_arm64_says_how_to_get_it() {
-    let registry = xtask::testbed::TestRegistry::start().unwrap();
+    let registry = xtask_testbed::TestRegistry::start().unwrap();
     let fake = FakeTools::new();
     fake.fail(1, "docker buildx inspect --builder");
     fake.print("docker buildx inspect --bootstrap", "Platforms: linux/amd64*, linux/386");
     let repo = format!("{}/local", registry.host());
     // The base is vendored: the build would start.
-    let base = xtask::testbed::Fixture::generate(&xtask::testbed::FixtureSpec::small(0)).unwrap();
+    let base = xtask_testbed::Fixture::generate(&xtask_testbed::FixtureSpec::small(0)).unwrap();
     base.push(&registry.host(), "local/thirdparty/alpine", "3.15").unwrap();
     let work = tempfile::tempdir().unwrap();
     let work_dir = work.path().display().to_string();
@@ -557,7 +557,7 @@ fn a_closed_pipe_ends_output_quietly() {
 /// builder's: the step publish-all runs first, as a task of its own.
 #[test]
 fn thirdparty_bases_vendors_only_what_the_builds_start_from() {
-    let registry = xtask::testbed::TestRegistry::start().unwrap();
+    let registry = xtask_testbed::TestRegistry::start().unwrap();
     let fake = FakeTools::new();
     let list = upstream_list(
         &fake,
@@ -610,8 +610,8 @@ fn a_failed_local_run_leaves_nothing_running() {
 /// manifests left out), a table of the findings by severity, and a failure at the threshold.
 #[test]
 fn scan_looks_at_every_platform_and_fails_at_its_threshold() {
-    let registry = xtask::testbed::TestRegistry::start().unwrap();
-    let fixture = xtask::testbed::Fixture::generate(&xtask::testbed::FixtureSpec::small(7)).unwrap();
+    let registry = xtask_testbed::TestRegistry::start().unwrap();
+    let fixture = xtask_testbed::Fixture::generate(&xtask_testbed::FixtureSpec::small(7)).unwrap();
     fixture.push(&registry.host(), "dev/runtime", "3.15").unwrap();
     let platform_digests: Vec<String> = fixture.children().into_iter().take(2).collect();
     let repo = format!("{}/dev", registry.host());

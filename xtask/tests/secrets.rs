@@ -5,7 +5,7 @@
 mod common;
 
 use common::{FakeTools, stderr, stdout};
-use xtask::testbed::{Fixture, FixtureSpec, TestRegistry};
+use xtask_testbed::{Fixture, FixtureSpec, TestRegistry};
 
 const SENTINEL: &str = "S3NT1NEL-9f2c7e-do-not-print";
 const WRONG: &str = "WR0NG-5ecret-do-not-print";

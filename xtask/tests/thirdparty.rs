@@ -6,48 +6,9 @@ mod common;
 
 use std::path::Path;
 
+use common::vendoring::Vendoring;
 use common::{stderr, stdout};
-use xtask::testbed::{Fixture, FixtureSpec, TestRegistry, sha256_digest, skopeo_raw};
-
-struct Setup {
-    source: TestRegistry,
-    destination: TestRegistry,
-    dir: tempfile::TempDir,
-}
-
-impl Setup {
-    fn new() -> Setup {
-        Setup {
-            source: TestRegistry::start().expect("source registry"),
-            destination: TestRegistry::start().expect("destination registry"),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn docker_repo(&self) -> String {
-        format!("{}/mirror", self.destination.host())
-    }
-
-    fn write_list(&self, text: &str) -> String {
-        let path = self.dir.path().join("thirdparty.txt");
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    }
-
-    fn run(&self, list: &str, extra: &[&str]) -> std::process::Output {
-        self.run_with_env(list, extra, &[])
-    }
-
-    fn run_with_env(&self, list: &str, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-        let mut args = vec!["thirdparty", "--file", list];
-        args.extend_from_slice(extra);
-        let repo = self.docker_repo();
-        let config = self.dir.path().join("docker-config").display().to_string();
-        let mut all = vec![("DOCKER_REPO", repo.as_str()), ("DOCKER_CONFIG", config.as_str())];
-        all.extend_from_slice(env);
-        common::xtask(&args, &all)
-    }
-}
+use xtask_testbed::{Fixture, FixtureSpec, TestRegistry, sha256_digest, skopeo_raw};
 
 fn push(registry: &TestRegistry, spec: &FixtureSpec, repository: &str, tag: &str) -> Fixture {
     let fixture = Fixture::generate(spec).unwrap();
@@ -85,7 +46,7 @@ fn blob_uploads(registry: &TestRegistry) -> Vec<String> {
 
 #[test]
 fn mirrors_every_platform_then_finds_everything_up_to_date() {
-    let setup = Setup::new();
+    let setup = Vendoring::new();
     let src = setup.source.host();
     let alpine = push(&setup.source, &FixtureSpec::small(1), "base/alpine", "3.15");
     let alpine_next = push(&setup.source, &FixtureSpec::small(2), "base/alpine", "3.16");
@@ -94,7 +55,7 @@ fn mirrors_every_platform_then_finds_everything_up_to_date() {
         "# fixtures\n{src}/base/alpine: 3.15 3.16\n\n{src}/lib/golang: 1.18-alpine3.15  # go\n"
     ));
 
-    let first = setup.run(&list, &[]);
+    let first = setup.run_list(&list, &setup.docker_repo(), &[], &[]);
     assert!(first.status.success(), "{}\n{}", stdout(&first), stderr(&first));
     let out = stdout(&first);
     assert_eq!(out.lines().filter(|l| l.starts_with("copied ")).count(), 3, "{out}");
@@ -158,7 +119,7 @@ fn mirrors_every_platform_then_finds_everything_up_to_date() {
     // nothing at the source; no blob request anywhere, nothing pushed; the lock unchanged.
     let source_before = setup.source.requests().len();
     let destination_before = setup.destination.requests().len();
-    let second = setup.run(&list, &[]);
+    let second = setup.run_list(&list, &setup.docker_repo(), &[], &[]);
     assert!(second.status.success(), "{}", stderr(&second));
     let out = stdout(&second);
     assert_eq!(out.lines().filter(|l| l.starts_with("up to date ")).count(), 3, "{out}");
@@ -174,19 +135,19 @@ fn mirrors_every_platform_then_finds_everything_up_to_date() {
 
 #[test]
 fn a_changed_tag_sends_only_its_new_blobs() {
-    let setup = Setup::new();
+    let setup = Vendoring::new();
     let src = setup.source.host();
     let spec = FixtureSpec::small(10);
     push(&setup.source, &spec, "base/debian", "11-slim");
     push(&setup.source, &FixtureSpec::small(11), "base/other", "1");
     let list = setup.write_list(&format!("{src}/base/debian: 11-slim\n{src}/base/other: 1\n"));
-    assert!(setup.run(&list, &[]).status.success());
+    assert!(setup.run_list(&list, &setup.docker_repo(), &[], &[]).status.success());
     let uploads_before = blob_uploads(&setup.destination).len();
 
     // The same image with one more layer on arm64: a new layer, a new arm64 config.
     let changed = FixtureSpec { extra_layer_on: Some(1), ..spec };
     let fixture = push(&setup.source, &changed, "base/debian", "11-slim");
-    let check = setup.run(&list, &["--check"]);
+    let check = setup.run_list(&list, &setup.docker_repo(), &["--check"], &[]);
     assert_eq!(check.status.code(), Some(1), "--check must fail when upstream moved");
     let out = stdout(&check);
     let drift = out.lines().find(|l| l.starts_with("drift")).unwrap_or_else(|| panic!("{out}"));
@@ -196,11 +157,11 @@ fn a_changed_tag_sends_only_its_new_blobs() {
     assert_eq!(blob_uploads(&setup.destination).len(), uploads_before, "--check copies nothing");
 
     // The lock holds: a plain run keeps the locked digest.
-    let kept = setup.run(&list, &[]);
+    let kept = setup.run_list(&list, &setup.docker_repo(), &[], &[]);
     assert!(kept.status.success(), "{}", stderr(&kept));
     assert_eq!(blob_uploads(&setup.destination).len(), uploads_before, "nothing new: {}", stdout(&kept));
 
-    let run = setup.run(&list, &["--update"]);
+    let run = setup.run_list(&list, &setup.docker_repo(), &["--update"], &[]);
     assert!(run.status.success(), "{}", stderr(&run));
     let update = stdout(&run);
     let line =
@@ -217,16 +178,16 @@ fn a_changed_tag_sends_only_its_new_blobs() {
         &fixture.digest,
     );
     assert!(stdout(&run).contains("up to date "), "the unchanged tag stays: {}", stdout(&run));
-    assert!(setup.run(&list, &["--check"]).status.success());
+    assert!(setup.run_list(&list, &setup.docker_repo(), &["--check"], &[]).status.success());
 }
 
 #[test]
 fn dry_run_says_what_it_would_copy_and_copies_nothing() {
-    let setup = Setup::new();
+    let setup = Vendoring::new();
     let src = setup.source.host();
     push(&setup.source, &FixtureSpec::small(20), "x/y", "1");
     let list = setup.write_list(&format!("{src}/x/y: 1\n"));
-    let dry = setup.run(&list, &["--dry-run"]);
+    let dry = setup.run_list(&list, &setup.docker_repo(), &["--dry-run"], &[]);
     assert!(dry.status.success(), "{}", stderr(&dry));
     assert!(
         stdout(&dry)
@@ -241,11 +202,11 @@ fn dry_run_says_what_it_would_copy_and_copies_nothing() {
 
 #[test]
 fn a_missing_tag_fails_alone() {
-    let setup = Setup::new();
+    let setup = Vendoring::new();
     let src = setup.source.host();
     push(&setup.source, &FixtureSpec::small(30), "x/present", "1");
     let list = setup.write_list(&format!("{src}/x/present: 1\n{src}/x/absent: 9.9\n"));
-    let run = setup.run(&list, &[]);
+    let run = setup.run_list(&list, &setup.docker_repo(), &[], &[]);
     assert_eq!(run.status.code(), Some(1));
     let out = stdout(&run);
     assert!(out.contains(&format!("FAILED      {src}/x/absent:9.9")), "{out}");
@@ -256,10 +217,10 @@ fn a_missing_tag_fails_alone() {
 
 #[test]
 fn an_unreachable_registry_is_named() {
-    let setup = Setup::new();
+    let setup = Vendoring::new();
     // Nothing listens on port 1.
     let list = setup.write_list("127.0.0.1:1/x/y: 1\n");
-    let run = setup.run(&list, &[]);
+    let run = setup.run_list(&list, &setup.docker_repo(), &[], &[]);
     assert_eq!(run.status.code(), Some(1));
     let out = stdout(&run);
     assert!(out.contains("cannot reach registry 127.0.0.1:1"), "{out}");
@@ -267,11 +228,11 @@ fn an_unreachable_registry_is_named() {
 
 #[test]
 fn a_malformed_file_is_reported_by_line_before_any_request() {
-    let setup = Setup::new();
+    let setup = Vendoring::new();
     let src = setup.source.host();
     let list = setup.write_list(&format!("{src}/ok: 1\n{src}/Bad: 1\n{src}/no-tags:\n"));
     let before = (setup.source.requests().len(), setup.destination.requests().len());
-    let run = setup.run(&list, &[]);
+    let run = setup.run_list(&list, &setup.docker_repo(), &[], &[]);
     assert_eq!(run.status.code(), Some(1));
     let err = stderr(&run);
     assert!(err.contains("2 problem(s), nothing was copied"), "{err}");
@@ -294,13 +255,13 @@ fn write_docker_config(dir: &Path, json: &str) {
 fn credentials_reach_a_registry_that_requires_them() {
     let source = TestRegistry::start().unwrap();
     let destination = TestRegistry::start_with_auth("mirror", "s3cret-pass").unwrap();
-    let setup = Setup { source, destination, dir: tempfile::tempdir().unwrap() };
+    let setup = Vendoring { source, destination, dir: tempfile::tempdir().unwrap() };
     let src = setup.source.host();
     push(&setup.source, &FixtureSpec::small(40), "x/y", "1");
     let list = setup.write_list(&format!("{src}/x/y: 1\n"));
 
     // No credentials: refused, with a hint.
-    let run = setup.run(&list, &[]);
+    let run = setup.run_list(&list, &setup.docker_repo(), &[], &[]);
     assert_eq!(run.status.code(), Some(1));
     assert!(stdout(&run).contains("check the credentials"), "{}", stdout(&run));
 
@@ -310,7 +271,7 @@ fn credentials_reach_a_registry_that_requires_them() {
         setup.dir.path(),
         &format!(r#"{{"auths": {{"{dst}": {{"auth": "bWlycm9yOnMzY3JldC1wYXNz"}}}}}}"#),
     );
-    let run = setup.run(&list, &[]);
+    let run = setup.run_list(&list, &setup.docker_repo(), &[], &[]);
     assert!(run.status.success(), "{}\n{}", stdout(&run), stderr(&run));
     assert!(!stdout(&run).contains("s3cret") && !stderr(&run).contains("s3cret"));
 
@@ -329,7 +290,7 @@ fn credentials_reach_a_registry_that_requires_them() {
     let list2 = setup.write_list(&format!("{src}/x/y: 1\n"));
     // A fresh destination tag, so that the copy needs the credentials again.
     push(&setup.source, &FixtureSpec::small(41), "x/y", "1");
-    let run = setup.run_with_env(&list2, &[], &[("PATH", &path)]);
+    let run = setup.run_list(&list2, &setup.docker_repo(), &[], &[("PATH", &path)]);
     assert!(run.status.success(), "{}\n{}", stdout(&run), stderr(&run));
     assert!(stdout(&run).contains("copied "), "{}", stdout(&run));
     assert!(stderr(&run).contains("+ docker-credential-testhelper get"), "{}", stderr(&run));

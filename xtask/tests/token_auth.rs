@@ -10,8 +10,8 @@ use std::time::Duration;
 use base64::Engine;
 use common::token::{PASSWORD, TokenService, USER};
 use common::{stderr, stdout};
-use xtask::fault_proxy::{Fault, FaultProxy, Rule, Schedule};
-use xtask::testbed::{Fixture, FixtureSpec, TestRegistry, sha256_digest, skopeo_raw, skopeo_raw_as};
+use xtask_testbed::fault_proxy::{Fault, FaultProxy, Rule, Schedule};
+use xtask_testbed::{Fixture, FixtureSpec, TestRegistry, sha256_digest, skopeo_raw, skopeo_raw_as};
 
 struct Setup {
     tokens: TokenService,

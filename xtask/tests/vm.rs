@@ -170,7 +170,7 @@ fn the_idle_timer_powers_off_an_idle_vm_and_only_then() {
 /// registry with the list's one base, as upstream and as `DOCKER_REPO`.
 struct Pipeline {
     fake: FakeTools,
-    registry: xtask::testbed::TestRegistry,
+    registry: xtask_testbed::TestRegistry,
     catalog: tempfile::TempDir,
 }
 
@@ -199,11 +199,11 @@ impl Pipeline {
         let fake = FakeTools::new();
         fake.print("gcloud compute instances describe", "RUNNING");
         fake.print("docker --context arm_node version", "26.1.5");
-        let registry = xtask::testbed::TestRegistry::start().unwrap();
+        let registry = xtask_testbed::TestRegistry::start().unwrap();
         for (seed, (path, tag)) in [("alpine", "3.15"), ("moby/buildkit", "v0.18.0")].into_iter().enumerate()
         {
             let fixture =
-                xtask::testbed::Fixture::generate(&xtask::testbed::FixtureSpec::small(seed as u64)).unwrap();
+                xtask_testbed::Fixture::generate(&xtask_testbed::FixtureSpec::small(seed as u64)).unwrap();
             fixture.push(&registry.host(), path, tag).unwrap();
         }
         let catalog = tempfile::tempdir().unwrap();

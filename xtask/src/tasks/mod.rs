@@ -1,8 +1,6 @@
 //! One module per group of tasks; each task is a function named after it.
 
 pub mod bench;
-pub mod bench_graph;
-pub mod bench_rebuild;
 pub mod buildx;
 pub mod cloud;
 pub mod images;

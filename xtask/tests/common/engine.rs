@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use xtask::testbed::{TestRegistry, skopeo_raw};
+use xtask_testbed::{TestRegistry, skopeo_raw};
 
 use super::{stderr, stdout};
 
@@ -42,7 +42,7 @@ fn engine_problem() -> Option<String> {
     if !String::from_utf8_lossy(&builder.stdout).contains("linux/arm64") {
         return Some("the engine's builder cannot build linux/arm64: QEMU is not registered".into());
     }
-    let debs = xtask::testbed::busybox_debs();
+    let debs = xtask_testbed::busybox_debs();
     if let Some(arch) =
         ["amd64", "arm64"].into_iter().find(|arch| !debs.join(format!("{arch}.deb")).is_file())
     {
@@ -54,15 +54,15 @@ fn engine_problem() -> Option<String> {
     None
 }
 
-/// Build the multi-arch busybox base (see `xtask::testbed::push_busybox_base`), or panic.
+/// Build the multi-arch busybox base (see `xtask_testbed::push_busybox_base`), or panic.
 pub fn push_busybox_base(dir: &Path, reference: &str) {
-    xtask::testbed::push_busybox_base(dir, reference).unwrap();
+    xtask_testbed::push_busybox_base(dir, reference).unwrap();
 }
 
 /// Run a command to success, with its output in the panic message otherwise.
 #[track_caller]
 pub fn run(program: &str, args: &[&str]) -> String {
-    xtask::testbed::run_to_success(program, args).unwrap()
+    xtask_testbed::run_to_success(program, args).unwrap()
 }
 
 /// A second Docker engine on this machine, standing in for the arm64 VM's: its own data, exec
@@ -357,7 +357,7 @@ impl Setup {
 /// What the test tagged in the engine goes with it.
 impl Drop for Setup {
     fn drop(&mut self) {
-        xtask::testbed::remove_engine_images(&[self.upstream.host(), self.destination.host()]);
+        xtask_testbed::remove_engine_images(&[self.upstream.host(), self.destination.host()]);
     }
 }
 
@@ -391,7 +391,7 @@ pub fn platform_manifests(reference: &str) -> Vec<(String, String)> {
 }
 
 pub fn digest(reference: &str) -> String {
-    xtask::testbed::sha256_digest(&skopeo_raw(reference).unwrap())
+    xtask_testbed::sha256_digest(&skopeo_raw(reference).unwrap())
 }
 
 /// A file of the image at `reference`, for `platform`.

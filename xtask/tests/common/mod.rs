@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod token;
+pub mod vendoring;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;

@@ -18,7 +18,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::sign::Signer;
 use openssl::x509::{X509, X509NameBuilder};
-use xtask::testbed::TokenAuth;
+use xtask_testbed::TokenAuth;
 
 pub const USER: &str = "pusher";
 pub const PASSWORD: &str = "secret";

@@ -12,8 +12,9 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::Args;
 
-use super::Ctx;
-use super::bench_rebuild::{Bed, median, run_xtask};
+use xtask::runner::Runner;
+
+use crate::rebuild::{Bed, median, run_xtask};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchGraphArgs {
@@ -49,8 +50,8 @@ struct Round {
 }
 
 /// bench-graph
-pub fn bench_graph(ctx: &Ctx, args: &BenchGraphArgs) -> Result<()> {
-    let bed = Bed::start(ctx, "bench-graph")?;
+pub fn bench_graph(runner: &Runner, args: &BenchGraphArgs) -> Result<()> {
+    let bed = Bed::start(runner, "bench-graph")?;
     let (dir, upstream, destination, log) = (&bed.dir, &bed.upstream, &bed.destination, &bed.log);
     let catalog = write_catalog(dir.path(), &upstream.host(), args.work)?;
 

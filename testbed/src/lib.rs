@@ -1,6 +1,10 @@
-//! Real registries and generated images, for the tests and the benchmark: Debian's
-//! `docker-registry` started on 127.0.0.1, multi-arch fixture images written as OCI layouts and
-//! pushed with `skopeo` (an independent client), and a proxy that adds latency.
+//! The test harness of the xtask, apart from the tool: real registries and generated images for
+//! the tests and the benchmarks: Debian's `docker-registry` started on 127.0.0.1, multi-arch
+//! fixture images written as OCI layouts and pushed with `skopeo` (an independent client), a
+//! proxy that adds latency, and the fault-injecting proxy (`fault_proxy`). The xtask's tests
+//! take it as a dev-dependency; `cargo xtask` itself compiles none of it.
+
+pub mod fault_proxy;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -11,8 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use sha2::{Digest, Sha256};
 
-pub use crate::registry::manifest::{hex, sha256_digest};
-use crate::registry_server::{config_yaml, wait_until_up};
+pub use xtask::registry::manifest::{hex, sha256_digest};
+use xtask::registry_server::{config_yaml, wait_until_up};
 
 /// A `docker-registry` process on a free 127.0.0.1 port, stopped when dropped.
 pub struct TestRegistry {

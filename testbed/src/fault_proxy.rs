@@ -51,6 +51,17 @@ pub struct Rule {
     pub schedule: Schedule,
 }
 
+/// The mix of faults measured in issue 12, to put at a source: a reset on every 4th blob GET, a
+/// 503 on every 5th request, a 429 (`Retry-After: 1`) on every 7th. The faults test and the
+/// benchmark both run it, so that what is asserted is what is measured.
+pub fn measured_mix() -> Vec<Rule> {
+    vec![
+        Rule::new(Some("GET"), "/blobs/", Fault::ResetMidBody, Schedule::EveryNth(4)),
+        Rule::new(None, "/v2/", Fault::Status(503), Schedule::EveryNth(5)),
+        Rule::new(None, "/v2/", Fault::TooManyRequests(1), Schedule::EveryNth(7)),
+    ]
+}
+
 impl Rule {
     pub fn new(
         method: Option<&'static str>,

@@ -11,11 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::Ctx;
 use xshell::cmd;
-
-use crate::runner::sh;
-use crate::testbed::{TestRegistry, push_busybox_base, require};
+use xtask::runner::{Runner, sh};
+use xtask_testbed::{TestRegistry, push_busybox_base, require};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchRebuildArgs {
@@ -29,8 +27,8 @@ pub struct BenchRebuildArgs {
 }
 
 /// bench-rebuild
-pub fn bench_rebuild(ctx: &Ctx, args: &BenchRebuildArgs) -> Result<()> {
-    let bed = Bed::start(ctx, "bench-rebuild")?;
+pub fn bench_rebuild(runner: &Runner, args: &BenchRebuildArgs) -> Result<()> {
+    let bed = Bed::start(runner, "bench-rebuild")?;
     let (dir, upstream, destination, log) = (&bed.dir, &bed.upstream, &bed.destination, &bed.log);
     let catalog = write_catalog(dir.path(), &upstream.host(), args.work)?;
 
@@ -66,7 +64,7 @@ pub fn bench_rebuild(ctx: &Ctx, args: &BenchRebuildArgs) -> Result<()> {
 
 /// What the build benchmarks run on: a folder, an "upstream" registry that serves the busybox
 /// base as `busybox:bench`, a destination registry, and the log of every xtask run.
-pub(super) struct Bed {
+pub(crate) struct Bed {
     pub dir: tempfile::TempDir,
     pub upstream: TestRegistry,
     pub destination: TestRegistry,
@@ -76,16 +74,16 @@ pub(super) struct Bed {
 /// What the benchmark tagged in the engine goes with it.
 impl Drop for Bed {
     fn drop(&mut self) {
-        crate::testbed::remove_engine_images(&[self.upstream.host(), self.destination.host()]);
+        xtask_testbed::remove_engine_images(&[self.upstream.host(), self.destination.host()]);
     }
 }
 
 impl Bed {
     /// It needs real registries and an engine whose own builder exports registry caches.
-    pub fn start(ctx: &Ctx, bench: &str) -> Result<Bed> {
+    pub fn start(runner: &Runner, bench: &str) -> Result<Bed> {
         require("docker-registry", "apt-get install docker-registry")?;
         let (sh, format) = (sh(), "{{json .DriverStatus}}");
-        let store = ctx.runner.query(cmd!(sh, "docker info --format {format}"), None)?;
+        let store = runner.query(cmd!(sh, "docker info --format {format}"), None)?;
         if !store.contains("io.containerd.snapshotter.v1") {
             bail!(
                 "{bench} needs an engine with the containerd image store (see the README's Testing section)"
@@ -126,14 +124,17 @@ fn write_catalog(dir: &Path, upstream: &str, work: u64) -> Result<String> {
     Ok(catalog.join("images.toml").display().to_string())
 }
 
-/// Run `cargo xtask <args>` (this binary) with ENV=local into `repo`; its output goes to `log`.
-pub(super) fn run_xtask(args: &[&str], catalog: &str, repo: &str, log: &Path) -> Result<Duration> {
+/// Run `cargo xtask <args>` (this binary) with ENV=local into `repo`; its output goes to `log`,
+/// its work files (run logs, buildkitd.toml) beside it rather than into the repository's `target`.
+pub(crate) fn run_xtask(args: &[&str], catalog: &str, repo: &str, log: &Path) -> Result<Duration> {
     let task = args.join(" ");
+    let work = log.with_file_name("work");
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let started = Instant::now();
-    let status = Command::new(std::env::current_exe()?)
+    let status = Command::new(crate::xtask_binary())
         .args(args)
         .envs([("ENV", "local"), ("DOCKER_REPO", repo), ("CATALOG", catalog)])
+        .env("CARGO_TARGET_DIR", &work)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
@@ -151,7 +152,7 @@ pub(super) fn run_xtask(args: &[&str], catalog: &str, repo: &str, log: &Path) ->
     Ok(elapsed)
 }
 
-pub(super) fn median(values: &mut [Duration]) -> Duration {
+pub(crate) fn median(values: &mut [Duration]) -> Duration {
     values.sort();
     values[values.len() / 2]
 }
