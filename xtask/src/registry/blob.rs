@@ -2,9 +2,6 @@
 //! way, resumed from the byte reached when cut off, and streamed into one upload at the
 //! destination as it arrives, so that memory stays flat whatever the blob's size.
 
-use std::sync::atomic::Ordering;
-use std::time::Instant;
-
 use anyhow::{Result, anyhow};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -17,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::http::Failure;
 use super::manifest::hex;
-use super::retry::{Backoff, is_transient};
+use super::retry::{Progress, Request, Retrying};
 use super::session::{Session, Target, within};
 
 /// Where a blob download stands: the bytes that arrived, hashed as they came, the last chunk
@@ -26,14 +23,6 @@ struct Received {
     bytes: u64,
     hasher: Sha256,
     held: Option<Bytes>,
-}
-
-/// How one try at sending a blob on went wrong.
-enum BlobError {
-    /// The download failed for good, after resuming as long as bytes kept coming.
-    Download(Failure),
-    /// The blob arrived whole but wrong, or the upload failed: the whole copy may go again.
-    Again(Failure),
 }
 
 /// How the download of one blob ended, short of an error.
@@ -66,28 +55,25 @@ impl Session {
             destination.repository()
         );
         self.trace(&what);
-        let mut backoff = Backoff::new(&self.options.retry);
-        let mut attempt = 1;
-        loop {
-            let failure = match self.copy_blob_once(source, destination, digest, size, on_bytes).await {
-                Ok(()) => return Ok(()),
-                Err(BlobError::Download(failure)) => {
-                    return Err(anyhow!("blob {digest}: {}", failure.describe()));
-                }
-                Err(BlobError::Again(failure)) => failure,
-            };
-            if attempt >= self.options.retry.attempts || !failure.transient {
-                return Err(anyhow!("blob {digest}: {}", failure.describe()));
-            }
-            let wait = backoff.after(&failure);
-            self.retries.fetch_add(1, Ordering::Relaxed);
+        // A blob that arrived wrong, or an upload that failed, sends the whole blob again. A
+        // download that gave up (it resumes by itself while bytes come) ends the copy.
+        let on_retry = |retry: &Retrying<'_>| {
             self.trace(&format!(
-                "retrying {what} from its start in {:.1} s (try {attempt} failed: {failure})",
-                wait.as_secs_f64()
+                "retrying {what} from its start in {:.1} s (try {}/{} failed: {})",
+                retry.wait.as_secs_f64(),
+                retry.tries,
+                retry.attempts,
+                retry.failure
             ));
-            tokio::time::sleep(wait).await;
-            attempt += 1;
-        }
+        };
+        let copied = self
+            .options
+            .retry
+            .run(Request::Any, &self.retries, &on_retry, &Progress::default(), || async {
+                self.copy_blob_once(source, destination, digest, size, on_bytes).await
+            })
+            .await;
+        copied.map_err(|failure| anyhow!("blob {digest}: {}", failure.describe()))
     }
 
     /// One try: open an upload at the destination, then download into it as the bytes come.
@@ -98,8 +84,8 @@ impl Session {
         digest: &str,
         size: u64,
         on_bytes: &(dyn Fn(u64) + Sync),
-    ) -> Result<(), BlobError> {
-        let location = self.start_upload(destination).await.map_err(BlobError::Again)?;
+    ) -> Result<(), Failure> {
+        let location = self.start_upload(destination).await?;
         let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
         let chunks = futures_util::stream::unfold(receiver, |mut receiver| async move {
             receiver.recv().await.map(|item| (item, receiver))
@@ -114,13 +100,10 @@ impl Session {
             Either::Left((downloaded, upload)) => {
                 downloaded?;
                 let what = format!("PUT blob {digest} to {}", destination.repository());
-                within(self.options.stall_timeout, &what, upload)
-                    .await
-                    .and_then(|r| r)
-                    .map_err(BlobError::Again)
+                within(self.options.stall_timeout, &what, upload).await.and_then(|r| r)
             }
             // The upload ended first: the registry refused it or the connection broke.
-            Either::Right((uploaded, _download)) => uploaded.map_err(BlobError::Again),
+            Either::Right((uploaded, _download)) => uploaded,
         }
     }
 
@@ -129,7 +112,7 @@ impl Session {
         let target = Target::push(destination);
         let url = self.url(destination, "blobs/uploads/")?;
         let what = format!("POST upload to {}", destination.repository());
-        self.with_retry(&what, is_transient, || async {
+        self.with_retry(&what, Request::Any, || async {
             let response = self.send(&what, &target, self.http.post(&url).header(CONTENT_LENGTH, 0)).await?;
             let location =
                 response.headers().get(LOCATION).and_then(|l| l.to_str().ok()).ok_or_else(|| {
@@ -170,9 +153,10 @@ impl Session {
     }
 
     /// Download a blob into `sender`, resuming after failures from the bytes already received:
-    /// a failed try that brought bytes does not count against the tries, and a bound on total
-    /// time still ends a hopeless one. The last chunk goes only once the whole blob's sha256
-    /// matched; an error instead cuts the upload short, so a bad blob never lands.
+    /// a failed try that brought bytes does not count against the tries (it reports progress),
+    /// and the policy's bound on time still ends a hopeless one. The last chunk goes only once
+    /// the whole blob's sha256 matched; an error instead cuts the upload short, so a bad blob
+    /// never lands. A download given up comes back `gave_up`: the copy does not start over.
     async fn download(
         &self,
         source: &Reference,
@@ -180,53 +164,50 @@ impl Session {
         size: u64,
         sender: Chunks,
         on_bytes: &(dyn Fn(u64) + Sync),
-    ) -> Result<(), BlobError> {
-        let policy = &self.options.retry;
-        let mut received = Received { bytes: 0, hasher: Sha256::new(), held: None };
-        let mut backoff = Backoff::new(policy);
-        let mut fruitless = 0;
-        let started = Instant::now();
-        loop {
-            let before = received.bytes;
-            let failure =
-                match self.download_from(source, digest, size, &mut received, &sender, on_bytes).await {
-                    Ok(Fed::Complete) => break,
-                    Ok(Fed::UploadGone) => return Ok(()),
-                    Ok(Fed::UploadStalled) => {
-                        let stalled = self.options.stall_timeout.as_secs_f64();
-                        let message =
-                            format!("PUT blob {digest}: the destination took no bytes for {stalled} s");
-                        return Err(BlobError::Again(Failure::transient(message)));
-                    }
-                    Err(failure) => failure,
-                };
-            if received.bytes > before {
-                fruitless = 0;
-                backoff.reset();
+    ) -> Result<(), Failure> {
+        // Each try takes up where the last stopped; one try at a time holds it.
+        let received = tokio::sync::Mutex::new(Received { bytes: 0, hasher: Sha256::new(), held: None });
+        let what = format!("GET blob {digest} from {}", source.repository());
+        let on_retry = |retry: &Retrying<'_>| {
+            self.trace(&format!("resuming {what} in {:.1} s ({})", retry.wait.as_secs_f64(), retry.failure));
+        };
+        let progress = Progress::default();
+        // New bytes are progress: the try that brought them is not counted as fruitless.
+        let on_bytes = |count: u64| {
+            progress.made();
+            on_bytes(count);
+        };
+        let fed = self
+            .options
+            .retry
+            .run(Request::Any, &self.retries, &on_retry, &progress, || async {
+                let mut received = received.lock().await;
+                self.download_from(source, digest, size, &mut received, &sender, &on_bytes).await
+            })
+            .await;
+        match fed {
+            Ok(Fed::Complete) => {}
+            Ok(Fed::UploadGone) => return Ok(()),
+            Ok(Fed::UploadStalled) => {
+                let stalled = self.options.stall_timeout.as_secs_f64();
+                return Err(Failure::in_flight(format!(
+                    "PUT blob {digest}: the destination took no bytes for {stalled} s"
+                )));
             }
-            if !failure.asked_to_wait() {
-                fruitless += 1;
-            }
-            if !failure.transient || fruitless >= policy.attempts || started.elapsed() >= policy.give_up_after
-            {
+            Err(mut failure) => {
                 let _ = sender.send(Err(std::io::Error::other(failure.message.clone()))).await;
-                return Err(BlobError::Download(failure));
+                // Retried as far as it goes: the copy around it must not start over.
+                failure.gave_up |= super::retry::is_transient(&failure, Request::Any);
+                return Err(failure);
             }
-            let wait = backoff.after(&failure);
-            self.retries.fetch_add(1, Ordering::Relaxed);
-            self.trace(&format!(
-                "resuming GET blob {digest} at byte {} of {size} in {:.1} s ({failure})",
-                received.bytes,
-                wait.as_secs_f64()
-            ));
-            tokio::time::sleep(wait).await;
         }
+        let mut received = received.into_inner();
         let actual = format!("sha256:{}", hex(&received.hasher.finalize()));
         if received.bytes != size || actual != digest {
             let message =
                 format!("blob {digest}: {} bytes with digest {actual} arrived instead", received.bytes);
             let _ = sender.send(Err(std::io::Error::other(message.clone()))).await;
-            return Err(BlobError::Again(Failure::transient(message)));
+            return Err(Failure::in_flight(message));
         }
         if let Some(last) = received.held.take() {
             let _ = sender.send(Ok(last)).await;
@@ -250,13 +231,14 @@ impl Session {
         let what = format!("GET blob {digest} from {}", source.repository());
         let mut request = self.http.get(&url);
         if received.bytes > 0 {
+            self.trace(&format!("{what}: from byte {} of {size}", received.bytes));
             request = request.header(RANGE, format!("bytes={}-", received.bytes));
         }
         let response = self.send(&what, &target, request).await?;
         let starts_at = match response.status() {
             StatusCode::PARTIAL_CONTENT => {
                 content_range_start(&response).filter(|start| *start <= received.bytes).ok_or_else(|| {
-                    Failure::transient(format!("{what}: the registry sent a range we did not ask for"))
+                    Failure::in_flight(format!("{what}: the registry sent a range we did not ask for"))
                 })?
             }
             _ => 0,
@@ -290,7 +272,7 @@ impl Session {
             }
         }
         if received.bytes < size {
-            return Err(Failure::transient(format!(
+            return Err(Failure::in_flight(format!(
                 "{what}: the body ended at byte {} of {size}",
                 received.bytes
             )));

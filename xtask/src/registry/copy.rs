@@ -11,14 +11,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, try_join_all};
 use oci_client::Reference;
 use tokio::sync::{Mutex, OnceCell, Semaphore};
 
 use super::manifest::{self, Descriptor};
-use super::session::Session;
+use super::session::{HeldBack, Session};
 
 /// One tag to mirror.
 #[derive(Debug, Clone)]
@@ -52,8 +52,10 @@ pub enum Outcome {
         blobs_present: usize,
     },
     /// Not started: the source registry's pull quota is below the run's threshold.
-    HeldBack {
-        reason: String,
+    HeldBack(HeldBack),
+    /// The source was pinned to a digest (by a lock) that its registry no longer has.
+    PinGone {
+        digest: String,
     },
     Failed {
         error: String,
@@ -183,12 +185,7 @@ async fn mirror_tag(shared: &Shared, pair: &Pair) -> Result<Outcome> {
         return Ok(Outcome::OutOfDate { source: source_digest, destination: destination_digest });
     }
     if pinned.is_some() && session.manifest_digest(&pair.source, false).await?.is_none() {
-        bail!(
-            "{source_digest}, which thirdparty.lock names, is gone from {}/{} upstream: \
-             run `cargo xtask thirdparty --update` to lock what the tag points at now",
-            pair.source.registry(),
-            pair.source.repository()
-        );
+        return Ok(Outcome::PinGone { digest: source_digest });
     }
 
     // Read by digest, not by tag: a tag moved meanwhile cannot mix two versions.
@@ -197,7 +194,7 @@ async fn mirror_tag(shared: &Shared, pair: &Pair) -> Result<Outcome> {
         // Docker Hub counts manifest GETs against its pull quota (HEADs are free): below the
         // run's threshold, `Session::manifest` starts none, and the tag is held back.
         Err(err) => match session.pulls_held_back(&pair.source) {
-            Some(reason) => return Ok(Outcome::HeldBack { reason }),
+            Some(held) => return Ok(Outcome::HeldBack(held)),
             None => return Err(err),
         },
     };

@@ -9,43 +9,66 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
 
-/// A request that did not do what it was for.
+/// A request that did not do what it was for. It records what happened; whether another try
+/// could succeed is decided in one place, `retry::is_transient`.
 #[derive(Debug, Clone)]
 pub struct Failure {
     /// One line: what was asked, and what came back.
     pub message: String,
+    /// What went wrong, as far as a retry cares.
+    pub cause: Cause,
     /// The HTTP status, when the registry answered at all.
     pub status: Option<u16>,
     /// The registry's error codes (`MANIFEST_UNKNOWN`, `BLOB_UNKNOWN`, …), from its error body.
     pub codes: Vec<String>,
-    /// Whether the same request could succeed if tried again.
-    pub transient: bool,
     /// How long the registry asked us to wait before trying again.
     pub retry_after: Option<Duration>,
+    /// Retried as long as the retry policy allows: no loop around this one tries again.
+    pub gave_up: bool,
+}
+
+/// What went wrong with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// No answer, or one cut short or spoiled on the way: connection refused or reset, a
+    /// timeout, a stall, a body that ended early or whose bytes do not match their digest.
+    InFlight,
+    /// The registry answered with an error status (`status`, `codes`).
+    Answered,
+    /// The registry's pull quota is spent (`RateLimit-Remaining: 0`): a quota of hours.
+    QuotaSpent,
+    /// A token the registry accepted before was refused: expired or revoked.
+    StaleToken,
+    /// Nothing a registry did: a request we could not build, an answer no retry can mend.
+    Fatal,
 }
 
 impl Failure {
-    /// A failure nothing will cure: a second try would fail the same way.
-    pub fn permanent(message: impl Into<String>) -> Failure {
+    fn new(message: impl Into<String>, cause: Cause) -> Failure {
         Failure {
             message: message.into(),
+            cause,
             status: None,
             codes: Vec::new(),
-            transient: false,
             retry_after: None,
+            gave_up: false,
         }
     }
 
-    /// A failure another try may not meet: a connection cut, a body that went wrong in flight.
-    pub fn transient(message: impl Into<String>) -> Failure {
-        Failure { transient: true, ..Failure::permanent(message) }
+    /// A failure no other try can mend.
+    pub fn permanent(message: impl Into<String>) -> Failure {
+        Failure::new(message, Cause::Fatal)
     }
 
-    /// No answer, or an answer cut short: connection refused or reset, a timeout, a body that
-    /// ended early. All worth another try, except a request we could not even build.
+    /// Something went wrong on the way (see `Cause::InFlight`).
+    pub fn in_flight(message: impl Into<String>) -> Failure {
+        Failure::new(message, Cause::InFlight)
+    }
+
+    /// No answer, or an answer cut short; or a request we could not even build.
     pub fn from_reqwest(what: &str, err: &reqwest::Error) -> Failure {
-        let failure = Failure::transient(format!("{what}: {}", error_chain(err)));
-        if err.is_builder() { Failure { transient: false, ..failure } } else { failure }
+        let cause = if err.is_builder() { Cause::Fatal } else { Cause::InFlight };
+        Failure::new(format!("{what}: {}", error_chain(err)), cause)
     }
 
     /// An answer with an error status. `body` is the registry's error document, if it sent one.
@@ -57,13 +80,11 @@ impl Failure {
         } else {
             codes.join(", ")
         };
-        let racy_or_busy = code == 408 || code == 429 || status.is_server_error();
         Failure {
-            message: format!("{what}: {code} {detail}").trim_end().to_string(),
             status: Some(code),
-            transient: racy_or_busy || codes.iter().any(|c| c == "TOOMANYREQUESTS"),
             retry_after: retry_after(headers, SystemTime::now()),
             codes,
+            ..Failure::new(format!("{what}: {code} {detail}").trim_end(), Cause::Answered)
         }
     }
 
@@ -79,11 +100,6 @@ impl Failure {
         self.status == Some(429) || self.codes.iter().any(|c| c == "TOOMANYREQUESTS")
     }
 
-    /// The registry said when to come back (`Retry-After` on a 429 or 503): it is throttling.
-    pub fn asked_to_wait(&self) -> bool {
-        self.transient && self.retry_after.is_some()
-    }
-
     pub fn is_unauthorized(&self) -> bool {
         matches!(self.status, Some(401 | 403))
             || self.codes.iter().any(|c| c == "UNAUTHORIZED" || c == "DENIED")
@@ -97,7 +113,7 @@ impl Failure {
                 " (check the credentials: `docker login`, or `gcloud auth login` for Google registries)",
             );
         }
-        if self.transient {
+        if self.gave_up {
             text.push_str(" (gave up after retrying)");
         }
         text
@@ -243,16 +259,8 @@ mod tests {
     }
 
     #[test]
-    fn classifies_answers() {
+    fn reads_answers() {
         let none = HeaderMap::new();
-        for code in [408, 429, 500, 502, 503, 504] {
-            let failure = Failure::from_status("GET x", StatusCode::from_u16(code).unwrap(), &none, b"");
-            assert!(failure.transient, "{code}");
-        }
-        for code in [400, 401, 403, 404] {
-            let failure = Failure::from_status("GET x", StatusCode::from_u16(code).unwrap(), &none, b"");
-            assert!(!failure.transient, "{code}");
-        }
         let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
         let failure = Failure::from_status("GET m", StatusCode::NOT_FOUND, &none, body);
         assert_eq!(failure.message, "GET m: 404 MANIFEST_UNKNOWN");

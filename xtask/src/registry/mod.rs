@@ -14,4 +14,4 @@ pub mod session;
 pub mod token;
 
 pub use copy::{MirrorOptions, Mirrored, Outcome, Pair, Progress, Report, mirror};
-pub use session::{RegistryAccess, Session, uses_plain_http};
+pub use session::{HeldBack, RegistryAccess, Session, uses_plain_http};

@@ -17,9 +17,10 @@ use oci_client::secrets::RegistryAuth;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
+use super::http::Cause;
 use super::http::{Failure, RateLimit};
 use super::manifest::{self, ACCEPTED, Descriptor, OCI_INDEX, sha256_digest};
-use super::retry::{RetryPolicy, is_transient, is_transient_for_manifest_push};
+use super::retry::{Progress, Request, RetryPolicy, Retrying};
 use super::token::{Challenge, Tokens, parse_challenge, repository_scope};
 
 /// How a registry is reached, decided once per run.
@@ -76,16 +77,39 @@ pub struct SessionOptions {
     pub min_pulls_left: u64,
 }
 
+/// How long a read may stall, by default: a minute, far beyond any healthy registry's pause.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Default for SessionOptions {
     fn default() -> Self {
         SessionOptions {
             retry: RetryPolicy::default(),
-            stall_timeout: Duration::from_secs(60),
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
             verbose: false,
             min_pulls_left: 1,
         }
     }
 }
+
+/// No pull started from `host`: it reports fewer pulls left than the session keeps in reserve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldBack {
+    pub host: String,
+    pub limit: RateLimit,
+    pub min_pulls_left: u64,
+}
+
+impl std::fmt::Display for HeldBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (host, limit, reserve) = (&self.host, &self.limit, self.min_pulls_left);
+        write!(
+            f,
+            "held back: {host} reports {limit} (RateLimit-Remaining), fewer than the {reserve} kept in reserve"
+        )
+    }
+}
+
+impl std::error::Error for HeldBack {}
 
 /// The registry, and the token scopes a request needs there.
 pub(super) struct Target {
@@ -164,7 +188,7 @@ impl Session {
         let url = format!("{scheme}://{host}/v2/");
         let what = format!("GET {url}");
         let answer = self
-            .with_retry(&what, is_transient, || async {
+            .with_retry(&what, Request::Any, || async {
                 self.requests.fetch_add(1, Ordering::Relaxed);
                 let response =
                     self.http.get(&url).send().await.map_err(|e| Failure::from_reqwest(&what, &e))?;
@@ -225,38 +249,37 @@ impl Session {
     }
 
     /// Why no new pull should start from `source`'s registry, if its quota is that low.
-    pub fn pulls_held_back(&self, source: &Reference) -> Option<String> {
+    pub fn pulls_held_back(&self, source: &Reference) -> Option<HeldBack> {
         let host = source.resolve_registry();
         let limit = *self.rate_limits.lock().expect("never poisoned").get(host)?;
-        (limit.remaining < self.options.min_pulls_left).then(|| {
-            format!(
-                "held back: {host} reports {limit} (RateLimit-Remaining), fewer than --min-pulls-left {}; \
-                 run again once its window has passed, or log in for a larger quota",
-                self.options.min_pulls_left
-            )
+        (limit.remaining < self.options.min_pulls_left).then(|| HeldBack {
+            host: host.to_string(),
+            limit,
+            min_pulls_left: self.options.min_pulls_left,
         })
     }
 
-    /// `op`, tried again on the failures `worth_retrying` picks; `what` names it in verbose output.
-    pub(super) async fn with_retry<T, F, Fut>(
+    /// `op` under the session's retry policy; `what` names it in verbose output.
+    pub(super) async fn with_retry<T, Fut>(
         &self,
         what: &str,
-        worth_retrying: fn(&Failure) -> bool,
-        op: F,
+        request: Request,
+        op: impl FnMut() -> Fut,
     ) -> Result<T, Failure>
     where
-        F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
     {
         self.trace(what);
-        let attempts = self.options.retry.attempts;
-        let on_retry = |attempt: u32, failure: &Failure, wait: Duration| {
+        let on_retry = |retry: &Retrying<'_>| {
             self.trace(&format!(
-                "retrying {what} in {:.1} s (try {attempt}/{attempts} failed: {failure})",
-                wait.as_secs_f64()
+                "retrying {what} in {:.1} s (try {}/{} failed: {})",
+                retry.wait.as_secs_f64(),
+                retry.tries,
+                retry.attempts,
+                retry.failure
             ));
         };
-        self.options.retry.run(&self.retries, &on_retry, worth_retrying, op).await
+        self.options.retry.run(request, &self.retries, &on_retry, &Progress::default(), op).await
     }
 
     pub(super) fn trace(&self, message: &str) {
@@ -385,13 +408,13 @@ impl Session {
         let mut failure = Failure::from_status(what, status, &headers, &body);
         if failure.is_rate_limited() && self.quota_spent(&target.host) {
             // Docker Hub's pull limit: waiting seconds will not bring back a quota of hours.
-            failure.transient = false;
+            failure.cause = Cause::QuotaSpent;
             failure.message.push_str(" (the registry's pull quota is spent: RateLimit-Remaining is 0)");
         }
         if status == StatusCode::UNAUTHORIZED && reused_token {
             // A token the registry took before: expired or revoked. The next try fetches anew.
             self.tokens.forget(&target.host, &target.scopes);
-            failure.transient = true;
+            failure.cause = Cause::StaleToken;
             failure.message.push_str(" (token no longer accepted: fetching a new one)");
         }
         Err(failure)
@@ -405,7 +428,7 @@ impl Session {
         let url = self.url(reference, &format!("manifests/{}", reference_in_path(reference)))?;
         let what = format!("HEAD manifest {reference}");
         let answer = self
-            .with_retry(&what, is_transient, || async {
+            .with_retry(&what, Request::Any, || async {
                 let request = self.http.head(&url).header(ACCEPT, ACCEPTED.join(", "));
                 let response = self.send(&what, &target, request).await?;
                 Ok(response
@@ -427,8 +450,8 @@ impl Session {
     /// The bytes of a manifest, checked against the digest in `reference`. Each such GET is a
     /// pull to a registry with a quota: none starts once the quota is below the threshold.
     pub async fn manifest(&self, reference: &Reference) -> Result<Bytes> {
-        if let Some(reason) = self.pulls_held_back(reference) {
-            return Err(anyhow!("{reason}"));
+        if let Some(held) = self.pulls_held_back(reference) {
+            return Err(held.into());
         }
         self.manifest_answer(reference)
             .await
@@ -437,8 +460,8 @@ impl Session {
 
     /// The bytes of a manifest, as `manifest`; `None` when the tag or repository does not exist.
     pub async fn manifest_if_any(&self, reference: &Reference) -> Result<Option<Bytes>> {
-        if let Some(reason) = self.pulls_held_back(reference) {
-            return Err(anyhow!("{reason}"));
+        if let Some(held) = self.pulls_held_back(reference) {
+            return Err(held.into());
         }
         match self.manifest_answer(reference).await {
             Ok(bytes) => Ok(Some(bytes)),
@@ -451,7 +474,7 @@ impl Session {
         let target = Target::pull(reference);
         let url = self.url(reference, &format!("manifests/{}", reference_in_path(reference)))?;
         let what = format!("GET manifest {reference}");
-        self.with_retry(&what, is_transient, || async {
+        self.with_retry(&what, Request::Any, || async {
             let request = self.http.get(&url).header(ACCEPT, ACCEPTED.join(", "));
             let response = self.send(&what, &target, request).await?;
             let bytes = within(self.options.stall_timeout, &what, response.bytes())
@@ -460,7 +483,7 @@ impl Session {
             if let Some(expected) = reference.digest()
                 && sha256_digest(&bytes) != expected
             {
-                return Err(Failure::transient(format!("{what}: the bytes do not match the digest")));
+                return Err(Failure::in_flight(format!("{what}: the bytes do not match the digest")));
             }
             Ok(bytes)
         })
@@ -474,7 +497,7 @@ impl Session {
         let url = self.url(repository, &format!("referrers/{digest}"))?;
         let what = format!("GET referrers of {digest} in {repository}");
         let answer = self
-            .with_retry(&what, is_transient, || async {
+            .with_retry(&what, Request::Any, || async {
                 let request = self.http.get(&url).header(ACCEPT, OCI_INDEX);
                 let response = self.send(&what, &target, request).await?;
                 within(self.options.stall_timeout, &what, response.bytes())
@@ -497,7 +520,7 @@ impl Session {
         let url = self.url(repository, &format!("blobs/{digest}"))?;
         let what = format!("HEAD blob {digest} in {repository}");
         let answer =
-            self.with_retry(&what, is_transient, || self.send(&what, &target, self.http.head(&url))).await;
+            self.with_retry(&what, Request::Any, || self.send(&what, &target, self.http.head(&url))).await;
         match answer {
             Ok(_) => Ok(true),
             Err(failure) if failure.is_not_found() => Ok(false),
@@ -525,7 +548,7 @@ impl Session {
             .query(&[("mount", digest), ("from", from_repository)])
             .header(CONTENT_LENGTH, 0);
         let answer = self
-            .with_retry(&what, is_transient, || {
+            .with_retry(&what, Request::Any, || {
                 self.send(&what, &target, request.try_clone().expect("no body"))
             })
             .await;
@@ -538,7 +561,7 @@ impl Session {
         let target = Target::push(reference);
         let url = self.url(reference, &format!("manifests/{}", reference_in_path(reference)))?;
         let what = format!("PUT manifest {reference}");
-        self.with_retry(&what, is_transient_for_manifest_push, || {
+        self.with_retry(&what, Request::ManifestPush, || {
             let request = self.http.put(&url).header(CONTENT_TYPE, media_type).body(bytes.clone());
             self.send(&what, &target, request)
         })
@@ -555,7 +578,7 @@ pub(super) async fn within<T>(
     work: impl std::future::Future<Output = T>,
 ) -> Result<T, Failure> {
     tokio::time::timeout(limit, work).await.map_err(|_| {
-        Failure::transient(format!("{what}: the registry stalled for {} s", limit.as_secs_f64()))
+        Failure::in_flight(format!("{what}: the registry stalled for {} s", limit.as_secs_f64()))
     })
 }
 

@@ -14,8 +14,8 @@ use super::{Ctx, local_registry};
 use crate::lock::{self, Lock};
 use crate::registry::auth::{CredentialSource, DockerConfig, credentials_for};
 use crate::registry::manifest::short_digest as short;
-use crate::registry::retry::RetryPolicy;
-use crate::registry::session::SessionOptions;
+use crate::registry::retry::{DEFAULT_ATTEMPTS, RetryPolicy};
+use crate::registry::session::{DEFAULT_STALL_TIMEOUT, SessionOptions};
 use crate::registry::{self, MirrorOptions, Outcome, Pair, RegistryAccess, Report, Session};
 use crate::runner::sh;
 use crate::thirdparty;
@@ -72,10 +72,10 @@ pub struct VendorArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
     /// Seconds a registry may stall mid-request before the request is given up (and retried)
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = DEFAULT_STALL_TIMEOUT.as_secs_f64())]
     pub timeout: f64,
     /// Tries per request, the first included, on connection errors, timeouts, 408, 429 and 5xx
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    #[arg(long, default_value_t = DEFAULT_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub tries: u32,
     /// Start no new pull from a registry that reports fewer pulls left than this
     /// (`RateLimit-Remaining`, as Docker Hub sends): the rest of its tags are held back
@@ -347,7 +347,7 @@ pub fn vendor(ctx: &Ctx, args: &VendorArgs, pairs: Vec<Pair>, mode: Mode) -> Res
 fn keep_what_was_copied(new: &mut Lock, old: &Lock, pairs: &[Pair], reports: &[Report]) {
     let failed = |pair: &Pair| {
         reports.iter().any(|report| {
-            matches!(report.outcome, Outcome::Failed { .. } | Outcome::HeldBack { .. })
+            matches!(report.outcome, Outcome::Failed { .. } | Outcome::PinGone { .. } | Outcome::HeldBack(_))
                 && report.pair.destination.whole() == pair.destination.whole()
         })
     };
@@ -501,7 +501,17 @@ fn tag_line(report: &Report, dry_run: bool) -> String {
             HumanBytes(*bytes_sent),
             report.elapsed.as_secs_f64()
         ),
-        Outcome::HeldBack { reason } => format!("held back   {pair}: {reason}"),
+        Outcome::HeldBack(held) => format!(
+            "held back   {pair}: {} reports {} (RateLimit-Remaining), fewer than --min-pulls-left {}; \
+             run again once its window has passed, or log in for a larger quota",
+            held.host, held.limit, held.min_pulls_left
+        ),
+        Outcome::PinGone { digest } => format!(
+            "FAILED      {pair}: {digest}, which the lock names, is gone from {}/{} upstream: \
+             run `cargo xtask thirdparty --update` to lock what the tag points at now",
+            report.pair.source.registry(),
+            report.pair.source.repository()
+        ),
         Outcome::Failed { error } => format!("FAILED      {pair}: {error}"),
     }
 }
@@ -536,8 +546,8 @@ impl Summary {
                     summary.copied += 1;
                     summary.bytes += bytes_sent;
                 }
-                Outcome::HeldBack { .. } => summary.held_back += 1,
-                Outcome::Failed { .. } => summary.failed += 1,
+                Outcome::HeldBack(_) => summary.held_back += 1,
+                Outcome::Failed { .. } | Outcome::PinGone { .. } => summary.failed += 1,
             }
         }
         summary

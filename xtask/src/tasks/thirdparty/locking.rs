@@ -89,12 +89,8 @@ pub(super) async fn lock_tags(
                 continue;
             }
             Ok(None) => format!("source {} not found", pair.source),
-            Err(_) if let Some(reason) = session.pulls_held_back(&pair.source) => {
-                unresolved.push(Report {
-                    pair: pair.clone(),
-                    outcome: Outcome::HeldBack { reason },
-                    elapsed,
-                });
+            Err(_) if let Some(held) = session.pulls_held_back(&pair.source) => {
+                unresolved.push(Report { pair: pair.clone(), outcome: Outcome::HeldBack(held), elapsed });
                 continue;
             }
             Err(err) => format!("source {}: {err:#}", pair.source),
