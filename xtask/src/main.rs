@@ -7,8 +7,9 @@ use anyhow::Result;
 use clap::{Args, Command, FromArgMatches, Subcommand};
 
 use xtask::catalog::Catalog;
+use xtask::catalog::Image;
 use xtask::runner::{CommandFailed, Runner};
-use xtask::settings::{self, Settings, SettingsArgs};
+use xtask::settings::{self, Setting, Settings, SettingsArgs, uses};
 use xtask::tasks::bench::{self, Bench, BenchArgs};
 use xtask::tasks::images::BuildArgs;
 use xtask::tasks::local_registry::{self, LocalRegistryArgs};
@@ -71,6 +72,52 @@ enum Task {
     BenchGraph(BenchArgs),
 }
 
+impl Task {
+    /// The settings the task uses: its help lists these (the others are accepted, hidden).
+    fn settings(&self) -> &'static [Setting] {
+        use Setting::*;
+        match self {
+            Task::Info => uses::ALL,
+            Task::BuildxSetup | Task::Prune => uses::BUILDER,
+            Task::BuildxLs | Task::LocalRegistry(_) => &[],
+            Task::Clean | Task::BuildPublishCloudBuilder(_) => uses::IMAGE,
+            Task::StartVm(_) | Task::StopVm | Task::SshVm | Task::SshTunnel(_) => uses::VM,
+            Task::CloudBuild => {
+                &[Env, GcpProject, Registry, DockerRepo, Catalog, TagModifier, AutoStartStop, Refresh]
+            }
+            Task::SeedArm64(_) | Task::SeedArm64DryRun(_) | Task::PublishAll(_) => uses::BUILD,
+            Task::Thirdparty(_) => uses::REPO,
+            Task::Verify(_) => &[Env, GcpProject, Registry, DockerRepo, Catalog, TagModifier, SignKey],
+            Task::Scan(_) => uses::IMAGE,
+            Task::BenchThirdparty(_) | Task::BenchRebuild(_) | Task::BenchGraph(_) => &[],
+        }
+    }
+
+    /// seed-arm64 requires ENV: a default shown there would mislead.
+    fn requires_env(&self) -> bool {
+        matches!(self, Task::SeedArm64(_) | Task::SeedArm64DryRun(_))
+    }
+}
+
+/// The task of each fixed subcommand, as parsed from its name alone (no task requires an
+/// argument; the environment is left out, so that nothing in it can fail the parse).
+fn fixed_tasks() -> Vec<(Command, Task)> {
+    let probe = Task::augment_subcommands(Command::new("probe"))
+        .mut_subcommands(|task| task.mut_args(|arg| arg.env(None::<&str>)));
+    probe
+        .get_subcommands()
+        .map(|command| {
+            let name = command.get_name();
+            let alone = Command::new("probe").subcommand(command.clone());
+            let matches = alone.try_get_matches_from(["probe", name]);
+            let task = matches
+                .and_then(|matches| Task::from_arg_matches(&matches))
+                .unwrap_or_else(|err| panic!("task {name} does not parse from its name alone: {err}"));
+            (command.clone(), task)
+        })
+        .collect()
+}
+
 /// What an image task does with its image.
 #[derive(Clone, Copy)]
 enum ImageAction {
@@ -79,39 +126,67 @@ enum ImageAction {
     Pull,
 }
 
-const IMAGE_ACTIONS: [(&str, ImageAction); 3] = [
-    ("build", ImageAction::Build),
-    ("buildx-publish", ImageAction::BuildxPublish),
-    ("pull", ImageAction::Pull),
-];
+impl ImageAction {
+    const ALL: [ImageAction; 3] = [ImageAction::Build, ImageAction::BuildxPublish, ImageAction::Pull];
 
-fn image_tasks(catalog: &Catalog) -> Vec<Command> {
-    let mut commands = Vec::new();
-    for (task, image) in catalog.task_images() {
+    /// `build` in `build-<image>`.
+    fn prefix(self) -> &'static str {
+        match self {
+            ImageAction::Build => "build",
+            ImageAction::BuildxPublish => "buildx-publish",
+            ImageAction::Pull => "pull",
+        }
+    }
+
+    fn settings(self) -> &'static [Setting] {
+        match self {
+            ImageAction::Build | ImageAction::Pull => uses::IMAGE,
+            ImageAction::BuildxPublish => uses::BUILD,
+        }
+    }
+
+    fn command(self, task: &str, image: &Image) -> Command {
         let (name, what) = (&image.name, &image.description);
-        // `buildx-publish-golang-build` for `buildx-publish-build`: the image's name works too.
-        let named = |command: Command, action: &str| {
-            if name == task { command } else { command.alias(format!("{action}-{name}")) }
-        };
-        commands.extend([
-            named(
-                Command::new(format!("build-{task}"))
-                    .about(format!("Build {name} ({what}) for this machine only, without pushing")),
-                "build",
-            ),
-            named(
-                BuildArgs::augment_args(Command::new(format!("buildx-publish-{task}")).about(format!(
+        let command = Command::new(format!("{}-{task}", self.prefix()));
+        let command =
+            match self {
+                ImageAction::Build => {
+                    command.about(format!("Build {name} ({what}) for this machine only, without pushing"))
+                }
+                ImageAction::BuildxPublish => BuildArgs::augment_args(command.about(format!(
                     "Build {name} ({what}) for $PLATFORMS and push it, unless it is up to date"
                 ))),
-                "buildx-publish",
-            ),
-            named(
-                Command::new(format!("pull-{task}")).about(format!("Pull {name} ({what}) for this machine")),
-                "pull",
-            ),
-        ]);
+                ImageAction::Pull => command.about(format!("Pull {name} ({what}) for this machine")),
+            };
+        // `buildx-publish-golang-build` for `buildx-publish-build`: the image's name works too.
+        if *name == task { command } else { command.alias(format!("{}-{name}", self.prefix())) }
     }
-    commands
+
+    fn run(self, ctx: &Ctx, image: &Image, matches: &clap::ArgMatches) -> Result<()> {
+        match self {
+            ImageAction::Build => images::build(ctx, image),
+            ImageAction::BuildxPublish => {
+                images::buildx_publish(ctx, image, &BuildArgs::from_arg_matches(matches)?)
+            }
+            ImageAction::Pull => images::pull(ctx, image),
+        }
+    }
+}
+
+/// The task a command line names: one of an image (by its task name), or a fixed one.
+enum Chosen {
+    Image(ImageAction, String),
+    Fixed(Task),
+}
+
+fn chosen(catalog: &Catalog, name: &str, matches: &clap::ArgMatches) -> Result<Chosen> {
+    for action in ImageAction::ALL {
+        let task = name.strip_prefix(action.prefix()).and_then(|rest| rest.strip_prefix('-'));
+        if let Some(task) = task.filter(|task| catalog.image_for_task(task).is_some()) {
+            return Ok(Chosen::Image(action, task.to_string()));
+        }
+    }
+    Ok(Chosen::Fixed(Task::from_arg_matches(matches)?))
 }
 
 fn cli(catalog: &Catalog) -> Command {
@@ -119,36 +194,39 @@ fn cli(catalog: &Catalog) -> Command {
         .bin_name("cargo xtask")
         .about("Build multi-architecture Docker images with docker buildx and a native arm64 node")
         .after_help("Run `cargo xtask <task> --help` for a task's own options.");
-    let cli = SettingsArgs::augment_args(cli);
-    let cli = Task::augment_subcommands(cli);
-    let cli = cli.subcommands(image_tasks(catalog));
-    // Sort the task list by name, as `make help` did.
-    let mut names: Vec<String> = cli.get_subcommands().map(|c| c.get_name().to_string()).collect();
-    names.sort();
-    names.iter().enumerate().fold(cli, |cli, (order, name)| {
-        cli.mut_subcommand(name, |task| with_settings(task, name).display_order(order))
-    })
+    let mut tasks: Vec<Command> = fixed_tasks()
+        .into_iter()
+        .map(|(command, task)| {
+            let command = with_settings(command, task.settings());
+            if task.requires_env() {
+                command.mut_arg("env", |arg| {
+                    arg.hide_default_value(true)
+                        .help("Artifact Registry repository to seed: required, no default")
+                })
+            } else {
+                command
+            }
+        })
+        .collect();
+    for (task, image) in catalog.task_images() {
+        tasks.extend(
+            ImageAction::ALL.map(|action| with_settings(action.command(task, image), action.settings())),
+        );
+    }
+    // Sorted by name, as `make help` listed them.
+    tasks.sort_by(|a, b| a.get_name().cmp(b.get_name()));
+    let tasks = tasks.into_iter().enumerate().map(|(order, task)| task.display_order(order));
+    SettingsArgs::augment_args(cli).subcommands(tasks)
 }
 
 /// A task with the settings, its own options first; its help lists only the settings it uses.
-fn with_settings(task: Command, name: &str) -> Command {
-    let settings: Vec<String> = SettingsArgs::augment_args(Command::new("settings"))
+fn with_settings(task: Command, used: &[Setting]) -> Command {
+    let hidden: Vec<String> = SettingsArgs::augment_args(Command::new("settings"))
         .get_arguments()
         .map(|arg| arg.get_id().to_string())
-        .filter(|id| id != "dry_run")
+        .filter(|id| id != "dry_run" && !used.iter().any(|setting| setting.id() == id))
         .collect();
-    let used = settings::settings_of(name);
-    let task = settings
-        .iter()
-        .filter(|id| !used.contains(&id.as_str()))
-        .fold(SettingsArgs::augment_args(task), |task, id| task.mut_arg(id, |arg| arg.hide(true)));
-    if name.starts_with("seed-arm64") {
-        // seed-arm64 requires ENV: a default shown there would mislead.
-        return task.mut_arg("env", |arg| {
-            arg.hide_default_value(true).help("Artifact Registry repository to seed: required, no default")
-        });
-    }
-    task
+    hidden.iter().fold(SettingsArgs::augment_args(task), |task, id| task.mut_arg(id, |arg| arg.hide(true)))
 }
 
 fn main() -> ExitCode {
@@ -180,35 +258,28 @@ fn try_main() -> Result<()> {
         cli.print_help()?;
         return Ok(());
     };
-    let name = name.to_string();
+    let chosen = chosen(&catalog, name, &matches)?;
     let mut settings = Settings::resolve(SettingsArgs::merge(&matches, task_matches)?, &catalog);
     for warning in &settings.warnings {
         eprintln!("warning: {warning}");
     }
     // `info` is what a confused user runs: it shows every setting, the invalid ones marked.
-    if name != "info" {
+    if !matches!(chosen, Chosen::Fixed(Task::Info)) {
         settings.check()?;
     }
     // The Makefile's `seed-arm64-dry-run` target, kept as a task of its own.
-    settings.dry_run |= name == "seed-arm64-dry-run";
+    settings.dry_run |= matches!(chosen, Chosen::Fixed(Task::SeedArm64DryRun(_)));
     let runner = Runner::new(settings.dry_run, root.clone());
     let ctx = Ctx { settings, catalog, runner, root };
 
-    for (prefix, action) in IMAGE_ACTIONS {
-        let Some(task) = name.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('-')) else {
-            continue;
-        };
-        if let Some(image) = ctx.catalog.image_for_task(task) {
-            return match action {
-                ImageAction::Build => images::build(&ctx, image),
-                ImageAction::BuildxPublish => {
-                    images::buildx_publish(&ctx, image, &BuildArgs::from_arg_matches(task_matches)?)
-                }
-                ImageAction::Pull => images::pull(&ctx, image),
-            };
+    let task = match chosen {
+        Chosen::Image(action, task) => {
+            let image = ctx.catalog.image_for_task(&task).expect("chosen from this catalog");
+            return action.run(&ctx, image, task_matches);
         }
-    }
-    match Task::from_arg_matches(&matches)? {
+        Chosen::Fixed(task) => task,
+    };
+    match task {
         Task::Info => info::info(&ctx),
         Task::BuildxSetup => buildx::buildx_setup(&ctx).map(drop),
         Task::BuildxLs => buildx::buildx_ls(&ctx),
@@ -229,5 +300,55 @@ fn try_main() -> Result<()> {
         Task::BenchGraph(args) => bench::bench(&ctx, Bench::Graph, &args),
         Task::Verify(args) => signing::verify(&ctx, &args),
         Task::Scan(args) => scan::scan(&ctx, &args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> Catalog {
+        let path = std::path::Path::new("xtask/tests/fixtures/catalog/images.toml");
+        Catalog::load_from(&xtask::project_root(), path).unwrap()
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        cli(&catalog()).debug_assert();
+    }
+
+    /// Each task's help shows exactly the settings it declares, under every name it has.
+    #[test]
+    fn each_task_shows_the_settings_it_declares() {
+        let cli = cli(&catalog());
+        let shown = |name: &str| -> Vec<String> {
+            let task = cli.find_subcommand(name).unwrap_or_else(|| panic!("no task {name}"));
+            let mut ids: Vec<String> = task
+                .get_arguments()
+                .filter(|arg| {
+                    !arg.is_hide_set() && arg.get_help_heading().is_some_and(|h| h.starts_with("Settings"))
+                })
+                .map(|arg| arg.get_id().to_string())
+                .filter(|id| id != "dry_run")
+                .collect();
+            ids.sort();
+            ids
+        };
+        let ids = |settings: &[Setting]| -> Vec<String> {
+            let mut ids: Vec<String> = settings.iter().map(|s| s.id().to_string()).collect();
+            ids.sort();
+            ids
+        };
+        let fixed = fixed_tasks();
+        assert!(fixed.len() >= 20, "{}", fixed.len());
+        for (command, task) in &fixed {
+            assert_eq!(shown(command.get_name()), ids(task.settings()), "{}", command.get_name());
+        }
+        for (task, _) in catalog().task_images() {
+            for action in ImageAction::ALL {
+                let name = format!("{}-{task}", action.prefix());
+                assert_eq!(shown(&name), ids(action.settings()), "{name}");
+            }
+        }
     }
 }

@@ -140,118 +140,141 @@ fn docker_repo_problem(repo: &str) -> Option<String> {
     ))
 }
 
-/// The settings a task uses, by their argument ids: its `--help` lists only these (the others
-/// are still accepted). `info` uses them all; `--dry-run` goes with every task.
-pub fn settings_of(task: &str) -> &'static [&'static str] {
-    const REPO: &[&str] = &["env", "gcp_project", "registry", "docker_repo", "catalog"];
-    const IMAGE: &[&str] = &["env", "gcp_project", "registry", "docker_repo", "catalog", "tag_modifier"];
-    const BUILD: &[&str] = &[
-        "env",
-        "gcp_project",
-        "registry",
-        "docker_repo",
-        "catalog",
-        "tag_modifier",
-        "platforms",
-        "builder",
-        "multi_context",
-        "refresh",
-        "provenance",
-        "sbom",
-        "sign_key",
-        // With MULTI_CONTEXT=1 the builds start the arm64 VM and open its tunnel when needed.
-        "zone",
-        "arm64_vm",
-        "arm64_user",
-        "arm64_ssh_key",
-        "auto_start_stop",
-    ];
-    const BUILDER: &[&str] =
-        &["env", "gcp_project", "registry", "docker_repo", "platforms", "builder", "multi_context"];
-    const VM: &[&str] = &["gcp_project", "zone", "arm64_vm", "arm64_user", "arm64_ssh_key"];
-    match task {
-        "info" => &[
-            "env",
-            "gcp_project",
-            "zone",
-            "registry",
-            "docker_repo",
-            "platforms",
-            "builder",
-            "arm64_vm",
-            "arm64_user",
-            "arm64_ssh_key",
-            "auto_start_stop",
-            "multi_context",
-            "tag_modifier",
-            "refresh",
-            "provenance",
-            "sbom",
-            "sign_key",
-            "catalog",
-        ],
-        "buildx-setup" | "prune" => BUILDER,
-        "publish-all" | "seed-arm64" | "seed-arm64-dry-run" => BUILD,
-        "thirdparty" => REPO,
-        "verify" => &["env", "gcp_project", "registry", "docker_repo", "catalog", "tag_modifier", "sign_key"],
-        "scan" => &["env", "gcp_project", "registry", "docker_repo", "catalog", "tag_modifier"],
-        "clean" | "build-publish-cloud-builder" => IMAGE,
-        "cloud-build" => &[
-            "env",
-            "gcp_project",
-            "registry",
-            "docker_repo",
-            "catalog",
-            "tag_modifier",
-            "auto_start_stop",
-            "refresh",
-        ],
-        "start-vm" | "stop-vm" | "ssh-vm" | "ssh-tunnel" => VM,
-        _ if task.starts_with("buildx-publish-") => BUILD,
-        _ if task.starts_with("build-") || task.starts_with("pull-") => IMAGE,
-        _ => &[],
+/// A setting of `SettingsArgs`, by which each task declares those it uses (`--dry-run` goes
+/// with every task). Its help lists these; the others are still accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    Env,
+    GcpProject,
+    Zone,
+    Registry,
+    DockerRepo,
+    Platforms,
+    Builder,
+    Arm64Vm,
+    Arm64User,
+    Arm64SshKey,
+    AutoStartStop,
+    MultiContext,
+    TagModifier,
+    Refresh,
+    Catalog,
+    Provenance,
+    Sbom,
+    SignKey,
+}
+
+impl Setting {
+    /// The id of its argument: the name of its field in `SettingsArgs`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Setting::Env => "env",
+            Setting::GcpProject => "gcp_project",
+            Setting::Zone => "zone",
+            Setting::Registry => "registry",
+            Setting::DockerRepo => "docker_repo",
+            Setting::Platforms => "platforms",
+            Setting::Builder => "builder",
+            Setting::Arm64Vm => "arm64_vm",
+            Setting::Arm64User => "arm64_user",
+            Setting::Arm64SshKey => "arm64_ssh_key",
+            Setting::AutoStartStop => "auto_start_stop",
+            Setting::MultiContext => "multi_context",
+            Setting::TagModifier => "tag_modifier",
+            Setting::Refresh => "refresh",
+            Setting::Catalog => "catalog",
+            Setting::Provenance => "provenance",
+            Setting::Sbom => "sbom",
+            Setting::SignKey => "sign_key",
+        }
     }
+}
+
+/// The settings that go together, for the tasks to declare theirs with.
+pub mod uses {
+    use super::Setting::{self, *};
+
+    /// Every setting: what `info` shows.
+    pub const ALL: &[Setting] = &[
+        Env,
+        GcpProject,
+        Zone,
+        Registry,
+        DockerRepo,
+        Platforms,
+        Builder,
+        Arm64Vm,
+        Arm64User,
+        Arm64SshKey,
+        AutoStartStop,
+        MultiContext,
+        TagModifier,
+        Refresh,
+        Provenance,
+        Sbom,
+        SignKey,
+        Catalog,
+    ];
+    /// Where images live: the repository and the catalog.
+    pub const REPO: &[Setting] = &[Env, GcpProject, Registry, DockerRepo, Catalog];
+    /// One image's tags.
+    pub const IMAGE: &[Setting] = &[Env, GcpProject, Registry, DockerRepo, Catalog, TagModifier];
+    /// The builders of each node.
+    pub const BUILDER: &[Setting] =
+        &[Env, GcpProject, Registry, DockerRepo, Platforms, Builder, MultiContext];
+    /// Builds and what they publish; with MULTI_CONTEXT=1 they start the arm64 VM and open its
+    /// tunnel when needed.
+    pub const BUILD: &[Setting] = &[
+        Env,
+        GcpProject,
+        Registry,
+        DockerRepo,
+        Catalog,
+        TagModifier,
+        Platforms,
+        Builder,
+        MultiContext,
+        Refresh,
+        Provenance,
+        Sbom,
+        SignKey,
+        Zone,
+        Arm64Vm,
+        Arm64User,
+        Arm64SshKey,
+        AutoStartStop,
+    ];
+    /// The arm64 VM.
+    pub const VM: &[Setting] = &[GcpProject, Zone, Arm64Vm, Arm64User, Arm64SshKey];
 }
 
 impl SettingsArgs {
     /// The settings of a run: those given after the task, else those given before it (on
-    /// `cargo xtask` itself), else the environment's or the defaults (the same in both).
+    /// `cargo xtask` itself), else the environment's or the defaults (the same in both). The
+    /// flags given are parsed again, together, so that no field is named here.
     pub fn merge(root: &clap::ArgMatches, task: &clap::ArgMatches) -> Result<SettingsArgs, clap::Error> {
         use clap::FromArgMatches;
         use clap::parser::ValueSource::CommandLine;
-        let (before, mut after) =
-            (SettingsArgs::from_arg_matches(root)?, SettingsArgs::from_arg_matches(task)?);
-        macro_rules! before_the_task {
-            ($($field:ident),*) => {$(
-                if task.value_source(stringify!($field)) != Some(CommandLine)
-                    && root.value_source(stringify!($field)) == Some(CommandLine)
-                {
-                    after.$field = before.$field.clone();
-                }
-            )*};
+        let command = SettingsArgs::augment_args(clap::Command::new("settings"));
+        let mut argv: Vec<OsString> = vec!["settings".into()];
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            let Some(given) = [task, root].into_iter().find(|m| m.value_source(id) == Some(CommandLine))
+            else {
+                continue;
+            };
+            let flag = format!("--{}", arg.get_long().expect("every setting has a long flag"));
+            if !arg.get_action().takes_values() {
+                argv.push(flag.into());
+                continue;
+            }
+            for value in given.get_raw(id).into_iter().flatten() {
+                let mut pair = OsString::from(format!("{flag}="));
+                pair.push(value);
+                argv.push(pair);
+            }
         }
-        before_the_task!(
-            env,
-            gcp_project,
-            zone,
-            registry,
-            docker_repo,
-            platforms,
-            builder,
-            arm64_vm,
-            arm64_user,
-            arm64_ssh_key,
-            auto_start_stop,
-            multi_context,
-            tag_modifier,
-            refresh,
-            provenance,
-            sbom,
-            sign_key,
-            catalog,
-            dry_run
-        );
-        Ok(after)
+        SettingsArgs::from_arg_matches(&command.try_get_matches_from(argv)?)
     }
 }
 
@@ -613,5 +636,68 @@ impl Settings {
             .into_iter()
             .flat_map(|(name, value)| ["--build-arg".to_string(), format!("{name}={value}")])
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    /// Every field of `SettingsArgs` (but `--dry-run`) is a `Setting`, once: a new field without
+    /// one would be hidden from every task's help.
+    #[test]
+    fn every_setting_is_declared_once() {
+        let command = SettingsArgs::augment_args(clap::Command::new("settings"));
+        let mut fields: Vec<&str> =
+            command.get_arguments().map(|a| a.get_id().as_str()).filter(|id| *id != "dry_run").collect();
+        let mut declared: Vec<&str> = uses::ALL.iter().map(|s| s.id()).collect();
+        fields.sort();
+        declared.sort();
+        assert_eq!(declared, fields);
+    }
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: SettingsArgs,
+        #[command(subcommand)]
+        task: Sub,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Sub {
+        Task(SettingsArgs),
+    }
+
+    fn merged(args: &[&str]) -> SettingsArgs {
+        let matches = Cli::command().get_matches_from(args);
+        let (_, task) = matches.subcommand().unwrap();
+        let merged = SettingsArgs::merge(&matches, task).unwrap();
+        assert!(Cli::from_arg_matches(&matches).is_ok());
+        merged
+    }
+
+    #[test]
+    fn flags_after_the_task_win_over_flags_before_it() {
+        let s =
+            merged(&["x", "--builder", "a", "--zone", "z", "task", "--builder", "b", "--auto-start-stop"]);
+        assert_eq!((s.builder.as_str(), s.zone.as_str()), ("b", "z"));
+        assert!(s.auto_start_stop);
+        let s = merged(&[
+            "x",
+            "--dry-run",
+            "--multi-context=0",
+            "--vm-key",
+            "/k",
+            "task",
+            "--sign-key",
+            "keyless",
+        ]);
+        assert!(s.dry_run && !s.multi_context);
+        assert_eq!(s.arm64_ssh_key, Some(PathBuf::from("/k")));
+        assert_eq!(s.sign_key.as_deref(), Some("keyless"));
+        let s = merged(&["x", "task", "--platforms", "linux/arm64", "--provenance", "min"]);
+        assert_eq!((s.platforms.as_str(), s.provenance.as_str()), ("linux/arm64", "min"));
     }
 }
