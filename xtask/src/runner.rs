@@ -322,6 +322,21 @@ impl Runner {
         ))
     }
 
+    /// `job` for each of `jobs`, all at once, each on a thread of its own; a dry run does them
+    /// one after another, in order, so that its plan reads top to bottom. Either way the jobs
+    /// and the code that does them are the same: the plan is the run's. The results come in
+    /// the order of `jobs`.
+    pub fn at_once<J: Sync, T: Send>(&self, jobs: &[J], job: impl Fn(&J) -> T + Sync) -> Vec<T> {
+        if self.dry_run {
+            return jobs.iter().map(&job).collect();
+        }
+        let job = &job;
+        std::thread::scope(|scope| {
+            let running: Vec<_> = jobs.iter().map(|each| scope.spawn(move || job(each))).collect();
+            running.into_iter().map(|thread| thread.join().expect("a job panicked")).collect()
+        })
+    }
+
     /// A message for the user: a shell comment in a dry run, so the plan stays pasteable.
     pub fn say(&self, message: &str) {
         if self.dry_run {

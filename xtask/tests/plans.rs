@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_plan, expected, plan, xtask};
+use common::{FakeTools, assert_plan, expected, plan, xtask};
 
 /// The test catalog's folder, where its images' build contexts are.
 const C: &str = common::TEST_CATALOG_DIR;
@@ -702,4 +702,50 @@ fn each_task_help_lists_its_own_options_then_its_settings() {
     // Settings hidden from a task's help still work after it, and before it.
     let plan = plan(&["--vm", "b", "stop-vm"], &[]);
     assert_eq!(plan[0][4], "b");
+}
+
+/// A dry run starts nothing: every task of the list, with a fake on `PATH` for every program the
+/// xtask runs, calls at most the read-only queries a plan depends on (which image store an
+/// engine has, which context is current, whether a container exists).
+#[test]
+fn no_dry_run_starts_anything() {
+    let list = common::stdout(&xtask(&[], &[]));
+    let tasks: Vec<&str> = list
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|task| *task != "help")
+        .collect();
+    assert!(tasks.len() >= 30, "{tasks:?}");
+    let queries = [
+        "docker info",
+        "docker context show",
+        "docker context inspect",
+        "docker container inspect",
+        "docker --context arm_node info",
+        "gcloud auth print-access-token",
+    ];
+    let mut started = Vec::new();
+    for task in tasks {
+        let fake = FakeTools::new();
+        for program in ["skopeo", "docker-registry", "cargo", "crane", "oras"] {
+            fake.add(program);
+        }
+        // (Some fail here, offline or missing a key: what they ran before that counts.)
+        fake.xtask(&[task, "--dry-run"], &[("ENV", "yourname-test")]);
+        for call in fake.calls() {
+            let line = call
+                .iter()
+                .filter(|w| !w.starts_with("DOCKER_BUILDKIT="))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ");
+            if !queries.iter().any(|q| line.starts_with(q)) {
+                started.push(format!("{task} --dry-run ran `{line}`"));
+            }
+        }
+    }
+    assert!(started.is_empty(), "{}", started.join("\n"));
 }

@@ -140,34 +140,17 @@ pub fn publish(ctx: &Ctx, image: &Image, recipe: &Recipe, output: &ImageOutput) 
             ctx.runner.with_lines(output.lines(&format!("{}/{arch}", image.name), Some(watch))),
         )
     };
-    if ctx.runner.is_dry_run() {
-        for build in &builds {
-            ctx.runner.say(&format!("{} on {}:", build.platform, build.node.place()));
-            build_platform(ctx, image, recipe, build, &tag(build))?;
-        }
-    } else {
-        let failures: Vec<(String, anyhow::Error)> = std::thread::scope(|scope| {
-            let running: Vec<_> = builds
-                .iter()
-                .map(|build| {
-                    let (tag, build_ctx) = (tag(build), platform_ctx(build));
-                    scope.spawn(move || {
-                        (build.platform.clone(), build_platform(&build_ctx, image, recipe, build, &tag))
-                    })
-                })
-                .collect();
-            running
-                .into_iter()
-                .map(|r| r.join().expect("a build thread panicked"))
-                .filter_map(|(platform, result)| result.err().map(|e| (platform, e)))
-                .collect()
-        });
-        if let Some((platform, first)) = failures.into_iter().next() {
-            return Err(first.context(format!(
-                "the {platform} build of {} failed, so {reference} was not pushed",
-                image.name
-            )));
-        }
+    let results = ctx.runner.at_once(&builds, |build| {
+        let build_ctx = platform_ctx(build);
+        build_ctx.runner.say(&format!("{} on {}:", build.platform, build.node.place()));
+        build_platform(&build_ctx, image, recipe, build, &tag(build))
+    });
+    let failed = builds.iter().zip(results).find_map(|(build, result)| result.err().map(|e| (build, e)));
+    if let Some((build, first)) = failed {
+        return Err(first.context(format!(
+            "the {} build of {} failed, so {reference} was not pushed",
+            build.platform, image.name
+        )));
     }
     let tags: Vec<String> = builds.iter().map(tag).collect();
     ctx.runner.say(&format!("when every platform succeeded, merge them into {reference}:"));

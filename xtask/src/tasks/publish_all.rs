@@ -151,7 +151,7 @@ pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &Pub
 impl Run<'_> {
     /// Every selected image, then the table; fails when any failed.
     fn all(&self) -> Result<()> {
-        let (ctx, graph, selected, options) = (self.ctx, self.graph, self.selected, self.options);
+        let (ctx, selected, options) = (self.ctx, self.selected, self.options);
         let run = self;
         if let Some(logs) = &options.logs
             && !ctx.runner.is_dry_run()
@@ -165,16 +165,7 @@ impl Run<'_> {
             );
         }
         let started = Instant::now();
-        let rows: Vec<Row> = if ctx.runner.is_dry_run() {
-            let mut done: BTreeMap<String, Row> = BTreeMap::new();
-            for node in graph.nodes.iter().filter(|n| selected.contains(&n.name.as_str())) {
-                let row = run.one_image(node, run.parent_outcomes(node, &done));
-                done.insert(node.name.clone(), row);
-            }
-            order(graph, done)
-        } else {
-            run.in_parallel()
-        };
+        let rows = run.in_parallel();
         if ctx.runner.is_dry_run() {
             return Ok(());
         }
@@ -246,16 +237,27 @@ struct Bases {
 }
 
 impl Run<'_> {
-    /// Every selected image on a thread of its own, each waiting for its selected parents.
+    /// Every selected image on a thread of its own, each waiting for its selected parents. A
+    /// dry run is the same run, one image at a time: each waits for every image before it in
+    /// the graph's order, so that the plan reads top to bottom.
     fn in_parallel(&self) -> Vec<Row> {
         let done: Mutex<BTreeMap<String, Row>> = Mutex::new(BTreeMap::new());
         let changed = Condvar::new();
+        let in_order: Vec<&str> =
+            self.graph.nodes.iter().map(|n| n.name.as_str()).filter(|n| self.selected.contains(n)).collect();
+        let dry_run = self.ctx.runner.is_dry_run();
         std::thread::scope(|scope| {
             for &name in self.selected {
-                let (done, changed) = (&done, &changed);
+                let (done, changed, in_order) = (&done, &changed, &in_order);
                 scope.spawn(move || {
                     let node = self.graph.node(name).expect("a selected image is in the graph");
                     let waiting = |done: &mut BTreeMap<String, Row>| {
+                        if dry_run {
+                            return in_order
+                                .iter()
+                                .take_while(|n| **n != name)
+                                .any(|n| !done.contains_key(*n));
+                        }
                         node.parents
                             .iter()
                             .any(|p| self.selected.contains(&p.name.as_str()) && !done.contains_key(&p.name))

@@ -240,6 +240,13 @@ impl FakeTools {
         FakeTools { dir }
     }
 
+    /// One more faked program, `name`, on the fakes' `PATH`.
+    pub fn add(&self, name: &str) {
+        let path = self.dir.path().join("bin").join(name);
+        std::fs::write(&path, FAKE).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
     pub fn fail(&self, code: i32, prefix: &str) {
         self.append("rules", &format!("{code} {prefix}"));
     }
