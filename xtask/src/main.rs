@@ -99,16 +99,18 @@ impl Task {
     }
 }
 
-/// The task of each fixed subcommand, as parsed from its name alone (no task requires an
-/// argument; the environment is left out, so that nothing in it can fail the parse).
+/// Each fixed subcommand and its task, as parsed from its name alone (no task requires an
+/// argument). The parse leaves the environment out, so that nothing in it can fail it; the
+/// command returned keeps its options' environment variables.
 fn fixed_tasks() -> Vec<(Command, Task)> {
-    let probe = Task::augment_subcommands(Command::new("probe"))
-        .mut_subcommands(|task| task.mut_args(|arg| arg.env(None::<&str>)));
-    probe
+    let commands = Task::augment_subcommands(Command::new("xtask"));
+    let probe = commands.clone().mut_subcommands(|task| task.mut_args(|arg| arg.env(None::<&str>)));
+    commands
         .get_subcommands()
-        .map(|command| {
+        .zip(probe.get_subcommands())
+        .map(|(command, without_env)| {
             let name = command.get_name();
-            let alone = Command::new("probe").subcommand(command.clone());
+            let alone = Command::new("probe").subcommand(without_env.clone());
             let matches = alone.try_get_matches_from(["probe", name]);
             let task = matches
                 .and_then(|matches| Task::from_arg_matches(&matches))
@@ -315,6 +317,27 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         cli(&catalog()).debug_assert();
+    }
+
+    /// A task's own options read the environment as they declare: `GCLOUD_AUTH_REGISTRIES` for
+    /// thirdparty, say, is not lost on the way into the command line.
+    #[test]
+    fn task_options_keep_their_environment_variables() {
+        let cli = cli(&catalog());
+        let declared = Task::augment_subcommands(Command::new("declared"));
+        let mut seen = 0;
+        for task in declared.get_subcommands() {
+            let built = cli.find_subcommand(task.get_name()).expect("every task is on the command line");
+            for arg in task.get_arguments().filter(|arg| arg.get_env().is_some()) {
+                let same = built.get_arguments().find(|b| b.get_id() == arg.get_id()).expect("the option");
+                assert_eq!(same.get_env(), arg.get_env(), "{} --{}", task.get_name(), arg.get_id());
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "some task options read the environment");
+        let thirdparty = cli.find_subcommand("thirdparty").unwrap();
+        let gcloud = thirdparty.get_arguments().find(|a| a.get_id() == "gcloud_auth_registries").unwrap();
+        assert_eq!(gcloud.get_env(), Some(std::ffi::OsStr::new("GCLOUD_AUTH_REGISTRIES")));
     }
 
     /// Each task's help shows exactly the settings it declares, under every name it has.
