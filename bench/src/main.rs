@@ -1,10 +1,12 @@
 //! The benchmarks of the xtask, apart from the tool: `cargo xtask bench-thirdparty`,
-//! `bench-rebuild` and `bench-graph` run this binary (`cargo run --package xtask-bench`), so that
-//! a user's `cargo xtask` compiles none of it. Each one measures the xtask binary named by
-//! `XTASK_BIN` (the one that started it: the dev profile, as users run it) against a named peer,
-//! in the same run, and prints the ratios. It measures processes itself (their CPU time and peak
-//! memory, from `wait4`), which is why it starts them directly, not through the xtask's runner.
+//! `bench-rebuild`, `bench-graph` and `bench-compile` run this binary (`cargo run --package xtask-bench`), so that
+//! a user's `cargo xtask` compiles none of it. Each one measures against a named peer, in the
+//! same run, and prints the ratios: the xtask binary named by `XTASK_BIN` (the one that started
+//! it: the dev profile, as users run it), or for bench-compile the cargo builds of the xtask.
+//! The processes it measures (the xtask under test, skopeo) it starts itself, for their exit
+//! status, CPU time and peak memory (`wait4`); what it sets up goes through the xtask's runner.
 
+mod compile;
 mod graph;
 mod rebuild;
 mod thirdparty;
@@ -30,6 +32,9 @@ enum Bench {
     /// publish-all on a six-image graph (cold, up to date, leaf and root changes) against
     /// rebuilding every image from the caches
     Graph(graph::BenchGraphArgs),
+    /// The pipeline's xtask step, its dependencies prebuilt as in the cloud builder image,
+    /// against a cold `cargo build -p xtask`
+    Compile(compile::BenchCompileArgs),
 }
 
 /// The xtask binary to measure: `XTASK_BIN`, which `cargo xtask bench-…` sets to itself.
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
         Bench::Thirdparty(args) => thirdparty::bench_thirdparty(args),
         Bench::Rebuild(args) => rebuild::bench_rebuild(&runner, args),
         Bench::Graph(args) => graph::bench_graph(&runner, args),
+        Bench::Compile(args) => compile::bench_compile(&runner, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! The build tasks of this repository, behind `cargo xtask`. The binary (`main.rs`) parses the
 //! command line; everything else lives here so that tests and the benchmark can use it too.
 
+pub mod cargo_recipe;
 pub mod catalog;
 pub mod dockerfile;
 pub mod dockerignore;

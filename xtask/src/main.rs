@@ -70,6 +70,9 @@ enum Task {
     /// Benchmark publish-all on a six-image graph (cold, up to date, leaf and root changes) against rebuilding every image from the caches
     #[command(disable_help_flag = true)]
     BenchGraph(BenchArgs),
+    /// Benchmark the pipeline's xtask step (dependencies prebuilt as in the cloud builder) against a cold cargo build
+    #[command(disable_help_flag = true)]
+    BenchCompile(BenchArgs),
 }
 
 impl Task {
@@ -89,7 +92,10 @@ impl Task {
             Task::Thirdparty(_) => uses::REPO,
             Task::Verify(_) => &[Env, GcpProject, Registry, DockerRepo, Catalog, TagModifier, SignKey],
             Task::Scan(_) => uses::IMAGE,
-            Task::BenchThirdparty(_) | Task::BenchRebuild(_) | Task::BenchGraph(_) => &[],
+            Task::BenchThirdparty(_)
+            | Task::BenchRebuild(_)
+            | Task::BenchGraph(_)
+            | Task::BenchCompile(_) => &[],
         }
     }
 
@@ -300,6 +306,7 @@ fn try_main() -> Result<()> {
         Task::BenchThirdparty(args) => bench::bench(&ctx, Bench::Thirdparty, &args),
         Task::BenchRebuild(args) => bench::bench(&ctx, Bench::Rebuild, &args),
         Task::BenchGraph(args) => bench::bench(&ctx, Bench::Graph, &args),
+        Task::BenchCompile(args) => bench::bench(&ctx, Bench::Compile, &args),
         Task::Verify(args) => signing::verify(&ctx, &args),
         Task::Scan(args) => scan::scan(&ctx, &args),
     }

@@ -12,7 +12,24 @@ use serde::Deserialize;
 pub struct Pipeline {
     #[serde(default)]
     pub substitutions: BTreeMap<String, String>,
+    #[serde(default)]
+    pub options: Options,
     pub steps: Vec<Step>,
+}
+
+/// The options every step shares.
+#[derive(Debug, Default, Deserialize)]
+pub struct Options {
+    /// `NAME=VALUE` entries, in every step's environment.
+    #[serde(default)]
+    pub env: Vec<String>,
+}
+
+impl Options {
+    /// The environment as (name, value) pairs.
+    pub fn env_pairs(&self) -> Vec<(String, String)> {
+        self.env.iter().filter_map(|e| e.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect()
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -146,3 +146,46 @@ fn every_step_runs_in_the_cloud_builder_image() {
     let default = &pipeline.substitutions["_CLOUDBUILD_IMAGE"];
     assert!(default.starts_with("us-docker.pkg.dev/${PROJECT_ID}/docker-dev/cloud-builder:"), "{default}");
 }
+
+/// The xtask step starts from the dependencies the cloud builder image compiled: it copies the
+/// target folder the catalog's cloud builder Dockerfile fills, then builds, with the image's own
+/// CARGO_HOME (where those crates' sources are), so that only the xtask crate compiles.
+#[test]
+fn the_xtask_step_starts_from_the_cloud_builders_prebuilt_dependencies() {
+    let root = xtask::project_root();
+    let catalog = xtask::catalog::Catalog::load(&root).unwrap();
+    let dockerfile = std::fs::read_to_string(root.join(catalog.cloud_builder.dockerfile())).unwrap();
+    let prebuilt = dockerfile
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("CARGO_TARGET_DIR="))
+        .expect("the cloud builder compiles the xtask's dependencies into a target folder");
+    assert!(
+        dockerfile.contains("FROM scratch AS xtask-recipe"),
+        "the recipe's stage, which the task's context fills"
+    );
+    // The recipe's commands, in order: the dependencies compiled, then the stub forgotten.
+    let mut rest = dockerfile.as_str();
+    for words in xtask::cargo_recipe::PREBUILD {
+        let command = format!("cargo {}", words.join(" "));
+        let at = rest.find(&command).unwrap_or_else(|| panic!("the cloud builder runs `{command}` next"));
+        rest = &rest[at + command.len()..];
+    }
+
+    let steps = pipeline().steps;
+    let step = steps.iter().find(|s| s.id.as_deref() == Some("xtask")).unwrap();
+    assert_eq!(step.entrypoint.as_deref(), Some("bash"));
+    let script = &step.args[1];
+    assert!(script.contains(&format!("cp -a {prebuilt}/. /workspace/target/")), "{script}");
+    assert!(script.trim_end().ends_with("cargo build --locked --package xtask"), "{script}");
+
+    let text = std::fs::read_to_string(root.join("cloudbuild/pr.yaml")).unwrap();
+    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let env: Vec<&str> =
+        yaml["options"]["env"].as_sequence().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    assert!(env.contains(&"CARGO_TARGET_DIR=/workspace/target"), "{env:?}");
+    assert!(!env.iter().any(|e| e.starts_with("CARGO_HOME=")), "the image's CARGO_HOME: {env:?}");
+    assert!(
+        env.contains(&"CARGO_INCREMENTAL=0"),
+        "one compile from scratch needs no incremental cache: {env:?}"
+    );
+}

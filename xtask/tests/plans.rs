@@ -388,13 +388,25 @@ fn cloud_builder() {
                 vendored("google.com/cloudsdktool/google-cloud-cli:502.0.0-slim")
             ),
             format!(
+                "# the xtask's dependency recipe: the Cargo manifests and Cargo.lock of {}, with stub sources, \
+                 into {WORK}/cloud-builder/xtask-recipe",
+                xtask::project_root().display()
+            ),
+            format!(
                 "DOCKER_BUILDKIT=1 docker build --file {C}/cloud-builder/Dockerfile --pull --platform linux/amd64 \
-                 --build-arg DOCKER_REPO={repo} {args} --tag {repo}/cloud-builder:{tag}{modifier} {C}/cloud-builder"
+                 --build-arg DOCKER_REPO={repo} {args} --build-context xtask-recipe={WORK}/cloud-builder/xtask-recipe \
+                 --tag {repo}/cloud-builder:{tag}{modifier} {C}/cloud-builder"
             ),
             format!("DOCKER_BUILDKIT=1 docker push {repo}/cloud-builder:{tag}{modifier}"),
         ]
     };
-    check_both("build-publish-cloud-builder", &lines(DEV, ""), &lines(PROD, "-arm64-seed"));
+    // The recipe's folder is under the work folder, named here so that the plan can show it; a
+    // dry run writes nothing there.
+    const WORK: &str = "/nonexistent/plan-work";
+    let with_work = |env: &[(&'static str, &'static str)]| [env, &[("CARGO_TARGET_DIR", WORK)]].concat();
+    check("build-publish-cloud-builder", &with_work(&[]), &lines(DEV, ""));
+    check("build-publish-cloud-builder", &with_work(SEED), &lines(PROD, "-arm64-seed"));
+    assert!(!std::path::Path::new(WORK).exists());
 }
 
 #[test]

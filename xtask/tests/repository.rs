@@ -77,11 +77,13 @@ fn references(line: &[String]) -> Vec<String> {
                     .flat_map(|spec| spec.split(','))
                     .filter_map(|part| part.strip_prefix("generator=")),
             ),
-            // `<reference as named>=docker-image://<reference>@<digest>`: both sides.
+            // `<reference as named>=docker-image://<reference>@<digest>`: both sides. A context
+            // from a local folder (the cloud builder's xtask recipe) names no image.
             "--build-context" => {
-                if let Some((named, pinned)) = next.and_then(|c| c.split_once('=')) {
-                    found.push(named);
-                    found.extend(pinned.strip_prefix("docker-image://"));
+                if let Some((named, pinned)) = next.and_then(|c| c.split_once('='))
+                    && let Some(pinned) = pinned.strip_prefix("docker-image://")
+                {
+                    found.extend([named, pinned]);
                 }
             }
             "--cache-from" | "--cache-to" => found.extend(

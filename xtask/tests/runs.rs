@@ -381,11 +381,22 @@ fn the_cloud_builder_is_built_from_what_it_vendors() {
         ],
     );
     let repo = format!("{}/dev", registry.host());
-    let output = fake.xtask(&["build-publish-cloud-builder", "--file", &list], &[("DOCKER_REPO", &repo)]);
+    let work = fake.dir.path().join("work");
+    let work_env = work.display().to_string();
+    let env = [("DOCKER_REPO", repo.as_str()), ("CARGO_TARGET_DIR", work_env.as_str())];
+    let output = fake.xtask(&["build-publish-cloud-builder", "--file", &list], &env);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("thirdparty: 4 tags: 4 copied"), "not alpine: {}", stdout(&output));
     let calls = fake.calls();
     assert_eq!(calls.iter().map(|c| c[2].as_str()).collect::<Vec<_>>(), ["build", "push"], "{calls:?}");
+    // The build got the xtask's dependency recipe: this repository's lock, a stub for its code.
+    let recipe = work.join("cloud-builder/xtask-recipe");
+    assert!(calls[0].contains(&format!("xtask-recipe={}", recipe.display())), "{:?}", calls[0]);
+    let root = xtask::project_root();
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap();
+    assert_eq!(read(&recipe.join("Cargo.lock")), read(&root.join("Cargo.lock")));
+    assert_eq!(read(&recipe.join("xtask/Cargo.toml")), read(&root.join("xtask/Cargo.toml")));
+    assert!(!read(&recipe.join("xtask/src/main.rs")).contains("cargo xtask"), "a stub, not the code");
     xtask_testbed::skopeo_raw(&format!("{repo}/thirdparty/docker/buildx-bin:0.19.3")).unwrap();
 
     // Up to date now; a failing build stops the task with its status, before the push.

@@ -1,4 +1,4 @@
-//! bench-thirdparty, bench-rebuild, bench-graph: thin entries into the benchmarks, which live in
+//! bench-thirdparty, bench-rebuild, bench-graph, bench-compile: thin entries into the benchmarks, which live in
 //! a crate of their own (`bench/`, the `xtask-bench` binary) with the test harness they stand
 //! on, so that a user's `cargo xtask` compiles none of it. Each runs
 //! `cargo run --package xtask-bench -- <bench> <its options>`, through the runner (a dry run
@@ -26,6 +26,7 @@ pub enum Bench {
     Thirdparty,
     Rebuild,
     Graph,
+    Compile,
 }
 
 impl Bench {
@@ -34,6 +35,7 @@ impl Bench {
             Bench::Thirdparty => "thirdparty",
             Bench::Rebuild => "rebuild",
             Bench::Graph => "graph",
+            Bench::Compile => "compile",
         }
     }
 }

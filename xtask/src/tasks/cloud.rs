@@ -1,15 +1,20 @@
 //! build-publish-cloud-builder and cloud-build: the Cloud Build and the image its steps run in.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 
 use super::thirdparty::{self, VendorArgs};
 use super::{Ctx, images, local_registry};
 use xshell::cmd;
 
+use crate::cargo_recipe;
 use crate::runner::sh;
 
 /// build-publish-cloud-builder: vendor what it is built from, then build it for amd64 only,
-/// since it only ever runs inside Cloud Build, and push it.
+/// since it only ever runs inside Cloud Build, and push it. The xtask's dependency recipe goes
+/// in as a build context of its own: the image compiles the dependencies of `Cargo.lock`, so
+/// that the pipeline's xtask step compiles only the xtask crate.
 pub fn build_publish_cloud_builder(ctx: &Ctx, args: &VendorArgs) -> Result<()> {
     let s = &ctx.settings;
     let image = &ctx.catalog.cloud_builder;
@@ -17,12 +22,31 @@ pub fn build_publish_cloud_builder(ctx: &Ctx, args: &VendorArgs) -> Result<()> {
         let needed =
             images::vendored_bases(ctx, image)?.into_iter().map(|base| (base, image.dockerfile())).collect();
         thirdparty::vendor_bases(ctx, args, needed, thirdparty::Mode::Default { whole_list: false })?;
+        let recipe = xtask_recipe(ctx)?;
+        let recipe = format!("{}={}", cargo_recipe::CONTEXT, recipe.display());
         let (sh, dockerfile, build_args, reference, context) =
             (sh(), image.dockerfile(), s.build_args(image), s.image_ref(image), image.context());
         ctx.runner
-            .run(cmd!(sh, "docker build --file {dockerfile} --pull --platform linux/amd64 {build_args...} --tag {reference} {context}"))?;
+            .run(cmd!(sh, "docker build --file {dockerfile} --pull --platform linux/amd64 {build_args...} --build-context {recipe} --tag {reference} {context}"))?;
         ctx.runner.run(cmd!(sh, "docker push {reference}"))
     })
+}
+
+/// Write the xtask's dependency recipe (its manifests and `Cargo.lock`, stub sources) where the
+/// build takes it from; a dry run says what it would write.
+fn xtask_recipe(ctx: &Ctx) -> Result<PathBuf> {
+    let dir = crate::work_dir().join("cloud-builder").join(cargo_recipe::CONTEXT);
+    if ctx.runner.is_dry_run() {
+        ctx.runner.say(&format!(
+            "the xtask's dependency recipe: the Cargo manifests and Cargo.lock of {}, with stub sources, into {}",
+            ctx.root.display(),
+            dir.display()
+        ));
+    } else {
+        let files = cargo_recipe::write(&ctx.root, &ctx.root.join(&dir))?;
+        ctx.runner.say(&format!("the xtask's dependency recipe: {} files in {}", files.len(), dir.display()));
+    }
+    Ok(dir)
 }
 
 /// cloud-build: submit the catalog's pipeline (`cloudbuild/pr.yaml`) with this repository (less `.gcloudignore`).
