@@ -28,8 +28,13 @@ pub struct Options {
 impl Options {
     /// The environment as (name, value) pairs.
     pub fn env_pairs(&self) -> Vec<(String, String)> {
-        self.env.iter().filter_map(|e| e.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect()
+        env_pairs(&self.env)
     }
+}
+
+/// `NAME=VALUE` entries as (name, value) pairs.
+fn env_pairs(env: &[String]) -> Vec<(String, String)> {
+    env.iter().filter_map(|e| e.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,10 +76,7 @@ impl Step {
 
     /// The step's environment as (name, value) pairs.
     pub fn env_pairs(&self) -> Vec<(String, String)> {
-        self.env
-            .iter()
-            .filter_map(|entry| entry.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-            .collect()
+        env_pairs(&self.env)
     }
 }
 
