@@ -48,10 +48,9 @@ pub fn bench_compile(runner: &Runner, args: &BenchCompileArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let root = xtask::project_root();
     let workspace = root.join("Cargo.toml");
-    let settings = pipeline_cargo_settings(&root)?;
-    let shown: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let env = &pipeline_cargo_settings(&root)?;
+    let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("bench-compile: every build with the pipeline's cargo settings: {}", shown.join(" "));
-    let env = &settings;
 
     println!("bench-compile: a cold build of the xtask");
     let cold = build(runner, env, &workspace, &dir.join("cold"))?;
@@ -92,7 +91,7 @@ pub fn bench_compile(runner: &Runner, args: &BenchCompileArgs) -> Result<()> {
 }
 
 /// The cargo settings every step of the pipeline has (`options.env`), but for where things go.
-fn pipeline_cargo_settings(root: &Path) -> Result<Vec<(String, String)>> {
+fn pipeline_cargo_settings(root: &Path) -> Result<Env> {
     let pipeline = xtask::pipeline::Pipeline::load(root, Path::new("cloudbuild/pr.yaml"))?;
     Ok(pipeline
         .options
@@ -104,24 +103,10 @@ fn pipeline_cargo_settings(root: &Path) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
-/// `cargo build --locked --package xtask` of the workspace at `manifest`, into `target`.
+/// `cargo build --locked --package xtask` (the first of `PREBUILD`, which the pipeline's step
+/// runs too) of the workspace at `manifest`, into `target`.
 fn build(runner: &Runner, env: &Env, manifest: &Path, target: &Path) -> Result<Build> {
-    let sh = sh();
-    let started = Instant::now();
-    let messages = runner.query(
-        cmd!(
-            sh,
-            "cargo build --locked --package xtask --message-format json --manifest-path {manifest} --target-dir {target}"
-        )
-        .envs(env.iter().cloned()),
-        None,
-    )?;
-    Ok(Build { took: started.elapsed(), compiled: compiled_packages(&messages) })
-}
-
-/// The cloud builder's part: `xtask::cargo_recipe::PREBUILD` in the recipe at `manifest`.
-fn prebuild(runner: &Runner, env: &Env, manifest: &Path, target: &Path) -> Result<Build> {
-    let [compile, forget_the_stub] = xtask::cargo_recipe::PREBUILD;
+    let [compile, _] = xtask::cargo_recipe::PREBUILD;
     let sh = sh();
     let started = Instant::now();
     let messages = runner.query(
@@ -129,11 +114,21 @@ fn prebuild(runner: &Runner, env: &Env, manifest: &Path, target: &Path) -> Resul
             .envs(env.iter().cloned()),
         None,
     )?;
+    Ok(Build { took: started.elapsed(), compiled: compiled_packages(&messages) })
+}
+
+/// The cloud builder's part: `xtask::cargo_recipe::PREBUILD` in the recipe at `manifest`: the
+/// build, then the stub forgotten.
+fn prebuild(runner: &Runner, env: &Env, manifest: &Path, target: &Path) -> Result<Build> {
+    let [_, forget_the_stub] = xtask::cargo_recipe::PREBUILD;
+    let started = Instant::now();
+    let compiled = build(runner, env, manifest, target)?.compiled;
+    let sh = sh();
     runner.run(
         cmd!(sh, "cargo {forget_the_stub...} --manifest-path {manifest} --target-dir {target}")
             .envs(env.iter().cloned()),
     )?;
-    Ok(Build { took: started.elapsed(), compiled: compiled_packages(&messages) })
+    Ok(Build { took: started.elapsed(), compiled })
 }
 
 /// The packages cargo compiled (not found fresh), from its JSON messages.
