@@ -178,10 +178,8 @@ fn the_xtask_step_starts_from_the_cloud_builders_prebuilt_dependencies() {
     assert!(script.contains(&format!("cp -a {prebuilt}/. /workspace/target/")), "{script}");
     assert!(script.trim_end().ends_with("cargo build --locked --package xtask"), "{script}");
 
-    let text = std::fs::read_to_string(root.join("cloudbuild/pr.yaml")).unwrap();
-    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
-    let env: Vec<&str> =
-        yaml["options"]["env"].as_sequence().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    let options = pipeline().options;
+    let env: Vec<&str> = options.env.iter().map(String::as_str).collect();
     assert!(env.contains(&"CARGO_TARGET_DIR=/workspace/target"), "{env:?}");
     assert!(!env.iter().any(|e| e.starts_with("CARGO_HOME=")), "the image's CARGO_HOME: {env:?}");
     assert!(
