@@ -106,7 +106,8 @@ fn packages(root: &Path) -> Result<BTreeSet<PathBuf>> {
         }
         let table = read_manifest(&root.join(&package).join("Cargo.toml"))?;
         for path in path_dependencies(&table) {
-            let dependency = normalize(&package.join(path));
+            // `a/../b` as `b`: a package reached by two paths is one package.
+            let dependency = crate::normalize(&package.join(path));
             if dependency.components().next() == Some(Component::ParentDir) {
                 bail!(
                     "{} depends on {} by path, outside the workspace: the recipe cannot carry it",
@@ -140,21 +141,6 @@ fn path_dependencies(manifest: &toml::Table) -> Vec<String> {
         .flat_map(|table| table.values())
         .filter_map(|dependency| dependency.get("path").and_then(|p| p.as_str()).map(str::to_string))
         .collect()
-}
-
-/// `a/../b` as `b`, so that a package reached by two paths is one package.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::ParentDir if out.file_name().is_some() => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -4,7 +4,9 @@
 //! e.g. the end-to-end tests' own) brings its own.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+
+use crate::normalize;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -152,21 +154,6 @@ impl Catalog {
 fn relative_to(root: &Path, path: &Path) -> PathBuf {
     let path = normalize(path);
     path.strip_prefix(normalize(root)).map(Path::to_path_buf).unwrap_or(path)
-}
-
-/// `a/b/../c` → `a/c`, without asking the file system (the path may not exist yet).
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir if out.file_name().is_some() => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ pub mod settings;
 pub mod tasks;
 pub mod thirdparty;
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// Where the xtask keeps what it writes (BuildKit and registry configs, logs, the local
 /// registry's data): `$CARGO_TARGET_DIR` when set, as for cargo's own output, else `target`.
@@ -31,4 +31,19 @@ pub fn work_dir() -> PathBuf {
 /// The repository root, where `cargo xtask` runs every command.
 pub fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the repository root").to_path_buf()
+}
+
+/// `a/b/../c` → `a/c`, without asking the file system (the path may not exist yet).
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
