@@ -143,10 +143,18 @@ pub(crate) fn run_xtask(args: &[&str], catalog: &str, repo: &str, log: &Path) ->
     let elapsed = started.elapsed();
     if !status.success() {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        let lines: Vec<&str> = text.lines().collect();
+        // The builds' lines interleave, so a failed build's cause is rarely among the last ones:
+        // its errors and the report of what failed come first.
+        let errors: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|line| ["ERROR", "FAILED", "error:"].iter().any(|mark| line.contains(mark)))
+            .collect();
         bail!(
-            "{task} failed ({status}); the end of its output:\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            "{task} failed ({status}); its errors:\n{}\nthe end of its output:\n{}",
+            errors.join("\n"),
+            lines[lines.len().saturating_sub(20)..].join("\n")
         );
     }
     Ok(elapsed)

@@ -341,12 +341,30 @@ impl Setup {
         let output = self.xtask(args, more_env);
         assert!(
             output.status.success(),
-            "{args:?} failed:\n{}\n{}\nthe destination registry's errors:\n{}",
+            "{args:?} failed:\n{}\n{}\nthe destination registry's errors:\n{}\n{}",
             stdout(&output),
             stderr(&output),
-            self.destination.errors()
+            self.destination.errors(),
+            self.log_tails()
         );
         output
+    }
+
+    /// The last lines of every build log under `logs()`: a failed build's cause is there, and the
+    /// folder goes with the test.
+    fn log_tails(&self) -> String {
+        let Ok(entries) = std::fs::read_dir(self.logs()) else { return String::new() };
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|entry| entry.path()).collect();
+        paths.sort();
+        let mut tails = String::new();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            tails +=
+                &format!("--- the last {} lines of {}:\n{}\n", tail.len(), path.display(), tail.join("\n"));
+        }
+        tails
     }
 
     pub fn logs(&self) -> String {
