@@ -106,6 +106,11 @@ impl fmt::Display for CommandFailed {
 
 impl std::error::Error for CommandFailed {}
 
+/// How long `run_retrying` waits before each try after the first: a registry's 5xx and an
+/// engine's internal race pass within seconds, and a build that runs again is mostly cache hits.
+pub const RETRY_WAITS: [std::time::Duration; 2] =
+    [std::time::Duration::from_secs(1), std::time::Duration::from_secs(4)];
+
 /// Sees each line of a command's output.
 pub type Watch = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -166,11 +171,53 @@ impl Runner {
         if self.print_if_dry(&cmd) {
             return Ok(());
         }
-        let expression = self.start(&cmd)?;
-        let Some(lines) = &self.lines else {
-            return check(&cmd, self.finished(&cmd, expression.run())?.status);
-        };
-        let reader = expression
+        if self.lines.is_none() {
+            // Straight to the terminal: progress bars and prompts work.
+            return check(&cmd, self.finished(&cmd, self.start(&cmd)?.run())?.status);
+        }
+        self.stream(&cmd, &mut |_| {})
+    }
+
+    /// Run `cmd` as `run` does, and when it fails for a cause that passes (`transient` names
+    /// one in a line of its output: a registry's 503, say), run it again: at most
+    /// `RETRY_WAITS.len()` more times, waiting that long first. Any other failure is final at
+    /// once. Only for commands that may run twice: a build that pushes, a merge.
+    pub fn run_retrying(
+        &self,
+        cmd: impl Into<Cmd>,
+        transient: impl Fn(&str) -> Option<String>,
+    ) -> Result<()> {
+        let cmd = cmd.into();
+        if self.print_if_dry(&cmd) {
+            return Ok(());
+        }
+        let mut tries = 1;
+        loop {
+            let mut cause = None;
+            let result = self.stream(&cmd, &mut |line| {
+                if cause.is_none() {
+                    cause = transient(line);
+                }
+            });
+            let Err(err) = result else { return Ok(()) };
+            let (Some(cause), Some(wait)) = (cause, RETRY_WAITS.get(tries - 1)) else {
+                return Err(if tries > 1 { err.context(format!("tried {tries} times")) } else { err });
+            };
+            self.log_line(&format!(
+                "a failure that passes ({cause}): trying again in {} s, try {} of {}",
+                wait.as_secs_f64(),
+                tries + 1,
+                RETRY_WAITS.len() + 1
+            ));
+            std::thread::sleep(*wait);
+            tries += 1;
+        }
+    }
+
+    /// Run `cmd`, each line of its output through `lines` (or to stderr) and `see`.
+    fn stream(&self, cmd: &Cmd, see: &mut dyn FnMut(&str)) -> Result<()> {
+        let reader = self
+            .start(cmd)?
             .stdin_null()
             .stderr_to_stdout()
             .reader()
@@ -185,10 +232,16 @@ impl Runner {
             if read == 0 {
                 break;
             }
-            lines.line(String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']));
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end_matches(['\n', '\r']);
+            match &self.lines {
+                Some(lines) => lines.line(text),
+                None => eprintln!("{text}"),
+            }
+            see(text);
         }
         let output = reader.try_wait().with_context(|| format!("waiting for `{cmd}`"))?;
-        check(&cmd, output.expect("the output ended, so the command did").status)
+        check(cmd, output.expect("the output ended, so the command did").status)
     }
 
     /// Run `cmd` and return its standard output (none in a dry run, which only shows it).

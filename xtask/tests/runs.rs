@@ -164,6 +164,47 @@ fn a_failing_platform_fails_the_task_and_nothing_is_merged() {
         "{calls:?}"
     );
     assert!(!calls.iter().any(|c| c.get(3).map(String::as_str) == Some("imagetools")), "{calls:?}");
+    // The build's own failure is final: it was not tried again.
+    assert_eq!(platform_calls(&calls, "linux/arm64").len(), 1, "{calls:?}");
+}
+
+/// A registry's 500 passes: the build that met it runs again, after a wait, and the image is
+/// merged. Each try is logged with its cause.
+#[test]
+fn a_build_that_meets_a_registry_500_is_tried_again() {
+    let fake = FakeTools::new();
+    let arm64 = format!("docker buildx build --file {C}/runtime/Dockerfile --platform linux/arm64");
+    let error = "ERROR: unexpected status from HEAD request to http://r/v2/runtime/manifests/1-arm64: 500 Internal Server Error";
+    fake.answer(&arm64, 1, error);
+    let output = fake.xtask(&["buildx-publish-runtime"], &[]);
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert!(
+        err.contains("a failure that passes (the registry answered 500 Internal Server Error): trying again in 1 s, try 2 of 3"),
+        "{err}"
+    );
+    let calls = fake.calls();
+    assert_eq!(platform_calls(&calls, "linux/arm64").len(), 2, "{calls:?}");
+    assert_eq!(platform_calls(&calls, "linux/amd64").len(), 1, "{calls:?}");
+    assert_eq!(calls.last().unwrap()[2..5], ["buildx", "imagetools", "create"], "{calls:?}");
+}
+
+/// A cause that keeps coming back is tried three times in all, then fails the task with the
+/// build's exit status.
+#[test]
+fn a_registry_that_keeps_failing_fails_the_build_after_three_tries() {
+    let fake = FakeTools::new();
+    let arm64 = format!("docker buildx build --file {C}/runtime/Dockerfile --platform linux/arm64");
+    for _ in 0..3 {
+        fake.answer(&arm64, 7, "ERROR: failed to push: 503 Service Unavailable");
+    }
+    let output = fake.xtask(&["buildx-publish-runtime"], &[]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(7), "{err}");
+    assert!(err.contains("tried 3 times: command failed with exit status 7"), "{err}");
+    let calls = fake.calls();
+    assert_eq!(platform_calls(&calls, "linux/arm64").len(), 3, "{calls:?}");
+    assert!(!calls.iter().any(|c| c.get(3).map(String::as_str) == Some("imagetools")), "{calls:?}");
 }
 
 #[test]

@@ -167,10 +167,13 @@ pub fn publish(ctx: &Ctx, image: &Image, recipe: &Recipe, output: &ImageOutput) 
         })
         .collect();
     let (sh, on, builder) = (sh(), &nodes[0].context_flag(), &nodes[0].builder.name);
-    ctx.runner.run(cmd!(
-        sh,
-        "docker {on...} buildx imagetools create --builder {builder} {annotations...} --tag {reference} {tags...}"
-    ))
+    ctx.runner.run_retrying(
+        cmd!(
+            sh,
+            "docker {on...} buildx imagetools create --builder {builder} {annotations...} --tag {reference} {tags...}"
+        ),
+        passing_failure,
+    )
 }
 
 /// One platform of an image, on the node that builds it.
@@ -184,7 +187,7 @@ struct PlatformBuild<'a> {
 fn build_platform(ctx: &Ctx, image: &Image, recipe: &Recipe, build: &PlatformBuild, tag: &str) -> Result<()> {
     let full = buildx_build_cmd(ctx, image, recipe, build.node, build.platform, tag);
     if !(image.split_build && ctx.settings.in_cloud_build) {
-        return ctx.runner.run(&full);
+        return ctx.runner.run_retrying(&full, passing_failure);
     }
     // Cloud Build mints the registry token when the builder starts and it expires after an hour,
     // so a long build fails at its push. Build first without pushing (the results stay in the
@@ -192,10 +195,47 @@ fn build_platform(ctx: &Ctx, image: &Image, recipe: &Recipe, build: &PlatformBui
     // quick, and the push gets the new token.
     ctx.runner.say("split build: build without pushing, restart the builder, then build and push");
     let build_only = full.clone().without("--push", false).without("--cache-to", true);
-    ctx.runner.run(&build_only)?;
+    ctx.runner.run_retrying(&build_only, passing_failure)?;
     let (sh, on, builder) = (sh(), &build.node.context_flag(), &build.node.builder.name);
     ctx.runner.run(cmd!(sh, "docker {on...} buildx stop {builder}"))?;
-    ctx.runner.run(&full)
+    ctx.runner.run_retrying(&full, passing_failure)
+}
+
+/// Why a build or a merge failed, when that cause passes and another try may succeed: buildx's
+/// last line (`ERROR: …`) names a registry's 5xx or 429, a broken connection, a manifest refused
+/// for blobs the registry does not see yet, or the engine's snapshot race (concurrent builds on
+/// the containerd image store lose a snapshot: moby/buildkit#6977). The registry of the tests
+/// (Distribution 2.8) answers 500 now and then while the other platform pushes into the same
+/// repository: it writes its link files in place, so a read between the truncate and the write
+/// finds "invalid checksum digest format". A failing `RUN` step, or any other answer, is the
+/// build's own and final.
+pub fn passing_failure(line: &str) -> Option<String> {
+    let error = line.strip_prefix("ERROR: ")?;
+    if error.contains("did not complete successfully") {
+        return None;
+    }
+    const STATUSES: [&str; 5] = [
+        "500 Internal Server Error",
+        "502 Bad Gateway",
+        "503 Service Unavailable",
+        "504 Gateway Timeout",
+        "429 Too Many Requests",
+    ];
+    const BROKEN: [&str; 3] = ["connection reset by peer", "i/o timeout", "TLS handshake timeout"];
+    if let Some(status) = STATUSES.iter().find(|status| error.contains(*status)) {
+        return Some(format!("the registry answered {status}"));
+    }
+    if let Some(broken) = BROKEN.iter().find(|broken| error.contains(*broken)) {
+        return Some(format!("the connection to the registry broke: {broken}"));
+    }
+    // BuildKit sends a manifest only after its blobs; a 400 for it is a registry that does not
+    // see them yet (Distribution's "manifest blob unknown" after the race above).
+    if error.contains("PUT request to") && error.contains("/manifests/") && error.contains("400 Bad Request")
+    {
+        return Some("the registry refused a manifest whose blobs it was just sent".to_string());
+    }
+    (error.contains("snapshot") && error.contains("does not exist: not found"))
+        .then(|| "the engine lost a snapshot to a concurrent build".to_string())
 }
 
 fn buildx_build_cmd(
@@ -359,5 +399,47 @@ mod tests {
         // The same ids on the other platform are other steps.
         arm64("#7 [linux/arm64 1/3] RUN uname -m");
         assert_eq!(steps.counts(), (1, 3));
+    }
+
+    #[test]
+    fn only_failures_that_pass_are_tried_again() {
+        // Lines as buildx printed them here (the first from a failed graph test).
+        let passing = [
+            (
+                "ERROR: unexpected status from HEAD request to http://127.0.0.1:35051/v2/local/top/manifests/1-amd64: 500 Internal Server Error",
+                "the registry answered 500 Internal Server Error",
+            ),
+            (
+                "ERROR: failed to push r/a:1: unexpected status from PUT request to https://r/v2/a/blobs/uploads/x: 503 Service Unavailable",
+                "the registry answered 503 Service Unavailable",
+            ),
+            (
+                "ERROR: failed to solve: failed to do request: Head \"https://r/v2/a/manifests/1\": read tcp 10.0.0.2:443: read: connection reset by peer",
+                "the connection to the registry broke: connection reset by peer",
+            ),
+            (
+                "ERROR: failed to solve: failed to push 127.0.0.1:40385/local/left:1-amd64: failed commit on ref \"manifest-sha256:d95b\": unexpected status from PUT request to http://127.0.0.1:40385/v2/local/left/manifests/sha256:d95b: 400 Bad Request",
+                "the registry refused a manifest whose blobs it was just sent",
+            ),
+            (
+                "ERROR: failed to solve: failed to prepare extraction snapshot \"extract-1\": parent snapshot sha256:ab does not exist: not found",
+                "the engine lost a snapshot to a concurrent build",
+            ),
+        ];
+        for (line, cause) in passing {
+            assert_eq!(passing_failure(line).as_deref(), Some(cause), "{line}");
+        }
+        for line in [
+            // The build's own failure, even when its output mentions a 500.
+            "ERROR: failed to solve: process \"/bin/sh -c curl -f https://x # 500 Internal Server Error\" did not complete successfully: exit code: 22",
+            "ERROR: failed to solve: r/base:1: not found",
+            "ERROR: unexpected status from HEAD request to https://r/v2/a/manifests/1: 401 Unauthorized",
+            "ERROR: failed to solve: failed to push r/a:1: unexpected status from PUT request to https://r/v2/a/blobs/uploads/x: 400 Bad Request",
+            // A step's line, or the output of a RUN, is not buildx's verdict.
+            "#13 ERROR: unexpected status from HEAD request to http://r/v2/a/manifests/1: 500 Internal Server Error",
+            "#9 0.312 wget: server returned error: HTTP/1.1 503 Service Unavailable",
+        ] {
+            assert_eq!(passing_failure(line), None, "{line}");
+        }
     }
 }
