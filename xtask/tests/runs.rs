@@ -196,7 +196,11 @@ fn a_registry_that_keeps_failing_fails_the_build_after_three_tries() {
     let fake = FakeTools::new();
     let arm64 = format!("docker buildx build --file {C}/runtime/Dockerfile --platform linux/arm64");
     for _ in 0..3 {
-        fake.answer(&arm64, 7, "ERROR: failed to push: 503 Service Unavailable");
+        fake.answer(
+            &arm64,
+            7,
+            "ERROR: failed to push r/runtime:3.15-arm64: unexpected status: 503 Service Unavailable",
+        );
     }
     let output = fake.xtask(&["buildx-publish-runtime"], &[]);
     let err = stderr(&output);

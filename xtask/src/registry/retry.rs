@@ -57,6 +57,12 @@ pub enum Request {
     ManifestPush,
 }
 
+/// Whether an HTTP status says the registry is busy or broken for now (a timeout, throttling, a
+/// 5xx), not that the request is wrong: the rule for registry answers, here and for buildx's.
+pub fn is_busy_status(code: u16) -> bool {
+    code == 408 || code == 429 || (500..600).contains(&code)
+}
+
 /// Whether another try of `request` could succeed after `failure`: the one rule.
 pub fn is_transient(failure: &Failure, request: Request) -> bool {
     if failure.gave_up {
@@ -67,7 +73,7 @@ pub fn is_transient(failure: &Failure, request: Request) -> bool {
         Cause::QuotaSpent | Cause::Fatal => false,
         Cause::Answered => {
             let code = failure.status.unwrap_or(0);
-            let busy = code == 408 || failure.is_rate_limited() || (500..600).contains(&code);
+            let busy = is_busy_status(code) || failure.is_rate_limited();
             let racing = request == Request::ManifestPush
                 && code == 400
                 && failure.codes.iter().any(|c| {

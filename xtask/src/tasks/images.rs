@@ -202,7 +202,7 @@ fn build_platform(ctx: &Ctx, image: &Image, recipe: &Recipe, build: &PlatformBui
 }
 
 /// Why a build or a merge failed, when that cause passes and another try may succeed: buildx's
-/// last line (`ERROR: …`) names a registry's 5xx or 429, a broken connection, a manifest refused
+/// last line (`ERROR: …`) names a registry's 408, 429 or 5xx, a broken connection, a manifest refused
 /// for blobs the registry does not see yet, or the engine's snapshot race (concurrent builds on
 /// the containerd image store lose a snapshot: moby/buildkit#6977). The registry of the tests
 /// (Distribution 2.8) answers 500 now and then while the other platform pushes into the same
@@ -214,28 +214,36 @@ pub fn passing_failure(line: &str) -> Option<String> {
     if error.contains("did not complete successfully") {
         return None;
     }
-    const STATUSES: [&str; 5] = [
-        "500 Internal Server Error",
-        "502 Bad Gateway",
-        "503 Service Unavailable",
-        "504 Gateway Timeout",
-        "429 Too Many Requests",
-    ];
-    const BROKEN: [&str; 3] = ["connection reset by peer", "i/o timeout", "TLS handshake timeout"];
-    if let Some(status) = STATUSES.iter().find(|status| error.contains(*status)) {
-        return Some(format!("the registry answered {status}"));
+    if let Some((code, status)) = answered_status(error) {
+        if crate::registry::retry::is_busy_status(code) {
+            return Some(format!("the registry answered {status}"));
+        }
+        // BuildKit sends a manifest only after its blobs; a 400 for it is a registry that does
+        // not see them yet (Distribution's "manifest blob unknown" after the race above). buildx
+        // does not show the error code that the registry code's own rule reads.
+        let manifest_push = error.contains("PUT request to") && error.contains("/manifests/");
+        return (code == 400 && manifest_push)
+            .then(|| "the registry refused a manifest whose blobs it was just sent".to_string());
     }
+    const BROKEN: [&str; 3] = ["connection reset by peer", "i/o timeout", "TLS handshake timeout"];
     if let Some(broken) = BROKEN.iter().find(|broken| error.contains(*broken)) {
         return Some(format!("the connection to the registry broke: {broken}"));
     }
-    // BuildKit sends a manifest only after its blobs; a 400 for it is a registry that does not
-    // see them yet (Distribution's "manifest blob unknown" after the race above).
-    if error.contains("PUT request to") && error.contains("/manifests/") && error.contains("400 Bad Request")
-    {
-        return Some("the registry refused a manifest whose blobs it was just sent".to_string());
-    }
     (error.contains("snapshot") && error.contains("does not exist: not found"))
         .then(|| "the engine lost a snapshot to a concurrent build".to_string())
+}
+
+/// The HTTP status in containerd's `unexpected status[ from <method> request to <url>]: <code>
+/// <text>`, as its code and `<code> <text>`.
+fn answered_status(error: &str) -> Option<(u16, &str)> {
+    let (_, rest) = error.split_once("unexpected status")?;
+    rest.match_indices(": ").find_map(|(at, _)| {
+        let status = &rest[at + 2..];
+        let code = status
+            .get(..3)
+            .filter(|code| code.bytes().all(|b| b.is_ascii_digit()) && status[3..].starts_with(' '))?;
+        Some((code.parse().ok()?, status.trim_end()))
+    })
 }
 
 fn buildx_build_cmd(
@@ -414,6 +422,14 @@ mod tests {
                 "the registry answered 503 Service Unavailable",
             ),
             (
+                "ERROR: failed to solve: r/base:1: failed to resolve source metadata for r/base:1: unexpected status code https://r/v2/base/manifests/1: 502 Bad Gateway",
+                "the registry answered 502 Bad Gateway",
+            ),
+            (
+                "ERROR: failed to solve: failed to copy: unexpected status: 408 Request Timeout",
+                "the registry answered 408 Request Timeout",
+            ),
+            (
                 "ERROR: failed to solve: failed to do request: Head \"https://r/v2/a/manifests/1\": read tcp 10.0.0.2:443: read: connection reset by peer",
                 "the connection to the registry broke: connection reset by peer",
             ),
@@ -434,6 +450,7 @@ mod tests {
             "ERROR: failed to solve: process \"/bin/sh -c curl -f https://x # 500 Internal Server Error\" did not complete successfully: exit code: 22",
             "ERROR: failed to solve: r/base:1: not found",
             "ERROR: unexpected status from HEAD request to https://r/v2/a/manifests/1: 401 Unauthorized",
+            "ERROR: failed to solve: unexpected status: 404 Not Found",
             "ERROR: failed to solve: failed to push r/a:1: unexpected status from PUT request to https://r/v2/a/blobs/uploads/x: 400 Bad Request",
             // A step's line, or the output of a RUN, is not buildx's verdict.
             "#13 ERROR: unexpected status from HEAD request to http://r/v2/a/manifests/1: 500 Internal Server Error",
