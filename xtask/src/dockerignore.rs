@@ -78,6 +78,13 @@ fn matches_or_parent_matches(glob: &[char], path: &str) -> bool {
     path.iter().enumerate().any(|(at, c)| *c == '/' && matches(glob, &path[..at]))
 }
 
+/// The whole of `path` matches the pattern `glob`, with the rules above (`*` stops at `/`,
+/// `**/` is any number of folders): for `.gcloudignore` too, whose globs are gitignore's.
+pub fn glob_matches(glob: &str, path: &str) -> bool {
+    let (glob, path): (Vec<char>, Vec<char>) = (glob.chars().collect(), path.chars().collect());
+    matches(&glob, &path)
+}
+
 /// The whole of `text` matches `glob`.
 fn matches(glob: &[char], text: &[char]) -> bool {
     match glob {

@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: the build tasks of this repository, one subcommand each, with the names
 //! of the Makefile they replace. This file only parses the command line and dispatches.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -8,9 +9,10 @@ use clap::{Args, Command, FromArgMatches, Subcommand};
 
 use xtask::catalog::Catalog;
 use xtask::catalog::Image;
-use xtask::runner::{CommandFailed, Runner};
+use xtask::runner::{AlsoFailed, Runner};
 use xtask::settings::{self, Setting, Settings, SettingsArgs, uses};
 use xtask::tasks::bench::{self, Bench, BenchArgs};
+use xtask::tasks::cloud::CloudBuildArgs;
 use xtask::tasks::images::BuildArgs;
 use xtask::tasks::local_registry::{self, LocalRegistryArgs};
 use xtask::tasks::publish_all::{self, PublishAllArgs};
@@ -45,8 +47,8 @@ enum Task {
     SshVm,
     /// Forward 127.0.0.1:8375 to the arm64 VM's docker daemon, in the background (--wait: until it answers)
     SshTunnel(WaitArgs),
-    /// Submit cloudbuild/pr.yaml to Cloud Build (vendoring, then the images on amd64 + the arm64 VM)
-    CloudBuild,
+    /// Submit cloudbuild/pr.yaml to Cloud Build (vendoring, then the images on amd64 + the arm64 VM); --local: rehearse it here
+    CloudBuild(CloudBuildArgs),
     /// Seed the registry caches with arm64 builds from an arm64 machine (the pipeline's builds, arm64 only)
     SeedArm64(SeedArgs),
     /// seed-arm64 --dry-run: show what seed-arm64 would run
@@ -85,7 +87,7 @@ impl Task {
             Task::BuildxLs | Task::LocalRegistry(_) => &[],
             Task::Clean | Task::BuildPublishCloudBuilder(_) => uses::IMAGE,
             Task::StartVm(_) | Task::StopVm | Task::SshVm | Task::SshTunnel(_) => uses::VM,
-            Task::CloudBuild => {
+            Task::CloudBuild(_) => {
                 &[Env, GcpProject, Registry, DockerRepo, Catalog, TagModifier, AutoStartStop, Refresh]
             }
             Task::SeedArm64(_) | Task::SeedArm64DryRun(_) | Task::PublishAll(_) => uses::BUILD,
@@ -237,6 +239,40 @@ fn with_settings(task: Command, used: &[Setting]) -> Command {
     hidden.iter().fold(SettingsArgs::augment_args(task), |task, id| task.mut_arg(id, |arg| arg.hide(true)))
 }
 
+/// cloud-build takes `--env NAME=VALUE` (or `--env=NAME=VALUE`) for its steps, beside the
+/// setting `--env ENV` every task has: an ENV is a lowercase name, never with `=`, so a value with
+/// `=` is a step's variable and becomes `--step-env NAME=VALUE` before clap reads the line. Only
+/// for cloud-build, and not after `--`.
+fn step_env_flags(args: Vec<OsString>) -> Vec<OsString> {
+    if !args.iter().skip(1).any(|arg| arg == "cloud-build") {
+        return args;
+    }
+    let has_equals = |value: &OsString| value.to_string_lossy().contains('=');
+    let mut out = Vec::with_capacity(args.len());
+    let mut iter = args.into_iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--" {
+            out.push(arg);
+            out.extend(iter);
+            break;
+        }
+        if arg == "--env" {
+            match iter.next() {
+                Some(value) if has_equals(&value) => out.extend(["--step-env".into(), value]),
+                Some(value) => out.extend([arg, value]),
+                None => out.push(arg),
+            }
+        } else if let Some(value) = arg.to_str().and_then(|a| a.strip_prefix("--env="))
+            && value.contains('=')
+        {
+            out.push(format!("--step-env={value}").into());
+        } else {
+            out.push(arg);
+        }
+    }
+    out
+}
+
 fn main() -> ExitCode {
     // Output piped into `head` ends quietly when the reader goes, as for any command-line tool,
     // instead of a panic at the next print. (Sockets are not affected: Rust sends with
@@ -249,7 +285,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            let code = err.downcast_ref::<CommandFailed>().map_or(1, |failed| failed.exit_code);
+            let code = AlsoFailed::exit_code(&err).unwrap_or(1);
             ExitCode::from(u8::try_from(code).ok().filter(|c| *c != 0).unwrap_or(1))
         }
     }
@@ -260,7 +296,7 @@ fn try_main() -> Result<()> {
     let catalog_path = settings::catalog_path(std::env::args_os().skip(1), std::env::var_os("CATALOG"));
     let catalog = Catalog::load_from(&root, &catalog_path)?;
     let mut cli = cli(&catalog);
-    let matches = cli.clone().get_matches();
+    let matches = cli.clone().get_matches_from(step_env_flags(std::env::args_os().collect()));
     let Some((name, task_matches)) = matches.subcommand() else {
         // `cargo xtask` alone lists the tasks, like `make` did.
         cli.print_help()?;
@@ -298,7 +334,7 @@ fn try_main() -> Result<()> {
         Task::StopVm => vm::stop_vm(&ctx),
         Task::SshVm => vm::ssh_vm(&ctx),
         Task::SshTunnel(args) => vm::ssh_tunnel(&ctx, &args),
-        Task::CloudBuild => cloud::cloud_build(&ctx),
+        Task::CloudBuild(args) => cloud::cloud_build(&ctx, &args),
         Task::SeedArm64(args) | Task::SeedArm64DryRun(args) => seed::seed_arm64(&ctx, &args),
         Task::Thirdparty(args) => thirdparty::thirdparty(&ctx, &args),
         Task::PublishAll(args) => publish_all::publish_all(&ctx, &args),
@@ -319,6 +355,46 @@ mod tests {
     fn catalog() -> Catalog {
         let path = std::path::Path::new("xtask/tests/fixtures/catalog/images.toml");
         Catalog::load_from(&xtask::project_root(), path).unwrap()
+    }
+
+    #[test]
+    fn env_with_an_equals_sign_is_a_step_variable_of_cloud_build() {
+        let line = |words: &[&str]| -> Vec<OsString> { words.iter().map(OsString::from).collect() };
+        let args =
+            line(&["x", "--env", "docker-prod", "cloud-build", "--local", "--env", "A=1", "--env=B=2=3"]);
+        assert_eq!(
+            step_env_flags(args),
+            line(&[
+                "x",
+                "--env",
+                "docker-prod",
+                "cloud-build",
+                "--local",
+                "--step-env",
+                "A=1",
+                "--step-env=B=2=3"
+            ])
+        );
+        let untouched = line(&["x", "publish-all", "--env", "A=1"]);
+        assert_eq!(step_env_flags(untouched.clone()), untouched, "only cloud-build");
+        let after = line(&["x", "cloud-build", "--", "--env", "A=1"]);
+        assert_eq!(step_env_flags(after.clone()), after);
+        let cli = cli(&catalog());
+        let matches = cli
+            .try_get_matches_from(step_env_flags(line(&[
+                "x",
+                "cloud-build",
+                "--local",
+                "--env",
+                "prod",
+                "--env",
+                "A=1",
+            ])))
+            .unwrap();
+        let (_, task) = matches.subcommand().unwrap();
+        assert_eq!(task.get_one::<String>("env").unwrap(), "prod");
+        let step_env: Vec<&String> = task.get_many::<String>("step_env").unwrap().collect();
+        assert_eq!(step_env, ["A=1"]);
     }
 
     #[test]

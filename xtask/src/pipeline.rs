@@ -15,6 +15,9 @@ pub struct Pipeline {
     #[serde(default)]
     pub options: Options,
     pub steps: Vec<Step>,
+    /// The build's timeout, as Cloud Build writes durations (`3600s`).
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 /// The options every step shares.
@@ -23,6 +26,9 @@ pub struct Options {
     /// `NAME=VALUE` entries, in every step's environment.
     #[serde(default)]
     pub env: Vec<String>,
+    /// Every substitution is also an environment variable of every step.
+    #[serde(default, rename = "automapSubstitutions")]
+    pub automap_substitutions: bool,
 }
 
 impl Options {
@@ -51,6 +57,19 @@ pub struct Step {
     pub env: Vec<String>,
     #[serde(default, rename = "waitFor")]
     pub wait_for: Option<Vec<String>>,
+    /// A script run instead of `entrypoint` and `args` (`#!/bin/sh` unless it starts with a
+    /// shebang of its own). Cloud Build substitutes nothing in it.
+    #[serde(default)]
+    pub script: Option<String>,
+    /// The step's own timeout (`600s`).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// The working directory, relative to `/workspace` unless absolute.
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// Every substitution is also an environment variable of this step.
+    #[serde(default, rename = "automapSubstitutions")]
+    pub automap_substitutions: Option<bool>,
 }
 
 impl Pipeline {

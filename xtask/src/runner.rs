@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 
 /// A fresh shell for `xshell::cmd!`. Only its command building is used: the runner runs every
 /// command, from the repository root.
@@ -106,6 +106,32 @@ impl fmt::Display for CommandFailed {
 
 impl std::error::Error for CommandFailed {}
 
+/// A failure, and a second one on the way out after it (a VM that could not be stopped after a
+/// failed build): the first stays the error reported, with its exit status; the second is added.
+#[derive(Debug)]
+pub struct AlsoFailed {
+    pub first: anyhow::Error,
+    pub then: anyhow::Error,
+}
+
+impl AlsoFailed {
+    /// The exit status of the failing command behind the first failure, if a command failed.
+    pub fn exit_code(err: &anyhow::Error) -> Option<i32> {
+        match err.downcast_ref::<AlsoFailed>() {
+            Some(also) => AlsoFailed::exit_code(&also.first),
+            None => err.downcast_ref::<CommandFailed>().map(|failed| failed.exit_code),
+        }
+    }
+}
+
+impl fmt::Display for AlsoFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}\nand then: {:#}", self.first, self.then)
+    }
+}
+
+impl std::error::Error for AlsoFailed {}
+
 /// How long `run_retrying` waits before each try after the first: a registry's 5xx and an
 /// engine's internal race pass within seconds, and a build that runs again is mostly cache hits.
 pub const RETRY_WAITS: [std::time::Duration; 2] =
@@ -200,6 +226,7 @@ impl Runner {
                 }
             });
             let Err(err) = result else { return Ok(()) };
+            let cause = cause.filter(|_| !crate::interrupt::requested());
             let (Some(cause), Some(wait)) = (cause, RETRY_WAITS.get(tries - 1)) else {
                 return Err(if tries > 1 { err.context(format!("tried {tries} times")) } else { err });
             };
@@ -324,6 +351,31 @@ impl Runner {
         Ok(handle.pids().first().copied())
     }
 
+    /// Start `cmd` in a process group of its own (a signal to the group reaches all of it; a
+    /// Ctrl-C meant for us does not), its output (stdout and stderr) written to `log`, and
+    /// return it to be waited on or signalled (none in a dry run, which prints it).
+    pub fn spawn_logged(&self, cmd: impl Into<Cmd>, log: &Path) -> Result<Option<Started>> {
+        let cmd = cmd.into();
+        if self.print_if_dry(&cmd) {
+            return Ok(None);
+        }
+        ensure_installed(&cmd.program)?;
+        self.log_line(&format!("+ {cmd} >{} 2>&1", log.display()));
+        let handle = self
+            .expression(&cmd)
+            .stdin_null()
+            .stderr_to_stdout()
+            .stdout_path(log)
+            .before_spawn(|command| {
+                command.process_group(0);
+                Ok(())
+            })
+            .start()
+            .with_context(|| format!("cannot start `{cmd}`"))?;
+        let pid = *handle.pids().first().expect("a started command has a process");
+        Ok(Some(Started { handle, pid, command: cmd.to_string() }))
+    }
+
     /// Run the probe `cmd` until its standard output satisfies `accept` (exit status 0 and
     /// `accept(stdout)`), at most `tries` times, `interval` apart. A dry run shows the probe
     /// once, with the bound.
@@ -347,6 +399,9 @@ impl Runner {
         ensure_installed(&cmd.program)?;
         let mut last = String::new();
         for attempt in 1..=tries {
+            if crate::interrupt::requested() {
+                bail!("interrupted while waiting until {what}");
+            }
             self.log_line(&format!("+ {cmd}  (waiting until {what}: try {attempt}/{})", tries));
             let output = self
                 .expression(&cmd)
@@ -448,6 +503,30 @@ impl Runner {
             Some(lines) => lines.line(line),
             None => eprintln!("{line}"),
         }
+    }
+}
+
+/// A command started by `Runner::spawn_logged`, the leader of its own process group.
+pub struct Started {
+    handle: duct::Handle,
+    pid: u32,
+    command: String,
+}
+
+impl Started {
+    /// Send `signal` (`libc::SIGINT`, say) to its whole process group.
+    pub fn signal_group(&self, signal: i32) {
+        let group = libc::pid_t::try_from(self.pid).expect("a process id fits a pid_t");
+        // SAFETY: killpg has no memory effects; a group that is gone already is an ESRCH.
+        unsafe {
+            libc::killpg(group, signal);
+        }
+    }
+
+    /// Its exit status, once it ended (without blocking).
+    pub fn try_wait(&self) -> Result<Option<std::process::ExitStatus>> {
+        let output = self.handle.try_wait().with_context(|| format!("waiting for `{}`", self.command))?;
+        Ok(output.map(|output| output.status))
     }
 }
 

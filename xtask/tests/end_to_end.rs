@@ -217,29 +217,22 @@ fn the_main_job_runs_offline_on_a_real_engine() {
     }
 }
 
-/// The stand-in VM's name: `ssh-tunnel` writes the ssh config of its host, `xtask-<vm>`, into
-/// this account's `~/.ssh` (docker runs `ssh`, which reads only that).
+/// The stand-in VM's name: `ssh-tunnel` writes the ssh config of its host, `xtask-<vm>`, under
+/// `$HOME/.ssh` and includes it from this account's `~/.ssh/config` (docker runs `ssh`, which
+/// reads only that).
 const VM: &str = "e2e-arm";
 
 /// The tunnel `ssh-tunnel` opened (its master connection, in the background) and the ssh config
 /// it wrote: ended and removed when dropped.
 struct Tunnel {
-    ssh_dir: std::path::PathBuf,
+    _included: common::IncludedSshConfig,
 }
 
 impl Drop for Tunnel {
     fn drop(&mut self) {
         let host = format!("xtask-{VM}");
         let _ = std::process::Command::new("ssh").args(["-O", "exit", &host]).output();
-        let _ = std::fs::remove_file(self.ssh_dir.join(format!("multi-arch-docker-{VM}.conf")));
     }
-}
-
-/// This account's `~/.ssh`, where ssh reads its config: from the password database.
-fn account_ssh_dir() -> std::path::PathBuf {
-    // SAFETY: read at once, on this thread.
-    let home = unsafe { std::ffi::CStr::from_ptr((*libc::getpwuid(libc::getuid())).pw_dir) };
-    std::path::PathBuf::from(home.to_string_lossy().into_owned()).join(".ssh")
 }
 
 /// The pipeline with two engines: this one builds linux/amd64, a second one (the arm64 VM's
@@ -263,8 +256,9 @@ fn each_platform_builds_on_its_own_engine_through_the_tunnel() {
         !listening.contains(&format!("pid={},", vm_engine.pid())),
         "dockerd listens on TCP:\n{listening}"
     );
-    let ssh_dir = account_ssh_dir();
-    let _tunnel = Tunnel { ssh_dir: ssh_dir.clone() };
+    // A HOME of the test's own, as Cloud Build's is not the account's.
+    let home = setup.dir.path().join("home");
+    let _tunnel = Tunnel { _included: common::IncludedSshConfig { dir: home.clone() } };
 
     // gcloud, faked, on PATH before the real docker and ssh; a docker config of the test's own
     // for the `arm_node` context and the builders.
@@ -278,7 +272,7 @@ fn each_platform_builds_on_its_own_engine_through_the_tunnel() {
     let path = format!("{}:{}", fake.join("bin").display(), std::env::var("PATH").unwrap());
     let (fake_vm, ssh_port, config) =
         (fake.display().to_string(), sshd.port.to_string(), docker_config.display().to_string());
-    let (key, ssh_dir_text) = (sshd.key().display().to_string(), ssh_dir.display().to_string());
+    let (key, home_text) = (sshd.key().display().to_string(), home.display().to_string());
     let repo = format!("{}/e2e", setup.destination.host());
     let env: Vec<(&str, &str)> = vec![
         ("PATH", &path),
@@ -290,7 +284,7 @@ fn each_platform_builds_on_its_own_engine_through_the_tunnel() {
         ("ARM64_VM", VM),
         ("ARM64_USER", TUNNEL_USER),
         ("ARM64_SSH_KEY", &key),
-        ("XTASK_SSH_DIR", &ssh_dir_text),
+        ("HOME", &home_text),
         ("BUILD_ID", "e2e"),
     ];
     // Later settings win: these replace Setup's ENV=local and its DOCKER_REPO.

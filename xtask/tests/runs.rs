@@ -322,11 +322,10 @@ fn ssh_tunnel_writes_its_ssh_config_and_gives_up_when_nothing_answers() {
     let fake = FakeTools::new();
     // No context arm_node yet: it is created.
     fake.fail(1, "docker context inspect arm_node");
-    let ssh_dir = fake.dir.path().join("ssh");
-    std::fs::create_dir_all(&ssh_dir).unwrap();
-    std::fs::write(ssh_dir.join("config"), "Host mine\n  User me\n").unwrap();
-    let dir = ssh_dir.display().to_string();
-    let env = [("XTASK_SSH_DIR", dir.as_str()), ("HOME", "/home/ci"), ("ARM64_VM", "arm-b"), ("ZONE", "z1")];
+    // A home that is not the account's, as Cloud Build's /builder/home.
+    let home = fake.home();
+    let home_text = home.display().to_string();
+    let env = [("HOME", home_text.as_str()), ("ARM64_VM", "arm-b"), ("ZONE", "z1")];
     let output = fake.xtask(&["ssh-tunnel", "--wait", "--tries", "2", "--interval", "0"], &env);
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
@@ -334,16 +333,24 @@ fn ssh_tunnel_writes_its_ssh_config_and_gives_up_when_nothing_answers() {
         err.contains("gave up waiting until the engine of arm-b answers through docker context arm_node"),
         "{err}"
     );
-    // Twice: the Include goes first, and once.
+    // Twice: the Include goes first, once, by its absolute path, and nothing else of the
+    // account's config changes.
     let again = fake.xtask(&["ssh-tunnel"], &env);
     assert!(again.status.success(), "{}", stderr(&again));
-    let config = std::fs::read_to_string(ssh_dir.join("config")).unwrap();
-    assert_eq!(config, "Include multi-arch-docker-arm-b.conf\nHost mine\n  User me\n");
-    let host = std::fs::read_to_string(ssh_dir.join("multi-arch-docker-arm-b.conf")).unwrap();
+    let host_file = home.join(".ssh/multi-arch-docker-arm-b.conf");
+    let config = std::fs::read_to_string(common::account_ssh_config()).unwrap();
+    let include = format!("Include {}", host_file.display());
+    assert_eq!(config.lines().next(), Some(include.as_str()), "{config}");
+    assert_eq!(
+        config.lines().filter(|l| l.ends_with("/multi-arch-docker-arm-b.conf")).count(),
+        1,
+        "{config}"
+    );
+    let host = std::fs::read_to_string(&host_file).unwrap();
     for line in [
         "Host xtask-arm-b",
         "  User buildx",
-        "  IdentityFile /home/ci/.ssh/google_compute_engine",
+        &format!("  IdentityFile {home_text}/.ssh/google_compute_engine"),
         "  ProxyCommand gcloud compute start-iap-tunnel arm-b 22 --listen-on-stdin --project multi-arch-docker \
          --zone z1 --verbosity=warning",
         "  ControlMaster auto",
@@ -354,6 +361,38 @@ fn ssh_tunnel_writes_its_ssh_config_and_gives_up_when_nothing_answers() {
     assert_eq!(calls[0], call("ssh -f -N xtask-arm-b"));
     let create = call("docker DOCKER_BUILDKIT=1 context create arm_node --docker host=ssh://xtask-arm-b");
     assert!(calls.contains(&create), "{calls:?}");
+    drop(fake);
+    let config = std::fs::read_to_string(common::account_ssh_config()).unwrap_or_default();
+    assert!(!config.contains(&host_file.display().to_string()), "the test's Include stayed: {config}");
+}
+
+/// The defect of every Cloud Build run: the host `ssh-tunnel` defines must resolve for a real
+/// ssh whatever `HOME` is (Cloud Build's is /builder/home, not the account's), as `ssh -G`
+/// shows: the VM and the tunnel user, not the host's name and root.
+#[test]
+fn the_tunnel_host_resolves_for_a_real_ssh_whatever_home_is() {
+    let fake = FakeTools::new();
+    let home = fake.home();
+    let home_text = home.display().to_string();
+    let env = [("HOME", home_text.as_str()), ("ARM64_VM", "arm-c"), ("ARM64_USER", "tunnel")];
+    let output = fake.xtask(&["ssh-tunnel"], &env);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let elsewhere = tempfile::tempdir().unwrap();
+    for home in [home.as_path(), elsewhere.path()] {
+        let resolved = std::process::Command::new("/usr/bin/ssh")
+            .args(["-G", "xtask-arm-c"])
+            .env("HOME", home)
+            .output()
+            .expect("a real ssh runs (apt-get install openssh-client)");
+        let resolved = common::stdout(&resolved);
+        let lines: Vec<&str> = resolved.lines().collect();
+        assert!(lines.contains(&"hostname arm-c"), "HOME={}: {resolved}", home.display());
+        assert!(lines.contains(&"user tunnel"), "HOME={}: {resolved}", home.display());
+        assert!(
+            lines.iter().any(|l| l.starts_with("proxycommand gcloud compute start-iap-tunnel arm-c 22")),
+            "{resolved}"
+        );
+    }
 }
 
 #[test]

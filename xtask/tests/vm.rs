@@ -233,7 +233,7 @@ impl Pipeline {
         [
             ("CATALOG", self.catalog.path().join("images.toml").display().to_string()),
             ("DOCKER_REPO", format!("{}/dev", self.registry.host())),
-            ("XTASK_SSH_DIR", dir.join("ssh").display().to_string()),
+            ("HOME", self.fake.home().display().to_string()),
             ("CARGO_TARGET_DIR", dir.join("target").display().to_string()),
         ]
         .map(|(k, v)| (k.to_string(), v))
@@ -381,4 +381,145 @@ fn overlapping_pipelines_never_stop_the_vm_under_each_other() {
     );
     assert_eq!(pipeline.vm_calls(), ["start", "start", "stop"], "the last one stops it");
     assert!(!lease.exists() && !second_lease.exists(), "both leases given back");
+}
+
+/// `publish-all` as the pipeline's images step runs it (MULTI_CONTEXT=1, AUTO_START_STOP=1) on
+/// the fakes, with `more` settings.
+fn images_step(pipeline: &Pipeline, more: &[(&str, &str)]) -> std::process::Output {
+    let mut env: Vec<(String, String)> = pipeline.env();
+    env.extend(
+        [("MULTI_CONTEXT", "1"), ("AUTO_START_STOP", "1"), ("BUILD_ID", "b-2")]
+            .iter()
+            .chain(more)
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let list = pipeline.catalog.path().join("thirdparty.txt").display().to_string();
+    pipeline.fake.xtask(&["publish-all", "--file", &list, "--vm-tries", "2", "--vm-interval", "0"], &env)
+}
+
+/// A VM this run started is stopped on every way out, whatever part of its setup failed after
+/// the start: the wait for it, the tunnel, the lease, giving the lease back. Before the fix each
+/// of these returned before the stop.
+#[test]
+fn a_vm_this_run_started_is_stopped_on_every_way_out() {
+    // What breaks, what is said, and whether the step fails: the builds themselves succeed, so
+    // leases that cannot be read afterwards fail nothing.
+    type Case = (&'static str, fn(&FakeTools), &'static str, bool);
+    let cases: [Case; 4] = [
+        (
+            "the wait gives up",
+            |f| f.fail(255, "gcloud compute ssh"),
+            "ssh to builder-arm64-2cpu through IAP",
+            true,
+        ),
+        ("the tunnel fails", |f| f.fail(255, "ssh -f -N"), "ssh -f -N xtask-builder-arm64-2cpu", true),
+        (
+            "no lease can be taken",
+            |f| f.fail(1, "docker --context arm_node volume create"),
+            "volume create",
+            true,
+        ),
+        (
+            "the lease cannot be given back",
+            |f| f.fail(1, "docker --context arm_node volume rm"),
+            "this run found it stopped and started it, so it stops it",
+            false,
+        ),
+    ];
+    for (case, break_it, said, fails) in cases {
+        let pipeline = Pipeline::new();
+        // Stopped before the run: this run starts it.
+        pipeline.fake.answer("gcloud compute instances describe", 0, "TERMINATED");
+        break_it(&pipeline.fake);
+        let output = images_step(&pipeline, &[]);
+        let (out, err) = (stdout(&output), stderr(&output));
+        assert_eq!(!output.status.success(), fails, "{case}: the step's outcome:\n{out}\n{err}");
+        assert_eq!(pipeline.vm_calls(), ["start", "stop"], "{case}:\n{out}\n{err}");
+        assert!(out.contains(said) || err.contains(said), "{case}: {said:?} not said:\n{out}\n{err}");
+    }
+}
+
+/// The leases cannot be read and the VM was already up when the run began (another pipeline's,
+/// maybe): it is left to its idle timer, and the run says so.
+#[test]
+fn a_vm_found_running_is_left_up_when_its_leases_cannot_be_read() {
+    let pipeline = Pipeline::new();
+    pipeline.fake.answer("gcloud compute instances describe", 0, "RUNNING");
+    pipeline.fake.fail(1, "docker --context arm_node volume ls");
+    let output = images_step(&pipeline, &[]);
+    let out = stdout(&output);
+    assert!(output.status.success(), "the builds succeeded: {}", stderr(&output));
+    assert_eq!(pipeline.vm_calls(), ["start"], "{out}");
+    assert!(out.contains("it was not this run that started it: its idle timer stops it"), "{out}");
+}
+
+/// A failed build stays the error reported, with its exit status, when the stop fails after
+/// it: the stop's failure is added, not put in its place.
+#[test]
+fn a_failed_stop_is_added_to_the_build_error_not_put_in_its_place() {
+    let pipeline = Pipeline::new();
+    let catalog = pipeline.catalog.path().display().to_string();
+    pipeline.fake.fail(3, &format!("docker buildx build --file {catalog}/bad/Dockerfile"));
+    pipeline.fake.fail(9, "gcloud compute instances stop");
+    let output = images_step(&pipeline, &[]);
+    let err = stderr(&output);
+    assert_eq!(pipeline.vm_calls(), ["start", "stop"], "{err}");
+    let reported = &err[err.rfind("error: ").expect("an error is reported")..];
+    assert!(reported.starts_with("error: 1 of 2 images failed"), "the build's error first: {reported}");
+    assert!(reported.contains("and then: builder-arm64-2cpu could not be stopped"), "{reported}");
+    assert!(reported.contains("exit status 9: gcloud compute instances stop"), "{reported}");
+
+    // One image: the build's own exit status is the task's.
+    let one = Pipeline::new();
+    one.fake.fail(3, &format!("docker buildx build --file {}/bad/Dockerfile", one.catalog.path().display()));
+    one.fake.fail(9, "gcloud compute instances stop");
+    let mut env: Vec<(String, String)> = one.env();
+    env.extend(
+        [("MULTI_CONTEXT", "1"), ("AUTO_START_STOP", "1")].map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let locked = one
+        .fake
+        .xtask(&["thirdparty", "--file", &format!("{}/thirdparty.txt", one.catalog.path().display())], &env);
+    assert!(locked.status.success(), "{}", stderr(&locked));
+    let output = one.fake.xtask(&["buildx-publish-bad", "--vm-tries", "2", "--vm-interval", "0"], &env);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert_eq!(one.vm_calls(), ["start", "stop"]);
+}
+
+/// Only a node that is up can say which builder it needs. The arm64 node is asked once the run
+/// has started it, never before (before the fix, `thirdparty --bases` asked it first, got no
+/// answer, took it for a classic engine and required the BuildKit image). A node that reports
+/// the containerd store needs no BuildKit image, so a list without one builds; a node that
+/// reports the classic store gets it vendored then.
+#[test]
+fn the_arm64_node_says_which_builder_it_needs_once_it_is_up() {
+    let containerd = r#"[["driver-type","io.containerd.snapshotter.v1"]]"#;
+    for (store, buildkit_vendored) in [(containerd, false), ("[]", true)] {
+        let pipeline = Pipeline::new();
+        pipeline.fake.print("docker info", containerd);
+        pipeline.fake.print("docker --context arm_node info", store);
+        let list = pipeline.catalog.path().join("thirdparty.txt");
+        if !buildkit_vendored {
+            // A list that vendors no BuildKit image at all.
+            std::fs::write(&list, format!("{}/alpine: 3.15\n", pipeline.registry.host())).unwrap();
+        }
+        let output = images_step(&pipeline, &[]);
+        let (out, err) = (stdout(&output), stderr(&output));
+        assert!(output.status.success(), "{store}:\n{out}\n{err}");
+        let calls = pipeline.fake.calls();
+        let position = |words: &[&str]| calls.iter().position(|c| c.windows(words.len()).any(|w| w == words));
+        let started = position(&["instances", "start"]).expect("the VM is started");
+        let asked = position(&["--context", "arm_node", "info"]).expect("the node is asked");
+        assert!(asked > started, "{store}: the node was asked before it was started: {calls:?}");
+        let buildkit = format!("{}/dev/thirdparty/moby/buildkit:v0.18.0", pipeline.registry.host());
+        assert_eq!(
+            xtask_testbed::skopeo_raw(&buildkit).is_ok(),
+            buildkit_vendored,
+            "{store}: BuildKit vendored?\n{out}\n{err}"
+        );
+        let created = calls.iter().any(|c| c.iter().any(|w| w == "docker-container"));
+        assert!(!created || buildkit_vendored, "a builder container without the classic store: {calls:?}");
+    }
 }

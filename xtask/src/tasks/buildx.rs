@@ -55,6 +55,12 @@ fn context_flag(context: Option<&str>) -> Vec<String> {
     context.map_or_else(Vec::new, |context| vec!["--context".to_string(), context.to_string()])
 }
 
+/// Whether some platform of `$PLATFORMS` builds on this engine (with MULTI_CONTEXT=1 and only
+/// linux/arm64, none does).
+pub fn builds_here(s: &crate::settings::Settings) -> bool {
+    s.platforms.split(',').any(|p| !(s.multi_context && p.trim().starts_with("linux/arm64")))
+}
+
 /// Where each platform of `$PLATFORMS` builds. With MULTI_CONTEXT, linux/arm64 on the arm64
 /// VM's engine (`arm_node`) and every other platform on this engine; otherwise (ENV=local too)
 /// all on this engine.

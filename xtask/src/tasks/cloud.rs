@@ -9,6 +9,7 @@ use super::{Ctx, images, local_registry};
 use xshell::cmd;
 
 use crate::cargo_recipe;
+use crate::rehearsal::{self, Rehearsal};
 use crate::runner::sh;
 
 /// build-publish-cloud-builder: vendor what it is built from, then build it for amd64 only,
@@ -49,18 +50,54 @@ fn xtask_recipe(ctx: &Ctx) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// cloud-build: submit the catalog's pipeline (`cloudbuild/pr.yaml`) with this repository (less `.gcloudignore`).
-pub fn cloud_build(ctx: &Ctx) -> Result<()> {
+/// cloud-build's own options.
+#[derive(clap::Args, Debug, Default)]
+pub struct CloudBuildArgs {
+    /// Rehearse the pipeline on this machine as Cloud Build runs it (each step in its image
+    /// through `docker run`) instead of submitting it
+    #[arg(long)]
+    pub local: bool,
+    /// With --local: run each step on this machine instead of in its image
+    #[arg(long, requires = "local")]
+    pub on_host: bool,
+    /// Substitutions over the pipeline's and the task's, as gcloud takes them: K=V,K2=V2
+    /// (repeatable); passed on to `gcloud builds submit`
+    #[arg(long, value_name = "K=V,K2=V2")]
+    pub substitutions: Vec<String>,
+    /// With --local: NAME=VALUE added to every step's environment (repeatable); also
+    /// `--env NAME=VALUE`, which a value with `=` tells apart from the ENV setting
+    #[arg(long, value_name = "NAME=VALUE", requires = "local")]
+    pub step_env: Vec<String>,
+}
+
+/// cloud-build: submit the catalog's pipeline (`cloudbuild/pr.yaml`) with this repository (less
+/// `.gcloudignore`); `--local`: rehearse it on this machine instead.
+pub fn cloud_build(ctx: &Ctx, args: &CloudBuildArgs) -> Result<()> {
     let s = &ctx.settings;
     let builder_image = s.image_ref(&ctx.catalog.cloud_builder);
     let auto = if s.auto_start_stop { "1" } else { "0" };
+    let mut substitutions: Vec<(String, String)> = vec![
+        ("_ENV".into(), s.env.clone()),
+        ("_CLOUDBUILD_IMAGE".into(), builder_image),
+        ("_AUTO_START_STOP".into(), auto.into()),
+    ];
+    if let Some(refresh) = &s.refresh {
+        substitutions.push(("_REFRESH".into(), refresh.clone()));
+    }
+    for given in args.substitutions.iter().flat_map(|list| list.split(',')).filter(|kv| !kv.is_empty()) {
+        let (name, value) = rehearsal::step::pair(given, "--substitutions entry")?;
+        rehearsal::step::set(&mut substitutions, &name, &value);
+    }
+    if args.local {
+        let step_env =
+            args.step_env.iter().map(|entry| rehearsal::step::pair(entry, "--env")).collect::<Result<_>>()?;
+        let how = Rehearsal { on_host: args.on_host, substitutions, step_env };
+        return rehearsal::rehearse(ctx, &how);
+    }
     let (sh, pipeline) = (sh(), &ctx.catalog.pipeline);
     let project = format!("--project={}", s.gcp_project);
-    let mut substitutions =
-        format!("--substitutions=_ENV={},_CLOUDBUILD_IMAGE={builder_image},_AUTO_START_STOP={auto}", s.env);
-    if let Some(refresh) = &s.refresh {
-        substitutions.push_str(&format!(",_REFRESH={refresh}"));
-    }
+    let list: Vec<String> = substitutions.iter().map(|(name, value)| format!("{name}={value}")).collect();
+    let substitutions = format!("--substitutions={}", list.join(","));
     ctx.runner
         .run(cmd!(sh, "gcloud builds submit {project} --region=global --config {pipeline} {substitutions} ."))
 }

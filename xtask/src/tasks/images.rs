@@ -58,7 +58,7 @@ impl Default for BuildArgs {
 impl BuildArgs {
     pub fn options(&self, logs: Option<PathBuf>) -> publish_all::PublishOptions {
         let vm_wait = super::vm::WaitArgs::waiting(self.vm_tries, self.vm_interval);
-        publish_all::PublishOptions { force: self.force, logs, vm_wait }
+        publish_all::PublishOptions { force: self.force, logs, vm_wait, vendoring: None }
     }
 }
 

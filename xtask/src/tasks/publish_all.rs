@@ -51,6 +51,17 @@ pub struct PublishOptions {
     pub logs: Option<PathBuf>,
     /// How long to wait for the arm64 VM and its tunnel, when the builds need them.
     pub vm_wait: WaitArgs,
+    /// How publish-all vendors: the arm64 node's builder may need the BuildKit image, which
+    /// only the node can say once it is up. None: nothing is vendored (buildx-publish-<image>).
+    pub vendoring: Option<Vendoring>,
+}
+
+/// The vendoring of a run that vendors what it builds from.
+#[derive(Debug, Clone)]
+pub struct Vendoring {
+    pub args: VendorArgs,
+    /// Exactly the lock's digests.
+    pub locked: bool,
 }
 
 /// The `REFRESH` build argument: a Dockerfile that declares it has its package steps run again
@@ -70,7 +81,9 @@ pub fn publish_all(ctx: &Ctx, args: &PublishAllArgs) -> Result<()> {
         }
         let logs = args.logs.clone().unwrap_or_else(|| crate::work_dir().join("publish-all"));
         let names: Vec<&str> = graph.nodes.iter().map(|node| node.name.as_str()).collect();
-        publish_images(ctx, &graph, &names, &args.build.options(Some(logs)))
+        let mut options = args.build.options(Some(logs));
+        options.vendoring = Some(Vendoring { args: args.vendor.clone(), locked: args.locked });
+        publish_images(ctx, &graph, &names, &options)
     })
 }
 
@@ -145,7 +158,14 @@ pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &Pub
     let arm_builds = ctx.settings.multi_context
         && ctx.settings.platforms.split(',').any(|p| p.starts_with("linux/arm64"))
         && run.any_build();
-    vm::with_arm_node(ctx, arm_builds, &options.vm_wait, || run.all())
+    vm::with_arm_node(ctx, arm_builds, &options.vm_wait, || {
+        // The arm64 node is up now, and can say which builder it needs.
+        if arm_builds && let Some(vendoring) = &options.vendoring {
+            let nodes = super::buildx::nodes(ctx)?;
+            thirdparty::vendor_buildkit_for(ctx, &vendoring.args, vendoring.locked, &nodes)?;
+        }
+        run.all()
+    })
 }
 
 impl Run<'_> {
@@ -304,6 +324,9 @@ impl Run<'_> {
         let steps = Arc::new(Steps::default());
         let outcome = match parents.values().find_map(|p| p.as_ref().err()) {
             Some(reason) => Outcome::Skipped { reason: reason.clone() },
+            None if crate::interrupt::requested() => {
+                Outcome::Failed { error: anyhow!("interrupted before it started (Ctrl-C or SIGTERM)") }
+            }
             None => match self.publish(node, image, &parents, log.as_deref(), &steps) {
                 Ok(outcome) => outcome,
                 Err(error) => Outcome::Failed { error },

@@ -151,18 +151,47 @@ pub fn vendor_build_bases(ctx: &Ctx, args: &VendorArgs, locked: bool) -> Result<
         let node = graph.node(&image.name).expect("the graph holds every catalog image");
         needed.extend(node.vendored.iter().map(|base| (base.clone(), image.dockerfile())));
     }
-    // A node that cannot be asked yet (the arm64 VM, which the builds start when they need it)
-    // may well build in a builder container.
-    let container_builder =
-        super::buildx::nodes(ctx).map_or(true, |nodes| nodes.iter().any(|n| !n.builder.engine));
-    if container_builder {
-        needed.push((ctx.settings.vendored(&ctx.catalog.buildkit), "the docker-container builder".into()));
+    // Only this engine can say now which builder it needs. The arm64 node (MULTI_CONTEXT=1) is
+    // up only once the builds start it: they ask it then, and vendor BuildKit for it only if its
+    // engine reports the classic image store (see `vendor_buildkit_for`).
+    if super::buildx::builds_here(&ctx.settings) {
+        let here = super::buildx::choose_builder(ctx, None)?;
+        if !here.engine {
+            needed
+                .push((ctx.settings.vendored(&ctx.catalog.buildkit), "the docker-container builder".into()));
+        }
+    }
+    if ctx.settings.multi_context {
+        ctx.runner.say(
+            "the arm64 node's builder is known once the node is up: the builds ask its engine then, and \
+             vendor the BuildKit image only if it reports the classic image store",
+        );
     }
     if ctx.settings.sbom
         && let Some(generator) = &ctx.catalog.sbom_generator
     {
         needed.push((ctx.settings.vendored(generator), "the SBOM attestations".into()));
     }
+    let mode = if locked { Mode::Locked } else { Mode::Default { whole_list: false } };
+    vendor_bases(ctx, args, needed, mode)
+}
+
+/// Once `nodes` are up: the vendored BuildKit image for those of them that build in a builder
+/// container (an engine with the classic image store), unless this engine's need vendored it
+/// already (`vendor_build_bases`). `locked`: the lock's digest.
+pub fn vendor_buildkit_for(
+    ctx: &Ctx,
+    args: &VendorArgs,
+    locked: bool,
+    nodes: &[super::buildx::Node],
+) -> Result<()> {
+    let Some(node) = nodes.iter().find(|node| node.context.is_some() && !node.builder.engine) else {
+        return Ok(());
+    };
+    let needed = vec![(
+        ctx.settings.vendored(&ctx.catalog.buildkit),
+        format!("the docker-container builder on {}", node.place()),
+    )];
     let mode = if locked { Mode::Locked } else { Mode::Default { whole_list: false } };
     vendor_bases(ctx, args, needed, mode)
 }

@@ -7,17 +7,17 @@
 //! `docker system dial-stdio` (ARM64_BUILDER.md), all of them sharing one master connection
 //! through IAP, which `ssh-tunnel` opens.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use clap::Args;
 
 use xshell::cmd;
 
 use super::Ctx;
 use super::buildx::ARM_CONTEXT;
-use crate::runner::sh;
+use crate::runner::{AlsoFailed, sh};
 use crate::settings::Settings;
 
 #[derive(Args, Debug, Clone)]
@@ -134,13 +134,19 @@ fn close_tunnel(ctx: &Ctx) -> Result<()> {
     ctx.runner.run_ignoring_failure(cmd!(sh, "ssh -O exit {host}"))
 }
 
-/// The folder of the ssh config ssh reads: the account's `~/.ssh`, from the password database,
-/// not `$HOME` (which Cloud Build points elsewhere); `XTASK_SSH_DIR` when set (the tests keep
-/// their own).
-fn ssh_home() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("XTASK_SSH_DIR").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir));
+/// Where the tunnel's own ssh files go: `$HOME/.ssh`, beside its key. In Cloud Build that is
+/// `/builder/home/.ssh`, which survives from step to step; the account's home does not.
+fn tunnel_dir() -> Result<PathBuf> {
+    match std::env::var_os("HOME").filter(|home| !home.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".ssh")),
+        None => Ok(account_home()?.join(".ssh")),
     }
+}
+
+/// The home of this account in the password database. ssh reads its user config from there
+/// (`~/.ssh/config`), whatever `$HOME` says: in a Cloud Build step `/root`, fresh in each step's
+/// container, while `HOME` is `/builder/home`.
+fn account_home() -> Result<PathBuf> {
     // SAFETY: getpwuid returns a pointer into static storage or null; it is read at once, on
     // this thread, before any other call could overwrite it.
     let dir = unsafe {
@@ -151,13 +157,26 @@ fn ssh_home() -> Result<PathBuf> {
             Some(std::ffi::CStr::from_ptr((*entry).pw_dir).to_string_lossy().into_owned())
         }
     };
-    dir.map(|d| PathBuf::from(d).join(".ssh"))
-        .context("cannot find this account's home in the password database (or set XTASK_SSH_DIR)")
+    dir.map(PathBuf::from).context("cannot find this account's home in the password database")
+}
+
+/// The master connection's socket: in the temporary folder, which lasts as long as the step
+/// that opened the connection (a socket path has at most 107 bytes, which a deep `$HOME` would
+/// pass), one per tunnel folder, so that two homes never share a connection.
+fn control_path(s: &Settings, tunnel_dir: &Path) -> PathBuf {
+    // FNV-1a: a short, stable name for the folder.
+    let hash = tunnel_dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("xtask-ssh-{uid}")).join(format!("{}-{:08x}", s.arm64_vm, hash as u32))
 }
 
 /// The ssh config of the VM's host: through IAP, as the tunnel's user with its key, every
 /// connection sharing one master connection.
-fn ssh_config_text(s: &Settings, ssh_dir: &std::path::Path) -> String {
+fn ssh_config_text(s: &Settings, control: &Path) -> String {
     let (host, vm, project, zone) = (ssh_host(s), &s.arm64_vm, &s.gcp_project, &s.zone);
     let known_hosts = s.arm64_ssh_key.with_file_name("multi-arch-docker_known_hosts");
     format!(
@@ -180,17 +199,22 @@ fn ssh_config_text(s: &Settings, ssh_dir: &std::path::Path) -> String {
         user = s.arm64_user,
         key = s.arm64_ssh_key.display(),
         known = known_hosts.display(),
-        control = ssh_dir.join(format!("xtask-{vm}.control")).display(),
+        control = control.display(),
     )
 }
 
-/// `~/.ssh/multi-arch-docker-<vm>.conf`, and its `Include` at the top of `~/.ssh/config` (docker
-/// runs `ssh`, which reads only that file). A dry run says so and writes nothing: it is the
-/// user's own ssh config.
+/// `$HOME/.ssh/multi-arch-docker-<vm>.conf`, and an `Include` of it by its absolute path at the
+/// top of the account's `~/.ssh/config`, which is the one file ssh reads (docker starts `ssh`
+/// itself for an `ssh://` context, with no flag of ours). A relative `Include` would be resolved
+/// against `$HOME/.ssh`, which is not where ssh found the config in Cloud Build: an absolute one
+/// resolves whatever `HOME` is. The account's config does not survive a Cloud Build step, so
+/// every step that uses the tunnel writes it again (publish-all does). A dry run says so and
+/// writes nothing: it is the user's own ssh config.
 fn write_ssh_config(ctx: &Ctx) -> Result<()> {
-    let dir = ssh_home()?;
+    let dir = tunnel_dir()?;
     let name = format!("multi-arch-docker-{}.conf", ctx.settings.arm64_vm);
-    let (file, config) = (dir.join(&name), dir.join("config"));
+    let file = dir.join(&name);
+    let config = account_home()?.join(".ssh").join("config");
     if ctx.runner.is_dry_run() {
         ctx.runner.say(&format!(
             "write {} (the host {}: through IAP, as {}, one shared connection) and include it from {}",
@@ -201,25 +225,128 @@ fn write_ssh_config(ctx: &Ctx) -> Result<()> {
         ));
         return Ok(());
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::write(&file, ssh_config_text(&ctx.settings, &dir))
-        .with_context(|| format!("cannot write {}", file.display()))?;
-    let include = format!("Include {name}");
+    let control = control_path(&ctx.settings, &dir);
+    for folder in [&dir, control.parent().expect("a folder"), config.parent().expect("a folder")] {
+        create_private_dir(folder)?;
+    }
+    write_replacing(&file, &ssh_config_text(&ctx.settings, &control))?;
+    let include = format!("Include {}", file.display());
+    let _lock = ConfigLock::take(&config)?;
     let current = std::fs::read_to_string(&config).unwrap_or_default();
-    if !current.lines().any(|line| line.trim() == include) {
+    // This VM's earlier lines (another HOME's, or the relative form of older versions) go.
+    let ours = |line: &str| {
+        line.trim().strip_prefix("Include ").is_some_and(|path| {
+            let path = path.trim();
+            path == name || path.ends_with(&format!("/{name}"))
+        })
+    };
+    if current.lines().next() != Some(include.as_str()) || current.lines().filter(|l| ours(l)).count() != 1 {
         // At the top: an Include after a `Host` line would belong to that host.
-        std::fs::write(&config, format!("{include}\n{current}"))
-            .with_context(|| format!("cannot write {}", config.display()))?;
+        let rest: Vec<&str> = current.lines().filter(|line| !ours(line)).collect();
+        let mut text = format!("{include}\n");
+        for line in rest {
+            text.push_str(line);
+            text.push('\n');
+        }
+        write_replacing(&config, &text)?;
         eprintln!("ssh-tunnel: included {} from {}", file.display(), config.display());
     }
     Ok(())
 }
 
+/// A folder only its owner can enter, as ssh wants its own.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// Write `path` whole or not at all: a new file beside it, renamed over it (readable by its
+/// owner only, as ssh requires of its config).
+fn write_replacing(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path.file_name().expect("a file").to_string_lossy();
+    let temporary = path.with_file_name(format!(".{name}.{}.new", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    file.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// An exclusive lock on the account's ssh config while it is read and rewritten: two runs at
+/// once (two VMs, two pipelines on one machine) each keep their `Include`.
+struct ConfigLock {
+    _file: std::fs::File,
+}
+
+impl ConfigLock {
+    fn take(config: &Path) -> Result<ConfigLock> {
+        let path = config.with_file_name(".config.multi-arch-docker.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open file descriptor; the lock goes when the file is closed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("cannot lock {}", path.display()));
+        }
+        Ok(ConfigLock { _file: file })
+    }
+}
+
+/// What the VM was before this run started it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// Stopped (TERMINATED, STOPPED, SUSPENDED): this run started it, so it may stop it.
+    Stopped,
+    /// Up, or on its way up or down: another pipeline may be using it.
+    Busy,
+    /// Not known: a dry run, or gcloud did not say.
+    Unknown,
+}
+
+/// The VM's status before a start, from gcloud (a read-only query; a dry run shows it).
+fn found(ctx: &Ctx) -> Found {
+    let s = &ctx.settings;
+    let (sh, vm, project, zone) = (sh(), &s.arm64_vm, &s.gcp_project, &s.zone);
+    let describe = cmd!(
+        sh,
+        "gcloud compute instances describe {vm} --project {project} --zone {zone} --format=value(status)"
+    );
+    match ctx.runner.capture(describe) {
+        Ok(Some(status)) => match status.trim() {
+            "TERMINATED" | "STOPPED" | "SUSPENDED" => Found::Stopped,
+            "" => Found::Unknown,
+            _ => Found::Busy,
+        },
+        Ok(None) | Err(_) => Found::Unknown,
+    }
+}
+
 /// With MULTI_CONTEXT=1 and arm64 builds to do (`needed`), the VM's engine for the length of
 /// `work`: with AUTO_START_STOP=1 the VM is started first; the tunnel is opened and a lease is
-/// taken on the VM's engine. When `work` ends, failed or not, the lease is given back, the tunnel
-/// closed, and (AUTO_START_STOP=1) the VM stopped, unless another pipeline holds a lease: then
-/// that one stops it, or the VM's idle timer does.
+/// taken on the VM's engine. On every way out (the builds done or failed, the VM or the tunnel
+/// not coming up, the lease not taken) the lease is given back, the tunnel closed, and
+/// (AUTO_START_STOP=1) the VM stopped, unless another pipeline holds a lease: then that one
+/// stops it, or the VM's idle timer does. When the leases cannot be read, a run that found the
+/// VM stopped and started it stops it all the same. The first failure stays the error; a
+/// failed stop is added to it.
 pub fn with_arm_node<T>(
     ctx: &Ctx,
     needed: bool,
@@ -233,30 +360,64 @@ pub fn with_arm_node<T>(
         }
         return work();
     }
-    if s.auto_start_stop {
-        start_vm(ctx, wait)?;
-    }
-    ssh_tunnel(ctx, wait)?;
-    let lease = take_lease(ctx)?;
-    let result = work();
-    let others = give_back(ctx, &lease);
+    // From here on a Ctrl-C or SIGTERM fails the work instead of ending the process, so that
+    // the way out below runs.
+    let _deferred = crate::interrupt::Deferred::start();
+    let found = if s.auto_start_stop { found(ctx) } else { Found::Unknown };
+    let lease = (|| {
+        if s.auto_start_stop {
+            start_vm(ctx, wait)?;
+        }
+        ssh_tunnel(ctx, wait)?;
+        take_lease(ctx)
+    })();
+    let (result, others) = match lease {
+        Ok(lease) => {
+            let result = work();
+            (result, give_back(ctx, &lease))
+        }
+        Err(err) => (Err(err), Err(anyhow!("no lease was taken"))),
+    };
     close_tunnel(ctx)?;
-    if s.auto_start_stop {
-        match others {
-            Ok(others) if others.is_empty() => stop_vm(ctx)?,
-            Ok(others) => ctx.runner.say(&format!(
-                "{} stays up: {} other pipeline(s) hold a lease on it ({}), the last one stops it",
-                s.arm64_vm,
+    if !s.auto_start_stop {
+        return result;
+    }
+    let vm = &s.arm64_vm;
+    let stop = match others {
+        Ok(others) if others.is_empty() => true,
+        Ok(others) => {
+            ctx.runner.say(&format!(
+                "{vm} stays up: {} other pipeline(s) hold a lease on it ({}), the last one stops it",
                 others.len(),
                 others.join(" ")
-            )),
-            Err(err) => ctx.runner.say(&format!(
-                "{} stays up, since its leases cannot be read ({err:#}): its idle timer stops it",
-                s.arm64_vm
-            )),
+            ));
+            false
+        }
+        Err(err) if found == Found::Stopped => {
+            ctx.runner.say(&format!(
+                "the leases on {vm} cannot be read ({err:#}); this run found it stopped and started it, so it stops it"
+            ));
+            true
+        }
+        Err(err) => {
+            ctx.runner.say(&format!(
+                "{vm} stays up, since its leases cannot be read ({err:#}) and it was not this run that started it: its idle timer stops it"
+            ));
+            false
+        }
+    };
+    if !stop {
+        return result;
+    }
+    match (result, stop_vm(ctx)) {
+        (result, Ok(())) => result,
+        (Ok(_), Err(stop)) => {
+            Err(stop.context(format!("the builds succeeded, but {vm} could not be stopped")))
+        }
+        (Err(first), Err(stop)) => {
+            Err(AlsoFailed { first, then: stop.context(format!("{vm} could not be stopped")) }.into())
         }
     }
-    result
 }
 
 /// A lease on the VM's engine: a volume of this run's own, labelled with when it was taken.

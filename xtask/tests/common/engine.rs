@@ -256,25 +256,46 @@ impl Drop for TestSshd {
     }
 }
 
-/// A stand-in for `gcloud` on `PATH`: `compute instances start|stop|describe` keep a VM state in
-/// `$FAKE_VM` (STAGING once after a start, then RUNNING); `compute ssh` (the operator's login,
-/// which start-vm --wait tries) succeeds once the test's sshd answers; `compute
-/// start-iap-tunnel <vm> 22 --listen-on-stdin` joins its standard input and output to the test's
-/// sshd, as IAP does to the VM's port 22.
+/// A stand-in for `gcloud` on `PATH`, the cloud's side of each contract and nothing more:
+/// `compute instances start|stop|describe` keep a VM state in `$FAKE_VM/state` (STAGING once
+/// after a start, then RUNNING); `compute ssh` (the operator's login, which start-vm --wait
+/// tries) succeeds once the VM runs and the test's sshd answers; `compute start-iap-tunnel <vm>
+/// 22 --listen-on-stdin` joins its standard input and output to the test's sshd, as IAP does to
+/// the VM's port 22, only while the VM runs and unless `$FAKE_VM/iap-down` exists (IAP refusing);
+/// `secrets versions access … --out-file=F` writes the tunnel's key (`$FAKE_VM_KEY`, `.pub` for a
+/// secret named `…-pub`) into F; `artifacts docker images scan` names a scan and
+/// `list-vulnerabilities` reports one LOW finding. Every call is appended to `$FAKE_VM/calls`.
 pub const FAKE_GCLOUD: &str = r#"#!/bin/bash
 printf '%s\n' "$*" >> "$FAKE_VM/calls"
+state=$(cat "$FAKE_VM/state" 2>/dev/null || echo TERMINATED)
 case "$1 $2 $3" in
   "compute instances start") echo STAGING > "$FAKE_VM/state"; exit 0 ;;
   "compute instances stop") echo TERMINATED > "$FAKE_VM/state"; exit 0 ;;
   "compute instances describe")
-    state=$(cat "$FAKE_VM/state" 2>/dev/null || echo TERMINATED)
     echo "$state"
     [ "$state" = STAGING ] && echo RUNNING > "$FAKE_VM/state"
     exit 0 ;;
+  "secrets versions access")
+    for arg in "$@"; do
+      case "$arg" in --secret=*) secret=${arg#--secret=} ;; --out-file=*) out=${arg#--out-file=} ;; esac
+    done
+    case "$secret" in *-pub) cp "$FAKE_VM_KEY.pub" "$out" ;; *) cp "$FAKE_VM_KEY" "$out" ;; esac
+    exit $? ;;
+  "artifacts docker images")
+    case "$4" in
+      scan) echo "projects/p/locations/us/operations/scan-$RANDOM"; exit 0 ;;
+      list-vulnerabilities) echo '[{"vulnerability":{"effectiveSeverity":"LOW"}}]'; exit 0 ;;
+    esac ;;
 esac
 case "$1 $2" in
-  "compute ssh") { exec 3<>"/dev/tcp/127.0.0.1/$FAKE_VM_SSH_PORT"; } 2>/dev/null || exit 255; exit 0 ;;
+  "compute ssh")
+    [ "$state" = RUNNING ] || exit 255
+    { exec 3<>"/dev/tcp/127.0.0.1/$FAKE_VM_SSH_PORT"; } 2>/dev/null || exit 255; exit 0 ;;
   "compute start-iap-tunnel")
+    if [ "$state" != RUNNING ] || [ -e "$FAKE_VM/iap-down" ]; then
+      echo "ERROR: (gcloud.compute.start-iap-tunnel) Error while connecting [4003: 'failed to connect to backend']." >&2
+      exit 1
+    fi
     exec 3<>"/dev/tcp/127.0.0.1/$FAKE_VM_SSH_PORT"
     cat <&3 &
     cat >&3

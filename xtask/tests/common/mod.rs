@@ -52,19 +52,64 @@ pub fn xtask_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     cmd
 }
 
-/// Run xtask to its end. What it writes (configs, logs, the tunnel's ssh config) goes to a
-/// temporary folder of its own (`CARGO_TARGET_DIR`, `XTASK_SSH_DIR`), never into the repository
-/// or this account's `~/.ssh`, unless `env` names one.
+/// Run xtask to its end. What it writes (configs, logs) goes to a temporary folder of its own
+/// (`CARGO_TARGET_DIR`), never into the repository, unless `env` names one. The tunnel's ssh
+/// config is the exception: `ssh-tunnel` includes it from this account's `~/.ssh/config`, the
+/// one file a real ssh reads, and the tests that run it clean up after themselves.
 pub fn xtask(args: &[&str], env: &[(&str, &str)]) -> Output {
     let work = tempfile::tempdir().unwrap();
     let mut cmd = xtask_command(args, env);
     if !env.iter().any(|(name, _)| *name == "CARGO_TARGET_DIR") {
         cmd.env("CARGO_TARGET_DIR", work.path());
     }
-    if !env.iter().any(|(name, _)| *name == "XTASK_SSH_DIR") {
-        cmd.env("XTASK_SSH_DIR", work.path().join("ssh"));
-    }
     cmd.output().expect("xtask runs")
+}
+
+/// This account's `~/.ssh/config`, from the password database: the one user config ssh reads,
+/// whatever `HOME` is.
+pub fn account_ssh_config() -> PathBuf {
+    // SAFETY: read at once, on this thread.
+    let home = unsafe { std::ffi::CStr::from_ptr((*libc::getpwuid(libc::getuid())).pw_dir) };
+    PathBuf::from(home.to_string_lossy().into_owned()).join(".ssh/config")
+}
+
+/// The `Include` lines `ssh-tunnel` wrote into the account's ssh config for the files under
+/// `dir`: removed when dropped, with nothing else of the file touched.
+pub struct IncludedSshConfig {
+    pub dir: PathBuf,
+}
+
+impl IncludedSshConfig {
+    /// The `Include` lines of the account's config that name a file under `dir`.
+    pub fn lines(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(account_ssh_config()).unwrap_or_default();
+        let prefix = format!("Include {}/", self.dir.display());
+        text.lines().filter(|line| line.starts_with(&prefix)).map(str::to_string).collect()
+    }
+}
+
+impl Drop for IncludedSshConfig {
+    fn drop(&mut self) {
+        remove_included(&self.dir);
+    }
+}
+
+/// Remove the account ssh config's `Include` lines of files under `dir`.
+fn remove_included(dir: &Path) {
+    let config = account_ssh_config();
+    let Ok(text) = std::fs::read_to_string(&config) else { return };
+    let prefix = format!("Include {}/", dir.display());
+    let kept: String = text.lines().filter(|l| !l.starts_with(&prefix)).map(|l| format!("{l}\n")).collect();
+    if kept != text {
+        let _ = std::fs::write(&config, kept);
+    }
+}
+
+/// What runs with the fakes included from the account's ssh config goes with them.
+impl Drop for FakeTools {
+    fn drop(&mut self) {
+        remove_included(self.dir.path());
+    }
 }
 
 pub fn stdout(output: &Output) -> String {
@@ -160,6 +205,16 @@ for arg in "$@"; do line="$line$us$arg"; done
 [ -n "${SSL_CERT_FILE:-}" ] && line="$line${us}SSL_CERT_FILE=$SSL_CERT_FILE"
 printf '%s\n' "$line" >> "$log"
 call="$name $*"
+# Failure rules, `code prefix`: checked first, so that they reach the volumes below too.
+if [ -f "$FAKE_TOOLS_DIR/rules" ]; then
+  while IFS= read -r rule; do
+    code=${rule%% *}
+    prefix=${rule#* }
+    case "$call" in
+      "$prefix"*) echo "fake $name: failing with $code" >&2; exit "$code" ;;
+    esac
+  done < "$FAKE_TOOLS_DIR/rules"
+fi
 # docker volumes (the leases on the arm64 VM's engine) are kept, as files in `volumes/`:
 # `volume create --label a=b … NAME`, `volume rm NAME`, and `volume ls` printing each name and the
 # value of its `…lease.since` label (the one format the xtask asks for).
@@ -215,15 +270,6 @@ if [ -f "$FAKE_TOOLS_DIR/prints" ]; then
   while IFS="$(printf '\t')" read -r prefix out; do
     case "$call" in "$prefix"*) printf '%s\n' "$out" ;; esac
   done < "$FAKE_TOOLS_DIR/prints"
-fi
-if [ -f "$FAKE_TOOLS_DIR/rules" ]; then
-  while IFS= read -r rule; do
-    code=${rule%% *}
-    prefix=${rule#* }
-    case "$call" in
-      "$prefix"*) echo "fake $name: failing with $code" >&2; exit "$code" ;;
-    esac
-  done < "$FAKE_TOOLS_DIR/rules"
 fi
 exit 0
 "#;
@@ -290,11 +336,19 @@ impl FakeTools {
         format!("{}:/usr/bin:/bin", self.bin().display())
     }
 
-    /// Run xtask with the fakes on `PATH`.
+    /// The `HOME` of runs with the fakes: a folder of their own (`ssh-tunnel` writes the
+    /// tunnel's ssh files there, and includes them from the account's ssh config).
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// Run xtask with the fakes on `PATH`, and `HOME` their own (unless `env` gives one).
     pub fn xtask(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let path = self.path();
         let dir = self.dir.path().display().to_string();
-        let mut all = vec![("PATH", path.as_str()), ("FAKE_TOOLS_DIR", dir.as_str())];
+        let home = self.home().display().to_string();
+        let mut all =
+            vec![("PATH", path.as_str()), ("FAKE_TOOLS_DIR", dir.as_str()), ("HOME", home.as_str())];
         all.extend_from_slice(env);
         xtask(args, &all)
     }
