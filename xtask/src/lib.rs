@@ -49,3 +49,21 @@ pub fn normalize(path: &Path) -> PathBuf {
     }
     out
 }
+
+/// This account's home in the password database, not `$HOME`: ssh reads its user config from
+/// there, and a Cloud Build step's `HOME` (`/builder/home`) is another folder.
+pub fn account_home() -> Option<PathBuf> {
+    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: getpwuid_r writes only into `entry` and `buffer`, whose sizes it is given.
+    unsafe {
+        let mut entry: libc::passwd = std::mem::zeroed();
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let code =
+            libc::getpwuid_r(libc::getuid(), &mut entry, buffer.as_mut_ptr(), buffer.len(), &mut found);
+        if code != 0 || found.is_null() || entry.pw_dir.is_null() {
+            return None;
+        }
+        let dir = std::ffi::CStr::from_ptr(entry.pw_dir).to_string_lossy().into_owned();
+        Some(PathBuf::from(dir))
+    }
+}

@@ -333,22 +333,8 @@ impl Runner {
         if self.print_if_dry(&cmd) {
             return Ok(None);
         }
-        ensure_installed(&cmd.program)?;
         self.log_line(&format!("+ {cmd} >{} 2>&1 &", log.display()));
-        let handle = self
-            .expression(&cmd)
-            .stdin_null()
-            // Inner redirections apply last: stderr joins stdout once stdout is the log.
-            .stderr_to_stdout()
-            .stdout_path(log)
-            // Its own process group: not killed by a Ctrl-C meant for us.
-            .before_spawn(|command| {
-                command.process_group(0);
-                Ok(())
-            })
-            .start()
-            .with_context(|| format!("cannot start `{cmd}`"))?;
-        Ok(handle.pids().first().copied())
+        Ok(self.start_in_group(&cmd, log)?.pids().first().copied())
     }
 
     /// Start `cmd` in a process group of its own (a signal to the group reaches all of it; a
@@ -359,11 +345,18 @@ impl Runner {
         if self.print_if_dry(&cmd) {
             return Ok(None);
         }
-        ensure_installed(&cmd.program)?;
         self.log_line(&format!("+ {cmd} >{} 2>&1", log.display()));
-        let handle = self
-            .expression(&cmd)
+        let handle = self.start_in_group(&cmd, log)?;
+        let pid = *handle.pids().first().expect("a started command has a process");
+        Ok(Some(Started { handle, pid, command: cmd.to_string() }))
+    }
+
+    /// `cmd` started in a process group of its own, its output into `log`.
+    fn start_in_group(&self, cmd: &Cmd, log: &Path) -> Result<duct::Handle> {
+        ensure_installed(&cmd.program)?;
+        self.expression(cmd)
             .stdin_null()
+            // Inner redirections apply last: stderr joins stdout once stdout is the log.
             .stderr_to_stdout()
             .stdout_path(log)
             .before_spawn(|command| {
@@ -371,9 +364,7 @@ impl Runner {
                 Ok(())
             })
             .start()
-            .with_context(|| format!("cannot start `{cmd}`"))?;
-        let pid = *handle.pids().first().expect("a started command has a process");
-        Ok(Some(Started { handle, pid, command: cmd.to_string() }))
+            .with_context(|| format!("cannot start `{cmd}`"))
     }
 
     /// Run the probe `cmd` until its standard output satisfies `accept` (exit status 0 and

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::engine::{
-    FAKE_GCLOUD, SecondEngine, Setup, TUNNEL_USER, TestSshd, engine_or_skip, platforms, run,
+    FAKE_GCLOUD, SecondEngine, Setup, TUNNEL_USER, TestSshd, engine_or_skip, platforms, root_or_skip, run,
 };
 use common::{IncludedSshConfig, stderr, stdout};
 
@@ -73,18 +73,6 @@ const SOLO: &str = "ARG DOCKER_REPO\nARG BUSYBOX_VERSION\n\
     RUN uname -m > /built-on\n";
 
 const IMAGES: [&str; 3] = ["base", "child", "solo"];
-
-/// The tests that make the tunnel user and run sshd need root, as CI has.
-fn root_or_skip(test: &str) -> bool {
-    if unsafe { libc::getuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-        panic!("{test} makes a system user and runs sshd: CI runs the tests as root");
-    }
-    eprintln!("SKIPPED {test}: it makes a system user and runs sshd, which needs root");
-    false
-}
 
 /// One rehearsal's world: the catalog and its registries, the VM's engine and sshd, the fake
 /// gcloud, a signing key.

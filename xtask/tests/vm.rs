@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::engine::{SecondEngine, TUNNEL_USER, TestSshd, builder_guide_file, engine_or_skip};
+use common::engine::{SecondEngine, TUNNEL_USER, TestSshd, builder_guide_file, engine_or_skip, root_or_skip};
 use common::{FakeTools, stderr, stdout};
 
 /// The tunnel user and sshd are this machine's: one test at a time.
@@ -18,19 +18,6 @@ static VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn turn() -> std::sync::MutexGuard<'static, ()> {
     VM.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The tests that make the tunnel user and run sshd need root, as CI has (`.ci/run`); elsewhere
-/// they say why they skip.
-fn root_or_skip(test: &str) -> bool {
-    if unsafe { libc::getuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-        panic!("{test} makes a system user and runs sshd: CI runs the tests as root");
-    }
-    eprintln!("SKIPPED {test}: it makes a system user and runs sshd, which needs root");
-    false
 }
 
 /// The processes of the tunnel user, as the idle script sees them.
@@ -521,5 +508,51 @@ fn the_arm64_node_says_which_builder_it_needs_once_it_is_up() {
         );
         let created = calls.iter().any(|c| c.iter().any(|w| w == "docker-container"));
         assert!(!created || buildkit_vendored, "a builder container without the classic store: {calls:?}");
+    }
+}
+
+/// A Ctrl-C at a terminal (SIGINT to the whole job) or a SIGTERM to the xtask alone (as
+/// `docker stop` or a rehearsal's timeout sends it) in the middle of the arm64 builds: the
+/// builds are interrupted, the lease given back and the VM that this run started is stopped;
+/// the run fails. Without the deferral, the process ended where it stood and the VM ran on.
+#[test]
+fn an_interrupted_run_stops_the_vm_it_started() {
+    use std::os::unix::process::CommandExt;
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let pipeline = Pipeline::new();
+        pipeline.fake.answer("gcloud compute instances describe", 0, "TERMINATED");
+        pipeline.fake.slow("docker --context arm_node buildx build", 30.0);
+        let mut env: Vec<(String, String)> = pipeline.env();
+        env.extend(
+            [("MULTI_CONTEXT", "1"), ("AUTO_START_STOP", "1"), ("BUILD_ID", "int")]
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        env.push(("PATH".into(), pipeline.fake.path()));
+        env.push(("FAKE_TOOLS_DIR".into(), pipeline.fake.dir.path().display().to_string()));
+        let list = pipeline.catalog.path().join("thirdparty.txt");
+        let mut command = common::xtask_command(&["publish-all", "--vm-interval", "0", "--file"], &[]);
+        command.arg(&list).envs(env).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // Its own process group, as a shell gives a job.
+        command.process_group(0);
+        let child = command.spawn().unwrap();
+        let pid = child.id() as i32;
+        let running = pipeline.fake.dir.path().join("running");
+        wait_until("an arm64 build runs", || {
+            std::fs::read_dir(&running).is_ok_and(|mut d| d.next().is_some())
+        });
+        let started = Instant::now();
+        // SAFETY: signalling the group (Ctrl-C) or the process (SIGTERM) the test started.
+        unsafe {
+            if signal == libc::SIGINT {
+                libc::kill(-pid, signal);
+            } else {
+                libc::kill(pid, signal);
+            }
+        }
+        let output = child.wait_with_output().unwrap();
+        assert!(!output.status.success(), "signal {signal}: {}", stderr(&output));
+        assert!(started.elapsed() < Duration::from_secs(20), "the builds were not interrupted");
+        assert_eq!(pipeline.vm_calls(), ["start", "stop"], "signal {signal}: {}", stderr(&output));
+        assert!(!pipeline.fake.dir.path().join("volumes/xtask-lease-int").exists(), "the lease stayed");
     }
 }

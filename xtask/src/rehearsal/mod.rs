@@ -196,7 +196,7 @@ fn write_script(runner: &crate::runner::Runner, dir: &Path, step: &Resolved, tex
 /// fail when they look under a bare `HOME`.
 fn host_environment(folders: &Folders) -> Result<Vec<(String, String)>> {
     let path = std::env::var("PATH").context("PATH is not set")?;
-    let account = account_home();
+    let account = crate::account_home();
     let home_of = |name: &str, folder: &str| -> Option<String> {
         std::env::var(name)
             .ok()
@@ -214,21 +214,4 @@ fn host_environment(folders: &Folders) -> Result<Vec<(String, String)>> {
         }
     }
     Ok(env)
-}
-
-/// This account's home in the password database (not `$HOME`).
-fn account_home() -> Option<PathBuf> {
-    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: getpwuid_r writes only into `entry` and `buffer`, whose sizes it is given.
-    unsafe {
-        let mut entry: libc::passwd = std::mem::zeroed();
-        let mut found: *mut libc::passwd = std::ptr::null_mut();
-        let code =
-            libc::getpwuid_r(libc::getuid(), &mut entry, buffer.as_mut_ptr(), buffer.len(), &mut found);
-        if code != 0 || found.is_null() || entry.pw_dir.is_null() {
-            return None;
-        }
-        let dir = std::ffi::CStr::from_ptr(entry.pw_dir).to_string_lossy().into_owned();
-        Some(PathBuf::from(dir))
-    }
 }

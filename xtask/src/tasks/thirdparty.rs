@@ -41,8 +41,9 @@ pub struct ThirdpartyArgs {
     /// exit 1 when any exists
     #[arg(long)]
     pub check: bool,
-    /// Only what the catalog's builds start from (their bases, and the BuildKit image when a
-    /// builder container is needed), as publish-all vendors it
+    /// Only what the catalog's builds start from (their bases, and the BuildKit image when this
+    /// engine needs a builder container; the arm64 node's need is known once it is up, and
+    /// publish-all vendors it then), as publish-all vendors it
     #[arg(long, conflicts_with_all = ["update", "check"])]
     pub bases: bool,
 }
@@ -142,8 +143,8 @@ pub fn list_pairs(ctx: &Ctx, args: &VendorArgs) -> Result<Vec<Pair>> {
 }
 
 /// thirdparty --bases: vendor what the catalog's builds start from (not the cloud builder's
-/// bases): each image's vendored bases, and the BuildKit image when a node builds in a builder
-/// container. `locked`: exactly the lock's digests.
+/// bases): each image's vendored bases, and the BuildKit image when this engine builds in a
+/// builder container. `locked`: exactly the lock's digests.
 pub fn vendor_build_bases(ctx: &Ctx, args: &VendorArgs, locked: bool) -> Result<()> {
     let graph = super::images::catalog_graph(ctx)?;
     let mut needed: Vec<(String, String)> = Vec::new();

@@ -147,17 +147,7 @@ fn tunnel_dir() -> Result<PathBuf> {
 /// (`~/.ssh/config`), whatever `$HOME` says: in a Cloud Build step `/root`, fresh in each step's
 /// container, while `HOME` is `/builder/home`.
 fn account_home() -> Result<PathBuf> {
-    // SAFETY: getpwuid returns a pointer into static storage or null; it is read at once, on
-    // this thread, before any other call could overwrite it.
-    let dir = unsafe {
-        let entry = libc::getpwuid(libc::getuid());
-        if entry.is_null() || (*entry).pw_dir.is_null() {
-            None
-        } else {
-            Some(std::ffi::CStr::from_ptr((*entry).pw_dir).to_string_lossy().into_owned())
-        }
-    };
-    dir.map(PathBuf::from).context("cannot find this account's home in the password database")
+    crate::account_home().context("cannot find this account's home in the password database")
 }
 
 /// The master connection's socket: in the temporary folder, which lasts as long as the step

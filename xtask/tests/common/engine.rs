@@ -141,6 +141,19 @@ impl Drop for SecondEngine {
     }
 }
 
+/// The tests that make the tunnel user and run sshd need root, as CI has (`.ci/run`); elsewhere
+/// they say why they skip.
+pub fn root_or_skip(test: &str) -> bool {
+    if unsafe { libc::getuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{test} makes a system user and runs sshd: CI runs the tests as root");
+    }
+    eprintln!("SKIPPED {test}: it makes a system user and runs sshd, which needs root");
+    false
+}
+
 /// The tunnel user of the tests' VM stand-in: as ARM64_BUILDER.md makes `buildx`, under a name
 /// of its own (a system user, in the group `docker`, a shell, no password and not locked).
 pub const TUNNEL_USER: &str = "xtask-tunnel";
