@@ -556,3 +556,49 @@ fn an_interrupted_run_stops_the_vm_it_started() {
         assert!(!pipeline.fake.dir.path().join("volumes/xtask-lease-int").exists(), "the lease stayed");
     }
 }
+
+/// The account's ssh config as a run found it: the images step's `Include` (of its own home)
+/// goes on the way out, and a developer's `Include` of the same VM from another home stays
+/// where it was, then and during the run.
+#[test]
+fn the_images_step_leaves_the_account_ssh_config_as_it_found_it() {
+    let pipeline = Pipeline::new();
+    let developer = tempfile::tempdir().unwrap();
+    let theirs = developer.path().join("multi-arch-docker-builder-arm64-2cpu.conf");
+    std::fs::write(&theirs, "Host xtask-builder-arm64-2cpu\n  User me\n").unwrap();
+    let their_line = format!("Include {}", theirs.display());
+    let _theirs = common::IncludedSshConfig { dir: developer.path().to_path_buf() };
+    let config = common::account_ssh_config();
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    let before = std::fs::read_to_string(&config).unwrap_or_default();
+    std::fs::write(&config, format!("{before}{their_line}\n")).unwrap();
+
+    // While the run holds the tunnel, its Include comes first and theirs is still there.
+    pipeline.fake.slow("docker --context arm_node buildx build", 2.0);
+    let ours =
+        format!("Include {}/.ssh/multi-arch-docker-builder-arm64-2cpu.conf", pipeline.fake.home().display());
+    let watcher = std::thread::spawn({
+        let config = config.clone();
+        let (ours, their_line) = (ours.clone(), their_line.clone());
+        move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                let text = std::fs::read_to_string(&config).unwrap_or_default();
+                if text.lines().any(|l| l == ours) {
+                    let first = text.lines().position(|l| l == ours).unwrap();
+                    let theirs = text.lines().position(|l| l == their_line);
+                    return Some((first, theirs));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None
+        }
+    });
+    let output = images_step(&pipeline, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (first, theirs) = watcher.join().unwrap().expect("the run included its host");
+    assert!(theirs.is_some_and(|t| t > first), "theirs kept, below ours: {first} {theirs:?}");
+    let after = std::fs::read_to_string(&config).unwrap();
+    assert!(!after.lines().any(|l| l == ours), "the run's Include stayed:\n{after}");
+    assert!(after.lines().any(|l| l == their_line), "theirs went:\n{after}");
+}

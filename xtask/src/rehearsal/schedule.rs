@@ -1,7 +1,7 @@
 //! The order of the steps, as Cloud Build decides it, and the run of them: a step without
 //! `waitFor` waits for every step before it, `waitFor: ['-']` starts at once, and otherwise a
 //! step waits for the steps it names. A step that fails, or runs past its `timeout`, stops the
-//! build: steps not started never start, running ones are stopped (SIGINT first, so that they
+//! build: steps not started never start, running ones are stopped (a signal first, so that they
 //! can clean up; after a grace, killed), as are all of them at the build's timeout or on Ctrl-C.
 
 use std::path::PathBuf;
@@ -13,8 +13,10 @@ use xshell::cmd;
 use crate::pipeline::Step;
 use crate::runner::{Cmd, Runner, Started, sh};
 
-/// How long a stopped step has, after its SIGINT, before it is killed.
-pub const GRACE: Duration = Duration::from_secs(10);
+/// How long a stopped step has, after its signal, before it is killed: a `publish-all` inside
+/// gives its lease back, closes its tunnel and stops the VM it started, each through IAP, and a
+/// `gcloud compute instances stop` alone may take a minute.
+pub const GRACE: Duration = Duration::from_secs(90);
 
 /// A step's status, named as Cloud Build names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +202,11 @@ pub fn run(
             if let Some((since, _)) = step.stopping
                 && since.elapsed() > GRACE
             {
-                println!("{}: still running {} s after its SIGINT: killing it", job.label, GRACE.as_secs());
+                println!(
+                    "{}: still running {} s after it was told to stop: killing it",
+                    job.label,
+                    GRACE.as_secs()
+                );
                 kill(runner, job, &step.started);
                 step.stopping = Some((Instant::now(), step.stopping.unwrap().1));
             }
@@ -217,12 +223,14 @@ pub fn run(
     }
 }
 
-/// SIGINT: to the container's main process, or to the step's process group.
+/// Stop a step as Cloud Build does: SIGTERM to the container's main process (as `docker stop`
+/// sends it; an xtask there leads its group and passes it on as SIGINT to its builds), or, on
+/// the host, SIGINT to the step's process group, as a Ctrl-C reaches a job.
 fn interrupt(runner: &Runner, job: &Job, started: &Started) {
     match &job.container {
         Some(name) => {
             let sh = sh();
-            let _ = runner.run_ignoring_failure(cmd!(sh, "docker kill --signal INT {name}"));
+            let _ = runner.run_ignoring_failure(cmd!(sh, "docker kill --signal TERM {name}"));
         }
         None => started.signal_group(libc::SIGINT),
     }

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 
 use xshell::cmd;
@@ -104,9 +104,15 @@ pub fn ssh_host(s: &Settings) -> String {
 /// shares (in the background), and the docker context `arm_node` on it; with `--wait`, until the
 /// VM's engine answers through it.
 pub fn ssh_tunnel(ctx: &Ctx, args: &WaitArgs) -> Result<()> {
+    write_ssh_config(ctx)?;
+    open_tunnel(ctx, args)
+}
+
+/// The master connection to the VM's host, from the ssh config written already, the docker
+/// context on it, and (`--wait`) the engine answering through it.
+fn open_tunnel(ctx: &Ctx, args: &WaitArgs) -> Result<()> {
     let s = &ctx.settings;
     let host = ssh_host(s);
-    write_ssh_config(ctx)?;
     let sh = sh();
     // ssh forks into the background itself (`-f`) once it is connected and authenticated.
     ctx.runner.run(cmd!(sh, "ssh -f -N {host}"))?;
@@ -150,8 +156,8 @@ fn account_home() -> Result<PathBuf> {
     crate::account_home().context("cannot find this account's home in the password database")
 }
 
-/// The master connection's socket: in the temporary folder, which lasts as long as the step
-/// that opened the connection (a socket path has at most 107 bytes, which a deep `$HOME` would
+/// The master connection's socket: in `$XDG_RUNTIME_DIR` or the temporary folder, which last
+/// as long as the step that opened the connection (a socket path has at most 107 bytes, which a deep `$HOME` would
 /// pass), one per tunnel folder, so that two homes never share a connection.
 fn control_path(s: &Settings, tunnel_dir: &Path) -> PathBuf {
     // FNV-1a: a short, stable name for the folder.
@@ -160,8 +166,13 @@ fn control_path(s: &Settings, tunnel_dir: &Path) -> PathBuf {
         .as_encoded_bytes()
         .iter()
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
-    std::env::temp_dir().join(format!("xtask-ssh-{uid}")).join(format!("{}-{:08x}", s.arm64_vm, hash as u32))
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()).map(PathBuf::from);
+    runtime
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("xtask-ssh-{uid}"))
+        .join(format!("{}-{:08x}", s.arm64_vm, hash as u32))
 }
 
 /// The ssh config of the VM's host: through IAP, as the tunnel's user with its key, every
@@ -193,14 +204,24 @@ fn ssh_config_text(s: &Settings, control: &Path) -> String {
     )
 }
 
+/// Whether `write_ssh_config` added its `Include` to the account's ssh config.
+enum Included {
+    /// It was there already (or a dry run wrote nothing).
+    Already,
+    /// Added to `config`: the way out takes it away again.
+    Added { config: PathBuf, line: String },
+}
+
 /// `$HOME/.ssh/multi-arch-docker-<vm>.conf`, and an `Include` of it by its absolute path at the
 /// top of the account's `~/.ssh/config`, which is the one file ssh reads (docker starts `ssh`
 /// itself for an `ssh://` context, with no flag of ours). A relative `Include` would be resolved
 /// against `$HOME/.ssh`, which is not where ssh found the config in Cloud Build: an absolute one
 /// resolves whatever `HOME` is. The account's config does not survive a Cloud Build step, so
-/// every step that uses the tunnel writes it again (publish-all does). A dry run says so and
-/// writes nothing: it is the user's own ssh config.
-fn write_ssh_config(ctx: &Ctx) -> Result<()> {
+/// every step that uses the tunnel writes it again (publish-all does). Another home's `Include`
+/// of this VM stays (below ours) while its file exists; one whose file is gone, or the relative
+/// form of older versions, goes. A dry run says so and writes nothing: it is the user's own
+/// ssh config.
+fn write_ssh_config(ctx: &Ctx) -> Result<Included> {
     let dir = tunnel_dir()?;
     let name = format!("multi-arch-docker-{}.conf", ctx.settings.arm64_vm);
     let file = dir.join(&name);
@@ -213,33 +234,66 @@ fn write_ssh_config(ctx: &Ctx) -> Result<()> {
             ctx.settings.arm64_user,
             config.display()
         ));
-        return Ok(());
+        return Ok(Included::Already);
     }
     let control = control_path(&ctx.settings, &dir);
-    for folder in [&dir, control.parent().expect("a folder"), config.parent().expect("a folder")] {
+    for folder in [&dir, config.parent().expect("a folder")] {
         create_private_dir(folder)?;
     }
+    create_socket_dir(control.parent().expect("a folder"))?;
     write_replacing(&file, &ssh_config_text(&ctx.settings, &control))?;
+    // A config that is a link (a dotfile manager's) is written where it points.
+    let config = std::fs::canonicalize(&config).unwrap_or(config);
     let include = format!("Include {}", file.display());
     let _lock = ConfigLock::take(&config)?;
     let current = std::fs::read_to_string(&config).unwrap_or_default();
-    // This VM's earlier lines (another HOME's, or the relative form of older versions) go.
-    let ours = |line: &str| {
+    let stale = |line: &str| {
         line.trim().strip_prefix("Include ").is_some_and(|path| {
             let path = path.trim();
-            path == name || path.ends_with(&format!("/{name}"))
+            path == name || (path.ends_with(&format!("/{name}")) && !Path::new(path).is_file())
         })
     };
-    if current.lines().next() != Some(include.as_str()) || current.lines().filter(|l| ours(l)).count() != 1 {
+    let already = current.lines().any(|line| line.trim() == include);
+    if current.lines().next() != Some(include.as_str()) || current.lines().any(stale) {
         // At the top: an Include after a `Host` line would belong to that host.
-        let rest: Vec<&str> = current.lines().filter(|line| !ours(line)).collect();
         let mut text = format!("{include}\n");
-        for line in rest {
+        for line in current.lines().filter(|line| line.trim() != include && !stale(line)) {
             text.push_str(line);
             text.push('\n');
         }
         write_replacing(&config, &text)?;
         eprintln!("ssh-tunnel: included {} from {}", file.display(), config.display());
+    }
+    Ok(if already { Included::Already } else { Included::Added { config, line: include } })
+}
+
+/// Take `line` out of the account's ssh config again.
+fn remove_include(config: &Path, line: &str) -> Result<()> {
+    let _lock = ConfigLock::take(config)?;
+    let current =
+        std::fs::read_to_string(config).with_context(|| format!("cannot read {}", config.display()))?;
+    let kept: String = current.lines().filter(|l| l.trim() != line).map(|l| format!("{l}\n")).collect();
+    if kept != current {
+        write_replacing(config, &kept)?;
+    }
+    Ok(())
+}
+
+/// The folder of the master connection's socket: ours alone, since whoever controls it could
+/// put a socket of theirs in our connection's place.
+fn create_socket_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    create_private_dir(dir)?;
+    let meta = std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        bail!(
+            "{} is not this account's alone (owner {}, mode {:o}): remove it, and ssh-tunnel makes it anew",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o777
+        );
     }
     Ok(())
 }
@@ -354,11 +408,13 @@ pub fn with_arm_node<T>(
     // the way out below runs.
     let _deferred = crate::interrupt::Deferred::start();
     let found = if s.auto_start_stop { found(ctx) } else { Found::Unknown };
+    let mut included = Included::Already;
     let lease = (|| {
         if s.auto_start_stop {
             start_vm(ctx, wait)?;
         }
-        ssh_tunnel(ctx, wait)?;
+        included = write_ssh_config(ctx)?;
+        open_tunnel(ctx, wait)?;
         take_lease(ctx)
     })();
     let (result, others) = match lease {
@@ -369,6 +425,13 @@ pub fn with_arm_node<T>(
         Err(err) => (Err(err), Err(anyhow!("no lease was taken"))),
     };
     close_tunnel(ctx)?;
+    // The account's ssh config as this run found it: an Include it added goes again (a
+    // rehearsal's or a test's home must not stay in a developer's config).
+    if let Included::Added { config, line } = included
+        && let Err(err) = remove_include(&config, &line)
+    {
+        ctx.runner.say(&format!("the Include this run added to {} stays: {err:#}", config.display()));
+    }
     if !s.auto_start_stop {
         return result;
     }

@@ -94,9 +94,20 @@ impl Drop for IncludedSshConfig {
     }
 }
 
-/// Remove the account ssh config's `Include` lines of files under `dir`.
+/// Remove the account ssh config's `Include` lines of files under `dir`, under the lock the
+/// xtask takes to rewrite it.
 fn remove_included(dir: &Path) {
     let config = account_ssh_config();
+    let Ok(lock) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(config.with_file_name(".config.multi-arch-docker.lock"))
+    else {
+        return;
+    };
+    // SAFETY: a valid open file descriptor; the lock goes with the file.
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
     let Ok(text) = std::fs::read_to_string(&config) else { return };
     let prefix = format!("Include {}/", dir.display());
     let kept: String = text.lines().filter(|l| !l.starts_with(&prefix)).map(|l| format!("{l}\n")).collect();
