@@ -219,6 +219,11 @@ impl Runner {
         }
         let mut tries = 1;
         loop {
+            // A build or merge that has not started by a Ctrl-C does not start after it (the
+            // way out's own commands run through `run`).
+            if crate::interrupt::requested() {
+                bail!("interrupted (Ctrl-C or SIGTERM) before `{cmd}` started");
+            }
             let mut cause = None;
             let result = self.stream(&cmd, &mut |line| {
                 if cause.is_none() {

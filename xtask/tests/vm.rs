@@ -551,7 +551,11 @@ fn an_interrupted_run_stops_the_vm_it_started() {
         }
         let output = child.wait_with_output().unwrap();
         assert!(!output.status.success(), "signal {signal}: {}", stderr(&output));
-        assert!(started.elapsed() < Duration::from_secs(20), "the builds were not interrupted");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "signal {signal}: the builds were not interrupted: {}",
+            stderr(&output)
+        );
         assert_eq!(pipeline.vm_calls(), ["start", "stop"], "signal {signal}: {}", stderr(&output));
         assert!(!pipeline.fake.dir.path().join("volumes/xtask-lease-int").exists(), "the lease stayed");
     }
