@@ -92,6 +92,22 @@ impl Image {
 }
 
 impl Catalog {
+    /// The catalog's images named by their name or task; all of them when none is named.
+    pub fn named_images(&self, names: &[String]) -> Result<Vec<&Image>> {
+        if names.is_empty() {
+            return Ok(self.task_images().map(|(_, image)| image).collect());
+        }
+        names
+            .iter()
+            .map(|name| {
+                let by_task = self.image_for_task(name);
+                by_task.or_else(|| self.images.iter().find(|i| &i.name == name)).with_context(|| {
+                    format!("`{name}` is no image of the catalog (name one by its name or its task)")
+                })
+            })
+            .collect()
+    }
+
     /// The repository's own catalog.
     pub fn load(root: &Path) -> Result<Catalog> {
         Self::load_from(root, Path::new(CATALOG_PATH))

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 /// One catalog image and what it starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
+pub struct Vertex {
     pub name: String,
     /// The catalog images it builds on, each with the reference its Dockerfile names it by.
     pub parents: Vec<Parent>,
@@ -25,7 +25,7 @@ pub struct Parent {
 /// go next, the catalog's order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Graph {
-    pub nodes: Vec<Node>,
+    pub nodes: Vec<Vertex>,
 }
 
 /// What a Dockerfile of the catalog names, by image: `(name, dockerfile, references)`.
@@ -47,7 +47,7 @@ impl Graph {
         let vendored_root = format!("{docker_repo}/thirdparty/");
         let mut nodes = Vec::new();
         for image in images {
-            let mut node = Node { name: image.name.to_string(), parents: Vec::new(), vendored: Vec::new() };
+            let mut node = Vertex { name: image.name.to_string(), parents: Vec::new(), vendored: Vec::new() };
             for reference in image.references {
                 if let Some(parent) = by_reference.get(reference.as_str()) {
                     node.parents.push(Parent { name: parent.to_string(), reference: reference.clone() });
@@ -62,7 +62,7 @@ impl Graph {
         order(nodes)
     }
 
-    pub fn node(&self, name: &str) -> Option<&Node> {
+    pub fn node(&self, name: &str) -> Option<&Vertex> {
         self.nodes.iter().find(|node| node.name == name)
     }
 
@@ -106,9 +106,9 @@ fn unknown_reference(
 
 /// Parents first (Kahn's algorithm, taking the catalog's order among the ready); a cycle is an
 /// error naming its images.
-fn order(mut pending: Vec<Node>) -> Result<Graph, String> {
+fn order(mut pending: Vec<Vertex>) -> Result<Graph, String> {
     let names: Vec<String> = pending.iter().map(|n| n.name.clone()).collect();
-    let mut nodes: Vec<Node> = Vec::new();
+    let mut nodes: Vec<Vertex> = Vec::new();
     while !pending.is_empty() {
         let ready = pending.iter().position(|node| {
             node.parents
@@ -129,7 +129,7 @@ fn order(mut pending: Vec<Node>) -> Result<Graph, String> {
 }
 
 /// One cycle among `nodes`, none of which is ready: `a → b → a`.
-fn cycle(nodes: &[Node]) -> String {
+fn cycle(nodes: &[Vertex]) -> String {
     let mut path: Vec<&str> = vec![&nodes[0].name];
     loop {
         let current = nodes.iter().find(|n| n.name == *path.last().expect("not empty")).expect("in the set");

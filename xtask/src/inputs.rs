@@ -48,31 +48,45 @@ pub struct Inputs {
     pub options: Vec<String>,
 }
 
-/// The parts of `Inputs` that the caller knows; the files are read here.
-pub struct Given<'a> {
-    pub context: &'a Path,
-    pub dockerfile: &'a Path,
+/// The parts of `Inputs` besides the files: what the plan decides.
+pub struct Given {
     pub args: BTreeMap<String, String>,
     pub platforms: String,
     pub bases: BTreeMap<String, String>,
     pub options: Vec<String>,
 }
 
+/// A build's files as the builder receives them, hashed: its context (what `.dockerignore`
+/// leaves) and its Dockerfile. A run hashes each image's files once, when it plans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Files {
+    context: String,
+    files: BTreeMap<String, String>,
+    dockerfile: String,
+}
+
+impl Files {
+    pub fn hash(context: &Path, dockerfile: &Path) -> Result<Files> {
+        let hashed = hash_context(context, dockerfile)?;
+        let text =
+            std::fs::read(dockerfile).with_context(|| format!("cannot read {}", dockerfile.display()))?;
+        Ok(Files { context: hashed.digest, files: hashed.files, dockerfile: sha256_digest(&text) })
+    }
+}
+
 impl Inputs {
-    pub fn reckon(given: Given<'_>) -> Result<Inputs> {
-        let context = hash_context(given.context, given.dockerfile)?;
-        let dockerfile = std::fs::read(given.dockerfile)
-            .with_context(|| format!("cannot read {}", given.dockerfile.display()))?;
-        Ok(Inputs {
+    /// The inputs of a build of `files` with what the plan decided.
+    pub fn of(files: &Files, given: Given) -> Inputs {
+        Inputs {
             version: VERSION,
-            context: context.digest,
-            files: context.files,
-            dockerfile: sha256_digest(&dockerfile),
+            context: files.context.clone(),
+            files: files.files.clone(),
+            dockerfile: files.dockerfile.clone(),
             args: given.args,
             platforms: given.platforms,
             bases: given.bases,
             options: given.options,
-        })
+        }
     }
 
     /// The record as the annotation holds it.
@@ -236,10 +250,12 @@ fn file_digest(path: &Path) -> Result<String> {
 mod tests {
     use super::*;
 
-    fn given<'a>(dir: &'a Path, dockerfile: &'a Path) -> Given<'a> {
+    fn reckon(dir: &Path, dockerfile: &Path) -> Result<Inputs> {
+        Ok(Inputs::of(&Files::hash(dir, dockerfile)?, given()))
+    }
+
+    fn given() -> Given {
         Given {
-            context: dir,
-            dockerfile,
             args: BTreeMap::from([("V".into(), "1".into())]),
             platforms: "linux/amd64,linux/arm64".into(),
             bases: BTreeMap::from([("r/base:1".into(), "sha256:aaaa".into())]),
@@ -260,23 +276,23 @@ mod tests {
     #[test]
     fn the_same_inputs_give_the_same_digest_and_a_changed_file_is_named() {
         let (dir, dockerfile) = context();
-        let first = Inputs::reckon(given(dir.path(), &dockerfile)).unwrap();
-        assert_eq!(first.digest(), Inputs::reckon(given(dir.path(), &dockerfile)).unwrap().digest());
+        let first = reckon(dir.path(), &dockerfile).unwrap();
+        assert_eq!(first.digest(), reckon(dir.path(), &dockerfile).unwrap().digest());
         assert_eq!(first.files.len(), 4, "{:?}", first.files);
 
         std::fs::write(dir.path().join("late.txt"), "two\n").unwrap();
-        let second = Inputs::reckon(given(dir.path(), &dockerfile)).unwrap();
+        let second = reckon(dir.path(), &dockerfile).unwrap();
         assert_ne!(first.digest(), second.digest());
         assert_eq!(second.changes_since(&first), ["late.txt changed"]);
 
         // The mode counts: COPY keeps it.
         let script = dir.path().join("sub/a.sh");
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let third = Inputs::reckon(given(dir.path(), &dockerfile)).unwrap();
+        let third = reckon(dir.path(), &dockerfile).unwrap();
         assert_eq!(third.changes_since(&second), ["sub/a.sh changed"]);
 
         std::fs::write(dir.path().join("Dockerfile"), "FROM r/base:1\n").unwrap();
-        let fourth = Inputs::reckon(given(dir.path(), &dockerfile)).unwrap();
+        let fourth = reckon(dir.path(), &dockerfile).unwrap();
         assert_eq!(fourth.changes_since(&third), ["the Dockerfile changed"]);
     }
 
@@ -284,25 +300,25 @@ mod tests {
     fn ignored_files_do_not_count() {
         let (dir, dockerfile) = context();
         std::fs::write(dir.path().join(".dockerignore"), "*.log\nbuild/\n").unwrap();
-        let before = Inputs::reckon(given(dir.path(), &dockerfile)).unwrap();
+        let before = reckon(dir.path(), &dockerfile).unwrap();
         std::fs::write(dir.path().join("debug.log"), "noise").unwrap();
         std::fs::create_dir(dir.path().join("build")).unwrap();
         std::fs::write(dir.path().join("build/out"), "noise").unwrap();
-        let after = Inputs::reckon(given(dir.path(), &dockerfile)).unwrap();
+        let after = reckon(dir.path(), &dockerfile).unwrap();
         assert_eq!(before.digest(), after.digest());
         std::fs::write(dir.path().join("new.txt"), "sent").unwrap();
-        let added = Inputs::reckon(given(dir.path(), &dockerfile)).unwrap();
+        let added = reckon(dir.path(), &dockerfile).unwrap();
         assert_eq!(added.changes_since(&after), ["new.txt added"]);
         // The Dockerfile's own ignore file wins over the context's.
         std::fs::write(dir.path().join("Dockerfile.dockerignore"), "new.txt\n").unwrap();
-        let own = Inputs::reckon(given(dir.path(), &dockerfile)).unwrap();
+        let own = reckon(dir.path(), &dockerfile).unwrap();
         assert!(own.files.contains_key("debug.log") && !own.files.contains_key("new.txt"), "{:?}", own.files);
     }
 
     #[test]
     fn every_other_input_is_named_when_it_changes() {
         let (dir, dockerfile) = context();
-        let old = Inputs::reckon(given(dir.path(), &dockerfile)).unwrap();
+        let old = reckon(dir.path(), &dockerfile).unwrap();
         let mut new = old.clone();
         new.args.insert("V".into(), "2".into());
         new.args.insert("REFRESH".into(), "2026-12-01".into());

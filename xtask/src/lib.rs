@@ -1,6 +1,24 @@
 //! The build tasks of this repository, behind `cargo xtask`. The binary (`main.rs`) parses the
 //! command line; everything else lives here so that tests and the benchmark can use it too.
 
+// The tasks, on top: each uses the floor below, never another task.
+pub mod tasks;
+
+// What several tasks share: the shared option groups, and the services.
+pub mod build;
+pub mod catalog_graph;
+pub mod ctx;
+pub mod flags;
+pub mod local_registry;
+pub mod publish;
+pub mod published;
+pub mod rehearsal;
+pub mod signing;
+pub mod vendor;
+pub mod vm;
+
+// Below them: the catalog and its files, the settings, the runner of commands, the registry
+// client.
 pub mod cargo_recipe;
 pub mod catalog;
 pub mod dockerfile;
@@ -13,11 +31,8 @@ pub mod pipeline;
 pub mod probe;
 pub mod registry;
 pub mod registry_server;
-pub mod rehearsal;
 pub mod runner;
 pub mod settings;
-pub mod tasks;
-pub mod thirdparty;
 
 use std::path::{Component, Path, PathBuf};
 

@@ -9,19 +9,19 @@ use clap::{Args, Command, FromArgMatches, Subcommand};
 
 use xtask::catalog::Catalog;
 use xtask::catalog::Image;
+use xtask::ctx::Ctx;
+use xtask::flags::{BuildArgs, VendorArgs, WaitArgs};
 use xtask::runner::{AlsoFailed, Runner};
 use xtask::settings::{self, Setting, Settings, SettingsArgs, uses};
 use xtask::tasks::bench::{self, Bench, BenchArgs};
 use xtask::tasks::cloud::CloudBuildArgs;
-use xtask::tasks::images::BuildArgs;
 use xtask::tasks::local_registry::{self, LocalRegistryArgs};
 use xtask::tasks::publish_all::{self, PublishAllArgs};
 use xtask::tasks::scan::{self, ScanArgs};
 use xtask::tasks::seed::{self, SeedArgs};
-use xtask::tasks::signing::{self, VerifyArgs};
-use xtask::tasks::thirdparty::{self, ThirdpartyArgs, VendorArgs};
-use xtask::tasks::vm::WaitArgs;
-use xtask::tasks::{Ctx, buildx, cloud, images, info, vm};
+use xtask::tasks::thirdparty::{self, ThirdpartyArgs};
+use xtask::tasks::verify::{self, VerifyArgs};
+use xtask::tasks::{buildx, cloud, images, info, vm};
 
 // The tasks with fixed names. The per-image tasks (`build-<image>`, `buildx-publish-<image>`,
 // `pull-<image>`) come from the catalog, see `image_tasks`.
@@ -176,7 +176,7 @@ impl ImageAction {
         match self {
             ImageAction::Build => images::build(ctx, image),
             ImageAction::BuildxPublish => {
-                images::buildx_publish(ctx, image, &BuildArgs::from_arg_matches(matches)?)
+                images::buildx_publish(ctx, image, &BuildArgs::from_arg_matches(matches)?.options(None))
             }
             ImageAction::Pull => images::pull(ctx, image),
         }
@@ -325,7 +325,7 @@ fn try_main() -> Result<()> {
     };
     match task {
         Task::Info => info::info(&ctx),
-        Task::BuildxSetup => buildx::buildx_setup(&ctx).map(drop),
+        Task::BuildxSetup => buildx::buildx_setup(&ctx),
         Task::BuildxLs => buildx::buildx_ls(&ctx),
         Task::Prune => buildx::prune(&ctx),
         Task::Clean => images::clean(&ctx),
@@ -343,7 +343,7 @@ fn try_main() -> Result<()> {
         Task::BenchRebuild(args) => bench::bench(&ctx, Bench::Rebuild, &args),
         Task::BenchGraph(args) => bench::bench(&ctx, Bench::Graph, &args),
         Task::BenchCompile(args) => bench::bench(&ctx, Bench::Compile, &args),
-        Task::Verify(args) => signing::verify(&ctx, &args),
+        Task::Verify(args) => verify::verify(&ctx, &args),
         Task::Scan(args) => scan::scan(&ctx, &args),
     }
 }

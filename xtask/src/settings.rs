@@ -132,7 +132,7 @@ fn docker_repo_problem(repo: &str) -> Option<String> {
              without `http://` or `https://`"
         ));
     }
-    let path = crate::thirdparty::path_without_host(repo);
+    let path = crate::registry::reference::path_without_host(repo);
     let bad = path.split('/').find(|component| !is_path_component(component))?;
     Some(format!(
         "DOCKER_REPO `{repo}`: `{bad}` is not a valid path component: {LOWERCASE} (e.g. `{}`)",

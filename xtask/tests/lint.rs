@@ -1,5 +1,5 @@
 //! Linters over the repository's non-Rust files. They fail loudly when the linter is missing:
-//! `.ci/run` installs them.
+//! `.ci/run` installs them. And the README's length: it is the first hour, the rest is in docs/.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,5 +40,20 @@ fn yamllint_passes_on_the_pipeline() {
         "yamllint",
         "apt-get install yamllint",
         &[PathBuf::from("--strict"), PathBuf::from("cloudbuild/pr.yaml")],
+    );
+}
+
+/// The README is what a new user needs in their first hour; anything more goes into docs/, with a
+/// line pointing to it.
+#[test]
+fn the_readme_stays_within_300_lines() {
+    const LIMIT: usize = 300;
+    let path = root().join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let lines = readme.lines().count();
+    assert!(
+        lines <= LIMIT,
+        "README.md has {lines} lines, more than {LIMIT}: keep it to the first hour and move the detail \
+         into docs/ (builds.md, cloud-build.md, development.md, vendoring.md), with a one-line pointer"
     );
 }

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::http::Failure;
 use super::manifest::hex;
-use super::retry::{Progress, Request, Retrying};
+use super::retry::{ProgressMade, Request, Retrying};
 use super::session::{Session, Target, within};
 
 /// Where a blob download stands: the bytes that arrived, hashed as they came, the last chunk
@@ -69,7 +69,7 @@ impl Session {
         let copied = self
             .options
             .retry
-            .run(Request::Any, &self.retries, &on_retry, &Progress::default(), || async {
+            .run(Request::Any, &self.retries, &on_retry, &ProgressMade::default(), || async {
                 self.copy_blob_once(source, destination, digest, size, on_bytes).await
             })
             .await;
@@ -171,7 +171,7 @@ impl Session {
         let on_retry = |retry: &Retrying<'_>| {
             self.trace(&format!("resuming {what} in {:.1} s ({})", retry.wait.as_secs_f64(), retry.failure));
         };
-        let progress = Progress::default();
+        let progress = ProgressMade::default();
         // New bytes are progress: the try that brought them is not counted as fruitless.
         let on_bytes = |count: u64| {
             progress.made();

@@ -36,7 +36,7 @@ pub struct MirrorOptions {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum CopyOutcome {
     UpToDate {
         digest: String,
     },
@@ -65,12 +65,12 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub pair: Pair,
-    pub outcome: Outcome,
+    pub outcome: CopyOutcome,
     pub elapsed: Duration,
 }
 
 /// What a run tells as it goes: bytes as they are sent, each tag when it is done.
-pub trait Progress: Send + Sync {
+pub trait CopyProgress: Send + Sync {
     fn bytes_sent(&self, _bytes: u64) {}
     fn tag_done(&self, _report: &Report) {}
 }
@@ -91,7 +91,7 @@ type Ledger<K, T> = Mutex<HashMap<K, Arc<OnceCell<Result<T, String>>>>>;
 struct Shared {
     session: Arc<Session>,
     options: MirrorOptions,
-    progress: Arc<dyn Progress>,
+    progress: Arc<dyn CopyProgress>,
     transfers: Semaphore,
     /// Each blob's fate per destination repository, so that tags sharing a blob wait for one copy.
     /// Key: destination registry, repository, digest.
@@ -120,7 +120,7 @@ pub async fn mirror(
     session: Arc<Session>,
     pairs: Vec<Pair>,
     options: MirrorOptions,
-    progress: Arc<dyn Progress>,
+    progress: Arc<dyn CopyProgress>,
 ) -> Mirrored {
     let jobs = options.jobs.max(1);
     let shared = Arc::new(Shared {
@@ -139,7 +139,7 @@ pub async fn mirror(
                 let started = Instant::now();
                 let outcome = match mirror_tag(&shared, &pair).await {
                     Ok(outcome) => outcome,
-                    Err(err) => Outcome::Failed { error: format!("{err:#}") },
+                    Err(err) => CopyOutcome::Failed { error: format!("{err:#}") },
                 };
                 let report = Report { pair, outcome, elapsed: started.elapsed() };
                 shared.progress.tag_done(&report);
@@ -160,7 +160,7 @@ pub async fn mirror(
     }
 }
 
-async fn mirror_tag(shared: &Shared, pair: &Pair) -> Result<Outcome> {
+async fn mirror_tag(shared: &Shared, pair: &Pair) -> Result<CopyOutcome> {
     let session = &shared.session;
     let will_push = !shared.options.check_only;
     // A source pinned by digest (from the lock) needs no request to know what it is.
@@ -179,13 +179,13 @@ async fn mirror_tag(shared: &Shared, pair: &Pair) -> Result<Outcome> {
     let destination_digest =
         destination_digest.with_context(|| format!("destination {}", pair.destination))?;
     if destination_digest.as_deref() == Some(source_digest.as_str()) {
-        return Ok(Outcome::UpToDate { digest: source_digest });
+        return Ok(CopyOutcome::UpToDate { digest: source_digest });
     }
     if shared.options.check_only {
-        return Ok(Outcome::OutOfDate { source: source_digest, destination: destination_digest });
+        return Ok(CopyOutcome::OutOfDate { source: source_digest, destination: destination_digest });
     }
     if pinned.is_some() && session.manifest_digest(&pair.source, false).await?.is_none() {
-        return Ok(Outcome::PinGone { digest: source_digest });
+        return Ok(CopyOutcome::PinGone { digest: source_digest });
     }
 
     // Read by digest, not by tag: a tag moved meanwhile cannot mix two versions.
@@ -194,7 +194,7 @@ async fn mirror_tag(shared: &Shared, pair: &Pair) -> Result<Outcome> {
         // Docker Hub counts manifest GETs against its pull quota (HEADs are free): below the
         // run's threshold, `Session::manifest` starts none, and the tag is held back.
         Err(err) => match session.pulls_held_back(&pair.source) {
-            Some(held) => return Ok(Outcome::HeldBack(held)),
+            Some(held) => return Ok(CopyOutcome::HeldBack(held)),
             None => return Err(err),
         },
     };
@@ -220,7 +220,7 @@ async fn mirror_tag(shared: &Shared, pair: &Pair) -> Result<Outcome> {
 
     let sent: Vec<u64> =
         fates.iter().filter_map(|fate| if let BlobFate::Sent(n) = fate { Some(*n) } else { None }).collect();
-    Ok(Outcome::Copied {
+    Ok(CopyOutcome::Copied {
         digest: source_digest,
         blobs_sent: sent.len(),
         bytes_sent: sent.iter().sum(),

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod blob;
 pub mod copy;
+pub mod credentials;
 pub mod http;
 pub mod manifest;
 pub mod reference;
@@ -13,5 +14,5 @@ pub mod retry;
 pub mod session;
 pub mod token;
 
-pub use copy::{MirrorOptions, Mirrored, Outcome, Pair, Progress, Report, mirror};
+pub use copy::{CopyOutcome, CopyProgress, MirrorOptions, Mirrored, Pair, Report, mirror};
 pub use session::{HeldBack, RegistryAccess, Session, uses_plain_http};

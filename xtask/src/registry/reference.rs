@@ -17,6 +17,16 @@ use oci_client::Reference;
 
 const NAME_MAX: usize = 255;
 
+/// The image's path without its registry host: `docker.io/alpine` → `alpine`,
+/// `gcr.io/google.com/cloudsdktool/google-cloud-cli` → `google.com/cloudsdktool/google-cloud-cli`.
+/// Docker Hub's implicit `library/` is not added: it is a source-side detail.
+pub fn path_without_host(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => rest,
+        _ => image,
+    }
+}
+
 /// Parse `text` as an image reference; the error says what is wrong with it.
 pub fn parse(text: &str) -> Result<Reference, String> {
     if text.is_empty() {

@@ -93,9 +93,9 @@ pub fn asked_to_wait(failure: &Failure, request: Request) -> bool {
 /// Told by an operation when one of its tries got somewhere, so that the next failure starts
 /// the count of tries, and the waits, over.
 #[derive(Debug, Default)]
-pub struct Progress(AtomicBool);
+pub struct ProgressMade(AtomicBool);
 
-impl Progress {
+impl ProgressMade {
     pub fn made(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
@@ -151,7 +151,7 @@ impl RetryPolicy {
         request: Request,
         retries: &AtomicU64,
         on_retry: &(dyn Fn(&Retrying<'_>) + Sync),
-        progress: &Progress,
+        progress: &ProgressMade,
         mut op: F,
     ) -> Result<T, Failure>
     where
@@ -239,7 +239,7 @@ mod tests {
         let retries = AtomicU64::new(0);
         let mut calls = 0;
         let result: Result<(), _> = RetryPolicy::default()
-            .run(Request::Any, &retries, &quiet, &Progress::default(), || {
+            .run(Request::Any, &retries, &quiet, &ProgressMade::default(), || {
                 calls += 1;
                 async { Err(answer(503)) }
             })
@@ -255,7 +255,7 @@ mod tests {
         let retries = AtomicU64::new(0);
         let mut calls = 0;
         let result: Result<(), _> = RetryPolicy::default()
-            .run(Request::Any, &retries, &quiet, &Progress::default(), || {
+            .run(Request::Any, &retries, &quiet, &ProgressMade::default(), || {
                 calls += 1;
                 async { Err(answer(404)) }
             })
@@ -269,7 +269,7 @@ mod tests {
         let retries = AtomicU64::new(0);
         let mut calls = 0;
         let result = RetryPolicy::default()
-            .run(Request::Any, &retries, &quiet, &Progress::default(), || {
+            .run(Request::Any, &retries, &quiet, &ProgressMade::default(), || {
                 calls += 1;
                 let answer = if calls < 3 { Err(answer(500)) } else { Ok(calls) };
                 async move { answer }
@@ -284,7 +284,7 @@ mod tests {
         let retries = AtomicU64::new(0);
         let mut calls = 0;
         // Twelve failures, more than twice the tries, each after some bytes: then success.
-        let progress = Progress::default();
+        let progress = ProgressMade::default();
         let result = RetryPolicy::default()
             .run(Request::Any, &retries, &quiet, &progress, || {
                 calls += 1;
@@ -301,7 +301,7 @@ mod tests {
         // Without progress the same failures end at the count of tries.
         let mut calls = 0;
         let stuck: Result<(), _> = RetryPolicy::default()
-            .run(Request::Any, &retries, &quiet, &Progress::default(), || {
+            .run(Request::Any, &retries, &quiet, &ProgressMade::default(), || {
                 calls += 1;
                 async { Err(Failure::in_flight("reset before any byte")) }
             })
@@ -314,7 +314,7 @@ mod tests {
     async fn progress_does_not_outlast_the_time_bound() {
         let retries = AtomicU64::new(0);
         let policy = RetryPolicy { give_up_after: Duration::from_secs(10), ..RetryPolicy::default() };
-        let progress = Progress::default();
+        let progress = ProgressMade::default();
         let result: Result<(), _> = policy
             .run(Request::Any, &retries, &quiet, &progress, || async {
                 progress.made();
@@ -352,7 +352,7 @@ mod tests {
         let throttled = Failure::from_status("GET u", StatusCode::TOO_MANY_REQUESTS, &headers, b"");
         let policy = RetryPolicy { give_up_after: Duration::from_secs(30), ..RetryPolicy::default() };
         let result = policy
-            .run(Request::Any, &retries, &quiet, &Progress::default(), || {
+            .run(Request::Any, &retries, &quiet, &ProgressMade::default(), || {
                 calls += 1;
                 let answer = if calls <= 8 { Err(throttled.clone()) } else { Ok(calls) };
                 async move { answer }
@@ -360,7 +360,9 @@ mod tests {
             .await;
         assert_eq!(result.unwrap(), 9, "eight throttled answers, more than the five tries");
         let always: Result<(), _> = policy
-            .run(Request::Any, &retries, &quiet, &Progress::default(), || async { Err(throttled.clone()) })
+            .run(Request::Any, &retries, &quiet, &ProgressMade::default(), || async {
+                Err(throttled.clone())
+            })
             .await;
         assert!(always.is_err(), "the time bound ends it");
     }

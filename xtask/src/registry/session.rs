@@ -20,7 +20,7 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use super::http::Cause;
 use super::http::{Failure, RateLimit};
 use super::manifest::{self, ACCEPTED, Descriptor, OCI_INDEX, sha256_digest};
-use super::retry::{Progress, Request, RetryPolicy, Retrying};
+use super::retry::{ProgressMade, Request, RetryPolicy, Retrying};
 use super::token::{Challenge, Tokens, parse_challenge, repository_scope};
 
 /// How a registry is reached, decided once per run.
@@ -279,7 +279,7 @@ impl Session {
                 retry.failure
             ));
         };
-        self.options.retry.run(request, &self.retries, &on_retry, &Progress::default(), op).await
+        self.options.retry.run(request, &self.retries, &on_retry, &ProgressMade::default(), op).await
     }
 
     pub(super) fn trace(&self, message: &str) {

@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
+use crate::ctx::Ctx;
 use crate::pipeline::Pipeline;
 use crate::runner::sh;
-use crate::tasks::Ctx;
 use gcloudignore::GcloudIgnore;
 use host_paths::HostPaths;
 use schedule::{Job, Status, Stop};

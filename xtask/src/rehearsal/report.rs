@@ -4,10 +4,10 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use super::schedule::Outcome;
+use super::schedule::StepOutcome;
 
 /// The table: one row per step, `names` and `outcomes` in the pipeline's order.
-pub fn table(names: &[String], outcomes: &[Outcome]) -> String {
+pub fn table(names: &[String], outcomes: &[StepOutcome]) -> String {
     let width = names.iter().map(String::len).chain([2]).max().unwrap_or(2);
     let mut out = format!("{:<width$}  {:<9}  DURATION\n", "ID", "STATUS");
     for (name, outcome) in names.iter().zip(outcomes) {
@@ -33,8 +33,8 @@ mod tests {
     #[test]
     fn rows_are_aligned() {
         let outcomes = [
-            Outcome { status: Status::Success, duration: Some(Duration::from_millis(1500)) },
-            Outcome { status: Status::Queued, duration: None },
+            StepOutcome { status: Status::Success, duration: Some(Duration::from_millis(1500)) },
+            StepOutcome { status: Status::Queued, duration: None },
         ];
         let table = table(&["setup-ssh".into(), "Step #1".into()], &outcomes);
         assert_eq!(

@@ -83,7 +83,7 @@ pub struct Job {
 
 /// How a step ended, and how long it ran.
 #[derive(Debug, Clone, Copy)]
-pub struct Outcome {
+pub struct StepOutcome {
     pub status: Status,
     pub duration: Option<Duration>,
 }
@@ -127,9 +127,9 @@ pub fn run(
     jobs: &[Job],
     waits: &[Vec<usize>],
     build_timeout: Option<Duration>,
-) -> Result<(Vec<Outcome>, Option<Stop>)> {
+) -> Result<(Vec<StepOutcome>, Option<Stop>)> {
     let start = Instant::now();
-    let mut outcomes = vec![Outcome { status: Status::Queued, duration: None }; jobs.len()];
+    let mut outcomes = vec![StepOutcome { status: Status::Queued, duration: None }; jobs.len()];
     let mut running: Vec<Option<Running>> = jobs.iter().map(|_| None).collect();
     let mut stop: Option<Stop> = None;
     loop {
@@ -154,7 +154,7 @@ pub fn run(
                         Err(err) => {
                             println!("{}: cannot start: {err:#}", job.label);
                             outcomes[index] =
-                                Outcome { status: Status::Failure, duration: Some(Duration::ZERO) };
+                                StepOutcome { status: Status::Failure, duration: Some(Duration::ZERO) };
                             stop = Some(Stop::Failed(index));
                             break;
                         }
@@ -174,7 +174,7 @@ pub fn run(
                 };
                 let how = if ended == Status::Failure { format!(" ({status})") } else { String::new() };
                 println!("{}: {}{how} after {:.1} s", job.label, ended.as_str(), duration.as_secs_f64());
-                outcomes[index] = Outcome { status: ended, duration: Some(duration) };
+                outcomes[index] = StepOutcome { status: ended, duration: Some(duration) };
                 running[index] = None;
                 if ended == Status::Failure && stop.is_none() {
                     stop = Some(Stop::Failed(index));

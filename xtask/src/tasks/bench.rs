@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use xshell::cmd;
 
-use super::Ctx;
+use crate::ctx::Ctx;
 use crate::runner::sh;
 
 #[derive(Args, Debug, Clone)]

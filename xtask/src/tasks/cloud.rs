@@ -4,13 +4,15 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::thirdparty::{self, VendorArgs};
-use super::{Ctx, images, local_registry};
 use xshell::cmd;
 
 use crate::cargo_recipe;
+use crate::ctx::Ctx;
+use crate::flags::VendorArgs;
+use crate::local_registry::with_local_registry;
 use crate::rehearsal::{self, Rehearsal};
 use crate::runner::sh;
+use crate::vendor::{self, Mode};
 
 /// build-publish-cloud-builder: vendor what it is built from, then build it for amd64 only,
 /// since it only ever runs inside Cloud Build, and push it. The xtask's dependency recipe goes
@@ -19,10 +21,13 @@ use crate::runner::sh;
 pub fn build_publish_cloud_builder(ctx: &Ctx, args: &VendorArgs) -> Result<()> {
     let s = &ctx.settings;
     let image = &ctx.catalog.cloud_builder;
-    local_registry::with_local_registry(ctx, || {
-        let needed =
-            images::vendored_bases(ctx, image)?.into_iter().map(|base| (base, image.dockerfile())).collect();
-        thirdparty::vendor_bases(ctx, args, needed, thirdparty::Mode::Default { whole_list: false })?;
+    let options = args.options();
+    with_local_registry(ctx, || {
+        let needed = crate::catalog_graph::vendored_bases(ctx, image)?
+            .into_iter()
+            .map(|base| (base, image.dockerfile()))
+            .collect();
+        vendor::vendor_bases(ctx, &options, needed, Mode::Default { whole_list: false })?;
         let recipe = xtask_recipe(ctx)?;
         let recipe = format!("{}={}", cargo_recipe::CONTEXT, recipe.display());
         let (sh, dockerfile, build_args, reference, context) =

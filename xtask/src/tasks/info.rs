@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-use super::{Ctx, buildx};
+use crate::build::node;
+use crate::ctx::Ctx;
 use crate::runner::is_installed;
 
 /// info
@@ -41,7 +42,7 @@ pub fn info(ctx: &Ctx) -> Result<()> {
     if !s.problems.is_empty() {
         bail!("{} setting(s) break a rule, marked above", s.problems.len());
     }
-    match buildx::nodes(ctx) {
+    match node::nodes(ctx) {
         Ok(nodes) => {
             for node in nodes {
                 let platforms = node.platforms.join(",");

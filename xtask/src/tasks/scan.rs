@@ -7,8 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use xshell::cmd;
 
-use super::Ctx;
-use super::published::Destination;
+use crate::ctx::Ctx;
+use crate::published::Destination;
 use crate::registry::manifest::short_digest;
 use crate::runner::sh;
 
@@ -34,7 +34,7 @@ struct Findings {
 
 /// scan
 pub fn scan(ctx: &Ctx, args: &ScanArgs) -> Result<()> {
-    let images = super::signing::named_images(ctx, &args.images)?;
+    let images = ctx.catalog.named_images(&args.images)?;
     let destination = Destination::open(ctx)?;
     let (sh, project) = (sh(), &ctx.settings.gcp_project);
     let mut all = Vec::new();

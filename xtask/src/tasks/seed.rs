@@ -9,10 +9,12 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::{Result, bail};
 use clap::Args;
 
-use super::images::{self, BuildArgs};
-use super::{Ctx, local_registry, publish_all};
 use crate::catalog::Image;
+use crate::ctx::Ctx;
+use crate::flags::BuildArgs;
+use crate::local_registry::with_local_registry;
 use crate::pipeline::Pipeline;
+use crate::publish;
 
 #[derive(Args, Debug, Clone)]
 pub struct SeedArgs {
@@ -49,11 +51,11 @@ pub fn seed_arm64(ctx: &Ctx, args: &SeedArgs) -> Result<()> {
     if !seed.runner.is_dry_run() && !args.yes {
         confirm()?;
     }
-    local_registry::with_local_registry(&seed, || {
-        let graph = images::catalog_graph(&seed)?;
+    with_local_registry(&seed, || {
+        let graph = crate::catalog_graph::of_catalog(&seed)?;
         let names: Vec<&str> = images.iter().map(|image| image.name.as_str()).collect();
         let logs = (names.len() > 1).then(|| crate::work_dir().join("seed-arm64"));
-        publish_all::publish_images(&seed, &graph, &names, &args.build.options(logs))
+        publish::publish_images(&seed, &graph, &names, &args.build.options(logs))
     })
 }
 

@@ -141,16 +141,6 @@ fn check_tag(image: &str, tag: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The image's path without its registry host: `docker.io/alpine` → `alpine`,
-/// `gcr.io/google.com/cloudsdktool/google-cloud-cli` → `google.com/cloudsdktool/google-cloud-cli`.
-/// Docker Hub's implicit `library/` is not added: it is a source-side detail.
-pub fn path_without_host(image: &str) -> &str {
-    match image.split_once('/') {
-        Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => rest,
-        _ => image,
-    }
-}
-
 /// Source and destination of every tag: `<image>:<tag>` → `$DOCKER_REPO/thirdparty/<path>:<tag>`.
 pub fn pairs(entries: &[Entry], docker_repo: &str) -> Result<Vec<Pair>, Vec<LineError>> {
     let mut pairs = Vec::new();
@@ -158,7 +148,8 @@ pub fn pairs(entries: &[Entry], docker_repo: &str) -> Result<Vec<Pair>, Vec<Line
     for entry in entries {
         for tag in &entry.tags {
             let source = format!("{}:{tag}", entry.image);
-            let destination = format!("{docker_repo}/thirdparty/{}:{tag}", path_without_host(&entry.image));
+            let destination =
+                format!("{docker_repo}/thirdparty/{}:{tag}", reference::path_without_host(&entry.image));
             match (reference::parse(&source), reference::parse(&destination)) {
                 (Ok(source), Ok(destination)) => pairs.push(Pair { source, destination }),
                 (Err(e), _) => {

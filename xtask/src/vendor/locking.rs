@@ -11,7 +11,7 @@ use super::Mode;
 use crate::lock::{self, Lock, LockedArtifact, LockedManifest, LockedTag};
 use crate::registry::manifest::{sha256_digest, short_digest as short};
 use crate::registry::resolve::{Artifact, Referrer, Resolved, fallback_index, referrers_tag, resolve};
-use crate::registry::{self, Outcome, Pair, Report, Session};
+use crate::registry::{self, CopyOutcome, Pair, Report, Session};
 
 /// A tag's key in the lock: its source, in full (`docker.io/library/alpine:3.15`).
 pub(super) fn lock_key(pair: &Pair) -> String {
@@ -35,7 +35,7 @@ fn names(image: &str, pair: &Pair) -> bool {
     };
     let same_image =
         named.registry() == pair.source.registry() && named.repository() == pair.source.repository();
-    same_image && (!crate::thirdparty::names_a_tag(image) || named.tag() == pair.source.tag())
+    same_image && (!super::list::names_a_tag(image) || named.tag() == pair.source.tag())
 }
 
 /// The lock this run copies from: the old one, with the tags that need it resolved anew (all
@@ -90,12 +90,12 @@ pub(super) async fn lock_tags(
             }
             Ok(None) => format!("source {} not found", pair.source),
             Err(_) if let Some(held) = session.pulls_held_back(&pair.source) => {
-                unresolved.push(Report { pair: pair.clone(), outcome: Outcome::HeldBack(held), elapsed });
+                unresolved.push(Report { pair: pair.clone(), outcome: CopyOutcome::HeldBack(held), elapsed });
                 continue;
             }
             Err(err) => format!("source {}: {err:#}", pair.source),
         };
-        unresolved.push(Report { pair: pair.clone(), outcome: Outcome::Failed { error }, elapsed });
+        unresolved.push(Report { pair: pair.clone(), outcome: CopyOutcome::Failed { error }, elapsed });
     }
     (new, unresolved)
 }
@@ -171,7 +171,7 @@ pub(super) async fn write_fallback_tags(session: &Session, pairs: &[Pair], lock:
                 let error = format!("referrers of {subject}: {err:#}");
                 reports.push(Report {
                     pair: pair.clone(),
-                    outcome: Outcome::Failed { error },
+                    outcome: CopyOutcome::Failed { error },
                     elapsed: started.elapsed(),
                 });
             }

@@ -9,10 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use oci_client::Reference;
 
-use super::Ctx;
-use super::thirdparty::registry_credentials;
+use crate::ctx::Ctx;
 use crate::inputs::{DIGEST_ANNOTATION, Inputs, RECORD_ANNOTATION};
 use crate::registry::Session;
+use crate::registry::credentials::registry_credentials;
 use crate::registry::manifest::sha256_digest;
 use crate::registry::retry::RetryPolicy;
 use crate::registry::session::SessionOptions;
@@ -28,6 +28,25 @@ pub struct Published {
     /// Each platform's manifest digest (`linux/arm64`, …), attestations left out; a single
     /// manifest is the one entry, of no platform.
     pub platforms: Vec<(String, String)>,
+}
+
+/// What the plan reads of a registry: `Destination` over the network, a map in the plan's tests.
+pub trait RegistryView: Sync {
+    /// The digest `reference` points at; `None` when nothing is there.
+    fn digest(&self, reference: &str) -> Result<Option<String>>;
+    /// The image published at `reference`, with the inputs recorded on it; `None` when nothing
+    /// is there.
+    fn published(&self, reference: &str) -> Result<Option<Published>>;
+}
+
+impl RegistryView for Destination {
+    fn digest(&self, reference: &str) -> Result<Option<String>> {
+        Destination::digest(self, reference)
+    }
+
+    fn published(&self, reference: &str) -> Result<Option<Published>> {
+        Destination::published(self, reference)
+    }
 }
 
 /// The registry of `$DOCKER_REPO`, with a memo of the tags read (a vendored base shared by many
@@ -53,10 +72,11 @@ impl Destination {
         };
         let (gcloud_hosts, insecure) = (list("GCLOUD_AUTH_REGISTRIES"), list("INSECURE_REGISTRIES"));
         // Read only: without a gcloud token, anonymously (a failed read then says why).
-        let registries: Vec<_> = registry_credentials(ctx, &[(host, true)], &gcloud_hosts, &insecure)?
-            .into_iter()
-            .map(|(access, auth, _)| (access, auth))
-            .collect();
+        let registries: Vec<_> =
+            registry_credentials(&ctx.runner, &[(host, true)], &gcloud_hosts, &insecure)?
+                .into_iter()
+                .map(|(access, auth, _)| (access, auth))
+                .collect();
         let accesses: Vec<_> = registries.iter().map(|(access, _)| access.clone()).collect();
         let options = SessionOptions {
             retry: RetryPolicy { attempts: 2, ..RetryPolicy::default() },

@@ -1,5 +1,5 @@
-//! Signatures of what is published (cosign, by digest, never by tag), and `verify`: an image's
-//! signature checked and its provenance shown, per platform, as a consumer would.
+//! verify: an image's signature checked and its provenance shown, per platform, as a consumer
+//! would.
 
 use std::path::PathBuf;
 
@@ -7,82 +7,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use xshell::cmd;
 
-use super::Ctx;
-use crate::catalog::Image;
-use crate::registry::uses_plain_http;
+use crate::ctx::Ctx;
 use crate::runner::sh;
-
-/// `SIGN_KEY=keyless`: a certificate for the gcloud account's identity token (in Cloud Build,
-/// the build's service account), no key to keep.
-const KEYLESS: &str = "keyless";
-
-/// cosign's tag for the signature of `digest` (`sha256-<hex>.sig`), which `thirdparty` copies
-/// with the image.
-pub fn signature_tag(digest: &str) -> String {
-    format!("{}.sig", digest.replacen(':', "-", 1))
-}
-
-/// cosign's flags for a registry spoken to over plain HTTP (loopback ones always are).
-fn registry_flags(reference: &str) -> Vec<String> {
-    let host = reference.split('/').next().unwrap_or_default();
-    let insecure: Vec<String> =
-        std::env::var("INSECURE_REGISTRIES").unwrap_or_default().split(',').map(str::to_string).collect();
-    if uses_plain_http(host, &insecure) {
-        vec!["--allow-http-registry".into(), "--allow-insecure-registry".into()]
-    } else {
-        Vec::new()
-    }
-}
-
-/// Sign `reference` (`<repo>@<digest>`) as `SIGN_KEY` says. A key file signs without the
-/// transparency log (offline; verify with `--insecure-ignore-tlog`); a KMS key and keyless
-/// signing record the signature in it.
-pub fn sign(ctx: &Ctx, key: &str, reference: &str) -> Result<()> {
-    let sh = sh();
-    let registry = registry_flags(reference);
-    if key == KEYLESS {
-        return sign_keyless(ctx, reference, &registry);
-    }
-    let local = !key.contains("://");
-    let tlog: Vec<&str> = if local { vec!["--tlog-upload=false"] } else { Vec::new() };
-    ctx.runner.run(cmd!(sh, "cosign sign --yes --key {key} {tlog...} {registry...} {reference}"))
-}
-
-/// Keyless: the identity token, for the audience `sigstore`, goes to cosign in a file of its
-/// own, never on a command line (which is logged).
-fn sign_keyless(ctx: &Ctx, reference: &str, registry: &[String]) -> Result<()> {
-    let sh = sh();
-    let token_file = ctx.root.join(crate::work_dir()).join("xtask/identity-token");
-    if ctx.runner.is_dry_run() {
-        ctx.runner.say(&format!(
-            "an identity token for sigstore (`gcloud auth print-identity-token --audiences=sigstore`) into {}:",
-            token_file.display()
-        ));
-    } else {
-        let token =
-            ctx.runner.query(cmd!(sh, "gcloud auth print-identity-token --audiences=sigstore"), None)?;
-        write_secret(&token_file, token.trim())?;
-    }
-    let result =
-        ctx.runner.run(cmd!(sh, "cosign sign --yes --identity-token {token_file} {registry...} {reference}"));
-    let _ = std::fs::remove_file(&token_file);
-    result
-}
-
-fn write_secret(path: &std::path::Path, secret: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::create_dir_all(path.parent().expect("a folder"))?;
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(secret.as_bytes())?;
-    Ok(())
-}
+use crate::signing::{KEYLESS, registry_flags};
 
 #[derive(Args, Debug, Clone)]
 pub struct VerifyArgs {
@@ -108,7 +35,7 @@ pub struct VerifyArgs {
 /// verify: for each image, its signature checked with cosign, then its provenance per
 /// platform: who built it, from which build arguments and which bases' digests.
 pub fn verify(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
-    let images = named_images(ctx, &args.images)?;
+    let images = ctx.catalog.named_images(&args.images)?;
     let sh = sh();
     for image in images {
         let reference = ctx.settings.image_ref(image);
@@ -141,22 +68,6 @@ pub fn verify(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
         println!("{}", provenance_summary(&image.name, &reference, &provenance)?);
     }
     Ok(())
-}
-
-/// The catalog's images named by their name or task; all of them when none is named.
-pub fn named_images<'a>(ctx: &'a Ctx, names: &[String]) -> Result<Vec<&'a Image>> {
-    if names.is_empty() {
-        return Ok(ctx.catalog.task_images().map(|(_, image)| image).collect());
-    }
-    names
-        .iter()
-        .map(|name| {
-            let by_task = ctx.catalog.image_for_task(name);
-            by_task.or_else(|| ctx.catalog.images.iter().find(|i| &i.name == name)).with_context(|| {
-                format!("`{name}` is no image of the catalog (name one by its name or its task)")
-            })
-        })
-        .collect()
 }
 
 /// The key to verify with: `--key`, else SIGN_KEY's public half.

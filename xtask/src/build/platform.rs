@@ -1,0 +1,109 @@
+//! One platform of one image, built on the node that builds it: the `docker buildx build`
+//! command made from the image's recipe, with its own registry cache, pushed to its own tag.
+
+use anyhow::Result;
+use xshell::cmd;
+
+use super::failure::transient_cause;
+use super::node::Node;
+use crate::catalog::Image;
+use crate::ctx::Ctx;
+use crate::inputs::Inputs;
+use crate::runner::{Cmd, sh};
+
+/// The options of every build that change what it produces, part of every image's inputs: the
+/// bases pulled anew, each platform's provenance attestation (`PROVENANCE`), and its SBOM
+/// attestation from the catalog's vendored generator (`SBOM`), so that BuildKit does not fetch
+/// its default generator from Docker Hub.
+pub fn output_options(ctx: &Ctx) -> Vec<String> {
+    let s = &ctx.settings;
+    let mut options = vec!["--pull".to_string()];
+    match s.provenance.as_str() {
+        "false" => options.push("--provenance=false".into()),
+        mode => options.extend(["--provenance".to_string(), format!("mode={mode}")]),
+    }
+    if s.sbom
+        && let Some(generator) = &ctx.catalog.sbom_generator
+    {
+        options.extend(["--attest".to_string(), format!("type=sbom,generator={}", s.vendored(generator))]);
+    }
+    options
+}
+
+/// What one image's build is made of, decided before it runs.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// `--build-arg` names and values, in order: DOCKER_REPO, the image's versions, REFRESH.
+    pub args: Vec<(String, String)>,
+    /// Each image the Dockerfile starts from, as it names it, and `<reference>@<digest>` to
+    /// build from instead: the exact digest, never what the tag points at when it is read.
+    pub pins: Vec<(String, String)>,
+    /// Recorded on the published index; unknown where a base's digest is.
+    pub inputs: Option<Inputs>,
+}
+
+/// One platform of an image, on the node that builds it.
+pub struct PlatformBuild<'a> {
+    pub node: &'a Node,
+    pub platform: &'a String,
+}
+
+/// The build of one platform. An image marked `split_build` is built in three steps inside Cloud
+/// Build.
+pub fn build_platform(
+    ctx: &Ctx,
+    image: &Image,
+    recipe: &Recipe,
+    build: &PlatformBuild,
+    tag: &str,
+) -> Result<()> {
+    let full = buildx_build_cmd(ctx, image, recipe, build.node, build.platform, tag);
+    if !(image.split_build && ctx.settings.in_cloud_build) {
+        return ctx.runner.run_retrying(&full, transient_cause);
+    }
+    // Cloud Build mints the registry token when the builder starts and it expires after an hour,
+    // so a long build fails at its push. Build first without pushing (the results stay in the
+    // builder's cache), restart the builder for a fresh token, then build again: all cache hits,
+    // quick, and the push gets the new token.
+    ctx.runner.say("split build: build without pushing, restart the builder, then build and push");
+    let build_only = full.clone().without("--push", false).without("--cache-to", true);
+    ctx.runner.run_retrying(&build_only, transient_cause)?;
+    let (sh, on, builder) = (sh(), &build.node.context_flag(), &build.node.builder.name);
+    ctx.runner.run(cmd!(sh, "docker {on...} buildx stop {builder}"))?;
+    ctx.runner.run_retrying(&full, transient_cause)
+}
+
+fn buildx_build_cmd(
+    ctx: &Ctx,
+    image: &Image,
+    recipe: &Recipe,
+    node: &Node,
+    platform: &str,
+    tag: &str,
+) -> Cmd {
+    let s = &ctx.settings;
+    let cache = s.cache_ref(image, platform);
+    let (sh, on, builder, dockerfile, context) =
+        (sh(), &node.context_flag(), &node.builder.name, image.dockerfile(), image.context());
+    let build_args: Vec<String> = recipe
+        .args
+        .iter()
+        .flat_map(|(name, value)| ["--build-arg".to_string(), format!("{name}={value}")])
+        .collect();
+    let pins: Vec<String> = recipe
+        .pins
+        .iter()
+        .flat_map(|(named, pinned)| {
+            ["--build-context".to_string(), format!("{named}=docker-image://{pinned}")]
+        })
+        .collect();
+    let (cache_from, cache_to) =
+        (format!("type=registry,ref={cache}"), format!("type=registry,ref={cache},mode=max"));
+    let options = output_options(ctx);
+    cmd!(
+        sh,
+        "docker {on...} buildx build --file {dockerfile} --platform {platform} --builder {builder} --progress plain
+            {build_args...} {pins...} --cache-from {cache_from} --cache-to {cache_to} {options...} --push --tag {tag} {context}"
+    )
+    .into()
+}

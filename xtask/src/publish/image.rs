@@ -1,0 +1,227 @@
+//! One image of a run: skipped when a parent failed, else its decision settled and, unless it is
+//! up to date, built per platform at once (each on its node, with its own registry cache and
+//! its own tag `<tag>-<arch>`), merged into `<tag>`, signed by digest, and told.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+
+use super::Run;
+use super::merge::merge;
+use super::plan::{Decision, ParentState, ParentStates};
+use super::table::{ImageOutcome, Row};
+use crate::build::output::ImageOutput;
+use crate::build::platform::{PlatformBuild, Recipe, build_platform};
+use crate::build::setup;
+use crate::build::steps::Steps;
+use crate::catalog::Image;
+use crate::ctx::Ctx;
+use crate::graph::Vertex;
+use crate::registry::manifest::short_digest;
+use crate::settings::platform_suffix;
+use crate::signing;
+
+impl Run<'_> {
+    /// One image, from the states of its parents in the run.
+    pub(super) fn one_image(&self, node: &Vertex, parents: ParentStates) -> Row {
+        let started = Instant::now();
+        let name = node.name.as_str();
+        let image = self.planner.image(name);
+        let log = self.options.logs.as_ref().map(|dir| self.ctx.root.join(dir).join(format!("{name}.log")));
+        if let Some(log) = &log {
+            let _ = std::fs::remove_file(log);
+        }
+        let steps = Arc::new(Steps::default());
+        let failed_parent = parents.values().find_map(|p| match p {
+            ParentState::Failed(reason) => Some(reason.clone()),
+            _ => None,
+        });
+        let outcome = match failed_parent {
+            Some(reason) => ImageOutcome::Skipped { reason },
+            None if crate::interrupt::requested() => {
+                ImageOutcome::Failed { error: anyhow!("interrupted before it started (Ctrl-C or SIGTERM)") }
+            }
+            None => match self.publish(node, image, &parents, log.as_deref(), &steps) {
+                Ok(outcome) => outcome,
+                Err(error) => ImageOutcome::Failed { error },
+            },
+        };
+        self.tell(image, &outcome, started.elapsed(), log.as_deref());
+        let built = matches!(outcome, ImageOutcome::Built { .. } | ImageOutcome::Failed { .. });
+        Row {
+            name: name.to_string(),
+            outcome,
+            elapsed: started.elapsed(),
+            steps: built.then(|| steps.counts()),
+        }
+    }
+
+    /// The plan's decision, settled; then built unless up to date, and signed.
+    fn publish(
+        &self,
+        node: &Vertex,
+        image: &Image,
+        parents: &ParentStates,
+        log: Option<&Path>,
+        steps: &Arc<Steps>,
+    ) -> Result<ImageOutcome> {
+        let ctx = self.ctx;
+        let output = ImageOutput { log, width: self.width, steps: Arc::clone(steps) };
+        let build = match self.plan.settle(&self.planner, node, parents) {
+            Decision::UpToDate(digest) => {
+                // Up to date keeps its signature; one that was never signed gets one.
+                self.sign(image, &output, &digest, true)?;
+                return Ok(ImageOutcome::UpToDate { digest });
+            }
+            Decision::Build(build) => build,
+            Decision::Fails(why) => bail!("{why}"),
+            Decision::AfterParents => bail!("{} was not settled after its parents", image.name),
+        };
+        let verb = if ctx.runner.is_dry_run() { "would build" } else { "building" };
+        let why = &build.why;
+        self.status(
+            &format!("{:<11} {}: {why}", verb, image.name),
+            &format!("{}: {verb}: {why}", image.name),
+        );
+        for note in &build.notes {
+            ctx.runner.say(&format!("{}: {note}", image.name));
+        }
+        let image_ctx = output.image_ctx(&self.image_ctx(image), image);
+        build_and_merge(&image_ctx, image, &build.recipe, &output)?;
+        let reference = ctx.settings.image_ref(image);
+        if ctx.runner.is_dry_run() {
+            if let Some(key) = &ctx.settings.sign_key {
+                ctx.runner.say(&format!(
+                    "{}: then signed by the digest the merge gives (`cosign sign` of {}@<that digest>, SIGN_KEY {key})",
+                    image.name,
+                    repository_of(&reference)
+                ));
+            }
+            return Ok(ImageOutcome::WouldBuild);
+        }
+        self.destination.forget(&reference);
+        let digest = self.destination.digest(&reference).ok().flatten();
+        if ctx.settings.sign_key.is_some() {
+            let Some(digest) = &digest else {
+                bail!("{reference} was published, but its digest cannot be read back to sign it");
+            };
+            self.sign(image, &output, digest, false)?;
+        }
+        Ok(ImageOutcome::Built { digest })
+    }
+
+    /// Sign the image published at `digest` as SIGN_KEY says: by digest, never by tag (what the
+    /// tag points at may move, the digest does not). `unless_signed`: an image signed already
+    /// keeps its signature.
+    fn sign(&self, image: &Image, output: &ImageOutput, digest: &str, unless_signed: bool) -> Result<()> {
+        let Some(key) = &self.ctx.settings.sign_key else { return Ok(()) };
+        let reference = self.ctx.settings.image_ref(image);
+        let repository = repository_of(&reference);
+        if unless_signed {
+            let signature = format!("{repository}:{}", signing::signature_tag(digest));
+            if self.destination.digest(&signature).ok().flatten().is_some() {
+                return Ok(());
+            }
+        }
+        signing::sign(
+            &output.image_ctx(&self.image_ctx(image), image),
+            key,
+            &format!("{repository}@{digest}"),
+        )
+    }
+
+    /// An image's settings: with several images at once, a builder of its own named after its
+    /// task (two builds cannot share a builder container's name).
+    fn image_ctx(&self, image: &Image) -> Ctx {
+        let mut settings = self.ctx.settings.clone();
+        if self.selected.len() > 1 {
+            let task = image.task.as_deref().unwrap_or(&image.name);
+            settings.builder = format!("{}-{task}", self.ctx.settings.builder);
+        }
+        self.ctx.derive(settings, self.ctx.runner.clone())
+    }
+
+    /// A line of the run: printed as it happens (a shell comment in a dry run).
+    fn status(&self, line: &str, dry: &str) {
+        if self.ctx.runner.is_dry_run() {
+            self.ctx.runner.say(dry);
+        } else {
+            println!("{line}");
+        }
+    }
+
+    fn tell(&self, image: &Image, outcome: &ImageOutcome, elapsed: Duration, log: Option<&Path>) {
+        let (name, reference, seconds) =
+            (&image.name, self.ctx.settings.image_ref(image), elapsed.as_secs_f64());
+        match outcome {
+            ImageOutcome::UpToDate { digest } => self.status(
+                &format!("up to date  {name} -> {reference} ({})", short_digest(digest)),
+                &format!("{name}: up to date: {reference} ({})", short_digest(digest)),
+            ),
+            ImageOutcome::Built { digest } => {
+                let digest = digest.as_deref().map_or(String::new(), |d| format!("{}, ", short_digest(d)));
+                println!("published   {name} -> {reference} ({digest}{seconds:.1} s)");
+            }
+            ImageOutcome::WouldBuild => {}
+            ImageOutcome::Skipped { reason } => self.status(
+                &format!("skipped     {name}: {reason}"),
+                &format!("{name}: would be skipped: {reason}"),
+            ),
+            ImageOutcome::Failed { error } => {
+                if self.ctx.runner.is_dry_run() {
+                    self.ctx.runner.say(&format!("{name}: cannot be planned: {error:#}"));
+                    return;
+                }
+                let log_note = log.map_or(String::new(), |l| format!(", log: {}", l.display()));
+                println!("FAILED      {name}: {error:#} ({seconds:.1} s{log_note})");
+                if let Some(log) = log {
+                    let text = std::fs::read_to_string(log).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    for line in &lines[lines.len().saturating_sub(15)..] {
+                        println!("  | {line}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The builders set up, then one build per platform of `$PLATFORMS`, all at once, each on its
+/// node with its own registry cache and pushing its own tag `<tag>-<arch>`; when every one
+/// succeeded, the merge into `<tag>`. (One registry cache for a build of several platforms on
+/// several nodes keeps only the platform that finished last: docker/buildx#1044.)
+fn build_and_merge(ctx: &Ctx, image: &Image, recipe: &Recipe, output: &ImageOutput) -> Result<()> {
+    let nodes = setup::set_up(ctx)?;
+    let reference = ctx.settings.image_ref(image);
+    let builds: Vec<PlatformBuild> = nodes
+        .iter()
+        .flat_map(|node| node.platforms.iter().map(move |platform| PlatformBuild { node, platform }))
+        .collect();
+    let tag = |build: &PlatformBuild| format!("{reference}-{}", platform_suffix(build.platform));
+    let platform_ctx = |build: &PlatformBuild| {
+        let prefix = format!("{}/{}", image.name, platform_suffix(build.platform));
+        let watch = output.steps.watcher(build.platform);
+        ctx.derive(ctx.settings.clone(), ctx.runner.with_lines(output.lines(&prefix, Some(watch))))
+    };
+    let results = ctx.runner.at_once(&builds, |build| {
+        let build_ctx = platform_ctx(build);
+        build_ctx.runner.say(&format!("{} on {}:", build.platform, build.node.place()));
+        build_platform(&build_ctx, image, recipe, build, &tag(build))
+    });
+    let failed = builds.iter().zip(results).find_map(|(build, result)| result.err().map(|e| (build, e)));
+    if let Some((build, first)) = failed {
+        return Err(first.context(format!(
+            "the {} build of {} failed, so {reference} was not pushed",
+            build.platform, image.name
+        )));
+    }
+    let tags: Vec<String> = builds.iter().map(tag).collect();
+    merge(ctx, &nodes[0], &reference, &tags, recipe.inputs.as_ref())
+}
+
+/// `host/path/name:tag` without its tag.
+fn repository_of(reference: &str) -> &str {
+    reference.rsplit_once(':').map_or(reference, |(repository, _)| repository)
+}

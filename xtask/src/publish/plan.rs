@@ -1,0 +1,345 @@
+//! The plan of a run, made once before anything builds and read by everything that needs it:
+//! the VM's start, the builds, the dry run and the table. For each image it holds what is
+//! published, its files hashed, and the decision: up to date, built (and why), or settled once
+//! the parents this run builds are published (their new digests are its pins and inputs).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, anyhow, bail};
+
+use crate::build::platform::{Recipe, output_options};
+use crate::catalog::Image;
+use crate::catalog_graph::dockerfile_sources;
+use crate::ctx::Ctx;
+use crate::graph::{Graph, Vertex};
+use crate::inputs::{Files, Given, Inputs};
+use crate::published::{Published, RegistryView};
+
+/// The `REFRESH` build argument: a Dockerfile that declares it has its package steps run again
+/// whenever its value changes.
+const REFRESH_ARG: &str = "REFRESH";
+
+/// What a parent of an image is, as its child is decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParentState {
+    /// Published at this digest: up to date, or just built.
+    Published(String),
+    /// This run builds it and has not yet (a dry run never does): its digest is not known.
+    ToBeBuilt,
+    /// Built and pushed, but the digest it got cannot be read back.
+    DigestUnreadable,
+    /// Failed, or skipped: its children are skipped, for this reason.
+    Failed(String),
+}
+
+/// The parents of an image that this run builds (or found up to date), by name. A parent
+/// outside the run is not here: it must be published already.
+pub type ParentStates = BTreeMap<String, ParentState>;
+
+/// What the inputs and what is published say of an image.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Published with these inputs, at this digest.
+    UpToDate(String),
+    /// To be built as the recipe says.
+    Build(Box<Build>),
+    /// A parent is built by this run first: decided when it is published.
+    AfterParents,
+    /// Cannot be decided, and so not built: why.
+    Fails(String),
+}
+
+/// An image to build: its recipe, why it is built, and (for a dry run's plan) what a parent's
+/// build will decide.
+#[derive(Debug, Clone)]
+pub struct Build {
+    pub recipe: Recipe,
+    pub why: String,
+    pub notes: Vec<String>,
+}
+
+/// What is known of one image before anything builds.
+struct Planned {
+    /// What is published at its reference; `Err`: why that cannot be told.
+    published: Result<Option<Published>, String>,
+    /// Its files, hashed once; `Err`: why they cannot be read.
+    files: Result<Files, String>,
+    decision: Decision,
+}
+
+/// The run's plan: every selected image's decision, in the graph's order.
+pub struct Plan {
+    images: BTreeMap<String, Planned>,
+    order: Vec<String>,
+}
+
+/// What the decisions read: the settings, the catalog and the registry.
+pub struct Planner<'a> {
+    pub ctx: &'a Ctx,
+    pub registry: &'a dyn RegistryView,
+    /// Build even what is up to date.
+    pub force: bool,
+}
+
+impl Plan {
+    /// The decision of each selected image of `graph`. A selected parent that builds leaves its
+    /// children to be settled once it is published; a dry run decides them now, with the
+    /// parent's digest unknown.
+    pub fn make(planner: &Planner, graph: &Graph, selected: &[&str]) -> Plan {
+        let dry_run = planner.ctx.runner.is_dry_run();
+        let mut plan = Plan { images: BTreeMap::new(), order: Vec::new() };
+        for node in graph.nodes.iter().filter(|n| selected.contains(&n.name.as_str())) {
+            let parents: ParentStates =
+                node.parents.iter().filter_map(|p| Some((p.name.clone(), plan.state_of(&p.name)?))).collect();
+            let image = planner.image(&node.name);
+            let reference = planner.ctx.settings.image_ref(image);
+            let published = planner
+                .registry
+                .published(&reference)
+                .map_err(|err| format!("cannot tell whether it is up to date: {err:#}"));
+            let files = Files::hash(
+                &planner.ctx.root.join(image.context()),
+                &planner.ctx.root.join(image.dockerfile()),
+            )
+            .map_err(|err| format!("{err:#}"));
+            let waits = parents.values().any(|p| *p == ParentState::ToBeBuilt);
+            let decision = if waits && !dry_run {
+                Decision::AfterParents
+            } else {
+                planner.decide_with(node, image, &parents, &published, &files)
+            };
+            plan.order.push(node.name.clone());
+            plan.images.insert(node.name.clone(), Planned { published, files, decision });
+        }
+        plan
+    }
+
+    /// The state a child sees of `name` before the run: none when it is not in the plan.
+    fn state_of(&self, name: &str) -> Option<ParentState> {
+        Some(match &self.images.get(name)?.decision {
+            Decision::UpToDate(digest) => ParentState::Published(digest.clone()),
+            Decision::Build(_) | Decision::AfterParents => ParentState::ToBeBuilt,
+            Decision::Fails(_) => ParentState::Failed(format!("{name} failed")),
+        })
+    }
+
+    /// The images planned, in the graph's order.
+    pub fn images(&self) -> impl Iterator<Item = &str> {
+        self.order.iter().map(String::as_str)
+    }
+
+    /// The decision made for `name` before the run.
+    pub fn decision(&self, name: &str) -> Option<&Decision> {
+        self.images.get(name).map(|planned| &planned.decision)
+    }
+
+    /// Whether any image has a build to do (what cannot be decided counts as one).
+    pub fn any_build(&self) -> bool {
+        self.images.values().any(|planned| !matches!(planned.decision, Decision::UpToDate(_)))
+    }
+
+    /// An image's decision for the run: the plan's, or, for one that waited for its parents,
+    /// made now from their states (its files and what is published were read when planning).
+    pub fn settle(&self, planner: &Planner, node: &Vertex, parents: &ParentStates) -> Decision {
+        let Some(planned) = self.images.get(&node.name) else {
+            return Decision::Fails(format!("{} is not in the plan", node.name));
+        };
+        match &planned.decision {
+            Decision::AfterParents => {
+                let image = planner.image(&node.name);
+                planner.decide_with(node, image, parents, &planned.published, &planned.files)
+            }
+            decided => decided.clone(),
+        }
+    }
+}
+
+/// What an image's build starts from: a digest for each image it names, or why one is unknown.
+struct Bases {
+    digests: BTreeMap<String, String>,
+    pins: Vec<(String, String)>,
+    /// Why some digests are unknown (then nothing can be up to date).
+    unknown: Vec<String>,
+    /// For a dry run's plan: the pins a parent's build will decide.
+    notes: Vec<String>,
+}
+
+impl Planner<'_> {
+    pub fn image(&self, name: &str) -> &Image {
+        let images = &self.ctx.catalog.images;
+        images.iter().find(|image| image.name == name).expect("the graph's images are the catalog's")
+    }
+
+    fn decide_with(
+        &self,
+        node: &Vertex,
+        image: &Image,
+        parents: &ParentStates,
+        published: &Result<Option<Published>, String>,
+        files: &Result<Files, String>,
+    ) -> Decision {
+        match self.decide(node, image, parents, published, files) {
+            Ok(decision) => decision,
+            Err(err) => Decision::Fails(format!("{err:#}")),
+        }
+    }
+
+    /// Whether the image is up to date, else what its build is made of and why it is built.
+    fn decide(
+        &self,
+        node: &Vertex,
+        image: &Image,
+        parents: &ParentStates,
+        published: &Result<Option<Published>, String>,
+        files: &Result<Files, String>,
+    ) -> Result<Decision> {
+        let s = &self.ctx.settings;
+        let (published, unreadable) = match published {
+            Ok(published) => (published.as_ref(), None),
+            Err(why) => (None, Some(why.clone())),
+        };
+        let bases = self.bases(node, parents)?;
+        let args = self.build_args(image, published)?;
+        let files = files.as_ref().map_err(|err| anyhow!("{err}"))?;
+        let inputs = bases.unknown.is_empty().then(|| {
+            Inputs::of(
+                files,
+                Given {
+                    args: args.iter().cloned().collect(),
+                    platforms: s.platforms.clone(),
+                    bases: bases.digests.clone(),
+                    options: output_options(self.ctx),
+                },
+            )
+        });
+        if let (Some(published), Some(inputs)) = (published, &inputs)
+            && published.inputs_digest.as_deref() == Some(inputs.digest().as_str())
+            && !self.force
+        {
+            return Ok(Decision::UpToDate(published.digest.clone()));
+        }
+        let unknown = unreadable.or_else(|| (!bases.unknown.is_empty()).then(|| bases.unknown.join(", ")));
+        let why = why_build(self.force, published, inputs.as_ref(), unknown.as_deref());
+        Ok(Decision::Build(Box::new(Build {
+            recipe: Recipe { args, pins: bases.pins, inputs },
+            why,
+            notes: bases.notes,
+        })))
+    }
+
+    /// Each image the Dockerfile names, pinned to a digest: a vendored base as vendored now, a
+    /// parent as it was just published (or, outside the run, as published before).
+    fn bases(&self, node: &Vertex, parents: &ParentStates) -> Result<Bases> {
+        let ctx = self.ctx;
+        let dry_run = ctx.runner.is_dry_run();
+        let mut bases =
+            Bases { digests: BTreeMap::new(), pins: Vec::new(), unknown: Vec::new(), notes: Vec::new() };
+        let mut named: Vec<(String, String, Option<String>)> = Vec::new();
+        for reference in &node.vendored {
+            let digest = match self.registry.digest(reference) {
+                Ok(Some(digest)) => Some(digest),
+                Ok(None) if dry_run => {
+                    bases.unknown.push(format!("{reference} is not vendored yet"));
+                    None
+                }
+                Ok(None) => bail!("{reference} is not vendored: run `cargo xtask thirdparty` first"),
+                Err(err) => {
+                    bases.unknown.push(format!("cannot read {reference} ({err:#})"));
+                    None
+                }
+            };
+            named.push((reference.clone(), reference.clone(), digest));
+        }
+        for parent in &node.parents {
+            let image = self.image(&parent.name);
+            let published = ctx.settings.image_ref(image);
+            let digest = match parents.get(&parent.name) {
+                Some(ParentState::Published(digest)) => Some(digest.clone()),
+                Some(ParentState::ToBeBuilt) => {
+                    bases.unknown.push(format!("{} would be rebuilt", parent.name));
+                    bases.notes.push(format!(
+                        "then built from the digest {} gets: --build-context {}=docker-image://{published}@<that digest>",
+                        parent.name, parent.reference
+                    ));
+                    None
+                }
+                Some(ParentState::DigestUnreadable) => {
+                    bases.unknown.push(format!("the digest {} was published at cannot be read", parent.name));
+                    None
+                }
+                Some(ParentState::Failed(reason)) => return Err(anyhow!("{reason}")),
+                None => self.published_parent(&parent.name, &published, &mut bases.unknown)?,
+            };
+            named.push((parent.reference.clone(), published, digest));
+        }
+        for (named, reference, digest) in named {
+            if let Some(digest) = digest {
+                bases.pins.push((named.clone(), format!("{reference}@{digest}")));
+                bases.digests.insert(named, digest);
+            }
+        }
+        Ok(bases)
+    }
+
+    /// A parent outside this run: it must be published already. Whether it is or not, and
+    /// whether the registry can be read or not, a dry run names it.
+    fn published_parent(
+        &self,
+        name: &str,
+        reference: &str,
+        unknown: &mut Vec<String>,
+    ) -> Result<Option<String>> {
+        let ctx = self.ctx;
+        let task = ctx.catalog.task_images().find(|(_, i)| i.name == name).map_or(name, |(task, _)| task);
+        let hint = format!(
+            "`cargo xtask buildx-publish-{task}` builds it (or `cargo xtask publish-all`, all in order)"
+        );
+        match self.registry.digest(reference) {
+            Ok(Some(digest)) => Ok(Some(digest)),
+            Ok(None) if ctx.runner.is_dry_run() => {
+                unknown.push(format!("{name} is not published yet: {hint}"));
+                Ok(None)
+            }
+            Ok(None) => bail!("it builds on {name}, which is not published yet ({reference}): {hint}"),
+            Err(err) => {
+                unknown.push(format!("cannot read {reference} ({err:#})"));
+                Ok(None)
+            }
+        }
+    }
+
+    /// The build arguments: DOCKER_REPO, the image's versions, and REFRESH where the Dockerfile
+    /// declares it: `$REFRESH` when set, else the value the published image was built with, so
+    /// that a run without it keeps the package steps cached.
+    fn build_args(&self, image: &Image, published: Option<&Published>) -> Result<Vec<(String, String)>> {
+        let ctx = self.ctx;
+        let mut args = ctx.settings.build_arg_values(image);
+        if dockerfile_sources(ctx, image)?.args.iter().any(|a| a == REFRESH_ARG) {
+            let kept =
+                published.and_then(|p| p.inputs.as_ref()).and_then(|i| i.args.get(REFRESH_ARG)).cloned();
+            let value = ctx.settings.refresh.clone().or(kept).unwrap_or_default();
+            args.push((REFRESH_ARG.to_string(), value));
+        }
+        Ok(args)
+    }
+}
+
+/// Why an image is built, for the log and the dry run.
+fn why_build(
+    force: bool,
+    published: Option<&Published>,
+    inputs: Option<&Inputs>,
+    unknown: Option<&str>,
+) -> String {
+    if force {
+        return "--force".to_string();
+    }
+    if let Some(unknown) = unknown {
+        return unknown.to_string();
+    }
+    let Some(published) = published else { return "not published yet".to_string() };
+    match (&published.inputs, inputs) {
+        (Some(old), Some(new)) => new.changes_since(old).join(", "),
+        _ => "published without a record of its inputs".to_string(),
+    }
+}

@@ -1,0 +1,82 @@
+//! What became of each image of a run, and the closing table that shows it.
+
+use std::time::Duration;
+
+use super::plan::ParentState;
+
+/// What became of one image.
+#[derive(Debug)]
+pub enum ImageOutcome {
+    /// Its inputs match what is published at this digest: nothing was built.
+    UpToDate {
+        digest: String,
+    },
+    /// Built and published; the digest when it could be read back.
+    Built {
+        digest: Option<String>,
+    },
+    /// A dry run: it would be built.
+    WouldBuild,
+    Failed {
+        error: anyhow::Error,
+    },
+    /// Not built because an image it builds on was not (the reason).
+    Skipped {
+        reason: String,
+    },
+}
+
+impl ImageOutcome {
+    /// What its children see of it, `name`.
+    pub fn parent_state(&self, name: &str) -> ParentState {
+        match self {
+            ImageOutcome::UpToDate { digest } | ImageOutcome::Built { digest: Some(digest) } => {
+                ParentState::Published(digest.clone())
+            }
+            ImageOutcome::Built { digest: None } => ParentState::DigestUnreadable,
+            ImageOutcome::WouldBuild => ParentState::ToBeBuilt,
+            ImageOutcome::Failed { .. } => ParentState::Failed(format!("{name} failed")),
+            ImageOutcome::Skipped { .. } => ParentState::Failed(format!("{name} was skipped")),
+        }
+    }
+}
+
+/// One image's row of the closing table.
+pub struct Row {
+    pub name: String,
+    pub outcome: ImageOutcome,
+    pub elapsed: Duration,
+    /// Cached steps and steps of its builds.
+    pub steps: Option<(usize, usize)>,
+}
+
+/// The closing table: each image, its platforms, what became of it, its time and its cached
+/// steps out of its steps (a failed image's log tail was shown when it failed).
+pub fn report(rows: &[Row], platforms: &str, elapsed: Duration) {
+    let outcome = |row: &Row| match &row.outcome {
+        ImageOutcome::UpToDate { .. } => "up to date".to_string(),
+        ImageOutcome::Built { .. } => "built".to_string(),
+        ImageOutcome::WouldBuild => "would build".to_string(),
+        ImageOutcome::Failed { .. } => "failed".to_string(),
+        ImageOutcome::Skipped { reason } => format!("skipped: {reason}"),
+    };
+    let mut table: Vec<[String; 5]> =
+        vec![["IMAGE", "PLATFORMS", "OUTCOME", "TIME", "CACHED"].map(String::from)];
+    for row in rows {
+        let time = match row.outcome {
+            ImageOutcome::Skipped { .. } => "-".to_string(),
+            _ => format!("{:.1} s", row.elapsed.as_secs_f64()),
+        };
+        let cached = row.steps.map_or("-".to_string(), |(cached, total)| format!("{cached}/{total}"));
+        table.push([row.name.clone(), platforms.to_string(), outcome(row), time, cached]);
+    }
+    let widths: Vec<usize> =
+        (0..5).map(|col| table.iter().map(|r| r[col].len()).max().unwrap_or(0)).collect();
+    println!();
+    for row in &table {
+        let cells: Vec<String> =
+            row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+    println!("{} images in {:.1} s", rows.len(), elapsed.as_secs_f64());
+}

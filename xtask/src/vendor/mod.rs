@@ -1,0 +1,544 @@
+//! Vendoring: the base images of the list (`thirdparty.txt`) copied into
+//! `$DOCKER_REPO/thirdparty/` at the digests of its lock, in-process (`registry`), with the
+//! lock kept (`locking`) and the list read (`list`).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use oci_client::secrets::RegistryAuth;
+
+use crate::build::node::{Node, builds_here, choose_builder};
+use crate::ctx::Ctx;
+use crate::lock::{self, Lock};
+use crate::registry::auth::CredentialSource;
+use crate::registry::credentials::registry_credentials;
+use crate::registry::manifest::short_digest as short;
+use crate::registry::retry::{DEFAULT_ATTEMPTS, RetryPolicy};
+use crate::registry::session::{DEFAULT_STALL_TIMEOUT, SessionOptions};
+use crate::registry::{self, CopyOutcome, MirrorOptions, Pair, RegistryAccess, Report, Session};
+
+pub mod list;
+mod locking;
+use locking::{
+    check_drift, check_named_images, lock_key, lock_tags, pinned_pairs, report_drift, write_fallback_tags,
+};
+
+/// Which digests a run copies, and what it does with the lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// The lock's digests; tags it lacks are resolved and added. `whole_list`: the run covers
+    /// the whole list, so lock entries the list no longer names are dropped.
+    Default { whole_list: bool },
+    /// The lock's digests only; the lock is never written.
+    Locked,
+    /// Resolve the tags of these images (all when empty) anew and rewrite the lock.
+    Update(Vec<String>),
+    /// Compare upstream, lock and destination.
+    Check,
+}
+
+/// How to vendor (see `flags::VendorOptions`, which reads them from the command line).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VendorOptions {
+    /// The list of images to vendor [default: the catalog's].
+    pub file: Option<PathBuf>,
+    /// Blobs copied at once, across all tags.
+    pub jobs: u16,
+    /// Seconds a registry may stall mid-request.
+    pub timeout: f64,
+    /// Tries per request, the first included.
+    pub tries: u32,
+    /// Start no new pull from a registry that reports fewer pulls left.
+    pub min_pulls_left: u64,
+    pub verbose: bool,
+    /// Leave out signatures, attestations, SBOMs and referrers.
+    pub no_referrers: bool,
+    pub gcloud_auth_registries: Vec<String>,
+    pub insecure_registries: Vec<String>,
+}
+
+impl Default for VendorOptions {
+    fn default() -> Self {
+        VendorOptions {
+            file: None,
+            jobs: 16,
+            timeout: DEFAULT_STALL_TIMEOUT.as_secs_f64(),
+            tries: DEFAULT_ATTEMPTS,
+            min_pulls_left: 1,
+            verbose: false,
+            no_referrers: false,
+            gcloud_auth_registries: Vec::new(),
+            insecure_registries: Vec::new(),
+        }
+    }
+}
+
+/// The lock beside the list.
+pub fn lock_path(ctx: &Ctx, args: &VendorOptions) -> PathBuf {
+    ctx.root.join(lock::path_for(&list_path(ctx, args)))
+}
+
+/// The list `--file` names, else the catalog's.
+pub fn list_path(ctx: &Ctx, args: &VendorOptions) -> PathBuf {
+    args.file.clone().unwrap_or_else(|| ctx.catalog.thirdparty.clone())
+}
+
+/// Every tag of the list, with where it is vendored to. The whole list is checked first.
+pub fn list_pairs(ctx: &Ctx, args: &VendorOptions) -> Result<Vec<Pair>> {
+    let file = list_path(ctx, args);
+    let path = ctx.root.join(&file);
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let with_path = |errors: Vec<list::LineError>| {
+        let lines: Vec<String> = errors.iter().map(|e| format!("  {}:{e}", path.display())).collect();
+        anyhow::anyhow!(
+            "{} has {} problem(s), nothing was copied:\n{}",
+            file.display(),
+            errors.len(),
+            lines.join("\n")
+        )
+    };
+    let entries = list::parse(&bytes).map_err(with_path)?;
+    list::pairs(&entries, &ctx.settings.docker_repo).map_err(with_path)
+}
+
+/// thirdparty --bases: vendor what the catalog's builds start from (not the cloud builder's
+/// bases): each image's vendored bases, and the BuildKit image when this engine builds in a
+/// builder container. `locked`: exactly the lock's digests.
+pub fn vendor_build_bases(ctx: &Ctx, args: &VendorOptions, locked: bool) -> Result<()> {
+    let graph = crate::catalog_graph::of_catalog(ctx)?;
+    let mut needed: Vec<(String, String)> = Vec::new();
+    for (_, image) in ctx.catalog.task_images() {
+        let node = graph.node(&image.name).expect("the graph holds every catalog image");
+        needed.extend(node.vendored.iter().map(|base| (base.clone(), image.dockerfile())));
+    }
+    // Only this engine can say now which builder it needs. The arm64 node (MULTI_CONTEXT=1) is
+    // up only once the builds start it: they ask it then, and vendor BuildKit for it only if its
+    // engine reports the classic image store (see `vendor_buildkit_for`).
+    if builds_here(&ctx.settings) {
+        let here = choose_builder(ctx, None)?;
+        if !here.engine {
+            needed
+                .push((ctx.settings.vendored(&ctx.catalog.buildkit), "the docker-container builder".into()));
+        }
+    }
+    if ctx.settings.multi_context {
+        ctx.runner.say(
+            "the arm64 node's builder is known once the node is up: the builds ask its engine then, and \
+             vendor the BuildKit image only if it reports the classic image store",
+        );
+    }
+    if ctx.settings.sbom
+        && let Some(generator) = &ctx.catalog.sbom_generator
+    {
+        needed.push((ctx.settings.vendored(generator), "the SBOM attestations".into()));
+    }
+    let mode = if locked { Mode::Locked } else { Mode::Default { whole_list: false } };
+    vendor_bases(ctx, args, needed, mode)
+}
+
+/// Once `nodes` are up: the vendored BuildKit image for those of them that build in a builder
+/// container (an engine with the classic image store), unless this engine's need vendored it
+/// already (`vendor_build_bases`). `locked`: the lock's digest.
+pub fn vendor_buildkit_for(ctx: &Ctx, args: &VendorOptions, locked: bool, nodes: &[Node]) -> Result<()> {
+    let Some(node) = nodes.iter().find(|node| node.context.is_some() && !node.builder.engine) else {
+        return Ok(());
+    };
+    let needed = vec![(
+        ctx.settings.vendored(&ctx.catalog.buildkit),
+        format!("the docker-container builder on {}", node.place()),
+    )];
+    let mode = if locked { Mode::Locked } else { Mode::Default { whole_list: false } };
+    vendor_bases(ctx, args, needed, mode)
+}
+
+impl VendorOptions {
+    /// The flags that give these options again, those that differ from the defaults only: a
+    /// dry run's `cargo xtask thirdparty …` line.
+    pub fn flags(&self) -> Vec<String> {
+        let defaults = VendorOptions::default();
+        let mut flags = Vec::new();
+        let mut give = |flag: &str, value: String, default: String| {
+            if value != default {
+                flags.extend([flag.to_string(), value]);
+            }
+        };
+        let path = |p: &Option<PathBuf>| p.as_ref().map_or(String::new(), |p| p.display().to_string());
+        give("--file", path(&self.file), path(&defaults.file));
+        give("--jobs", self.jobs.to_string(), defaults.jobs.to_string());
+        give("--timeout", self.timeout.to_string(), defaults.timeout.to_string());
+        give("--tries", self.tries.to_string(), defaults.tries.to_string());
+        give("--min-pulls-left", self.min_pulls_left.to_string(), defaults.min_pulls_left.to_string());
+        give("--gcloud-auth-registries", self.gcloud_auth_registries.join(","), String::new());
+        give("--insecure-registries", self.insecure_registries.join(","), String::new());
+        for (flag, on) in [("--verbose", self.verbose), ("--no-referrers", self.no_referrers)] {
+            if on {
+                flags.push(flag.to_string());
+            }
+        }
+        flags
+    }
+}
+
+/// Vendor what a build needs: `needed` (a reference under `$DOCKER_REPO/thirdparty/`, and who
+/// needs it), each of which must be in the list; the rest of the list is left alone (another
+/// image's bases may need a login this run lacks).
+pub fn vendor_bases(
+    ctx: &Ctx,
+    args: &VendorOptions,
+    needed: Vec<(String, String)>,
+    mode: Mode,
+) -> Result<()> {
+    let list = list_path(ctx, args);
+    let pairs = list_pairs(ctx, args)?;
+    let mut chosen: Vec<Pair> = Vec::new();
+    for (reference, user) in needed {
+        let wanted = registry::reference::parse(&reference).map_err(|e| {
+            anyhow::anyhow!("{user} needs `{reference}`, which is not a valid image reference ({e})")
+        })?;
+        let Some(pair) = pairs.iter().find(|p| p.destination.whole() == wanted.whole()) else {
+            bail!(
+                "{user} needs {reference}, which {} does not vendor: add its source image and tag there",
+                list.display()
+            );
+        };
+        if !chosen.iter().any(|p| p.destination.whole() == wanted.whole()) {
+            chosen.push(pair.clone());
+        }
+    }
+    if ctx.runner.is_dry_run() {
+        // A dry run of the vendoring would ask the registries; the plan only names the step.
+        let names: Vec<String> = chosen.iter().map(|p| p.destination.to_string()).collect();
+        ctx.runner.say(&format!(
+            "thirdparty: vendor from {} what the builds need: {} (`cargo xtask thirdparty --dry-run` shows what is out of date)",
+            list.display(),
+            names.join(" ")
+        ));
+        return Ok(());
+    }
+    vendor(ctx, args, chosen, mode)
+}
+
+/// Vendor `pairs` (tags of the list) into `$DOCKER_REPO/thirdparty/` as `mode` says: each at
+/// the digest thirdparty.lock names, resolving (and locking) the tags that need it.
+pub fn vendor(ctx: &Ctx, args: &VendorOptions, pairs: Vec<Pair>, mode: Mode) -> Result<()> {
+    if pairs.is_empty() {
+        println!("{}: no images to vendor, nothing to do", list_path(ctx, args).display());
+        return Ok(());
+    }
+    let lock_path = lock_path(ctx, args);
+    let lock_name = lock_path.file_name().map_or("the lock".into(), |n| n.to_string_lossy().into_owned());
+    let old_lock = Lock::load(&lock_path)?;
+    if mode == Mode::Locked {
+        let missing: Vec<String> =
+            pairs.iter().map(lock_key).filter(|key| !old_lock.tags.contains_key(key)).collect();
+        if !missing.is_empty() {
+            bail!(
+                "{lock_name} lacks {}: run `cargo xtask thirdparty --update` to lock {}",
+                missing.join(", "),
+                if missing.len() == 1 { "it" } else { "them" }
+            );
+        }
+    }
+    if let Mode::Update(images) = &mode {
+        check_named_images(images, &pairs)?;
+    }
+
+    let registries = credentials(ctx, args, &pairs)?;
+    let dry_run = ctx.settings.dry_run;
+    let check_only = mode == Mode::Check || dry_run;
+    let options = MirrorOptions { jobs: usize::from(args.jobs), check_only };
+    let started = Instant::now();
+    // The clients first, while this is the only thread (no runtime, no progress bar yet).
+    let accesses: Vec<RegistryAccess> = registries.iter().map(|(access, _)| access.clone()).collect();
+    let session = Session::new(&accesses, session_options(args))?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    if mode == Mode::Check {
+        let drifts = runtime.block_on(async {
+            let session = session.authenticate(registries).await;
+            check_drift(&session, &pairs, &old_lock, !args.no_referrers).await
+        });
+        return report_drift(&drifts, pairs.len(), &lock_name);
+    }
+
+    let (mirrored, mut new_lock, unresolved, unreachable) = runtime.block_on(async {
+        let session = Arc::new(session.authenticate(registries).await);
+        let (new_lock, mut unresolved) =
+            lock_tags(&session, &pairs, &old_lock, &mode, !args.no_referrers, dry_run).await;
+        let copies = pinned_pairs(&pairs, &new_lock, !args.no_referrers);
+        for change in lock::changes(&old_lock, &new_lock) {
+            println!("{change}");
+        }
+        let progress = Arc::new(TagLines::new(copies.len(), dry_run));
+        let mirrored = registry::mirror(Arc::clone(&session), copies, options, progress.clone()).await;
+        progress.finish();
+        if !dry_run && !args.no_referrers {
+            unresolved.extend(write_fallback_tags(&session, &pairs, &new_lock).await);
+        }
+        (mirrored, new_lock, unresolved, session.unreachable())
+    });
+    for report in &unresolved {
+        println!("{}", tag_line(report, dry_run));
+    }
+
+    let registry::Mirrored { mut reports, retries, rate_limits, .. } = mirrored;
+    reports.extend(unresolved);
+    keep_what_was_copied(&mut new_lock, &old_lock, &pairs, &reports);
+    let summary = Summary::of(&reports);
+    println!("{}", summary.line(retries, started.elapsed(), dry_run));
+    for (host, limit) in &rate_limits {
+        println!("thirdparty: {host} rate limit: {limit}");
+    }
+    if mode != Mode::Locked {
+        if dry_run {
+            if new_lock != old_lock {
+                println!("thirdparty: {lock_name} would change as above (dry run: not written)");
+            }
+        } else if (lock_path.exists() || !new_lock.tags.is_empty()) && new_lock.save(&lock_path)? {
+            println!("thirdparty: wrote {}", lock_path.display());
+        }
+    }
+    if summary.held_back > 0 {
+        bail!(
+            "{} of {} tags were held back to spare {}'s pull quota (see above)",
+            summary.held_back,
+            reports.len(),
+            rate_limits.iter().map(|(host, _)| host.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if summary.failed > 0 {
+        let sources: Vec<String> = pairs
+            .iter()
+            .map(|p| p.source.resolve_registry().to_string())
+            .filter(|h| unreachable.contains(h))
+            .collect();
+        if !sources.is_empty() {
+            let mut sources = sources;
+            sources.sort();
+            sources.dedup();
+            eprintln!(
+                "thirdparty: {} could not be reached (offline?). Vendoring reads the upstream registries, \
+                 at least the first time: run it where they answer, or vendor from a mirror with \
+                 `--file <list>`, a list in the format of {} whose images name the mirror, or point \
+                 DOCKER_REPO at a repository where the images are vendored already",
+                sources.join(", "),
+                list_path(ctx, args).display()
+            );
+        }
+        bail!("{} of {} tags failed (see above)", summary.failed, reports.len());
+    }
+    Ok(())
+}
+
+/// A tag whose copy failed keeps what the lock said before (or stays out of it): a lock entry
+/// is never written for a digest that nothing was copied for.
+fn keep_what_was_copied(new: &mut Lock, old: &Lock, pairs: &[Pair], reports: &[Report]) {
+    let failed = |pair: &Pair| {
+        reports.iter().any(|report| {
+            matches!(
+                report.outcome,
+                CopyOutcome::Failed { .. } | CopyOutcome::PinGone { .. } | CopyOutcome::HeldBack(_)
+            ) && report.pair.destination.whole() == pair.destination.whole()
+        })
+    };
+    for pair in pairs.iter().filter(|pair| failed(pair)) {
+        let key = lock_key(pair);
+        match old.tags.get(&key) {
+            Some(entry) => new.tags.insert(key, entry.clone()),
+            None => new.tags.remove(&key),
+        };
+    }
+}
+
+/// Credentials for every registry of `pairs`, found synchronously first: helpers and gcloud are
+/// external commands.
+fn credentials(
+    ctx: &Ctx,
+    args: &VendorOptions,
+    pairs: &[Pair],
+) -> Result<Vec<(RegistryAccess, RegistryAuth)>> {
+    let destinations: Vec<String> =
+        pairs.iter().map(|p| p.destination.resolve_registry().to_string()).collect();
+    let hosts: Vec<(String, bool)> = distinct_registries(pairs)
+        .into_iter()
+        .map(|host| {
+            let read_only = !destinations.contains(&host);
+            (host, read_only)
+        })
+        .collect();
+    let registries =
+        registry_credentials(&ctx.runner, &hosts, &args.gcloud_auth_registries, &args.insecure_registries)?;
+    let mut found = Vec::new();
+    let mut anonymous: Vec<String> = Vec::new();
+    let mut why_anonymous = String::new();
+    for (access, auth, source) in registries {
+        if let CredentialSource::AnonymousWithoutGcloud(why) = &source {
+            anonymous.push(access.host.clone());
+            // gcloud's own advice runs over many lines: its first says what is wrong.
+            why_anonymous = why.lines().next().unwrap_or_default().trim().to_string();
+        }
+        if args.verbose {
+            eprintln!("registry: {}: credentials from {source}", access.host);
+        }
+        found.push((access, auth));
+    }
+    if !anonymous.is_empty() {
+        eprintln!(
+            "warning: no gcloud login found ({why_anonymous}): reading {} anonymously, as public images allow \
+             (`gcloud auth login` for private ones)",
+            anonymous.join(", ")
+        );
+    }
+    Ok(found)
+}
+
+fn session_options(args: &VendorOptions) -> SessionOptions {
+    SessionOptions {
+        retry: RetryPolicy { attempts: args.tries, ..RetryPolicy::default() },
+        stall_timeout: Duration::from_secs_f64(args.timeout.max(0.1)),
+        verbose: args.verbose,
+        min_pulls_left: args.min_pulls_left,
+    }
+}
+
+fn distinct_registries(pairs: &[Pair]) -> Vec<String> {
+    let mut hosts: Vec<String> = pairs
+        .iter()
+        .flat_map(|p| [p.source.resolve_registry().to_string(), p.destination.resolve_registry().to_string()])
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+/// One line per tag as it finishes, under a progress bar when stderr is a terminal.
+struct TagLines {
+    bar: ProgressBar,
+    sent: std::sync::atomic::AtomicU64,
+    dry_run: bool,
+}
+
+impl TagLines {
+    fn new(tags: usize, dry_run: bool) -> TagLines {
+        let bar = if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(Some(tags as u64), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed}] {pos}/{len} tags {msg}")
+                    .expect("a valid template"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        TagLines { bar, sent: 0.into(), dry_run }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl registry::CopyProgress for TagLines {
+    fn bytes_sent(&self, bytes: u64) {
+        let total = self.sent.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed) + bytes;
+        self.bar.set_message(format!("{} sent", HumanBytes(total)));
+    }
+
+    fn tag_done(&self, report: &Report) {
+        let line = tag_line(report, self.dry_run);
+        if self.bar.is_hidden() {
+            println!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+        self.bar.inc(1);
+    }
+}
+
+fn tag_line(report: &Report, dry_run: bool) -> String {
+    let pair = format!("{} -> {}", shown_source(&report.pair), report.pair.destination);
+    match &report.outcome {
+        CopyOutcome::UpToDate { digest } => format!("up to date  {pair} ({})", short(digest)),
+        CopyOutcome::OutOfDate { source, destination } => {
+            let word = if dry_run { "would copy" } else { "out of date" };
+            let now = destination.as_deref().map_or("missing".to_string(), |d| format!("now {}", short(d)));
+            format!("{word:<11} {pair} ({} -> {now})", short(source))
+        }
+        CopyOutcome::Copied { digest, blobs_sent, bytes_sent, blobs_present } => format!(
+            "copied      {pair} ({}: {blobs_sent} blobs, {} sent, {blobs_present} already there, {:.1} s)",
+            short(digest),
+            HumanBytes(*bytes_sent),
+            report.elapsed.as_secs_f64()
+        ),
+        CopyOutcome::HeldBack(held) => format!(
+            "held back   {pair}: {} reports {} (RateLimit-Remaining), fewer than --min-pulls-left {}; \
+             run again once its window has passed, or log in for a larger quota",
+            held.host, held.limit, held.min_pulls_left
+        ),
+        CopyOutcome::PinGone { digest } => format!(
+            "FAILED      {pair}: {digest}, which the lock names, is gone from {}/{} upstream: \
+             run `cargo xtask thirdparty --update` to lock what the tag points at now",
+            report.pair.source.registry(),
+            report.pair.source.repository()
+        ),
+        CopyOutcome::Failed { error } => format!("FAILED      {pair}: {error}"),
+    }
+}
+
+/// The source as the list names it: a source pinned by the lock shows the tag it was locked
+/// for (the destination keeps the tag's name); its digest is on the line anyway.
+fn shown_source(pair: &Pair) -> String {
+    match (pair.source.digest(), pair.destination.tag()) {
+        (Some(_), Some(tag)) => format!("{}/{}:{tag}", pair.source.registry(), pair.source.repository()),
+        _ => pair.source.to_string(),
+    }
+}
+
+#[derive(Default)]
+struct Summary {
+    copied: usize,
+    up_to_date: usize,
+    out_of_date: usize,
+    failed: usize,
+    held_back: usize,
+    bytes: u64,
+}
+
+impl Summary {
+    fn of(reports: &[Report]) -> Summary {
+        let mut summary = Summary::default();
+        for report in reports {
+            match &report.outcome {
+                CopyOutcome::UpToDate { .. } => summary.up_to_date += 1,
+                CopyOutcome::OutOfDate { .. } => summary.out_of_date += 1,
+                CopyOutcome::Copied { bytes_sent, .. } => {
+                    summary.copied += 1;
+                    summary.bytes += bytes_sent;
+                }
+                CopyOutcome::HeldBack(_) => summary.held_back += 1,
+                CopyOutcome::Failed { .. } | CopyOutcome::PinGone { .. } => summary.failed += 1,
+            }
+        }
+        summary
+    }
+
+    fn line(&self, retries: u64, elapsed: Duration, dry_run: bool) -> String {
+        let total = self.copied + self.up_to_date + self.out_of_date + self.failed + self.held_back;
+        let held_back =
+            if self.held_back > 0 { format!(", {} held back", self.held_back) } else { String::new() };
+        let stale = if dry_run { "to copy" } else { "out of date" };
+        format!(
+            "thirdparty: {total} tags: {} copied ({} sent), {} up to date, {} {stale}, {} failed{held_back}; {retries} retries; {:.1} s",
+            self.copied,
+            HumanBytes(self.bytes),
+            self.up_to_date,
+            self.out_of_date,
+            self.failed,
+            elapsed.as_secs_f64()
+        )
+    }
+}
