@@ -63,7 +63,7 @@ pub struct VendorArgs {
     #[arg(long)]
     pub file: Option<PathBuf>,
     /// Blobs copied at once, across all tags
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, default_value_t = VendorOptions::default().jobs, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
     /// Seconds a registry may stall mid-request before the request is given up (and retried)
     #[arg(long, default_value_t = VendorOptions::default().timeout)]
@@ -73,7 +73,7 @@ pub struct VendorArgs {
     pub tries: u32,
     /// Start no new pull from a registry that reports fewer pulls left than this
     /// (`RateLimit-Remaining`, as Docker Hub sends): the rest of its tags are held back
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = VendorOptions::default().min_pulls_left)]
     pub min_pulls_left: u64,
     /// Tell every registry request and every retry on stderr
     #[arg(long, short)]
@@ -81,13 +81,6 @@ pub struct VendorArgs {
     /// Leave out the signatures, attestations, SBOMs and referrers attached to the images
     #[arg(long)]
     pub no_referrers: bool,
-    /// More registries (host or host:port) to log in to with a gcloud access token, besides
-    /// *.pkg.dev and gcr.io
-    #[arg(long, env = "GCLOUD_AUTH_REGISTRIES", value_delimiter = ',')]
-    pub gcloud_auth_registries: Vec<String>,
-    /// Registries (host or host:port) spoken to over plain HTTP; loopback ones always are
-    #[arg(long, env = "INSECURE_REGISTRIES", value_delimiter = ',')]
-    pub insecure_registries: Vec<String>,
 }
 
 impl VendorArgs {
@@ -100,8 +93,6 @@ impl VendorArgs {
             min_pulls_left: self.min_pulls_left,
             verbose: self.verbose,
             no_referrers: self.no_referrers,
-            gcloud_auth_registries: self.gcloud_auth_registries.clone(),
-            insecure_registries: self.insecure_registries.clone(),
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod inputs;
 pub mod interrupt;
 pub mod lock;
 pub mod pipeline;
+pub mod platform;
 pub mod probe;
 pub mod registry;
 pub mod registry_server;

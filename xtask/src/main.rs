@@ -12,7 +12,7 @@ use xtask::catalog::Image;
 use xtask::ctx::Ctx;
 use xtask::flags::{BuildArgs, VendorArgs, WaitArgs};
 use xtask::runner::{AlsoFailed, Runner};
-use xtask::settings::{self, Setting, Settings, SettingsArgs, uses};
+use xtask::settings::{self, Setting, Settings, SettingsArgs, Uses};
 use xtask::tasks::bench::{self, Bench, BenchArgs};
 use xtask::tasks::cloud::CloudBuildArgs;
 use xtask::tasks::local_registry::{self, LocalRegistryArgs};
@@ -78,26 +78,23 @@ enum Task {
 }
 
 impl Task {
-    /// The settings the task uses: its help lists these (the others are accepted, hidden).
-    fn settings(&self) -> &'static [Setting] {
-        use Setting::*;
+    /// The kind of task, by the settings it uses: its help lists these (the others are
+    /// accepted, hidden).
+    fn uses(&self) -> Uses {
         match self {
-            Task::Info => uses::ALL,
-            Task::BuildxSetup | Task::Prune => uses::BUILDER,
-            Task::BuildxLs | Task::LocalRegistry(_) => &[],
-            Task::Clean | Task::BuildPublishCloudBuilder(_) => uses::IMAGE,
-            Task::StartVm(_) | Task::StopVm | Task::SshVm | Task::SshTunnel(_) => uses::VM,
-            Task::CloudBuild(_) => {
-                &[Env, GcpProject, Registry, DockerRepo, Catalog, TagModifier, AutoStartStop, Refresh]
-            }
-            Task::SeedArm64(_) | Task::SeedArm64DryRun(_) | Task::PublishAll(_) => uses::BUILD,
-            Task::Thirdparty(_) => uses::REPO,
-            Task::Verify(_) => &[Env, GcpProject, Registry, DockerRepo, Catalog, TagModifier, SignKey],
-            Task::Scan(_) => uses::IMAGE,
+            Task::Info => Uses::Everything,
+            Task::BuildxSetup | Task::Prune => Uses::Builder,
+            Task::BuildxLs | Task::LocalRegistry(_) => Uses::Nothing,
+            Task::Clean | Task::BuildPublishCloudBuilder(_) | Task::Scan(_) => Uses::Image,
+            Task::StartVm(_) | Task::StopVm | Task::SshVm | Task::SshTunnel(_) => Uses::Vm,
+            Task::CloudBuild(_) => Uses::CloudBuild,
+            Task::SeedArm64(_) | Task::SeedArm64DryRun(_) | Task::PublishAll(_) => Uses::Build,
+            Task::Thirdparty(_) => Uses::Repo,
+            Task::Verify(_) => Uses::Verify,
             Task::BenchThirdparty(_)
             | Task::BenchRebuild(_)
             | Task::BenchGraph(_)
-            | Task::BenchCompile(_) => &[],
+            | Task::BenchCompile(_) => Uses::Nothing,
         }
     }
 
@@ -148,10 +145,10 @@ impl ImageAction {
         }
     }
 
-    fn settings(self) -> &'static [Setting] {
+    fn uses(self) -> Uses {
         match self {
-            ImageAction::Build | ImageAction::Pull => uses::IMAGE,
-            ImageAction::BuildxPublish => uses::BUILD,
+            ImageAction::Build | ImageAction::Pull => Uses::Image,
+            ImageAction::BuildxPublish => Uses::Build,
         }
     }
 
@@ -207,7 +204,7 @@ fn cli(catalog: &Catalog) -> Command {
     let mut tasks: Vec<Command> = fixed_tasks()
         .into_iter()
         .map(|(command, task)| {
-            let command = with_settings(command, task.settings());
+            let command = with_settings(command, &task.uses().settings());
             if task.requires_env() {
                 command.mut_arg("env", |arg| {
                     arg.hide_default_value(true)
@@ -220,7 +217,8 @@ fn cli(catalog: &Catalog) -> Command {
         .collect();
     for (task, image) in catalog.task_images() {
         tasks.extend(
-            ImageAction::ALL.map(|action| with_settings(action.command(task, image), action.settings())),
+            ImageAction::ALL
+                .map(|action| with_settings(action.command(task, image), &action.uses().settings())),
         );
     }
     // Sorted by name, as `make help` listed them.
@@ -448,12 +446,12 @@ mod tests {
         let fixed = fixed_tasks();
         assert!(fixed.len() >= 20, "{}", fixed.len());
         for (command, task) in &fixed {
-            assert_eq!(shown(command.get_name()), ids(task.settings()), "{}", command.get_name());
+            assert_eq!(shown(command.get_name()), ids(&task.uses().settings()), "{}", command.get_name());
         }
         for (task, _) in catalog().task_images() {
             for action in ImageAction::ALL {
                 let name = format!("{}-{task}", action.prefix());
-                assert_eq!(shown(&name), ids(action.settings()), "{name}");
+                assert_eq!(shown(&name), ids(&action.uses().settings()), "{name}");
             }
         }
     }

@@ -62,21 +62,13 @@ impl Destination {
     /// not worth waiting for (the image is then built), so each request gets two tries.
     pub fn open(ctx: &Ctx) -> Result<Destination> {
         let host = parse(&format!("{}/probe:1", ctx.settings.docker_repo))?.resolve_registry().to_string();
-        let list = |name: &str| -> Vec<String> {
-            std::env::var(name)
-                .unwrap_or_default()
-                .split(',')
-                .filter(|h| !h.is_empty())
-                .map(String::from)
-                .collect()
-        };
-        let (gcloud_hosts, insecure) = (list("GCLOUD_AUTH_REGISTRIES"), list("INSECURE_REGISTRIES"));
+        let (gcloud_hosts, insecure) =
+            (&ctx.settings.gcloud_auth_registries, &ctx.settings.insecure_registries);
         // Read only: without a gcloud token, anonymously (a failed read then says why).
-        let registries: Vec<_> =
-            registry_credentials(&ctx.runner, &[(host, true)], &gcloud_hosts, &insecure)?
-                .into_iter()
-                .map(|(access, auth, _)| (access, auth))
-                .collect();
+        let registries: Vec<_> = registry_credentials(&ctx.runner, &[(host, true)], gcloud_hosts, insecure)?
+            .into_iter()
+            .map(|(access, auth, _)| (access, auth))
+            .collect();
         let accesses: Vec<_> = registries.iter().map(|(access, _)| access.clone()).collect();
         let options = SessionOptions {
             retry: RetryPolicy { attempts: 2, ..RetryPolicy::default() },

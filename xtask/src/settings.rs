@@ -1,5 +1,7 @@
-//! The Makefile's variables: each one read from the environment variable of the same name, with
-//! the same default, and most of them also from a flag that wins over the environment.
+//! The settings: the original Makefile's variables, each read from the environment variable of
+//! the same name with the same default, and from a flag that wins over the environment; and
+//! the variables the environment sets for some tasks (`BUILD_ID`, `BUILDER_OUTPUT`, `DRYRUN`,
+//! the catalog's versions). The environment is read here, once.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -9,103 +11,239 @@ use anyhow::{Result, bail};
 use clap::{ArgAction, Args, builder::BoolishValueParser};
 
 use crate::catalog::{CATALOG_PATH, Catalog, Image};
+use crate::platform::{Platform, Platforms};
 
-// The settings every task shares. Each task has them (its help lists those it uses), and so has
-// `cargo xtask` itself, so that a flag may come before or after the task (`merge`).
-#[derive(Args, Debug, Clone)]
-#[command(next_help_heading = "Settings (flag, or the environment variable named)")]
-pub struct SettingsArgs {
+/// Declares the settings, each once: its field, flag, environment variable, default and help
+/// (clap's attributes), its `Setting`, and the kinds of task that use it (`Uses`). From that one
+/// list come `SettingsArgs`, `Setting`, `Setting::ALL`, `Setting::id`, `Uses::settings` and
+/// `SettingsArgs::merge`.
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])*
+        #[arg($($arg:tt)*)]
+        $variant:ident $field:ident: $ty:ty, used by [$($uses:ident),*];
+    )*) => {
+        // The settings every task shares. Each task has them (its help lists those it uses),
+        // and so has `cargo xtask` itself, so that a flag may come before or after the task.
+        #[derive(Args, Debug, Clone)]
+        #[command(next_help_heading = "Settings (flag, or the environment variable named)")]
+        pub struct SettingsArgs {
+            $(
+                $(#[doc = $doc])*
+                #[arg($($arg)*)]
+                pub $field: $ty,
+            )*
+            /// Print each command as `[dry-run] <command>` instead of running it (also: DRYRUN non-empty)
+            #[arg(long)]
+            pub dry_run: bool,
+        }
+
+        /// A setting of `SettingsArgs`, by which each task declares those it uses (`--dry-run`
+        /// goes with every task). Its help lists these; the others are still accepted.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Setting {
+            $($variant,)*
+        }
+
+        impl Setting {
+            /// Every setting, in the order of `SettingsArgs`.
+            pub const ALL: &[Setting] = &[$(Setting::$variant,)*];
+
+            /// The id of its argument: the name of its field in `SettingsArgs`.
+            pub fn id(self) -> &'static str {
+                match self {
+                    $(Setting::$variant => stringify!($field),)*
+                }
+            }
+
+            /// The kinds of task that use it.
+            fn uses(self) -> &'static [Uses] {
+                match self {
+                    $(Setting::$variant => &[$(Uses::$uses),*],)*
+                }
+            }
+        }
+
+        impl SettingsArgs {
+            /// The settings of a run: those given after the task, else those given before it
+            /// (on `cargo xtask` itself), else the environment's or the defaults (the same in
+            /// both).
+            pub fn merge(root: &clap::ArgMatches, task: &clap::ArgMatches) -> Result<SettingsArgs, clap::Error> {
+                use clap::FromArgMatches;
+                use clap::parser::ValueSource::CommandLine;
+                let before = SettingsArgs::from_arg_matches(root)?;
+                let mut merged = SettingsArgs::from_arg_matches(task)?;
+                let from_root = |id: &str| {
+                    task.value_source(id) != Some(CommandLine) && root.value_source(id) == Some(CommandLine)
+                };
+                $(
+                    if from_root(stringify!($field)) {
+                        merged.$field = before.$field;
+                    }
+                )*
+                merged.dry_run |= before.dry_run;
+                Ok(merged)
+            }
+        }
+    };
+}
+
+/// The kinds of task, by the settings they use: a task's help lists the settings of its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uses {
+    /// Every setting: what `info` shows.
+    Everything,
+    /// None: the task reads no setting.
+    Nothing,
+    /// Where images live: the repository and the catalog (thirdparty).
+    Repo,
+    /// One image's tags.
+    Image,
+    /// The builders of each node.
+    Builder,
+    /// Builds and what they publish; with MULTI_CONTEXT=1 they start the arm64 VM and open its
+    /// tunnel when needed.
+    Build,
+    /// The arm64 VM.
+    Vm,
+    /// The Cloud Build's submission.
+    CloudBuild,
+    /// A published image's signature and provenance.
+    Verify,
+}
+
+impl Uses {
+    /// The settings of this kind of task, in the order of `SettingsArgs`.
+    pub fn settings(self) -> Vec<Setting> {
+        match self {
+            Uses::Everything => Setting::ALL.to_vec(),
+            Uses::Nothing => Vec::new(),
+            kind => Setting::ALL.iter().copied().filter(|s| s.uses().contains(&kind)).collect(),
+        }
+    }
+}
+
+settings! {
     /// Artifact Registry repository to publish into (docker-prod, docker-dev, yourname-test;
     /// `local`: everything on this machine, into a registry on localhost:5000)
     #[arg(long = "env", env = "ENV", default_value = DEFAULT_ENV)]
-    pub env: String,
+    Env env: String, used by [Repo, Image, Builder, Build, CloudBuild, Verify];
 
     /// GCP project
     #[arg(long = "project", env = "GCP_PROJECT", default_value = "multi-arch-docker")]
-    pub gcp_project: String,
+    GcpProject gcp_project: String, used by [Repo, Image, Builder, Build, Vm, CloudBuild, Verify];
 
     /// Zone of the arm64 VM
     #[arg(long, env = "ZONE", default_value = "us-central1-a")]
-    pub zone: String,
+    Zone zone: String, used by [Build, Vm];
 
     /// Registry host that holds $GCP_PROJECT/$ENV
     #[arg(long, env = "REGISTRY", default_value = "us-docker.pkg.dev")]
-    pub registry: String,
+    Registry registry: String, used by [Repo, Image, Builder, Build, CloudBuild, Verify];
 
     /// Root of every image path, used as is [default: $REGISTRY/$GCP_PROJECT/$ENV]
     #[arg(long, env = "DOCKER_REPO")]
-    pub docker_repo: Option<String>,
+    DockerRepo docker_repo: Option<String>, used by [Repo, Image, Builder, Build, CloudBuild, Verify];
 
     /// Platforms of buildx builds, comma separated
     #[arg(long, env = "PLATFORMS", default_value = "linux/amd64,linux/arm64")]
-    pub platforms: String,
+    Platforms platforms: String, used by [Builder, Build];
 
     /// Name of the buildx builder
     #[arg(long, env = "BUILDER", default_value = "builder-local")]
-    pub builder: String,
+    Builder builder: String, used by [Builder, Build];
 
     /// Name of the arm64 VM
     #[arg(long = "vm", env = "ARM64_VM", default_value = "builder-arm64-2cpu")]
-    pub arm64_vm: String,
+    Arm64Vm arm64_vm: String, used by [Build, Vm];
 
     /// The user the tunnel to the arm64 VM logs in as (its sessions can only reach the engine)
     #[arg(long = "vm-user", env = "ARM64_USER", default_value = "buildx")]
-    pub arm64_user: String,
+    Arm64User arm64_user: String, used by [Build, Vm];
 
     /// The private key of the tunnel to the arm64 VM [default: $HOME/.ssh/google_compute_engine]
     #[arg(long = "vm-key", env = "ARM64_SSH_KEY")]
-    pub arm64_ssh_key: Option<PathBuf>,
+    Arm64SshKey arm64_ssh_key: Option<PathBuf>, used by [Build, Vm];
 
     /// 1: the Cloud Build starts the arm64 VM first and stops it last
     #[arg(long, env = "AUTO_START_STOP", default_value = "0",
           value_parser = BoolishValueParser::new(), action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "1", value_name = "0|1",
           hide_possible_values = true)]
-    pub auto_start_stop: bool,
+    AutoStartStop auto_start_stop: bool, used by [Build, CloudBuild];
 
     /// 1: the builder is two docker contexts, `default` (amd64) and `arm_node` (arm64)
     #[arg(long, env = "MULTI_CONTEXT", default_value = "0",
           value_parser = BoolishValueParser::new(), action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "1", value_name = "0|1",
           hide_possible_values = true)]
-    pub multi_context: bool,
+    MultiContext multi_context: bool, used by [Builder, Build];
 
     /// Appended as `-X` to published tags (not to cache refs)
     #[arg(long, env = "TAG_MODIFIER", default_value = "")]
-    pub tag_modifier: String,
+    TagModifier tag_modifier: String, used by [Image, Build, CloudBuild, Verify];
 
     /// A new value rebuilds the package steps of the images whose Dockerfile declares
     /// `ARG REFRESH` (`now`: the current time); unset, each image keeps the value it was last
     /// built with, so that its package steps stay cached
     #[arg(long, env = "REFRESH")]
-    pub refresh: Option<String>,
+    Refresh refresh: Option<String>, used by [Build, CloudBuild];
 
     /// The image catalog, which also names the vendoring list and the pipeline (a relative path
     /// starts at the repository root)
     #[arg(long, env = "CATALOG", default_value = CATALOG_PATH)]
-    pub catalog: PathBuf,
+    Catalog catalog: PathBuf, used by [Repo, Image, Build, CloudBuild, Verify];
 
     /// The provenance attestation of each platform's build: `max` (build arguments, bases'
     /// digests, the build's steps), `min`, or `false` for none
-    #[arg(long, env = "PROVENANCE", default_value = "max", value_parser = ["max", "min", "false"])]
-    pub provenance: String,
+    #[arg(long, env = "PROVENANCE", default_value = "max", value_enum)]
+    Provenance provenance: Provenance, used by [Build];
 
     /// 1: each platform's build gets an SBOM attestation, from the catalog's vendored generator
     #[arg(long, env = "SBOM", default_value = "1",
           value_parser = BoolishValueParser::new(), action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "1", value_name = "0|1",
           hide_possible_values = true)]
-    pub sbom: bool,
+    Sbom sbom: bool, used by [Build];
 
     /// Sign every image published, by digest, with cosign: a key file (cosign.key, its password
     /// in COSIGN_PASSWORD), a KMS key (gcpkms://…), or `keyless` (the gcloud account's identity
     /// token); unset: no signature
     #[arg(long, env = "SIGN_KEY")]
-    pub sign_key: Option<String>,
+    SignKey sign_key: Option<String>, used by [Build, Verify];
 
-    /// Print each command as `[dry-run] <command>` instead of running it (also: DRYRUN non-empty)
-    #[arg(long)]
-    pub dry_run: bool,
+    /// More registries (host or host:port) to log in to with a gcloud access token, besides
+    /// *.pkg.dev and gcr.io
+    #[arg(long, env = "GCLOUD_AUTH_REGISTRIES", value_delimiter = ',', value_name = "HOSTS")]
+    GcloudAuthRegistries gcloud_auth_registries: Vec<String>, used by [Repo, Image, Build];
+
+    /// Registries (host or host:port) spoken to over plain HTTP; loopback ones always are
+    #[arg(long, env = "INSECURE_REGISTRIES", value_delimiter = ',', value_name = "HOSTS")]
+    InsecureRegistries insecure_registries: Vec<String>, used by [Repo, Image, Build, Verify];
+}
+
+/// The provenance attestation of each platform's build (`PROVENANCE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Provenance {
+    // Build arguments, bases' digests and the build's steps (plain comments: clap would show
+    // doc comments as a long list in every task's help).
+    Max,
+    // The minimum: no build arguments, no steps.
+    Min,
+    // No provenance attestation.
+    #[value(name = "false")]
+    None,
+}
+
+impl Provenance {
+    /// As `PROVENANCE` and buildx name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provenance::Max => "max",
+            Provenance::Min => "min",
+            Provenance::None => "false",
+        }
+    }
 }
 
 /// The catalog to load before the command line is parsed (its images make the task list):
@@ -140,144 +278,6 @@ fn docker_repo_problem(repo: &str) -> Option<String> {
     ))
 }
 
-/// A setting of `SettingsArgs`, by which each task declares those it uses (`--dry-run` goes
-/// with every task). Its help lists these; the others are still accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Setting {
-    Env,
-    GcpProject,
-    Zone,
-    Registry,
-    DockerRepo,
-    Platforms,
-    Builder,
-    Arm64Vm,
-    Arm64User,
-    Arm64SshKey,
-    AutoStartStop,
-    MultiContext,
-    TagModifier,
-    Refresh,
-    Catalog,
-    Provenance,
-    Sbom,
-    SignKey,
-}
-
-impl Setting {
-    /// The id of its argument: the name of its field in `SettingsArgs`.
-    pub fn id(self) -> &'static str {
-        match self {
-            Setting::Env => "env",
-            Setting::GcpProject => "gcp_project",
-            Setting::Zone => "zone",
-            Setting::Registry => "registry",
-            Setting::DockerRepo => "docker_repo",
-            Setting::Platforms => "platforms",
-            Setting::Builder => "builder",
-            Setting::Arm64Vm => "arm64_vm",
-            Setting::Arm64User => "arm64_user",
-            Setting::Arm64SshKey => "arm64_ssh_key",
-            Setting::AutoStartStop => "auto_start_stop",
-            Setting::MultiContext => "multi_context",
-            Setting::TagModifier => "tag_modifier",
-            Setting::Refresh => "refresh",
-            Setting::Catalog => "catalog",
-            Setting::Provenance => "provenance",
-            Setting::Sbom => "sbom",
-            Setting::SignKey => "sign_key",
-        }
-    }
-}
-
-/// The settings that go together, for the tasks to declare theirs with.
-pub mod uses {
-    use super::Setting::{self, *};
-
-    /// Every setting: what `info` shows.
-    pub const ALL: &[Setting] = &[
-        Env,
-        GcpProject,
-        Zone,
-        Registry,
-        DockerRepo,
-        Platforms,
-        Builder,
-        Arm64Vm,
-        Arm64User,
-        Arm64SshKey,
-        AutoStartStop,
-        MultiContext,
-        TagModifier,
-        Refresh,
-        Provenance,
-        Sbom,
-        SignKey,
-        Catalog,
-    ];
-    /// Where images live: the repository and the catalog.
-    pub const REPO: &[Setting] = &[Env, GcpProject, Registry, DockerRepo, Catalog];
-    /// One image's tags.
-    pub const IMAGE: &[Setting] = &[Env, GcpProject, Registry, DockerRepo, Catalog, TagModifier];
-    /// The builders of each node.
-    pub const BUILDER: &[Setting] =
-        &[Env, GcpProject, Registry, DockerRepo, Platforms, Builder, MultiContext];
-    /// Builds and what they publish; with MULTI_CONTEXT=1 they start the arm64 VM and open its
-    /// tunnel when needed.
-    pub const BUILD: &[Setting] = &[
-        Env,
-        GcpProject,
-        Registry,
-        DockerRepo,
-        Catalog,
-        TagModifier,
-        Platforms,
-        Builder,
-        MultiContext,
-        Refresh,
-        Provenance,
-        Sbom,
-        SignKey,
-        Zone,
-        Arm64Vm,
-        Arm64User,
-        Arm64SshKey,
-        AutoStartStop,
-    ];
-    /// The arm64 VM.
-    pub const VM: &[Setting] = &[GcpProject, Zone, Arm64Vm, Arm64User, Arm64SshKey];
-}
-
-impl SettingsArgs {
-    /// The settings of a run: those given after the task, else those given before it (on
-    /// `cargo xtask` itself), else the environment's or the defaults (the same in both). The
-    /// flags given are parsed again, together, so that no field is named here.
-    pub fn merge(root: &clap::ArgMatches, task: &clap::ArgMatches) -> Result<SettingsArgs, clap::Error> {
-        use clap::FromArgMatches;
-        use clap::parser::ValueSource::CommandLine;
-        let command = SettingsArgs::augment_args(clap::Command::new("settings"));
-        let mut argv: Vec<OsString> = vec!["settings".into()];
-        for arg in command.get_arguments() {
-            let id = arg.get_id().as_str();
-            let Some(given) = [task, root].into_iter().find(|m| m.value_source(id) == Some(CommandLine))
-            else {
-                continue;
-            };
-            let flag = format!("--{}", arg.get_long().expect("every setting has a long flag"));
-            if !arg.get_action().takes_values() {
-                argv.push(flag.into());
-                continue;
-            }
-            for value in given.get_raw(id).into_iter().flatten() {
-                let mut pair = OsString::from(format!("{flag}="));
-                pair.push(value);
-                argv.push(pair);
-            }
-        }
-        SettingsArgs::from_arg_matches(&command.try_get_matches_from(argv)?)
-    }
-}
-
 /// The repositories the README names: ENV is one of them, or someone's own `<name>-test`.
 const KNOWN_ENVS: [&str; 3] = [DEFAULT_ENV, "docker-prod", LOCAL_ENV];
 
@@ -301,31 +301,6 @@ pub const DEFAULT_ENV: &str = "docker-dev";
 pub const LOCAL_ENV: &str = "local";
 /// ... publishing to the registry that `local-registry` starts.
 pub const LOCAL_DOCKER_REPO: &str = "localhost:5000/local";
-
-/// Operating systems and architectures `docker buildx` builds for.
-const OSES: &[&str] = &["linux", "windows", "darwin", "freebsd"];
-const ARCHES: &[&str] =
-    &["amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64", "mips64le", "mips64", "loong64"];
-
-/// `PLATFORMS`: comma separated `os/arch[/variant]`, spaces around the commas dropped.
-fn normalize_platforms(platforms: &str) -> Result<String, String> {
-    let mut normalized = Vec::new();
-    for platform in platforms.split(',').map(str::trim) {
-        let parts: Vec<&str> = platform.split('/').collect();
-        let known = match parts.as_slice() {
-            [os, arch] | [os, arch, _] => OSES.contains(os) && ARCHES.contains(arch),
-            _ => false,
-        };
-        if !known || parts.iter().any(|p| p.is_empty()) {
-            return Err(format!(
-                "PLATFORMS: `{platform}` is not a platform docker buildx builds: give os/arch[/variant] \
-                 from {OSES:?} and {ARCHES:?}, comma separated, e.g. linux/amd64,linux/arm64"
-            ));
-        }
-        normalized.push(platform);
-    }
-    Ok(normalized.join(","))
-}
 
 /// A component of a repository path (`docker-dev`, `multi-arch-docker`): the reference grammar's
 /// lowercase letters and digits, separated by `.`, `_`, `__` or `-`s.
@@ -353,6 +328,11 @@ fn is_tag(text: &str) -> bool {
 
 const LOWERCASE: &str = "image paths take lowercase letters, digits and . _ - only";
 
+/// A list setting without its empty entries (`INSECURE_REGISTRIES=` is none).
+fn nonempty(list: Vec<String>) -> Vec<String> {
+    list.into_iter().map(|entry| entry.trim().to_string()).filter(|entry| !entry.is_empty()).collect()
+}
+
 /// A setting that breaks a rule: which one, and the rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -366,11 +346,6 @@ impl std::fmt::Display for Problem {
     }
 }
 
-/// The part of a platform that names its tag and cache: linux/arm64 → arm64, linux/arm/v7 → arm-v7.
-pub fn platform_suffix(platform: &str) -> String {
-    platform.split_once('/').map_or(platform, |(_, rest)| rest).replace('/', "-")
-}
-
 /// Every setting resolved: the flags and environment, the derived paths and the image versions.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -382,7 +357,8 @@ pub struct Settings {
     pub gcp_project: String,
     pub zone: String,
     pub docker_repo: String,
-    pub platforms: String,
+    /// Empty when `PLATFORMS` breaks a rule (see `problems`).
+    pub platforms: Platforms,
     pub builder: String,
     pub arm64_vm: String,
     pub arm64_user: String,
@@ -394,12 +370,20 @@ pub struct Settings {
     /// `REFRESH`, `now` turned into the time: a value for the `REFRESH` build argument that
     /// differs from the one an image was built with rebuilds its package steps.
     pub refresh: Option<String>,
-    /// `max`, `min` or `false`: the provenance attestation of each platform's build.
-    pub provenance: String,
+    /// The provenance attestation of each platform's build.
+    pub provenance: Provenance,
     pub sbom: bool,
     /// How published images are signed, if they are.
     pub sign_key: Option<String>,
+    /// `--dry-run`, or `DRYRUN` non-empty: the runner prints each command instead of running
+    /// it. Read it there (`Runner::is_dry_run`), where every command passes.
     pub dry_run: bool,
+    /// Registries that take a gcloud access token besides Google's own.
+    pub gcloud_auth_registries: Vec<String>,
+    /// Registries spoken to over plain HTTP (loopback ones always are).
+    pub insecure_registries: Vec<String>,
+    /// Cloud Build's `BUILD_ID`: the lease on the arm64 VM is named after it.
+    pub build_id: Option<String>,
     /// Cloud Build sets `BUILDER_OUTPUT`; builds there get a registry token that dies after an hour.
     pub in_cloud_build: bool,
     /// The image catalog's path, as given (`CATALOG`, `--catalog`).
@@ -452,9 +436,9 @@ impl Settings {
                 ),
             );
         }
-        let platforms = normalize_platforms(&args.platforms).unwrap_or_else(|message| {
+        let platforms = Platforms::parse(&args.platforms).unwrap_or_else(|message| {
             problem("PLATFORMS", message);
-            args.platforms.clone()
+            Platforms::default()
         });
         if !args.tag_modifier.is_empty() && !is_tag(&args.tag_modifier) {
             problem(
@@ -532,6 +516,9 @@ impl Settings {
             sign_key: args.sign_key.filter(|k| !k.is_empty()),
             catalog: args.catalog,
             dry_run,
+            gcloud_auth_registries: nonempty(args.gcloud_auth_registries),
+            insecure_registries: nonempty(args.insecure_registries),
+            build_id: lookup("BUILD_ID").filter(|id| !id.is_empty()),
             in_cloud_build: lookup("BUILDER_OUTPUT").is_some_and(|v| !v.is_empty()),
             versions,
             problems,
@@ -573,7 +560,8 @@ impl Settings {
     /// The first image reference these settings make that is not valid, if any.
     fn invalid_reference(&self, catalog: &Catalog) -> Option<String> {
         for image in catalog.images.iter().chain([&catalog.cloud_builder]) {
-            for reference in [self.image_ref(image), self.cache_ref(image, "linux/amd64")] {
+            for reference in [self.image_ref(image), self.cache_ref(image, &Platform::new("linux", "amd64"))]
+            {
                 if let Err(err) = crate::registry::reference::parse(&reference) {
                     return Some(format!(
                         "the settings make the invalid image reference `{reference}` ({err}): check DOCKER_REPO \
@@ -615,8 +603,8 @@ impl Settings {
     /// each platform builds on its own node with a cache of its own. The tag modifier is left out
     /// on purpose: a seeding run (`TAG_MODIFIER=arm64-seed`) must fill the very cache the real
     /// build's arm64 half reads.
-    pub fn cache_ref(&self, image: &Image, platform: &str) -> String {
-        let arch = platform_suffix(platform);
+    pub fn cache_ref(&self, image: &Image, platform: &Platform) -> String {
+        let arch = platform.suffix();
         format!("{}/{}:{}-{arch}", self.cache_root(), image.name, self.tag(image))
     }
 
@@ -643,19 +631,6 @@ impl Settings {
 mod tests {
     use super::*;
     use clap::{CommandFactory, FromArgMatches, Parser};
-
-    /// Every field of `SettingsArgs` (but `--dry-run`) is a `Setting`, once: a new field without
-    /// one would be hidden from every task's help.
-    #[test]
-    fn every_setting_is_declared_once() {
-        let command = SettingsArgs::augment_args(clap::Command::new("settings"));
-        let mut fields: Vec<&str> =
-            command.get_arguments().map(|a| a.get_id().as_str()).filter(|id| *id != "dry_run").collect();
-        let mut declared: Vec<&str> = uses::ALL.iter().map(|s| s.id()).collect();
-        fields.sort();
-        declared.sort();
-        assert_eq!(declared, fields);
-    }
 
     #[derive(Parser)]
     struct Cli {
@@ -698,6 +673,9 @@ mod tests {
         assert_eq!(s.arm64_ssh_key, Some(PathBuf::from("/k")));
         assert_eq!(s.sign_key.as_deref(), Some("keyless"));
         let s = merged(&["x", "task", "--platforms", "linux/arm64", "--provenance", "min"]);
-        assert_eq!((s.platforms.as_str(), s.provenance.as_str()), ("linux/arm64", "min"));
+        assert_eq!((s.platforms.as_str(), s.provenance), ("linux/arm64", Provenance::Min));
+        let s = merged(&["x", "--insecure-registries", "a:1,b", "task", "--provenance=false"]);
+        assert_eq!(s.insecure_registries, ["a:1", "b"]);
+        assert_eq!(s.provenance, Provenance::None);
     }
 }

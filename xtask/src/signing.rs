@@ -18,11 +18,9 @@ pub fn signature_tag(digest: &str) -> String {
 }
 
 /// cosign's flags for a registry spoken to over plain HTTP (loopback ones always are).
-pub fn registry_flags(reference: &str) -> Vec<String> {
+pub fn registry_flags(ctx: &Ctx, reference: &str) -> Vec<String> {
     let host = reference.split('/').next().unwrap_or_default();
-    let insecure: Vec<String> =
-        std::env::var("INSECURE_REGISTRIES").unwrap_or_default().split(',').map(str::to_string).collect();
-    if uses_plain_http(host, &insecure) {
+    if uses_plain_http(host, &ctx.settings.insecure_registries) {
         vec!["--allow-http-registry".into(), "--allow-insecure-registry".into()]
     } else {
         Vec::new()
@@ -34,7 +32,7 @@ pub fn registry_flags(reference: &str) -> Vec<String> {
 /// signing record the signature in it.
 pub fn sign(ctx: &Ctx, key: &str, reference: &str) -> Result<()> {
     let sh = sh();
-    let registry = registry_flags(reference);
+    let registry = registry_flags(ctx, reference);
     if key == KEYLESS {
         return sign_keyless(ctx, reference, &registry);
     }

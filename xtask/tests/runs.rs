@@ -12,6 +12,66 @@ const C: &str = common::TEST_CATALOG_DIR;
 
 const STORE: &str = "docker DOCKER_BUILDKIT=1 info --format '{{json .DriverStatus}}'";
 
+// The calls a build task makes before it builds, with the default builder: a gcloud token to
+// read what is published, the store probe (STORE), the builders, and the default builder.
+const TOKEN: &str = "gcloud auth print-access-token";
+const LS: &str = "docker DOCKER_BUILDKIT=1 buildx ls";
+const INSPECT: &str = "docker DOCKER_BUILDKIT=1 buildx inspect --builder builder-local";
+
+/// The repository of the test settings.
+const REPO: &str = "us-docker.pkg.dev/multi-arch-docker/docker-dev";
+
+/// The one build of runtime for `arch` (`amd64`, `arm64`), pushed, with the default builder.
+fn runtime_build(arch: &str) -> Vec<String> {
+    call(&format!(
+        "docker DOCKER_BUILDKIT=1 buildx build --file {C}/runtime/Dockerfile --platform linux/{arch} \
+         --builder builder-local --progress plain --build-arg DOCKER_REPO={REPO} \
+         --build-arg ALPINE_VERSION=3.15 --build-arg REFRESH= \
+         --cache-from type=registry,ref={REPO}/cache/runtime:3.15-{arch} \
+         --cache-to type=registry,ref={REPO}/cache/runtime:3.15-{arch},mode=max \
+         --pull --provenance mode=max --push --tag {REPO}/runtime:3.15-{arch} {C}/runtime"
+    ))
+}
+
+/// The merge of runtime's two platforms, with the default builder.
+fn runtime_merge() -> Vec<String> {
+    call(&format!(
+        "docker DOCKER_BUILDKIT=1 buildx imagetools create --builder builder-local \
+         --tag {REPO}/runtime:3.15 {REPO}/runtime:3.15-amd64 {REPO}/runtime:3.15-arm64"
+    ))
+}
+
+/// The first step of odb's split build for `arch`: built, neither pushed nor cached.
+fn odb_first_build(arch: &str) -> Vec<String> {
+    call(&format!(
+        "docker DOCKER_BUILDKIT=1 buildx build --file {C}/odb/Dockerfile --platform linux/{arch} \
+         --builder builder-local --progress plain --build-arg DOCKER_REPO={REPO} \
+         --build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23 --build-arg REFRESH= \
+         --cache-from type=registry,ref={REPO}/cache/odb:2.5.0-b.23-{arch} \
+         --pull --provenance mode=max --tag {REPO}/odb:2.5.0-b.23-{arch} {C}/odb"
+    ))
+}
+
+/// `calls` are exactly `before`, in that order, then `at_once` in any order (the calls made
+/// at the same time, on threads of their own), then `after`, in that order.
+#[track_caller]
+fn assert_calls(
+    calls: &[Vec<String>],
+    before: &[Vec<String>],
+    at_once: &[Vec<String>],
+    after: &[Vec<String>],
+) {
+    let n = calls.len();
+    assert_eq!(n, before.len() + at_once.len() + after.len(), "not the calls expected: {calls:#?}");
+    assert_eq!(calls[..before.len()], *before, "{calls:#?}");
+    let mut middle = calls[before.len()..n - after.len()].to_vec();
+    let mut expected = at_once.to_vec();
+    middle.sort();
+    expected.sort();
+    assert_eq!(middle, expected, "the calls made at once: {calls:#?}");
+    assert_eq!(calls[n - after.len()..], *after, "{calls:#?}");
+}
+
 #[test]
 fn buildx_setup_reuses_an_existing_builder() {
     let fake = FakeTools::new();
@@ -87,7 +147,8 @@ fn a_failing_buildx_ls_does_not_stop_the_setup() {
     fake.fail(1, "docker buildx ls");
     let output = fake.xtask(&["buildx-setup"], &[]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(fake.calls().len(), 3);
+    // The setup goes on to the builder, the default one.
+    assert_eq!(fake.calls(), [call(STORE), call(LS), call(INSPECT)]);
 }
 
 /// The calls of one platform's build steps, in order.
@@ -143,11 +204,13 @@ fn a_failing_command_stops_the_task_with_its_exit_status() {
         "{err}"
     );
     // Nothing after the failing first step of each platform's split build ran: no stop, no
-    // full build, no merge. (First, a gcloud token to read what is published.)
-    let calls = fake.calls();
-    assert_eq!(calls.len(), 6, "{calls:?}");
-    assert_eq!(calls[0], call("gcloud auth print-access-token"));
-    assert!(calls[4..].iter().all(|c| c[3] == "build" && !has_arg(c, "--push")), "{calls:?}");
+    // full build, no merge.
+    assert_calls(
+        &fake.calls(),
+        &[call(TOKEN), call(STORE), call(LS), call(INSPECT)],
+        &[odb_first_build("amd64"), odb_first_build("arm64")],
+        &[],
+    );
 }
 
 /// One platform failing is enough: the other finishes, and nothing is merged.
@@ -158,14 +221,14 @@ fn a_failing_platform_fails_the_task_and_nothing_is_merged() {
     let output = fake.xtask(&["buildx-publish-runtime"], &[]);
     assert_eq!(output.status.code(), Some(4));
     assert!(stderr(&output).contains("the linux/arm64 build of runtime failed"), "{}", stderr(&output));
-    let calls = fake.calls();
-    assert!(
-        calls.iter().any(|c| c.get(3).is_some_and(|w| w == "build") && has_arg(c, "linux/amd64")),
-        "{calls:?}"
+    // Both builds ran, each once (the build's own failure is final: it was not tried again),
+    // and no merge after them.
+    assert_calls(
+        &fake.calls(),
+        &[call(TOKEN), call(STORE), call(LS), call(INSPECT)],
+        &[runtime_build("amd64"), runtime_build("arm64")],
+        &[],
     );
-    assert!(!calls.iter().any(|c| c.get(3).map(String::as_str) == Some("imagetools")), "{calls:?}");
-    // The build's own failure is final: it was not tried again.
-    assert_eq!(platform_calls(&calls, "linux/arm64").len(), 1, "{calls:?}");
 }
 
 /// A registry's 500 passes: the build that met it runs again, after a wait, and the image is
@@ -183,10 +246,13 @@ fn a_build_that_meets_a_registry_500_is_tried_again() {
         err.contains("a failure that passes (the registry answered 500 Internal Server Error): trying again in 1 s, try 2 of 3"),
         "{err}"
     );
-    let calls = fake.calls();
-    assert_eq!(platform_calls(&calls, "linux/arm64").len(), 2, "{calls:?}");
-    assert_eq!(platform_calls(&calls, "linux/amd64").len(), 1, "{calls:?}");
-    assert_eq!(calls.last().unwrap()[2..5], ["buildx", "imagetools", "create"], "{calls:?}");
+    // The same arm64 build twice, the amd64 build once, then the merge.
+    assert_calls(
+        &fake.calls(),
+        &[call(TOKEN), call(STORE), call(LS), call(INSPECT)],
+        &[runtime_build("arm64"), runtime_build("amd64"), runtime_build("arm64")],
+        &[runtime_merge()],
+    );
 }
 
 /// A cause that keeps coming back is tried three times in all, then fails the task with the
@@ -206,27 +272,102 @@ fn a_registry_that_keeps_failing_fails_the_build_after_three_tries() {
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(7), "{err}");
     assert!(err.contains("tried 3 times: command failed with exit status 7"), "{err}");
-    let calls = fake.calls();
-    assert_eq!(platform_calls(&calls, "linux/arm64").len(), 3, "{calls:?}");
-    assert!(!calls.iter().any(|c| c.get(3).map(String::as_str) == Some("imagetools")), "{calls:?}");
+    // The same arm64 build three times, the amd64 build once, and no merge.
+    let arm64 = runtime_build("arm64");
+    assert_calls(
+        &fake.calls(),
+        &[call(TOKEN), call(STORE), call(LS), call(INSPECT)],
+        &[arm64.clone(), arm64.clone(), arm64, runtime_build("amd64")],
+        &[],
+    );
 }
 
+/// Each command's `+ <command>` line is on stderr before the command runs. The xtask's stderr
+/// and the fakes' own record of each run (`ran <program> <args>`, written first thing when the
+/// fake starts) go to one file, opened for appending on both sides, so that the file keeps the
+/// order of both. A runner that logged a command after it ran (or after it ended) would put
+/// the command's `ran` line first.
 #[test]
 fn every_command_is_logged_before_it_runs() {
-    let fake = FakeTools::new();
-    let output = fake.xtask(&["stop-vm"], &[]);
-    assert!(output.status.success());
-    assert!(
-        stderr(&output).contains("+ gcloud compute instances stop builder-arm64-2cpu --project multi-arch-docker --zone us-central1-a"),
-        "{}",
-        stderr(&output)
+    // Commands started each way the runner has: run (stop, start, create), a query (the store
+    // probe), a branch (inspect), a poll (describe, ssh).
+    type Setup = fn(&FakeTools);
+    let cases: [(&[&str], Setup); 3] = [
+        (&["stop-vm"], |_| ()),
+        (&["buildx-setup"], |fake| fake.fail(1, "docker buildx inspect")),
+        (&["start-vm", "--wait", "--interval", "0"], |fake| {
+            fake.answer("gcloud compute instances describe", 0, "RUNNING")
+        }),
+    ];
+    for (args, setup) in cases {
+        let fake = FakeTools::new();
+        setup(&fake);
+        let order = fake.dir.path().join("order.log");
+        for program in ["docker", "gcloud"] {
+            record_runs(&fake, program);
+        }
+        let stderr_file = std::fs::OpenOptions::new().create(true).append(true).open(&order).unwrap();
+        let (path, dir, home) =
+            (fake.path(), fake.dir.path().display().to_string(), fake.home().display().to_string());
+        let status = common::xtask_command(
+            args,
+            &[("PATH", &path), ("FAKE_TOOLS_DIR", &dir), ("HOME", &home), ("CARGO_TARGET_DIR", &dir)],
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr_file)
+        .status()
+        .unwrap();
+        let text = std::fs::read_to_string(&order).unwrap();
+        assert!(status.success(), "{args:?}: {text}");
+        // Each `+` line, as the words the fake sees (the environment it sets left out, and a
+        // poll's note of its try), then its run, and so on: one after the other.
+        let events: Vec<String> = text
+            .lines()
+            .filter_map(|line| {
+                if let Some(logged) = line.strip_prefix("+ ") {
+                    let command =
+                        logged.split_once("  (waiting until ").map_or(logged, |(command, _)| command);
+                    let words = shlex::split(command).unwrap_or_else(|| panic!("not valid shell: {line:?}"));
+                    let program = words.iter().position(|w| !w.contains('=')).unwrap();
+                    Some(format!("+ {}", words[program..].join(" ")))
+                } else {
+                    line.starts_with("ran ").then(|| line.to_string())
+                }
+            })
+            .collect();
+        let calls = fake.calls();
+        assert!(!calls.is_empty(), "{args:?}: nothing ran");
+        let expected: Vec<String> = calls
+            .iter()
+            .flat_map(|c| {
+                let command = c
+                    .iter()
+                    .filter(|w| !w.starts_with("DOCKER_BUILDKIT="))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                [format!("+ {command}"), format!("ran {command}")]
+            })
+            .collect();
+        assert_eq!(events, expected, "{args:?}: each command logged, then run:\n{text}");
+    }
+}
+
+/// The fake `program` wrapped: each call appends `ran <program> <args>` to `order.log` in the
+/// fakes' folder first, then runs the fake itself (as `program`, from a folder of its own).
+fn record_runs(fake: &FakeTools, program: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let wrapped = fake.dir.path().join("wrapped");
+    std::fs::create_dir_all(&wrapped).unwrap();
+    let path = fake.bin().join(program);
+    std::fs::rename(&path, wrapped.join(program)).unwrap();
+    let script = format!(
+        "#!/bin/sh\nprintf 'ran %s\\n' \"{program} $*\" >> \"$FAKE_TOOLS_DIR/order.log\"\n\
+         exec \"$FAKE_TOOLS_DIR/wrapped/{program}\" \"$@\"\n"
     );
-    assert_eq!(
-        fake.calls(),
-        [call(
-            "gcloud compute instances stop builder-arm64-2cpu --project multi-arch-docker --zone us-central1-a"
-        )]
-    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 #[test]
@@ -279,23 +420,22 @@ fn start_vm_waits_until_running_and_ssh_answers() {
     fake.answer("gcloud compute ssh", 255, "");
     let output = fake.xtask(&["start-vm", "--wait", "--interval", "0"], &[]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let calls: Vec<String> = fake.calls().iter().map(|c| c[..3].join(" ")).collect();
+    let (describe, ssh) = (call(VM_DESCRIBE), call(VM_SSH));
     assert_eq!(
-        calls,
-        [
-            "gcloud compute instances",
-            "gcloud compute instances",
-            "gcloud compute instances",
-            "gcloud compute ssh",
-            "gcloud compute ssh",
-            "gcloud compute ssh"
-        ]
+        fake.calls(),
+        [call(VM_START), describe.clone(), describe, ssh.clone(), ssh.clone(), ssh],
+        "started, asked until RUNNING, then ssh until it answers"
     );
-    let calls = fake.calls();
-    assert_eq!(calls[0][3], "start");
-    assert!(calls[1..3].iter().all(|c| c[3] == "describe" && has_arg(c, "--format=value(status)")));
-    assert!(calls[3..].iter().all(|c| has_arg(c, "--tunnel-through-iap") && has_arg(c, "--command=true")));
 }
+
+/// The calls of start-vm with the default settings: the start, the probe of its state, the
+/// probe of ssh through IAP.
+const VM_START: &str =
+    "gcloud compute instances start builder-arm64-2cpu --project multi-arch-docker --zone us-central1-a";
+const VM_DESCRIBE: &str = "gcloud compute instances describe builder-arm64-2cpu --project multi-arch-docker \
+                           --zone us-central1-a --format=value(status)";
+const VM_SSH: &str = "gcloud compute ssh --project multi-arch-docker --zone us-central1-a builder-arm64-2cpu \
+                      --tunnel-through-iap --quiet --command=true";
 
 #[test]
 fn start_vm_gives_up_within_its_bound() {
@@ -310,7 +450,8 @@ fn start_vm_gives_up_within_its_bound() {
         err.contains("gave up waiting until ssh to builder-arm64-2cpu through IAP works after 4 tries"),
         "{err}"
     );
-    assert_eq!(fake.calls().iter().filter(|c| c[2] == "ssh").count(), 4);
+    let ssh = call(VM_SSH);
+    assert_eq!(fake.calls(), [call(VM_START), call(VM_DESCRIBE), ssh.clone(), ssh.clone(), ssh.clone(), ssh]);
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
 
@@ -410,19 +551,42 @@ fn seed_arm64_needs_env() {
 /// the command's own exit status, and nothing after it runs.
 #[test]
 fn every_task_stops_at_a_failing_command() {
-    let cases: [(&[&str], &str, usize); 8] = [
-        // A gcloud token to read what is published, the store probe, ls, inspect, then both
-        // platforms' builds (they run at once).
-        (&["buildx-publish-runtime"], "docker buildx build", 6),
-        (&["build-odb"], "docker build", 1),
-        (&["pull-build"], "docker pull", 1),
-        (&["clean"], "docker rmi", 1),
-        (&["prune"], "docker buildx prune", 2),
-        (&["start-vm", "--wait"], "gcloud compute instances start", 1),
-        (&["stop-vm"], "gcloud compute instances stop", 1),
-        (&["ssh-tunnel", "--wait"], "ssh -f -N", 1),
+    let build_odb = format!(
+        "docker DOCKER_BUILDKIT=1 build --file {C}/odb/Dockerfile --build-arg DOCKER_REPO={REPO} \
+         --build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23 --pull \
+         --tag {REPO}/odb:2.5.0-b.23 {C}/odb"
+    );
+    let pull_build = format!("docker DOCKER_BUILDKIT=1 pull {REPO}/golang-build:1.18");
+    let rmi = format!(
+        "docker DOCKER_BUILDKIT=1 rmi {REPO}/runtime:3.15 {REPO}/golang-build:1.18 {REPO}/odb:2.5.0-b.23"
+    );
+    let stop =
+        "gcloud compute instances stop builder-arm64-2cpu --project multi-arch-docker --zone us-central1-a";
+    // Each task, the prefix of its failing call, and the calls it makes up to the failing one,
+    // which comes last: in order, then those made at once.
+    type Case<'a> = (&'a [&'a str], &'a str, &'a [&'a str], &'a [Vec<String>]);
+    let cases: [Case; 8] = [
+        // Both platforms' builds run at once: both start, both fail.
+        (
+            &["buildx-publish-runtime"],
+            "docker buildx build",
+            &[TOKEN, STORE, LS, INSPECT],
+            &[runtime_build("amd64"), runtime_build("arm64")],
+        ),
+        (&["build-odb"], "docker build", &[&build_odb], &[]),
+        (&["pull-build"], "docker pull", &[&pull_build], &[]),
+        (&["clean"], "docker rmi", &[&rmi], &[]),
+        (
+            &["prune"],
+            "docker buildx prune",
+            &[STORE, "docker DOCKER_BUILDKIT=1 buildx prune --builder builder-local --all --force"],
+            &[],
+        ),
+        (&["start-vm", "--wait"], "gcloud compute instances start", &[VM_START], &[]),
+        (&["stop-vm"], "gcloud compute instances stop", &[stop], &[]),
+        (&["ssh-tunnel", "--wait"], "ssh -f -N", &["ssh -f -N xtask-builder-arm64-2cpu"], &[]),
     ];
-    for (args, failing, calls_made) in cases {
+    for (args, failing, in_order, at_once) in cases {
         let fake = FakeTools::new();
         fake.fail(7, failing);
         let output = fake.xtask(args, &[]);
@@ -433,12 +597,9 @@ fn every_task_stops_at_a_failing_command() {
         assert!(named.contains("command failed with exit status 7: "), "{args:?}: {err}");
         let program = failing.split(' ').next().unwrap();
         assert!(named.contains(&format!(" {program} ")), "{args:?}: {named}");
-        assert_eq!(
-            fake.calls().len(),
-            calls_made,
-            "{args:?}: nothing runs after the failure: {:?}",
-            fake.calls()
-        );
+        // Nothing runs after the failure.
+        let in_order: Vec<Vec<String>> = in_order.iter().map(|c| call(c)).collect();
+        assert_calls(&fake.calls(), &in_order, at_once, &[]);
     }
 }
 
@@ -466,11 +627,22 @@ fn the_cloud_builder_is_built_from_what_it_vendors() {
     let output = fake.xtask(&["build-publish-cloud-builder", "--file", &list], &env);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("thirdparty: 4 tags: 4 copied"), "not alpine: {}", stdout(&output));
-    let calls = fake.calls();
-    assert_eq!(calls.iter().map(|c| c[2].as_str()).collect::<Vec<_>>(), ["build", "push"], "{calls:?}");
-    // The build got the xtask's dependency recipe: this repository's lock, a stub for its code.
+    // The build, given the xtask's dependency recipe (written under the work folder), then the
+    // push.
+    let tag = format!("{repo}/cloud-builder:gcloud502.0.0-docker27.4.1-buildx0.19.3-rust1.95.0");
+    let build = |work: &std::path::Path| {
+        call(&format!(
+            "docker DOCKER_BUILDKIT=1 build --file {C}/cloud-builder/Dockerfile --pull --platform linux/amd64 \
+             --build-arg DOCKER_REPO={repo} --build-arg BUILDER_GCLOUD_VERSION=502.0.0 \
+             --build-arg BUILDER_DOCKER_VERSION=27.4.1 --build-arg BUILDER_BUILDX_VERSION=0.19.3 \
+             --build-arg BUILDER_RUST_VERSION=1.95.0 \
+             --build-context xtask-recipe={}/cloud-builder/xtask-recipe --tag {tag} {C}/cloud-builder",
+            work.display()
+        ))
+    };
+    assert_eq!(fake.calls(), [build(&work), call(&format!("docker DOCKER_BUILDKIT=1 push {tag}"))]);
+    // The recipe: this repository's lock, a stub for its code.
     let recipe = work.join("cloud-builder/xtask-recipe");
-    assert!(calls[0].contains(&format!("xtask-recipe={}", recipe.display())), "{:?}", calls[0]);
     let root = xtask::project_root();
     let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap();
     assert_eq!(read(&recipe.join("Cargo.lock")), read(&root.join("Cargo.lock")));
@@ -481,10 +653,13 @@ fn the_cloud_builder_is_built_from_what_it_vendors() {
     // Up to date now; a failing build stops the task with its status, before the push.
     let failing = FakeTools::new();
     failing.fail(7, "docker build");
-    let output = failing.xtask(&["build-publish-cloud-builder", "--file", &list], &[("DOCKER_REPO", &repo)]);
+    let work = failing.dir.path().join("work");
+    let work_env = work.display().to_string();
+    let env = [("DOCKER_REPO", repo.as_str()), ("CARGO_TARGET_DIR", work_env.as_str())];
+    let output = failing.xtask(&["build-publish-cloud-builder", "--file", &list], &env);
     assert_eq!(output.status.code(), Some(7), "{}", stderr(&output));
     assert!(stdout(&output).contains("4 up to date"), "{}", stdout(&output));
-    assert_eq!(failing.calls().len(), 1, "{:?}", failing.calls());
+    assert_eq!(failing.calls(), [build(&work)], "the build, and no push after it");
 }
 
 const BOTH_PLATFORMS: &str = "Platforms: linux/amd64*, linux/amd64/v2, linux/arm64, linux/386";
@@ -563,7 +738,11 @@ fn publish_all_builds_in_parallel_and_reports_a_failing_image() {
         .filter(|c| c.get(3).map(String::as_str) == Some("build"))
         .map(|c| c[c.iter().position(|w| w == "--builder").unwrap() + 1].clone())
         .collect();
-    assert_eq!(builders.len(), 3, "{builders:?}");
+    assert_eq!(
+        builders,
+        ["builder-local-build", "builder-local-odb", "builder-local-runtime"].map(String::from).into(),
+        "one builder per image"
+    );
 }
 
 /// publish-all refuses, before any build, when an image's base is missing from the list.
@@ -745,9 +924,22 @@ fn scan_looks_at_every_platform_and_fails_at_its_threshold() {
             "{row}"
         );
     }
-    let listed =
-        fake.calls().iter().filter(|c| c.get(4).map(String::as_str) == Some("list-vulnerabilities")).count();
-    assert_eq!(listed, 2, "each platform's findings read");
+    // Each platform's digest scanned, and the findings of that scan read.
+    let list = call(
+        "gcloud artifacts docker images list-vulnerabilities projects/p/locations/us/scans/s1 \
+         --project multi-arch-docker --format=json",
+    );
+    let scan = |digest: &str| {
+        call(&format!(
+            "gcloud artifacts docker images scan {repo}/runtime@{digest} --remote --project multi-arch-docker \
+             '--format=value(response.scan)'"
+        ))
+    };
+    assert_eq!(
+        fake.calls(),
+        [scan(&platform_digests[0]), list.clone(), scan(&platform_digests[1]), list],
+        "each platform's findings read"
+    );
     // At HIGH, it fails, naming both platforms.
     let output = fake.xtask(&["scan", "runtime", "--fail-on", "HIGH"], &env);
     assert_eq!(output.status.code(), Some(1));

@@ -5,6 +5,7 @@ use anyhow::Result;
 use xshell::cmd;
 
 use crate::ctx::Ctx;
+use crate::platform::{Platform, Platforms};
 use crate::runner::sh;
 
 /// The builder of a node, and why it was chosen (for `info` and the plan).
@@ -24,7 +25,7 @@ pub struct Node {
     /// another one, reached as `docker --context <name> …` (buildx refuses `--builder <context>`
     /// from another context).
     pub context: Option<String>,
-    pub platforms: Vec<String>,
+    pub platforms: Platforms,
     pub builder: Builder,
 }
 
@@ -58,7 +59,7 @@ pub fn context_flag(context: Option<&str>) -> Vec<String> {
 /// Whether some platform of `$PLATFORMS` builds on this engine (with MULTI_CONTEXT=1 and only
 /// linux/arm64, none does).
 pub fn builds_here(s: &crate::settings::Settings) -> bool {
-    s.platforms.split(',').any(|p| !(s.multi_context && p.trim().starts_with("linux/arm64")))
+    s.platforms.iter().any(|p| !(s.multi_context && p.is_arm64()))
 }
 
 /// Where each platform of `$PLATFORMS` builds. With MULTI_CONTEXT, linux/arm64 on the arm64
@@ -66,16 +67,15 @@ pub fn builds_here(s: &crate::settings::Settings) -> bool {
 /// all on this engine.
 pub fn nodes(ctx: &Ctx) -> Result<Vec<Node>> {
     let s = &ctx.settings;
-    let platforms: Vec<String> = s.platforms.split(',').map(|p| p.trim().to_string()).collect();
-    let (arm, here): (Vec<String>, Vec<String>) =
-        platforms.into_iter().partition(|p| s.multi_context && p.starts_with("linux/arm64"));
+    let (arm, here): (Vec<Platform>, Vec<Platform>) =
+        s.platforms.iter().cloned().partition(|p| s.multi_context && p.is_arm64());
     let mut nodes = Vec::new();
     for (context, platforms) in [(None, here), (Some(ARM_CONTEXT.to_string()), arm)] {
         if platforms.is_empty() {
             continue;
         }
         let builder = choose_builder(ctx, context.as_deref())?;
-        nodes.push(Node { context, platforms, builder });
+        nodes.push(Node { context, platforms: platforms.into(), builder });
     }
     Ok(nodes)
 }

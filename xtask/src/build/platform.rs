@@ -9,7 +9,9 @@ use super::node::Node;
 use crate::catalog::Image;
 use crate::ctx::Ctx;
 use crate::inputs::Inputs;
+use crate::platform::Platform;
 use crate::runner::{Cmd, sh};
+use crate::settings::Provenance;
 
 /// The options of every build that change what it produces, part of every image's inputs: the
 /// bases pulled anew, each platform's provenance attestation (`PROVENANCE`), and its SBOM
@@ -18,9 +20,9 @@ use crate::runner::{Cmd, sh};
 pub fn output_options(ctx: &Ctx) -> Vec<String> {
     let s = &ctx.settings;
     let mut options = vec!["--pull".to_string()];
-    match s.provenance.as_str() {
-        "false" => options.push("--provenance=false".into()),
-        mode => options.extend(["--provenance".to_string(), format!("mode={mode}")]),
+    match s.provenance {
+        Provenance::None => options.push("--provenance=false".into()),
+        mode => options.extend(["--provenance".to_string(), format!("mode={}", mode.name())]),
     }
     if s.sbom
         && let Some(generator) = &ctx.catalog.sbom_generator
@@ -45,7 +47,7 @@ pub struct Recipe {
 /// One platform of an image, on the node that builds it.
 pub struct PlatformBuild<'a> {
     pub node: &'a Node,
-    pub platform: &'a String,
+    pub platform: &'a Platform,
 }
 
 /// The build of one platform. An image marked `split_build` is built in three steps inside Cloud
@@ -78,11 +80,12 @@ fn buildx_build_cmd(
     image: &Image,
     recipe: &Recipe,
     node: &Node,
-    platform: &str,
+    platform: &Platform,
     tag: &str,
 ) -> Cmd {
     let s = &ctx.settings;
     let cache = s.cache_ref(image, platform);
+    let platform = platform.to_string();
     let (sh, on, builder, dockerfile, context) =
         (sh(), &node.context_flag(), &node.builder.name, image.dockerfile(), image.context());
     let build_args: Vec<String> = recipe

@@ -19,7 +19,7 @@ pub fn set_up(ctx: &Ctx) -> Result<Vec<Node>> {
         let builder = &node.builder;
         runner.say(&format!(
             "{} on {}: builder {}, {}",
-            node.platforms.join(","),
+            node.platforms,
             node.place(),
             builder.name,
             builder.why
@@ -91,8 +91,8 @@ fn check_local_platforms(ctx: &Ctx, builder: &str) -> Result<()> {
         return Ok(());
     };
     let supported = builder_platforms(&answer);
-    let missing: Vec<&str> =
-        s.platforms.split(',').map(str::trim).filter(|p| !supported.iter().any(|have| have == p)).collect();
+    let missing: Vec<String> =
+        s.platforms.iter().map(|p| p.to_string()).filter(|p| !supported.contains(p)).collect();
     if !missing.is_empty() {
         bail!(
             "builder {builder} cannot build {} on this machine (it has {}). Install QEMU emulation once: \

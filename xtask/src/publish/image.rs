@@ -20,7 +20,6 @@ use crate::catalog::Image;
 use crate::ctx::Ctx;
 use crate::graph::Vertex;
 use crate::registry::manifest::short_digest;
-use crate::settings::platform_suffix;
 use crate::signing;
 
 impl Run<'_> {
@@ -199,10 +198,10 @@ fn build_and_merge(ctx: &Ctx, image: &Image, recipe: &Recipe, output: &ImageOutp
         .iter()
         .flat_map(|node| node.platforms.iter().map(move |platform| PlatformBuild { node, platform }))
         .collect();
-    let tag = |build: &PlatformBuild| format!("{reference}-{}", platform_suffix(build.platform));
+    let tag = |build: &PlatformBuild| format!("{reference}-{}", build.platform.suffix());
     let platform_ctx = |build: &PlatformBuild| {
-        let prefix = format!("{}/{}", image.name, platform_suffix(build.platform));
-        let watch = output.steps.watcher(build.platform);
+        let prefix = format!("{}/{}", image.name, build.platform.suffix());
+        let watch = output.steps.watcher(&build.platform.to_string());
         ctx.derive(ctx.settings.clone(), ctx.runner.with_lines(output.lines(&prefix, Some(watch))))
     };
     let results = ctx.runner.at_once(&builds, |build| {

@@ -55,13 +55,11 @@ pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &Pub
     let destination = Destination::open(ctx)?;
     let planner = Planner { ctx, registry: &destination, force: options.force };
     let plan = Plan::make(&planner, graph, selected);
-    let width =
-        selected.iter().map(|name| name.len() + 1 + longest_arch(&ctx.settings.platforms)).max().unwrap_or(0);
+    let longest_arch = ctx.settings.platforms.iter().map(|p| p.suffix().len()).max().unwrap_or(0);
+    let width = selected.iter().map(|name| name.len() + 1 + longest_arch).max().unwrap_or(0);
     let run = Run { ctx, graph, selected, options, destination: &destination, planner, plan: &plan, width };
     // The arm64 VM only when an image has an arm64 build to do on it.
-    let arm_builds = ctx.settings.multi_context
-        && ctx.settings.platforms.split(',').any(|p| p.starts_with("linux/arm64"))
-        && plan.any_build();
+    let arm_builds = ctx.settings.multi_context && ctx.settings.platforms.any_arm64() && plan.any_build();
     vm::with_arm_node(ctx, arm_builds, &options.vm_wait, || {
         // The arm64 node is up now, and can say which builder it needs.
         if arm_builds && let Some(vendoring) = &options.vendoring {
@@ -107,7 +105,7 @@ impl Run<'_> {
         if ctx.runner.is_dry_run() {
             return Ok(());
         }
-        table::report(&rows, &ctx.settings.platforms, started.elapsed());
+        table::report(&rows, &ctx.settings.platforms.to_string(), started.elapsed());
         let failed = rows.iter().filter(|row| matches!(row.outcome, ImageOutcome::Failed { .. })).count();
         let skipped = rows.iter().filter(|row| matches!(row.outcome, ImageOutcome::Skipped { .. })).count();
         if failed + skipped == 0 {
@@ -123,8 +121,4 @@ impl Run<'_> {
         let skipped = if skipped > 0 { format!(", {skipped} skipped") } else { String::new() };
         bail!("{failed} of {total} images failed{skipped} (see above)")
     }
-}
-
-fn longest_arch(platforms: &str) -> usize {
-    platforms.split(',').map(|p| crate::settings::platform_suffix(p).len()).max().unwrap_or(0)
 }

@@ -206,7 +206,7 @@ impl Planner<'_> {
                 files,
                 Given {
                     args: args.iter().cloned().collect(),
-                    platforms: s.platforms.clone(),
+                    platforms: s.platforms.to_string(),
                     bases: bases.digests.clone(),
                     options: output_options(self.ctx),
                 },

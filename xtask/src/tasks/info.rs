@@ -16,7 +16,7 @@ pub fn info(ctx: &Ctx) -> Result<()> {
     let mut rows: Vec<(String, String)> = [
         ("GCP_PROJECT", s.gcp_project.clone()),
         ("DOCKER_REPO", s.docker_repo.clone()),
-        ("PLATFORMS", s.platforms.clone()),
+        ("PLATFORMS", s.platforms.to_string()),
         ("BUILDER", s.builder.clone()),
         ("MULTI_CONTEXT", flag(s.multi_context)),
         ("TAG_MODIFIER", s.tag_modifier.clone()),
@@ -45,7 +45,7 @@ pub fn info(ctx: &Ctx) -> Result<()> {
     match node::nodes(ctx) {
         Ok(nodes) => {
             for node in nodes {
-                let platforms = node.platforms.join(",");
+                let platforms = &node.platforms;
                 let (place, builder) = (node.place(), &node.builder);
                 println!("Builds of {platforms}: on {place}, builder {} ({})", builder.name, builder.why);
             }

@@ -59,7 +59,20 @@ fn bases_flags(ctx: &Ctx, vendoring: &Vendoring) -> Vec<String> {
         flags.extend(["--catalog".to_string(), s.catalog.display().to_string()]);
     }
     if s.multi_context {
-        flags.extend(["--multi-context".to_string(), "1".into(), "--platforms".into(), s.platforms.clone()]);
+        flags.extend([
+            "--multi-context".to_string(),
+            "1".into(),
+            "--platforms".into(),
+            s.platforms.to_string(),
+        ]);
+    }
+    for (flag, hosts) in [
+        ("--gcloud-auth-registries", &s.gcloud_auth_registries),
+        ("--insecure-registries", &s.insecure_registries),
+    ] {
+        if !hosts.is_empty() {
+            flags.extend([flag.to_string(), hosts.join(",")]);
+        }
     }
     if vendoring.locked {
         flags.push("--locked".into());

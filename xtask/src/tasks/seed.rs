@@ -14,6 +14,7 @@ use crate::ctx::Ctx;
 use crate::flags::BuildArgs;
 use crate::local_registry::with_local_registry;
 use crate::pipeline::Pipeline;
+use crate::platform::{Platform, Platforms};
 use crate::publish;
 
 #[derive(Args, Debug, Clone)]
@@ -25,7 +26,10 @@ pub struct SeedArgs {
     pub build: BuildArgs,
 }
 
-const SEED_PLATFORM: &str = "linux/arm64";
+/// What a seeding run builds for.
+fn seed_platform() -> Platform {
+    Platform::new("linux", "arm64")
+}
 const SEED_TAG_MODIFIER: &str = "arm64-seed";
 /// Step settings that belong to the Cloud Build, not to a seeding run (which takes REFRESH and
 /// SIGN_KEY from its caller, and builds on this machine: no VM to start, no lease).
@@ -110,7 +114,7 @@ fn seed_images(ctx: &Ctx) -> Result<Vec<Image>> {
 /// chose (the pipeline's per-step BUILDER and MULTI_CONTEXT are dropped).
 fn seeding_context(ctx: &Ctx) -> Ctx {
     let mut settings = ctx.settings.clone();
-    settings.platforms = SEED_PLATFORM.to_string();
+    settings.platforms = Platforms::from(vec![seed_platform()]);
     settings.tag_modifier = SEED_TAG_MODIFIER.to_string();
     settings.multi_context = false;
     ctx.derive(settings, ctx.runner.clone())
@@ -119,13 +123,17 @@ fn seeding_context(ctx: &Ctx) -> Ctx {
 fn describe_plan(seed: &Ctx, images: &[Image]) {
     let s = &seed.settings;
     let say = |line: String| seed.runner.say(&line);
-    say(format!("seed-arm64: the builds of {}, for {SEED_PLATFORM} only:", seed.catalog.pipeline.display()));
+    say(format!(
+        "seed-arm64: the builds of {}, for {} only:",
+        seed.catalog.pipeline.display(),
+        seed_platform()
+    ));
     for image in images {
         say(format!(
             "  {} -> {} (cache {})",
             image.name,
             s.image_ref(image),
-            s.cache_ref(image, SEED_PLATFORM)
+            s.cache_ref(image, &seed_platform())
         ));
     }
     say(format!(

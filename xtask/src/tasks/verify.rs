@@ -39,7 +39,7 @@ pub fn verify(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
     let sh = sh();
     for image in images {
         let reference = ctx.settings.image_ref(image);
-        let registry = registry_flags(&reference);
+        let registry = registry_flags(ctx, &reference);
         let check: Vec<String> = match (&args.certificate_identity, verify_key(ctx, args)?) {
             (Some(identity), _) => vec![
                 "--certificate-identity".into(),

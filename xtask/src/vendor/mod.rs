@@ -57,8 +57,6 @@ pub struct VendorOptions {
     pub verbose: bool,
     /// Leave out signatures, attestations, SBOMs and referrers.
     pub no_referrers: bool,
-    pub gcloud_auth_registries: Vec<String>,
-    pub insecure_registries: Vec<String>,
 }
 
 impl Default for VendorOptions {
@@ -71,8 +69,6 @@ impl Default for VendorOptions {
             min_pulls_left: 1,
             verbose: false,
             no_referrers: false,
-            gcloud_auth_registries: Vec::new(),
-            insecure_registries: Vec::new(),
         }
     }
 }
@@ -172,8 +168,6 @@ impl VendorOptions {
         give("--timeout", self.timeout.to_string(), defaults.timeout.to_string());
         give("--tries", self.tries.to_string(), defaults.tries.to_string());
         give("--min-pulls-left", self.min_pulls_left.to_string(), defaults.min_pulls_left.to_string());
-        give("--gcloud-auth-registries", self.gcloud_auth_registries.join(","), String::new());
-        give("--insecure-registries", self.insecure_registries.join(","), String::new());
         for (flag, on) in [("--verbose", self.verbose), ("--no-referrers", self.no_referrers)] {
             if on {
                 flags.push(flag.to_string());
@@ -248,7 +242,7 @@ pub fn vendor(ctx: &Ctx, args: &VendorOptions, pairs: Vec<Pair>, mode: Mode) -> 
     }
 
     let registries = credentials(ctx, args, &pairs)?;
-    let dry_run = ctx.settings.dry_run;
+    let dry_run = ctx.runner.is_dry_run();
     let check_only = mode == Mode::Check || dry_run;
     let options = MirrorOptions { jobs: usize::from(args.jobs), check_only };
     let started = Instant::now();
@@ -369,8 +363,12 @@ fn credentials(
             (host, read_only)
         })
         .collect();
-    let registries =
-        registry_credentials(&ctx.runner, &hosts, &args.gcloud_auth_registries, &args.insecure_registries)?;
+    let registries = registry_credentials(
+        &ctx.runner,
+        &hosts,
+        &ctx.settings.gcloud_auth_registries,
+        &ctx.settings.insecure_registries,
+    )?;
     let mut found = Vec::new();
     let mut anonymous: Vec<String> = Vec::new();
     let mut why_anonymous = String::new();

@@ -441,7 +441,7 @@ pub fn with_arm_node<T>(ctx: &Ctx, needed: bool, wait: &Wait, work: impl FnOnce(
 
 /// A lease on the VM's engine: a volume of this run's own, labelled with when it was taken.
 fn take_lease(ctx: &Ctx) -> Result<String> {
-    let id = std::env::var("BUILD_ID").ok().filter(|id| !id.is_empty()).unwrap_or_else(|| {
+    let id = ctx.settings.build_id.clone().unwrap_or_else(|| {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         format!("{}-{nanos}", std::process::id())
     });
