@@ -1,5 +1,5 @@
 //! `cargo xtask <task>`: the build tasks of this repository, one subcommand each, with the names
-//! of the Makefile they replace. This file only parses the command line and dispatches.
+//! of the original Makefile's targets. This file only parses the command line and dispatches.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -43,9 +43,9 @@ enum Task {
     StartVm(WaitArgs),
     /// Stop the arm64 VM
     StopVm,
-    /// Open a root shell on the arm64 VM through IAP
+    /// Open a shell on the arm64 VM through IAP, as yourself (your gcloud account, through OS Login)
     SshVm,
-    /// Forward 127.0.0.1:8375 to the arm64 VM's docker daemon, in the background (--wait: until it answers)
+    /// Open the ssh connection to the arm64 VM's engine (docker context arm_node), in the background (--wait: until it answers)
     SshTunnel(WaitArgs),
     /// Submit cloudbuild/pr.yaml to Cloud Build (vendoring, then the images on amd64 + the arm64 VM); --local: rehearse it here
     CloudBuild(CloudBuildArgs),
@@ -309,7 +309,7 @@ fn try_main() -> Result<()> {
     if !matches!(chosen, Chosen::Fixed(Task::Info)) {
         settings.check()?;
     }
-    // The Makefile's `seed-arm64-dry-run` target, kept as a task of its own.
+    // The original Makefile's `seed-arm64-dry-run` target, kept as a task of its own.
     settings.dry_run |= matches!(chosen, Chosen::Fixed(Task::SeedArm64DryRun(_)));
     let runner = Runner::new(settings.dry_run, root.clone());
     let ctx = Ctx { settings, catalog, runner, root };

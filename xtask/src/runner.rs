@@ -1,5 +1,5 @@
 //! Every external command passes through here: it is an argument vector (never a string for a
-//! shell), built by the tasks with `xshell::cmd!` so that it reads like the Makefile line it
+//! shell), built by the tasks with `xshell::cmd!` so that it reads like the original Makefile's line it
 //! replaces, logged before it runs or printed instead of run for `--dry-run`, and run with duct
 //! (output inherited, or appended to a log, or in the background); a failure names the command
 //! and keeps its exit status.
@@ -27,7 +27,7 @@ pub struct Cmd {
 }
 
 /// A command from `cmd!`. Every docker command gets `DOCKER_BUILDKIT=1`, as every docker command
-/// of the Makefile had it.
+/// of the original Makefile had it.
 impl From<xshell::Cmd<'_>> for Cmd {
     fn from(cmd: xshell::Cmd<'_>) -> Cmd {
         let command: std::process::Command = cmd.into();

@@ -295,7 +295,7 @@ fn unusual_env(env: &str, docker_repo: &str) -> Option<String> {
     ))
 }
 
-/// The Makefile's default repository.
+/// The original Makefile's default repository.
 pub const DEFAULT_ENV: &str = "docker-dev";
 /// `ENV=local` runs the whole pipeline on this machine ...
 pub const LOCAL_ENV: &str = "local";

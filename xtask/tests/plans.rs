@@ -711,6 +711,17 @@ fn each_task_help_lists_its_own_options_then_its_settings() {
     let env_line = seed.lines().find(|l| l.trim_start().starts_with("--env")).unwrap();
     assert!(!env_line.contains("[default:") && env_line.contains("required"), "{env_line}");
     assert!(!help("publish-all").contains("--check"));
+    // Each task's help says what the task does, not what its shared options are.
+    let publish_odb = help("buildx-publish-odb");
+    assert!(
+        publish_odb.starts_with("Build odb (odb C++ tools and libraries) for $PLATFORMS"),
+        "{publish_odb}"
+    );
+    assert!(!publish_odb.contains("How images are built"), "{publish_odb}");
+    let tunnel = help("ssh-tunnel");
+    assert!(tunnel.starts_with("Open the ssh connection to the arm64 VM's engine"), "{tunnel}");
+    assert!(!tunnel.contains("8375"), "{tunnel}");
+    assert!(help("ssh-vm").contains("as yourself") && !help("ssh-vm").contains("root shell"));
     // Settings hidden from a task's help still work after it, and before it.
     let plan = plan(&["--vm", "b", "stop-vm"], &[]);
     assert_eq!(plan[0][4], "b");

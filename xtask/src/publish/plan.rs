@@ -268,7 +268,17 @@ impl Planner<'_> {
                     None
                 }
                 Some(ParentState::Failed(reason)) => return Err(anyhow!("{reason}")),
-                None => self.published_parent(&parent.name, &published, &mut bases.unknown)?,
+                None => {
+                    // Outside the run: a dry run names it whether the registry answers or not.
+                    if dry_run {
+                        bases.notes.push(format!(
+                            "builds on {}, which must be published first ({published}): {}",
+                            parent.name,
+                            self.publish_hint(&parent.name)
+                        ));
+                    }
+                    self.published_parent(&parent.name, &published, &mut bases.unknown)?
+                }
             };
             named.push((parent.reference.clone(), published, digest));
         }
@@ -281,8 +291,14 @@ impl Planner<'_> {
         Ok(bases)
     }
 
-    /// A parent outside this run: it must be published already. Whether it is or not, and
-    /// whether the registry can be read or not, a dry run names it.
+    /// How a catalog image gets published.
+    fn publish_hint(&self, name: &str) -> String {
+        let catalog = &self.ctx.catalog;
+        let task = catalog.task_images().find(|(_, i)| i.name == name).map_or(name, |(task, _)| task);
+        format!("`cargo xtask buildx-publish-{task}` builds it (or `cargo xtask publish-all`, all in order)")
+    }
+
+    /// A parent outside this run: it must be published already.
     fn published_parent(
         &self,
         name: &str,
@@ -290,10 +306,7 @@ impl Planner<'_> {
         unknown: &mut Vec<String>,
     ) -> Result<Option<String>> {
         let ctx = self.ctx;
-        let task = ctx.catalog.task_images().find(|(_, i)| i.name == name).map_or(name, |(task, _)| task);
-        let hint = format!(
-            "`cargo xtask buildx-publish-{task}` builds it (or `cargo xtask publish-all`, all in order)"
-        );
+        let hint = self.publish_hint(name);
         match self.registry.digest(reference) {
             Ok(Some(digest)) => Ok(Some(digest)),
             Ok(None) if ctx.runner.is_dry_run() => {
@@ -341,5 +354,232 @@ fn why_build(
     match (&published.inputs, inputs) {
         (Some(old), Some(new)) => new.changes_since(old).join(", "),
         _ => "published without a record of its inputs".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The plan's decisions against an in-memory registry: no server, no engine.
+
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use anyhow::{Result, bail};
+    use clap::{Args, FromArgMatches};
+
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::catalog_graph;
+    use crate::runner::Runner;
+    use crate::settings::{Settings, SettingsArgs};
+
+    const REPO: &str = "r.test/dev";
+
+    /// What the registry holds: digests by reference, and the images published with their
+    /// inputs; `unreadable`: every read fails, as when no registry answers.
+    #[derive(Default)]
+    struct Memory {
+        digests: BTreeMap<String, String>,
+        published: BTreeMap<String, Published>,
+        unreadable: bool,
+    }
+
+    impl RegistryView for Memory {
+        fn digest(&self, reference: &str) -> Result<Option<String>> {
+            if self.unreadable {
+                bail!("cannot reach registry r.test");
+            }
+            Ok(self.digests.get(reference).cloned())
+        }
+
+        fn published(&self, reference: &str) -> Result<Option<Published>> {
+            if self.unreadable {
+                bail!("cannot reach registry r.test");
+            }
+            Ok(self.published.get(reference).cloned())
+        }
+    }
+
+    impl Memory {
+        fn vendored() -> Memory {
+            let mut memory = Memory::default();
+            memory.digests.insert(format!("{REPO}/thirdparty/alpine:3"), "sha256:a1".into());
+            memory
+        }
+
+        /// `name` published with the inputs its build decision would record.
+        fn publish(&mut self, name: &str, digest: &str, decision: &Decision) {
+            let Decision::Build(build) = decision else { panic!("{name} does not build: {decision:?}") };
+            let inputs = build.recipe.inputs.clone().expect("known inputs");
+            let reference = format!("{REPO}/{name}:1");
+            self.digests.insert(reference.clone(), digest.to_string());
+            self.published.insert(
+                reference,
+                Published {
+                    digest: digest.to_string(),
+                    inputs_digest: Some(inputs.digest()),
+                    inputs: Some(inputs),
+                    platforms: Vec::new(),
+                },
+            );
+        }
+    }
+
+    /// A catalog of three: `app` builds on `base`, `tool` stands alone; both bases vendored.
+    fn catalog() -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        let write = |path: &str, text: &str| {
+            let path = root.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write(
+            "cat/images.toml",
+            r#"thirdparty = "thirdparty.txt"
+pipeline = "pipeline.yaml"
+buildkit = "moby/buildkit:v1"
+[versions]
+V = "1"
+[[image]]
+name = "base"
+description = "the base"
+tag = "{V}"
+[[image]]
+name = "app"
+description = "built on base"
+tag = "{V}"
+[[image]]
+name = "tool"
+description = "alone"
+tag = "{V}"
+[cloud_builder]
+name = "cloud-builder"
+description = "not built here"
+tag = "{V}"
+"#,
+        );
+        write(
+            "cat/base/Dockerfile",
+            "ARG DOCKER_REPO\nFROM ${DOCKER_REPO}/thirdparty/alpine:3\nCOPY a.txt /\n",
+        );
+        write("cat/base/a.txt", "one\n");
+        write("cat/app/Dockerfile", "ARG DOCKER_REPO\nFROM ${DOCKER_REPO}/base:1\nRUN true\n");
+        write("cat/tool/Dockerfile", "ARG DOCKER_REPO\nFROM ${DOCKER_REPO}/thirdparty/alpine:3\n");
+        root
+    }
+
+    fn ctx(root: &Path, dry_run: bool) -> Ctx {
+        let catalog = Catalog::load_from(root, Path::new("cat/images.toml")).unwrap();
+        let command = SettingsArgs::augment_args(clap::Command::new("t"));
+        let matches = command.get_matches_from(["t", "--docker-repo", REPO, "--sbom", "0"]);
+        let args = SettingsArgs::from_arg_matches(&matches).unwrap();
+        let settings = Settings::resolve_with(args, &catalog, |_| None);
+        assert!(settings.problems.is_empty(), "{:?}", settings.problems);
+        Ctx { settings, catalog, runner: Runner::new(dry_run, root.to_path_buf()), root: root.to_path_buf() }
+    }
+
+    fn plan_of(ctx: &Ctx, registry: &Memory, selected: &[&str]) -> (Plan, Graph) {
+        let graph = catalog_graph::of_catalog(ctx).unwrap();
+        let planner = Planner { ctx, registry, force: false };
+        (Plan::make(&planner, &graph, selected), graph)
+    }
+
+    fn why(decision: Option<&Decision>) -> String {
+        match decision {
+            Some(Decision::Build(build)) => build.why.clone(),
+            other => panic!("not a build: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_image_is_up_to_date_when_its_inputs_match_what_is_published() {
+        let root = catalog();
+        let ctx = ctx(root.path(), false);
+        let mut registry = Memory::vendored();
+        let (plan, _) = plan_of(&ctx, &registry, &["base", "app", "tool"]);
+        assert_eq!(why(plan.decision("base")), "not published yet");
+        assert_eq!(why(plan.decision("tool")), "not published yet");
+        // The child of an image this run builds waits for its digest.
+        assert!(matches!(plan.decision("app"), Some(Decision::AfterParents)));
+        assert!(plan.any_build());
+
+        registry.publish("base", "sha256:b1", plan.decision("base").unwrap());
+        registry.publish("tool", "sha256:t1", plan.decision("tool").unwrap());
+        let (plan, _) = plan_of(&ctx, &registry, &["base", "tool"]);
+        assert!(matches!(plan.decision("base"), Some(Decision::UpToDate(d)) if d == "sha256:b1"));
+        assert!(matches!(plan.decision("tool"), Some(Decision::UpToDate(d)) if d == "sha256:t1"));
+        assert!(!plan.any_build());
+        assert_eq!(plan.images().collect::<Vec<_>>(), ["base", "tool"]);
+
+        // A changed file of the context is why it builds again; only that image.
+        std::fs::write(root.path().join("cat/base/a.txt"), "two\n").unwrap();
+        let (plan, _) = plan_of(&ctx, &registry, &["base", "tool"]);
+        assert_eq!(why(plan.decision("base")), "a.txt changed");
+        assert!(matches!(plan.decision("tool"), Some(Decision::UpToDate(_))));
+    }
+
+    #[test]
+    fn a_child_is_settled_from_the_digest_its_parent_was_published_at() {
+        let root = catalog();
+        let ctx = ctx(root.path(), false);
+        let registry = Memory::vendored();
+        let (plan, graph) = plan_of(&ctx, &registry, &["base", "app"]);
+        let planner = Planner { ctx: &ctx, registry: &registry, force: false };
+        let app = graph.node("app").unwrap();
+        let published = BTreeMap::from([("base".to_string(), ParentState::Published("sha256:new".into()))]);
+        let Decision::Build(build) = plan.settle(&planner, app, &published) else { panic!("app builds") };
+        assert_eq!(build.recipe.pins, [(format!("{REPO}/base:1"), format!("{REPO}/base:1@sha256:new"))]);
+        let inputs = build.recipe.inputs.expect("every base's digest is known");
+        assert_eq!(inputs.bases[&format!("{REPO}/base:1")], "sha256:new");
+        let failed = BTreeMap::from([("base".to_string(), ParentState::Failed("base failed".into()))]);
+        assert!(matches!(plan.settle(&planner, app, &failed), Decision::Fails(why) if why == "base failed"));
+        let unreadable = BTreeMap::from([("base".to_string(), ParentState::DigestUnreadable)]);
+        let why = match plan.settle(&planner, app, &unreadable) {
+            Decision::Build(build) => build.why,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(why, "the digest base was published at cannot be read");
+    }
+
+    #[test]
+    fn a_dry_run_decides_children_now_and_names_the_parents_they_need() {
+        let root = catalog();
+        let ctx = ctx(root.path(), true);
+        let registry = Memory::vendored();
+        let (plan, _) = plan_of(&ctx, &registry, &["base", "app"]);
+        let Some(Decision::Build(app)) = plan.decision("app") else { panic!("app would build") };
+        assert_eq!(app.why, "base would be rebuilt");
+        assert!(app.notes[0].starts_with("then built from the digest base gets"), "{:?}", app.notes);
+
+        // Alone, app names base as a parent to publish first, whether the registry can be
+        // read or not.
+        for unreadable in [false, true] {
+            let registry = Memory { unreadable, ..Memory::vendored() };
+            let (plan, _) = plan_of(&ctx, &registry, &["app"]);
+            let Some(Decision::Build(app)) = plan.decision("app") else { panic!("app would build") };
+            let note = format!("builds on base, which must be published first ({REPO}/base:1)");
+            assert!(
+                app.notes.iter().any(|n| n.starts_with(&note)),
+                "unreadable {unreadable}: {:?}",
+                app.notes
+            );
+            assert!(
+                app.notes.iter().any(|n| n.contains("cargo xtask buildx-publish-base")),
+                "{:?}",
+                app.notes
+            );
+        }
+    }
+
+    #[test]
+    fn a_real_run_refuses_what_is_not_vendored_or_not_published() {
+        let root = catalog();
+        let ctx = ctx(root.path(), false);
+        let (plan, _) = plan_of(&ctx, &Memory::default(), &["tool"]);
+        let Some(Decision::Fails(why)) = plan.decision("tool") else { panic!("{:?}", plan.decision("tool")) };
+        assert!(why.contains("is not vendored: run `cargo xtask thirdparty` first"), "{why}");
+        let (plan, _) = plan_of(&ctx, &Memory::vendored(), &["app"]);
+        let Some(Decision::Fails(why)) = plan.decision("app") else { panic!("{:?}", plan.decision("app")) };
+        assert!(why.starts_with("it builds on base, which is not published yet"), "{why}");
     }
 }
