@@ -59,7 +59,7 @@ pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &Pub
     let width = selected.iter().map(|name| name.len() + 1 + longest_arch).max().unwrap_or(0);
     let run = Run { ctx, graph, selected, options, destination: &destination, planner, plan: &plan, width };
     // The arm64 VM only when an image has an arm64 build to do on it.
-    let arm_builds = ctx.settings.multi_context && ctx.settings.platforms.any_arm64() && plan.any_build();
+    let arm_builds = plan.needs_arm_node(&ctx.settings);
     vm::with_arm_node(ctx, arm_builds, &options.vm_wait, || {
         // The arm64 node is up now, and can say which builder it needs.
         if arm_builds && let Some(vendoring) = &options.vendoring {

@@ -138,6 +138,12 @@ impl Plan {
         self.images.values().any(|planned| !matches!(planned.decision, Decision::UpToDate(_)))
     }
 
+    /// Whether the builds need the arm64 node: MULTI_CONTEXT=1, an arm64 platform, and a build
+    /// to do (the VM is not started for images that are all up to date).
+    pub fn needs_arm_node(&self, settings: &crate::settings::Settings) -> bool {
+        settings.multi_context && settings.platforms.any_arm64() && self.any_build()
+    }
+
     /// An image's decision for the run: the plan's, or, for one that waited for its parents,
     /// made now from their states (its files and what is published were read when planning).
     pub fn settle(&self, planner: &Planner, node: &Vertex, parents: &ParentStates) -> Decision {
