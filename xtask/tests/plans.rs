@@ -11,16 +11,8 @@ const C: &str = common::TEST_CATALOG_DIR;
 const DEV: &str = "us-docker.pkg.dev/multi-arch-docker/docker-dev";
 const PROD: &str = "us-docker.pkg.dev/multi-arch-docker/docker-prod";
 
-/// ENV=docker-prod MULTI_CONTEXT=1 BUILDER=odb TAG_MODIFIER=arm64-seed PLATFORMS=linux/arm64
-/// (and the build id Cloud Build would name the lease on the VM after)
-const SEED: &[(&str, &str)] = &[
-    ("ENV", "docker-prod"),
-    ("MULTI_CONTEXT", "1"),
-    ("BUILDER", "odb"),
-    ("TAG_MODIFIER", "arm64-seed"),
-    ("PLATFORMS", "linux/arm64"),
-    ("BUILD_ID", "plan"),
-];
+/// The settings of an arm64 seeding run against production.
+const SEED: &[(&str, &str)] = common::SEED;
 
 /// With MULTI_CONTEXT=1 and an arm64 build to do, before the builds: the ssh connection to the
 /// VM's engine as docker context `arm_node`, and a lease on it.

@@ -14,17 +14,7 @@ use common::FakeTools;
 /// after it).
 const SETTINGS: &[(&str, &[(&str, &str)])] = &[
     ("default", &[("BUILD_ID", "plan")]),
-    (
-        "seed",
-        &[
-            ("ENV", "docker-prod"),
-            ("MULTI_CONTEXT", "1"),
-            ("BUILDER", "odb"),
-            ("TAG_MODIFIER", "arm64-seed"),
-            ("PLATFORMS", "linux/arm64"),
-            ("BUILD_ID", "plan"),
-        ],
-    ),
+    ("seed", common::SEED),
     (
         "multi-context",
         &[("MULTI_CONTEXT", "1"), ("AUTO_START_STOP", "1"), ("SIGN_KEY", "cosign.key"), ("BUILD_ID", "plan")],

@@ -58,12 +58,17 @@ pub struct Build {
     pub notes: Vec<String>,
 }
 
-/// What is known of one image before anything builds.
-struct Planned {
+/// What is read of one image before anything builds, once.
+struct Known {
     /// What is published at its reference; `Err`: why that cannot be told.
     published: Result<Option<Published>, String>,
     /// Its files, hashed once; `Err`: why they cannot be read.
     files: Result<Files, String>,
+}
+
+/// One image of the plan: what was read of it, and the decision.
+struct Planned {
+    known: Known,
     decision: Decision,
 }
 
@@ -102,14 +107,15 @@ impl Plan {
                 &planner.ctx.root.join(image.dockerfile()),
             )
             .map_err(|err| format!("{err:#}"));
+            let known = Known { published, files };
             let waits = parents.values().any(|p| *p == ParentState::ToBeBuilt);
             let decision = if waits && !dry_run {
                 Decision::AfterParents
             } else {
-                planner.decide_with(node, image, &parents, &published, &files)
+                planner.decide(node, image, &parents, &known)
             };
             plan.order.push(node.name.clone());
-            plan.images.insert(node.name.clone(), Planned { published, files, decision });
+            plan.images.insert(node.name.clone(), Planned { known, decision });
         }
         plan
     }
@@ -153,7 +159,7 @@ impl Plan {
         match &planned.decision {
             Decision::AfterParents => {
                 let image = planner.image(&node.name);
-                planner.decide_with(node, image, parents, &planned.published, &planned.files)
+                planner.decide(node, image, parents, &planned.known)
             }
             decided => decided.clone(),
         }
@@ -176,37 +182,27 @@ impl Planner<'_> {
         images.iter().find(|image| image.name == name).expect("the graph's images are the catalog's")
     }
 
-    fn decide_with(
-        &self,
-        node: &Vertex,
-        image: &Image,
-        parents: &ParentStates,
-        published: &Result<Option<Published>, String>,
-        files: &Result<Files, String>,
-    ) -> Decision {
-        match self.decide(node, image, parents, published, files) {
-            Ok(decision) => decision,
-            Err(err) => Decision::Fails(format!("{err:#}")),
-        }
+    /// Whether the image is up to date, else what its build is made of and why it is built;
+    /// what cannot be decided fails the image.
+    fn decide(&self, node: &Vertex, image: &Image, parents: &ParentStates, known: &Known) -> Decision {
+        self.decision(node, image, parents, known).unwrap_or_else(|err| Decision::Fails(format!("{err:#}")))
     }
 
-    /// Whether the image is up to date, else what its build is made of and why it is built.
-    fn decide(
+    fn decision(
         &self,
         node: &Vertex,
         image: &Image,
         parents: &ParentStates,
-        published: &Result<Option<Published>, String>,
-        files: &Result<Files, String>,
+        known: &Known,
     ) -> Result<Decision> {
         let s = &self.ctx.settings;
-        let (published, unreadable) = match published {
+        let (published, unreadable) = match &known.published {
             Ok(published) => (published.as_ref(), None),
             Err(why) => (None, Some(why.clone())),
         };
         let bases = self.bases(node, parents)?;
         let args = self.build_args(image, published)?;
-        let files = files.as_ref().map_err(|err| anyhow!("{err}"))?;
+        let files = known.files.as_ref().map_err(|err| anyhow!("{err}"))?;
         let inputs = bases.unknown.is_empty().then(|| {
             Inputs::of(
                 files,

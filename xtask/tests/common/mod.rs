@@ -37,6 +37,17 @@ pub const TASKS_WITH_A_PLAN: [&str; 13] = [
     "local-registry",
 ];
 
+/// ENV=docker-prod MULTI_CONTEXT=1 BUILDER=odb TAG_MODIFIER=arm64-seed PLATFORMS=linux/arm64
+/// (and the build id Cloud Build would name the lease on the VM after)
+pub const SEED: &[(&str, &str)] = &[
+    ("ENV", "docker-prod"),
+    ("MULTI_CONTEXT", "1"),
+    ("BUILDER", "odb"),
+    ("TAG_MODIFIER", "arm64-seed"),
+    ("PLATFORMS", "linux/arm64"),
+    ("BUILD_ID", "plan"),
+];
+
 /// `xtask` with none of the caller's settings: only `PATH` and `HOME`, the test catalog
 /// (`CATALOG`), plus `env`.
 pub fn xtask_command(args: &[&str], env: &[(&str, &str)]) -> Command {
