@@ -25,7 +25,7 @@ pub struct Parent {
 /// go next, the catalog's order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Graph {
-    pub nodes: Vec<Vertex>,
+    pub vertices: Vec<Vertex>,
 }
 
 /// What a Dockerfile of the catalog names, by image: `(name, dockerfile, references)`.
@@ -62,14 +62,14 @@ impl Graph {
         order(nodes)
     }
 
-    pub fn node(&self, name: &str) -> Option<&Vertex> {
-        self.nodes.iter().find(|node| node.name == name)
+    pub fn vertex(&self, name: &str) -> Option<&Vertex> {
+        self.vertices.iter().find(|node| node.name == name)
     }
 
     /// The images that build on `name`, directly or not, in build order.
     pub fn descendants(&self, name: &str) -> Vec<&str> {
         let mut below: Vec<&str> = Vec::new();
-        for node in &self.nodes {
+        for node in &self.vertices {
             if node.parents.iter().any(|p| p.name == name || below.contains(&p.name.as_str())) {
                 below.push(&node.name);
             }
@@ -125,7 +125,7 @@ fn order(mut pending: Vec<Vertex>) -> Result<Graph, String> {
             }
         }
     }
-    Ok(Graph { nodes })
+    Ok(Graph { vertices: nodes })
 }
 
 /// One cycle among `nodes`, none of which is ready: `a → b → a`.
@@ -170,7 +170,7 @@ mod tests {
     }
 
     fn order_of(graph: &Graph) -> Vec<&str> {
-        graph.nodes.iter().map(|n| n.name.as_str()).collect()
+        graph.vertices.iter().map(|n| n.name.as_str()).collect()
     }
 
     #[test]
@@ -184,10 +184,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(order_of(&graph), ["solo", "base", "left", "right", "top"]);
-        let top = graph.node("top").unwrap();
+        let top = graph.vertex("top").unwrap();
         assert_eq!(top.parents.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["left", "right"]);
         assert_eq!(top.parents[0].reference, "r.test/p/left:1");
-        assert_eq!(graph.node("base").unwrap().vendored, ["r.test/p/thirdparty/busybox:1"]);
+        assert_eq!(graph.vertex("base").unwrap().vendored, ["r.test/p/thirdparty/busybox:1"]);
         assert_eq!(graph.descendants("base"), ["left", "right", "top"]);
         assert_eq!(graph.descendants("right"), ["top"]);
         assert!(graph.descendants("solo").is_empty());

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::dockerignore::Patterns;
+use crate::platform::Platforms;
 use crate::registry::manifest::{hex, sha256_digest, short_digest};
 
 /// The annotation on a published index that holds the digest of its inputs.
@@ -51,7 +52,7 @@ pub struct Inputs {
 /// The parts of `Inputs` besides the files: what the plan decides.
 pub struct Given {
     pub args: BTreeMap<String, String>,
-    pub platforms: String,
+    pub platforms: Platforms,
     pub bases: BTreeMap<String, String>,
     pub options: Vec<String>,
 }
@@ -83,7 +84,7 @@ impl Inputs {
             files: files.files.clone(),
             dockerfile: files.dockerfile.clone(),
             args: given.args,
-            platforms: given.platforms,
+            platforms: given.platforms.to_string(),
             bases: given.bases,
             options: given.options,
         }
@@ -257,7 +258,7 @@ mod tests {
     fn given() -> Given {
         Given {
             args: BTreeMap::from([("V".into(), "1".into())]),
-            platforms: "linux/amd64,linux/arm64".into(),
+            platforms: Platforms::parse("linux/amd64,linux/arm64").unwrap(),
             bases: BTreeMap::from([("r/base:1".into(), "sha256:aaaa".into())]),
             options: vec!["--pull".into()],
         }

@@ -25,7 +25,7 @@ pub struct LocalRegistry {
 
 /// What was started, so that it can be stopped.
 #[derive(Debug)]
-pub enum Started {
+pub enum StartedRegistry {
     /// Debian's `docker-registry`, by its process id (kept in a file beside its data).
     Process(u32),
     /// The `registry:2` container, by name.
@@ -99,7 +99,7 @@ fn container_name(port: u16) -> String {
 
 /// Start a registry on the port: Debian's `docker-registry` in the background when installed,
 /// else the `registry:2` image. What was started (none in a dry run).
-pub fn start(ctx: &Ctx, args: &LocalRegistry) -> Result<Option<Started>> {
+pub fn start(ctx: &Ctx, args: &LocalRegistry) -> Result<Option<StartedRegistry>> {
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
     let data = data_dir(ctx, args);
     if is_installed("docker-registry") {
@@ -120,7 +120,7 @@ pub fn start(ctx: &Ctx, args: &LocalRegistry) -> Result<Option<Started>> {
         wait_until_up(addr, Duration::from_secs(15)).with_context(|| format!("see {}", log.display()))?;
         println!("Registry running at {addr} (pid {pid}; data and log in {})", data.display());
         println!("Stop it with `cargo xtask local-registry --stop{}`", port_flag(args.port));
-        return Ok(Some(Started::Process(pid)));
+        return Ok(Some(StartedRegistry::Process(pid)));
     }
     // No Debian binary: the registry image, on loopback only.
     let (sh, name, publish) = (sh(), container_name(args.port), format!("{addr}:5000"));
@@ -134,7 +134,7 @@ pub fn start(ctx: &Ctx, args: &LocalRegistry) -> Result<Option<Started>> {
     wait_until_up(addr, Duration::from_secs(30))?;
     println!("Registry running at {addr} (container {name})");
     println!("Stop it with `cargo xtask local-registry --stop{}`", port_flag(args.port));
-    Ok(Some(Started::Container(name)))
+    Ok(Some(StartedRegistry::Container(name)))
 }
 
 fn port_flag(port: u16) -> String {
@@ -149,13 +149,13 @@ pub fn stop(ctx: &Ctx, args: &LocalRegistry) -> Result<()> {
     let pid = std::fs::read_to_string(&pid_file).ok().and_then(|text| text.trim().parse::<u32>().ok());
     // Only a process that is still that registry: a pid may have been reused since.
     if let Some(pid) = pid.filter(|pid| is_registry_process(*pid)) {
-        return stop_started(ctx, args, &Started::Process(pid));
+        return stop_started(ctx, args, &StartedRegistry::Process(pid));
     }
     let name = container_name(args.port);
     if is_installed("docker") {
         let (sh, format) = (sh(), "{{.Name}}");
         if ctx.runner.query(cmd!(sh, "docker container inspect --format {format} {name}"), None).is_ok() {
-            return stop_started(ctx, args, &Started::Container(name));
+            return stop_started(ctx, args, &StartedRegistry::Container(name));
         }
     }
     if answers(addr) {
@@ -168,16 +168,16 @@ pub fn stop(ctx: &Ctx, args: &LocalRegistry) -> Result<()> {
     Ok(())
 }
 
-fn stop_started(ctx: &Ctx, args: &LocalRegistry, started: &Started) -> Result<()> {
+fn stop_started(ctx: &Ctx, args: &LocalRegistry, started: &StartedRegistry) -> Result<()> {
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
     let sh = sh();
     match started {
-        Started::Process(pid) => {
+        StartedRegistry::Process(pid) => {
             let pid = pid.to_string();
             ctx.runner.run(cmd!(sh, "kill {pid}"))?;
             let _ = std::fs::remove_file(pid_file(&data_dir(ctx, args), args.port));
         }
-        Started::Container(name) => ctx.runner.run(cmd!(sh, "docker rm --force {name}"))?,
+        StartedRegistry::Container(name) => ctx.runner.run(cmd!(sh, "docker rm --force {name}"))?,
     }
     if ctx.runner.is_dry_run() {
         return Ok(());

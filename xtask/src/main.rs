@@ -24,7 +24,7 @@ use xtask::tasks::verify::{self, VerifyArgs};
 use xtask::tasks::{buildx, cloud, images, info, vm};
 
 // The tasks with fixed names. The per-image tasks (`build-<image>`, `buildx-publish-<image>`,
-// `pull-<image>`) come from the catalog, see `image_tasks`.
+// `pull-<image>`) come from the catalog, see `ImageAction` and `cli`.
 #[derive(Subcommand, Debug)]
 enum Task {
     /// Show the settings in effect and which tools are installed
@@ -291,7 +291,7 @@ fn main() -> ExitCode {
 
 fn try_main() -> Result<()> {
     let root = xtask::project_root();
-    let catalog_path = settings::catalog_path(std::env::args_os().skip(1), std::env::var_os("CATALOG"));
+    let catalog_path = settings::catalog_path_of_this_run();
     let catalog = Catalog::load_from(&root, &catalog_path)?;
     let mut cli = cli(&catalog);
     let matches = cli.clone().get_matches_from(step_env_flags(std::env::args_os().collect()));

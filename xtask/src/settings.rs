@@ -247,6 +247,12 @@ impl Provenance {
 }
 
 /// The catalog to load before the command line is parsed (its images make the task list):
+/// The catalog of this run, before the command line is parsed (its images make the task list):
+/// from this process's arguments and `CATALOG`.
+pub fn catalog_path_of_this_run() -> PathBuf {
+    catalog_path(std::env::args_os().skip(1), std::env::var_os("CATALOG"))
+}
+
 /// `--catalog PATH` or `--catalog=PATH` among `args`, else `CATALOG`, else the repository's own.
 pub fn catalog_path(args: impl IntoIterator<Item = OsString>, env: Option<OsString>) -> PathBuf {
     let mut args = args.into_iter();
@@ -327,6 +333,11 @@ fn is_tag(text: &str) -> bool {
 }
 
 const LOWERCASE: &str = "image paths take lowercase letters, digits and . _ - only";
+
+/// `--build-arg NAME=VALUE` for each pair, in order.
+pub fn build_arg_flags(args: &[(String, String)]) -> Vec<String> {
+    args.iter().flat_map(|(name, value)| ["--build-arg".to_string(), format!("{name}={value}")]).collect()
+}
 
 /// A list setting without its empty entries (`INSECURE_REGISTRIES=` is none).
 fn nonempty(list: Vec<String>) -> Vec<String> {
@@ -620,10 +631,7 @@ impl Settings {
 
     /// `--build-arg NAME=VALUE` pairs, as `build_arg_values` orders them.
     pub fn build_args(&self, image: &Image) -> Vec<String> {
-        self.build_arg_values(image)
-            .into_iter()
-            .flat_map(|(name, value)| ["--build-arg".to_string(), format!("{name}={value}")])
-            .collect()
+        build_arg_flags(&self.build_arg_values(image))
     }
 }
 

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use crate::platform::Platform;
 use crate::runner::Watch;
 
 /// The steps of each platform's build and which were cached, counted from its `--progress
@@ -21,7 +22,7 @@ struct PlatformSteps {
 }
 
 impl Steps {
-    pub fn watcher(self: &Arc<Steps>, platform: &str) -> Watch {
+    pub fn watcher(self: &Arc<Steps>, platform: &Platform) -> Watch {
         let (steps, platform) = (Arc::clone(self), platform.to_string());
         Arc::new(move |line| steps.see(&platform, line))
     }
@@ -60,7 +61,10 @@ mod tests {
     #[test]
     fn counts_numbered_steps_and_their_cache_hits_per_platform() {
         let steps = Arc::new(Steps::default());
-        let (amd64, arm64) = (steps.watcher("linux/amd64"), steps.watcher("linux/arm64"));
+        let (amd64, arm64) = (
+            steps.watcher(&Platform::new("linux", "amd64")),
+            steps.watcher(&Platform::new("linux", "arm64")),
+        );
         for line in [
             "#2 [internal] load metadata for r/base:1",
             "#4 [context r/base:1] r/base:1@sha256:aa",

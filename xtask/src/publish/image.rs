@@ -8,27 +8,42 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 
-use super::Run;
 use super::merge::merge;
-use super::plan::{Decision, ParentState, ParentStates};
+use super::plan::{Decision, ParentState, ParentStates, Plan, Planner};
 use super::table::{ImageOutcome, Row};
+use crate::build::command::{PlatformBuild, Recipe, build_platform};
 use crate::build::output::ImageOutput;
-use crate::build::platform::{PlatformBuild, Recipe, build_platform};
 use crate::build::setup;
 use crate::build::steps::Steps;
 use crate::catalog::Image;
 use crate::ctx::Ctx;
 use crate::graph::Vertex;
+use crate::published::Destination;
 use crate::registry::manifest::short_digest;
+use crate::registry::reference::repository_of;
 use crate::signing;
 
-impl Run<'_> {
+/// What publishing one image of a run reads: the run's settings, plan and registry.
+pub struct ImagePublisher<'a> {
+    pub ctx: &'a Ctx,
+    pub planner: Planner<'a>,
+    pub plan: &'a Plan,
+    pub destination: &'a Destination,
+    /// One log per image in this folder.
+    pub logs: Option<&'a Path>,
+    /// Several images at once: each gets a builder of its own.
+    pub several: bool,
+    /// The width of the longest `<image>/<arch>` prefix.
+    pub width: usize,
+}
+
+impl ImagePublisher<'_> {
     /// One image, from the states of its parents in the run.
-    pub(super) fn one_image(&self, node: &Vertex, parents: ParentStates) -> Row {
+    pub fn one_image(&self, node: &Vertex, parents: ParentStates) -> Row {
         let started = Instant::now();
         let name = node.name.as_str();
         let image = self.planner.image(name);
-        let log = self.options.logs.as_ref().map(|dir| self.ctx.root.join(dir).join(format!("{name}.log")));
+        let log = self.logs.map(|dir| self.ctx.root.join(dir).join(format!("{name}.log")));
         if let Some(log) = &log {
             let _ = std::fs::remove_file(log);
         }
@@ -135,7 +150,7 @@ impl Run<'_> {
     /// task (two builds cannot share a builder container's name).
     fn image_ctx(&self, image: &Image) -> Ctx {
         let mut settings = self.ctx.settings.clone();
-        if self.selected.len() > 1 {
+        if self.several {
             let task = image.task.as_deref().unwrap_or(&image.name);
             settings.builder = format!("{}-{task}", self.ctx.settings.builder);
         }
@@ -201,7 +216,7 @@ fn build_and_merge(ctx: &Ctx, image: &Image, recipe: &Recipe, output: &ImageOutp
     let tag = |build: &PlatformBuild| format!("{reference}-{}", build.platform.suffix());
     let platform_ctx = |build: &PlatformBuild| {
         let prefix = format!("{}/{}", image.name, build.platform.suffix());
-        let watch = output.steps.watcher(&build.platform.to_string());
+        let watch = output.steps.watcher(build.platform);
         ctx.derive(ctx.settings.clone(), ctx.runner.with_lines(output.lines(&prefix, Some(watch))))
     };
     let results = ctx.runner.at_once(&builds, |build| {
@@ -218,9 +233,4 @@ fn build_and_merge(ctx: &Ctx, image: &Image, recipe: &Recipe, output: &ImageOutp
     }
     let tags: Vec<String> = builds.iter().map(tag).collect();
     merge(ctx, &nodes[0], &reference, &tags, recipe.inputs.as_ref())
-}
-
-/// `host/path/name:tag` without its tag.
-fn repository_of(reference: &str) -> &str {
-    reference.rsplit_once(':').map_or(reference, |(repository, _)| repository)
 }

@@ -22,6 +22,7 @@ use crate::graph::Graph;
 use crate::published::Destination;
 use crate::vendor::{self, VendorOptions};
 use crate::vm::{self, Wait};
+use image::ImagePublisher;
 use plan::{Plan, Planner};
 use table::{ImageOutcome, Row};
 
@@ -57,7 +58,16 @@ pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &Pub
     let plan = Plan::make(&planner, graph, selected);
     let longest_arch = ctx.settings.platforms.iter().map(|p| p.suffix().len()).max().unwrap_or(0);
     let width = selected.iter().map(|name| name.len() + 1 + longest_arch).max().unwrap_or(0);
-    let run = Run { ctx, graph, selected, options, destination: &destination, planner, plan: &plan, width };
+    let publisher = ImagePublisher {
+        ctx,
+        planner,
+        plan: &plan,
+        destination: &destination,
+        logs: options.logs.as_deref(),
+        several: selected.len() > 1,
+        width,
+    };
+    let run = Run { ctx, graph, selected, options, publisher };
     // The arm64 VM only when an image has an arm64 build to do on it.
     let arm_builds = plan.needs_arm_node(&ctx.settings);
     vm::with_arm_node(ctx, arm_builds, &options.vm_wait, || {
@@ -76,11 +86,7 @@ struct Run<'a> {
     graph: &'a Graph,
     selected: &'a [&'a str],
     options: &'a PublishOptions,
-    destination: &'a Destination,
-    planner: Planner<'a>,
-    plan: &'a Plan,
-    /// The width of the longest `<image>/<arch>` prefix.
-    width: usize,
+    publisher: ImagePublisher<'a>,
 }
 
 impl Run<'_> {
@@ -100,12 +106,12 @@ impl Run<'_> {
         }
         let started = Instant::now();
         let rows = scheduler::in_parallel(self.graph, selected, ctx.runner.is_dry_run(), |node, parents| {
-            self.one_image(node, parents)
+            self.publisher.one_image(node, parents)
         });
         if ctx.runner.is_dry_run() {
             return Ok(());
         }
-        table::report(&rows, &ctx.settings.platforms.to_string(), started.elapsed());
+        table::report(&rows, &ctx.settings.platforms, started.elapsed());
         let failed = rows.iter().filter(|row| matches!(row.outcome, ImageOutcome::Failed { .. })).count();
         let skipped = rows.iter().filter(|row| matches!(row.outcome, ImageOutcome::Skipped { .. })).count();
         if failed + skipped == 0 {

@@ -1,13 +1,13 @@
 //! The plan of a run, made once before anything builds and read by everything that needs it:
-//! the VM's start, the builds, the dry run and the table. For each image it holds what is
-//! published, its files hashed, and the decision: up to date, built (and why), or settled once
+//! the VM's start, the builds and the dry run. For each image it holds what is published, its
+//! files hashed, whether its Dockerfile declares REFRESH, and the decision: up to date, built (and why), or settled once
 //! the parents this run builds are published (their new digests are its pins and inputs).
 
 use std::collections::BTreeMap;
 
 use anyhow::{Result, anyhow, bail};
 
-use crate::build::platform::{Recipe, output_options};
+use crate::build::command::{Recipe, output_options};
 use crate::catalog::Image;
 use crate::catalog_graph::dockerfile_sources;
 use crate::ctx::Ctx;
@@ -30,6 +30,13 @@ pub enum ParentState {
     DigestUnreadable,
     /// Failed, or skipped: its children are skipped, for this reason.
     Failed(String),
+}
+
+impl ParentState {
+    /// A parent that failed: its children are skipped.
+    pub fn failed(name: &str) -> ParentState {
+        ParentState::Failed(format!("{name} failed"))
+    }
 }
 
 /// The parents of an image that this run builds (or found up to date), by name. A parent
@@ -64,6 +71,8 @@ struct Known {
     published: Result<Option<Published>, String>,
     /// Its files, hashed once; `Err`: why they cannot be read.
     files: Result<Files, String>,
+    /// Whether its Dockerfile declares `ARG REFRESH`; `Err`: why it cannot be read.
+    declares_refresh: Result<bool, String>,
 }
 
 /// One image of the plan: what was read of it, and the decision.
@@ -93,7 +102,7 @@ impl Plan {
     pub fn make(planner: &Planner, graph: &Graph, selected: &[&str]) -> Plan {
         let dry_run = planner.ctx.runner.is_dry_run();
         let mut plan = Plan { images: BTreeMap::new(), order: Vec::new() };
-        for node in graph.nodes.iter().filter(|n| selected.contains(&n.name.as_str())) {
+        for node in graph.vertices.iter().filter(|n| selected.contains(&n.name.as_str())) {
             let parents: ParentStates =
                 node.parents.iter().filter_map(|p| Some((p.name.clone(), plan.state_of(&p.name)?))).collect();
             let image = planner.image(&node.name);
@@ -107,7 +116,10 @@ impl Plan {
                 &planner.ctx.root.join(image.dockerfile()),
             )
             .map_err(|err| format!("{err:#}"));
-            let known = Known { published, files };
+            let declares_refresh = dockerfile_sources(planner.ctx, image)
+                .map(|sources| sources.args.iter().any(|a| a == REFRESH_ARG))
+                .map_err(|err| format!("{err:#}"));
+            let known = Known { published, files, declares_refresh };
             let waits = parents.values().any(|p| *p == ParentState::ToBeBuilt);
             let decision = if waits && !dry_run {
                 Decision::AfterParents
@@ -125,16 +137,18 @@ impl Plan {
         Some(match &self.images.get(name)?.decision {
             Decision::UpToDate(digest) => ParentState::Published(digest.clone()),
             Decision::Build(_) | Decision::AfterParents => ParentState::ToBeBuilt,
-            Decision::Fails(_) => ParentState::Failed(format!("{name} failed")),
+            Decision::Fails(_) => ParentState::failed(name),
         })
     }
 
     /// The images planned, in the graph's order.
+    #[cfg(test)]
     pub fn images(&self) -> impl Iterator<Item = &str> {
         self.order.iter().map(String::as_str)
     }
 
     /// The decision made for `name` before the run.
+    #[cfg(test)]
     pub fn decision(&self, name: &str) -> Option<&Decision> {
         self.images.get(name).map(|planned| &planned.decision)
     }
@@ -185,10 +199,10 @@ impl Planner<'_> {
     /// Whether the image is up to date, else what its build is made of and why it is built;
     /// what cannot be decided fails the image.
     fn decide(&self, node: &Vertex, image: &Image, parents: &ParentStates, known: &Known) -> Decision {
-        self.decision(node, image, parents, known).unwrap_or_else(|err| Decision::Fails(format!("{err:#}")))
+        self.try_decide(node, image, parents, known).unwrap_or_else(|err| Decision::Fails(format!("{err:#}")))
     }
 
-    fn decision(
+    fn try_decide(
         &self,
         node: &Vertex,
         image: &Image,
@@ -201,19 +215,21 @@ impl Planner<'_> {
             Err(why) => (None, Some(why.clone())),
         };
         let bases = self.bases(node, parents)?;
-        let args = self.build_args(image, published)?;
-        let files = known.files.as_ref().map_err(|err| anyhow!("{err}"))?;
-        let inputs = bases.unknown.is_empty().then(|| {
-            Inputs::of(
-                files,
+        let declares_refresh = known.declares_refresh.clone().map_err(|err| anyhow!("{err}"))?;
+        let args = self.build_args(image, published, declares_refresh);
+        // The files count only where every base's digest is known: else nothing is up to date.
+        let inputs = match bases.unknown.is_empty() {
+            false => None,
+            true => Some(Inputs::of(
+                known.files.as_ref().map_err(|err| anyhow!("{err}"))?,
                 Given {
                     args: args.iter().cloned().collect(),
-                    platforms: s.platforms.to_string(),
+                    platforms: s.platforms.clone(),
                     bases: bases.digests.clone(),
                     options: output_options(self.ctx),
                 },
-            )
-        });
+            )),
+        };
         if let (Some(published), Some(inputs)) = (published, &inputs)
             && published.inputs_digest.as_deref() == Some(inputs.digest().as_str())
             && !self.force
@@ -311,8 +327,9 @@ impl Planner<'_> {
         let hint = self.publish_hint(name);
         match self.registry.digest(reference) {
             Ok(Some(digest)) => Ok(Some(digest)),
+            // A dry run's note names it, with how to publish it (see `bases`).
             Ok(None) if ctx.runner.is_dry_run() => {
-                unknown.push(format!("{name} is not published yet: {hint}"));
+                unknown.push(format!("{name} is not published yet"));
                 Ok(None)
             }
             Ok(None) => bail!("it builds on {name}, which is not published yet ({reference}): {hint}"),
@@ -326,16 +343,21 @@ impl Planner<'_> {
     /// The build arguments: DOCKER_REPO, the image's versions, and REFRESH where the Dockerfile
     /// declares it: `$REFRESH` when set, else the value the published image was built with, so
     /// that a run without it keeps the package steps cached.
-    fn build_args(&self, image: &Image, published: Option<&Published>) -> Result<Vec<(String, String)>> {
+    fn build_args(
+        &self,
+        image: &Image,
+        published: Option<&Published>,
+        declares_refresh: bool,
+    ) -> Vec<(String, String)> {
         let ctx = self.ctx;
         let mut args = ctx.settings.build_arg_values(image);
-        if dockerfile_sources(ctx, image)?.args.iter().any(|a| a == REFRESH_ARG) {
+        if declares_refresh {
             let kept =
                 published.and_then(|p| p.inputs.as_ref()).and_then(|i| i.args.get(REFRESH_ARG)).cloned();
             let value = ctx.settings.refresh.clone().or(kept).unwrap_or_default();
             args.push((REFRESH_ARG.to_string(), value));
         }
-        Ok(args)
+        args
     }
 }
 
@@ -527,7 +549,7 @@ tag = "{V}"
         let registry = Memory::vendored();
         let (plan, graph) = plan_of(&ctx, &registry, &["base", "app"]);
         let planner = Planner { ctx: &ctx, registry: &registry, force: false };
-        let app = graph.node("app").unwrap();
+        let app = graph.vertex("app").unwrap();
         let published = BTreeMap::from([("base".to_string(), ParentState::Published("sha256:new".into()))]);
         let Decision::Build(build) = plan.settle(&planner, app, &published) else { panic!("app builds") };
         assert_eq!(build.recipe.pins, [(format!("{REPO}/base:1"), format!("{REPO}/base:1@sha256:new"))]);

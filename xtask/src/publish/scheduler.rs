@@ -21,12 +21,12 @@ pub fn in_parallel(
     let done: Mutex<BTreeMap<String, Row>> = Mutex::new(BTreeMap::new());
     let changed = Condvar::new();
     let in_order: Vec<&str> =
-        graph.nodes.iter().map(|n| n.name.as_str()).filter(|n| selected.contains(n)).collect();
+        graph.vertices.iter().map(|n| n.name.as_str()).filter(|n| selected.contains(n)).collect();
     std::thread::scope(|scope| {
         for &name in selected {
             let (done, changed, in_order, one_image) = (&done, &changed, &in_order, &one_image);
             scope.spawn(move || {
-                let node = graph.node(name).expect("a selected image is in the graph");
+                let node = graph.vertex(name).expect("a selected image is in the graph");
                 let waiting = |done: &mut BTreeMap<String, Row>| {
                     if dry_run {
                         return in_order.iter().take_while(|n| **n != name).any(|n| !done.contains_key(*n));
@@ -51,5 +51,5 @@ pub fn in_parallel(
         }
     });
     let mut done = done.into_inner().expect("not poisoned");
-    graph.nodes.iter().filter_map(|node| done.remove(&node.name)).collect()
+    graph.vertices.iter().filter_map(|node| done.remove(&node.name)).collect()
 }

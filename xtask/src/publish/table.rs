@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::plan::ParentState;
+use crate::platform::Platforms;
 
 /// What became of one image.
 #[derive(Debug)]
@@ -35,7 +36,7 @@ impl ImageOutcome {
             }
             ImageOutcome::Built { digest: None } => ParentState::DigestUnreadable,
             ImageOutcome::WouldBuild => ParentState::ToBeBuilt,
-            ImageOutcome::Failed { .. } => ParentState::Failed(format!("{name} failed")),
+            ImageOutcome::Failed { .. } => ParentState::failed(name),
             ImageOutcome::Skipped { .. } => ParentState::Failed(format!("{name} was skipped")),
         }
     }
@@ -52,7 +53,7 @@ pub struct Row {
 
 /// The closing table: each image, its platforms, what became of it, its time and its cached
 /// steps out of its steps (a failed image's log tail was shown when it failed).
-pub fn report(rows: &[Row], platforms: &str, elapsed: Duration) {
+pub fn report(rows: &[Row], platforms: &Platforms, elapsed: Duration) {
     let outcome = |row: &Row| match &row.outcome {
         ImageOutcome::UpToDate { .. } => "up to date".to_string(),
         ImageOutcome::Built { .. } => "built".to_string(),

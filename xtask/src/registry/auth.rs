@@ -47,6 +47,14 @@ struct HelperAnswer {
     secret: String,
 }
 
+/// Docker's config folder, as docker finds it: `$DOCKER_CONFIG`, else `$HOME/.docker`.
+pub fn docker_config_dir() -> Option<PathBuf> {
+    match std::env::var_os("DOCKER_CONFIG") {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker")),
+    }
+}
+
 impl DockerConfig {
     /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`; none at all is no credentials.
     pub fn load() -> Result<DockerConfig> {
@@ -62,10 +70,7 @@ impl DockerConfig {
     }
 
     fn path() -> Option<PathBuf> {
-        if let Some(dir) = std::env::var_os("DOCKER_CONFIG") {
-            return Some(PathBuf::from(dir).join("config.json"));
-        }
-        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker/config.json"))
+        docker_config_dir().map(|dir| dir.join("config.json"))
     }
 
     /// The credential helper for `host`, if the config names one.

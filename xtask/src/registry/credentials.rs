@@ -5,7 +5,7 @@ use anyhow::Result;
 use oci_client::secrets::RegistryAuth;
 
 use super::auth::{CredentialSource, DockerConfig, credentials_for};
-use super::{RegistryAccess, uses_plain_http};
+use super::session::{RegistryAccess, uses_plain_http};
 use crate::runner::{Runner, sh};
 
 /// How to reach each of `hosts` (`(host, read_only)`: nothing is pushed there) and the

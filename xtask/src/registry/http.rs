@@ -147,10 +147,10 @@ fn error_chain(err: &reqwest::Error) -> String {
 fn error_codes(body: &[u8]) -> Vec<String> {
     #[derive(Deserialize)]
     struct Document {
-        errors: Vec<Entry>,
+        errors: Vec<ErrorEntry>,
     }
     #[derive(Deserialize)]
-    struct Entry {
+    struct ErrorEntry {
         code: String,
     }
     serde_json::from_slice::<Document>(body)

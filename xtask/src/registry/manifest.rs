@@ -24,14 +24,14 @@ pub struct Descriptor {
     pub urls: Option<Vec<String>>,
     /// What an index entry runs on.
     #[serde(default)]
-    pub platform: Option<Platform>,
+    pub platform: Option<ManifestPlatform>,
     /// What an artifact is (an SBOM, a signature), on a referrers index's entries.
     #[serde(rename = "artifactType", default)]
     pub artifact_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct Platform {
+pub struct ManifestPlatform {
     #[serde(default)]
     pub os: String,
     #[serde(default)]
@@ -40,7 +40,7 @@ pub struct Platform {
     pub variant: Option<String>,
 }
 
-impl std::fmt::Display for Platform {
+impl std::fmt::Display for ManifestPlatform {
     /// `linux/arm64/v8`, `unknown/unknown` (an attestation).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.os, self.architecture)?;

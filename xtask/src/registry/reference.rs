@@ -17,6 +17,11 @@ use oci_client::Reference;
 
 const NAME_MAX: usize = 255;
 
+/// `host/path/name:tag` without its tag.
+pub fn repository_of(reference: &str) -> &str {
+    reference.rsplit_once(':').map_or(reference, |(repository, _)| repository)
+}
+
 /// The image's path without its registry host: `docker.io/alpine` → `alpine`,
 /// `gcr.io/google.com/cloudsdktool/google-cloud-cli` → `google.com/cloudsdktool/google-cloud-cli`.
 /// Docker Hub's implicit `library/` is not added: it is a source-side detail.

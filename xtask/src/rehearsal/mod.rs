@@ -27,7 +27,7 @@ use crate::runner::sh;
 use gcloudignore::GcloudIgnore;
 use host_paths::HostPaths;
 use schedule::{Job, Status, Stop};
-use step::Resolved;
+use step::ResolvedStep;
 use substitution::Substitutions;
 use workspace::Folders;
 
@@ -64,11 +64,11 @@ pub fn rehearse(ctx: &Ctx, how: &Rehearsal) -> Result<()> {
     ];
     let subs = Substitutions::new(&built_ins, &pipeline.substitutions, &how.substitutions)?;
     // Every step is resolved, and every substitution checked, before anything runs.
-    let steps: Vec<Resolved> = pipeline
+    let steps: Vec<ResolvedStep> = pipeline
         .steps
         .iter()
         .enumerate()
-        .map(|(index, step)| Resolved::new(index, step, &pipeline.options, &subs))
+        .map(|(index, step)| ResolvedStep::new(index, step, &pipeline.options, &subs))
         .collect::<Result<_>>()
         .with_context(|| format!("in {}", ctx.catalog.pipeline.display()))?;
     let waits = schedule::dependencies(&pipeline.steps)?;
@@ -147,7 +147,7 @@ pub fn rehearse(ctx: &Ctx, how: &Rehearsal) -> Result<()> {
     // ending this process under them.
     let _deferred = crate::interrupt::Deferred::start();
     let (outcomes, stop) = schedule::run(runner, &jobs, &waits, build_timeout)?;
-    let names: Vec<String> = steps.iter().map(Resolved::name).collect();
+    let names: Vec<String> = steps.iter().map(ResolvedStep::name).collect();
     println!("\n{}", report::table(&names, &outcomes));
     for (job, outcome) in jobs.iter().zip(&outcomes) {
         if matches!(outcome.status, Status::Failure | Status::Timeout) {
@@ -178,7 +178,12 @@ pub fn rehearse(ctx: &Ctx, how: &Rehearsal) -> Result<()> {
 }
 
 /// Write a step's script where it runs from; a dry run writes it too, and says so.
-fn write_script(runner: &crate::runner::Runner, dir: &Path, step: &Resolved, text: &str) -> Result<PathBuf> {
+fn write_script(
+    runner: &crate::runner::Runner,
+    dir: &Path,
+    step: &ResolvedStep,
+    text: &str,
+) -> Result<PathBuf> {
     let path = dir.join(format!("{}.sh", step.file_stem()));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;

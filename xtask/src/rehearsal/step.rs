@@ -20,7 +20,7 @@ pub const SCRIPT_IN_CONTAINER: &str = "/builder/script";
 
 /// A step, resolved.
 #[derive(Debug, Clone)]
-pub struct Resolved {
+pub struct ResolvedStep {
     /// Its position in the pipeline, from 0 as Cloud Build numbers them (`Step #0`).
     pub index: usize,
     pub id: Option<String>,
@@ -51,8 +51,8 @@ pub fn set(env: &mut Vec<(String, String)>, name: &str, value: &str) {
     }
 }
 
-impl Resolved {
-    pub fn new(index: usize, step: &Step, options: &Options, subs: &Substitutions) -> Result<Resolved> {
+impl ResolvedStep {
+    pub fn new(index: usize, step: &Step, options: &Options, subs: &Substitutions) -> Result<ResolvedStep> {
         let label = match &step.id {
             Some(id) => format!("step #{index} ({id})"),
             None => format!("step #{index}"),
@@ -76,7 +76,7 @@ impl Resolved {
             let (name, value) = pair(&apply("env", entry)?, &format!("{label}: env entry"))?;
             set(&mut env, &name, &value);
         }
-        Ok(Resolved {
+        Ok(ResolvedStep {
             index,
             id: step.id.clone(),
             image: apply("name", &step.name)?,
@@ -225,7 +225,7 @@ mod tests {
         let s = step(
             "{id: x, name: 'img/${PROJECT_ID}', entrypoint: bash, args: [-c, 'echo $$HOME $_ENV'], env: [A=step], timeout: 5s}",
         );
-        let r = Resolved::new(3, &s, &options, &subs()).unwrap();
+        let r = ResolvedStep::new(3, &s, &options, &subs()).unwrap();
         assert_eq!(r.image, "img/p");
         assert_eq!(r.args, ["-c", "echo $HOME dev"]);
         let env: Vec<String> = r.env.iter().map(|(n, v)| format!("{n}={v}")).collect();
@@ -233,10 +233,10 @@ mod tests {
         assert_eq!(r.timeout, Some(Duration::from_secs(5)));
         assert_eq!((r.name(), r.file_stem()), ("x".to_string(), "3-x".to_string()));
         let bad = step("{name: img, args: [echo, $HOME]}");
-        let err = format!("{:#}", Resolved::new(4, &bad, &options, &subs()).unwrap_err());
+        let err = format!("{:#}", ResolvedStep::new(4, &bad, &options, &subs()).unwrap_err());
         assert!(err.contains("step #4") && err.contains("$HOME"), "{err}");
         assert_eq!(
-            Resolved::new(4, &step("{name: i, args: [a]}"), &options, &subs()).unwrap().name(),
+            ResolvedStep::new(4, &step("{name: i, args: [a]}"), &options, &subs()).unwrap().name(),
             "Step #4"
         );
     }
@@ -244,15 +244,16 @@ mod tests {
     #[test]
     fn scripts_are_not_substituted_and_get_a_shebang() {
         let options = Options::default();
-        let r = Resolved::new(0, &step("{name: i, script: 'echo $HOME > /workspace/x'}"), &options, &subs())
-            .unwrap();
+        let r =
+            ResolvedStep::new(0, &step("{name: i, script: 'echo $HOME > /workspace/x'}"), &options, &subs())
+                .unwrap();
         assert_eq!(r.script_file(None).unwrap(), "#!/bin/sh\necho $HOME > /workspace/x");
         let paths = HostPaths::new(Path::new("/r/ws"), Path::new("/r/h"), Path::new("/r/o"));
         assert_eq!(r.script_file(Some(&paths)).unwrap(), "#!/bin/sh\necho $HOME > /r/ws/x");
         let bash =
-            Resolved::new(0, &step("{name: i, script: \"#!/bin/bash\\nx\"}"), &options, &subs()).unwrap();
+            ResolvedStep::new(0, &step("{name: i, script: \"#!/bin/bash\\nx\"}"), &options, &subs()).unwrap();
         assert_eq!(bash.script_file(None).unwrap(), "#!/bin/bash\nx");
-        let both = Resolved::new(0, &step("{name: i, script: x, args: [y]}"), &options, &subs());
+        let both = ResolvedStep::new(0, &step("{name: i, script: x, args: [y]}"), &options, &subs());
         assert!(both.is_err());
     }
 }

@@ -57,10 +57,8 @@ pub fn info(ctx: &Ctx) -> Result<()> {
 /// The buildx CLI plugin, looked up where docker looks for it, without running docker.
 fn buildx_plugin() -> Option<PathBuf> {
     let mut dirs = Vec::new();
-    if let Some(config) = std::env::var_os("DOCKER_CONFIG") {
-        dirs.push(PathBuf::from(config).join("cli-plugins"));
-    } else if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(PathBuf::from(home).join(".docker/cli-plugins"));
+    if let Some(config) = crate::registry::auth::docker_config_dir() {
+        dirs.push(config.join("cli-plugins"));
     }
     for system in ["/usr/local/lib", "/usr/local/libexec", "/usr/lib", "/usr/libexec"] {
         dirs.push(PathBuf::from(system).join("docker/cli-plugins"));

@@ -44,7 +44,7 @@ pub fn publish_all(ctx: &Ctx, args: &PublishAllArgs) -> Result<()> {
             ctx.runner.run(cmd!(sh, "cargo xtask thirdparty --bases {flags...}"))?;
         }
         let logs = args.logs.clone().unwrap_or_else(|| crate::work_dir().join("publish-all"));
-        let names: Vec<&str> = graph.nodes.iter().map(|node| node.name.as_str()).collect();
+        let names: Vec<&str> = graph.vertices.iter().map(|node| node.name.as_str()).collect();
         let mut options = args.build.options(Some(logs));
         options.vendoring = Some(vendoring.clone());
         publish::publish_images(ctx, &graph, &names, &options)
@@ -66,6 +66,10 @@ fn bases_flags(ctx: &Ctx, vendoring: &Vendoring) -> Vec<String> {
             s.platforms.to_string(),
         ]);
     }
+    if vendoring.locked {
+        flags.push("--locked".into());
+    }
+    flags.extend(vendoring.options.flags());
     for (flag, hosts) in [
         ("--gcloud-auth-registries", &s.gcloud_auth_registries),
         ("--insecure-registries", &s.insecure_registries),
@@ -74,9 +78,5 @@ fn bases_flags(ctx: &Ctx, vendoring: &Vendoring) -> Vec<String> {
             flags.extend([flag.to_string(), hosts.join(",")]);
         }
     }
-    if vendoring.locked {
-        flags.push("--locked".into());
-    }
-    flags.extend(vendoring.options.flags());
     flags
 }

@@ -10,6 +10,7 @@ use xshell::cmd;
 use crate::ctx::Ctx;
 use crate::published::Destination;
 use crate::registry::manifest::short_digest;
+use crate::registry::reference::repository_of;
 use crate::runner::sh;
 
 /// Severities, the worst first, as Container Analysis names them.
@@ -43,7 +44,7 @@ pub fn scan(ctx: &Ctx, args: &ScanArgs) -> Result<()> {
         let Some(published) = destination.published(&reference)? else {
             bail!("{reference} is not published: `cargo xtask publish-all` first");
         };
-        let repository = reference.rsplit_once(':').map_or(reference.as_str(), |(repository, _)| repository);
+        let repository = repository_of(&reference);
         for (platform, digest) in &published.platforms {
             let target = format!("{repository}@{digest}");
             let format = "--format=value(response.scan)";

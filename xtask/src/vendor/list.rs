@@ -13,7 +13,7 @@ use crate::registry::{Pair, reference};
 const MAX_LINE: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub struct ListEntry {
     pub line: usize,
     /// As written, e.g. `docker.io/alpine`.
     pub image: String,
@@ -33,7 +33,7 @@ impl fmt::Display for LineError {
 }
 
 /// Parse and check the whole file; all problems at once, or the entries.
-pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, Vec<LineError>> {
+pub fn parse(bytes: &[u8]) -> Result<Vec<ListEntry>, Vec<LineError>> {
     let mut entries = Vec::new();
     let mut errors = Vec::new();
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
@@ -61,7 +61,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, Vec<LineError>> {
                     ));
                     continue;
                 }
-                entries.push(Entry { line, image, tags });
+                entries.push(ListEntry { line, image, tags });
             }
             Err(message) => fail(message),
         }
@@ -142,7 +142,7 @@ fn check_tag(image: &str, tag: &str) -> Result<(), String> {
 }
 
 /// Source and destination of every tag: `<image>:<tag>` → `$DOCKER_REPO/thirdparty/<path>:<tag>`.
-pub fn pairs(entries: &[Entry], docker_repo: &str) -> Result<Vec<Pair>, Vec<LineError>> {
+pub fn pairs(entries: &[ListEntry], docker_repo: &str) -> Result<Vec<Pair>, Vec<LineError>> {
     let mut pairs = Vec::new();
     let mut errors = Vec::new();
     for entry in entries {
@@ -182,8 +182,12 @@ mod tests {
         assert_eq!(
             entries,
             [
-                Entry { line: 3, image: "docker.io/alpine".into(), tags: vec!["3.15".into(), "3.16".into()] },
-                Entry { line: 4, image: "localhost:5000/x/y".into(), tags: vec!["1.0".into()] },
+                ListEntry {
+                    line: 3,
+                    image: "docker.io/alpine".into(),
+                    tags: vec!["3.15".into(), "3.16".into()]
+                },
+                ListEntry { line: 4, image: "localhost:5000/x/y".into(), tags: vec!["1.0".into()] },
             ]
         );
     }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use oci_client::Reference;
 
-use super::Mode;
+use super::mode::Mode;
 use crate::lock::{self, Lock, LockedArtifact, LockedManifest, LockedTag};
 use crate::registry::manifest::{sha256_digest, short_digest as short};
 use crate::registry::resolve::{Artifact, Referrer, Resolved, fallback_index, referrers_tag, resolve};

@@ -23,25 +23,13 @@ use crate::registry::{self, CopyOutcome, MirrorOptions, Pair, RegistryAccess, Re
 
 pub mod list;
 mod locking;
+mod mode;
 use locking::{
     check_drift, check_named_images, lock_key, lock_tags, pinned_pairs, report_drift, write_fallback_tags,
 };
+pub use mode::Mode;
 
-/// Which digests a run copies, and what it does with the lock.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mode {
-    /// The lock's digests; tags it lacks are resolved and added. `whole_list`: the run covers
-    /// the whole list, so lock entries the list no longer names are dropped.
-    Default { whole_list: bool },
-    /// The lock's digests only; the lock is never written.
-    Locked,
-    /// Resolve the tags of these images (all when empty) anew and rewrite the lock.
-    Update(Vec<String>),
-    /// Compare upstream, lock and destination.
-    Check,
-}
-
-/// How to vendor (see `flags::VendorOptions`, which reads them from the command line).
+/// How to vendor (see `flags::VendorArgs`, which reads them from the command line).
 #[derive(Debug, Clone, PartialEq)]
 pub struct VendorOptions {
     /// The list of images to vendor [default: the catalog's].
@@ -108,7 +96,7 @@ pub fn vendor_build_bases(ctx: &Ctx, args: &VendorOptions, locked: bool) -> Resu
     let graph = crate::catalog_graph::of_catalog(ctx)?;
     let mut needed: Vec<(String, String)> = Vec::new();
     for (_, image) in ctx.catalog.task_images() {
-        let node = graph.node(&image.name).expect("the graph holds every catalog image");
+        let node = graph.vertex(&image.name).expect("the graph holds every catalog image");
         needed.extend(node.vendored.iter().map(|base| (base.clone(), image.dockerfile())));
     }
     // Only this engine can say now which builder it needs. The arm64 node (MULTI_CONTEXT=1) is

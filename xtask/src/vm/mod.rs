@@ -9,8 +9,7 @@
 
 mod lease;
 mod tunnel;
-
-use std::time::Duration;
+mod wait;
 
 use anyhow::{Result, anyhow};
 use xshell::cmd;
@@ -21,19 +20,7 @@ pub use lease::LEASE_LABEL;
 use lease::{give_back, take_lease};
 use tunnel::{Included, close_tunnel, connect, remove_include, write_ssh_config};
 pub use tunnel::{open_tunnel, ssh_host};
-
-/// How long to wait for the VM, its ssh or its engine: at most `tries` checks, `interval` apart.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Wait {
-    pub tries: u32,
-    pub interval: Duration,
-}
-
-impl Wait {
-    fn bounds(&self) -> (u32, Duration) {
-        (self.tries, self.interval)
-    }
-}
+pub use wait::Wait;
 
 /// Start the VM; with `wait`, until it reports RUNNING and an IAP ssh command succeeds (right
 /// after a start the tunnel fails with "4047: Failed to lookup instance" for a while).

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
-use super::Wait;
+use super::wait::Wait;
 use crate::build::node::ARM_CONTEXT;
 use crate::ctx::Ctx;
 use crate::runner::sh;

@@ -1,4 +1,4 @@
-//! One platform of one image, built on the node that builds it: the `docker buildx build`
+//! The build command of one platform of one image, on the node that builds it: the `docker buildx build`
 //! command made from the image's recipe, with its own registry cache, pushed to its own tag.
 
 use anyhow::Result;
@@ -11,7 +11,7 @@ use crate::ctx::Ctx;
 use crate::inputs::Inputs;
 use crate::platform::Platform;
 use crate::runner::{Cmd, sh};
-use crate::settings::Provenance;
+use crate::settings::{Provenance, build_arg_flags};
 
 /// The options of every build that change what it produces, part of every image's inputs: the
 /// bases pulled anew, each platform's provenance attestation (`PROVENANCE`), and its SBOM
@@ -88,11 +88,7 @@ fn buildx_build_cmd(
     let platform = platform.to_string();
     let (sh, on, builder, dockerfile, context) =
         (sh(), &node.context_flag(), &node.builder.name, image.dockerfile(), image.context());
-    let build_args: Vec<String> = recipe
-        .args
-        .iter()
-        .flat_map(|(name, value)| ["--build-arg".to_string(), format!("{name}={value}")])
-        .collect();
+    let build_args = build_arg_flags(&recipe.args);
     let pins: Vec<String> = recipe
         .pins
         .iter()
