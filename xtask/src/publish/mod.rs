@@ -7,6 +7,7 @@
 
 mod image;
 mod merge;
+pub mod placement;
 pub mod plan;
 mod scheduler;
 pub mod table;
