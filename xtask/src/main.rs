@@ -21,6 +21,7 @@ use xtask::tasks::scan::{self, ScanArgs};
 use xtask::tasks::seed::{self, SeedArgs};
 use xtask::tasks::thirdparty::{self, ThirdpartyArgs};
 use xtask::tasks::verify::{self, VerifyArgs};
+use xtask::tasks::vm::CreateVmsArgs;
 use xtask::tasks::{buildx, cloud, images, info, vm};
 
 // The tasks with fixed names. The per-image tasks (`build-<image>`, `buildx-publish-<image>`,
@@ -39,6 +40,8 @@ enum Task {
     Clean,
     /// Vendor the cloud builder's bases, then build and push it (amd64 only: it runs inside Cloud Build)
     BuildPublishCloudBuilder(VendorArgs),
+    /// Create the arm64 VM and the IAP firewall rule unless they exist, from builder-vm/startup.sh (what ARM64_BUILDER.md does by hand)
+    CreateVms(CreateVmsArgs),
     /// Start the arm64 VM (--wait: until it runs and answers ssh through IAP)
     StartVm(WaitArgs),
     /// Stop the arm64 VM
@@ -87,6 +90,7 @@ impl Task {
             Task::BuildxLs | Task::LocalRegistry(_) => Uses::Nothing,
             Task::Clean | Task::BuildPublishCloudBuilder(_) | Task::Scan(_) => Uses::Image,
             Task::StartVm(_) | Task::StopVm | Task::SshVm | Task::SshTunnel(_) => Uses::Vm,
+            Task::CreateVms(_) => Uses::Pool,
             Task::CloudBuild(_) => Uses::CloudBuild,
             Task::SeedArm64(_) | Task::SeedArm64DryRun(_) | Task::PublishAll(_) => Uses::Build,
             Task::Thirdparty(_) => Uses::Repo,
@@ -328,6 +332,7 @@ fn try_main() -> Result<()> {
         Task::Prune => buildx::prune(&ctx),
         Task::Clean => images::clean(&ctx),
         Task::BuildPublishCloudBuilder(args) => cloud::build_publish_cloud_builder(&ctx, &args),
+        Task::CreateVms(args) => vm::create_vms(&ctx, &args),
         Task::StartVm(args) => vm::start_vm(&ctx, &args),
         Task::StopVm => vm::stop_vm(&ctx),
         Task::SshVm => vm::ssh_vm(&ctx),

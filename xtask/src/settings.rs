@@ -106,6 +106,8 @@ pub enum Uses {
     Build,
     /// The arm64 VM.
     Vm,
+    /// The VMs made: where they are, and the registry they push to.
+    Pool,
     /// The Cloud Build's submission.
     CloudBuild,
     /// A published image's signature and provenance.
@@ -127,23 +129,23 @@ settings! {
     /// Artifact Registry repository to publish into (docker-prod, docker-dev, yourname-test;
     /// `local`: everything on this machine, into a registry on localhost:5000)
     #[arg(long = "env", env = "ENV", default_value = DEFAULT_ENV)]
-    Env env: String, used by [Repo, Image, Builder, Build, CloudBuild, Verify];
+    Env env: String, used by [Repo, Image, Builder, Build, CloudBuild, Verify, Pool];
 
     /// GCP project
     #[arg(long = "project", env = "GCP_PROJECT", default_value = "multi-arch-docker")]
-    GcpProject gcp_project: String, used by [Repo, Image, Builder, Build, Vm, CloudBuild, Verify];
+    GcpProject gcp_project: String, used by [Repo, Image, Builder, Build, Vm, CloudBuild, Verify, Pool];
 
     /// Zone of the arm64 VM
     #[arg(long, env = "ZONE", default_value = "us-central1-a")]
-    Zone zone: String, used by [Build, Vm];
+    Zone zone: String, used by [Build, Vm, Pool];
 
     /// Registry host that holds $GCP_PROJECT/$ENV
     #[arg(long, env = "REGISTRY", default_value = "us-docker.pkg.dev")]
-    Registry registry: String, used by [Repo, Image, Builder, Build, CloudBuild, Verify];
+    Registry registry: String, used by [Repo, Image, Builder, Build, CloudBuild, Verify, Pool];
 
     /// Root of every image path, used as is [default: $REGISTRY/$GCP_PROJECT/$ENV]
     #[arg(long, env = "DOCKER_REPO")]
-    DockerRepo docker_repo: Option<String>, used by [Repo, Image, Builder, Build, CloudBuild, Verify];
+    DockerRepo docker_repo: Option<String>, used by [Repo, Image, Builder, Build, CloudBuild, Verify, Pool];
 
     /// Platforms of buildx builds, comma separated
     #[arg(long, env = "PLATFORMS", default_value = "linux/amd64,linux/arm64")]
@@ -155,7 +157,7 @@ settings! {
 
     /// Name of the arm64 VM
     #[arg(long = "vm", env = "ARM64_VM", default_value = "builder-arm64-2cpu")]
-    Arm64Vm arm64_vm: String, used by [Build, Vm];
+    Arm64Vm arm64_vm: String, used by [Build, Vm, Pool];
 
     /// The user the tunnel to the arm64 VM logs in as (its sessions can only reach the engine)
     #[arg(long = "vm-user", env = "ARM64_USER", default_value = "buildx")]
@@ -163,7 +165,7 @@ settings! {
 
     /// The private key of the tunnel to the arm64 VM [default: $HOME/.ssh/google_compute_engine]
     #[arg(long = "vm-key", env = "ARM64_SSH_KEY")]
-    Arm64SshKey arm64_ssh_key: Option<PathBuf>, used by [Build, Vm];
+    Arm64SshKey arm64_ssh_key: Option<PathBuf>, used by [Build, Vm, Pool];
 
     /// 1: the Cloud Build starts the arm64 VM first and stops it last
     #[arg(long, env = "AUTO_START_STOP", default_value = "0",

@@ -4,7 +4,7 @@
 //! `options.env`. Only the cloud's side is faked, by a `gcloud` on `PATH`: the secrets (into
 //! files), the VM's states, IAP (relaying to an sshd) and the scan's answers. Everything else is
 //! real: this machine's engine builds linux/amd64; a second engine on a unix socket only, behind
-//! Debian's sshd running ARM64_BUILDER.md's tunnel file, is the arm64 VM, reached by a real `ssh`
+//! Debian's sshd running the builder VM's tunnel file (builder-vm/startup.sh), is the arm64 VM, reached by a real `ssh`
 //! through the account's ssh config as docker starts it; cosign signs with a key file (keyless
 //! signing needs sigstore's servers); the registries are real, on 127.0.0.1.
 //!

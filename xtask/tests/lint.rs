@@ -57,3 +57,18 @@ fn the_readme_stays_within_300_lines() {
          into docs/ (builds.md, cloud-build.md, development.md, vendoring.md), with a one-line pointer"
     );
 }
+
+/// The builder VM's startup script parses as POSIX sh (dash, as Debian's /bin/sh), and writes
+/// the files the VM stand-in tests run.
+#[test]
+fn the_builder_vm_startup_script_is_valid_sh() {
+    run_linter(
+        "dash",
+        "apt-get install dash",
+        &[PathBuf::from("-n"), PathBuf::from("builder-vm/startup.sh")],
+    );
+    let script = std::fs::read_to_string(root().join("builder-vm/startup.sh")).unwrap();
+    for file in ["buildx-tunnel.conf", "buildx-idle-poweroff"] {
+        assert!(script.contains(&format!("<<'END_OF_{file}'")), "startup.sh writes no {file}");
+    }
+}

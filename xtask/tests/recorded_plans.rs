@@ -30,6 +30,8 @@ const TASKS: &[&[&str]] = &[
     &["clean"],
     &["build-publish-cloud-builder"],
     &["build-publish-cloud-builder", "--locked"],
+    &["create-vms"],
+    &["create-vms", "--delete-unlisted", "--pool", "p"],
     &["start-vm"],
     &["start-vm", "--wait"],
     &["stop-vm"],

@@ -949,3 +949,64 @@ fn scan_looks_at_every_platform_and_fails_at_its_threshold() {
         stderr(&output)
     );
 }
+
+/// create-vms' calls with the default settings.
+const FIREWALL_DESCRIBE: &str = "gcloud compute firewall-rules describe allow-ssh-from-iap --project multi-arch-docker --format=value(name)";
+const VM_EXISTS: &str = "gcloud compute instances describe builder-arm64-2cpu --project multi-arch-docker \
+                         --zone us-central1-a --format=value(name)";
+const POOL_LIST: &str = "gcloud compute instances list --project multi-arch-docker \
+                         --filter labels.multi-arch-docker-pool=builders --format=value(name,zone.basename())";
+
+#[test]
+fn create_vms_makes_what_is_missing_and_reports_a_vm_the_pool_no_longer_names() {
+    let fake = FakeTools::new();
+    fake.answer("gcloud compute firewall-rules describe", 1, "");
+    fake.answer("gcloud compute instances describe", 1, "");
+    fake.answer("gcloud compute instances list", 0, "old-vm us-central1-b");
+    let output = fake.xtask(&["create-vms"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let create_rule = "gcloud compute firewall-rules create allow-ssh-from-iap --project multi-arch-docker \
+                       --direction INGRESS --action allow --rules tcp:22 --source-ranges 35.235.240.0/20";
+    let create_vm = "gcloud compute instances create builder-arm64-2cpu --project multi-arch-docker \
+                     --zone us-central1-a --machine-type c4a-standard-2 --image-family debian-12-arm64 \
+                     --image-project debian-cloud --boot-disk-size 40GB --boot-disk-type hyperdisk-balanced \
+                     --metadata enable-oslogin=TRUE,registry=us-docker.pkg.dev \
+                     --metadata-from-file startup-script=builder-vm/startup.sh \
+                     --service-account builder@multi-arch-docker.iam.gserviceaccount.com --scopes cloud-platform \
+                     --labels multi-arch-docker-pool=builders";
+    assert_eq!(
+        fake.calls(),
+        [call(FIREWALL_DESCRIBE), call(create_rule), call(VM_EXISTS), call(create_vm), call(POOL_LIST)]
+    );
+    let out = stdout(&output);
+    assert!(
+        out.contains("old-vm (us-central1-b) carries the label multi-arch-docker-pool=builders but is not in the pool: kept"),
+        "{out}"
+    );
+    // Without a key the VM's tunnel user accepts none, and the run says so.
+    assert!(
+        stdout(&output).contains("no tunnel key given") || stderr(&output).contains("no tunnel key given")
+    );
+}
+
+#[test]
+fn create_vms_keeps_what_exists_brings_its_script_up_to_date_and_deletes_strays_when_asked() {
+    let fake = FakeTools::new();
+    let key = fake.dir.path().join("tunnel.pub");
+    std::fs::write(&key, "ssh-ed25519 AAAA buildx@builder\n").unwrap();
+    fake.answer("gcloud compute instances list", 0, "old-vm us-central1-b");
+    let key_arg = key.display().to_string();
+    let output = fake.xtask(&["create-vms", "--tunnel-key", &key_arg, "--delete-unlisted"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut update = call(
+        "gcloud compute instances add-metadata builder-arm64-2cpu --project multi-arch-docker --zone us-central1-a \
+         --metadata-from-file",
+    );
+    update.push(format!("startup-script=builder-vm/startup.sh,tunnel-authorized-key={key_arg}"));
+    let delete =
+        "gcloud compute instances delete old-vm --project multi-arch-docker --zone us-central1-b --quiet";
+    assert_eq!(
+        fake.calls(),
+        [call(FIREWALL_DESCRIBE), call(VM_EXISTS), update, call(POOL_LIST), call(delete)]
+    );
+}

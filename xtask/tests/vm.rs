@@ -1,5 +1,5 @@
 //! The arm64 VM's side, on this machine's stand-ins: the tunnel key can do one thing (a real
-//! sshd with ARM64_BUILDER.md's config), the idle timer's script (ARM64_BUILDER.md's text) powers
+//! sshd with the startup script's config), the idle timer's script (builder-vm/startup.sh's text) powers
 //! off when idle and not when busy, and the pipeline, run step by step as Cloud Build would
 //! with fake `gcloud`, `docker` and `ssh`, never leaves the VM running after a failed build and
 //! never stops it under another pipeline's builds.
@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::engine::{SecondEngine, TUNNEL_USER, TestSshd, builder_guide_file, engine_or_skip, root_or_skip};
+use common::engine::{
+    SecondEngine, TUNNEL_USER, TestSshd, engine_or_skip, root_or_skip, startup_script_file,
+};
 use common::{FakeTools, stderr, stdout};
 
 /// The tunnel user and sshd are this machine's: one test at a time.
@@ -91,7 +93,7 @@ fn the_tunnel_key_reaches_the_engine_and_nothing_else() {
     assert!(log.contains("refused streamlocal port forward"), "{log}");
 }
 
-/// ARM64_BUILDER.md's idle script, on the VM stand-in: busy while a session of the tunnel user
+/// The startup script's idle script, on the VM stand-in: busy while a session of the tunnel user
 /// is open (a pipeline's tunnel), idle once it is closed; powers off after its idle minutes, not
 /// before, and removes the leases of pipelines that never ended.
 #[test]
@@ -106,7 +108,7 @@ fn the_idle_timer_powers_off_an_idle_vm_and_only_then() {
     let sshd = TestSshd::start(&engine.socket());
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("buildx-idle-poweroff");
-    std::fs::write(&script, builder_guide_file("buildx-idle-poweroff")).unwrap();
+    std::fs::write(&script, startup_script_file("buildx-idle-poweroff")).unwrap();
     let (state, off) = (dir.path().join("idle-since"), dir.path().join("powered-off"));
     let idle_run = |minutes: &str| {
         let output = Command::new("sh")

@@ -170,17 +170,17 @@ pub fn ensure_tunnel_user() {
     run("usermod", &["--password", "*", TUNNEL_USER]);
 }
 
-/// A fenced block of ARM64_BUILDER.md: the one after `<!-- file: <name>`, as the VM gets it.
-pub fn builder_guide_file(name: &str) -> String {
-    let guide = std::fs::read_to_string(xtask::project_root().join("ARM64_BUILDER.md")).unwrap();
-    let marker = format!("<!-- file: {name}");
-    let after = &guide[guide.find(&marker).unwrap_or_else(|| panic!("ARM64_BUILDER.md has no {marker}"))..];
-    let block = &after[after.find("```").unwrap()..];
-    let body = &block[block.find('\n').unwrap() + 1..];
-    body[..body.find("\n```").unwrap() + 1].to_string()
+/// A file the builder VM's startup script (`builder-vm/startup.sh`, the one source of the VM's
+/// files) writes: the text of its `<<'END_OF_<name>'` here-document, as the VM gets it.
+pub fn startup_script_file(name: &str) -> String {
+    let script = std::fs::read_to_string(xtask::project_root().join("builder-vm/startup.sh")).unwrap();
+    let start = format!("<<'END_OF_{name}'\n");
+    let after =
+        &script[script.find(&start).unwrap_or_else(|| panic!("startup.sh writes no {name}")) + start.len()..];
+    after[..after.find(&format!("END_OF_{name}\n")).unwrap()].to_string()
 }
 
-/// Debian's sshd on `127.0.0.1:<port>`, with ARM64_BUILDER.md's `buildx-tunnel.conf` as is but
+/// Debian's sshd on `127.0.0.1:<port>`, with the startup script's `buildx-tunnel.conf` as is but
 /// for the user, its key file and the engine's socket (the tests' own): root may not log in,
 /// and `TUNNEL_USER`'s sessions all run `docker system dial-stdio` on `socket`. The key that
 /// logs in as `TUNNEL_USER` is `key()`. Stopped when dropped.
@@ -202,12 +202,12 @@ impl TestSshd {
         std::fs::copy(dir.path().join("key.pub"), dir.path().join("authorized_keys")).unwrap();
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let tunnel = builder_guide_file("buildx-tunnel.conf")
+        let tunnel = startup_script_file("buildx-tunnel.conf")
             .replace("Match User buildx", &format!("Match User {TUNNEL_USER}"))
             .replace("/etc/ssh/buildx_authorized_keys", &path("authorized_keys"))
             .replace("/var/run/docker.sock", &socket.display().to_string());
         assert!(tunnel.contains(&format!("unix://{}", socket.display())), "{tunnel}");
-        // What a test sshd needs of its own, then the guide's file (its Match block last).
+        // What a test sshd needs of its own, then the startup script's file (its Match block last).
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nStrictModes no\nUsePAM no\n\
              PasswordAuthentication no\nAuthorizedKeysFile {}\nLogLevel VERBOSE\n{tunnel}",
