@@ -186,10 +186,39 @@ fn the_image_graph_builds_in_order_and_skips_what_is_up_to_date() {
         "the diamond's other side"
     );
     let first_refresh = file_in(&format!("{repo}/base:1"), "linux/amd64", "/refreshed");
+    // The timeline: one bar per build, each image on both platforms, the chain that ended last
+    // (through top, whose parents end before it starts) marked.
+    let timeline_path = std::path::Path::new(&logs).join("timeline.svg");
+    assert!(out.contains(&format!("timeline of the builds: {}", timeline_path.display())), "{out}");
+    let picture = std::fs::read_to_string(&timeline_path).unwrap();
+    // For docs/builds.md: the picture of this real run, kept where asked.
+    if let Some(keep) = std::env::var_os("KEEP_TIMELINE") {
+        std::fs::copy(&timeline_path, keep).unwrap();
+    }
+    let bars: Vec<&str> = picture.lines().filter(|l| l.starts_with(r#"<rect class="bar""#)).collect();
+    assert_eq!(bars.len(), IMAGES.len() * 2, "{picture}");
+    for image in IMAGES {
+        for platform in ["linux/amd64", "linux/arm64"] {
+            let this = format!(r#"data-image="{image}" data-platform="{platform}""#);
+            assert_eq!(
+                bars.iter().filter(|b| b.contains(&this)).count(),
+                1,
+                "{image} {platform}:\n{picture}"
+            );
+        }
+    }
+    let top_bars: Vec<&&str> = bars.iter().filter(|b| b.contains(r#"data-image="top""#)).collect();
+    assert!(top_bars.iter().all(|b| b.contains(r#"data-critical="true""#)), "{picture}");
+    assert!(
+        bars.iter()
+            .filter(|b| b.contains(r#"data-image="solo""#))
+            .all(|b| b.contains(r#"data-critical="false""#))
+    );
 
     // 2. Nothing changed: nothing is built.
     let output = publish(&[]);
     assert!(no_build_ran(&output), "{}", stderr(&output));
+    assert!(!timeline_path.exists(), "a run that built nothing leaves no timeline of another run");
     let mut all = IMAGES.to_vec();
     all.sort();
     assert_eq!(outcomes(&stdout(&output)), (vec![], all));

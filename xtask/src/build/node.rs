@@ -42,6 +42,11 @@ impl Node {
         context_flag(self.context.as_deref())
     }
 
+    /// Its name in the timeline: its docker context, or `this engine`.
+    pub fn label(&self) -> &str {
+        self.context.as_deref().unwrap_or("this engine")
+    }
+
     /// Where the node is, for messages.
     pub fn place(&self) -> String {
         match &self.context {

@@ -45,6 +45,14 @@ impl Steps {
         }
     }
 
+    /// Cached steps and steps of one platform's build.
+    pub fn counts_of(&self, platform: &Platform) -> (usize, usize) {
+        let by_platform = self.by_platform.lock().expect("not poisoned");
+        by_platform
+            .get(&platform.to_string())
+            .map_or((0, 0), |seen| (seen.steps.intersection(&seen.cached).count(), seen.steps.len()))
+    }
+
     /// Cached steps and steps, over every platform.
     pub fn counts(&self) -> (usize, usize) {
         let by_platform = self.by_platform.lock().expect("not poisoned");

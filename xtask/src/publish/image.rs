@@ -11,6 +11,7 @@ use anyhow::{Result, anyhow, bail};
 use super::merge::merge;
 use super::plan::{Decision, ParentState, ParentStates, Plan, Planner};
 use super::table::{ImageOutcome, Row};
+use super::timeline::{BarOutcome, Timeline};
 use crate::build::command::{PlatformBuild, Recipe, build_platform};
 use crate::build::output::ImageOutput;
 use crate::build::setup;
@@ -35,6 +36,8 @@ pub struct ImagePublisher<'a> {
     pub several: bool,
     /// The width of the longest `<image>/<arch>` prefix.
     pub width: usize,
+    /// Where each platform build's time goes.
+    pub timeline: &'a Timeline,
 }
 
 impl ImagePublisher<'_> {
@@ -103,7 +106,7 @@ impl ImagePublisher<'_> {
             ctx.runner.say(&format!("{}: {note}", image.name));
         }
         let image_ctx = output.image_ctx(&self.image_ctx(image), image);
-        build_and_merge(&image_ctx, image, &build.recipe, &output)?;
+        build_and_merge(&image_ctx, image, &build.recipe, &output, self.timeline)?;
         let reference = ctx.settings.image_ref(image);
         if ctx.runner.is_dry_run() {
             if let Some(key) = &ctx.settings.sign_key {
@@ -206,7 +209,13 @@ impl ImagePublisher<'_> {
 /// node with its own registry cache and pushing its own tag `<tag>-<arch>`; when every one
 /// succeeded, the merge into `<tag>`. (One registry cache for a build of several platforms on
 /// several nodes keeps only the platform that finished last: docker/buildx#1044.)
-fn build_and_merge(ctx: &Ctx, image: &Image, recipe: &Recipe, output: &ImageOutput) -> Result<()> {
+fn build_and_merge(
+    ctx: &Ctx,
+    image: &Image,
+    recipe: &Recipe,
+    output: &ImageOutput,
+    timeline: &Timeline,
+) -> Result<()> {
     let nodes = setup::set_up(ctx)?;
     let reference = ctx.settings.image_ref(image);
     let builds: Vec<PlatformBuild> = nodes
@@ -222,7 +231,16 @@ fn build_and_merge(ctx: &Ctx, image: &Image, recipe: &Recipe, output: &ImageOutp
     let results = ctx.runner.at_once(&builds, |build| {
         let build_ctx = platform_ctx(build);
         build_ctx.runner.say(&format!("{} on {}:", build.platform, build.node.place()));
-        build_platform(&build_ctx, image, recipe, build, &tag(build))
+        let started = Instant::now();
+        let result = build_platform(&build_ctx, image, recipe, build, &tag(build));
+        let outcome = match (&result, output.steps.counts_of(build.platform)) {
+            (Err(_), _) => BarOutcome::Failed,
+            (Ok(()), (cached, total)) if total > 0 && cached == total => BarOutcome::Cached,
+            (Ok(()), _) => BarOutcome::Built,
+        };
+        let platform = build.platform.to_string();
+        timeline.record(&image.name, &platform, build.node.label(), started, outcome);
+        result
     });
     let failed = builds.iter().zip(results).find_map(|(build, result)| result.err().map(|e| (build, e)));
     if let Some((build, first)) = failed {

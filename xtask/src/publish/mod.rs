@@ -11,6 +11,7 @@ pub mod placement;
 pub mod plan;
 mod scheduler;
 pub mod table;
+pub mod timeline;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -26,6 +27,7 @@ use crate::vm::{self, Wait};
 use image::ImagePublisher;
 use plan::{Plan, Planner};
 use table::{ImageOutcome, Row};
+use timeline::Timeline;
 
 /// How a set of images is published.
 #[derive(Debug, Clone)]
@@ -56,6 +58,7 @@ pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &Pub
     // Before any thread of ours starts (see `Session::new`).
     let destination = Destination::open(ctx)?;
     let planner = Planner { ctx, registry: &destination, force: options.force };
+    let timeline = Timeline::default();
     let plan = Plan::make(&planner, graph, selected);
     let longest_arch = ctx.settings.platforms.iter().map(|p| p.suffix().len()).max().unwrap_or(0);
     let width = selected.iter().map(|name| name.len() + 1 + longest_arch).max().unwrap_or(0);
@@ -67,6 +70,7 @@ pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &Pub
         logs: options.logs.as_deref(),
         several: selected.len() > 1,
         width,
+        timeline: &timeline,
     };
     let run = Run { ctx, graph, selected, options, publisher };
     // The arm64 VM only when an image has an arm64 build to do on it.
@@ -91,6 +95,19 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// The timeline of the builds beside the logs, `timeline.svg`, when any image was built.
+    fn write_timeline(&self) -> Result<()> {
+        let (Some(logs), bars) = (&self.options.logs, self.publisher.timeline.bars()) else { return Ok(()) };
+        if bars.is_empty() {
+            return Ok(());
+        }
+        let critical = timeline::critical_path(&bars, self.graph);
+        let path = logs.join("timeline.svg");
+        std::fs::write(self.ctx.root.join(&path), timeline::svg(&bars, &critical))?;
+        println!("timeline of the builds: {} (critical path: {})", path.display(), critical.join(" → "));
+        Ok(())
+    }
+
     /// Every selected image, then the table; fails when any failed.
     fn all(&self) -> Result<()> {
         let (ctx, selected, options) = (self.ctx, self.selected, self.options);
@@ -99,6 +116,8 @@ impl Run<'_> {
         {
             let dir = ctx.root.join(logs);
             std::fs::create_dir_all(&dir)?;
+            // A timeline is of one run: an earlier run's goes.
+            let _ = std::fs::remove_file(dir.join("timeline.svg"));
             println!(
                 "publishing {} images as they become ready; their logs are in {}/",
                 selected.len(),
@@ -113,6 +132,7 @@ impl Run<'_> {
             return Ok(());
         }
         table::report(&rows, &ctx.settings.platforms, started.elapsed());
+        self.write_timeline()?;
         let failed = rows.iter().filter(|row| matches!(row.outcome, ImageOutcome::Failed { .. })).count();
         let skipped = rows.iter().filter(|row| matches!(row.outcome, ImageOutcome::Skipped { .. })).count();
         if failed + skipped == 0 {
