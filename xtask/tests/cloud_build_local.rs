@@ -74,6 +74,9 @@ const SOLO: &str = "ARG DOCKER_REPO\nARG BUSYBOX_VERSION\n\
 
 const IMAGES: [&str; 3] = ["base", "child", "solo"];
 
+/// The bucket the images step keeps its logs and timeline in (`_RUN_LOGS_BUCKET`).
+const LOGS_BUCKET: &str = "run-logs";
+
 /// One rehearsal's world: the catalog and its registries, the VM's engine and sshd, the fake
 /// gcloud, a signing key.
 struct Rehearsal {
@@ -163,7 +166,8 @@ impl Rehearsal {
         .map(|(k, v)| (k.to_string(), v))
         .to_vec();
         step_env.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let substitutions = format!("--substitutions=_AUTO_START_STOP=1,_SIGN_KEY={key}");
+        let substitutions =
+            format!("--substitutions=_AUTO_START_STOP=1,_SIGN_KEY={key},_RUN_LOGS_BUCKET={LOGS_BUCKET}");
         let mut args = vec![
             "cloud-build".to_string(),
             "--local".into(),
@@ -195,6 +199,20 @@ impl Rehearsal {
             .filter(|action| *action != "describe")
             .map(str::to_string)
             .collect()
+    }
+
+    /// The names of the files the images step kept in the logs bucket, under
+    /// `<build id>/publish-all/`.
+    fn kept_logs(&self) -> Vec<String> {
+        let bucket = self.fake.join("buckets").join(LOGS_BUCKET);
+        let Ok(builds) = std::fs::read_dir(&bucket) else { return Vec::new() };
+        let mut names: Vec<String> = builds
+            .flatten()
+            .filter_map(|build| std::fs::read_dir(build.path().join("publish-all")).ok())
+            .flat_map(|files| files.flatten().map(|f| f.file_name().to_string_lossy().into_owned()))
+            .collect();
+        names.sort();
+        names
     }
 
     /// The VM's state as the fake cloud keeps it.
@@ -304,6 +322,10 @@ fn the_real_pipeline_publishes_every_image_with_the_arm64_half_built_on_the_vm()
     assert_eq!(stdout(&leases).trim(), "", "a lease was left on the VM");
     let calls = std::fs::read_to_string(rehearsal.fake.join("calls")).unwrap();
     assert!(calls.contains("artifacts docker images list-vulnerabilities"), "the scan step scanned: {calls}");
+    let kept = rehearsal.kept_logs();
+    for file in ["base.log", "child.log", "solo.log", "timeline.svg"] {
+        assert!(kept.iter().any(|k| k == file), "{file} not kept in the bucket: {kept:?}");
+    }
 }
 
 /// One image fails: the images step fails and the build with it (the scan never runs), the
@@ -322,6 +344,11 @@ fn a_failing_image_fails_the_pipeline_publishes_the_others_and_stops_the_vm() {
         assert_eq!(platforms(&format!("{repo}/{image}:1")), ["linux/amd64", "linux/arm64"], "{image}");
     }
     assert!(xtask_testbed::skopeo_raw(&format!("{repo}/child:1")).is_err(), "child was published");
+    // A failed run keeps its logs and timeline too, the failed image's log among them.
+    let kept = rehearsal.kept_logs();
+    for file in ["child.log", "timeline.svg"] {
+        assert!(kept.iter().any(|k| k == file), "{file} not kept in the bucket: {kept:?}");
+    }
     assert_eq!(rehearsal.vm_calls(), ["start", "stop"], "{}", rehearsal.explain(&output));
     assert_eq!(rehearsal.vm_state(), "TERMINATED");
 }

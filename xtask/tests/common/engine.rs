@@ -276,7 +276,8 @@ impl Drop for TestSshd {
 /// 22 --listen-on-stdin` joins its standard input and output to the test's sshd, as IAP does to
 /// the VM's port 22, only while the VM runs and unless `$FAKE_VM/iap-down` exists (IAP refusing);
 /// `secrets versions access … --out-file=F` writes the tunnel's key (`$FAKE_VM_KEY`, `.pub` for a
-/// secret named `…-pub`) into F; `artifacts docker images scan` names a scan and
+/// secret named `…-pub`) into F; `storage cp --recursive DIR gs://B/P/` copies DIR into
+/// `$FAKE_VM/buckets/B/P/`; `artifacts docker images scan` names a scan and
 /// `list-vulnerabilities` reports one LOW finding. Every call is appended to `$FAKE_VM/calls`.
 pub const FAKE_GCLOUD: &str = r#"#!/bin/bash
 printf '%s\n' "$*" >> "$FAKE_VM/calls"
@@ -294,6 +295,10 @@ case "$1 $2 $3" in
     done
     case "$secret" in *-pub) cp "$FAKE_VM_KEY.pub" "$out" ;; *) cp "$FAKE_VM_KEY" "$out" ;; esac
     exit $? ;;
+  "storage cp --recursive")
+    # A bucket, as folders: gs://<bucket>/<path>/ is $FAKE_VM/buckets/<bucket>/<path>/.
+    dest="$FAKE_VM/buckets/${5#gs://}"
+    mkdir -p "$dest" && cp -r "$4" "$dest"; exit $? ;;
   "artifacts docker images")
     case "$4" in
       scan) echo "projects/p/locations/us/operations/scan-$RANDOM"; exit 0 ;;
