@@ -86,10 +86,12 @@ impl ImagePublisher<'_> {
     ) -> Result<ImageOutcome> {
         let ctx = self.ctx;
         let output = ImageOutput { log, width: self.width, steps: Arc::clone(steps) };
+        // The image's commands, and their output behind its prefix: its builds and its signing.
+        let image_ctx = output.image_ctx(&self.image_ctx(image), image);
         let build = match self.plan.settle(&self.planner, node, parents) {
             Decision::UpToDate(digest) => {
                 // Up to date keeps its signature; one that was never signed gets one.
-                self.sign(image, &output, &digest, true)?;
+                self.sign(&image_ctx, image, &digest, true)?;
                 return Ok(ImageOutcome::UpToDate { digest });
             }
             Decision::Build(build) => build,
@@ -105,7 +107,6 @@ impl ImagePublisher<'_> {
         for note in &build.notes {
             ctx.runner.say(&format!("{}: {note}", image.name));
         }
-        let image_ctx = output.image_ctx(&self.image_ctx(image), image);
         build_and_merge(&image_ctx, image, &build.recipe, &output, self.timeline)?;
         let reference = ctx.settings.image_ref(image);
         if ctx.runner.is_dry_run() {
@@ -124,7 +125,7 @@ impl ImagePublisher<'_> {
             let Some(digest) = &digest else {
                 bail!("{reference} was published, but its digest cannot be read back to sign it");
             };
-            self.sign(image, &output, digest, false)?;
+            self.sign(&image_ctx, image, digest, false)?;
         }
         Ok(ImageOutcome::Built { digest })
     }
@@ -132,7 +133,7 @@ impl ImagePublisher<'_> {
     /// Sign the image published at `digest` as SIGN_KEY says: by digest, never by tag (what the
     /// tag points at may move, the digest does not). `unless_signed`: an image signed already
     /// keeps its signature.
-    fn sign(&self, image: &Image, output: &ImageOutput, digest: &str, unless_signed: bool) -> Result<()> {
+    fn sign(&self, image_ctx: &Ctx, image: &Image, digest: &str, unless_signed: bool) -> Result<()> {
         let Some(key) = &self.ctx.settings.sign_key else { return Ok(()) };
         let reference = self.ctx.settings.image_ref(image);
         let repository = repository_of(&reference);
@@ -142,11 +143,7 @@ impl ImagePublisher<'_> {
                 return Ok(());
             }
         }
-        signing::sign(
-            &output.image_ctx(&self.image_ctx(image), image),
-            key,
-            &format!("{repository}@{digest}"),
-        )
+        signing::sign(image_ctx, key, &format!("{repository}@{digest}"))
     }
 
     /// An image's settings: with several images at once, a builder of its own named after its
