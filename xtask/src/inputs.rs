@@ -22,6 +22,9 @@ use crate::registry::manifest::{hex, sha256_digest, short_digest};
 pub const DIGEST_ANNOTATION: &str = "dev.multi-arch-docker.inputs";
 /// The annotation that holds the inputs themselves (JSON), to say what changed.
 pub const RECORD_ANNOTATION: &str = "dev.multi-arch-docker.inputs.record";
+/// The annotation that holds how long each platform's build took (JSON, `linux/arm64` → seconds):
+/// the next run's weights for the critical path. Not an input: it changes no decision.
+pub const BUILD_SECONDS_ANNOTATION: &str = "dev.multi-arch-docker.build-seconds";
 
 /// How inputs are reckoned: a record made another way is never taken for a match.
 const VERSION: u32 = 1;

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, anyhow};
 use oci_client::Reference;
 
 use crate::ctx::Ctx;
-use crate::inputs::{DIGEST_ANNOTATION, Inputs, RECORD_ANNOTATION};
+use crate::inputs::{BUILD_SECONDS_ANNOTATION, DIGEST_ANNOTATION, Inputs, RECORD_ANNOTATION};
 use crate::registry::Session;
 use crate::registry::credentials::registry_credentials;
 use crate::registry::manifest::sha256_digest;
@@ -28,6 +28,8 @@ pub struct Published {
     /// Each platform's manifest digest (`linux/arm64`, …), attestations left out; a single
     /// manifest is the one entry, of no platform.
     pub platforms: Vec<(String, String)>,
+    /// How long each platform's build took, as recorded (`linux/arm64` → seconds).
+    pub build_seconds: BTreeMap<String, f64>,
 }
 
 /// What the plan reads of a registry: `Destination` over the network, a map in the plan's tests.
@@ -128,6 +130,9 @@ impl Destination {
             digest,
             inputs_digest: annotation(DIGEST_ANNOTATION),
             inputs: annotation(RECORD_ANNOTATION).and_then(|record| Inputs::from_json(&record)),
+            build_seconds: annotation(BUILD_SECONDS_ANNOTATION)
+                .and_then(|record| serde_json::from_str(&record).ok())
+                .unwrap_or_default(),
         }))
     }
 

@@ -213,6 +213,18 @@ impl Runner {
         cmd: impl Into<Cmd>,
         transient: impl Fn(&str) -> Option<String>,
     ) -> Result<()> {
+        self.run_retrying_while(cmd, transient, || Ok(()))
+    }
+
+    /// `run_retrying` of a command that needs something else to stay there (a build, its node's
+    /// engine): after each failure `there` is asked first, and when it fails its error is
+    /// returned at once, instead of a retry or the command's own failure.
+    pub fn run_retrying_while(
+        &self,
+        cmd: impl Into<Cmd>,
+        transient: impl Fn(&str) -> Option<String>,
+        there: impl Fn() -> Result<()>,
+    ) -> Result<()> {
         let cmd = cmd.into();
         if self.print_if_dry(&cmd) {
             return Ok(());
@@ -231,6 +243,9 @@ impl Runner {
                 }
             });
             let Err(err) = result else { return Ok(()) };
+            if !crate::interrupt::requested() {
+                there()?;
+            }
             let cause = cause.filter(|_| !crate::interrupt::requested());
             let (Some(cause), Some(wait)) = (cause, RETRY_WAITS.get(tries - 1)) else {
                 return Err(if tries > 1 { err.context(format!("tried {tries} times")) } else { err });

@@ -36,6 +36,9 @@ macro_rules! settings {
             /// Print each command as `[dry-run] <command>` instead of running it (also: DRYRUN non-empty)
             #[arg(long)]
             pub dry_run: bool,
+            /// The VM named by `--vm` on the command line (not by ARM64_VM): set by `merge`.
+            #[arg(skip)]
+            pub vm_named: Option<String>,
         }
 
         /// A setting of `SettingsArgs`, by which each task declares those it uses (`--dry-run`
@@ -82,6 +85,9 @@ macro_rules! settings {
                     }
                 )*
                 merged.dry_run |= before.dry_run;
+                if [task, root].iter().any(|m| m.value_source("arm64_vm") == Some(CommandLine)) {
+                    merged.vm_named = Some(merged.arm64_vm.clone());
+                }
                 Ok(merged)
             }
         }
@@ -159,6 +165,24 @@ settings! {
     #[arg(long = "vm", env = "ARM64_VM", default_value = "builder-arm64-2cpu")]
     Arm64Vm arm64_vm: String, used by [Build, Vm, Pool];
 
+    /// The arm64 VMs of the pool, comma separated: each a node of linux/arm64 builds
+    /// [default: $ARM64_VM]
+    #[arg(long, env = "ARM64_VMS", value_delimiter = ',', value_name = "VMS")]
+    Arm64Vms arm64_vms: Vec<String>, used by [Builder, Build, Vm, Pool];
+
+    /// amd64 VMs that build linux/amd64 beside this engine, comma separated
+    #[arg(long, env = "AMD64_VMS", value_delimiter = ',', value_name = "VMS")]
+    Amd64Vms amd64_vms: Vec<String>, used by [Builder, Build, Vm, Pool];
+
+    /// At most this many builds at once on each node [default: no limit]
+    #[arg(long, env = "BUILDS_PER_NODE", value_name = "N")]
+    BuildsPerNode builds_per_node: Option<String>, used by [Build];
+
+    /// Which ready build takes a free slot first: `critical-path` (the longest remaining path
+    /// to the end of the graph, weighted by the last build times) or `catalog` (the catalog's order)
+    #[arg(long, env = "BUILD_ORDER", default_value = "critical-path", value_enum)]
+    BuildOrder build_order: BuildOrder, used by [Build];
+
     /// The user the tunnel to the arm64 VM logs in as (its sessions can only reach the engine)
     #[arg(long = "vm-user", env = "ARM64_USER", default_value = "buildx")]
     Arm64User arm64_user: String, used by [Build, Vm];
@@ -222,6 +246,15 @@ settings! {
     /// Registries (host or host:port) spoken to over plain HTTP; loopback ones always are
     #[arg(long, env = "INSECURE_REGISTRIES", value_delimiter = ',', value_name = "HOSTS")]
     InsecureRegistries insecure_registries: Vec<String>, used by [Repo, Image, Build, Verify];
+}
+
+/// Which ready build takes a free slot first (`BUILD_ORDER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BuildOrder {
+    // The longest remaining path to the end of the graph first.
+    CriticalPath,
+    // The catalog's order.
+    Catalog,
 }
 
 /// The provenance attestation of each platform's build (`PROVENANCE`).
@@ -374,6 +407,15 @@ pub struct Settings {
     pub platforms: Platforms,
     pub builder: String,
     pub arm64_vm: String,
+    /// The arm64 VMs (`ARM64_VMS`, else `ARM64_VM` alone): never empty.
+    pub arm64_vms: Vec<String>,
+    /// amd64 VMs beside this engine.
+    pub amd64_vms: Vec<String>,
+    /// The VM named on the command line (`--vm`), which the VM tasks act on alone.
+    pub vm_named: Option<String>,
+    /// At most this many builds at once on a node (`None`: no limit).
+    pub builds_per_node: Option<usize>,
+    pub build_order: BuildOrder,
     pub arm64_user: String,
     /// The tunnel's private key, `$HOME/.ssh/google_compute_engine` unless given.
     pub arm64_ssh_key: PathBuf,
@@ -505,6 +547,43 @@ impl Settings {
             }
         }
         let dry_run = args.dry_run || lookup("DRYRUN").is_some_and(|v| !v.is_empty());
+        let builds_per_node = match args.builds_per_node.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    problem(
+                        "BUILDS_PER_NODE",
+                        format!(
+                            "BUILDS_PER_NODE `{text}`: give a number of builds, 1 or more (unset: no limit)"
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let arm64_vms = match nonempty(args.arm64_vms) {
+            vms if vms.is_empty() => vec![args.arm64_vm.clone()],
+            vms => vms,
+        };
+        let amd64_vms = nonempty(args.amd64_vms);
+        let mut seen = std::collections::BTreeSet::new();
+        for vm in arm64_vms.iter().chain(&amd64_vms) {
+            if !seen.insert(vm) {
+                problem(
+                    "ARM64_VMS",
+                    format!("the VM {vm} is named twice in ARM64_VMS and AMD64_VMS: each VM is one node"),
+                );
+            }
+            if !is_path_component(vm) {
+                problem(
+                    "ARM64_VMS",
+                    format!(
+                        "the VM name `{vm}` is not a Compute Engine name: lowercase letters, digits and -"
+                    ),
+                );
+            }
+        }
         let mut settings = Settings {
             env_given: lookup("ENV").is_some() || args.env != DEFAULT_ENV,
             local,
@@ -515,6 +594,11 @@ impl Settings {
             platforms,
             builder: args.builder,
             arm64_vm: args.arm64_vm,
+            arm64_vms,
+            amd64_vms,
+            vm_named: args.vm_named,
+            builds_per_node,
+            build_order: args.build_order,
             arm64_user: args.arm64_user,
             arm64_ssh_key: args.arm64_ssh_key.filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| {
                 let home = lookup("HOME").unwrap_or_default();

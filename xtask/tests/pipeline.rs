@@ -55,7 +55,9 @@ fn substitutions_used_are_declared_and_declared_ones_used() {
     assert_eq!(
         declared,
         BTreeSet::from([
+            "_ARM64_VMS".into(),
             "_AUTO_START_STOP".into(),
+            "_BUILDS_PER_NODE".into(),
             "_CLOUDBUILD_IMAGE".into(),
             "_ENV".into(),
             "_REFRESH".into(),

@@ -29,7 +29,9 @@ fn arm_node_open() -> Vec<String> {
         s("# repeated until the engine of builder-arm64-2cpu answers through docker context arm_node, \
            at most 30 tries 5 s apart:"),
         s("DOCKER_BUILDKIT=1 docker --context arm_node version --format {{.Server.Version}}"),
-        s("# a lease on the VM, so that no other pipeline stops it under these builds: xtask-lease-plan"),
+        s(
+            "# a lease on builder-arm64-2cpu, so that no other pipeline stops it under these builds: xtask-lease-plan",
+        ),
         s(
             "DOCKER_BUILDKIT=1 docker --context arm_node volume create --label dev.multi-arch-docker.lease=plan \
            --label dev.multi-arch-docker.lease.since=NOW xtask-lease-plan",
@@ -246,8 +248,10 @@ fn buildx_publish() {
         let build =
             Build { repo: PROD, builder: "odb-arm_node", context: Some("arm_node"), image, args, tag };
         let seeded = format!("{PROD}/{image}:{tag}-arm64-seed");
-        let mut seed = arm_node_open();
-        seed.push(unreadable(image));
+        // The VM is brought up when its first build is placed on it, and taken down once the
+        // image it built is merged.
+        let mut seed = vec![unreadable(image)];
+        seed.extend(arm_node_open());
         seed.extend(setup_seed());
         seed.push("# linux/arm64 on the engine of docker context arm_node:".into());
         seed.push(build.cmd("linux/arm64", &format!("{seeded}-arm64")));
@@ -264,18 +268,21 @@ fn buildx_publish() {
 fn buildx_publish_on_two_nodes() {
     let (_, image, args, tag) = IMAGES[2];
     let reference = format!("{DEV}/{image}:{tag}");
-    let mut lines = arm_node_open();
-    lines.push(unreadable(image));
+    let mut lines = vec![unreadable(image)];
     let mut here = setup_default();
     here[0] = here[0].replace("linux/amd64,linux/arm64 on", "linux/amd64 on");
     lines.extend(here);
-    lines.extend(setup(DEV, "builder-local-arm_node", Some("arm_node"), "linux/arm64"));
     let here = Build { repo: DEV, builder: "builder-local", context: None, image, args, tag };
     let arm =
         Build { repo: DEV, builder: "builder-local-arm_node", context: Some("arm_node"), image, args, tag };
     lines.extend([
         "# linux/amd64 on this engine:".to_string(),
         here.cmd("linux/amd64", &format!("{reference}-amd64")),
+    ]);
+    // Each platform's node set up as its build comes to it: the VM brought up first.
+    lines.extend(arm_node_open());
+    lines.extend(setup(DEV, "builder-local-arm_node", Some("arm_node"), "linux/arm64"));
+    lines.extend([
         "# linux/arm64 on the engine of docker context arm_node:".to_string(),
         arm.cmd("linux/arm64", &format!("{reference}-arm64")),
         format!("# when every platform succeeded, merge them into {reference}:"),

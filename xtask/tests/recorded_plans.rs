@@ -22,6 +22,31 @@ const SETTINGS: &[(&str, &[(&str, &str)])] = &[
     ("local", &[("ENV", "local"), ("BUILD_ID", "plan")]),
 ];
 
+/// A pool of VMs: three arm64 and one amd64, two builds at once on each node.
+const POOL: (&str, &[(&str, &str)]) = (
+    "pool",
+    &[
+        ("MULTI_CONTEXT", "1"),
+        ("AUTO_START_STOP", "1"),
+        ("ARM64_VMS", "arm-a,arm-b,arm-c"),
+        ("AMD64_VMS", "amd-a"),
+        ("BUILDS_PER_NODE", "2"),
+        ("BUILD_ID", "plan"),
+    ],
+);
+
+/// The tasks a pool changes, recorded under `POOL`.
+const POOL_TASKS: &[&[&str]] = &[
+    &["buildx-setup"],
+    &["create-vms"],
+    &["start-vm"],
+    &["start-vm", "--vm", "arm-b"],
+    &["stop-vm"],
+    &["ssh-tunnel"],
+    &["publish-all"],
+    &["buildx-publish-odb"],
+];
+
 /// Every task of the test catalog, with the options that change its plan.
 const TASKS: &[&[&str]] = &[
     &["buildx-setup"],
@@ -150,8 +175,9 @@ fn every_plan_is_as_recorded() {
     let dir = records();
     std::fs::create_dir_all(&dir).unwrap();
     let mut differ = Vec::new();
-    for (name, settings) in SETTINGS {
-        for task in TASKS {
+    let all = SETTINGS.iter().map(|settings| (settings, TASKS)).chain([(&POOL, POOL_TASKS)]);
+    for ((name, settings), tasks) in all {
+        for task in tasks {
             let actual = dry_run(task, settings);
             let path = dir.join(file_name(name, task));
             if record {

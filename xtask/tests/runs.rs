@@ -61,6 +61,7 @@ fn assert_calls(
     at_once: &[Vec<String>],
     after: &[Vec<String>],
 ) {
+    let calls: Vec<Vec<String>> = calls.iter().map(|call| without_build_seconds(call)).collect();
     let n = calls.len();
     assert_eq!(n, before.len() + at_once.len() + after.len(), "not the calls expected: {calls:#?}");
     assert_eq!(calls[..before.len()], *before, "{calls:#?}");
@@ -70,6 +71,39 @@ fn assert_calls(
     expected.sort();
     assert_eq!(middle, expected, "the calls made at once: {calls:#?}");
     assert_eq!(calls[n - after.len()..], *after, "{calls:#?}");
+}
+
+/// A merge's call without its record of how long each platform's build took (a real run's
+/// times, which a dry run cannot know): what is left compares exactly.
+fn without_build_seconds(call: &[String]) -> Vec<String> {
+    let record = |arg: &String| arg.starts_with("index:dev.multi-arch-docker.build-seconds=");
+    let at = call.iter().position(record);
+    call.iter()
+        .enumerate()
+        .filter(|(i, _)| at.is_none_or(|at| *i != at && *i + 1 != at))
+        .map(|(_, arg)| arg.clone())
+        .collect()
+}
+
+/// The merge records how long each platform's build took, for the next run's critical path.
+#[test]
+fn the_merge_records_each_platform_build_time() {
+    let fake = FakeTools::new();
+    fake.slow(&format!("docker buildx build --file {C}/runtime/Dockerfile --platform linux/arm64"), 1.0);
+    let output = fake.xtask(&["buildx-publish-runtime"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let calls = fake.calls();
+    let merge = calls.last().unwrap();
+    let at = merge
+        .iter()
+        .position(|a| a.starts_with("index:dev.multi-arch-docker.build-seconds="))
+        .expect("recorded");
+    assert_eq!(merge[at - 1], "--annotation");
+    let record = merge[at].split_once('=').unwrap().1;
+    let seconds: std::collections::BTreeMap<String, f64> = serde_json::from_str(record).unwrap();
+    assert_eq!(seconds.keys().collect::<Vec<_>>(), ["linux/amd64", "linux/arm64"]);
+    assert!(seconds["linux/arm64"] >= 1.0 && seconds["linux/amd64"] < seconds["linux/arm64"], "{seconds:?}");
+    assert_eq!(without_build_seconds(merge), runtime_merge());
 }
 
 #[test]
@@ -405,8 +439,8 @@ fn dry_run_lines_survive_a_shell() {
         let real = fake.xtask(&[task], &[("BUILDER", tricky_builder), ("ZONE", tricky_zone)]);
         assert!(real.status.success(), "{}", stderr(&real));
         let calls = fake.calls();
-        let (pasted, ran) = (&calls[0], calls.last().unwrap());
-        assert_eq!(pasted, ran, "bash -c {line:?}");
+        let (pasted, ran) = (&calls[0], without_build_seconds(calls.last().unwrap()));
+        assert_eq!(*pasted, ran, "bash -c {line:?}");
         assert!(ran.iter().any(|a| a.contains(tricky_builder) || a.contains(tricky_zone)), "{ran:?}");
     }
 }

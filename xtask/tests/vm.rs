@@ -281,6 +281,8 @@ fn a_failed_build_stops_the_vm_it_started() {
         ("${BUILD_ID}", "b-1"),
         ("${_ENV}", "docker-dev"),
         ("${_AUTO_START_STOP}", "1"),
+        ("${_ARM64_VMS}", ""),
+        ("${_BUILDS_PER_NODE}", ""),
         ("${_REFRESH}", ""),
         // The fake docker pushes nothing, so there is no digest to sign (the end-to-end tests sign).
         ("${_SIGN_KEY}", ""),

@@ -4,8 +4,8 @@
 use anyhow::Result;
 use xshell::cmd;
 
-use super::failure::transient_cause;
-use super::node::Node;
+use super::failure::{NodeLost, transient_cause};
+use super::node::{Engine, Node};
 use crate::catalog::Image;
 use crate::ctx::Ctx;
 use crate::inputs::Inputs;
@@ -60,8 +60,9 @@ pub fn build_platform(
     tag: &str,
 ) -> Result<()> {
     let full = buildx_build_cmd(ctx, image, recipe, build.node, build.platform, tag);
+    let there = || answers(ctx, &build.node.engine);
     if !(image.split_build && ctx.settings.in_cloud_build) {
-        return ctx.runner.run_retrying(&full, transient_cause);
+        return ctx.runner.run_retrying_while(&full, transient_cause, there);
     }
     // Cloud Build mints the registry token when the builder starts and it expires after an hour,
     // so a long build fails at its push. Build first without pushing (the results stay in the
@@ -69,10 +70,23 @@ pub fn build_platform(
     // quick, and the push gets the new token.
     ctx.runner.say("split build: build without pushing, restart the builder, then build and push");
     let build_only = full.clone().without("--push", false).without("--cache-to", true);
-    ctx.runner.run_retrying(&build_only, transient_cause)?;
+    ctx.runner.run_retrying_while(&build_only, transient_cause, there)?;
     let (sh, on, builder) = (sh(), &build.node.context_flag(), &build.node.builder.name);
     ctx.runner.run(cmd!(sh, "docker {on...} buildx stop {builder}"))?;
-    ctx.runner.run_retrying(&full, transient_cause)
+    ctx.runner.run_retrying_while(&full, transient_cause, there)
+}
+
+/// Whether a VM's engine still answers, asked after a failure: a `NodeLost` when it does not.
+/// This engine is the run's own: there is no other to move to, so its failure is the build's.
+pub fn answers(ctx: &Ctx, engine: &Engine) -> Result<()> {
+    if engine.vm.is_none() {
+        return Ok(());
+    }
+    let (sh, on, format) = (sh(), &engine.context_flag(), "{{.Server.Version}}");
+    ctx.runner.query(cmd!(sh, "docker {on...} version --format {format}"), None).map(drop).map_err(|err| {
+        let why = format!("{err:#}").lines().next().unwrap_or_default().trim().to_string();
+        NodeLost { node: engine.label().to_string(), why }.into()
+    })
 }
 
 fn buildx_build_cmd(

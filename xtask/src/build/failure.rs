@@ -33,6 +33,23 @@ pub fn transient_cause(line: &str) -> Option<String> {
         .then(|| "the engine lost a snapshot to a concurrent build".to_string())
 }
 
+/// A build's node no longer answers: its engine went away (connection refused or closed, ssh
+/// exiting 255) or its VM did. Not the build's own failure: the build moves to another node.
+#[derive(Debug)]
+pub struct NodeLost {
+    /// The node, as the table names it.
+    pub node: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for NodeLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} no longer answers: {}", self.node, self.why)
+    }
+}
+
+impl std::error::Error for NodeLost {}
+
 /// The HTTP status in containerd's `unexpected status[ from <method> request to <url>]: <code>
 /// <text>`, as its code and `<code> <text>`.
 fn answered_status(error: &str) -> Option<(u16, &str)> {

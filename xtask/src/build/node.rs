@@ -7,6 +7,8 @@ use xshell::cmd;
 use crate::ctx::Ctx;
 use crate::platform::{Platform, Platforms};
 use crate::runner::sh;
+use crate::settings::Settings;
+use crate::vm::{self, ARM_CONTEXT, Vm};
 
 /// The builder of a node, and why it was chosen (for `info` and the plan).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,42 +19,63 @@ pub struct Builder {
     pub why: String,
 }
 
-/// An engine that builds some platforms of `$PLATFORMS`, and its builder there. Each platform is
-/// a build of its own, on its node, with its own registry cache.
+/// An engine that builds some platforms of `$PLATFORMS`: this engine, or a VM's. Each platform
+/// is a build of its own, on its node, with its own registry cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
+pub struct Engine {
     /// The docker context of the engine: `None` is this engine (the current context), `Some`
     /// another one, reached as `docker --context <name> …` (buildx refuses `--builder <context>`
     /// from another context).
     pub context: Option<String>,
     pub platforms: Platforms,
-    pub builder: Builder,
+    /// The VM the engine runs on, which a run starts and stops.
+    pub vm: Option<Vm>,
 }
 
-/// The context of the arm64 VM's engine, behind the ssh tunnel (the pipeline's `setup` step
-/// creates it).
-pub const ARM_CONTEXT: &str = "arm_node";
+/// An engine and its builder there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub engine: Engine,
+    pub builder: Builder,
+}
 
 /// The containerd image store, as `docker info` names its snapshotter driver.
 const CONTAINERD_STORE: &str = "io.containerd.snapshotter.v1";
 
-impl Node {
-    /// `--context <name>` for a docker command on this node's engine (none for this engine).
+impl Engine {
+    /// `--context <name>` for a docker command on this engine (none for this engine).
     pub fn context_flag(&self) -> Vec<String> {
         context_flag(self.context.as_deref())
     }
 
-    /// Its name in the timeline: its docker context, or `this engine`.
+    /// Its name in the table and the timeline, and the key its images hash on: its docker
+    /// context, or `this engine`.
     pub fn label(&self) -> &str {
         self.context.as_deref().unwrap_or("this engine")
     }
 
-    /// Where the node is, for messages.
+    /// Where the engine is, for messages.
     pub fn place(&self) -> String {
         match &self.context {
             Some(context) => format!("the engine of docker context {context}"),
             None => "this engine".to_string(),
         }
+    }
+
+    /// Its builder, from the engine (see `choose_builder`).
+    pub fn node(self, ctx: &Ctx) -> Result<Node> {
+        let builder = choose_builder(ctx, self.context.as_deref())?;
+        Ok(Node { engine: self, builder })
+    }
+}
+
+impl Node {
+    pub fn context_flag(&self) -> Vec<String> {
+        self.engine.context_flag()
+    }
+
+    pub fn place(&self) -> String {
+        self.engine.place()
     }
 }
 
@@ -67,22 +90,36 @@ pub fn builds_here(s: &crate::settings::Settings) -> bool {
     s.platforms.iter().any(|p| !(s.multi_context && p.is_arm64()))
 }
 
-/// Where each platform of `$PLATFORMS` builds. With MULTI_CONTEXT, linux/arm64 on the arm64
-/// VM's engine (`arm_node`) and every other platform on this engine; otherwise (ENV=local too)
-/// all on this engine.
-pub fn nodes(ctx: &Ctx) -> Result<Vec<Node>> {
-    let s = &ctx.settings;
+/// Every engine of a build and the platforms of `$PLATFORMS` it builds. With MULTI_CONTEXT,
+/// linux/arm64 on each arm64 VM of the pool, linux/amd64 on this engine and each amd64 VM, and
+/// any other platform on this engine; otherwise (ENV=local too) all on this engine.
+pub fn engines(s: &Settings) -> Vec<Engine> {
     let (arm, here): (Vec<Platform>, Vec<Platform>) =
         s.platforms.iter().cloned().partition(|p| s.multi_context && p.is_arm64());
-    let mut nodes = Vec::new();
-    for (context, platforms) in [(None, here), (Some(ARM_CONTEXT.to_string()), arm)] {
-        if platforms.is_empty() {
-            continue;
-        }
-        let builder = choose_builder(ctx, context.as_deref())?;
-        nodes.push(Node { context, platforms: platforms.into(), builder });
+    let mut engines = Vec::new();
+    if !here.is_empty() {
+        engines.push(Engine { context: None, platforms: here.into(), vm: None });
     }
-    Ok(nodes)
+    if !s.multi_context {
+        return engines;
+    }
+    for vm in vm::pool(s) {
+        let builds = if vm.platform.is_arm64() {
+            !arm.is_empty()
+        } else {
+            s.platforms.iter().any(|p| p == &vm.platform)
+        };
+        if builds {
+            let platforms = vec![vm.platform.clone()].into();
+            engines.push(Engine { context: Some(vm.context.clone()), platforms, vm: Some(vm) });
+        }
+    }
+    engines
+}
+
+/// Every node of a build, each engine asked for its builder: they must all be up.
+pub fn nodes(ctx: &Ctx) -> Result<Vec<Node>> {
+    engines(&ctx.settings).into_iter().map(|engine| engine.node(ctx)).collect()
 }
 
 /// A node's builder, from its engine (a read-only query, made in a dry run too): with the
@@ -112,6 +149,9 @@ pub fn choose_builder(ctx: &Ctx, context: Option<&str>) -> Result<Builder> {
         Err(err) => {
             let hint = match context {
                 Some(ARM_CONTEXT) => "is the tunnel to the arm64 VM up? (`cargo xtask ssh-tunnel --wait`)",
+                Some(context) if context.starts_with("arm_node-") || context.starts_with("amd_node-") => {
+                    "is the tunnel to its VM up? (`cargo xtask ssh-tunnel --wait`)"
+                }
                 Some(_) => "is that context's engine running?",
                 None => "is it running?",
             };

@@ -8,46 +8,52 @@ use super::node::{Node, nodes};
 use crate::ctx::Ctx;
 use crate::runner::{Runner, sh};
 
-/// On each node, the engine's own builder, or `$BUILDER` (see `choose_builder`)
-/// created unless `docker buildx inspect` finds it. With ENV=local the builder must also be able
-/// to build every platform of `$PLATFORMS` here. Returns the nodes.
+/// On each node, the engine's own builder, or `$BUILDER` (see `choose_builder`) created unless
+/// `docker buildx inspect` finds it. With ENV=local the builder must also be able to build every
+/// platform of `$PLATFORMS` here. Returns the nodes.
 pub fn set_up(ctx: &Ctx) -> Result<Vec<Node>> {
-    let s = &ctx.settings;
-    let runner = &ctx.runner;
     let nodes = nodes(ctx)?;
     for node in &nodes {
-        let builder = &node.builder;
-        runner.say(&format!(
-            "{} on {}: builder {}, {}",
-            node.platforms,
-            node.place(),
-            builder.name,
-            builder.why
-        ));
-        if !builder.engine {
-            let (sh, on, name) = (sh(), &node.context_flag(), &builder.name);
-            runner.run_ignoring_failure(cmd!(sh, "docker {on...} buildx ls"))?;
-            let inspect = cmd!(sh, "docker {on...} buildx inspect --builder {name}");
-            runner.branch(
-                inspect,
-                |r| {
-                    r.say(&format!("Using existing builder {}", builder.name));
-                    Ok(())
-                },
-                |r| {
-                    if s.local {
-                        create_local_builder(ctx, r, &builder.name)
-                    } else {
-                        create_builder(ctx, r, node)
-                    }
-                },
-            )?;
-        }
-        if s.local {
-            check_local_platforms(ctx, &node.builder.name)?;
-        }
+        set_up_node(ctx, node)?;
     }
     Ok(nodes)
+}
+
+/// One node's builder made ready, as `set_up` does for each.
+pub fn set_up_node(ctx: &Ctx, node: &Node) -> Result<()> {
+    let s = &ctx.settings;
+    let runner = &ctx.runner;
+    let builder = &node.builder;
+    runner.say(&format!(
+        "{} on {}: builder {}, {}",
+        node.engine.platforms,
+        node.place(),
+        builder.name,
+        builder.why
+    ));
+    if !builder.engine {
+        let (sh, on, name) = (sh(), &node.context_flag(), &builder.name);
+        runner.run_ignoring_failure(cmd!(sh, "docker {on...} buildx ls"))?;
+        let inspect = cmd!(sh, "docker {on...} buildx inspect --builder {name}");
+        runner.branch(
+            inspect,
+            |r| {
+                r.say(&format!("Using existing builder {}", builder.name));
+                Ok(())
+            },
+            |r| {
+                if s.local {
+                    create_local_builder(ctx, r, &builder.name)
+                } else {
+                    create_builder(ctx, r, node)
+                }
+            },
+        )?;
+    }
+    if s.local {
+        check_local_platforms(ctx, &node.builder.name)?;
+    }
+    Ok(())
 }
 
 /// A builder whose BuildKit runs in a container on the node's engine, booted from the vendored

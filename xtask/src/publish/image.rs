@@ -1,24 +1,30 @@
 //! One image of a run: skipped when a parent failed, else its decision settled and, unless it is
-//! up to date, built per platform at once (each on its node, with its own registry cache and
-//! its own tag `<tag>-<arch>`), merged into `<tag>`, signed by digest, and told.
+//! up to date, built per platform at once (each on the node the run's nodes give it, with its
+//! own registry cache and its own tag `<tag>-<arch>`; moved to another node when its node dies
+//! under it), merged into `<tag>`, signed by digest, and told.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 
 use super::merge::merge;
+use super::nodes::Nodes;
 use super::plan::{Decision, ParentState, ParentStates, Plan, Planner};
 use super::table::{ImageOutcome, Row};
 use super::timeline::{BarOutcome, Timeline};
-use crate::build::command::{PlatformBuild, Recipe, build_platform};
+use crate::build::command::{PlatformBuild, Recipe, answers, build_platform};
+use crate::build::failure::NodeLost;
+use crate::build::node::Node;
 use crate::build::output::ImageOutput;
 use crate::build::setup;
 use crate::build::steps::Steps;
 use crate::catalog::Image;
 use crate::ctx::Ctx;
 use crate::graph::Vertex;
+use crate::platform::Platform;
 use crate::published::Destination;
 use crate::registry::manifest::short_digest;
 use crate::registry::reference::repository_of;
@@ -38,6 +44,8 @@ pub struct ImagePublisher<'a> {
     pub width: usize,
     /// Where each platform build's time goes.
     pub timeline: &'a Timeline,
+    /// The run's nodes, which give each platform build a slot.
+    pub nodes: &'a Nodes<'a>,
 }
 
 impl ImagePublisher<'_> {
@@ -65,6 +73,8 @@ impl ImagePublisher<'_> {
                 Err(error) => ImageOutcome::Failed { error },
             },
         };
+        // What it did not build needs no node: a VM kept up for it alone goes down.
+        self.nodes.forget(name);
         self.tell(image, &outcome, started.elapsed(), log.as_deref());
         let built = matches!(outcome, ImageOutcome::Built { .. } | ImageOutcome::Failed { .. });
         Row {
@@ -107,7 +117,15 @@ impl ImagePublisher<'_> {
         for note in &build.notes {
             ctx.runner.say(&format!("{}: {note}", image.name));
         }
-        build_and_merge(&image_ctx, image, &build.recipe, &output, self.timeline)?;
+        let builds = Builds {
+            ctx: &image_ctx,
+            image,
+            recipe: &build.recipe,
+            output: &output,
+            timeline: self.timeline,
+            nodes: self.nodes,
+        };
+        builds.build_and_merge()?;
         let reference = ctx.settings.image_ref(image);
         if ctx.runner.is_dry_run() {
             if let Some(key) = &ctx.settings.sign_key {
@@ -202,50 +220,133 @@ impl ImagePublisher<'_> {
     }
 }
 
-/// The builders set up, then one build per platform of `$PLATFORMS`, all at once, each on its
-/// node with its own registry cache and pushing its own tag `<tag>-<arch>`; when every one
-/// succeeded, the merge into `<tag>`. (One registry cache for a build of several platforms on
-/// several nodes keeps only the platform that finished last: docker/buildx#1044.)
-fn build_and_merge(
-    ctx: &Ctx,
-    image: &Image,
-    recipe: &Recipe,
-    output: &ImageOutput,
-    timeline: &Timeline,
-) -> Result<()> {
-    let nodes = setup::set_up(ctx)?;
-    let reference = ctx.settings.image_ref(image);
-    let builds: Vec<PlatformBuild> = nodes
-        .iter()
-        .flat_map(|node| node.platforms.iter().map(move |platform| PlatformBuild { node, platform }))
-        .collect();
-    let tag = |build: &PlatformBuild| format!("{reference}-{}", build.platform.suffix());
-    let platform_ctx = |build: &PlatformBuild| {
-        let prefix = format!("{}/{}", image.name, build.platform.suffix());
-        let watch = output.steps.watcher(build.platform);
-        ctx.derive(ctx.settings.clone(), ctx.runner.with_lines(output.lines(&prefix, Some(watch))))
-    };
-    let results = ctx.runner.at_once(&builds, |build| {
-        let build_ctx = platform_ctx(build);
-        build_ctx.runner.say(&format!("{} on {}:", build.platform, build.node.place()));
-        let started = Instant::now();
-        let result = build_platform(&build_ctx, image, recipe, build, &tag(build));
-        let outcome = match (&result, output.steps.counts_of(build.platform)) {
-            (Err(_), _) => BarOutcome::Failed,
-            (Ok(()), (cached, total)) if total > 0 && cached == total => BarOutcome::Cached,
-            (Ok(()), _) => BarOutcome::Built,
+/// One image's platform builds and their merge.
+struct Builds<'a> {
+    ctx: &'a Ctx,
+    image: &'a Image,
+    recipe: &'a Recipe,
+    output: &'a ImageOutput<'a>,
+    timeline: &'a Timeline,
+    nodes: &'a Nodes<'a>,
+}
+
+impl Builds<'_> {
+    /// One build per platform of `$PLATFORMS`, all at once, each on the node it is given, with
+    /// its own registry cache and pushing its own tag `<tag>-<arch>`; when every one succeeded,
+    /// the merge into `<tag>`. (One registry cache for a build of several platforms on several
+    /// nodes keeps only the platform that finished last: docker/buildx#1044.)
+    fn build_and_merge(&self) -> Result<()> {
+        let (ctx, image) = (self.ctx, self.image);
+        let reference = ctx.settings.image_ref(image);
+        let platforms: Vec<Platform> = ctx.settings.platforms.iter().cloned().collect();
+        // Each node's builder is asked for and set up once for the image, by whichever of its
+        // builds comes to it first.
+        let set_up: Mutex<Vec<Node>> = Mutex::new(Vec::new());
+        let results = ctx.runner.at_once(&platforms, |platform| self.build_one(platform, &set_up));
+        let mut built = Vec::new();
+        for (platform, result) in platforms.iter().zip(results) {
+            match result {
+                Ok(done) => built.push(done),
+                Err(first) => {
+                    return Err(first.context(format!(
+                        "the {platform} build of {} failed, so {reference} was not pushed",
+                        image.name
+                    )));
+                }
+            }
+        }
+        let tags: Vec<String> = platforms.iter().map(|platform| self.tag(platform)).collect();
+        let seconds: BTreeMap<String, f64> = if ctx.runner.is_dry_run() {
+            BTreeMap::new()
+        } else {
+            platforms
+                .iter()
+                .zip(&built)
+                .map(|(p, (_, time))| (p.to_string(), (time.as_secs_f64() * 10.0).round() / 10.0))
+                .collect()
         };
-        let platform = build.platform.to_string();
-        timeline.record(&image.name, &platform, build.node.label(), started, outcome);
-        result
-    });
-    let failed = builds.iter().zip(results).find_map(|(build, result)| result.err().map(|e| (build, e)));
-    if let Some((build, first)) = failed {
-        return Err(first.context(format!(
-            "the {} build of {} failed, so {reference} was not pushed",
-            build.platform, image.name
-        )));
+        let (first_node, _) = built.first().expect("at least one platform");
+        merge(ctx, first_node, &reference, &tags, self.recipe.inputs.as_ref(), &seconds)
     }
-    let tags: Vec<String> = builds.iter().map(tag).collect();
-    merge(ctx, &nodes[0], &reference, &tags, recipe.inputs.as_ref())
+
+    fn tag(&self, platform: &Platform) -> String {
+        format!("{}-{}", self.ctx.settings.image_ref(self.image), platform.suffix())
+    }
+
+    /// One platform's build on the node it is given, until it succeeds or fails of itself: when
+    /// its node dies under it, the node is out and the build is placed again.
+    fn build_one(&self, platform: &Platform, set_up: &Mutex<Vec<Node>>) -> Result<(Node, Duration)> {
+        let (ctx, image) = (self.ctx, self.image);
+        let prefix = format!("{}/{}", image.name, platform.suffix());
+        let watch = self.output.steps.watcher(platform);
+        let build_ctx =
+            ctx.derive(ctx.settings.clone(), ctx.runner.with_lines(self.output.lines(&prefix, Some(watch))));
+        let mut moved_from: Option<(String, String)> = None;
+        loop {
+            let mut slot = self.nodes.acquire(&image.name, platform)?;
+            slot.placement.moved_from = moved_from.clone();
+            if let Some((from, why)) = &moved_from {
+                let line = format!("moved       {prefix}: {from} -> {} ({why})", slot.placement.node);
+                if ctx.runner.is_dry_run() { ctx.runner.say(&line) } else { println!("{line}") }
+            }
+            let started = Instant::now();
+            // Where it failed: before its build command (the node's builder), or in it.
+            let mut building = false;
+            let result: Result<Node> = (|| {
+                let node = {
+                    let mut done = set_up.lock().expect("not poisoned");
+                    match done.iter().find(|node| node.engine == slot.engine) {
+                        Some(node) => node.clone(),
+                        None => {
+                            let node = slot.engine.clone().node(ctx)?;
+                            setup::set_up_node(&build_ctx, &node)?;
+                            done.push(node.clone());
+                            node
+                        }
+                    }
+                };
+                build_ctx.runner.say(&format!("{platform} on {}:", node.place()));
+                building = true;
+                build_platform(
+                    &build_ctx,
+                    image,
+                    self.recipe,
+                    &PlatformBuild { node: &node, platform },
+                    &self.tag(platform),
+                )?;
+                Ok(node)
+            })();
+            let lost = match &result {
+                Ok(_) => None,
+                Err(err) => match err.downcast_ref::<NodeLost>() {
+                    Some(lost) => Some(NodeLost { node: lost.node.clone(), why: lost.why.clone() }),
+                    // A node whose builder could not be asked for or set up may be gone too.
+                    None if !building && !ctx.runner.is_dry_run() => {
+                        answers(ctx, &slot.engine).err().and_then(|e| e.downcast::<NodeLost>().ok())
+                    }
+                    None => None,
+                },
+            };
+            let outcome = match (&result, &lost, self.output.steps.counts_of(platform)) {
+                (_, Some(_), _) => BarOutcome::Moved,
+                (Err(_), None, _) => BarOutcome::Failed,
+                (Ok(_), None, (cached, total)) if total > 0 && cached == total => BarOutcome::Cached,
+                (Ok(_), None, _) => BarOutcome::Built,
+            };
+            self.timeline.record(
+                &image.name,
+                &platform.to_string(),
+                slot.placement.clone(),
+                started,
+                outcome,
+            );
+            if let Some(lost) = lost {
+                self.nodes.lost(slot, &lost);
+                moved_from = Some((lost.node, lost.why));
+                continue;
+            }
+            self.nodes.release(slot);
+            return result.map(|node| (node, started.elapsed()));
+        }
+    }
 }

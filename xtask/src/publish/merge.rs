@@ -1,22 +1,26 @@
 //! The merge of an image's platforms: `docker buildx imagetools create` makes the index of the
 //! per-platform tags, attestations kept, with the image's inputs recorded as annotations of it.
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
 use xshell::cmd;
 
 use crate::build::failure::transient_cause;
 use crate::build::node::Node;
 use crate::ctx::Ctx;
-use crate::inputs::{DIGEST_ANNOTATION, Inputs, RECORD_ANNOTATION};
+use crate::inputs::{BUILD_SECONDS_ANNOTATION, DIGEST_ANNOTATION, Inputs, RECORD_ANNOTATION};
 use crate::runner::sh;
 
-/// Merge `tags` into `reference` on `node`'s builder, its inputs (when known) recorded.
+/// Merge `tags` into `reference` on `node`'s builder, its inputs (when known) and how long each
+/// platform's build took (`seconds`, none in a dry run) recorded.
 pub fn merge(
     ctx: &Ctx,
     node: &Node,
     reference: &str,
     tags: &[String],
     inputs: Option<&Inputs>,
+    seconds: &BTreeMap<String, f64>,
 ) -> Result<()> {
     ctx.runner.say(&format!("when every platform succeeded, merge them into {reference}:"));
     let annotations: Vec<String> = inputs
@@ -29,6 +33,15 @@ pub fn merge(
                 format!("index:{RECORD_ANNOTATION}={}", inputs.to_json()),
             ]
         })
+        .chain(
+            (!seconds.is_empty())
+                .then(|| {
+                    let record = serde_json::to_string(seconds).expect("JSON of numbers");
+                    ["--annotation".to_string(), format!("index:{BUILD_SECONDS_ANNOTATION}={record}")]
+                })
+                .into_iter()
+                .flatten(),
+        )
         .collect();
     let (sh, on, builder) = (sh(), &node.context_flag(), &node.builder.name);
     ctx.runner.run_retrying(

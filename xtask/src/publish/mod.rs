@@ -1,18 +1,22 @@
 //! Publishing a set of the catalog's images as a graph, as the Cloud Build does. The run's plan
 //! is made once, before anything builds (`plan`): which images are up to date, why each other
-//! builds, whether the arm64 node is needed. Then each image starts as soon as every image it
-//! builds on is published, from the exact digest each just got (`scheduler`); it is built per
-//! platform and merged (`image`, `merge`), signed, and shown in the closing table (`table`).
-//! publish-all, buildx-publish-<image> and seed-arm64 all publish through `publish_images`.
+//! builds. Then each image starts as soon as every image it builds on is published, from the
+//! exact digest each just got (`scheduler`); each of its platforms is built on a node the run's
+//! nodes give it (`nodes`, `placement`: its home node, the longest path first, VMs up only while
+//! they have builds), merged (`image`, `merge`), signed, and shown in the closing table
+//! (`table`) and the timeline (`timeline`). publish-all, buildx-publish-<image> and seed-arm64
+//! all publish through `publish_images`.
 
 mod image;
 mod merge;
+mod nodes;
 pub mod placement;
 pub mod plan;
 mod scheduler;
 pub mod table;
 pub mod timeline;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -22,9 +26,11 @@ use crate::build::node;
 use crate::ctx::Ctx;
 use crate::graph::Graph;
 use crate::published::Destination;
-use crate::vendor::{self, VendorOptions};
+use crate::settings::BuildOrder;
+use crate::vendor::VendorOptions;
 use crate::vm::{self, Wait};
 use image::ImagePublisher;
+use nodes::{BuildKey, Nodes};
 use plan::{Plan, Planner};
 use table::{ImageOutcome, Row};
 use timeline::Timeline;
@@ -60,6 +66,26 @@ pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &Pub
     let planner = Planner { ctx, registry: &destination, force: options.force };
     let timeline = Timeline::default();
     let plan = Plan::make(&planner, graph, selected);
+    let s = &ctx.settings;
+    // The builds the graph may do: what is up to date or cannot be built needs no node.
+    let left: BTreeSet<BuildKey> = selected
+        .iter()
+        .filter(|name| plan.may_build(name))
+        .flat_map(|name| s.platforms.iter().map(|platform| (name.to_string(), platform.clone())))
+        .collect();
+    if s.multi_context && s.auto_start_stop && !left.iter().any(|(_, platform)| platform.is_arm64()) {
+        ctx.runner.say(&format!("no arm64 build to do: {} is not started", s.arm64_vms.join(", ")));
+    }
+    let priority = priorities(graph, selected, &plan, s.build_order, s.platforms.iter());
+    let nodes = Nodes::new(
+        ctx,
+        node::engines(s),
+        left,
+        priority,
+        &options.vm_wait,
+        options.vendoring.as_ref(),
+        &timeline,
+    );
     let longest_arch = ctx.settings.platforms.iter().map(|p| p.suffix().len()).max().unwrap_or(0);
     let width = selected.iter().map(|name| name.len() + 1 + longest_arch).max().unwrap_or(0);
     let publisher = ImagePublisher {
@@ -71,18 +97,61 @@ pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &Pub
         several: selected.len() > 1,
         width,
         timeline: &timeline,
+        nodes: &nodes,
     };
     let run = Run { ctx, graph, selected, options, publisher };
-    // The arm64 VM only when an image has an arm64 build to do on it.
-    let arm_builds = plan.needs_arm_node(&ctx.settings);
-    vm::with_arm_node(ctx, arm_builds, &options.vm_wait, || {
-        // The arm64 node is up now, and can say which builder it needs.
-        if arm_builds && let Some(vendoring) = &options.vendoring {
-            let nodes = node::nodes(ctx)?;
-            vendor::vendor_buildkit_for(ctx, &vendoring.options, vendoring.locked, &nodes)?;
+    let result = run.all();
+    // Every VM still up is taken down, whatever became of the builds.
+    let way_out = nodes.finish();
+    if !ctx.runner.is_dry_run() {
+        run.report_vms();
+        if let Err(err) = run.write_timeline() {
+            eprintln!("warning: the timeline was not written: {err:#}");
         }
-        run.all()
-    })
+    }
+    vm::with_way_out(result, way_out)
+}
+
+/// Which waiting build of each platform takes a free slot first: the longest remaining path to
+/// the end of the graph, each image weighted by its last build time on that platform (as
+/// recorded on its published index; an image without a record weighs what the recorded ones do
+/// on average, 1 when none is); or, BUILD_ORDER=catalog, the catalog's order.
+fn priorities<'p>(
+    graph: &Graph,
+    selected: &[&str],
+    plan: &Plan,
+    order: BuildOrder,
+    platforms: impl Iterator<Item = &'p crate::platform::Platform>,
+) -> BTreeMap<BuildKey, f64> {
+    let mut priority = BTreeMap::new();
+    let in_order: Vec<&str> =
+        graph.vertices.iter().map(|v| v.name.as_str()).filter(|name| selected.contains(name)).collect();
+    for platform in platforms {
+        let remaining = match order {
+            BuildOrder::Catalog => {
+                in_order.iter().enumerate().map(|(at, name)| (name.to_string(), -(at as f64))).collect()
+            }
+            BuildOrder::CriticalPath => {
+                let recorded: BTreeMap<String, f64> = in_order
+                    .iter()
+                    .filter_map(|name| Some((name.to_string(), plan.last_build_seconds(name, platform)?)))
+                    .collect();
+                let average = match recorded.len() {
+                    0 => 1.0,
+                    n => recorded.values().sum::<f64>() / n as f64,
+                };
+                let weights: BTreeMap<String, f64> = in_order
+                    .iter()
+                    .map(|name| (name.to_string(), recorded.get(*name).copied().unwrap_or(average)))
+                    .collect();
+                placement::remaining_paths(graph, &weights)
+            }
+        };
+        for (name, path) in remaining {
+            priority.insert((name, platform.clone()), path);
+        }
+    }
+    priority
 }
 
 /// One run over the selected images.
@@ -104,8 +173,17 @@ impl Run<'_> {
         let critical = timeline::critical_path(&bars, self.graph);
         let path = logs.join("timeline.svg");
         std::fs::write(self.ctx.root.join(&path), timeline::svg(&bars, &critical))?;
+        std::fs::write(self.ctx.root.join(logs).join("timeline.json"), self.publisher.timeline.json())?;
         println!("timeline of the builds: {} (critical path: {})", path.display(), critical.join(" → "));
         Ok(())
+    }
+
+    /// Each VM's seconds up against its seconds busy.
+    fn report_vms(&self) {
+        for vm in self.publisher.timeline.vms() {
+            let up = vm.stopped.saturating_sub(vm.started).as_secs_f64();
+            println!("VM {}: up {up:.1} s, busy {:.1} s", vm.vm, vm.busy.as_secs_f64());
+        }
     }
 
     /// Every selected image, then the table; fails when any failed.
@@ -117,7 +195,9 @@ impl Run<'_> {
             let dir = ctx.root.join(logs);
             std::fs::create_dir_all(&dir)?;
             // A timeline is of one run: an earlier run's goes.
-            let _ = std::fs::remove_file(dir.join("timeline.svg"));
+            for file in ["timeline.svg", "timeline.json"] {
+                let _ = std::fs::remove_file(dir.join(file));
+            }
             println!(
                 "publishing {} images as they become ready; their logs are in {}/",
                 selected.len(),
@@ -131,8 +211,7 @@ impl Run<'_> {
         if ctx.runner.is_dry_run() {
             return Ok(());
         }
-        table::report(&rows, &ctx.settings.platforms, started.elapsed());
-        self.write_timeline()?;
+        table::report(&rows, &ctx.settings.platforms, &self.publisher.timeline.bars(), started.elapsed());
         let failed = rows.iter().filter(|row| matches!(row.outcome, ImageOutcome::Failed { .. })).count();
         let skipped = rows.iter().filter(|row| matches!(row.outcome, ImageOutcome::Skipped { .. })).count();
         if failed + skipped == 0 {

@@ -23,12 +23,15 @@ fn score(image: &str, node: &str) -> u64 {
     u64::from_be_bytes(digest[..8].try_into().expect("eight bytes"))
 }
 
-/// How busy a node is: the builds it runs and how many it may run at once (`None`: no limit).
+/// How busy a node is: the builds it runs and how many it may run at once (`None`: no limit),
+/// and whether it is up (a VM not started is no place to spill to: starting it costs more than
+/// waiting for a slot).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Load {
     pub node: String,
     pub running: usize,
     pub limit: Option<usize>,
+    pub up: bool,
 }
 
 impl Load {
@@ -56,7 +59,7 @@ pub fn place(image: &str, loads: &[Load]) -> Placed {
     if load.has_room() {
         return Placed::Home(home.clone());
     }
-    match loads.iter().find(|load| load.running == 0 && load.has_room()) {
+    match loads.iter().find(|load| load.up && load.running == 0 && load.has_room()) {
         Some(idle) => Placed::Spilled { home: home.clone(), to: idle.node.clone() },
         None => Placed::Waits,
     }
@@ -124,7 +127,7 @@ mod tests {
         let names = nodes(3);
         let image = "runtime";
         let home = home(image, &names).unwrap().clone();
-        let load = |node: &String, running| Load { node: node.clone(), running, limit: Some(2) };
+        let load = |node: &String, running| Load { node: node.clone(), running, limit: Some(2), up: true };
         let all_free: Vec<Load> = names.iter().map(|n| load(n, 0)).collect();
         assert_eq!(place(image, &all_free), Placed::Home(home.clone()));
         let other = names.iter().find(|n| **n != home).unwrap();
@@ -146,7 +149,11 @@ mod tests {
         assert_eq!(place(image, &home_full), Placed::Spilled { home: home.clone(), to: other.clone() });
         let busy: Vec<Load> = names.iter().map(|n| load(n, if *n == home { 2 } else { 1 })).collect();
         assert_eq!(place(image, &busy), Placed::Waits);
-        let unlimited = vec![Load { node: home.clone(), running: 50, limit: None }];
+        // An idle node that is down is no place to spill to.
+        let other_down: Vec<Load> =
+            home_full.iter().map(|l| Load { up: &l.node != other, ..l.clone() }).collect();
+        assert_eq!(place(image, &other_down), Placed::Waits);
+        let unlimited = vec![Load { node: home.clone(), running: 50, limit: None, up: false }];
         assert_eq!(place(image, &unlimited), Placed::Home(home));
         assert_eq!(place(image, &[]), Placed::Waits);
     }

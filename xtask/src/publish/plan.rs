@@ -158,10 +158,17 @@ impl Plan {
         self.images.values().any(|planned| !matches!(planned.decision, Decision::UpToDate(_)))
     }
 
-    /// Whether the builds need the arm64 node: MULTI_CONTEXT=1, an arm64 platform, and a build
-    /// to do (the VM is not started for images that are all up to date).
-    pub fn needs_arm_node(&self, settings: &crate::settings::Settings) -> bool {
-        settings.multi_context && settings.platforms.any_arm64() && self.any_build()
+    /// Whether `name` may build: not up to date, and not failing before it builds.
+    pub fn may_build(&self, name: &str) -> bool {
+        self.images
+            .get(name)
+            .is_some_and(|planned| !matches!(planned.decision, Decision::UpToDate(_) | Decision::Fails(_)))
+    }
+
+    /// How long the last build of `name` for `platform` took, as recorded on what is published.
+    pub fn last_build_seconds(&self, name: &str, platform: &crate::platform::Platform) -> Option<f64> {
+        let published = self.images.get(name)?.known.published.as_ref().ok()?.as_ref()?;
+        published.build_seconds.get(&platform.to_string()).copied()
     }
 
     /// An image's decision for the run: the plan's, or, for one that waited for its parents,
@@ -444,6 +451,7 @@ mod tests {
                     inputs_digest: Some(inputs.digest()),
                     inputs: Some(inputs),
                     platforms: Vec::new(),
+                    build_seconds: BTreeMap::from([("linux/arm64".to_string(), 42.0)]),
                 },
             );
         }
@@ -525,7 +533,7 @@ tag = "{V}"
         assert_eq!(why(plan.decision("tool")), "not published yet");
         // The child of an image this run builds waits for its digest.
         assert!(matches!(plan.decision("app"), Some(Decision::AfterParents)));
-        assert!(plan.any_build());
+        assert!(plan.any_build() && plan.may_build("app") && plan.may_build("base"));
 
         registry.publish("base", "sha256:b1", plan.decision("base").unwrap());
         registry.publish("tool", "sha256:t1", plan.decision("tool").unwrap());
@@ -533,7 +541,12 @@ tag = "{V}"
         assert!(matches!(plan.decision("base"), Some(Decision::UpToDate(d)) if d == "sha256:b1"));
         assert!(matches!(plan.decision("tool"), Some(Decision::UpToDate(d)) if d == "sha256:t1"));
         assert!(!plan.any_build());
+        assert!(!plan.may_build("base") && !plan.may_build("tool"));
         assert_eq!(plan.images().collect::<Vec<_>>(), ["base", "tool"]);
+        // The time its last build took is read from what is published: the critical path's weight.
+        let arm = crate::platform::Platform::new("linux", "arm64");
+        assert_eq!(plan.last_build_seconds("base", &arm), Some(42.0));
+        assert_eq!(plan.last_build_seconds("base", &crate::platform::Platform::new("linux", "amd64")), None);
 
         // A changed file of the context is why it builds again; only that image.
         std::fs::write(root.path().join("cat/base/a.txt"), "two\n").unwrap();

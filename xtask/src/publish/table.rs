@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::plan::ParentState;
+use super::timeline::{Bar, BarOutcome};
 use crate::platform::Platforms;
 
 /// What became of one image.
@@ -51,9 +52,33 @@ pub struct Row {
     pub steps: Option<(usize, usize)>,
 }
 
-/// The closing table: each image, its platforms, what became of it, its time and its cached
-/// steps out of its steps (a failed image's log tail was shown when it failed).
-pub fn report(rows: &[Row], platforms: &Platforms, elapsed: Duration) {
+/// Where an image's platforms were built, from the timeline's bars: `arm64 arm_node-b`, marked
+/// when a build spilled off its home or moved off a node that died (the dead one's bar is left
+/// out); `-` when nothing was built.
+fn nodes_of(image: &str, bars: &[Bar]) -> String {
+    let mut built: Vec<&Bar> =
+        bars.iter().filter(|bar| bar.image == image && bar.outcome != BarOutcome::Moved).collect();
+    built.sort_by(|a, b| a.platform.cmp(&b.platform));
+    let cells: Vec<String> = built
+        .iter()
+        .map(|bar| {
+            let arch = bar.platform.rsplit('/').next().unwrap_or_default();
+            let p = &bar.placement;
+            let mark = match (&p.moved_from, p.spilled) {
+                (Some((from, _)), _) => format!(" (moved from {from})"),
+                (None, true) => format!(" (spilled from {})", p.home),
+                (None, false) => String::new(),
+            };
+            format!("{arch} {}{mark}", bar.node)
+        })
+        .collect();
+    if cells.is_empty() { "-".to_string() } else { cells.join(", ") }
+}
+
+/// The closing table: each image, its platforms, what became of it, its time, its cached steps
+/// out of its steps (a failed image's log tail was shown when it failed), and the node of each
+/// platform's build (last: it has spaces).
+pub fn report(rows: &[Row], platforms: &Platforms, bars: &[Bar], elapsed: Duration) {
     let outcome = |row: &Row| match &row.outcome {
         ImageOutcome::UpToDate { .. } => "up to date".to_string(),
         ImageOutcome::Built { .. } => "built".to_string(),
@@ -61,18 +86,25 @@ pub fn report(rows: &[Row], platforms: &Platforms, elapsed: Duration) {
         ImageOutcome::Failed { .. } => "failed".to_string(),
         ImageOutcome::Skipped { reason } => format!("skipped: {reason}"),
     };
-    let mut table: Vec<[String; 5]> =
-        vec![["IMAGE", "PLATFORMS", "OUTCOME", "TIME", "CACHED"].map(String::from)];
+    let mut table: Vec<[String; 6]> =
+        vec![["IMAGE", "PLATFORMS", "OUTCOME", "TIME", "CACHED", "NODES"].map(String::from)];
     for row in rows {
         let time = match row.outcome {
             ImageOutcome::Skipped { .. } => "-".to_string(),
             _ => format!("{:.1} s", row.elapsed.as_secs_f64()),
         };
         let cached = row.steps.map_or("-".to_string(), |(cached, total)| format!("{cached}/{total}"));
-        table.push([row.name.clone(), platforms.to_string(), outcome(row), time, cached]);
+        table.push([
+            row.name.clone(),
+            platforms.to_string(),
+            outcome(row),
+            time,
+            cached,
+            nodes_of(&row.name, bars),
+        ]);
     }
     let widths: Vec<usize> =
-        (0..5).map(|col| table.iter().map(|r| r[col].len()).max().unwrap_or(0)).collect();
+        (0..6).map(|col| table.iter().map(|r| r[col].len()).max().unwrap_or(0)).collect();
     println!();
     for row in &table {
         let cells: Vec<String> =

@@ -1,7 +1,9 @@
 //! Where a run's time went, as a picture: one row per node, one bar per platform build of an
-//! image, told apart as built, all cached or failed, each bar's time shown when pointed at, and
-//! the critical path (the chain of images that ended last) marked. publish-all writes it beside
-//! the logs, `timeline.svg`, and prints its path.
+//! image, told apart as built, all cached, moved (its node died under it) or failed, a spilled
+//! build dashed, each bar's time shown when pointed at, and the critical path (the chain of
+//! images that ended last) marked. publish-all writes it beside the logs, `timeline.svg`, and
+//! the same facts with each VM's seconds up and busy as `timeline.json`, for scripts (the pool's
+//! tests and bench-pool read it).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,6 +19,8 @@ pub enum BarOutcome {
     Built,
     /// Built from the cache: every step was a cache hit.
     Cached,
+    /// Its node died under it: the build ran again on another node.
+    Moved,
     Failed,
 }
 
@@ -25,6 +29,7 @@ impl BarOutcome {
         match self {
             BarOutcome::Built => "built",
             BarOutcome::Cached => "cached",
+            BarOutcome::Moved => "moved",
             BarOutcome::Failed => "failed",
         }
     }
@@ -33,9 +38,23 @@ impl BarOutcome {
         match self {
             BarOutcome::Built => "#4c78a8",
             BarOutcome::Cached => "#9ecae9",
+            BarOutcome::Moved => "#f58518",
             BarOutcome::Failed => "#e45756",
         }
     }
+}
+
+/// Where a build ran, against where its image hashes to.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Placement {
+    /// The node it ran on.
+    pub node: String,
+    /// Its image's home node among the platform's nodes then.
+    pub home: String,
+    /// Its home was full and this node idle.
+    pub spilled: bool,
+    /// It ran here because it died on this node before (and why).
+    pub moved_from: Option<(String, String)>,
 }
 
 /// One platform build of an image on a node: when it started and ended, from the run's start.
@@ -47,36 +66,106 @@ pub struct Bar {
     pub start: Duration,
     pub end: Duration,
     pub outcome: BarOutcome,
+    pub placement: Placement,
 }
 
-/// The bars of a run, recorded by the builds as they end.
+/// A VM's time in a run: from the run's start, when it was asked up and taken down, and the
+/// seconds it ran a build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmTime {
+    pub vm: String,
+    pub node: String,
+    pub started: Duration,
+    pub stopped: Duration,
+    pub busy: Duration,
+}
+
+/// The bars of a run, recorded by the builds as they end, and the VMs' times.
 pub struct Timeline {
     started: Instant,
     bars: Mutex<Vec<Bar>>,
+    vms: Mutex<Vec<VmTime>>,
 }
 
 impl Default for Timeline {
     fn default() -> Self {
-        Timeline { started: Instant::now(), bars: Mutex::new(Vec::new()) }
+        Timeline { started: Instant::now(), bars: Mutex::new(Vec::new()), vms: Mutex::new(Vec::new()) }
     }
 }
 
 impl Timeline {
-    /// A build of `image` for `platform` on `node` that started at `started` and ends now.
-    pub fn record(&self, image: &str, platform: &str, node: &str, started: Instant, outcome: BarOutcome) {
+    /// A build of `image` for `platform`, placed as `placement`, that started at `started` and
+    /// ends now.
+    pub fn record(
+        &self,
+        image: &str,
+        platform: &str,
+        placement: Placement,
+        started: Instant,
+        outcome: BarOutcome,
+    ) {
         let bar = Bar {
             image: image.to_string(),
             platform: platform.to_string(),
-            node: node.to_string(),
+            node: placement.node.clone(),
             start: started.saturating_duration_since(self.started),
             end: self.started.elapsed(),
             outcome,
+            placement,
         };
         self.bars.lock().expect("not poisoned").push(bar);
     }
 
+    /// A VM asked up at `since`, taken down now, that ran builds for `busy`.
+    pub fn record_vm(&self, vm: &str, node: &str, since: Instant, busy: Duration) {
+        let time = VmTime {
+            vm: vm.to_string(),
+            node: node.to_string(),
+            started: since.saturating_duration_since(self.started),
+            stopped: self.started.elapsed(),
+            busy,
+        };
+        self.vms.lock().expect("not poisoned").push(time);
+    }
+
     pub fn bars(&self) -> Vec<Bar> {
         self.bars.lock().expect("not poisoned").clone()
+    }
+
+    pub fn vms(&self) -> Vec<VmTime> {
+        self.vms.lock().expect("not poisoned").clone()
+    }
+
+    /// The facts of the picture and the VMs' times, as JSON (`timeline.json`).
+    pub fn json(&self) -> String {
+        let seconds = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
+        let builds: Vec<serde_json::Value> = self
+            .bars()
+            .iter()
+            .map(|bar| {
+                let p = &bar.placement;
+                serde_json::json!({
+                    "image": bar.image, "platform": bar.platform, "node": bar.node, "home": p.home,
+                    "start": seconds(bar.start), "end": seconds(bar.end), "outcome": bar.outcome.name(),
+                    "spilled": p.spilled,
+                    "moved_from": p.moved_from.as_ref().map(|(from, _)| from),
+                    "why": p.moved_from.as_ref().map(|(_, why)| why),
+                })
+            })
+            .collect();
+        let vms: Vec<serde_json::Value> = self
+            .vms()
+            .iter()
+            .map(|vm| {
+                serde_json::json!({
+                    "vm": vm.vm, "node": vm.node, "started": seconds(vm.started), "stopped": seconds(vm.stopped),
+                    "up": seconds(vm.stopped.saturating_sub(vm.started)), "busy": seconds(vm.busy),
+                })
+            })
+            .collect();
+        let all =
+            serde_json::json!({ "seconds": seconds(self.started.elapsed()), "builds": builds, "vms": vms });
+        serde_json::to_string_pretty(&all).expect("JSON of plain values") + "\n"
     }
 }
 
@@ -175,20 +264,31 @@ pub fn svg(bars: &[Bar], critical: &[String]) -> String {
         let (x, y) = (LABEL + bar.start.as_secs_f64() * scale, ROW * (row as f64 + 1.0) + 3.0);
         let width = ((bar.end.saturating_sub(bar.start)).as_secs_f64() * scale).max(1.0);
         let on_path = critical.contains(&bar.image);
-        let stroke = if on_path { r##" stroke="#222" stroke-width="2""## } else { "" };
+        let stroke = match (on_path, bar.placement.spilled) {
+            (true, _) => r##" stroke="#222" stroke-width="2""##,
+            (false, true) => r##" stroke="#222" stroke-dasharray="4 2""##,
+            (false, false) => "",
+        };
+        let placed = match (&bar.placement.moved_from, bar.placement.spilled) {
+            (Some((from, why)), _) => format!(", moved here from {from} ({why})"),
+            (None, true) => format!(", spilled from {}", bar.placement.home),
+            (None, false) => String::new(),
+        };
         let seconds = bar.end.saturating_sub(bar.start).as_secs_f64();
         let _ = writeln!(
             out,
-            r#"<rect class="bar" x="{x:.1}" y="{y:.1}" width="{width:.1}" height="{:.1}" fill="{}"{stroke} data-image="{}" data-platform="{}" data-node="{}" data-outcome="{}" data-critical="{on_path}"><title>{} {}: {seconds:.1} s, {}{}</title></rect>"#,
+            r#"<rect class="bar" x="{x:.1}" y="{y:.1}" width="{width:.1}" height="{:.1}" fill="{}"{stroke} data-image="{}" data-platform="{}" data-node="{}" data-outcome="{}" data-critical="{on_path}" data-spilled="{}"><title>{} {}: {seconds:.1} s, {}{}{}</title></rect>"#,
             ROW - 6.0,
             bar.outcome.colour(),
             escape(&bar.image),
             escape(&bar.platform),
             escape(&bar.node),
             bar.outcome.name(),
+            bar.placement.spilled,
             escape(&bar.image),
             escape(&bar.platform),
             bar.outcome.name(),
+            escape(&placed),
             if on_path { ", on the critical path" } else { "" },
         );
         let label = format!("{} {}", bar.image, bar.platform.rsplit('/').next().unwrap_or_default());
@@ -203,8 +303,8 @@ pub fn svg(bars: &[Bar], critical: &[String]) -> String {
         }
     }
     let legend_y = ROW * (rows as f64 + 1.0) + 20.0;
-    let mut x = LABEL;
-    for outcome in [BarOutcome::Built, BarOutcome::Cached, BarOutcome::Failed] {
+    let mut x = LABEL - 100.0;
+    for outcome in [BarOutcome::Built, BarOutcome::Cached, BarOutcome::Moved, BarOutcome::Failed] {
         let _ = writeln!(
             out,
             r#"<rect x="{x:.1}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{:.1}" y="{legend_y:.1}">{}</text>"#,
@@ -213,11 +313,11 @@ pub fn svg(bars: &[Bar], critical: &[String]) -> String {
             x + 16.0,
             outcome.name()
         );
-        x += 90.0;
+        x += 72.0;
     }
     let _ = writeln!(
         out,
-        r#"<text x="{x:.1}" y="{legend_y:.1}">outlined: the critical path; {span:.1} s in all</text>"#
+        r#"<text x="{x:.1}" y="{legend_y:.1}">outlined: the critical path; dashed: spilled; {span:.1} s in all</text>"#
     );
     out.push_str("</svg>\n");
     out
@@ -240,6 +340,7 @@ mod tests {
             start: Duration::from_secs(start),
             end: Duration::from_secs(end),
             outcome,
+            placement: Placement { node: node.into(), home: node.into(), ..Placement::default() },
         }
     }
 

@@ -22,7 +22,9 @@ pub fn info(ctx: &Ctx) -> Result<()> {
         ("TAG_MODIFIER", s.tag_modifier.clone()),
         ("REFRESH", s.refresh.clone().unwrap_or_else(|| "(unset: each image keeps its last)".into())),
         ("AUTO_START_STOP", flag(s.auto_start_stop)),
-        ("ARM64_VM", format!("{} ({})", s.arm64_vm, s.zone)),
+        ("ARM64_VMS", format!("{} ({})", s.arm64_vms.join(","), s.zone)),
+        ("AMD64_VMS", if s.amd64_vms.is_empty() { "(none)".to_string() } else { s.amd64_vms.join(",") }),
+        ("BUILDS_PER_NODE", s.builds_per_node.map_or("(no limit)".to_string(), |n| n.to_string())),
         ("ARM64_USER", format!("{} (key {})", s.arm64_user, s.arm64_ssh_key.display())),
     ]
     .map(|(name, value)| (name.to_string(), value))
@@ -42,15 +44,16 @@ pub fn info(ctx: &Ctx) -> Result<()> {
     if !s.problems.is_empty() {
         bail!("{} setting(s) break a rule, marked above", s.problems.len());
     }
-    match node::nodes(ctx) {
-        Ok(nodes) => {
-            for node in nodes {
-                let platforms = &node.platforms;
-                let (place, builder) = (node.place(), &node.builder);
+    // Every node, each asked for its builder; a VM that is down cannot say yet.
+    for engine in node::engines(s) {
+        let (platforms, place) = (engine.platforms.clone(), engine.place());
+        match engine.node(ctx) {
+            Ok(node) => {
+                let builder = &node.builder;
                 println!("Builds of {platforms}: on {place}, builder {} ({})", builder.name, builder.why);
             }
+            Err(err) => println!("Builds of {platforms}: on {place}, builder not known: {err:#}"),
         }
-        Err(err) => println!("Builds: cannot tell where: {err:#}"),
     }
     Ok(())
 }

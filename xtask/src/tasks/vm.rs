@@ -1,9 +1,10 @@
-//! start-vm, stop-vm, ssh-vm, ssh-tunnel, create-vms: the arm64 VM by hand (the builds start and stop it
-//! themselves with AUTO_START_STOP=1, see `vm::with_arm_node`).
+//! start-vm, stop-vm, ssh-vm, ssh-tunnel, create-vms: the pool's VMs by hand, every one of them or
+//! the one named with `--vm` (the builds start and stop them themselves with AUTO_START_STOP=1,
+//! see `publish::nodes`).
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
 use xshell::cmd;
 
@@ -12,28 +13,54 @@ use crate::flags::WaitArgs;
 use crate::runner::sh;
 use crate::vm;
 
-/// start-vm; with `--wait`, until the VM reports RUNNING and answers ssh through IAP.
+/// start-vm; with `--wait`, until each VM reports RUNNING and answers ssh through IAP.
 pub fn start_vm(ctx: &Ctx, args: &WaitArgs) -> Result<()> {
-    vm::start(ctx, args.wait().as_ref())
+    for vm in vm::chosen(&ctx.settings) {
+        vm::start(ctx, &vm, args.wait().as_ref())?;
+    }
+    Ok(())
 }
 
-/// stop-vm
+/// stop-vm: every VM chosen, the others tried even when one fails (the first failure is the
+/// error, the others are said).
 pub fn stop_vm(ctx: &Ctx) -> Result<()> {
-    vm::stop(ctx)
+    let mut first = None;
+    for vm in vm::chosen(&ctx.settings) {
+        if let Err(err) = vm::stop(ctx, &vm) {
+            match first {
+                None => first = Some(err),
+                Some(_) => eprintln!("error: {err:#}"),
+            }
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 /// ssh-vm: an interactive shell on the VM, as you (your gcloud account, through OS Login), not
 /// as the tunnel's user: its key can only reach the engine.
 pub fn ssh_vm(ctx: &Ctx) -> Result<()> {
     let s = &ctx.settings;
-    let (sh, vm, project, zone) = (sh(), &s.arm64_vm, &s.gcp_project, &s.zone);
+    let chosen = vm::chosen(s);
+    let [one] = chosen.as_slice() else {
+        let names: Vec<&str> = chosen.iter().map(|vm| vm.name.as_str()).collect();
+        bail!(
+            "the pool has {} VMs ({}): name the one to log in to with --vm NAME",
+            names.len(),
+            names.join(", ")
+        );
+    };
+    let (sh, vm, project, zone) = (sh(), &one.name, &s.gcp_project, &s.zone);
     ctx.runner.run(cmd!(sh, "gcloud compute ssh --zone {zone} {vm} --project {project} --tunnel-through-iap"))
 }
 
-/// ssh-tunnel: the master connection every docker connection to the VM's engine shares, in the
-/// background, and the docker context `arm_node` on it; with `--wait`, until the engine answers.
+/// ssh-tunnel: for each VM, the master connection every docker connection to its engine
+/// shares, in the background, and its docker context on it (`arm_node` for a pool of one); with
+/// `--wait`, until the engine answers.
 pub fn ssh_tunnel(ctx: &Ctx, args: &WaitArgs) -> Result<()> {
-    vm::open_tunnel(ctx, args.wait().as_ref())
+    for vm in vm::chosen(&ctx.settings) {
+        vm::open_tunnel(ctx, &vm, args.wait().as_ref())?;
+    }
+    Ok(())
 }
 
 /// The label every VM create-vms makes carries, with the pool's name.
@@ -60,6 +87,12 @@ pub struct CreateVmsArgs {
     /// Image family of the boot disk, from debian-cloud
     #[arg(long, default_value = "debian-12-arm64")]
     pub image_family: String,
+    /// Machine type of each amd64 VM (AMD64_VMS)
+    #[arg(long, default_value = "c4-standard-2")]
+    pub amd64_machine_type: String,
+    /// Image family of an amd64 VM's boot disk, from debian-cloud
+    #[arg(long, default_value = "debian-12")]
+    pub amd64_image_family: String,
     /// The service account the VMs run as [default: builder@$GCP_PROJECT.iam.gserviceaccount.com]
     #[arg(long)]
     pub service_account: Option<String>,
@@ -111,8 +144,9 @@ pub fn create_vms(ctx: &Ctx, args: &CreateVmsArgs) -> Result<()> {
         args.service_account.clone().unwrap_or_else(|| format!("builder@{project}.iam.gserviceaccount.com"));
     let metadata = format!("enable-oslogin=TRUE,registry={}", registry_host(&s.docker_repo));
     let label = format!("{POOL_LABEL}={}", args.pool);
-    let pool = [s.arm64_vm.clone()];
+    let pool = vm::chosen(s);
     for vm in &pool {
+        let (vm, arm) = (&vm.name, vm.platform.is_arm64());
         ctx.runner.branch(
             cmd!(sh, "gcloud compute instances describe {vm} --project {project} --zone {zone} --format=value(name)"),
             |r| {
@@ -123,8 +157,12 @@ pub fn create_vms(ctx: &Ctx, args: &CreateVmsArgs) -> Result<()> {
                 ))
             },
             |r| {
-                let (machine, size, disk, family) =
-                    (&args.machine_type, &args.disk_size, &args.disk_type, &args.image_family);
+                let (machine, family) = if arm {
+                    (&args.machine_type, &args.image_family)
+                } else {
+                    (&args.amd64_machine_type, &args.amd64_image_family)
+                };
+                let (size, disk) = (&args.disk_size, &args.disk_type);
                 r.run(cmd!(
                     sh,
                     "gcloud compute instances create {vm} --project {project} --zone {zone} --machine-type {machine}
@@ -150,7 +188,7 @@ pub fn create_vms(ctx: &Ctx, args: &CreateVmsArgs) -> Result<()> {
     for line in listed.lines() {
         let mut words = line.split_whitespace();
         let (Some(name), Some(zone)) = (words.next(), words.next()) else { continue };
-        if pool.iter().any(|vm| vm == name) {
+        if pool.iter().any(|vm| vm.name == name) {
             continue;
         }
         if args.delete_unlisted {

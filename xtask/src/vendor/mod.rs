@@ -128,7 +128,7 @@ pub fn vendor_build_bases(ctx: &Ctx, args: &VendorOptions, locked: bool) -> Resu
 /// container (an engine with the classic image store), unless this engine's need vendored it
 /// already (`vendor_build_bases`). `locked`: the lock's digest.
 pub fn vendor_buildkit_for(ctx: &Ctx, args: &VendorOptions, locked: bool, nodes: &[Node]) -> Result<()> {
-    let Some(node) = nodes.iter().find(|node| node.context.is_some() && !node.builder.engine) else {
+    let Some(node) = nodes.iter().find(|node| node.engine.context.is_some() && !node.builder.engine) else {
         return Ok(());
     };
     let needed = vec![(

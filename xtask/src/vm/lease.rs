@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 use xshell::cmd;
 
-use crate::build::node::ARM_CONTEXT;
+use super::Vm;
 use crate::ctx::Ctx;
 use crate::runner::sh;
 
@@ -18,17 +18,19 @@ const LEASE_SINCE_LABEL: &str = "dev.multi-arch-docker.lease.since";
 const LEASE_LIFETIME: Duration = Duration::from_secs(2 * 3600);
 
 /// A lease on the VM's engine: a volume of this run's own, labelled with when it was taken.
-pub fn take_lease(ctx: &Ctx) -> Result<String> {
+pub fn take_lease(ctx: &Ctx, vm: &Vm) -> Result<String> {
     let id = ctx.settings.build_id.clone().unwrap_or_else(|| {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         format!("{}-{nanos}", std::process::id())
     });
     let name = format!("xtask-lease-{id}");
     let since = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (sh, context) = (sh(), ARM_CONTEXT);
+    let (sh, context) = (sh(), &vm.context);
     let (label, since_label) = (format!("{LEASE_LABEL}={id}"), format!("{LEASE_SINCE_LABEL}={since}"));
-    ctx.runner
-        .say(&format!("a lease on the VM, so that no other pipeline stops it under these builds: {name}"));
+    ctx.runner.say(&format!(
+        "a lease on {}, so that no other pipeline stops it under these builds: {name}",
+        vm.name
+    ));
     ctx.runner.run(cmd!(
         sh,
         "docker --context {context} volume create --label {label} --label {since_label} {name}"
@@ -38,8 +40,8 @@ pub fn take_lease(ctx: &Ctx) -> Result<String> {
 
 /// Give `lease` back; the leases other pipelines still hold (those not older than
 /// `LEASE_LIFETIME`).
-pub fn give_back(ctx: &Ctx, lease: &str) -> Result<Vec<String>> {
-    let (sh, context) = (sh(), ARM_CONTEXT);
+pub fn give_back(ctx: &Ctx, vm: &Vm, lease: &str) -> Result<Vec<String>> {
+    let (sh, context) = (sh(), &vm.context);
     ctx.runner.run(cmd!(sh, "docker --context {context} volume rm {lease}"))?;
     let (filter, format) =
         (format!("label={LEASE_LABEL}"), format!("{{{{.Name}}}} {{{{.Label \"{LEASE_SINCE_LABEL}\"}}}}"));

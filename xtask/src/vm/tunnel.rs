@@ -7,36 +7,36 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
+use super::Vm;
 use super::wait::Wait;
-use crate::build::node::ARM_CONTEXT;
 use crate::ctx::Ctx;
 use crate::runner::sh;
 use crate::settings::Settings;
 
 /// The ssh host the tunnel's config names the VM: docker's `ssh://` context and the master
 /// connection both go by it.
-pub fn ssh_host(s: &Settings) -> String {
-    format!("xtask-{}", s.arm64_vm)
+pub fn ssh_host(vm: &Vm) -> String {
+    format!("xtask-{}", vm.name)
 }
 
 /// The tunnel: the ssh config of the VM's host, the master connection every docker connection
-/// shares (in the background), and the docker context `arm_node` on it; with `wait`, until the
+/// shares (in the background), and the VM's docker context on it; with `wait`, until the
 /// VM's engine answers through it.
-pub fn open_tunnel(ctx: &Ctx, wait: Option<&Wait>) -> Result<()> {
-    write_ssh_config(ctx)?;
-    connect(ctx, wait)
+pub fn open_tunnel(ctx: &Ctx, vm: &Vm, wait: Option<&Wait>) -> Result<()> {
+    write_ssh_config(ctx, vm)?;
+    connect(ctx, vm, wait)
 }
 
 /// The master connection to the VM's host, from the ssh config written already, the docker
 /// context on it, and (`wait`) the engine answering through it.
-pub fn connect(ctx: &Ctx, wait: Option<&Wait>) -> Result<()> {
+pub fn connect(ctx: &Ctx, vm: &Vm, wait: Option<&Wait>) -> Result<()> {
     let s = &ctx.settings;
-    let host = ssh_host(s);
+    let host = ssh_host(vm);
     let sh = sh();
     // ssh forks into the background itself (`-f`) once it is connected and authenticated.
     ctx.runner.run(cmd!(sh, "ssh -f -N {host}"))?;
     let endpoint = format!("host=ssh://{host}");
-    let context = ARM_CONTEXT;
+    let context = &vm.context;
     ctx.runner.branch(
         cmd!(sh, "docker context inspect {context}"),
         |r| r.run(cmd!(sh, "docker context update {context} --docker {endpoint}")),
@@ -45,15 +45,15 @@ pub fn connect(ctx: &Ctx, wait: Option<&Wait>) -> Result<()> {
     let Some(wait) = wait else { return Ok(()) };
     let format = "{{.Server.Version}}";
     let version = cmd!(sh, "docker --context {context} version --format {format}");
-    let what = format!("the engine of {} answers through docker context {context}", s.arm64_vm);
+    let what = format!("the engine of {} answers through docker context {context}", vm.name);
     ctx.runner.poll(&what, version, wait.bounds(), |answer| !answer.is_empty()).with_context(|| {
         format!("is the VM running, and its sshd set up for {} as ARM64_BUILDER.md says?", s.arm64_user)
     })
 }
 
 /// Close the master connection: the VM's idle timer counts it as a build in progress.
-pub fn close_tunnel(ctx: &Ctx) -> Result<()> {
-    let (sh, host) = (sh(), ssh_host(&ctx.settings));
+pub fn close_tunnel(ctx: &Ctx, vm: &Vm) -> Result<()> {
+    let (sh, host) = (sh(), ssh_host(vm));
     ctx.runner.run_ignoring_failure(cmd!(sh, "ssh -O exit {host}"))
 }
 
@@ -76,7 +76,7 @@ fn account_home() -> Result<PathBuf> {
 /// The master connection's socket: in `$XDG_RUNTIME_DIR` or the temporary folder, which last
 /// as long as the step that opened the connection (a socket path has at most 107 bytes, which a deep `$HOME` would
 /// pass), one per tunnel folder, so that two homes never share a connection.
-fn control_path(s: &Settings, tunnel_dir: &Path) -> PathBuf {
+fn control_path(vm: &Vm, tunnel_dir: &Path) -> PathBuf {
     // FNV-1a: a short, stable name for the folder.
     let hash = tunnel_dir
         .as_os_str()
@@ -89,17 +89,18 @@ fn control_path(s: &Settings, tunnel_dir: &Path) -> PathBuf {
     runtime
         .unwrap_or_else(std::env::temp_dir)
         .join(format!("xtask-ssh-{uid}"))
-        .join(format!("{}-{:08x}", s.arm64_vm, hash as u32))
+        .join(format!("{}-{:08x}", vm.name, hash as u32))
 }
 
 /// The ssh config of the VM's host: through IAP, as the tunnel's user with its key, every
 /// connection sharing one master connection.
-fn ssh_config_text(s: &Settings, control: &Path) -> String {
-    let (host, vm, project, zone) = (ssh_host(s), &s.arm64_vm, &s.gcp_project, &s.zone);
+fn ssh_config_text(s: &Settings, vm: &Vm, control: &Path) -> String {
+    let (host, context, project, zone) = (ssh_host(vm), &vm.context, &s.gcp_project, &s.zone);
+    let (vm, arch) = (&vm.name, vm.platform.suffix());
     let known_hosts = s.arm64_ssh_key.with_file_name("multi-arch-docker_known_hosts");
     format!(
-        "# Written by `cargo xtask ssh-tunnel`: the arm64 VM {vm}, whose engine the docker context\n\
-         # {ARM_CONTEXT} reaches as ssh://{host}. Its sshd lets {user} reach the engine and nothing else.\n\
+        "# Written by `cargo xtask ssh-tunnel`: the {arch} VM {vm}, whose engine the docker context\n\
+         # {context} reaches as ssh://{host}. Its sshd lets {user} reach the engine and nothing else.\n\
          Host {host}\n\
          \x20 HostName {vm}\n\
          \x20 User {user}\n\
@@ -138,27 +139,27 @@ pub enum Included {
 /// of this VM stays (below ours) while its file exists; one whose file is gone, or the relative
 /// form of older versions, goes. A dry run says so and writes nothing: it is the user's own
 /// ssh config.
-pub fn write_ssh_config(ctx: &Ctx) -> Result<Included> {
+pub fn write_ssh_config(ctx: &Ctx, vm: &Vm) -> Result<Included> {
     let dir = tunnel_dir()?;
-    let name = format!("multi-arch-docker-{}.conf", ctx.settings.arm64_vm);
+    let name = format!("multi-arch-docker-{}.conf", vm.name);
     let file = dir.join(&name);
     let config = account_home()?.join(".ssh").join("config");
     if ctx.runner.is_dry_run() {
         ctx.runner.say(&format!(
             "write {} (the host {}: through IAP, as {}, one shared connection) and include it from {}",
             file.display(),
-            ssh_host(&ctx.settings),
+            ssh_host(vm),
             ctx.settings.arm64_user,
             config.display()
         ));
         return Ok(Included::Already);
     }
-    let control = control_path(&ctx.settings, &dir);
+    let control = control_path(vm, &dir);
     for folder in [&dir, config.parent().expect("a folder")] {
         create_private_dir(folder)?;
     }
     create_socket_dir(control.parent().expect("a folder"))?;
-    write_replacing(&file, &ssh_config_text(&ctx.settings, &control))?;
+    write_replacing(&file, &ssh_config_text(&ctx.settings, vm, &control))?;
     // A config that is a link (a dotfile manager's) is written where it points.
     let config = std::fs::canonicalize(&config).unwrap_or(config);
     let include = format!("Include {}", file.display());

@@ -1,0 +1,581 @@
+//! The run's nodes, shared by its builds. Each platform build asks for a slot: it goes to its
+//! image's home node (`placement`), or to an idle node when its home is full; of the builds
+//! waiting, the one with the longest remaining path goes first (or the catalog's first, with
+//! BUILD_ORDER=catalog). A VM is brought up when the first build is placed on it and taken down
+//! as soon as the graph has no build left for it; one that cannot be brought up, or whose engine
+//! goes away, is out for the rest of the run, and its builds go to the platform's other nodes.
+//! `finish` takes down whatever is still up, on every way out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+
+use super::Vendoring;
+use super::placement::{self, Load, Placed};
+use super::timeline::{Placement, Timeline};
+use crate::build::failure::NodeLost;
+use crate::build::node::Engine;
+use crate::ctx::Ctx;
+use crate::platform::Platform;
+use crate::vendor;
+use crate::vm::{self, Held, Wait};
+
+/// A platform build of an image: the key of priorities and of the builds left.
+pub type BuildKey = (String, Platform);
+
+/// The nodes of a run and the builds they have left.
+pub struct Nodes<'a> {
+    ctx: &'a Ctx,
+    wait: &'a Wait,
+    vendoring: Option<&'a Vendoring>,
+    timeline: &'a Timeline,
+    /// `BUILDS_PER_NODE`.
+    limit: Option<usize>,
+    /// Which waiting build goes first: the higher.
+    priority: BTreeMap<BuildKey, f64>,
+    state: Mutex<State>,
+    changed: Condvar,
+    /// The BuildKit image was vendored for a VM's builder container.
+    buildkit_vendored: Mutex<bool>,
+    /// What went wrong taking a VM down: the run's error, after its builds' own.
+    way_out: Mutex<Vec<anyhow::Error>>,
+    /// With VMs to take down, a Ctrl-C or SIGTERM fails the builds instead of ending the process.
+    _deferred: Option<crate::interrupt::Deferred>,
+}
+
+struct State {
+    nodes: Vec<NodeState>,
+    waiting: Vec<Waiter>,
+    /// The builds the graph may still do: a VM with none of them homed on it is taken down.
+    left: BTreeSet<BuildKey>,
+    next_id: u64,
+}
+
+struct NodeState {
+    engine: Engine,
+    life: Life,
+    held: Option<Held>,
+    /// Builds placed on it (running, or waiting for it to come up).
+    placed: usize,
+    /// Builds running on it, and since when it has had one.
+    building: usize,
+    busy_since: Option<Instant>,
+    busy: Duration,
+    /// Images built on it whose merge is not done: it stays up for that (a merge of only
+    /// linux/arm64 runs on the VM's engine).
+    unmerged: BTreeSet<String>,
+}
+
+/// Where a node is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Life {
+    Up,
+    /// A VM not started by this run, or taken down since.
+    Down,
+    /// A VM on its way up or down, by another build's hand.
+    Changing,
+    /// Out of the run, and why.
+    Out(String),
+}
+
+struct Waiter {
+    id: u64,
+    key: BuildKey,
+    grant: Option<Result<Grant, String>>,
+}
+
+struct Grant {
+    node: usize,
+    home: String,
+    spilled: bool,
+}
+
+/// A build's slot on a node, until it is released.
+pub struct Slot {
+    node: usize,
+    key: BuildKey,
+    pub engine: Engine,
+    pub placement: Placement,
+}
+
+impl<'a> Nodes<'a> {
+    /// `engines` (this engine up, the VMs down), with `left` the builds the graph may do.
+    pub fn new(
+        ctx: &'a Ctx,
+        engines: Vec<Engine>,
+        left: BTreeSet<BuildKey>,
+        priority: BTreeMap<BuildKey, f64>,
+        wait: &'a Wait,
+        vendoring: Option<&'a Vendoring>,
+        timeline: &'a Timeline,
+    ) -> Nodes<'a> {
+        let vms = engines.iter().any(|engine| engine.vm.is_some());
+        let nodes = engines
+            .into_iter()
+            .map(|engine| NodeState {
+                life: if engine.vm.is_some() { Life::Down } else { Life::Up },
+                engine,
+                held: None,
+                placed: 0,
+                building: 0,
+                busy_since: None,
+                busy: Duration::ZERO,
+                unmerged: BTreeSet::new(),
+            })
+            .collect();
+        Nodes {
+            ctx,
+            wait,
+            vendoring,
+            timeline,
+            limit: ctx.settings.builds_per_node,
+            priority,
+            state: Mutex::new(State { nodes, waiting: Vec::new(), left, next_id: 0 }),
+            changed: Condvar::new(),
+            buildkit_vendored: Mutex::new(false),
+            way_out: Mutex::new(Vec::new()),
+            _deferred: vms.then(crate::interrupt::Deferred::start),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("not poisoned")
+    }
+
+    /// A slot for the `platform` build of `image`, once one is free for it (the VM brought up
+    /// first when it is down). Fails when the platform has no node left.
+    pub fn acquire(&self, image: &str, platform: &Platform) -> Result<Slot> {
+        let key: BuildKey = (image.to_string(), platform.clone());
+        loop {
+            let mut state = self.lock();
+            let id = state.next_id;
+            state.next_id += 1;
+            state.waiting.push(Waiter { id, key: key.clone(), grant: None });
+            self.dispatch(&mut state);
+            let mut state = self
+                .changed
+                .wait_while(state, |s| s.waiting.iter().any(|w| w.id == id && w.grant.is_none()))
+                .expect("not poisoned");
+            let at = state.waiting.iter().position(|w| w.id == id).expect("its waiter");
+            let grant = match state.waiting.remove(at).grant.expect("granted") {
+                Ok(grant) => grant,
+                Err(why) => bail!("{why}"),
+            };
+            let n = grant.node;
+            state =
+                self.changed.wait_while(state, |s| s.nodes[n].life == Life::Changing).expect("not poisoned");
+            let placement = Placement {
+                node: state.nodes[n].engine.label().to_string(),
+                home: grant.home,
+                spilled: grant.spilled,
+                moved_from: None,
+            };
+            match state.nodes[n].life.clone() {
+                Life::Up => {
+                    start_building(&mut state.nodes[n]);
+                    let engine = state.nodes[n].engine.clone();
+                    return Ok(Slot { node: n, key, engine, placement });
+                }
+                Life::Out(_) => {
+                    // It went out while this build waited for it: placed again.
+                    state.nodes[n].placed -= 1;
+                    continue;
+                }
+                Life::Changing => unreachable!("waited for"),
+                Life::Down => {}
+            }
+            // This build brings the VM up; the others placed on it wait.
+            state.nodes[n].life = Life::Changing;
+            let engine = state.nodes[n].engine.clone();
+            drop(state);
+            let vm = engine.vm.clone().expect("only a VM is down");
+            let (held, result) = vm::hold(self.ctx, &vm, self.wait);
+            let result = result.and_then(|()| self.vendor_buildkit(&engine));
+            let mut state = self.lock();
+            match result {
+                Ok(()) => {
+                    state.nodes[n].held = Some(held);
+                    state.nodes[n].life = Life::Up;
+                    start_building(&mut state.nodes[n]);
+                    self.changed.notify_all();
+                    return Ok(Slot { node: n, key, engine, placement });
+                }
+                Err(err) => {
+                    let why = format!("{} could not be brought up: {err:#}", vm.name);
+                    state.nodes[n].placed -= 1;
+                    state.nodes[n].life = Life::Out(why.clone());
+                    self.dispatch(&mut state);
+                    self.changed.notify_all();
+                    drop(state);
+                    self.tell_out(engine.label(), &why);
+                    self.take_down(n, held);
+                }
+            }
+        }
+    }
+
+    /// The build of `slot` is over, whatever became of it: its slot is free and it is no longer
+    /// left. Its node stays up until its image is forgotten (merged or failed).
+    pub fn release(&self, slot: Slot) {
+        let mut state = self.lock();
+        state.left.remove(&slot.key);
+        let node = &mut state.nodes[slot.node];
+        stop_building(node);
+        node.placed -= 1;
+        node.unmerged.insert(slot.key.0.clone());
+        self.dispatch(&mut state);
+        self.changed.notify_all();
+        self.take_down_idle(state);
+    }
+
+    /// The node of `slot` no longer answers: it is out for the rest of the run (its VM taken
+    /// down), and the build goes back to be placed again.
+    pub fn lost(&self, slot: Slot, lost: &NodeLost) {
+        let mut state = self.lock();
+        let node = &mut state.nodes[slot.node];
+        stop_building(node);
+        node.placed -= 1;
+        let first = !matches!(node.life, Life::Out(_));
+        let held = if first {
+            node.life = Life::Out(lost.why.clone());
+            node.held.take()
+        } else {
+            None
+        };
+        self.dispatch(&mut state);
+        self.changed.notify_all();
+        drop(state);
+        if first {
+            self.tell_out(&lost.node, &lost.why);
+        }
+        if let Some(held) = held {
+            self.take_down(slot.node, held);
+        }
+    }
+
+    /// `image` is done (merged, up to date, skipped or failed): a VM kept up for it alone is
+    /// taken down.
+    pub fn forget(&self, image: &str) {
+        let mut state = self.lock();
+        state.left.retain(|(name, _)| name != image);
+        for node in &mut state.nodes {
+            node.unmerged.remove(image);
+        }
+        self.dispatch(&mut state);
+        self.take_down_idle(state);
+    }
+
+    /// Every VM still up taken down; what went wrong doing so on the way out (the first failure
+    /// stays the error, the others are said).
+    pub fn finish(&self) -> Result<()> {
+        let held: Vec<(usize, Held)> = {
+            let mut state = self.lock();
+            state
+                .nodes
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(n, node)| {
+                    node.life = Life::Down;
+                    Some((n, node.held.take()?))
+                })
+                .collect()
+        };
+        for (n, held) in held {
+            self.take_down(n, held);
+        }
+        let mut failures = std::mem::take(&mut *self.way_out.lock().expect("not poisoned"));
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let first = failures.remove(0);
+        for other in failures {
+            eprintln!("error: {other:#}");
+        }
+        Err(first)
+    }
+
+    /// Give each waiting build whose node has room a slot, the highest priority first.
+    fn dispatch(&self, state: &mut State) {
+        let mut order: Vec<usize> =
+            (0..state.waiting.len()).filter(|&w| state.waiting[w].grant.is_none()).collect();
+        let priority = |w: usize| self.priority.get(&state.waiting[w].key).copied().unwrap_or(0.0);
+        order.sort_by(|&a, &b| {
+            priority(b).total_cmp(&priority(a)).then(state.waiting[a].id.cmp(&state.waiting[b].id))
+        });
+        for w in order {
+            let (image, platform) = state.waiting[w].key.clone();
+            let candidates: Vec<usize> = (0..state.nodes.len())
+                .filter(|&n| state.nodes[n].engine.platforms.iter().any(|p| p == &platform))
+                .collect();
+            let in_run: Vec<usize> = candidates
+                .iter()
+                .copied()
+                .filter(|&n| !matches!(state.nodes[n].life, Life::Out(_)))
+                .collect();
+            if in_run.is_empty() {
+                let why: Vec<String> = candidates
+                    .iter()
+                    .filter_map(|&n| match &state.nodes[n].life {
+                        Life::Out(why) => Some(format!("{}: {why}", state.nodes[n].engine.label())),
+                        _ => None,
+                    })
+                    .collect();
+                state.waiting[w].grant =
+                    Some(Err(format!("no {platform} node is left ({})", why.join("; "))));
+                continue;
+            }
+            let loads: Vec<Load> = in_run
+                .iter()
+                .map(|&n| Load {
+                    node: state.nodes[n].engine.label().to_string(),
+                    running: state.nodes[n].placed,
+                    limit: self.limit,
+                    up: state.nodes[n].life == Life::Up,
+                })
+                .collect();
+            let (to, home, spilled) = match placement::place(&image, &loads) {
+                Placed::Home(home) => (home.clone(), home, false),
+                Placed::Spilled { home, to } => (to, home, true),
+                Placed::Waits => continue,
+            };
+            let n = in_run
+                .iter()
+                .copied()
+                .find(|&n| state.nodes[n].engine.label() == to)
+                .expect("placed on a node");
+            state.nodes[n].placed += 1;
+            state.waiting[w].grant = Some(Ok(Grant { node: n, home, spilled }));
+        }
+        self.changed.notify_all();
+    }
+
+    /// Take down every VM that is up with nothing placed on it and no build left that hashes to
+    /// it.
+    fn take_down_idle<'s>(&'s self, mut state: MutexGuard<'s, State>) {
+        loop {
+            let idle = (0..state.nodes.len()).find(|&n| {
+                let node = &state.nodes[n];
+                node.held.is_some()
+                    && node.life == Life::Up
+                    && node.placed == 0
+                    && node.unmerged.is_empty()
+                    && !has_work_left(&state, n)
+            });
+            let Some(n) = idle else { return };
+            state.nodes[n].life = Life::Changing;
+            let held = state.nodes[n].held.take().expect("a held VM");
+            drop(state);
+            self.take_down(n, held);
+            state = self.lock();
+            state.nodes[n].life = Life::Down;
+            self.changed.notify_all();
+        }
+    }
+
+    /// Release a held VM, its time recorded; a failure is kept for the end of the run.
+    fn take_down(&self, n: usize, held: Held) {
+        let (vm, since) = (held.vm.clone(), held.since);
+        if let Err(err) = vm::release(self.ctx, held) {
+            self.way_out.lock().expect("not poisoned").push(err);
+        }
+        let busy = self.lock().nodes[n].busy;
+        self.timeline.record_vm(&vm.name, &vm.context, since, busy);
+    }
+
+    /// Once a VM is up: the vendored BuildKit image, when its builder is a container and no VM
+    /// of the run needed it before.
+    fn vendor_buildkit(&self, engine: &Engine) -> Result<()> {
+        let Some(vendoring) = self.vendoring else { return Ok(()) };
+        let mut vendored = self.buildkit_vendored.lock().expect("not poisoned");
+        if *vendored {
+            return Ok(());
+        }
+        let node = engine.clone().node(self.ctx)?;
+        vendor::vendor_buildkit_for(
+            self.ctx,
+            &vendoring.options,
+            vendoring.locked,
+            std::slice::from_ref(&node),
+        )?;
+        *vendored = !node.builder.engine;
+        Ok(())
+    }
+
+    fn tell_out(&self, node: &str, why: &str) {
+        let line =
+            format!("node {node} is out of the run: {why}; its builds go to the platform's other nodes");
+        if self.ctx.runner.is_dry_run() {
+            self.ctx.runner.say(&line);
+        } else {
+            println!("{line}");
+        }
+    }
+}
+
+/// Whether a build left hashes to node `n` among its platform's nodes still in the run.
+fn has_work_left(state: &State, n: usize) -> bool {
+    let label = state.nodes[n].engine.label();
+    state.left.iter().any(|(image, platform)| {
+        let names: Vec<String> = state
+            .nodes
+            .iter()
+            .filter(|node| {
+                node.engine.platforms.iter().any(|p| p == platform) && !matches!(node.life, Life::Out(_))
+            })
+            .map(|node| node.engine.label().to_string())
+            .collect();
+        placement::home(image, &names).is_some_and(|home| home == label)
+    })
+}
+
+fn start_building(node: &mut NodeState) {
+    if node.building == 0 {
+        node.busy_since = Some(Instant::now());
+    }
+    node.building += 1;
+}
+
+fn stop_building(node: &mut NodeState) {
+    node.building = node.building.saturating_sub(1);
+    if node.building == 0
+        && let Some(since) = node.busy_since.take()
+    {
+        node.busy += since.elapsed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::{Args, FromArgMatches};
+
+    use super::*;
+    use crate::build::node::engines;
+    use crate::catalog::Catalog;
+    use crate::runner::Runner;
+    use crate::settings::{Settings, SettingsArgs};
+
+    /// A dry run's context (nothing runs: a VM's start and stop are printed) with `flags`.
+    fn ctx(root: &Path, flags: &[&str]) -> Ctx {
+        std::fs::write(
+            root.join("images.toml"),
+            "thirdparty = \"t.txt\"\npipeline = \"p.yaml\"\nbuildkit = \"moby/buildkit:v1\"\n[versions]\n\
+             [[image]]\nname = \"i\"\ndescription = \"d\"\ntag = \"1\"\n\
+             [cloud_builder]\nname = \"cloud-builder\"\ndescription = \"d\"\ntag = \"1\"\n",
+        )
+        .unwrap();
+        let catalog = Catalog::load_from(root, Path::new("images.toml")).unwrap();
+        let command = SettingsArgs::augment_args(clap::Command::new("t"));
+        let mut argv = vec!["t", "--docker-repo", "r.example/p/dev", "--multi-context", "1"];
+        argv.extend(flags);
+        let args = SettingsArgs::from_arg_matches(&command.get_matches_from(argv)).unwrap();
+        let settings = Settings::resolve_with(args, &catalog, |_| None);
+        assert!(settings.problems.is_empty(), "{:?}", settings.problems);
+        Ctx { settings, catalog, runner: Runner::new(true, root.to_path_buf()), root: root.to_path_buf() }
+    }
+
+    const WAIT: Wait = Wait { tries: 1, interval: Duration::ZERO };
+
+    /// Images named so that `image-<n>` for n in `range` hashes to `node` among `nodes`.
+    fn homed_on(node: &str, nodes: &[String], count: usize) -> Vec<String> {
+        (0..)
+            .map(|i| format!("image-{i}"))
+            .filter(|image| placement::home(image, nodes).unwrap() == node)
+            .take(count)
+            .collect()
+    }
+
+    fn arm(image: &str) -> BuildKey {
+        (image.to_string(), Platform::new("linux", "arm64"))
+    }
+
+    #[test]
+    fn builds_go_home_wait_for_a_slot_by_priority_and_a_vm_goes_down_when_nothing_is_left() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(
+            root.path(),
+            &["--arm64-vms", "a,b,c", "--builds-per-node", "1", "--platforms", "linux/arm64"],
+        );
+        let labels: Vec<String> = ["arm_node-a", "arm_node-b", "arm_node-c"].map(String::from).to_vec();
+        let on_a = homed_on("arm_node-a", &labels, 3);
+        let (first, low, high) = (&on_a[0], &on_a[1], &on_a[2]);
+        let other = &homed_on("arm_node-b", &labels, 1)[0];
+        let left: BTreeSet<BuildKey> = [first, low, high, other].iter().map(|i| arm(i)).collect();
+        let priority =
+            BTreeMap::from([(arm(first), 3.0), (arm(low), 1.0), (arm(high), 2.0), (arm(other), 1.0)]);
+        let timeline = Timeline::default();
+        let nodes = Nodes::new(&ctx, engines(&ctx.settings), left, priority, &WAIT, None, &timeline);
+        let platform = Platform::new("linux", "arm64");
+
+        let slot = nodes.acquire(first, &platform).unwrap();
+        assert_eq!((slot.placement.node.as_str(), slot.placement.spilled), ("arm_node-a", false));
+        assert_eq!(slot.engine.vm.as_ref().unwrap().name, "a", "its VM brought up");
+        // a is full (one build per node) and no other VM is up to spill to: both wait, and the
+        // one with the longer path gets the slot first, whatever the order they came in.
+        let order = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for image in [low, high] {
+                let (nodes, order, platform) = (&nodes, &order, &platform);
+                scope.spawn(move || {
+                    let slot = nodes.acquire(image, platform).unwrap();
+                    order.lock().unwrap().push(image.clone());
+                    std::thread::sleep(Duration::from_millis(20));
+                    nodes.release(slot);
+                    nodes.forget(image);
+                });
+            }
+            // Both wait before the slot frees.
+            while nodes.lock().waiting.len() < 2 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            nodes.release(slot);
+            nodes.forget(first);
+        });
+        assert_eq!(*order.lock().unwrap(), [high.clone(), low.clone()]);
+        // Nothing is left for a: it went down as soon as its last image was done; b was never
+        // brought up, its image still being left.
+        let vms = timeline.vms();
+        assert_eq!(vms.iter().map(|vm| vm.vm.as_str()).collect::<Vec<_>>(), ["a"]);
+        {
+            let state = nodes.lock();
+            assert!(state.nodes.iter().all(|node| node.held.is_none()));
+            assert_eq!(state.left, BTreeSet::from([arm(other)]));
+        }
+        nodes.forget(other);
+        nodes.finish().unwrap();
+        assert_eq!(timeline.vms().len(), 1, "b was never started");
+    }
+
+    #[test]
+    fn a_lost_node_is_out_and_its_builds_go_to_the_others_until_none_is_left() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ctx(root.path(), &["--arm64-vms", "a,b", "--platforms", "linux/arm64"]);
+        let labels: Vec<String> = ["arm_node-a", "arm_node-b"].map(String::from).to_vec();
+        let image = &homed_on("arm_node-a", &labels, 1)[0];
+        let timeline = Timeline::default();
+        let left = BTreeSet::from([arm(image)]);
+        let nodes = Nodes::new(&ctx, engines(&ctx.settings), left, BTreeMap::new(), &WAIT, None, &timeline);
+        let platform = Platform::new("linux", "arm64");
+        let slot = nodes.acquire(image, &platform).unwrap();
+        assert_eq!(slot.placement.node, "arm_node-a");
+        nodes.lost(slot, &NodeLost { node: "arm_node-a".into(), why: "connection refused".into() });
+        // The build goes again: to b, now its home among the nodes left.
+        let slot = nodes.acquire(image, &platform).unwrap();
+        assert_eq!(
+            (slot.placement.node.as_str(), slot.placement.home.as_str()),
+            ("arm_node-b", "arm_node-b")
+        );
+        nodes.lost(slot, &NodeLost { node: "arm_node-b".into(), why: "ssh exited 255".into() });
+        let err = nodes.acquire(image, &platform).err().unwrap();
+        assert_eq!(
+            format!("{err:#}"),
+            "no linux/arm64 node is left (arm_node-a: connection refused; arm_node-b: ssh exited 255)"
+        );
+        nodes.finish().unwrap();
+        // Both were taken down when they went out.
+        assert_eq!(timeline.vms().iter().map(|vm| vm.vm.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    }
+}
