@@ -63,8 +63,7 @@ struct NodeState {
     building: usize,
     busy_since: Option<Instant>,
     busy: Duration,
-    /// Images built on it whose merge is not done: it stays up for that (a merge of only
-    /// linux/arm64 runs on the VM's engine).
+    /// Images whose first platform it built and whose merge, which runs there, is not done.
     unmerged: BTreeSet<String>,
 }
 
@@ -217,14 +216,18 @@ impl<'a> Nodes<'a> {
     }
 
     /// The build of `slot` is over, whatever became of it: its slot is free and it is no longer
-    /// left. Its node stays up until its image is forgotten (merged or failed).
+    /// left. The node of an image's first platform merges it: that one stays up until the image
+    /// is forgotten (merged or failed).
     pub fn release(&self, slot: Slot) {
+        let merges = self.ctx.settings.platforms.iter().next() == Some(&slot.key.1);
         let mut state = self.lock();
         state.left.remove(&slot.key);
         let node = &mut state.nodes[slot.node];
         stop_building(node);
         node.placed -= 1;
-        node.unmerged.insert(slot.key.0.clone());
+        if merges {
+            node.unmerged.insert(slot.key.0.clone());
+        }
         self.dispatch(&mut state);
         self.changed.notify_all();
         self.take_down_idle(state);

@@ -46,13 +46,21 @@ pub fn info(ctx: &Ctx) -> Result<()> {
     }
     // Every node, each asked for its builder; a VM that is down cannot say yet.
     for engine in node::engines(s) {
-        let (platforms, place) = (engine.platforms.clone(), engine.place());
-        match engine.node(ctx) {
-            Ok(node) => {
+        let (platforms, place, vm) = (engine.platforms.clone(), engine.place(), engine.vm.clone());
+        let on = match &vm {
+            Some(vm) => format!("{place}, VM {}", vm.name),
+            None => place,
+        };
+        match (engine.node(ctx), vm) {
+            (Ok(node), _) => {
                 let builder = &node.builder;
-                println!("Builds of {platforms}: on {place}, builder {} ({})", builder.name, builder.why);
+                println!("Builds of {platforms}: on {on}, builder {} ({})", builder.name, builder.why);
             }
-            Err(err) => println!("Builds of {platforms}: on {place}, builder not known: {err:#}"),
+            (Err(_), Some(vm)) => println!(
+                "Builds of {platforms}: on {on}, builder known once the VM is up (`cargo xtask start-vm --vm {0} --wait`, then `ssh-tunnel --vm {0} --wait`)",
+                vm.name
+            ),
+            (Err(err), None) => println!("Builds of {platforms}: on {on}, builder not known: {err:#}"),
         }
     }
     Ok(())
