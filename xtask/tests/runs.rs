@@ -1044,3 +1044,139 @@ fn create_vms_keeps_what_exists_brings_its_script_up_to_date_and_deletes_strays_
         [call(FIREWALL_DESCRIBE), call(VM_EXISTS), update, call(POOL_LIST), call(delete)]
     );
 }
+
+/// The run of `publish-all` with a pool of three arm64 VMs on the fakes (every VM answering
+/// RUNNING), its stdout, and the builds of its `timeline.json`.
+fn pool_run(fake: &FakeTools, more: &[(&str, &str)]) -> (std::process::Output, Vec<serde_json::Value>) {
+    let registry = xtask_testbed::TestRegistry::start().unwrap();
+    fake.print("gcloud compute instances describe", "RUNNING");
+    fake.print("docker --context", "27.0");
+    let list = upstream_list(
+        fake,
+        &registry,
+        &[
+            ("alpine", "3.15"),
+            ("golang", "1.18-alpine3.15"),
+            ("debian", "11-slim"),
+            ("moby/buildkit", "v0.18.0"),
+        ],
+    );
+    let repo = format!("{}/dev", registry.host());
+    let logs = fake.dir.path().join("logs");
+    let mut env = vec![
+        ("DOCKER_REPO", repo.as_str()),
+        ("MULTI_CONTEXT", "1"),
+        ("AUTO_START_STOP", "1"),
+        ("ARM64_VMS", "vm-a,vm-b,vm-c"),
+        ("BUILD_ID", "pool"),
+    ];
+    env.extend_from_slice(more);
+    let output = fake.xtask(
+        &["publish-all", "--file", &list, "--logs", &logs.display().to_string(), "--vm-interval", "0"],
+        &env,
+    );
+    let json =
+        std::fs::read_to_string(logs.join("timeline.json")).unwrap_or_else(|_| "{\"builds\": []}".into());
+    let timeline: serde_json::Value = serde_json::from_str(&json).unwrap();
+    (output, timeline["builds"].as_array().unwrap().clone())
+}
+
+/// The VM of each `gcloud compute instances start|stop` call, in order.
+fn vm_calls(fake: &FakeTools, action: &str) -> Vec<String> {
+    fake.calls()
+        .iter()
+        .filter(|c| c.len() > 4 && c[..4] == ["gcloud", "compute", "instances", action])
+        .map(|c| c[4].clone())
+        .collect()
+}
+
+const POOL_NODES: [&str; 3] = ["arm_node-vm-a", "arm_node-vm-b", "arm_node-vm-c"];
+
+/// Each image's arm64 build goes to its home among the pool's nodes (the same rendezvous hash
+/// as the placement's own), only the VMs that are some image's home are started, each once,
+/// and each is stopped after the last build on it.
+#[test]
+fn a_pool_builds_each_image_on_its_home_and_starts_only_the_vms_with_builds() {
+    let fake = FakeTools::new();
+    fake.slow("docker --context arm_node-vm-", 0.5);
+    let (output, builds) = pool_run(&fake, &[]);
+    assert!(output.status.success(), "{}\n{}", stdout(&output), stderr(&output));
+    let labels: Vec<String> = POOL_NODES.map(String::from).to_vec();
+    let mut homes = std::collections::BTreeSet::new();
+    for image in ["runtime", "golang-build", "odb"] {
+        let home = xtask::publish::placement::home(image, &labels).unwrap().clone();
+        let arm = builds
+            .iter()
+            .find(|b| b["image"] == image && b["platform"] == "linux/arm64")
+            .unwrap_or_else(|| panic!("no arm64 build of {image}: {builds:?}"));
+        assert_eq!((arm["node"].as_str(), arm["home"].as_str()), (Some(home.as_str()), Some(home.as_str())));
+        assert_eq!(arm["spilled"], false);
+        homes.insert(home.trim_start_matches("arm_node-").to_string());
+    }
+    let started = vm_calls(&fake, "start");
+    assert_eq!(
+        started.iter().cloned().collect::<std::collections::BTreeSet<_>>(),
+        homes,
+        "only the homes start"
+    );
+    assert_eq!(started.len(), homes.len(), "each once: {started:?}");
+    assert_eq!(vm_calls(&fake, "stop").len(), homes.len());
+    // Each VM's stop comes after every build on its engine.
+    let calls = fake.calls();
+    for vm in &homes {
+        let stop = calls.iter().position(|c| c.len() > 4 && c[3] == "stop" && c[4] == *vm).unwrap();
+        let context = format!("arm_node-{vm}");
+        let last_build = calls.iter().rposition(|c| {
+            c.windows(2).any(|w| w[0] == "--context" && w[1] == context) && has_arg(c, "build")
+        });
+        assert!(last_build.is_some_and(|b| b < stop), "{vm} stopped before its last build");
+    }
+    let out = stdout(&output);
+    assert!(
+        out.contains("NODES")
+            && out.lines().any(|l| l.starts_with("runtime ") && l.contains("arm64 arm_node-vm-")),
+        "{out}"
+    );
+}
+
+/// A build whose VM's engine goes away (the build fails, then the engine does not answer) moves
+/// to another VM of the pool: the run succeeds, says which build moved and why, and the dead
+/// VM is stopped; a build's own failure on a VM that still answers is not moved.
+#[test]
+fn a_build_whose_vm_engine_goes_away_moves_to_another_vm() {
+    let fake = FakeTools::new();
+    let labels: Vec<String> = POOL_NODES.map(String::from).to_vec();
+    let home = xtask::publish::placement::home("runtime", &labels).unwrap().clone();
+    let vm = home.trim_start_matches("arm_node-").to_string();
+    // The engine answers while the VM comes up, then the build loses it.
+    fake.answer(&format!("docker --context {home} version"), 0, "27.0");
+    fake.answer(&format!("docker --context {home} buildx build --file {C}/runtime/Dockerfile"), 1, "ERROR: failed to receive status: rpc error: code = Unavailable desc = error reading from server: EOF");
+    fake.answer(&format!("docker --context {home} version"), 255, "");
+    let (output, builds) = pool_run(&fake, &[]);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}\n{}", stderr(&output));
+    let moved =
+        out.lines().find(|l| l.starts_with("moved       runtime/arm64: ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(moved.contains(&format!("{home} -> arm_node-")), "{moved}");
+    assert!(out.contains(&format!("node {home} is out of the run")), "{out}");
+    let dead =
+        builds.iter().find(|b| b["image"] == "runtime" && b["outcome"] == "moved").expect("the dead attempt");
+    assert_eq!(dead["node"].as_str(), Some(home.as_str()));
+    let again = builds
+        .iter()
+        .find(|b| b["image"] == "runtime" && b["platform"] == "linux/arm64" && b["outcome"] == "built")
+        .expect("built again");
+    assert_eq!(again["moved_from"].as_str(), Some(home.as_str()));
+    assert_ne!(again["node"].as_str(), Some(home.as_str()));
+    assert!(vm_calls(&fake, "stop").contains(&vm), "the dead VM is stopped too");
+    assert!(out.contains("(moved from "), "the table says so: {out}");
+
+    // A RUN step that fails on a VM that still answers: the build's own failure, final.
+    let fake = FakeTools::new();
+    fake.fail(4, &format!("docker --context {home} buildx build --file {C}/runtime/Dockerfile"));
+    let (output, builds) = pool_run(&fake, &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(!stdout(&output).contains("moved       "), "{}", stdout(&output));
+    assert!(builds.iter().any(|b| b["image"] == "runtime" && b["outcome"] == "failed"));
+    assert_eq!(vm_calls(&fake, "start").len(), vm_calls(&fake, "stop").len(), "every VM started is stopped");
+}

@@ -237,22 +237,27 @@ if [ -f "$FAKE_TOOLS_DIR/rules" ]; then
     esac
   done < "$FAKE_TOOLS_DIR/rules"
 fi
-# docker volumes (the leases on the arm64 VM's engine) are kept, as files in `volumes/`:
+# docker volumes (the leases on a VM's engine) are kept, as files in `volumes/` (the engine of
+# docker context `arm_node`, or none) or `volumes/<context>/` (each other engine's own):
 # `volume create --label a=b … NAME`, `volume rm NAME`, and `volume ls` printing each name and the
 # value of its `…lease.since` label (the one format the xtask asks for).
 if [ "$name" = docker ]; then
   set -- "$@"
-  [ "$1" = --context ] && shift 2
+  volumes="$FAKE_TOOLS_DIR/volumes"
+  if [ "$1" = --context ]; then
+    [ "$2" = arm_node ] || volumes="$volumes/$2"
+    shift 2
+  fi
   if [ "$1" = volume ]; then
-    mkdir -p "$FAKE_TOOLS_DIR/volumes"
+    mkdir -p "$volumes"
     case "$2" in
       create)
         since=""
         for arg in "$@"; do case "$arg" in *lease.since=*) since=${arg#*lease.since=} ;; esac; last=$arg; done
-        echo "$since" > "$FAKE_TOOLS_DIR/volumes/$last"; echo "$last"; exit 0 ;;
-      rm) rm "$FAKE_TOOLS_DIR/volumes/$3" || exit 1; echo "$3"; exit 0 ;;
+        echo "$since" > "$volumes/$last"; echo "$last"; exit 0 ;;
+      rm) rm "$volumes/$3" || exit 1; echo "$3"; exit 0 ;;
       ls)
-        for file in "$FAKE_TOOLS_DIR"/volumes/*; do
+        for file in "$volumes"/*; do
           [ -f "$file" ] && echo "$(basename "$file") $(cat "$file")"
         done
         exit 0 ;;
