@@ -376,4 +376,44 @@ mod tests {
                 .any(|r| r.contains("<title>app linux/arm64: 5.0 s, failed, on the critical path</title>"))
         );
     }
+
+    #[test]
+    fn spilled_and_moved_builds_are_told_apart_in_the_picture_and_the_json() {
+        let mut spilled = bar("tool", "linux/arm64", "arm_node-b", 0, 3, BarOutcome::Built);
+        spilled.placement.home = "arm_node-a".into();
+        spilled.placement.spilled = true;
+        let dead = bar("base", "linux/arm64", "arm_node-c", 0, 2, BarOutcome::Moved);
+        let mut again = bar("base", "linux/arm64", "arm_node-a", 2, 5, BarOutcome::Built);
+        again.placement.moved_from = Some(("arm_node-c".into(), "connection refused".into()));
+        let picture = svg(&[spilled.clone(), dead.clone(), again.clone()], &[]);
+        let rects: Vec<&str> = picture.lines().filter(|l| l.starts_with(r#"<rect class="bar""#)).collect();
+        assert_eq!(rects.iter().filter(|r| r.contains(r#"data-spilled="true""#)).count(), 1);
+        assert!(
+            rects
+                .iter()
+                .any(|r| r.contains("tool linux/arm64: 3.0 s, built, spilled from arm_node-a</title>"))
+        );
+        assert!(
+            rects
+                .iter()
+                .any(|r| r.contains(r#"data-outcome="moved""#) && r.contains(r#"data-node="arm_node-c""#))
+        );
+        assert!(rects.iter().any(|r| r.contains("moved here from arm_node-c (connection refused)")));
+
+        let timeline = Timeline::default();
+        for b in [spilled, dead, again] {
+            timeline.bars.lock().unwrap().push(b);
+        }
+        timeline.record_vm("c", "arm_node-c", timeline.started, Duration::from_secs(2));
+        let json: serde_json::Value = serde_json::from_str(&timeline.json()).unwrap();
+        let builds = json["builds"].as_array().unwrap();
+        assert_eq!(builds.len(), 3);
+        assert_eq!(builds[0]["spilled"], true);
+        assert_eq!(builds[0]["home"], "arm_node-a");
+        assert_eq!(builds[1]["outcome"], "moved");
+        assert_eq!(builds[2]["moved_from"], "arm_node-c");
+        assert_eq!(builds[2]["why"], "connection refused");
+        assert_eq!(json["vms"][0]["vm"], "c");
+        assert_eq!(json["vms"][0]["busy"], 2.0);
+    }
 }
