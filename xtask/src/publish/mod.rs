@@ -77,11 +77,21 @@ pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &Pub
         ctx.runner.say(&format!("no arm64 build to do: {} is not started", s.arm64_vms.join(", ")));
     }
     let priority = priorities(graph, selected, &plan, s.build_order, s.platforms.iter());
+    let parents: BTreeMap<String, Vec<String>> = selected
+        .iter()
+        .filter_map(|name| graph.vertex(name))
+        .map(|vertex| {
+            let in_run =
+                vertex.parents.iter().map(|p| p.name.clone()).filter(|p| selected.contains(&p.as_str()));
+            (vertex.name.clone(), in_run.collect())
+        })
+        .collect();
     let nodes = Nodes::new(
         ctx,
         node::engines(s),
         left,
         priority,
+        parents,
         &options.vm_wait,
         options.vendoring.as_ref(),
         &timeline,

@@ -4,7 +4,10 @@
 //! BUILD_ORDER=catalog). A VM is brought up when the first build is placed on it and taken down
 //! as soon as the graph has no build left for it; one that cannot be brought up, or whose engine
 //! goes away, is out for the rest of the run, and its builds go to the platform's other nodes.
-//! `finish` takes down whatever is still up, on every way out.
+//! When a build ends and the child with the longest path below it becomes ready with it, the
+//! slot is kept for that child (the few seconds of the parent's merge would otherwise give it to
+//! a shorter build, and the critical path would wait a whole build for a slot). `finish` takes
+//! down whatever is still up, on every way out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -35,6 +38,8 @@ pub struct Nodes<'a> {
     limit: Option<usize>,
     /// Which waiting build goes first: the higher.
     priority: BTreeMap<BuildKey, f64>,
+    /// Each image's parents in the run.
+    parents: BTreeMap<String, Vec<String>>,
     state: Mutex<State>,
     changed: Condvar,
     /// The BuildKit image was vendored for a VM's builder container.
@@ -65,6 +70,8 @@ struct NodeState {
     busy: Duration,
     /// Images whose first platform it built and whose merge, which runs there, is not done.
     unmerged: BTreeSet<String>,
+    /// Builds a slot is kept for (counted in `placed`): the critical child of a build that ended.
+    kept_for: Vec<BuildKey>,
 }
 
 /// Where a node is in its life.
@@ -100,12 +107,15 @@ pub struct Slot {
 }
 
 impl<'a> Nodes<'a> {
-    /// `engines` (this engine up, the VMs down), with `left` the builds the graph may do.
+    /// `engines` (this engine up, the VMs down), with `left` the builds the graph may do and
+    /// `parents` each image's parents in the run.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &'a Ctx,
         engines: Vec<Engine>,
         left: BTreeSet<BuildKey>,
         priority: BTreeMap<BuildKey, f64>,
+        parents: BTreeMap<String, Vec<String>>,
         wait: &'a Wait,
         vendoring: Option<&'a Vendoring>,
         timeline: &'a Timeline,
@@ -122,6 +132,7 @@ impl<'a> Nodes<'a> {
                 busy_since: None,
                 busy: Duration::ZERO,
                 unmerged: BTreeSet::new(),
+                kept_for: Vec::new(),
             })
             .collect();
         Nodes {
@@ -131,6 +142,7 @@ impl<'a> Nodes<'a> {
             timeline,
             limit: ctx.settings.builds_per_node,
             priority,
+            parents,
             state: Mutex::new(State { nodes, waiting: Vec::new(), left, next_id: 0 }),
             changed: Condvar::new(),
             buildkit_vendored: Mutex::new(false),
@@ -222,9 +234,14 @@ impl<'a> Nodes<'a> {
         let merges = self.ctx.settings.platforms.iter().next() == Some(&slot.key.1);
         let mut state = self.lock();
         state.left.remove(&slot.key);
+        let heir = self.heir(&state, &slot.key);
         let node = &mut state.nodes[slot.node];
         stop_building(node);
-        node.placed -= 1;
+        match heir {
+            // The slot stays taken, for the child.
+            Some(heir) => node.kept_for.push(heir),
+            None => node.placed -= 1,
+        }
         if merges {
             node.unmerged.insert(slot.key.0.clone());
         }
@@ -265,6 +282,10 @@ impl<'a> Nodes<'a> {
         state.left.retain(|(name, _)| name != image);
         for node in &mut state.nodes {
             node.unmerged.remove(image);
+            // A slot kept for a build of it that will not come is free again.
+            let kept = node.kept_for.len();
+            node.kept_for.retain(|(name, _)| name != image);
+            node.placed -= kept - node.kept_for.len();
         }
         self.dispatch(&mut state);
         self.take_down_idle(state);
@@ -281,6 +302,7 @@ impl<'a> Nodes<'a> {
                 .enumerate()
                 .filter_map(|(n, node)| {
                     node.life = Life::Down;
+                    node.kept_for.clear();
                     Some((n, node.held.take()?))
                 })
                 .collect()
@@ -299,7 +321,36 @@ impl<'a> Nodes<'a> {
         Err(first)
     }
 
-    /// Give each waiting build whose node has room a slot, the highest priority first.
+    /// The build a slot freed by `ended` is kept for: of the children of its image that build
+    /// on its platform, the one with the longest path, when it becomes ready once `ended`'s image
+    /// is merged (no other build of its parents is left) and no build waiting now goes before
+    /// it. None under BUILD_ORDER=catalog, which keeps no slot.
+    fn heir(&self, state: &State, ended: &BuildKey) -> Option<BuildKey> {
+        if self.ctx.settings.build_order == crate::settings::BuildOrder::Catalog {
+            return None;
+        }
+        let (image, platform) = ended;
+        let priority = |key: &BuildKey| self.priority.get(key).copied().unwrap_or(0.0);
+        let ready_with_it = |child: &String| {
+            self.parents[child].iter().all(|parent| state.left.iter().all(|(name, _)| name != parent))
+        };
+        let kept: BTreeSet<&BuildKey> = state.nodes.iter().flat_map(|node| &node.kept_for).collect();
+        let heir = self
+            .parents
+            .iter()
+            .filter(|(child, parents)| parents.contains(image) && ready_with_it(child))
+            .map(|(child, _)| (child.clone(), platform.clone()))
+            .filter(|key| state.left.contains(key) && !kept.contains(key))
+            .max_by(|a, b| priority(a).total_cmp(&priority(b)))?;
+        let waiting_before = state
+            .waiting
+            .iter()
+            .any(|w| w.grant.is_none() && &w.key.1 == platform && priority(&w.key) > priority(&heir));
+        (!waiting_before).then_some(heir)
+    }
+
+    /// Give each waiting build whose node has room a slot, the highest priority first (a slot
+    /// kept for it first of all).
     fn dispatch(&self, state: &mut State) {
         let mut order: Vec<usize> =
             (0..state.waiting.len()).filter(|&w| state.waiting[w].grant.is_none()).collect();
@@ -308,7 +359,16 @@ impl<'a> Nodes<'a> {
             priority(b).total_cmp(&priority(a)).then(state.waiting[a].id.cmp(&state.waiting[b].id))
         });
         for w in order {
-            let (image, platform) = state.waiting[w].key.clone();
+            let key = state.waiting[w].key.clone();
+            if let Some(n) = state.nodes.iter().position(|node| node.kept_for.contains(&key)) {
+                state.nodes[n].kept_for.retain(|kept| kept != &key);
+                let label = state.nodes[n].engine.label().to_string();
+                let home = self.home_of(state, &key).unwrap_or_else(|| label.clone());
+                let spilled = home != label;
+                state.waiting[w].grant = Some(Ok(Grant { node: n, home, spilled }));
+                continue;
+            }
+            let (image, platform) = key;
             let candidates: Vec<usize> = (0..state.nodes.len())
                 .filter(|&n| state.nodes[n].engine.platforms.iter().any(|p| p == &platform))
                 .collect();
@@ -352,6 +412,19 @@ impl<'a> Nodes<'a> {
             state.waiting[w].grant = Some(Ok(Grant { node: n, home, spilled }));
         }
         self.changed.notify_all();
+    }
+
+    /// The home of a build among its platform's nodes still in the run.
+    fn home_of(&self, state: &State, (image, platform): &BuildKey) -> Option<String> {
+        let names: Vec<String> = state
+            .nodes
+            .iter()
+            .filter(|node| {
+                node.engine.platforms.iter().any(|p| p == platform) && !matches!(node.life, Life::Out(_))
+            })
+            .map(|node| node.engine.label().to_string())
+            .collect();
+        placement::home(image, &names).cloned()
     }
 
     /// Take down every VM that is up with nothing placed on it and no build left that hashes to
@@ -510,7 +583,8 @@ mod tests {
         let priority =
             BTreeMap::from([(arm(first), 3.0), (arm(low), 1.0), (arm(high), 2.0), (arm(other), 1.0)]);
         let timeline = Timeline::default();
-        let nodes = Nodes::new(&ctx, engines(&ctx.settings), left, priority, &WAIT, None, &timeline);
+        let parents = [first, low, high, other].iter().map(|i| (i.to_string(), Vec::new())).collect();
+        let nodes = Nodes::new(&ctx, engines(&ctx.settings), left, priority, parents, &WAIT, None, &timeline);
         let platform = Platform::new("linux", "arm64");
 
         let slot = nodes.acquire(first, &platform).unwrap();
@@ -560,7 +634,9 @@ mod tests {
         let image = &homed_on("arm_node-a", &labels, 1)[0];
         let timeline = Timeline::default();
         let left = BTreeSet::from([arm(image)]);
-        let nodes = Nodes::new(&ctx, engines(&ctx.settings), left, BTreeMap::new(), &WAIT, None, &timeline);
+        let parents = BTreeMap::from([(image.clone(), Vec::new())]);
+        let nodes =
+            Nodes::new(&ctx, engines(&ctx.settings), left, BTreeMap::new(), parents, &WAIT, None, &timeline);
         let platform = Platform::new("linux", "arm64");
         let slot = nodes.acquire(image, &platform).unwrap();
         assert_eq!(slot.placement.node, "arm_node-a");
@@ -580,5 +656,50 @@ mod tests {
         nodes.finish().unwrap();
         // Both were taken down when they went out.
         assert_eq!(timeline.vms().iter().map(|vm| vm.vm.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_slot_freed_by_a_parent_is_kept_for_its_critical_child_not_given_to_a_shorter_build() {
+        let root = tempfile::tempdir().unwrap();
+        let ctx =
+            ctx(root.path(), &["--arm64-vms", "a", "--builds-per-node", "1", "--platforms", "linux/arm64"]);
+        let (parent, child, leaf) = ("parent".to_string(), "child".to_string(), "leaf".to_string());
+        let left: BTreeSet<BuildKey> = [&parent, &child, &leaf].iter().map(|i| arm(i)).collect();
+        let priority = BTreeMap::from([(arm(&parent), 2.0), (arm(&child), 1.5), (arm(&leaf), 1.0)]);
+        let parents = BTreeMap::from([
+            (parent.clone(), Vec::new()),
+            (child.clone(), vec![parent.clone()]),
+            (leaf.clone(), Vec::new()),
+        ]);
+        let timeline = Timeline::default();
+        let nodes = Nodes::new(&ctx, engines(&ctx.settings), left, priority, parents, &WAIT, None, &timeline);
+        let platform = Platform::new("linux", "arm64");
+        let slot = nodes.acquire(&parent, &platform).unwrap();
+        let order = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            let (nodes, order, platform, leaf) = (&nodes, &order, &platform, &leaf);
+            scope.spawn(move || {
+                let slot = nodes.acquire(leaf, platform).unwrap();
+                order.lock().unwrap().push(leaf.clone());
+                nodes.release(slot);
+                nodes.forget(leaf);
+            });
+            while nodes.lock().waiting.is_empty() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // The parent ends while the leaf waits: the slot is kept for the child, which asks
+            // only once the parent is merged.
+            nodes.release(slot);
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(order.lock().unwrap().is_empty(), "the leaf took the child's slot");
+            nodes.forget(&parent);
+            let slot = nodes.acquire(&child, platform).unwrap();
+            assert_eq!(slot.placement.node, "arm_node");
+            order.lock().unwrap().push(child.clone());
+            nodes.release(slot);
+            nodes.forget(&child);
+        });
+        assert_eq!(*order.lock().unwrap(), [child, leaf]);
+        nodes.finish().unwrap();
     }
 }
