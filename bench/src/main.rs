@@ -1,5 +1,5 @@
 //! The benchmarks of the xtask, apart from the tool: `cargo xtask bench-thirdparty`,
-//! `bench-rebuild`, `bench-graph` and `bench-compile` run this binary (`cargo run --package xtask-bench`), so that
+//! `bench-rebuild`, `bench-graph`, `bench-pool` and `bench-compile` run this binary (`cargo run --package xtask-bench`), so that
 //! a user's `cargo xtask` compiles none of it. Each one measures against a named peer, in the
 //! same run, and prints the ratios: the xtask binary named by `XTASK_BIN` (the one that started
 //! it: the dev profile, as users run it), or for bench-compile the cargo builds of the xtask.
@@ -8,6 +8,7 @@
 
 mod compile;
 mod graph;
+mod pool;
 mod rebuild;
 mod thirdparty;
 
@@ -32,6 +33,9 @@ enum Bench {
     /// publish-all on a six-image graph (cold, up to date, leaf and root changes) against
     /// rebuilding every image from the caches
     Graph(graph::BenchGraphArgs),
+    /// The pool's scheduler, with stand-in builds and VMs, on 1, 2 and 3 nodes and in catalog
+    /// order, against the lower bound
+    Pool(pool::BenchPoolArgs),
     /// The pipeline's xtask step, its dependencies prebuilt as in the cloud builder image,
     /// against a cold `cargo build -p xtask`
     Compile(compile::BenchCompileArgs),
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Bench::Thirdparty(args) => thirdparty::bench_thirdparty(args),
         Bench::Rebuild(args) => rebuild::bench_rebuild(&runner, args),
         Bench::Graph(args) => graph::bench_graph(&runner, args),
+        Bench::Pool(args) => pool::bench_pool(args),
         Bench::Compile(args) => compile::bench_compile(&runner, args),
     };
     match result {

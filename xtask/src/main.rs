@@ -75,6 +75,9 @@ enum Task {
     /// Benchmark publish-all on a six-image graph (cold, up to date, leaf and root changes) against rebuilding every image from the caches
     #[command(disable_help_flag = true)]
     BenchGraph(BenchArgs),
+    /// Benchmark the pool's scheduler (stand-in builds and VMs) on 1, 2 and 3 nodes and in catalog order against the lower bound
+    #[command(disable_help_flag = true)]
+    BenchPool(BenchArgs),
     /// Benchmark the pipeline's xtask step (dependencies prebuilt as in the cloud builder) against a cold cargo build
     #[command(disable_help_flag = true)]
     BenchCompile(BenchArgs),
@@ -98,6 +101,7 @@ impl Task {
             Task::BenchThirdparty(_)
             | Task::BenchRebuild(_)
             | Task::BenchGraph(_)
+            | Task::BenchPool(_)
             | Task::BenchCompile(_) => Uses::Nothing,
         }
     }
@@ -345,6 +349,7 @@ fn try_main() -> Result<()> {
         Task::BenchThirdparty(args) => bench::bench(&ctx, Bench::Thirdparty, &args),
         Task::BenchRebuild(args) => bench::bench(&ctx, Bench::Rebuild, &args),
         Task::BenchGraph(args) => bench::bench(&ctx, Bench::Graph, &args),
+        Task::BenchPool(args) => bench::bench(&ctx, Bench::Pool, &args),
         Task::BenchCompile(args) => bench::bench(&ctx, Bench::Compile, &args),
         Task::Verify(args) => verify::verify(&ctx, &args),
         Task::Scan(args) => scan::scan(&ctx, &args),

@@ -4,10 +4,10 @@
 //! BUILD_ORDER=catalog). A VM is brought up when the first build is placed on it and taken down
 //! as soon as the graph has no build left for it; one that cannot be brought up, or whose engine
 //! goes away, is out for the rest of the run, and its builds go to the platform's other nodes.
-//! When a build ends and the child with the longest path below it becomes ready with it, the
-//! slot is kept for that child (the few seconds of the parent's merge would otherwise give it to
-//! a shorter build, and the critical path would wait a whole build for a slot). `finish` takes
-//! down whatever is still up, on every way out.
+//! A build that is ready but has not asked yet (its parent's merge is under way, its thread is
+//! settling its decision) counts as waiting: a free slot is held for it rather than given to a
+//! shorter build that asked first, which would make the critical path wait a whole build.
+//! `finish` takes down whatever is still up, on every way out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -53,8 +53,11 @@ pub struct Nodes<'a> {
 struct State {
     nodes: Vec<NodeState>,
     waiting: Vec<Waiter>,
-    /// The builds the graph may still do: a VM with none of them homed on it is taken down.
+    /// The builds the graph may still do: a VM with none of them near and homed on it is taken
+    /// down.
     left: BTreeSet<BuildKey>,
+    /// The builds given a slot and not yet released.
+    started: BTreeSet<BuildKey>,
     next_id: u64,
 }
 
@@ -70,8 +73,6 @@ struct NodeState {
     busy: Duration,
     /// Images whose first platform it built and whose merge, which runs there, is not done.
     unmerged: BTreeSet<String>,
-    /// Builds a slot is kept for (counted in `placed`): the critical child of a build that ended.
-    kept_for: Vec<BuildKey>,
 }
 
 /// Where a node is in its life.
@@ -132,7 +133,6 @@ impl<'a> Nodes<'a> {
                 busy_since: None,
                 busy: Duration::ZERO,
                 unmerged: BTreeSet::new(),
-                kept_for: Vec::new(),
             })
             .collect();
         Nodes {
@@ -143,7 +143,13 @@ impl<'a> Nodes<'a> {
             limit: ctx.settings.builds_per_node,
             priority,
             parents,
-            state: Mutex::new(State { nodes, waiting: Vec::new(), left, next_id: 0 }),
+            state: Mutex::new(State {
+                nodes,
+                waiting: Vec::new(),
+                left,
+                started: BTreeSet::new(),
+                next_id: 0,
+            }),
             changed: Condvar::new(),
             buildkit_vendored: Mutex::new(false),
             way_out: Mutex::new(Vec::new()),
@@ -209,6 +215,8 @@ impl<'a> Nodes<'a> {
                 Ok(()) => {
                     state.nodes[n].held = Some(held);
                     state.nodes[n].life = Life::Up;
+                    // Its seconds busy are counted from each time it comes up.
+                    state.nodes[n].busy = Duration::ZERO;
                     start_building(&mut state.nodes[n]);
                     self.changed.notify_all();
                     return Ok(Slot { node: n, key, engine, placement });
@@ -234,14 +242,10 @@ impl<'a> Nodes<'a> {
         let merges = self.ctx.settings.platforms.iter().next() == Some(&slot.key.1);
         let mut state = self.lock();
         state.left.remove(&slot.key);
-        let heir = self.heir(&state, &slot.key);
+        state.started.remove(&slot.key);
         let node = &mut state.nodes[slot.node];
         stop_building(node);
-        match heir {
-            // The slot stays taken, for the child.
-            Some(heir) => node.kept_for.push(heir),
-            None => node.placed -= 1,
-        }
+        node.placed -= 1;
         if merges {
             node.unmerged.insert(slot.key.0.clone());
         }
@@ -254,6 +258,7 @@ impl<'a> Nodes<'a> {
     /// down), and the build goes back to be placed again.
     pub fn lost(&self, slot: Slot, lost: &NodeLost) {
         let mut state = self.lock();
+        state.started.remove(&slot.key);
         let node = &mut state.nodes[slot.node];
         stop_building(node);
         node.placed -= 1;
@@ -280,12 +285,9 @@ impl<'a> Nodes<'a> {
     pub fn forget(&self, image: &str) {
         let mut state = self.lock();
         state.left.retain(|(name, _)| name != image);
+        state.started.retain(|(name, _)| name != image);
         for node in &mut state.nodes {
             node.unmerged.remove(image);
-            // A slot kept for a build of it that will not come is free again.
-            let kept = node.kept_for.len();
-            node.kept_for.retain(|(name, _)| name != image);
-            node.placed -= kept - node.kept_for.len();
         }
         self.dispatch(&mut state);
         self.take_down_idle(state);
@@ -302,7 +304,6 @@ impl<'a> Nodes<'a> {
                 .enumerate()
                 .filter_map(|(n, node)| {
                     node.life = Life::Down;
-                    node.kept_for.clear();
                     Some((n, node.held.take()?))
                 })
                 .collect()
@@ -321,56 +322,35 @@ impl<'a> Nodes<'a> {
         Err(first)
     }
 
-    /// The build a slot freed by `ended` is kept for: of the children of its image that build
-    /// on its platform, the one with the longest path, when it becomes ready once `ended`'s image
-    /// is merged (no other build of its parents is left) and no build waiting now goes before
-    /// it. None under BUILD_ORDER=catalog, which keeps no slot.
-    fn heir(&self, state: &State, ended: &BuildKey) -> Option<BuildKey> {
-        if self.ctx.settings.build_order == crate::settings::BuildOrder::Catalog {
-            return None;
-        }
-        let (image, platform) = ended;
-        let priority = |key: &BuildKey| self.priority.get(key).copied().unwrap_or(0.0);
-        let ready_with_it = |child: &String| {
-            self.parents[child].iter().all(|parent| state.left.iter().all(|(name, _)| name != parent))
-        };
-        let kept: BTreeSet<&BuildKey> = state.nodes.iter().flat_map(|node| &node.kept_for).collect();
-        let heir = self
-            .parents
-            .iter()
-            .filter(|(child, parents)| parents.contains(image) && ready_with_it(child))
-            .map(|(child, _)| (child.clone(), platform.clone()))
-            .filter(|key| state.left.contains(key) && !kept.contains(key))
-            .max_by(|a, b| priority(a).total_cmp(&priority(b)))?;
-        let waiting_before = state
-            .waiting
-            .iter()
-            .any(|w| w.grant.is_none() && &w.key.1 == platform && priority(&w.key) > priority(&heir));
-        (!waiting_before).then_some(heir)
-    }
-
-    /// Give each waiting build whose node has room a slot, the highest priority first (a slot
-    /// kept for it first of all).
+    /// Give each waiting build whose node has room a slot, the highest priority first. In a
+    /// real run, a build that is ready but has not asked yet competes too: the slot it would
+    /// get is held for it. (A dry run asks one build at a time, in the graph's order: it holds
+    /// nothing, or a build would wait for one that comes after it.)
     fn dispatch(&self, state: &mut State) {
-        let mut order: Vec<usize> =
-            (0..state.waiting.len()).filter(|&w| state.waiting[w].grant.is_none()).collect();
-        let priority = |w: usize| self.priority.get(&state.waiting[w].key).copied().unwrap_or(0.0);
-        order.sort_by(|&a, &b| {
-            priority(b).total_cmp(&priority(a)).then(state.waiting[a].id.cmp(&state.waiting[b].id))
-        });
-        for w in order {
-            let key = state.waiting[w].key.clone();
-            if let Some(n) = state.nodes.iter().position(|node| node.kept_for.contains(&key)) {
-                state.nodes[n].kept_for.retain(|kept| kept != &key);
-                let label = state.nodes[n].engine.label().to_string();
-                let home = self.home_of(state, &key).unwrap_or_else(|| label.clone());
-                let spilled = home != label;
-                state.waiting[w].grant = Some(Ok(Grant { node: n, home, spilled }));
-                continue;
-            }
-            let (image, platform) = key;
+        let priority = |key: &BuildKey| self.priority.get(key).copied().unwrap_or(0.0);
+        // (key, its waiter when it asked), the highest priority first; those that asked first
+        // among equals.
+        let mut competing: Vec<(BuildKey, Option<usize>)> = (0..state.waiting.len())
+            .filter(|&w| state.waiting[w].grant.is_none())
+            .map(|w| (state.waiting[w].key.clone(), Some(w)))
+            .collect();
+        if !self.ctx.runner.is_dry_run() {
+            let ready = state
+                .left
+                .iter()
+                .filter(|key| !state.started.contains(*key) && self.is_ready(state, key))
+                .filter(|key| !state.waiting.iter().any(|w| &w.key == *key));
+            competing.extend(ready.map(|key| (key.clone(), None)).collect::<Vec<_>>());
+        }
+        let asked = |w: &Option<usize>| w.map_or(u64::MAX, |w| state.waiting[w].id);
+        competing
+            .sort_by(|(a, wa), (b, wb)| priority(b).total_cmp(&priority(a)).then(asked(wa).cmp(&asked(wb))));
+        // Slots held for the ready builds that have not asked yet.
+        let mut held = vec![0; state.nodes.len()];
+        for (key, waiter) in competing {
+            let (image, platform) = &key;
             let candidates: Vec<usize> = (0..state.nodes.len())
-                .filter(|&n| state.nodes[n].engine.platforms.iter().any(|p| p == &platform))
+                .filter(|&n| state.nodes[n].engine.platforms.iter().any(|p| p == platform))
                 .collect();
             let in_run: Vec<usize> = candidates
                 .iter()
@@ -385,20 +365,22 @@ impl<'a> Nodes<'a> {
                         _ => None,
                     })
                     .collect();
-                state.waiting[w].grant =
-                    Some(Err(format!("no {platform} node is left ({})", why.join("; "))));
+                if let Some(w) = waiter {
+                    state.waiting[w].grant =
+                        Some(Err(format!("no {platform} node is left ({})", why.join("; "))));
+                }
                 continue;
             }
             let loads: Vec<Load> = in_run
                 .iter()
                 .map(|&n| Load {
                     node: state.nodes[n].engine.label().to_string(),
-                    running: state.nodes[n].placed,
+                    running: state.nodes[n].placed + held[n],
                     limit: self.limit,
                     up: state.nodes[n].life == Life::Up,
                 })
                 .collect();
-            let (to, home, spilled) = match placement::place(&image, &loads) {
+            let (to, home, spilled) = match placement::place(image, &loads) {
                 Placed::Home(home) => (home.clone(), home, false),
                 Placed::Spilled { home, to } => (to, home, true),
                 Placed::Waits => continue,
@@ -408,10 +390,37 @@ impl<'a> Nodes<'a> {
                 .copied()
                 .find(|&n| state.nodes[n].engine.label() == to)
                 .expect("placed on a node");
-            state.nodes[n].placed += 1;
-            state.waiting[w].grant = Some(Ok(Grant { node: n, home, spilled }));
+            match waiter {
+                Some(w) => {
+                    state.nodes[n].placed += 1;
+                    state.started.insert(key.clone());
+                    state.waiting[w].grant = Some(Ok(Grant { node: n, home, spilled }));
+                }
+                None => held[n] += 1,
+            }
         }
         self.changed.notify_all();
+    }
+
+    /// Whether a build left is ready, or becomes ready once its parents' merges are done: no
+    /// build of its parents is left.
+    fn is_ready(&self, state: &State, (image, _): &BuildKey) -> bool {
+        self.parents.get(image).is_none_or(|parents| {
+            parents.iter().all(|parent| state.left.iter().all(|(name, _)| name != parent))
+        })
+    }
+
+    /// Whether a build left that is ready, or becomes ready once its parents' merges are done
+    /// (no build of theirs is left), hashes to node `n`. A VM is not kept idle for a build
+    /// further down the graph: when that build comes it goes to an idle node, or starts its home
+    /// again.
+    fn has_work_near(&self, state: &State, n: usize) -> bool {
+        let label = state.nodes[n].engine.label();
+        state
+            .left
+            .iter()
+            .filter(|key| !state.started.contains(*key) && self.is_ready(state, key))
+            .any(|key| self.home_of(state, key).is_some_and(|home| home == label))
     }
 
     /// The home of a build among its platform's nodes still in the run.
@@ -437,7 +446,7 @@ impl<'a> Nodes<'a> {
                     && node.life == Life::Up
                     && node.placed == 0
                     && node.unmerged.is_empty()
-                    && !has_work_left(&state, n)
+                    && !self.has_work_near(&state, n)
             });
             let Some(n) = idle else { return };
             state.nodes[n].life = Life::Changing;
@@ -490,22 +499,6 @@ impl<'a> Nodes<'a> {
     }
 }
 
-/// Whether a build left hashes to node `n` among its platform's nodes still in the run.
-fn has_work_left(state: &State, n: usize) -> bool {
-    let label = state.nodes[n].engine.label();
-    state.left.iter().any(|(image, platform)| {
-        let names: Vec<String> = state
-            .nodes
-            .iter()
-            .filter(|node| {
-                node.engine.platforms.iter().any(|p| p == platform) && !matches!(node.life, Life::Out(_))
-            })
-            .map(|node| node.engine.label().to_string())
-            .collect();
-        placement::home(image, &names).is_some_and(|home| home == label)
-    })
-}
-
 fn start_building(node: &mut NodeState) {
     if node.building == 0 {
         node.busy_since = Some(Instant::now());
@@ -534,8 +527,9 @@ mod tests {
     use crate::runner::Runner;
     use crate::settings::{Settings, SettingsArgs};
 
-    /// A dry run's context (nothing runs: a VM's start and stop are printed) with `flags`.
-    fn ctx(root: &Path, flags: &[&str]) -> Ctx {
+    /// A context with `flags`: a dry run's (nothing runs: a VM's start and stop are printed), or
+    /// a real run's, which must then start nothing (no VM).
+    fn ctx(root: &Path, dry_run: bool, flags: &[&str]) -> Ctx {
         std::fs::write(
             root.join("images.toml"),
             "thirdparty = \"t.txt\"\npipeline = \"p.yaml\"\nbuildkit = \"moby/buildkit:v1\"\n[versions]\n\
@@ -545,12 +539,12 @@ mod tests {
         .unwrap();
         let catalog = Catalog::load_from(root, Path::new("images.toml")).unwrap();
         let command = SettingsArgs::augment_args(clap::Command::new("t"));
-        let mut argv = vec!["t", "--docker-repo", "r.example/p/dev", "--multi-context", "1"];
+        let mut argv = vec!["t", "--docker-repo", "r.example/p/dev"];
         argv.extend(flags);
         let args = SettingsArgs::from_arg_matches(&command.get_matches_from(argv)).unwrap();
         let settings = Settings::resolve_with(args, &catalog, |_| None);
         assert!(settings.problems.is_empty(), "{:?}", settings.problems);
-        Ctx { settings, catalog, runner: Runner::new(true, root.to_path_buf()), root: root.to_path_buf() }
+        Ctx { settings, catalog, runner: Runner::new(dry_run, root.to_path_buf()), root: root.to_path_buf() }
     }
 
     const WAIT: Wait = Wait { tries: 1, interval: Duration::ZERO };
@@ -571,10 +565,17 @@ mod tests {
     #[test]
     fn builds_go_home_wait_for_a_slot_by_priority_and_a_vm_goes_down_when_nothing_is_left() {
         let root = tempfile::tempdir().unwrap();
-        let ctx = ctx(
-            root.path(),
-            &["--arm64-vms", "a,b,c", "--builds-per-node", "1", "--platforms", "linux/arm64"],
-        );
+        let flags = [
+            "--multi-context",
+            "1",
+            "--arm64-vms",
+            "a,b,c",
+            "--builds-per-node",
+            "1",
+            "--platforms",
+            "linux/arm64",
+        ];
+        let ctx = ctx(root.path(), true, &flags);
         let labels: Vec<String> = ["arm_node-a", "arm_node-b", "arm_node-c"].map(String::from).to_vec();
         let on_a = homed_on("arm_node-a", &labels, 3);
         let (first, low, high) = (&on_a[0], &on_a[1], &on_a[2]);
@@ -629,7 +630,11 @@ mod tests {
     #[test]
     fn a_lost_node_is_out_and_its_builds_go_to_the_others_until_none_is_left() {
         let root = tempfile::tempdir().unwrap();
-        let ctx = ctx(root.path(), &["--arm64-vms", "a,b", "--platforms", "linux/arm64"]);
+        let ctx = ctx(
+            root.path(),
+            true,
+            &["--multi-context", "1", "--arm64-vms", "a,b", "--platforms", "linux/arm64"],
+        );
         let labels: Vec<String> = ["arm_node-a", "arm_node-b"].map(String::from).to_vec();
         let image = &homed_on("arm_node-a", &labels, 1)[0];
         let timeline = Timeline::default();
@@ -659,10 +664,9 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_freed_by_a_parent_is_kept_for_its_critical_child_not_given_to_a_shorter_build() {
+    fn a_slot_is_held_for_a_ready_build_with_a_longer_path_that_has_not_asked_yet() {
         let root = tempfile::tempdir().unwrap();
-        let ctx =
-            ctx(root.path(), &["--arm64-vms", "a", "--builds-per-node", "1", "--platforms", "linux/arm64"]);
+        let ctx = ctx(root.path(), false, &["--builds-per-node", "1", "--platforms", "linux/arm64"]);
         let (parent, child, leaf) = ("parent".to_string(), "child".to_string(), "leaf".to_string());
         let left: BTreeSet<BuildKey> = [&parent, &child, &leaf].iter().map(|i| arm(i)).collect();
         let priority = BTreeMap::from([(arm(&parent), 2.0), (arm(&child), 1.5), (arm(&leaf), 1.0)]);
@@ -687,14 +691,14 @@ mod tests {
             while nodes.lock().waiting.is_empty() {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            // The parent ends while the leaf waits: the slot is kept for the child, which asks
-            // only once the parent is merged.
+            // The parent ends while the leaf waits: the child is ready, with a longer path, and
+            // the slot is held for it, though it asks only once the parent is merged.
             nodes.release(slot);
             std::thread::sleep(Duration::from_millis(50));
             assert!(order.lock().unwrap().is_empty(), "the leaf took the child's slot");
             nodes.forget(&parent);
             let slot = nodes.acquire(&child, platform).unwrap();
-            assert_eq!(slot.placement.node, "arm_node");
+            assert_eq!(slot.placement.node, "this engine");
             order.lock().unwrap().push(child.clone());
             nodes.release(slot);
             nodes.forget(&child);

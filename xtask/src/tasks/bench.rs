@@ -1,4 +1,4 @@
-//! bench-thirdparty, bench-rebuild, bench-graph, bench-compile: thin entries into the benchmarks, which live in
+//! bench-thirdparty, bench-rebuild, bench-graph, bench-pool, bench-compile: thin entries into the benchmarks, which live in
 //! a crate of their own (`bench/`, the `xtask-bench` binary) with the test harness they stand
 //! on, so that a user's `cargo xtask` compiles none of it. Each runs
 //! `cargo run --package xtask-bench -- <bench> <its options>`, through the runner (a dry run
@@ -26,6 +26,7 @@ pub enum Bench {
     Thirdparty,
     Rebuild,
     Graph,
+    Pool,
     Compile,
 }
 
@@ -35,6 +36,7 @@ impl Bench {
             Bench::Thirdparty => "thirdparty",
             Bench::Rebuild => "rebuild",
             Bench::Graph => "graph",
+            Bench::Pool => "pool",
             Bench::Compile => "compile",
         }
     }
