@@ -90,6 +90,7 @@ const TASKS: &[&[&str]] = &[
     &["bench-thirdparty"],
     &["bench-rebuild"],
     &["bench-graph"],
+    &["bench-pool"],
     &["bench-compile"],
 ];
 
