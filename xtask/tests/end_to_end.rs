@@ -303,7 +303,9 @@ fn each_platform_builds_on_its_own_engine_through_the_tunnel() {
     assert!(context.contains(&format!("\"Host\": \"ssh://xtask-{VM}\"")), "{context}");
     let info = stdout(&xtask(&["info"], &[("MULTI_CONTEXT", "1")]));
     assert!(
-        info.contains("Builds of linux/arm64: on the engine of docker context arm_node, builder arm_node"),
+        info.contains(&format!(
+            "Builds of linux/arm64: on the engine of docker context arm_node, VM {VM}, builder arm_node"
+        )),
         "{info}"
     );
 

@@ -77,6 +77,11 @@ pub struct SecondEngine {
 impl SecondEngine {
     /// `bridge`: a name for the engine's own bridge, unique on this machine.
     pub fn start(bridge: &str) -> SecondEngine {
+        SecondEngine::start_with(bridge, "169.254.77.1/24")
+    }
+
+    /// `start`, the bridge at `address` (engines at once each need a subnet of their own).
+    pub fn start_with(bridge: &str, address: &str) -> SecondEngine {
         let dir = tempfile::tempdir().unwrap();
         // The tunnel user reaches the socket: the folders on its way must be open to it.
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -88,7 +93,7 @@ impl SecondEngine {
         let bridge = bridge.to_string();
         let _ = Command::new("ip").args(["link", "del", &bridge]).output();
         run("ip", &["link", "add", &bridge, "type", "bridge"]);
-        run("ip", &["addr", "add", "169.254.77.1/24", "dev", &bridge]);
+        run("ip", &["addr", "add", address, "dev", &bridge]);
         run("ip", &["link", "set", &bridge, "up"]);
         let child = Command::new("dockerd")
             .args(["--config-file", &path("daemon.json"), "--data-root", &path("data")])
@@ -274,20 +279,41 @@ impl Drop for TestSshd {
 /// after a start, then RUNNING); `compute ssh` (the operator's login, which start-vm --wait
 /// tries) succeeds once the VM runs and the test's sshd answers; `compute start-iap-tunnel <vm>
 /// 22 --listen-on-stdin` joins its standard input and output to the test's sshd, as IAP does to
-/// the VM's port 22, only while the VM runs and unless `$FAKE_VM/iap-down` exists (IAP refusing);
+/// the VM's port 22, only while the VM runs and unless `$FAKE_VM/iap-down` exists (IAP refusing).
+/// A VM with a folder `$FAKE_VM/vms/<vm>/` (a pool's) keeps its state, `iap-down` and sshd
+/// port (`port`) there instead of `$FAKE_VM/state`, `$FAKE_VM/iap-down` and `$FAKE_VM_SSH_PORT`;
 /// `secrets versions access … --out-file=F` writes the tunnel's key (`$FAKE_VM_KEY`, `.pub` for a
 /// secret named `…-pub`) into F; `storage cp --recursive DIR gs://B/P/` copies DIR into
 /// `$FAKE_VM/buckets/B/P/`; `artifacts docker images scan` names a scan and
 /// `list-vulnerabilities` reports one LOW finding. Every call is appended to `$FAKE_VM/calls`.
 pub const FAKE_GCLOUD: &str = r#"#!/bin/bash
 printf '%s\n' "$*" >> "$FAKE_VM/calls"
-state=$(cat "$FAKE_VM/state" 2>/dev/null || echo TERMINATED)
+# The VM named: `compute instances <action> <vm>`, `compute start-iap-tunnel <vm>`, or the first
+# word of `compute ssh` that is neither a flag nor a flag's value.
+vm=
+case "$1 $2" in
+  "compute instances") vm=$4 ;;
+  "compute start-iap-tunnel") vm=$3 ;;
+  "compute ssh")
+    skip=
+    for arg in "${@:3}"; do
+      if [ -n "$skip" ]; then skip=; continue; fi
+      case "$arg" in --project|--zone) skip=1 ;; --*) ;; *) vm=$arg; break ;; esac
+    done ;;
+esac
+vm_dir=$FAKE_VM
+port=$FAKE_VM_SSH_PORT
+if [ -n "$vm" ] && [ -d "$FAKE_VM/vms/$vm" ]; then
+  vm_dir="$FAKE_VM/vms/$vm"
+  port=$(cat "$vm_dir/port")
+fi
+state=$(cat "$vm_dir/state" 2>/dev/null || echo TERMINATED)
 case "$1 $2 $3" in
-  "compute instances start") echo STAGING > "$FAKE_VM/state"; exit 0 ;;
-  "compute instances stop") echo TERMINATED > "$FAKE_VM/state"; exit 0 ;;
+  "compute instances start") echo STAGING > "$vm_dir/state"; exit 0 ;;
+  "compute instances stop") echo TERMINATED > "$vm_dir/state"; exit 0 ;;
   "compute instances describe")
     echo "$state"
-    [ "$state" = STAGING ] && echo RUNNING > "$FAKE_VM/state"
+    [ "$state" = STAGING ] && echo RUNNING > "$vm_dir/state"
     exit 0 ;;
   "secrets versions access")
     for arg in "$@"; do
@@ -308,13 +334,13 @@ esac
 case "$1 $2" in
   "compute ssh")
     [ "$state" = RUNNING ] || exit 255
-    { exec 3<>"/dev/tcp/127.0.0.1/$FAKE_VM_SSH_PORT"; } 2>/dev/null || exit 255; exit 0 ;;
+    { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null || exit 255; exit 0 ;;
   "compute start-iap-tunnel")
-    if [ "$state" != RUNNING ] || [ -e "$FAKE_VM/iap-down" ]; then
+    if [ "$state" != RUNNING ] || [ -e "$vm_dir/iap-down" ]; then
       echo "ERROR: (gcloud.compute.start-iap-tunnel) Error while connecting [4003: 'failed to connect to backend']." >&2
       exit 1
     fi
-    exec 3<>"/dev/tcp/127.0.0.1/$FAKE_VM_SSH_PORT"
+    exec 3<>"/dev/tcp/127.0.0.1/$port"
     cat <&3 &
     cat >&3
     exit 0 ;;
