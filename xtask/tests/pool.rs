@@ -281,6 +281,12 @@ fn the_graph_spreads_over_the_pool_and_each_image_stays_on_its_vm() {
     // Cold.
     let (output, builds) = pool.publish(&[]);
     assert_ok("cold", &output);
+    // For docs/builds.md: the picture of this run (and its timeline.json beside it).
+    if let Some(keep) = std::env::var_os("KEEP_TIMELINE").map(PathBuf::from) {
+        let logs = PathBuf::from(pool.setup.logs());
+        std::fs::copy(logs.join("timeline.svg"), &keep).unwrap();
+        std::fs::copy(logs.join("timeline.json"), keep.with_extension("json")).unwrap();
+    }
     for (image, _) in GRAPH {
         assert_eq!(platforms(&format!("{repo}/{image}:1")), ["linux/amd64", "linux/arm64"], "cold: {image}");
     }

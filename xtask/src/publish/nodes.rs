@@ -73,6 +73,8 @@ struct NodeState {
     busy: Duration,
     /// Images whose first platform it built and whose merge, which runs there, is not done.
     unmerged: BTreeSet<String>,
+    /// Slots held, at the last dispatch, for ready builds that have not asked yet.
+    held_for_ready: usize,
 }
 
 /// Where a node is in its life.
@@ -133,6 +135,7 @@ impl<'a> Nodes<'a> {
                 busy_since: None,
                 busy: Duration::ZERO,
                 unmerged: BTreeSet::new(),
+                held_for_ready: 0,
             })
             .collect();
         Nodes {
@@ -399,6 +402,9 @@ impl<'a> Nodes<'a> {
                 None => held[n] += 1,
             }
         }
+        for (node, held) in state.nodes.iter_mut().zip(held) {
+            node.held_for_ready = held;
+        }
         self.changed.notify_all();
     }
 
@@ -410,16 +416,27 @@ impl<'a> Nodes<'a> {
         })
     }
 
-    /// Whether a build left that is ready, or becomes ready once its parents' merges are done
-    /// (no build of theirs is left), hashes to node `n`. A VM is not kept idle for a build
-    /// further down the graph: when that build comes it goes to an idle node, or starts its home
-    /// again.
+    /// Whether a build left that is near hashes to node `n`: ready, or to be ready once the
+    /// builds of its parents now running end (every build of its parents left has started). A
+    /// VM is not kept idle for a build further down the graph: when that build comes it goes to
+    /// an idle node, or starts its home again.
     fn has_work_near(&self, state: &State, n: usize) -> bool {
         let label = state.nodes[n].engine.label();
+        let near = |(image, _): &BuildKey| {
+            self.parents.get(image).is_none_or(|parents| {
+                parents.iter().all(|parent| {
+                    state
+                        .left
+                        .iter()
+                        .filter(|(name, _)| name == parent)
+                        .all(|key| state.started.contains(key))
+                })
+            })
+        };
         state
             .left
             .iter()
-            .filter(|key| !state.started.contains(*key) && self.is_ready(state, key))
+            .filter(|key| !state.started.contains(*key) && near(key))
             .any(|key| self.home_of(state, key).is_some_and(|home| home == label))
     }
 
@@ -445,6 +462,7 @@ impl<'a> Nodes<'a> {
                 node.held.is_some()
                     && node.life == Life::Up
                     && node.placed == 0
+                    && node.held_for_ready == 0
                     && node.unmerged.is_empty()
                     && !self.has_work_near(&state, n)
             });
