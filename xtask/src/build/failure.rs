@@ -35,7 +35,7 @@ pub fn transient_cause(line: &str) -> Option<String> {
 
 /// A build's node no longer answers: its engine went away (connection refused or closed, ssh
 /// exiting 255) or its VM did. Not the build's own failure: the build moves to another node.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NodeLost {
     /// The node, as the table names it.
     pub node: String,

@@ -319,7 +319,7 @@ impl Builds<'_> {
             let lost = match &result {
                 Ok(_) => None,
                 Err(err) => match err.downcast_ref::<NodeLost>() {
-                    Some(lost) => Some(NodeLost { node: lost.node.clone(), why: lost.why.clone() }),
+                    Some(lost) => Some(lost.clone()),
                     // A node whose builder could not be asked for or set up may be gone too.
                     None if !building && !ctx.runner.is_dry_run() => {
                         answers(ctx, &slot.engine).err().and_then(|e| e.downcast::<NodeLost>().ok())
