@@ -30,7 +30,7 @@ use crate::settings::BuildOrder;
 use crate::vendor::VendorOptions;
 use crate::vm::{self, Wait};
 use image::ImagePublisher;
-use nodes::{BuildKey, Nodes};
+use nodes::{BuildKey, Nodes, Work};
 use plan::{Plan, Planner};
 use table::{ImageOutcome, Row};
 use timeline::Timeline;
@@ -67,35 +67,12 @@ pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &Pub
     let timeline = Timeline::default();
     let plan = Plan::make(&planner, graph, selected);
     let s = &ctx.settings;
-    // The builds the graph may do: what is up to date or cannot be built needs no node.
-    let left: BTreeSet<BuildKey> = selected
-        .iter()
-        .filter(|name| plan.may_build(name))
-        .flat_map(|name| s.platforms.iter().map(|platform| (name.to_string(), platform.clone())))
-        .collect();
-    if s.multi_context && s.auto_start_stop && !left.iter().any(|(_, platform)| platform.is_arm64()) {
+    let work = work_of(graph, selected, &plan, s);
+    if s.multi_context && s.auto_start_stop && !work.left.iter().any(|(_, platform)| platform.is_arm64()) {
         ctx.runner.say(&format!("no arm64 build to do: {} is not started", s.arm64_vms.join(", ")));
     }
-    let priority = priorities(graph, selected, &plan, s.build_order, s.platforms.iter());
-    let parents: BTreeMap<String, Vec<String>> = selected
-        .iter()
-        .filter_map(|name| graph.vertex(name))
-        .map(|vertex| {
-            let in_run =
-                vertex.parents.iter().map(|p| p.name.clone()).filter(|p| selected.contains(&p.as_str()));
-            (vertex.name.clone(), in_run.collect())
-        })
-        .collect();
-    let nodes = Nodes::new(
-        ctx,
-        node::engines(s),
-        left,
-        priority,
-        parents,
-        &options.vm_wait,
-        options.vendoring.as_ref(),
-        &timeline,
-    );
+    let nodes =
+        Nodes::new(ctx, node::engines(s), work, &options.vm_wait, options.vendoring.as_ref(), &timeline);
     let longest_arch = ctx.settings.platforms.iter().map(|p| p.suffix().len()).max().unwrap_or(0);
     let width = selected.iter().map(|name| name.len() + 1 + longest_arch).max().unwrap_or(0);
     let publisher = ImagePublisher {
@@ -120,6 +97,27 @@ pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &Pub
         }
     }
     vm::with_way_out(result, way_out)
+}
+
+/// What the run asks of its nodes, from its plan: the builds it may do (what is up to date or
+/// cannot be built needs no node), their priorities, each image's parents in the run.
+fn work_of(graph: &Graph, selected: &[&str], plan: &Plan, s: &crate::settings::Settings) -> Work {
+    let left: BTreeSet<BuildKey> = selected
+        .iter()
+        .filter(|name| plan.may_build(name))
+        .flat_map(|name| s.platforms.iter().map(|platform| (name.to_string(), platform.clone())))
+        .collect();
+    let priority = priorities(graph, selected, plan, s.build_order, s.platforms.iter());
+    let parents: BTreeMap<String, Vec<String>> = selected
+        .iter()
+        .filter_map(|name| graph.vertex(name))
+        .map(|vertex| {
+            let in_run =
+                vertex.parents.iter().map(|p| p.name.clone()).filter(|p| selected.contains(&p.as_str()));
+            (vertex.name.clone(), in_run.collect())
+        })
+        .collect();
+    Work { left, priority, parents }
 }
 
 /// Which waiting build of each platform takes a free slot first: the longest remaining path to

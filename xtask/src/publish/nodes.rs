@@ -2,8 +2,9 @@
 //! image's home node (`placement`), or to an idle node when its home is full; of the builds
 //! waiting, the one with the longest remaining path goes first (or the catalog's first, with
 //! BUILD_ORDER=catalog). A VM is brought up when the first build is placed on it and taken down
-//! as soon as the graph has no build left for it; one that cannot be brought up, or whose engine
-//! goes away, is out for the rest of the run, and its builds go to the platform's other nodes.
+//! as soon as nothing is placed on it and no build near in the graph hashes to it; one that
+//! cannot be brought up, or whose engine goes away, is out for the rest of the run, and its
+//! builds go to the platform's other nodes.
 //! A build that is ready but has not asked yet (its parent's merge is under way, its thread is
 //! settling its decision) counts as waiting: a free slot is held for it rather than given to a
 //! shorter build that asked first, which would make the critical path wait a whole build.
@@ -27,6 +28,16 @@ use crate::vm::{self, Held, Wait};
 
 /// A platform build of an image: the key of priorities and of the builds left.
 pub type BuildKey = (String, Platform);
+
+/// What a run's graph asks of its nodes, decided before anything builds.
+pub struct Work {
+    /// The builds the graph may do (what is up to date or cannot be built needs no node).
+    pub left: BTreeSet<BuildKey>,
+    /// Which waiting build goes first: the higher.
+    pub priority: BTreeMap<BuildKey, f64>,
+    /// Each image's parents in the run.
+    pub parents: BTreeMap<String, Vec<String>>,
+}
 
 /// The nodes of a run and the builds they have left.
 pub struct Nodes<'a> {
@@ -110,15 +121,11 @@ pub struct Slot {
 }
 
 impl<'a> Nodes<'a> {
-    /// `engines` (this engine up, the VMs down), with `left` the builds the graph may do and
-    /// `parents` each image's parents in the run.
-    #[allow(clippy::too_many_arguments)]
+    /// `engines` (this engine up, the VMs down) for `work`.
     pub fn new(
         ctx: &'a Ctx,
         engines: Vec<Engine>,
-        left: BTreeSet<BuildKey>,
-        priority: BTreeMap<BuildKey, f64>,
-        parents: BTreeMap<String, Vec<String>>,
+        work: Work,
         wait: &'a Wait,
         vendoring: Option<&'a Vendoring>,
         timeline: &'a Timeline,
@@ -144,12 +151,12 @@ impl<'a> Nodes<'a> {
             vendoring,
             timeline,
             limit: ctx.settings.builds_per_node,
-            priority,
-            parents,
+            priority: work.priority,
+            parents: work.parents,
             state: Mutex::new(State {
                 nodes,
                 waiting: Vec::new(),
-                left,
+                left: work.left,
                 started: BTreeSet::new(),
                 next_id: 0,
             }),
@@ -603,7 +610,14 @@ mod tests {
             BTreeMap::from([(arm(first), 3.0), (arm(low), 1.0), (arm(high), 2.0), (arm(other), 1.0)]);
         let timeline = Timeline::default();
         let parents = [first, low, high, other].iter().map(|i| (i.to_string(), Vec::new())).collect();
-        let nodes = Nodes::new(&ctx, engines(&ctx.settings), left, priority, parents, &WAIT, None, &timeline);
+        let nodes = Nodes::new(
+            &ctx,
+            engines(&ctx.settings),
+            Work { left, priority, parents },
+            &WAIT,
+            None,
+            &timeline,
+        );
         let platform = Platform::new("linux", "arm64");
 
         let slot = nodes.acquire(first, &platform).unwrap();
@@ -658,8 +672,14 @@ mod tests {
         let timeline = Timeline::default();
         let left = BTreeSet::from([arm(image)]);
         let parents = BTreeMap::from([(image.clone(), Vec::new())]);
-        let nodes =
-            Nodes::new(&ctx, engines(&ctx.settings), left, BTreeMap::new(), parents, &WAIT, None, &timeline);
+        let nodes = Nodes::new(
+            &ctx,
+            engines(&ctx.settings),
+            Work { left, priority: BTreeMap::new(), parents },
+            &WAIT,
+            None,
+            &timeline,
+        );
         let platform = Platform::new("linux", "arm64");
         let slot = nodes.acquire(image, &platform).unwrap();
         assert_eq!(slot.placement.node, "arm_node-a");
@@ -694,7 +714,14 @@ mod tests {
             (leaf.clone(), Vec::new()),
         ]);
         let timeline = Timeline::default();
-        let nodes = Nodes::new(&ctx, engines(&ctx.settings), left, priority, parents, &WAIT, None, &timeline);
+        let nodes = Nodes::new(
+            &ctx,
+            engines(&ctx.settings),
+            Work { left, priority, parents },
+            &WAIT,
+            None,
+            &timeline,
+        );
         let platform = Platform::new("linux", "arm64");
         let slot = nodes.acquire(&parent, &platform).unwrap();
         let order = Mutex::new(Vec::new());
