@@ -142,7 +142,26 @@ impl Drop for SecondEngine {
         // SIGTERM: dockerd stops its containers and its containerd, then exits.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
+        unmount_under(self.dir.path());
         let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+    }
+}
+
+/// Unmount whatever is still mounted under `dir`, deepest first: a dockerd that was killed (the
+/// pool test kills one under a build) leaves its data root's mounts and its builds' overlays
+/// behind, and its folder could not be removed.
+fn unmount_under(dir: &Path) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| Path::new(point).starts_with(dir))
+        .collect();
+    points.sort_by_key(|point| std::cmp::Reverse(point.len()));
+    for point in points {
+        let Ok(point) = std::ffi::CString::new(point) else { continue };
+        // SAFETY: a valid C string; a lazy unmount of a mount this engine made.
+        unsafe { libc::umount2(point.as_ptr(), libc::MNT_DETACH) };
     }
 }
 
