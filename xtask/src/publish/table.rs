@@ -53,8 +53,8 @@ pub struct Row {
 }
 
 /// Where an image's platforms were built, from the timeline's bars: `arm64 arm_node-b`, marked
-/// when a build spilled off its home or moved off a node that died (the dead one's bar is left
-/// out); `-` when nothing was built.
+/// when a build spilled off its home or moved off a node that died, and why (the dead one's bar
+/// is left out); `-` when nothing was built.
 fn nodes_of(image: &str, bars: &[Bar]) -> String {
     let mut built: Vec<&Bar> =
         bars.iter().filter(|bar| bar.image == image && bar.outcome != BarOutcome::Moved).collect();
@@ -65,7 +65,7 @@ fn nodes_of(image: &str, bars: &[Bar]) -> String {
             let arch = bar.platform.rsplit('/').next().unwrap_or_default();
             let p = &bar.placement;
             let mark = match (&p.moved_from, p.spilled) {
-                (Some((from, _)), _) => format!(" (moved from {from})"),
+                (Some((from, why)), _) => format!(" (moved from {from}: {why})"),
                 (None, true) => format!(" (spilled from {})", p.home),
                 (None, false) => String::new(),
             };
