@@ -32,8 +32,17 @@ fn seed_platform() -> Platform {
 }
 const SEED_TAG_MODIFIER: &str = "arm64-seed";
 /// Step settings that belong to the Cloud Build, not to a seeding run (which takes REFRESH and
-/// SIGN_KEY from its caller, and builds on this machine: no VM to start, no lease).
-const DROPPED: [&str; 6] = ["BUILDER", "MULTI_CONTEXT", "REFRESH", "AUTO_START_STOP", "BUILD_ID", "SIGN_KEY"];
+/// SIGN_KEY from its caller, and builds on this machine: no VM or pool to start, no lease).
+const DROPPED: [&str; 8] = [
+    "BUILDER",
+    "MULTI_CONTEXT",
+    "REFRESH",
+    "AUTO_START_STOP",
+    "ARM64_VMS",
+    "BUILDS_PER_NODE",
+    "BUILD_ID",
+    "SIGN_KEY",
+];
 
 /// seed-arm64 (and seed-arm64-dry-run, which is this with --dry-run)
 pub fn seed_arm64(ctx: &Ctx, args: &SeedArgs) -> Result<()> {
