@@ -772,4 +772,42 @@ mod tests {
         assert_eq!(s.insecure_registries, ["a:1", "b"]);
         assert_eq!(s.provenance, Provenance::None);
     }
+
+    #[test]
+    fn a_pool_defaults_to_arm64_vm_and_its_rules_are_named() {
+        let catalog = Catalog::load_from(&crate::project_root(), std::path::Path::new(CATALOG_PATH)).unwrap();
+        let resolve = |args: &[&str]| Settings::resolve_with(merged(args), &catalog, |_| None);
+        let s = resolve(&["x", "task", "--vm", "one"]);
+        assert_eq!(
+            (s.arm64_vms.as_slice(), s.amd64_vms.len(), s.builds_per_node),
+            (&["one".to_string()][..], 0, None)
+        );
+        assert_eq!(s.vm_named.as_deref(), Some("one"), "--vm on the command line names the VM tasks' one");
+        assert!(resolve(&["x", "task"]).vm_named.is_none(), "ARM64_VM alone names no VM to act on alone");
+        let s = resolve(&[
+            "x",
+            "task",
+            "--arm64-vms",
+            "a, b",
+            "--builds-per-node",
+            "2",
+            "--build-order",
+            "catalog",
+        ]);
+        assert_eq!(
+            (s.arm64_vms, s.builds_per_node, s.build_order),
+            (vec!["a".to_string(), "b".into()], Some(2), BuildOrder::Catalog)
+        );
+        let problems =
+            |args: &[&str]| resolve(args).problems.into_iter().map(|p| p.message).collect::<Vec<_>>();
+        assert_eq!(
+            problems(&["x", "task", "--builds-per-node", "0"]),
+            ["BUILDS_PER_NODE `0`: give a number of builds, 1 or more (unset: no limit)"]
+        );
+        assert_eq!(
+            problems(&["x", "task", "--arm64-vms", "a,b", "--amd64-vms", "b"]),
+            ["the VM b is named twice in ARM64_VMS and AMD64_VMS: each VM is one node"]
+        );
+        assert_eq!(problems(&["x", "task", "--arm64-vms", "Big_VM"]).len(), 1);
+    }
 }
