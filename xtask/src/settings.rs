@@ -191,7 +191,8 @@ settings! {
     #[arg(long = "vm-key", env = "ARM64_SSH_KEY")]
     Arm64SshKey arm64_ssh_key: Option<PathBuf>, used by [Build, Vm, Pool];
 
-    /// 1: the Cloud Build starts the arm64 VM first and stops it last
+    /// 1: the builds start each VM of the pool when its first build comes, and stop it after its
+    /// last (unless another pipeline holds a lease on it)
     #[arg(long, env = "AUTO_START_STOP", default_value = "0",
           value_parser = BoolishValueParser::new(), action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "1", value_name = "0|1",
