@@ -574,6 +574,11 @@ mod tests {
 
     const WAIT: Wait = Wait { tries: 1, interval: Duration::ZERO };
 
+    /// The nodes of `ctx`'s settings for `work`, their times in `timeline`.
+    fn nodes_of<'a>(ctx: &'a Ctx, work: Work, timeline: &'a Timeline) -> Nodes<'a> {
+        Nodes::new(ctx, engines(&ctx.settings), work, &WAIT, None, timeline)
+    }
+
     /// Images named so that `image-<n>` for n in `range` hashes to `node` among `nodes`.
     fn homed_on(node: &str, nodes: &[String], count: usize) -> Vec<String> {
         (0..)
@@ -610,14 +615,7 @@ mod tests {
             BTreeMap::from([(arm(first), 3.0), (arm(low), 1.0), (arm(high), 2.0), (arm(other), 1.0)]);
         let timeline = Timeline::default();
         let parents = [first, low, high, other].iter().map(|i| (i.to_string(), Vec::new())).collect();
-        let nodes = Nodes::new(
-            &ctx,
-            engines(&ctx.settings),
-            Work { left, priority, parents },
-            &WAIT,
-            None,
-            &timeline,
-        );
+        let nodes = nodes_of(&ctx, Work { left, priority, parents }, &timeline);
         let platform = Platform::new("linux", "arm64");
 
         let slot = nodes.acquire(first, &platform).unwrap();
@@ -672,14 +670,7 @@ mod tests {
         let timeline = Timeline::default();
         let left = BTreeSet::from([arm(image)]);
         let parents = BTreeMap::from([(image.clone(), Vec::new())]);
-        let nodes = Nodes::new(
-            &ctx,
-            engines(&ctx.settings),
-            Work { left, priority: BTreeMap::new(), parents },
-            &WAIT,
-            None,
-            &timeline,
-        );
+        let nodes = nodes_of(&ctx, Work { left, priority: BTreeMap::new(), parents }, &timeline);
         let platform = Platform::new("linux", "arm64");
         let slot = nodes.acquire(image, &platform).unwrap();
         assert_eq!(slot.placement.node, "arm_node-a");
@@ -714,14 +705,7 @@ mod tests {
             (leaf.clone(), Vec::new()),
         ]);
         let timeline = Timeline::default();
-        let nodes = Nodes::new(
-            &ctx,
-            engines(&ctx.settings),
-            Work { left, priority, parents },
-            &WAIT,
-            None,
-            &timeline,
-        );
+        let nodes = nodes_of(&ctx, Work { left, priority, parents }, &timeline);
         let platform = Platform::new("linux", "arm64");
         let slot = nodes.acquire(&parent, &platform).unwrap();
         let order = Mutex::new(Vec::new());
