@@ -242,7 +242,10 @@ impl Builds<'_> {
         // Each node's builder is asked for and set up once for the image, by whichever of its
         // builds comes to it first.
         let set_up: Mutex<Vec<Node>> = Mutex::new(Vec::new());
-        let results = ctx.runner.at_once(&platforms, |platform| self.build_one(platform, &set_up));
+        // The merge runs on the node of the first platform: that node stays up for it.
+        let merging = &platforms[0];
+        let results =
+            ctx.runner.at_once(&platforms, |platform| self.build_one(platform, platform == merging, &set_up));
         let mut built = Vec::new();
         for (platform, result) in platforms.iter().zip(results) {
             match result {
@@ -265,8 +268,8 @@ impl Builds<'_> {
                 .map(|(p, (_, time))| (p.to_string(), (time.as_secs_f64() * 10.0).round() / 10.0))
                 .collect()
         };
-        let (first_node, _) = built.first().expect("at least one platform");
-        merge(ctx, first_node, &reference, &tags, self.recipe.inputs.as_ref(), &seconds)
+        let (merging_node, _) = &built[0];
+        merge(ctx, merging_node, &reference, &tags, self.recipe.inputs.as_ref(), &seconds)
     }
 
     fn tag(&self, platform: &Platform) -> String {
@@ -274,8 +277,14 @@ impl Builds<'_> {
     }
 
     /// One platform's build on the node it is given, until it succeeds or fails of itself: when
-    /// its node dies under it, the node is out and the build is placed again.
-    fn build_one(&self, platform: &Platform, set_up: &Mutex<Vec<Node>>) -> Result<(Node, Duration)> {
+    /// its node dies under it, the node is out and the build is placed again. `merges_there`:
+    /// the image's merge runs on the node this build ends on.
+    fn build_one(
+        &self,
+        platform: &Platform,
+        merges_there: bool,
+        set_up: &Mutex<Vec<Node>>,
+    ) -> Result<(Node, Duration)> {
         let (ctx, image) = (self.ctx, self.image);
         let prefix = format!("{}/{}", image.name, platform.suffix());
         let watch = self.output.steps.watcher(platform);
@@ -345,7 +354,7 @@ impl Builds<'_> {
                 moved_from = Some((lost.node, lost.why));
                 continue;
             }
-            self.nodes.release(slot);
+            self.nodes.release(slot, merges_there);
             return result.map(|node| (node, started.elapsed()));
         }
     }

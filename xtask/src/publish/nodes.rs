@@ -246,17 +246,16 @@ impl<'a> Nodes<'a> {
     }
 
     /// The build of `slot` is over, whatever became of it: its slot is free and it is no longer
-    /// left. The node of an image's first platform merges it: that one stays up until the image
-    /// is forgotten (merged or failed).
-    pub fn release(&self, slot: Slot) {
-        let merges = self.ctx.settings.platforms.iter().next() == Some(&slot.key.1);
+    /// left. When the image's merge runs on its node (`merges_there`), that node stays up until
+    /// the image is forgotten (merged or failed).
+    pub fn release(&self, slot: Slot, merges_there: bool) {
         let mut state = self.lock();
         state.left.remove(&slot.key);
         state.started.remove(&slot.key);
         let node = &mut state.nodes[slot.node];
         stop_building(node);
         node.placed -= 1;
-        if merges {
+        if merges_there {
             node.unmerged.insert(slot.key.0.clone());
         }
         self.dispatch(&mut state);
@@ -359,19 +358,14 @@ impl<'a> Nodes<'a> {
         let mut held = vec![0; state.nodes.len()];
         for (key, waiter) in competing {
             let (image, platform) = &key;
-            let candidates: Vec<usize> = (0..state.nodes.len())
-                .filter(|&n| state.nodes[n].engine.platforms.iter().any(|p| p == platform))
-                .collect();
-            let in_run: Vec<usize> = candidates
-                .iter()
-                .copied()
-                .filter(|&n| !matches!(state.nodes[n].life, Life::Out(_)))
-                .collect();
+            let in_run = in_run(state, platform);
             if in_run.is_empty() {
-                let why: Vec<String> = candidates
+                let why: Vec<String> = state
+                    .nodes
                     .iter()
-                    .filter_map(|&n| match &state.nodes[n].life {
-                        Life::Out(why) => Some(format!("{}: {why}", state.nodes[n].engine.label())),
+                    .filter(|node| node.engine.platforms.iter().any(|p| p == platform))
+                    .filter_map(|node| match &node.life {
+                        Life::Out(why) => Some(format!("{}: {why}", node.engine.label())),
                         _ => None,
                     })
                     .collect();
@@ -449,14 +443,8 @@ impl<'a> Nodes<'a> {
 
     /// The home of a build among its platform's nodes still in the run.
     fn home_of(&self, state: &State, (image, platform): &BuildKey) -> Option<String> {
-        let names: Vec<String> = state
-            .nodes
-            .iter()
-            .filter(|node| {
-                node.engine.platforms.iter().any(|p| p == platform) && !matches!(node.life, Life::Out(_))
-            })
-            .map(|node| node.engine.label().to_string())
-            .collect();
+        let names: Vec<String> =
+            in_run(state, platform).iter().map(|&n| state.nodes[n].engine.label().to_string()).collect();
         placement::home(image, &names).cloned()
     }
 
@@ -522,6 +510,16 @@ impl<'a> Nodes<'a> {
             println!("{line}");
         }
     }
+}
+
+/// The nodes of `platform` still in the run (not out), by index.
+fn in_run(state: &State, platform: &Platform) -> Vec<usize> {
+    (0..state.nodes.len())
+        .filter(|&n| {
+            let node = &state.nodes[n];
+            node.engine.platforms.iter().any(|p| p == platform) && !matches!(node.life, Life::Out(_))
+        })
+        .collect()
 }
 
 fn start_building(node: &mut NodeState) {
@@ -631,7 +629,7 @@ mod tests {
                     let slot = nodes.acquire(image, platform).unwrap();
                     order.lock().unwrap().push(image.clone());
                     std::thread::sleep(Duration::from_millis(20));
-                    nodes.release(slot);
+                    nodes.release(slot, false);
                     nodes.forget(image);
                 });
             }
@@ -639,7 +637,7 @@ mod tests {
             while nodes.lock().waiting.len() < 2 {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            nodes.release(slot);
+            nodes.release(slot, false);
             nodes.forget(first);
         });
         assert_eq!(*order.lock().unwrap(), [high.clone(), low.clone()]);
@@ -714,7 +712,7 @@ mod tests {
             scope.spawn(move || {
                 let slot = nodes.acquire(leaf, platform).unwrap();
                 order.lock().unwrap().push(leaf.clone());
-                nodes.release(slot);
+                nodes.release(slot, false);
                 nodes.forget(leaf);
             });
             while nodes.lock().waiting.is_empty() {
@@ -722,14 +720,14 @@ mod tests {
             }
             // The parent ends while the leaf waits: the child is ready, with a longer path, and
             // the slot is held for it, though it asks only once the parent is merged.
-            nodes.release(slot);
+            nodes.release(slot, false);
             std::thread::sleep(Duration::from_millis(50));
             assert!(order.lock().unwrap().is_empty(), "the leaf took the child's slot");
             nodes.forget(&parent);
             let slot = nodes.acquire(&child, platform).unwrap();
             assert_eq!(slot.placement.node, "this engine");
             order.lock().unwrap().push(child.clone());
-            nodes.release(slot);
+            nodes.release(slot, false);
             nodes.forget(&child);
         });
         assert_eq!(*order.lock().unwrap(), [child, leaf]);
