@@ -92,7 +92,8 @@ impl Image {
 }
 
 impl Catalog {
-    /// The catalog's images named by their name or task; all of them when none is named.
+    /// The images `names` names (by task or name; the cloud builder by its name too), or every
+    /// image of the catalog when none is named.
     pub fn named_images(&self, names: &[String]) -> Result<Vec<&Image>> {
         if names.is_empty() {
             return Ok(self.task_images().map(|(_, image)| image).collect());
@@ -101,9 +102,16 @@ impl Catalog {
             .iter()
             .map(|name| {
                 let by_task = self.image_for_task(name);
-                by_task.or_else(|| self.images.iter().find(|i| &i.name == name)).with_context(|| {
-                    format!("`{name}` is no image of the catalog (name one by its name or its task)")
-                })
+                by_task
+                    .or_else(|| self.images.iter().find(|i| &i.name == name))
+                    .or_else(|| (self.cloud_builder.name == *name).then_some(&self.cloud_builder))
+                    .with_context(|| {
+                        format!(
+                            "`{name}` is no image of the catalog (name one by its name or its task, or `{}`, \
+                             the image the pipeline runs in)",
+                            self.cloud_builder.name
+                        )
+                    })
             })
             .collect()
     }

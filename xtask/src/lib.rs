@@ -30,6 +30,7 @@ pub mod lock;
 pub mod pipeline;
 pub mod platform;
 pub mod probe;
+pub mod provenance;
 pub mod registry;
 pub mod registry_server;
 pub mod runner;

@@ -56,8 +56,9 @@ pub struct LockedArtifact {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tag: String,
     pub digest: String,
-    /// A referrer found through the referrers API: the manifest it refers to, and its
-    /// descriptor's fields, to list it in the destination's fallback tag.
+    /// A referrer (found through the referrers API, or an entry of the tag's index with a
+    /// `subject`): the manifest it refers to, and its descriptor's fields, to list it in the
+    /// destination's fallback tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,6 +110,11 @@ impl Lock {
 }
 
 impl LockedTag {
+    /// Whether the tag's index lists the manifest `digest` (an entry is copied with it).
+    pub fn lists(&self, digest: &str) -> bool {
+        self.manifests.iter().any(|m| m.digest == digest)
+    }
+
     fn platforms(&self) -> String {
         if self.manifests.is_empty() {
             return "one manifest".to_string();

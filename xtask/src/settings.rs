@@ -226,6 +226,11 @@ settings! {
     #[arg(long, env = "PROVENANCE", default_value = "max", value_enum)]
     Provenance provenance: Provenance, used by [Build];
 
+    /// Who built the images, as each platform's provenance records it (BuildKit's `builder-id`)
+    /// [default: the Cloud Build's URL (from BUILD_ID), else `host:<this machine's name>`]
+    #[arg(long, env = "BUILDER_ID")]
+    BuilderId builder_id: Option<String>, used by [Build];
+
     /// 1: each platform's build gets an SBOM attestation, from the catalog's vendored generator
     #[arg(long, env = "SBOM", default_value = "1",
           value_parser = BoolishValueParser::new(), action = ArgAction::Set,
@@ -256,6 +261,26 @@ pub enum BuildOrder {
     CriticalPath,
     // The catalog's order.
     Catalog,
+}
+
+/// The builder's id when `BUILDER_ID` is not given: a Cloud Build's page (its `BUILD_ID`, in the
+/// project, in the global region `cloud-build` submits to), else this machine, by its name.
+fn default_builder_id(
+    build_id: Option<String>,
+    project: &str,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> String {
+    if let Some(id) = build_id {
+        return format!(
+            "https://console.cloud.google.com/cloud-build/builds;region=global/{id}?project={project}"
+        );
+    }
+    let name = lookup("HOSTNAME")
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("host:{name}")
 }
 
 /// The provenance attestation of each platform's build (`PROVENANCE`).
@@ -428,6 +453,8 @@ pub struct Settings {
     pub refresh: Option<String>,
     /// The provenance attestation of each platform's build.
     pub provenance: Provenance,
+    /// The builder's id the provenance records: the same for every build of a run.
+    pub builder_id: String,
     pub sbom: bool,
     /// How published images are signed, if they are.
     pub sign_key: Option<String>,
@@ -585,6 +612,9 @@ impl Settings {
                 );
             }
         }
+        let builder_id = args.builder_id.clone().filter(|id| !id.is_empty()).unwrap_or_else(|| {
+            default_builder_id(lookup("BUILD_ID").filter(|id| !id.is_empty()), &args.gcp_project, &lookup)
+        });
         let mut settings = Settings {
             env_given: lookup("ENV").is_some() || args.env != DEFAULT_ENV,
             local,
@@ -610,6 +640,7 @@ impl Settings {
             tag_modifier: args.tag_modifier,
             refresh,
             provenance: args.provenance,
+            builder_id,
             sbom: args.sbom,
             sign_key: args.sign_key.filter(|k| !k.is_empty()),
             catalog: args.catalog,

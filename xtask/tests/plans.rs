@@ -177,7 +177,16 @@ struct Build<'a> {
     image: &'a str,
     args: &'a str,
     tag: &'a str,
+    /// The builder's id the provenance records: the machine (`HOST_ID`) or the Cloud Build
+    /// (`CLOUD_BUILD_ID`, where `BUILD_ID` is set).
+    builder_id: &'a str,
 }
+
+/// The builder's id outside Cloud Build: the machine, by the name the tests give it.
+const HOST_ID: &str = "host:xtask-test-host";
+/// The builder's id in the Cloud Build `BUILD_ID=plan`: its page.
+const CLOUD_BUILD_ID: &str =
+    "https://console.cloud.google.com/cloud-build/builds;region=global/plan?project=multi-arch-docker";
 
 impl Build<'_> {
     fn cmd(&self, platform: &str, pushed_tag: &str) -> String {
@@ -188,10 +197,11 @@ impl Build<'_> {
             "{} buildx build --file {C}/{image}/Dockerfile --platform {platform} \
              --builder {} --progress plain --build-arg DOCKER_REPO={repo} {} \
              --cache-from type=registry,ref={cache} --cache-to type=registry,ref={cache},mode=max \
-             --pull --provenance mode=max --push --tag {pushed_tag} {C}/{image}",
+             --pull --provenance mode=max,builder-id={} --push --tag {pushed_tag} {C}/{image}",
             docker(self.context),
             self.builder,
-            self.args
+            self.args,
+            self.builder_id
         )
     }
 }
@@ -235,7 +245,15 @@ fn merge(builder: &str, context: Option<&str>, reference: &str, archs: &[&str]) 
 #[test]
 fn buildx_publish() {
     for (task, image, args, tag) in IMAGES {
-        let build = Build { repo: DEV, builder: "builder-local", context: None, image, args, tag };
+        let build = Build {
+            repo: DEV,
+            builder: "builder-local",
+            context: None,
+            image,
+            args,
+            tag,
+            builder_id: HOST_ID,
+        };
         let reference = format!("{DEV}/{image}:{tag}");
         let mut default = vec![unreadable(image)];
         default.extend(setup_default());
@@ -245,8 +263,15 @@ fn buildx_publish() {
         }
         default.push(format!("# when every platform succeeded, merge them into {reference}:"));
         default.push(merge("builder-local", None, &reference, &["amd64", "arm64"]));
-        let build =
-            Build { repo: PROD, builder: "odb-arm_node", context: Some("arm_node"), image, args, tag };
+        let build = Build {
+            repo: PROD,
+            builder: "odb-arm_node",
+            context: Some("arm_node"),
+            image,
+            args,
+            tag,
+            builder_id: CLOUD_BUILD_ID,
+        };
         let seeded = format!("{PROD}/{image}:{tag}-arm64-seed");
         // The VM is brought up when its first build is placed on it, and taken down once the
         // image it built is merged.
@@ -272,9 +297,24 @@ fn buildx_publish_on_two_nodes() {
     let mut here = setup_default();
     here[0] = here[0].replace("linux/amd64,linux/arm64 on", "linux/amd64 on");
     lines.extend(here);
-    let here = Build { repo: DEV, builder: "builder-local", context: None, image, args, tag };
-    let arm =
-        Build { repo: DEV, builder: "builder-local-arm_node", context: Some("arm_node"), image, args, tag };
+    let here = Build {
+        repo: DEV,
+        builder: "builder-local",
+        context: None,
+        image,
+        args,
+        tag,
+        builder_id: CLOUD_BUILD_ID,
+    };
+    let arm = Build {
+        repo: DEV,
+        builder: "builder-local-arm_node",
+        context: Some("arm_node"),
+        image,
+        args,
+        tag,
+        builder_id: CLOUD_BUILD_ID,
+    };
     lines.extend([
         "# linux/amd64 on this engine:".to_string(),
         here.cmd("linux/amd64", &format!("{reference}-amd64")),
@@ -304,7 +344,15 @@ fn odb_split_build_in_cloud_build() {
     let mut lines = vec![unreadable(image)];
     lines.extend(setup_default());
     for arch in ["amd64", "arm64"] {
-        let build = Build { repo: DEV, builder: "builder-local", context: None, image, args, tag };
+        let build = Build {
+            repo: DEV,
+            builder: "builder-local",
+            context: None,
+            image,
+            args,
+            tag,
+            builder_id: HOST_ID,
+        };
         let full = build.cmd(&format!("linux/{arch}"), &format!("{reference}-{arch}"));
         let cache = format!("{DEV}/cache/odb:2.5.0-b.23-{arch}");
         let build_only = full
@@ -378,36 +426,46 @@ fn cloud_builder() {
     let tag = "gcloud502.0.0-docker27.4.1-buildx0.19.3-rust1.95.0";
     let args = "--build-arg BUILDER_GCLOUD_VERSION=502.0.0 --build-arg BUILDER_DOCKER_VERSION=27.4.1 \
                 --build-arg BUILDER_BUILDX_VERSION=0.19.3 --build-arg BUILDER_RUST_VERSION=1.95.0";
-    let lines = |repo: &str, modifier: &str| {
+    let lines = |repo: &str, modifier: &str, builder: &str, builder_id: &str| {
         let vendored = |path: &str| format!("{repo}/thirdparty/{path}");
-        vec![
-            format!(
-                "# thirdparty: vendor from {C}/thirdparty.txt what the builds need: {} {} {} {} \
-                 (`cargo xtask thirdparty --dry-run` shows what is out of date)",
-                vendored("docker:27.4.1-cli"),
-                vendored("docker/buildx-bin:0.19.3"),
-                vendored("rust:1.95.0-slim-bookworm"),
-                vendored("google.com/cloudsdktool/google-cloud-cli:502.0.0-slim")
-            ),
+        let mut lines = vec![format!(
+            "# thirdparty: vendor from {C}/thirdparty.txt what the builds need: {} {} {} {} {} \
+             (`cargo xtask thirdparty --dry-run` shows what is out of date)",
+            vendored("docker:27.4.1-cli"),
+            vendored("docker/buildx-bin:0.19.3"),
+            vendored("rust:1.95.0-slim-bookworm"),
+            vendored("google.com/cloudsdktool/google-cloud-cli:502.0.0-slim"),
+            vendored("moby/buildkit:v0.18.0")
+        )];
+        // Built by buildx, with provenance: this engine's builder, made ready first.
+        lines.extend(setup(repo, builder, None, "linux/amd64"));
+        lines.extend([
             format!(
                 "# the xtask's dependency recipe: the Cargo manifests and Cargo.lock of {}, with stub sources, \
                  into {WORK}/cloud-builder/xtask-recipe",
                 xtask::project_root().display()
             ),
             format!(
-                "DOCKER_BUILDKIT=1 docker build --file {C}/cloud-builder/Dockerfile --pull --platform linux/amd64 \
-                 --build-arg DOCKER_REPO={repo} {args} --build-context xtask-recipe={WORK}/cloud-builder/xtask-recipe \
-                 --tag {repo}/cloud-builder:{tag}{modifier} {C}/cloud-builder"
+                "DOCKER_BUILDKIT=1 docker buildx build --file {C}/cloud-builder/Dockerfile --platform linux/amd64 \
+                 --builder {builder} --progress plain --build-arg DOCKER_REPO={repo} {args} \
+                 --build-context xtask-recipe={WORK}/cloud-builder/xtask-recipe \
+                 --pull --provenance mode=max,builder-id={builder_id} \
+                 --metadata-file {WORK}/cloud-builder/metadata.json \
+                 --push --tag {repo}/cloud-builder:{tag}{modifier} {C}/cloud-builder"
             ),
-            format!("DOCKER_BUILDKIT=1 docker push {repo}/cloud-builder:{tag}{modifier}"),
-        ]
+        ]);
+        lines
     };
     // The recipe's folder is under the work folder, named here so that the plan can show it; a
     // dry run writes nothing there.
     const WORK: &str = "/nonexistent/plan-work";
     let with_work = |env: &[(&'static str, &'static str)]| [env, &[("CARGO_TARGET_DIR", WORK)]].concat();
-    check("build-publish-cloud-builder", &with_work(&[]), &lines(DEV, ""));
-    check("build-publish-cloud-builder", &with_work(SEED), &lines(PROD, "-arm64-seed"));
+    check("build-publish-cloud-builder", &with_work(&[]), &lines(DEV, "", "builder-local", HOST_ID));
+    check(
+        "build-publish-cloud-builder",
+        &with_work(SEED),
+        &lines(PROD, "-arm64-seed", "odb", CLOUD_BUILD_ID),
+    );
     assert!(!std::path::Path::new(WORK).exists());
 }
 

@@ -21,6 +21,12 @@ const INSPECT: &str = "docker DOCKER_BUILDKIT=1 buildx inspect --builder builder
 /// The repository of the test settings.
 const REPO: &str = "us-docker.pkg.dev/multi-arch-docker/docker-dev";
 
+/// The builder's id the provenance records outside Cloud Build: the machine, by the name the
+/// tests give it.
+fn builder_id() -> String {
+    format!("mode=max,builder-id=host:{}", common::TEST_HOST)
+}
+
 /// The one build of runtime for `arch` (`amd64`, `arm64`), pushed, with the default builder.
 fn runtime_build(arch: &str) -> Vec<String> {
     call(&format!(
@@ -29,7 +35,8 @@ fn runtime_build(arch: &str) -> Vec<String> {
          --build-arg ALPINE_VERSION=3.15 --build-arg REFRESH= \
          --cache-from type=registry,ref={REPO}/cache/runtime:3.15-{arch} \
          --cache-to type=registry,ref={REPO}/cache/runtime:3.15-{arch},mode=max \
-         --pull --provenance mode=max --push --tag {REPO}/runtime:3.15-{arch} {C}/runtime"
+         --pull --provenance {} --push --tag {REPO}/runtime:3.15-{arch} {C}/runtime",
+        builder_id()
     ))
 }
 
@@ -48,7 +55,8 @@ fn odb_first_build(arch: &str) -> Vec<String> {
          --builder builder-local --progress plain --build-arg DOCKER_REPO={REPO} \
          --build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23 --build-arg REFRESH= \
          --cache-from type=registry,ref={REPO}/cache/odb:2.5.0-b.23-{arch} \
-         --pull --provenance mode=max --tag {REPO}/odb:2.5.0-b.23-{arch} {C}/odb"
+         --pull --provenance {} --tag {REPO}/odb:2.5.0-b.23-{arch} {C}/odb",
+        builder_id()
     ))
 }
 
@@ -637,8 +645,9 @@ fn every_task_stops_at_a_failing_command() {
     }
 }
 
-/// build-publish-cloud-builder vendors its own bases (from a stand-in upstream here), then builds
-/// and pushes; a failing build stops it before the push.
+/// build-publish-cloud-builder vendors its own bases and BuildKit (from a stand-in upstream
+/// here), readies this engine's builder, then builds with provenance and pushes; a failing build
+/// stops it.
 #[test]
 fn the_cloud_builder_is_built_from_what_it_vendors() {
     let registry = xtask_testbed::TestRegistry::start().unwrap();
@@ -651,6 +660,7 @@ fn the_cloud_builder_is_built_from_what_it_vendors() {
             ("docker/buildx-bin", "0.19.3"),
             ("rust", "1.95.0-slim-bookworm"),
             ("google.com/cloudsdktool/google-cloud-cli", "502.0.0-slim"),
+            ("moby/buildkit", "v0.18.0"),
             ("alpine", "3.15"),
         ],
     );
@@ -660,21 +670,31 @@ fn the_cloud_builder_is_built_from_what_it_vendors() {
     let env = [("DOCKER_REPO", repo.as_str()), ("CARGO_TARGET_DIR", work_env.as_str())];
     let output = fake.xtask(&["build-publish-cloud-builder", "--file", &list], &env);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(stdout(&output).contains("thirdparty: 4 tags: 4 copied"), "not alpine: {}", stdout(&output));
-    // The build, given the xtask's dependency recipe (written under the work folder), then the
-    // push.
+    assert!(stdout(&output).contains("thirdparty: 5 tags: 5 copied"), "not alpine: {}", stdout(&output));
+    // This engine's builder (a BuildKit container on the fake's classic engine, from the
+    // vendored image), then the build with provenance, given the xtask's dependency recipe
+    // (written under the work folder), pushing as it goes.
     let tag = format!("{repo}/cloud-builder:gcloud502.0.0-docker27.4.1-buildx0.19.3-rust1.95.0");
     let build = |work: &std::path::Path| {
         call(&format!(
-            "docker DOCKER_BUILDKIT=1 build --file {C}/cloud-builder/Dockerfile --pull --platform linux/amd64 \
+            "docker DOCKER_BUILDKIT=1 buildx build --file {C}/cloud-builder/Dockerfile --platform linux/amd64 \
+             --builder builder-local --progress plain \
              --build-arg DOCKER_REPO={repo} --build-arg BUILDER_GCLOUD_VERSION=502.0.0 \
              --build-arg BUILDER_DOCKER_VERSION=27.4.1 --build-arg BUILDER_BUILDX_VERSION=0.19.3 \
              --build-arg BUILDER_RUST_VERSION=1.95.0 \
-             --build-context xtask-recipe={}/cloud-builder/xtask-recipe --tag {tag} {C}/cloud-builder",
-            work.display()
+             --build-context xtask-recipe={work}/cloud-builder/xtask-recipe \
+             --pull --provenance mode=max,builder-id=host:{} \
+             --metadata-file {work}/cloud-builder/metadata.json --push --tag {tag} {C}/cloud-builder",
+            common::TEST_HOST,
+            work = work.display()
         ))
     };
-    assert_eq!(fake.calls(), [build(&work), call(&format!("docker DOCKER_BUILDKIT=1 push {tag}"))]);
+    let builder = [
+        call(STORE),
+        call("docker DOCKER_BUILDKIT=1 buildx ls"),
+        call("docker DOCKER_BUILDKIT=1 buildx inspect --builder builder-local"),
+    ];
+    assert_eq!(fake.calls(), [&builder[..], &[build(&work)]].concat());
     // The recipe: this repository's lock, a stub for its code.
     let recipe = work.join("cloud-builder/xtask-recipe");
     let root = xtask::project_root();
@@ -686,14 +706,14 @@ fn the_cloud_builder_is_built_from_what_it_vendors() {
 
     // Up to date now; a failing build stops the task with its status, before the push.
     let failing = FakeTools::new();
-    failing.fail(7, "docker build");
+    failing.fail(7, "docker buildx build");
     let work = failing.dir.path().join("work");
     let work_env = work.display().to_string();
     let env = [("DOCKER_REPO", repo.as_str()), ("CARGO_TARGET_DIR", work_env.as_str())];
     let output = failing.xtask(&["build-publish-cloud-builder", "--file", &list], &env);
     assert_eq!(output.status.code(), Some(7), "{}", stderr(&output));
-    assert!(stdout(&output).contains("4 up to date"), "{}", stdout(&output));
-    assert_eq!(failing.calls(), [build(&work)], "the build, and no push after it");
+    assert!(stdout(&output).contains("5 up to date"), "{}", stdout(&output));
+    assert_eq!(failing.calls(), [&builder[..], &[build(&work)]].concat(), "the build, and nothing after it");
 }
 
 const BOTH_PLATFORMS: &str = "Platforms: linux/amd64*, linux/amd64/v2, linux/arm64, linux/386";

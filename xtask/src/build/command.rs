@@ -32,6 +32,17 @@ pub fn output_options(ctx: &Ctx) -> Vec<String> {
     options
 }
 
+/// The build's own options: `output_options` with the builder's id in the provenance
+/// (`BUILDER_ID`). The id differs from run to run (a Cloud Build's page), so it is no input of
+/// the image: an image built by another run is not rebuilt for it.
+pub fn build_options(ctx: &Ctx) -> Vec<String> {
+    let mut options = output_options(ctx);
+    if let Some(at) = options.iter().position(|option| option == "--provenance") {
+        options[at + 1] = format!("{},builder-id={}", options[at + 1], ctx.settings.builder_id);
+    }
+    options
+}
+
 /// What one image's build is made of, decided before it runs.
 #[derive(Debug, Clone)]
 pub struct Recipe {
@@ -112,7 +123,7 @@ fn buildx_build_cmd(
         .collect();
     let (cache_from, cache_to) =
         (format!("type=registry,ref={cache}"), format!("type=registry,ref={cache},mode=max"));
-    let options = output_options(ctx);
+    let options = build_options(ctx);
     cmd!(
         sh,
         "docker {on...} buildx build --file {dockerfile} --platform {platform} --builder {builder} --progress plain

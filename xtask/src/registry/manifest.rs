@@ -1,6 +1,9 @@
-//! Just enough of a manifest to copy it: its media type, the manifests it lists (an index) and
-//! the blobs it refers to (an image manifest). The bytes themselves are copied untouched, so
+//! Just enough of a manifest to copy it: its media type, the manifests it lists (an index), the
+//! blobs it refers to (an image manifest), and the manifest it is attached to (its `subject`),
+//! which makes it a referrer of that manifest. The bytes themselves are copied untouched, so
 //! every digest stays what it was.
+
+use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
 use serde::Deserialize;
@@ -28,6 +31,16 @@ pub struct Descriptor {
     /// What an artifact is (an SBOM, a signature), on a referrers index's entries.
     #[serde(rename = "artifactType", default)]
     pub artifact_type: Option<String>,
+    /// What BuildKit says of an index entry (`vnd.docker.reference.type`, `…digest`), and of an
+    /// attestation's layer (`in-toto.io/predicate-type`).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Descriptor {
+    pub fn annotation(&self, name: &str) -> Option<&str> {
+        self.annotations.get(name).map(String::as_str)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -62,15 +75,25 @@ struct Raw {
     layers: Option<Vec<Descriptor>>,
     /// Artifact manifests list their content here.
     blobs: Option<Vec<Descriptor>>,
+    subject: Option<Descriptor>,
+    #[serde(rename = "artifactType")]
+    artifact_type: Option<String>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     pub media_type: String,
     /// The manifests an index lists: platform images, attestations, anything.
     pub children: Vec<Descriptor>,
     /// Config and layers of an image manifest, in order; foreign layers left out.
     pub blobs: Vec<Descriptor>,
+    /// The layers alone (an attestation's statements are its layers).
+    pub layers: Vec<Descriptor>,
+    /// The manifest this one is attached to: it is one of that manifest's referrers.
+    pub subject: Option<Descriptor>,
+    /// What it is as a referrer: its `artifactType`, else its config's media type (the
+    /// distribution spec's rule for a referrers list's entries).
+    pub artifact_type: Option<String>,
 }
 
 pub fn parse(raw: &[u8]) -> Result<Manifest> {
@@ -88,14 +111,16 @@ pub fn parse(raw: &[u8]) -> Result<Manifest> {
         None if !children.is_empty() => OCI_INDEX.to_string(),
         None => OCI_MANIFEST.to_string(),
     };
+    let local = |blob: &Descriptor| blob.urls.as_ref().is_none_or(Vec::is_empty);
+    let layers: Vec<Descriptor> = parsed.layers.unwrap_or_default().into_iter().filter(local).collect();
+    let artifact_type = parsed.artifact_type.or_else(|| parsed.config.as_ref().map(|c| c.media_type.clone()));
     let blobs = parsed
         .config
         .into_iter()
-        .chain(parsed.layers.unwrap_or_default())
-        .chain(parsed.blobs.unwrap_or_default())
-        .filter(|blob| blob.urls.as_ref().is_none_or(Vec::is_empty))
+        .chain(layers.iter().cloned())
+        .chain(parsed.blobs.unwrap_or_default().into_iter().filter(local))
         .collect();
-    Ok(Manifest { media_type, children, blobs })
+    Ok(Manifest { media_type, children, blobs, layers, subject: parsed.subject, artifact_type })
 }
 
 /// The digest of `bytes`, as registries name content: `sha256:<hex>`.
@@ -138,6 +163,30 @@ mod tests {
         assert_eq!(manifest.media_type, OCI_MANIFEST);
         let digests: Vec<_> = manifest.blobs.iter().map(|b| b.digest.as_str()).collect();
         assert_eq!(digests, ["sha256:c", "sha256:l1"]);
+    }
+
+    #[test]
+    fn a_manifest_with_a_subject_is_a_referrer_of_its_type() {
+        let raw = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+            "artifactType":"application/vnd.docker.attestation.manifest.v1+json",
+            "config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:e","size":2},
+            "layers":[{"mediaType":"application/vnd.in-toto+json","digest":"sha256:s","size":9,
+                "annotations":{"in-toto.io/predicate-type":"https://slsa.dev/provenance/v1"}}],
+            "subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:p","size":5}}"#;
+        let manifest = parse(raw).unwrap();
+        assert_eq!(manifest.subject.as_ref().map(|s| s.digest.as_str()), Some("sha256:p"));
+        assert_eq!(
+            manifest.artifact_type.as_deref(),
+            Some("application/vnd.docker.attestation.manifest.v1+json")
+        );
+        assert_eq!(
+            manifest.layers[0].annotation("in-toto.io/predicate-type"),
+            Some("https://slsa.dev/provenance/v1")
+        );
+        // Without an artifactType, the config's media type says what it is.
+        let raw = br#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.dev.cosign.config","digest":"sha256:c","size":2},
+            "layers":[],"subject":{"mediaType":"m","digest":"sha256:p","size":5}}"#;
+        assert_eq!(parse(raw).unwrap().artifact_type.as_deref(), Some("application/vnd.dev.cosign.config"));
     }
 
     #[test]

@@ -2,13 +2,17 @@
 //! platforms, and the artifacts attached to any of them. Artifacts are found the ways signers
 //! attach them without a registry's help: cosign's tags (`sha256-<hex>.sig`, `.att`, `.sbom`) and
 //! the OCI 1.1 referrers tag (`sha256-<hex>`, an index of the artifacts whose `subject` is that
-//! manifest), and, where the registry has one, the OCI referrers API.
+//! manifest), and, where the registry has one, the OCI referrers API. An index may list
+//! referrers of its own platform manifests among its entries (BuildKit's attestations since
+//! 0.32): those are read with the index and recorded like the API's.
 
 use anyhow::{Context, Result};
 use futures_util::future::join_all;
 use oci_client::Reference;
 
-use super::manifest::{self, Descriptor};
+use super::attestations::is_attestation;
+use super::manifest;
+use super::referrers::{Referrer, referrers_tag};
 use super::session::Session;
 
 /// A tag, resolved.
@@ -26,56 +30,9 @@ pub struct Resolved {
 pub enum Artifact {
     /// Found under a tag: cosign's, or the referrers fallback tag (an index of referrers).
     Tagged { tag: String, digest: String },
-    /// Listed by the registry's referrers API as referring to `subject`.
+    /// Listed by the registry's referrers API as referring to `subject`, or an entry of the
+    /// tag's index whose manifest has that `subject`.
     Referrer { subject: String, descriptor: Referrer },
-}
-
-/// The fields of a referrers index entry.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Referrer {
-    pub digest: String,
-    pub media_type: String,
-    pub size: u64,
-    pub artifact_type: Option<String>,
-}
-
-impl From<Descriptor> for Referrer {
-    fn from(descriptor: Descriptor) -> Referrer {
-        Referrer {
-            digest: descriptor.digest,
-            media_type: descriptor.media_type,
-            size: descriptor.size,
-            artifact_type: descriptor.artifact_type,
-        }
-    }
-}
-
-/// The referrers fallback index for `referrers` (of one subject), as bytes to push under the
-/// subject's `sha256-<hex>` tag: entries sorted by digest, so the same set always makes the same
-/// bytes and digest.
-pub fn fallback_index(referrers: &[&Referrer]) -> Vec<u8> {
-    let mut entries: Vec<&&Referrer> = referrers.iter().collect();
-    entries.sort_by(|a, b| a.digest.cmp(&b.digest));
-    let manifests: Vec<serde_json::Value> = entries
-        .iter()
-        .map(|r| {
-            let mut entry =
-                serde_json::json!({"mediaType": r.media_type, "digest": r.digest, "size": r.size});
-            if let Some(artifact_type) = &r.artifact_type {
-                entry["artifactType"] = serde_json::json!(artifact_type);
-            }
-            entry
-        })
-        .collect();
-    let index =
-        serde_json::json!({"schemaVersion": 2, "mediaType": manifest::OCI_INDEX, "manifests": manifests});
-    serde_json::to_vec(&index).expect("JSON always serializes")
-}
-
-/// The OCI referrers fallback tag of the manifest `digest`: `sha256:ab…` → `sha256-ab…`; cosign's
-/// tags add `.sig`, `.att` or `.sbom` to it.
-pub fn referrers_tag(digest: &str) -> String {
-    digest.replacen(':', "-", 1)
 }
 
 /// The tags under which signers attach artifacts to the manifest `digest`.
@@ -97,31 +54,64 @@ pub async fn resolve(
     let Some(digest) = session.manifest_digest(source, false).await? else {
         return Ok(None);
     };
-    let manifests = match known {
-        Some((known_digest, manifests)) if known_digest == digest => manifests.to_vec(),
+    let (manifests, in_index) = match known {
+        Some((known_digest, manifests)) if known_digest == digest => (manifests.to_vec(), Vec::new()),
         _ => manifests_of(session, source, &digest).await?,
     };
     let artifacts = if with_artifacts {
         let subjects = std::iter::once(digest.as_str()).chain(manifests.iter().map(|(d, _)| d.as_str()));
-        artifacts_of(session, source, subjects).await?
+        let mut artifacts = artifacts_of(session, source, subjects).await?;
+        artifacts.extend(in_index);
+        artifacts.sort();
+        artifacts.dedup();
+        artifacts
     } else {
         Vec::new()
     };
     Ok(Some(Resolved { digest, manifests, artifacts }))
 }
 
-/// (digest, platform) of each manifest the index at `digest` lists; none for an image manifest.
-async fn manifests_of(session: &Session, source: &Reference, digest: &str) -> Result<Vec<(String, String)>> {
+/// (digest, platform) of each manifest the index at `digest` lists (none for an image
+/// manifest), and those of its entries that refer to another manifest (a `subject`). Only the
+/// entries that may (attestations, artifacts) are read: each read is a pull on Docker Hub.
+async fn manifests_of(
+    session: &Session,
+    source: &Reference,
+    digest: &str,
+) -> Result<(Vec<(String, String)>, Vec<Artifact>)> {
     let bytes = session.manifest(&source.clone_with_digest(digest.to_string())).await?;
     let parsed = manifest::parse(&bytes).with_context(|| format!("manifest {digest} of {source}"))?;
-    Ok(parsed
+    let manifests = parsed
         .children
         .iter()
         .map(|child| {
             let platform = child.platform.as_ref().map_or("unknown".to_string(), ToString::to_string);
             (child.digest.clone(), platform)
         })
-        .collect())
+        .collect();
+    let maybe_referrers =
+        parsed.children.iter().filter(|child| is_attestation(child) || child.artifact_type.is_some());
+    let read = join_all(maybe_referrers.map(|child| async move {
+        let at = source.clone_with_digest(child.digest.clone());
+        let parsed = manifest::parse(&session.manifest(&at).await?).with_context(|| format!("{at}"))?;
+        let media_type =
+            if child.media_type.is_empty() { parsed.media_type.clone() } else { child.media_type.clone() };
+        Ok::<_, anyhow::Error>(parsed.subject.map(|subject| Artifact::Referrer {
+            subject: subject.digest,
+            descriptor: Referrer {
+                digest: child.digest.clone(),
+                media_type,
+                size: child.size,
+                artifact_type: parsed.artifact_type,
+            },
+        }))
+    }))
+    .await;
+    let mut artifacts = Vec::new();
+    for answer in read {
+        artifacts.extend(answer?);
+    }
+    Ok((manifests, artifacts))
 }
 
 /// The artifacts in `source`'s repository for any of `subjects`: the artifact tags present, and

@@ -2,40 +2,91 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use xshell::cmd;
 
+use crate::build::command::build_options;
+use crate::build::node::Engine;
+use crate::build::setup::set_up_node;
 use crate::cargo_recipe;
 use crate::ctx::Ctx;
 use crate::flags::VendorArgs;
 use crate::local_registry::with_local_registry;
+use crate::platform::Platforms;
+use crate::registry::reference::repository_of;
 use crate::rehearsal::{self, Rehearsal};
 use crate::runner::sh;
+use crate::signing;
 use crate::vendor::{self, Mode};
 
 /// build-publish-cloud-builder: vendor what it is built from, then build it for amd64 only,
-/// since it only ever runs inside Cloud Build, and push it. The xtask's dependency recipe goes
-/// in as a build context of its own: the image compiles the dependencies of `Cargo.lock`, so
-/// that the pipeline's xtask step compiles only the xtask crate.
+/// since it only ever runs inside Cloud Build, and push it, with its provenance (and SBOM) as
+/// the catalog's images carry theirs; signed by digest when SIGN_KEY is set, so that `verify
+/// cloud-builder` accepts it. The xtask's dependency recipe goes in as a build context of its
+/// own: the image compiles the dependencies of `Cargo.lock`, so that the pipeline's xtask step
+/// compiles only the xtask crate.
 pub fn build_publish_cloud_builder(ctx: &Ctx, args: &VendorArgs) -> Result<()> {
     let s = &ctx.settings;
     let image = &ctx.catalog.cloud_builder;
     let options = args.options();
     with_local_registry(ctx, || {
-        let needed = crate::catalog_graph::vendored_bases(ctx, image)?
+        // This engine's builder: its own BuildKit (containerd store), or a BuildKit container.
+        let platforms = Platforms::parse(AMD64).map_err(anyhow::Error::msg)?;
+        let node = Engine { context: None, platforms, vm: None }.node(ctx)?;
+        let mut needed: Vec<(String, String)> = crate::catalog_graph::vendored_bases(ctx, image)?
             .into_iter()
             .map(|base| (base, image.dockerfile()))
             .collect();
+        if !node.builder.engine {
+            needed.push((s.vendored(&ctx.catalog.buildkit), "the docker-container builder".into()));
+        }
+        if s.sbom
+            && let Some(generator) = &ctx.catalog.sbom_generator
+        {
+            needed.push((s.vendored(generator), "the SBOM attestations".into()));
+        }
         vendor::vendor_bases(ctx, &options, needed, Mode::Default { whole_list: false })?;
+        set_up_node(ctx, &node)?;
         let recipe = xtask_recipe(ctx)?;
         let recipe = format!("{}={}", cargo_recipe::CONTEXT, recipe.display());
+        let metadata = ctx.root.join(crate::work_dir()).join("cloud-builder/metadata.json");
         let (sh, dockerfile, build_args, reference, context) =
             (sh(), image.dockerfile(), s.build_args(image), s.image_ref(image), image.context());
-        ctx.runner
-            .run(cmd!(sh, "docker build --file {dockerfile} --pull --platform linux/amd64 {build_args...} --build-context {recipe} --tag {reference} {context}"))?;
-        ctx.runner.run(cmd!(sh, "docker push {reference}"))
+        let (builder, attest, metadata_file) =
+            (&node.builder.name, build_options(ctx), metadata.display().to_string());
+        ctx.runner.run(cmd!(
+            sh,
+            "docker buildx build --file {dockerfile} --platform {AMD64} --builder {builder} --progress plain
+                {build_args...} --build-context {recipe} {attest...} --metadata-file {metadata_file}
+                --push --tag {reference} {context}"
+        ))?;
+        let Some(key) = &s.sign_key else { return Ok(()) };
+        let repository = repository_of(&reference);
+        if ctx.runner.is_dry_run() {
+            ctx.runner.say(&format!(
+                "then signed by the digest the build pushed (`cosign sign` of {repository}@<that digest>, SIGN_KEY {key})"
+            ));
+            return Ok(());
+        }
+        let digest = pushed_digest(&metadata)?;
+        signing::sign(ctx, key, &format!("{repository}@{digest}"))
     })
+}
+
+/// The platform the cloud builder is built for: Cloud Build's workers.
+const AMD64: &str = "linux/amd64";
+
+/// The digest buildx pushed, from its `--metadata-file`.
+fn pushed_digest(metadata: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(metadata)
+        .with_context(|| format!("cannot read the build's metadata, {}", metadata.display()))?;
+    let parsed: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("the build's metadata, {}, is not JSON", metadata.display()))?;
+    parsed["containerimage.digest"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("the build's metadata, {}, names no pushed digest", metadata.display()))
 }
 
 /// Write the xtask's dependency recipe (its manifests and `Cargo.lock`, stub sources) where the

@@ -1,5 +1,7 @@
 //! verify: an image's signature checked and its provenance shown, per platform, as a consumer
-//! would.
+//! would. The provenance is read from the attestation manifests themselves (the registry code),
+//! since the predicate type names the format: SLSA v0.2 and v1 say the same facts in different
+//! fields, and `imagetools inspect --format '{{json .Provenance}}'` drops the type.
 
 use std::path::PathBuf;
 
@@ -8,6 +10,11 @@ use clap::Args;
 use xshell::cmd;
 
 use crate::ctx::Ctx;
+use crate::provenance::{Provenance, is_provenance};
+use crate::registry::attestations::{PlatformStatements, platform_statements};
+use crate::registry::credentials::registry_credentials;
+use crate::registry::session::SessionOptions;
+use crate::registry::{self, RegistryAccess, Session};
 use crate::runner::sh;
 use crate::signing::{KEYLESS, registry_flags};
 
@@ -33,41 +40,65 @@ pub struct VerifyArgs {
 }
 
 /// verify: for each image, its signature checked with cosign, then its provenance per
-/// platform: who built it, from which build arguments and which bases' digests.
+/// platform, read from the registry: who built it, from which build arguments and which bases'
+/// digests. A platform without provenance fails the check; one whose provenance cannot be read
+/// is a warning that names its predicate type.
 pub fn verify(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
     let images = ctx.catalog.named_images(&args.images)?;
+    let references: Vec<(&str, String)> =
+        images.iter().map(|image| (image.name.as_str(), ctx.settings.image_ref(image))).collect();
+    let check = signature_check(ctx, args)?;
+    let reader = if ctx.runner.is_dry_run() { None } else { Some(ProvenanceReader::open(ctx, &references)?) };
     let sh = sh();
-    for image in images {
-        let reference = ctx.settings.image_ref(image);
-        let registry = registry_flags(ctx, &reference);
-        let check: Vec<String> = match (&args.certificate_identity, verify_key(ctx, args)?) {
-            (Some(identity), _) => vec![
-                "--certificate-identity".into(),
-                identity.clone(),
-                "--certificate-oidc-issuer".into(),
-                args.certificate_oidc_issuer.clone(),
-            ],
-            (None, Some(key)) => vec!["--key".into(), key],
-            (None, None) => bail!(
-                "verify needs the public key (`--key cosign.pub`, or SIGN_KEY) or, for keyless signatures, \
-                 `--certificate-identity <the signer's e-mail>`"
-            ),
-        };
-        let tlog: Vec<&str> =
-            if args.insecure_ignore_tlog { vec!["--insecure-ignore-tlog"] } else { Vec::new() };
-        ctx.runner.say(&format!("{}: the signature of {reference}", image.name));
-        ctx.runner.run(cmd!(sh, "cosign verify {check...} {tlog...} {registry...} {reference}"))?;
-        let format = "{{json .Provenance}}";
-        let inspect = cmd!(sh, "docker buildx imagetools inspect {reference} --format {format}");
-        if ctx.runner.is_dry_run() {
-            ctx.runner.say(&format!("{}: its provenance, per platform:", image.name));
-            ctx.runner.run(inspect)?;
+    let mut lacking = Vec::new();
+    for (name, reference) in &references {
+        let (registry, check) = (registry_flags(ctx, reference), &check);
+        ctx.runner.say(&format!("{name}: the signature of {reference}"));
+        ctx.runner.run(cmd!(sh, "cosign verify {check...} {registry...} {reference}"))?;
+        let Some(reader) = &reader else {
+            ctx.runner.say(&format!(
+                "{name}: its provenance, per platform: read from the registry (the index of {reference}, each \
+                 platform's attestation manifest, its SLSA statements)"
+            ));
             continue;
+        };
+        let platforms = reader.read(reference)?;
+        let report = ProvenanceReport::of(name, reference, &platforms);
+        println!("{}", report.text);
+        for warning in &report.warnings {
+            eprintln!("warning: {warning}");
         }
-        let provenance = ctx.runner.query(inspect, None)?;
-        println!("{}", provenance_summary(&image.name, &reference, &provenance)?);
+        lacking.extend(report.lacking.iter().map(|platform| format!("{name} {platform}")));
+    }
+    if !lacking.is_empty() {
+        bail!(
+            "no provenance attestation on {} (built with PROVENANCE=false, or by a builder that does not attest?)",
+            lacking.join(", ")
+        );
     }
     Ok(())
+}
+
+/// cosign's flags that say what a signature must match: the key, or the keyless identity; and
+/// the transparency log left out when asked.
+fn signature_check(ctx: &Ctx, args: &VerifyArgs) -> Result<Vec<String>> {
+    let mut check: Vec<String> = match (&args.certificate_identity, verify_key(ctx, args)?) {
+        (Some(identity), _) => vec![
+            "--certificate-identity".into(),
+            identity.clone(),
+            "--certificate-oidc-issuer".into(),
+            args.certificate_oidc_issuer.clone(),
+        ],
+        (None, Some(key)) => vec!["--key".into(), key],
+        (None, None) => bail!(
+            "verify needs the public key (`--key cosign.pub`, or SIGN_KEY) or, for keyless signatures, \
+             `--certificate-identity <the signer's e-mail>`"
+        ),
+    };
+    if args.insecure_ignore_tlog {
+        check.push("--insecure-ignore-tlog".into());
+    }
+    Ok(check)
 }
 
 /// The key to verify with: `--key`, else SIGN_KEY's public half.
@@ -82,28 +113,95 @@ fn verify_key(ctx: &Ctx, args: &VerifyArgs) -> Result<Option<String>> {
     })
 }
 
-/// Each platform's provenance, as `imagetools inspect --format '{{json .Provenance}}'` gives
-/// it: the builder, the build arguments and the materials (bases) by digest.
-pub fn provenance_summary(name: &str, reference: &str, json: &str) -> Result<String> {
-    let by_platform: serde_json::Value =
-        serde_json::from_str(json).with_context(|| format!("the provenance of {reference} is not JSON"))?;
-    let Some(platforms) = by_platform.as_object().filter(|p| !p.is_empty()) else {
-        bail!("{reference} carries no provenance attestation (built with PROVENANCE=false?)");
-    };
-    let mut out = format!("{name}: {reference}, signature verified");
-    for (platform, provenance) in platforms {
-        let slsa = &provenance["SLSA"];
-        out.push_str(&format!("\n  {platform}: built by {}", slsa["builder"]["id"].as_str().unwrap_or("?")));
-        if let Some(args) = slsa["invocation"]["parameters"]["args"].as_object() {
-            for (name, value) in args {
-                let name = name.strip_prefix("build-arg:").unwrap_or(name);
-                out.push_str(&format!("\n    build argument {name}={}", value.as_str().unwrap_or_default()));
+/// The registry client that reads the images' attestations: one session for every registry
+/// of the images, read-only, with the credentials found for each.
+struct ProvenanceReader {
+    runtime: tokio::runtime::Runtime,
+    session: Session,
+}
+
+impl ProvenanceReader {
+    fn open(ctx: &Ctx, references: &[(&str, String)]) -> Result<ProvenanceReader> {
+        let mut hosts: Vec<(String, bool)> = Vec::new();
+        for (_, reference) in references {
+            let host = registry::reference::parse(reference)
+                .map_err(anyhow::Error::msg)?
+                .resolve_registry()
+                .to_string();
+            if !hosts.iter().any(|(known, _)| *known == host) {
+                hosts.push((host, true));
             }
         }
-        for material in slsa["materials"].as_array().into_iter().flatten() {
-            let digest = material["digest"]["sha256"].as_str().unwrap_or("?");
-            out.push_str(&format!("\n    from {} sha256:{digest}", material["uri"].as_str().unwrap_or("?")));
-        }
+        let s = &ctx.settings;
+        let found =
+            registry_credentials(&ctx.runner, &hosts, &s.gcloud_auth_registries, &s.insecure_registries)?;
+        let accesses: Vec<RegistryAccess> = found.iter().map(|(access, _, _)| access.clone()).collect();
+        // The client first, while this is the only thread (see `Session::new`).
+        let session = Session::new(&accesses, SessionOptions::default())?;
+        let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+        let credentials = found.into_iter().map(|(access, auth, _)| (access, auth)).collect();
+        let session = runtime.block_on(session.authenticate(credentials));
+        Ok(ProvenanceReader { runtime, session })
     }
-    Ok(out)
+
+    /// Each platform of `reference` with its provenance statements.
+    fn read(&self, reference: &str) -> Result<Vec<PlatformStatements>> {
+        let parsed = registry::reference::parse(reference).map_err(anyhow::Error::msg)?;
+        self.runtime
+            .block_on(platform_statements(&self.session, &parsed, &is_provenance))
+            .with_context(|| format!("cannot read the attestations of {reference}"))
+    }
+}
+
+/// What `verify` says of one image's provenance.
+pub struct ProvenanceReport {
+    /// The lines for stdout: the image, then each platform's builder, build arguments and bases.
+    pub text: String,
+    /// Provenance that could not be read, each naming its predicate type.
+    pub warnings: Vec<String>,
+    /// The platforms that carry no provenance at all.
+    pub lacking: Vec<String>,
+}
+
+impl ProvenanceReport {
+    pub fn of(name: &str, reference: &str, platforms: &[PlatformStatements]) -> ProvenanceReport {
+        let mut text = format!("{name}: {reference}, signature verified");
+        let (mut warnings, mut lacking) = (Vec::new(), Vec::new());
+        for platform in platforms {
+            let label = &platform.platform;
+            if platform.statements.is_empty() {
+                text.push_str(&format!("\n  {label}: no provenance attestation"));
+                lacking.push(label.clone());
+                continue;
+            }
+            for statement in &platform.statements {
+                let predicate_type = &statement.predicate_type;
+                let provenance = match Provenance::read(predicate_type, &statement.bytes) {
+                    Ok(provenance) => provenance,
+                    Err(err) => {
+                        text.push_str(&format!(
+                            "\n  {label}: provenance {predicate_type} unreadable (see the warning)"
+                        ));
+                        warnings.push(format!(
+                            "{name} {label}: cannot read its provenance of predicate type {predicate_type}: {err:#}"
+                        ));
+                        continue;
+                    }
+                };
+                let builder = provenance.builder.as_deref().unwrap_or("(builder not recorded)");
+                text.push_str(&format!("\n  {label}: built by {builder} ({})", provenance.format()));
+                for (arg, value) in &provenance.build_args {
+                    text.push_str(&format!("\n    build argument {arg}={value}"));
+                }
+                for material in &provenance.materials {
+                    let digest = material
+                        .sha256
+                        .as_deref()
+                        .map_or("(no sha256)".to_string(), |d| format!("sha256:{d}"));
+                    text.push_str(&format!("\n    from {} {digest}", material.uri));
+                }
+            }
+        }
+        ProvenanceReport { text, warnings, lacking }
+    }
 }

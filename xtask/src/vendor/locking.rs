@@ -1,7 +1,15 @@
 //! The lock side of `thirdparty`: which tags to resolve anew, the lock they make, the pairs that
 //! copy exactly what it names (artifacts included), the referrers fallback tags a destination
 //! without the referrers API needs, and `--check`'s three-way comparison.
+//!
+//! A fallback tag is never copied over: the source's is copied by digest, and the destination's
+//! tag is then written as what it lists already merged with every referrer of the lock (the
+//! source's tag's, the API's, the index's own entries with a `subject`), after everything else,
+//! so that it never lists a manifest that is not there yet. Distribution 2.8 has no conditional
+//! PUT: two runs that merge into one tag at the same moment may each write it without the
+//! other's entries (a lost update). The next run that vendors the tag merges them back.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
@@ -9,8 +17,9 @@ use oci_client::Reference;
 
 use super::mode::Mode;
 use crate::lock::{self, Lock, LockedArtifact, LockedManifest, LockedTag};
-use crate::registry::manifest::{sha256_digest, short_digest as short};
-use crate::registry::resolve::{Artifact, Referrer, Resolved, fallback_index, referrers_tag, resolve};
+use crate::registry::manifest::{self, short_digest as short};
+use crate::registry::referrers::{Referrer, fallback_reference, merged_fallback_index, referrers_of};
+use crate::registry::resolve::{Artifact, Resolved, resolve};
 use crate::registry::{self, CopyOutcome, Pair, Report, Session};
 
 /// A tag's key in the lock: its source, in full (`docker.io/library/alpine:3.15`).
@@ -109,11 +118,21 @@ fn locked_tag(old: Option<&LockedTag>, resolved: Resolved) -> LockedTag {
         .into_iter()
         .map(|(digest, platform)| LockedManifest { digest, platform })
         .collect();
-    let artifacts: Vec<LockedArtifact> = resolved.artifacts.into_iter().map(locked_artifact).collect();
+    let mut artifacts: Vec<LockedArtifact> = resolved.artifacts.into_iter().map(locked_artifact).collect();
     let read_nothing = manifests.is_empty() && artifacts.is_empty();
     match same {
         Some(old) if read_nothing => old.clone(),
-        Some(old) => LockedTag { first_seen: old.first_seen.clone(), manifests, artifacts, ..old.clone() },
+        Some(old) => {
+            // The index was not read again (its digest is the same): the referrers among its
+            // own entries are what the lock says.
+            let listed = |a: &&LockedArtifact| a.subject.is_some() && old.lists(&a.digest);
+            for kept in old.artifacts.iter().filter(listed) {
+                if !artifacts.contains(kept) {
+                    artifacts.push(kept.clone());
+                }
+            }
+            LockedTag { first_seen: old.first_seen.clone(), manifests, artifacts, ..old.clone() }
+        }
         None => LockedTag { digest: resolved.digest, first_seen: lock::utc_now(), manifests, artifacts },
     }
 }
@@ -132,48 +151,88 @@ fn locked_artifact(artifact: Artifact) -> LockedArtifact {
     }
 }
 
-/// Where a locked artifact goes: under its tag, or by digest (a referrer the API listed).
+/// Where a locked artifact goes: under its tag (cosign's), or by digest (a referrer, or a
+/// source's fallback tag, whose entries are merged into the destination's tag instead).
 fn artifact_destination(destination: &Reference, artifact: &LockedArtifact) -> Reference {
     let (registry, repository) = (destination.registry().to_string(), destination.repository().to_string());
-    if artifact.tag.is_empty() {
+    if artifact.tag.is_empty() || fallback_subject(artifact).is_some() {
         Reference::with_digest(registry, repository, artifact.digest.clone())
     } else {
         Reference::with_tag(registry, repository, artifact.tag.clone())
     }
 }
 
-/// The referrers a source listed through its API, per subject, as the destination's fallback
-/// tag (`sha256-<hex>`, an index of them), for destinations without the API; a destination with
-/// it lists them by itself. Failures come back as reports.
-pub(super) async fn write_fallback_tags(session: &Session, pairs: &[Pair], lock: &Lock) -> Vec<Report> {
+/// The subject whose fallback tag (`sha256-<hex>`, no suffix) a locked artifact is.
+fn fallback_subject(artifact: &LockedArtifact) -> Option<String> {
+    let hex = artifact.tag.strip_prefix("sha256-")?;
+    (!hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("sha256:{hex}"))
+}
+
+/// Every referrer the lock knows for `destination`'s tag, per subject: those with a `subject`
+/// (the API's, the index's own entries), and the entries of the source's fallback tags, read
+/// from the destination by digest (where the copy put them).
+async fn locked_referrers(
+    session: &Session,
+    destination: &Reference,
+    locked: &LockedTag,
+) -> Result<BTreeMap<String, Vec<Referrer>>> {
+    let mut by_subject: BTreeMap<String, Vec<Referrer>> = BTreeMap::new();
+    for artifact in &locked.artifacts {
+        if let (Some(subject), Some(media_type), Some(size)) =
+            (&artifact.subject, &artifact.media_type, artifact.size)
+        {
+            by_subject.entry(subject.clone()).or_default().push(Referrer {
+                digest: artifact.digest.clone(),
+                media_type: media_type.clone(),
+                size,
+                artifact_type: artifact.artifact_type.clone(),
+            });
+        }
+        if let Some(subject) = fallback_subject(artifact) {
+            let at = destination.clone_with_digest(artifact.digest.clone());
+            let index = manifest::parse(&session.manifest(&at).await?)?;
+            by_subject.entry(subject).or_default().extend(index.children.into_iter().map(Referrer::from));
+        }
+    }
+    Ok(by_subject)
+}
+
+/// For each vendored tag whose copy did not fail, its referrers listed where the destination
+/// lists them: nothing to do with the referrers API; without it, merged into each subject's
+/// fallback tag. Runs after every copy. Failures come back as reports.
+pub(super) async fn write_fallback_tags(
+    session: &Session,
+    pairs: &[Pair],
+    lock: &Lock,
+    copies: &[Report],
+) -> Vec<Report> {
+    let failed = |pair: &Pair| {
+        copies.iter().any(|report| {
+            report.pair.destination.whole() == pair.destination.whole()
+                && !matches!(report.outcome, CopyOutcome::Copied { .. } | CopyOutcome::UpToDate { .. })
+        })
+    };
     let mut reports = Vec::new();
-    for pair in pairs {
+    for pair in pairs.iter().filter(|pair| !failed(pair)) {
         let Some(locked) = lock.tags.get(&lock_key(pair)) else {
             continue;
         };
-        let mut by_subject: std::collections::BTreeMap<&str, Vec<Referrer>> =
-            std::collections::BTreeMap::new();
-        for artifact in &locked.artifacts {
-            if let (Some(subject), Some(media_type), Some(size)) =
-                (&artifact.subject, &artifact.media_type, artifact.size)
-            {
-                by_subject.entry(subject).or_default().push(Referrer {
-                    digest: artifact.digest.clone(),
-                    media_type: media_type.clone(),
-                    size,
-                    artifact_type: artifact.artifact_type.clone(),
-                });
+        let started = Instant::now();
+        let fail = |error: String| Report {
+            pair: pair.clone(),
+            outcome: CopyOutcome::Failed { error },
+            elapsed: started.elapsed(),
+        };
+        let by_subject = match locked_referrers(session, &pair.destination, locked).await {
+            Ok(by_subject) => by_subject,
+            Err(err) => {
+                reports.push(fail(format!("the referrers the lock names: {err:#}")));
+                continue;
             }
-        }
+        };
         for (subject, referrers) in by_subject {
-            let started = Instant::now();
-            if let Err(err) = write_fallback_tag(session, &pair.destination, subject, &referrers).await {
-                let error = format!("referrers of {subject}: {err:#}");
-                reports.push(Report {
-                    pair: pair.clone(),
-                    outcome: CopyOutcome::Failed { error },
-                    elapsed: started.elapsed(),
-                });
+            if let Err(err) = write_fallback_tag(session, &pair.destination, &subject, &referrers).await {
+                reports.push(fail(format!("referrers of {subject}: {err:#}")));
             }
         }
     }
@@ -189,15 +248,12 @@ async fn write_fallback_tag(
     if session.referrers(destination, subject).await?.is_some() {
         return Ok(());
     }
-    let bytes = bytes::Bytes::from(fallback_index(&referrers.iter().collect::<Vec<_>>()));
-    let tag = referrers_tag(subject);
-    let at =
-        Reference::with_tag(destination.registry().to_string(), destination.repository().to_string(), tag);
-    let digest = sha256_digest(&bytes);
-    if session.manifest_digest(&at, true).await?.as_deref() == Some(digest.as_str()) {
+    let at = fallback_reference(destination, subject);
+    let existing = session.manifest_if_any(&at).await?;
+    let Some(merged) = merged_fallback_index(existing.as_deref(), referrers)? else {
         return Ok(());
-    }
-    session.push_manifest(&at, &bytes, registry::manifest::OCI_INDEX).await
+    };
+    session.push_manifest(&at, &bytes::Bytes::from(merged), manifest::OCI_INDEX).await
 }
 
 /// What to copy: each tag at its locked digest, and each locked artifact under its tag (or by
@@ -218,7 +274,8 @@ pub(super) fn pinned_pairs(pairs: &[Pair], lock: &Lock, with_artifacts: bool) ->
         };
         copies.push(Pair { source: at(&locked.digest), destination: destination.clone() });
         if with_artifacts {
-            for artifact in &locked.artifacts {
+            // An entry of the index is copied with it.
+            for artifact in locked.artifacts.iter().filter(|a| !locked.lists(&a.digest)) {
                 copies.push(Pair {
                     source: at(&artifact.digest),
                     destination: artifact_destination(destination, artifact),
@@ -287,6 +344,30 @@ pub(super) async fn check_drift(
                         short(&artifact.digest),
                         describe(&found)
                     ));
+                }
+            }
+            // Each referrer listed as one where it landed (the API, or the fallback tag).
+            match locked_referrers(session, &pair.destination, locked).await {
+                Err(err) => drift(format!("the referrers the lock names are unreadable there: {err:#}")),
+                Ok(by_subject) => {
+                    for (subject, referrers) in by_subject {
+                        let listed = referrers_of(session, &pair.destination, &subject).await;
+                        let listed: Vec<String> = match listed {
+                            Ok(listed) => listed.into_iter().map(|d| d.digest).collect(),
+                            Err(err) => {
+                                drift(format!("referrers of {} unreadable: {err:#}", short(&subject)));
+                                continue;
+                            }
+                        };
+                        for referrer in referrers.iter().filter(|r| !listed.contains(&r.digest)) {
+                            drift(format!(
+                                "the destination does not list {} as a referrer of {}: \
+                                 `cargo xtask thirdparty --locked` lists it",
+                                short(&referrer.digest),
+                                short(&subject)
+                            ));
+                        }
+                    }
                 }
             }
         }

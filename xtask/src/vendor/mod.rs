@@ -258,7 +258,7 @@ pub fn vendor(ctx: &Ctx, args: &VendorOptions, pairs: Vec<Pair>, mode: Mode) -> 
         let mirrored = registry::mirror(Arc::clone(&session), copies, options, progress.clone()).await;
         progress.finish();
         if !dry_run && !args.no_referrers {
-            unresolved.extend(write_fallback_tags(&session, &pairs, &new_lock).await);
+            unresolved.extend(write_fallback_tags(&session, &pairs, &new_lock, &mirrored.reports).await);
         }
         (mirrored, new_lock, unresolved, session.unreachable())
     });

@@ -49,7 +49,8 @@ pub const SEED: &[(&str, &str)] = &[
 ];
 
 /// `xtask` with none of the caller's settings: only `PATH` and `HOME`, the test catalog
-/// (`CATALOG`), plus `env`.
+/// (`CATALOG`), the machine's name fixed (`HOSTNAME`: outside Cloud Build the provenance's
+/// builder id names the host), plus `env`.
 pub fn xtask_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(XTASK);
     cmd.args(args).env_clear();
@@ -59,9 +60,13 @@ pub fn xtask_command(args: &[&str], env: &[(&str, &str)]) -> Command {
         }
     }
     cmd.env("CATALOG", TEST_CATALOG);
+    cmd.env("HOSTNAME", TEST_HOST);
     cmd.envs(env.iter().copied());
     cmd
 }
+
+/// The machine's name the tests give xtask.
+pub const TEST_HOST: &str = "xtask-test-host";
 
 /// Run xtask to its end. What it writes (configs, logs) goes to a temporary folder of its own
 /// (`CARGO_TARGET_DIR`), never into the repository, unless `env` names one. The tunnel's ssh
