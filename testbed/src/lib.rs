@@ -4,6 +4,7 @@
 //! proxy that adds latency, and the fault-injecting proxy (`fault_proxy`). The xtask's tests
 //! take it as a dev-dependency; `cargo xtask` itself compiles none of it.
 
+pub mod buildkit;
 pub mod fault_proxy;
 
 use std::io::Write;
@@ -429,6 +430,36 @@ impl LayoutWriter {
             serde_json::json!({"mediaType": media_type, "digest": format!("sha256:{hash}"), "size": bytes.len()}),
         )
     }
+}
+
+/// The referrers of `reference` (`host/repo@digest`) as `oras discover` lists them, by the
+/// distribution spec's tag scheme (what a registry without the referrers API offers): each
+/// one's digest and artifactType, sorted. A client that is not ours.
+pub fn oras_referrers(reference: &str) -> Result<Vec<(String, String)>> {
+    require("oras", "bash .ci/engine installs it (Debian 13's oras)")?;
+    let output = Command::new("oras")
+        .args(["discover", "--plain-http", "--distribution-spec", "v1.1-referrers-tag", "--format", "json"])
+        .arg(reference)
+        .output()
+        .context("cannot run oras")?;
+    ensure!(
+        output.status.success(),
+        "oras discover {reference}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("oras discover {reference}: {}", String::from_utf8_lossy(&output.stdout)))?;
+    let mut referrers: Vec<(String, String)> = listed["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let field = |name: &str| m[name].as_str().unwrap_or_default().to_string();
+            (field("digest"), field("artifactType"))
+        })
+        .collect();
+    referrers.sort();
+    Ok(referrers)
 }
 
 /// `skopeo inspect --raw`: the manifest bytes a registry serves for a reference, read by a

@@ -342,3 +342,122 @@ fn nothing_is_locked_that_was_not_copied() {
     assert!(tags.contains_key(&format!("{}/good/app:1", proxy.host())), "{}", setup.lock());
     assert!(!tags.contains_key(&format!("{}/broken/app:1", proxy.host())), "{}", setup.lock());
 }
+
+/// BuildKit 0.32 stores each platform's attestations as an OCI artifact in the index, with the
+/// platform manifest as its `subject`. Distribution 2.8 has no referrers API, so the copy alone
+/// would leave them listed as nobody's referrer: each is merged into its subject's fallback tag
+/// (where a referrer attached by tag upstream, and one the destination had already, stay
+/// listed), found there by `oras discover`, and recorded in the lock as the API's referrers are.
+/// A lock written before this (without those records) still passes `--locked` and `--check`.
+#[test]
+fn attestations_with_a_subject_are_listed_as_referrers_where_they_land() {
+    use xtask_testbed::buildkit::{ATTESTATION_ARTIFACT, BuildkitImage, Provenance, SLSA_V1, Storage};
+    use xtask_testbed::oras_referrers;
+    let setup = Vendoring::new();
+    let provenance = Provenance {
+        predicate_type: SLSA_V1.into(),
+        builder_id: "https://ci.example/1".into(),
+        args: vec![("A".into(), "1".into())],
+        base: ("pkg:docker/busybox@1.36".into(), "ab".repeat(32)),
+    };
+    let image = Fixture::buildkit(&BuildkitImage {
+        seed: 130,
+        platforms: vec![
+            (("linux", "amd64"), Some(provenance.clone())),
+            (("linux", "arm64"), Some(provenance)),
+        ],
+        storage: Storage::Artifact,
+    })
+    .unwrap();
+    image.push_raw(setup.source.addr, "att/app", Some("1")).unwrap();
+    let children = image.children();
+    let (amd64, arm64, attestations) = (&children[0], &children[1], &children[2..]);
+    // Upstream, an SBOM attached to the amd64 manifest by its fallback tag.
+    let sbom = Fixture::referrers(amd64, image.manifest_size(amd64), 7).unwrap();
+    sbom.push_raw(setup.source.addr, "att/app", Some(&cosign_tag(amd64, ""))).unwrap();
+    let sbom_artifact = sbom.children()[0].clone();
+    // At the destination, something attached to the arm64 manifest already.
+    let there = Fixture::referrers(arm64, image.manifest_size(arm64), 8).unwrap();
+    there
+        .push_raw(setup.destination.addr, "mirror/thirdparty/att/app", Some(&cosign_tag(arm64, "")))
+        .unwrap();
+    let there_artifact = there.children()[0].clone();
+    setup.list(&["att/app: 1"]);
+
+    ok(&setup.run(&[]));
+    let listed = |destination: &TestRegistry, subject: &str| {
+        oras_referrers(&format!("{}/mirror/thirdparty/att/app@{subject}", destination.host())).unwrap()
+    };
+    let attestation = |n: usize| (attestations[n].clone(), ATTESTATION_ARTIFACT.to_string());
+    let sorted = |mut list: Vec<(String, String)>| {
+        list.sort();
+        list
+    };
+    let amd64_wanted = sorted(vec![attestation(0), (sbom_artifact.clone(), "application/spdx+json".into())]);
+    let arm64_wanted = sorted(vec![attestation(1), (there_artifact.clone(), "application/spdx+json".into())]);
+    assert_eq!(listed(&setup.destination, amd64), amd64_wanted);
+    assert_eq!(listed(&setup.destination, arm64), arm64_wanted);
+
+    // The lock records each attestation with its subject and artifactType.
+    let locked = setup.locked();
+    let entry = &locked["tag"][setup.key("att/app:1").as_str()];
+    let records: Vec<(String, String, String)> = entry["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a.get("subject").is_some())
+        .map(|a| {
+            let field = |name: &str| a[name].as_str().unwrap_or_default().to_string();
+            (field("digest"), field("subject"), field("artifact_type"))
+        })
+        .collect();
+    let mut wanted = vec![
+        (attestations[0].clone(), amd64.clone(), ATTESTATION_ARTIFACT.to_string()),
+        (attestations[1].clone(), arm64.clone(), ATTESTATION_ARTIFACT.to_string()),
+    ];
+    wanted.sort();
+    assert_eq!(records, wanted, "{}", setup.lock());
+
+    // Again: nothing to write; the tags stay as they are.
+    let tag_digest = |destination: &TestRegistry, subject: &str| {
+        setup.at_destination(destination, &format!("att/app:{}", cosign_tag(subject, "")))
+    };
+    let before = (tag_digest(&setup.destination, amd64), tag_digest(&setup.destination, arm64));
+    ok(&setup.run(&[]));
+    assert_eq!((tag_digest(&setup.destination, amd64), tag_digest(&setup.destination, arm64)), before);
+    ok(&setup.run(&["--check"]));
+
+    // A destination that lost its fallback tag's entries: --check says so.
+    let bare = TestRegistry::start().unwrap();
+    image.push_raw(bare.addr, "mirror/thirdparty/att/app", Some("1")).unwrap();
+    let output = setup.run_into(&bare, &["--check"]);
+    assert!(!output.status.success());
+    assert!(stdout(&output).contains("does not list"), "{}", stdout(&output));
+
+    // A lock written before attestations were recorded: --locked lists what it knows (the SBOM
+    // the source's tag lists), --check passes.
+    let old_lock: String = {
+        let mut value = setup.locked();
+        let key = setup.key("att/app:1");
+        let artifacts = value["tag"][key.as_str()]["artifacts"].as_array_mut().unwrap();
+        artifacts.retain(|a| !attestations.iter().any(|d| a["digest"].as_str() == Some(d.as_str())));
+        toml::to_string(&value).unwrap()
+    };
+    std::fs::write(setup.dir.path().join("thirdparty.lock"), old_lock).unwrap();
+    let again = TestRegistry::start().unwrap();
+    ok(&setup.run_into(&again, &["--locked"]));
+    assert_eq!(listed(&again, amd64), vec![(sbom_artifact, "application/spdx+json".to_string())]);
+    ok(&setup.run_into(&again, &["--check"]));
+    ok(&setup.run(&["--check"]));
+
+    // A destination with the referrers API (played by the harness) lists them by itself: no
+    // fallback tag is written there.
+    let with_api = TestRegistry::start().unwrap();
+    let proxy = FaultProxy::start(with_api.addr, Vec::new());
+    proxy.serve_referrers("sha256:none", br#"{"schemaVersion":2,"manifests":[]}"#.to_vec());
+    let list = setup.dir.path().join("thirdparty.txt").display().to_string();
+    ok(&setup.run_list(&list, &format!("{}/mirror", proxy.host()), &[], &[]));
+    assert_eq!(setup.at_destination(&with_api, "att/app:1").as_ref(), Some(&image.digest));
+    assert_eq!(tag_digest(&with_api, amd64), None);
+    assert_eq!(tag_digest(&with_api, arm64), None);
+}

@@ -169,14 +169,37 @@ fn what_is_published_carries_provenance_sboms_and_a_signature() {
     let verified = cosign_verify(&public, &reference);
     assert!(verified.status.success(), "{}", stderr(&verified));
 
-    // verify: the signature, and the provenance per platform.
+    // verify: the signature, and the provenance per platform, read from the attestation
+    // manifests: the test engine's BuildKit (0.13) writes SLSA v0.2, with the builder's id the
+    // build gave it (this host, by the name the tests give it), the build argument, and the
+    // base by a digest the vendored busybox has.
     let output = setup.xtask_ok(&["verify", "app", "--insecure-ignore-tlog"], &signing);
     let out = stdout(&output);
     assert!(out.contains(&format!("app: {reference}, signature verified")), "{out}");
+    let base_digests: Vec<String> =
+        common::engine::platform_manifests(&format!("{repo}/thirdparty/busybox:1.35"))
+            .into_iter()
+            .map(|(_, d)| d)
+            .chain([base_digest.clone()])
+            .collect();
     for platform in ["linux/amd64", "linux/arm64"] {
-        assert!(out.contains(&format!("\n  {platform}: built by ")), "{out}");
+        let report = out
+            .split(&format!("\n  {platform}: "))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no report for {platform}: {out}"));
+        let report: Vec<&str> =
+            report.lines().take_while(|line| !line.starts_with("  ") || line.starts_with("    ")).collect();
+        assert_eq!(report[0], format!("built by host:{} (SLSA v0.2)", common::TEST_HOST), "{out}");
+        assert!(report.contains(&"    build argument BUSYBOX_VERSION=1.35"), "{platform}: {out}");
+        let bases: Vec<&&str> = report
+            .iter()
+            .filter(|line| line.starts_with("    from pkg:docker/") && line.contains("busybox"))
+            .collect();
+        assert!(
+            bases.iter().any(|line| base_digests.iter().any(|d| line.ends_with(&format!(" {d}")))),
+            "{platform}: the base by a digest of the vendored busybox ({base_digests:?}): {out}"
+        );
     }
-    assert!(out.contains("build argument BUSYBOX_VERSION=1.35"), "{out}");
 
     // Up to date: nothing built, nothing signed again; the signature is still there.
     let output = publish();
@@ -200,4 +223,75 @@ fn what_is_published_carries_provenance_sboms_and_a_signature() {
     assert_eq!(digest(&copied), new_digest);
     let verified = cosign_verify(&public, &copied);
     assert!(verified.status.success(), "the copy's signature: {}", stderr(&verified));
+}
+
+const CLOUD_BUILDER_CATALOG: &str = r#"
+thirdparty = "thirdparty.txt"
+pipeline = "pipeline.yaml"
+buildkit = "moby/buildkit:v0.18.0"
+
+[versions]
+BUSYBOX_VERSION = "1.35"
+
+[[image]]
+name = "app"
+description = "unused"
+tag = "1"
+
+[cloud_builder]
+name = "cloud-builder"
+description = "the image the pipeline runs in, small"
+tag = "1"
+build_args = ["BUSYBOX_VERSION"]
+"#;
+
+/// The image the pipeline runs in is built like the catalog's: with provenance, pushed, and
+/// signed by digest with SIGN_KEY; `verify cloud-builder` checks the signature and shows its one
+/// platform's provenance.
+#[test]
+fn the_cloud_builder_carries_provenance_and_a_signature() {
+    if !engine_or_skip("the_cloud_builder_carries_provenance_and_a_signature") {
+        return;
+    }
+    let dockerfile = "ARG DOCKER_REPO\nARG BUSYBOX_VERSION\n\
+        FROM ${DOCKER_REPO}/thirdparty/busybox:${BUSYBOX_VERSION}\nRUN echo built > /built\n";
+    let files = [
+        ("cloud-builder/Dockerfile", dockerfile.to_string()),
+        ("app/Dockerfile", "FROM scratch\n".to_string()),
+        ("pipeline.yaml", "steps: []\n".to_string()),
+    ];
+    let setup = Setup::new(CLOUD_BUILDER_CATALOG, &files, |up| format!("{up}/busybox: 1.35\n"));
+    let keys = setup.dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let generated = Command::new("cosign")
+        .args(["generate-key-pair"])
+        .current_dir(&keys)
+        .env("COSIGN_PASSWORD", "")
+        .output()
+        .expect("cosign is installed (.ci/engine installs it)");
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    let (key, public) =
+        (keys.join("cosign.key").display().to_string(), keys.join("cosign.pub").display().to_string());
+    let work = setup.dir.path().join("work").display().to_string();
+    let signing = [("SIGN_KEY", key.as_str()), ("COSIGN_PASSWORD", ""), ("CARGO_TARGET_DIR", work.as_str())];
+
+    let output = setup.xtask_ok(&["build-publish-cloud-builder"], &signing);
+    let reference = format!("{}/cloud-builder:1", setup.repo());
+    let digest = digest(&reference);
+    assert!(
+        stderr(&output).contains(&format!("{}/cloud-builder@{digest}", setup.repo())),
+        "signed by the digest pushed: {}",
+        stderr(&output)
+    );
+    assert!(cosign_verify(&public, &reference).status.success());
+
+    let output = setup.xtask_ok(&["verify", "cloud-builder", "--insecure-ignore-tlog"], &signing);
+    let out = stdout(&output);
+    assert!(out.contains(&format!("cloud-builder: {reference}, signature verified")), "{out}");
+    assert!(
+        out.contains(&format!("\n  linux/amd64: built by host:{} (SLSA v0.2)\n", common::TEST_HOST)),
+        "{out}"
+    );
+    assert!(out.contains("    build argument BUSYBOX_VERSION=1.35"), "{out}");
+    assert!(!out.contains("linux/arm64"), "built for amd64 alone: {out}");
 }

@@ -170,13 +170,15 @@ fn fallback_subject(artifact: &LockedArtifact) -> Option<String> {
 
 /// Every referrer the lock knows for `destination`'s tag, per subject: those with a `subject`
 /// (the API's, the index's own entries), and the entries of the source's fallback tags, read
-/// from the destination by digest (where the copy put them).
+/// from the destination by digest (where the copy put them). A fallback index that cannot be
+/// read there comes back as the error, beside the rest.
 async fn locked_referrers(
     session: &Session,
     destination: &Reference,
     locked: &LockedTag,
-) -> Result<BTreeMap<String, Vec<Referrer>>> {
+) -> (BTreeMap<String, Vec<Referrer>>, Vec<anyhow::Error>) {
     let mut by_subject: BTreeMap<String, Vec<Referrer>> = BTreeMap::new();
+    let mut unreadable = Vec::new();
     for artifact in &locked.artifacts {
         if let (Some(subject), Some(media_type), Some(size)) =
             (&artifact.subject, &artifact.media_type, artifact.size)
@@ -190,11 +192,17 @@ async fn locked_referrers(
         }
         if let Some(subject) = fallback_subject(artifact) {
             let at = destination.clone_with_digest(artifact.digest.clone());
-            let index = manifest::parse(&session.manifest(&at).await?)?;
-            by_subject.entry(subject).or_default().extend(index.children.into_iter().map(Referrer::from));
+            let read = async { anyhow::Ok(manifest::parse(&session.manifest(&at).await?)?) };
+            match read.await {
+                Ok(index) => by_subject
+                    .entry(subject)
+                    .or_default()
+                    .extend(index.children.into_iter().map(Referrer::from)),
+                Err(err) => unreadable.push(err),
+            }
         }
     }
-    Ok(by_subject)
+    (by_subject, unreadable)
 }
 
 /// For each vendored tag whose copy did not fail, its referrers listed where the destination
@@ -223,13 +231,11 @@ pub(super) async fn write_fallback_tags(
             outcome: CopyOutcome::Failed { error },
             elapsed: started.elapsed(),
         };
-        let by_subject = match locked_referrers(session, &pair.destination, locked).await {
-            Ok(by_subject) => by_subject,
-            Err(err) => {
-                reports.push(fail(format!("the referrers the lock names: {err:#}")));
-                continue;
-            }
-        };
+        let (by_subject, unreadable) = locked_referrers(session, &pair.destination, locked).await;
+        if let Some(err) = unreadable.first() {
+            reports.push(fail(format!("the referrers the lock names: {err:#}")));
+            continue;
+        }
         for (subject, referrers) in by_subject {
             if let Err(err) = write_fallback_tag(session, &pair.destination, &subject, &referrers).await {
                 reports.push(fail(format!("referrers of {subject}: {err:#}")));
@@ -347,27 +353,24 @@ pub(super) async fn check_drift(
                 }
             }
             // Each referrer listed as one where it landed (the API, or the fallback tag).
-            match locked_referrers(session, &pair.destination, locked).await {
-                Err(err) => drift(format!("the referrers the lock names are unreadable there: {err:#}")),
-                Ok(by_subject) => {
-                    for (subject, referrers) in by_subject {
-                        let listed = referrers_of(session, &pair.destination, &subject).await;
-                        let listed: Vec<String> = match listed {
-                            Ok(listed) => listed.into_iter().map(|d| d.digest).collect(),
-                            Err(err) => {
-                                drift(format!("referrers of {} unreadable: {err:#}", short(&subject)));
-                                continue;
-                            }
-                        };
-                        for referrer in referrers.iter().filter(|r| !listed.contains(&r.digest)) {
-                            drift(format!(
-                                "the destination does not list {} as a referrer of {}: \
-                                 `cargo xtask thirdparty --locked` lists it",
-                                short(&referrer.digest),
-                                short(&subject)
-                            ));
-                        }
+            // Each referrer listed as one where it landed (the API, or the fallback tag). A
+            // fallback index missing there is a drift of its own, above.
+            let (by_subject, _) = locked_referrers(session, &pair.destination, locked).await;
+            for (subject, referrers) in by_subject {
+                let listed: Vec<String> = match referrers_of(session, &pair.destination, &subject).await {
+                    Ok(listed) => listed.into_iter().map(|d| d.digest).collect(),
+                    Err(err) => {
+                        drift(format!("referrers of {} unreadable: {err:#}", short(&subject)));
+                        continue;
                     }
+                };
+                for referrer in referrers.iter().filter(|r| !listed.contains(&r.digest)) {
+                    drift(format!(
+                        "the destination does not list {} as a referrer of {}: \
+                         `cargo xtask thirdparty --locked` lists it",
+                        short(&referrer.digest),
+                        short(&subject)
+                    ));
                 }
             }
         }

@@ -1,0 +1,252 @@
+//! `verify` on images as BuildKit pushes them (fixtures made from its documentation, in
+//! `xtask_testbed::buildkit`), in a real registry on 127.0.0.1, signed with cosign: the same
+//! facts from SLSA v0.2 and v1 provenance, however the attestation manifests are stored; a
+//! format it cannot read is a warning that names it; a platform without provenance fails the
+//! check; the single-platform cloud builder is verified like the catalog's images.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{stderr, stdout};
+use xtask_testbed::buildkit::{BuildkitImage, Provenance, SLSA_V1, SLSA_V02, Storage};
+use xtask_testbed::{Fixture, TestRegistry, require};
+
+const CATALOG: &str = r#"
+thirdparty = "thirdparty.txt"
+pipeline = "pipeline.yaml"
+buildkit = "moby/buildkit:v0.18.0"
+
+[versions]
+
+[[image]]
+name = "old"
+description = "SLSA v0.2, attestations stored before BuildKit 0.32"
+tag = "1"
+
+[[image]]
+name = "new"
+description = "SLSA v1, attestations stored as OCI artifacts"
+tag = "1"
+
+[[image]]
+name = "unrecorded"
+description = "SLSA v1 without a builder id"
+tag = "1"
+
+[[image]]
+name = "odd"
+description = "an unknown provenance format on one platform, none on the other"
+tag = "1"
+
+[cloud_builder]
+name = "cloud-builder"
+description = "the image the pipeline runs in: one platform"
+tag = "1"
+"#;
+
+const BASE: &str = "pkg:docker/127.0.0.1%3A5000/thirdparty/busybox@1.36?platform=linux%2Famd64";
+const BASE_HEX: &str = "8914eb54f968791faf6a8638949e480fef81e697984fba772b3976835194c6d4";
+
+fn provenance(predicate_type: &str, builder_id: &str) -> Provenance {
+    Provenance {
+        predicate_type: predicate_type.into(),
+        builder_id: builder_id.into(),
+        args: vec![("BUSYBOX_VERSION".into(), "1.36".into()), ("REFRESH".into(), "2026-12-01".into())],
+        base: (BASE.into(), BASE_HEX.into()),
+    }
+}
+
+fn both(provenance: Option<Provenance>) -> Vec<((&'static str, &'static str), Option<Provenance>)> {
+    vec![(("linux", "amd64"), provenance.clone()), (("linux", "arm64"), provenance)]
+}
+
+/// A catalog, a registry holding its images, and a cosign key that signed them.
+struct Published {
+    registry: TestRegistry,
+    dir: tempfile::TempDir,
+}
+
+impl Published {
+    fn new(images: &[(&str, BuildkitImage)]) -> Published {
+        require("cosign", "bash .ci/engine installs it (Debian 13's cosign)").unwrap();
+        let registry = TestRegistry::start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in
+            [("images.toml", CATALOG), ("thirdparty.txt", ""), ("pipeline.yaml", "steps: []\n")]
+        {
+            std::fs::write(dir.path().join(path), text).unwrap();
+        }
+        for name in ["old", "new", "unrecorded", "odd", "cloud-builder"] {
+            std::fs::create_dir_all(dir.path().join(name)).unwrap();
+            std::fs::write(dir.path().join(name).join("Dockerfile"), "FROM scratch\n").unwrap();
+        }
+        let generated = Command::new("cosign")
+            .args(["generate-key-pair"])
+            .current_dir(dir.path())
+            .env("COSIGN_PASSWORD", "")
+            .output()
+            .unwrap();
+        assert!(generated.status.success(), "{}", stderr(&generated));
+        let published = Published { registry, dir };
+        for (name, spec) in images {
+            let fixture = Fixture::buildkit(spec).unwrap();
+            fixture.push_raw(published.registry.addr, &format!("repo/{name}"), Some("1")).unwrap();
+            published.sign(name, &fixture.digest);
+        }
+        published
+    }
+
+    fn sign(&self, name: &str, digest: &str) {
+        let key = self.dir.path().join("cosign.key");
+        let signed = Command::new("cosign")
+            .args([
+                "sign",
+                "--yes",
+                "--tlog-upload=false",
+                "--allow-http-registry",
+                "--allow-insecure-registry",
+            ])
+            .arg("--key")
+            .arg(&key)
+            .arg(format!("{}/repo/{name}@{digest}", self.registry.host()))
+            .env("COSIGN_PASSWORD", "")
+            .output()
+            .unwrap();
+        assert!(signed.status.success(), "{}", stderr(&signed));
+    }
+
+    fn verify(&self, names: &[&str]) -> Output {
+        let mut args = vec!["verify", "--insecure-ignore-tlog"];
+        args.extend_from_slice(names);
+        let key = self.dir.path().join("cosign.pub").display().to_string();
+        args.extend(["--key", key.as_str()]);
+        let catalog = self.dir.path().join("images.toml").display().to_string();
+        let repo = format!("{}/repo", self.registry.host());
+        common::xtask(&args, &[("CATALOG", catalog.as_str()), ("DOCKER_REPO", repo.as_str())])
+    }
+
+    fn reference(&self, name: &str) -> String {
+        format!("{}/repo/{name}:1", self.registry.host())
+    }
+}
+
+/// verify's reports, each image's after its signature was checked (what cosign and the runner
+/// print between them left out).
+fn reports(output: &Output) -> String {
+    let out = stdout(output);
+    let lines: Vec<&str> =
+        out.lines().filter(|line| line.starts_with("  ") || line.ends_with(", signature verified")).collect();
+    lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
+/// What verify says of one platform, as it prints it.
+fn platform_lines(platform: &str, built_by: &str, format: &str) -> String {
+    format!(
+        "  {platform}: built by {built_by} ({format})\n    build argument BUSYBOX_VERSION=1.36\n    \
+         build argument REFRESH=2026-12-01\n    from {BASE} sha256:{BASE_HEX}"
+    )
+}
+
+#[test]
+fn verify_shows_the_same_facts_from_slsa_v02_and_v1() {
+    let published = Published::new(&[
+        (
+            "old",
+            BuildkitImage {
+                seed: 1,
+                platforms: both(Some(provenance(SLSA_V02, "https://ci.example/1"))),
+                storage: Storage::Image,
+            },
+        ),
+        (
+            "new",
+            BuildkitImage {
+                seed: 2,
+                platforms: both(Some(provenance(SLSA_V1, "https://ci.example/1"))),
+                storage: Storage::Artifact,
+            },
+        ),
+        (
+            "unrecorded",
+            BuildkitImage {
+                seed: 3,
+                platforms: both(Some(provenance(SLSA_V1, ""))),
+                storage: Storage::Image,
+            },
+        ),
+    ]);
+    let output = published.verify(&["old", "new", "unrecorded"]);
+    assert!(output.status.success(), "{}\n{}", stdout(&output), stderr(&output));
+    let out = reports(&output);
+    let image = |name: &str, built_by: &str, format: &str| {
+        format!(
+            "{name}: {}, signature verified\n{}\n{}\n",
+            published.reference(name),
+            platform_lines("linux/amd64", built_by, format),
+            platform_lines("linux/arm64", built_by, format)
+        )
+    };
+    // Whole outputs: the SBOM statement beside each provenance, and BuildKit's other request
+    // options (a label), are left out.
+    let expected = [
+        image("old", "https://ci.example/1", "SLSA v0.2"),
+        image("new", "https://ci.example/1", "SLSA v1"),
+        image("unrecorded", "(builder not recorded)", "SLSA v1"),
+    ]
+    .concat();
+    assert_eq!(out, expected);
+    assert!(!stderr(&output).contains("warning"), "{}", stderr(&output));
+}
+
+#[test]
+fn an_unknown_format_is_a_warning_and_a_platform_without_provenance_fails() {
+    let v2 = "https://slsa.dev/provenance/v2";
+    let published = Published::new(&[(
+        "odd",
+        BuildkitImage {
+            seed: 4,
+            platforms: vec![(("linux", "amd64"), Some(provenance(v2, "x"))), (("linux", "arm64"), None)],
+            storage: Storage::Artifact,
+        },
+    )]);
+    let output = published.verify(&["odd"]);
+    assert!(!output.status.success(), "{}", stdout(&output));
+    let (out, err) = (stdout(&output), stderr(&output));
+    assert!(out.contains(&format!("  linux/amd64: provenance {v2} unreadable (see the warning)")), "{out}");
+    assert!(out.contains("  linux/arm64: no provenance attestation"), "{out}");
+    assert!(
+        err.contains(&format!("warning: odd linux/amd64: cannot read its provenance of predicate type {v2}")),
+        "{err}"
+    );
+    assert!(err.contains("no provenance attestation on odd linux/arm64"), "{err}");
+}
+
+#[test]
+fn the_single_platform_cloud_builder_is_verified_by_its_name() {
+    let published = Published::new(&[(
+        "cloud-builder",
+        BuildkitImage {
+            seed: 5,
+            platforms: vec![(("linux", "amd64"), Some(provenance(SLSA_V1, "https://ci.example/2")))],
+            storage: Storage::Artifact,
+        },
+    )]);
+    let output = published.verify(&["cloud-builder"]);
+    assert!(output.status.success(), "{}\n{}", stdout(&output), stderr(&output));
+    let expected = format!(
+        "cloud-builder: {}, signature verified\n{}\n",
+        published.reference("cloud-builder"),
+        platform_lines("linux/amd64", "https://ci.example/2", "SLSA v1")
+    );
+    assert_eq!(reports(&output), expected);
+    // Unsigned, it is refused like any other image.
+    let unsigned = Fixture::buildkit(&BuildkitImage {
+        seed: 6,
+        platforms: vec![(("linux", "amd64"), Some(provenance(SLSA_V1, "x")))],
+        storage: Storage::Artifact,
+    })
+    .unwrap();
+    unsigned.push_raw(published.registry.addr, "repo/cloud-builder", Some("1")).unwrap();
+    assert!(!published.verify(&["cloud-builder"]).status.success());
+}
