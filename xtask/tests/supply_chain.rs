@@ -295,3 +295,63 @@ fn the_cloud_builder_carries_provenance_and_a_signature() {
     assert!(out.contains("    build argument BUSYBOX_VERSION=1.35"), "{out}");
     assert!(!out.contains("linux/arm64"), "built for amd64 alone: {out}");
 }
+
+/// The merge (`buildx imagetools create` of each platform's index) keeps each half's
+/// attestation manifest however BuildKit stored it: before 0.32 as an image manifest, since as
+/// an OCI artifact whose `subject` is the platform manifest. Both are entries of the halves'
+/// indexes, copied by digest, so the subject still names a platform manifest of the merged
+/// index. Done with the Debian buildx of the test engine (0.13).
+#[test]
+fn the_merge_keeps_attestations_stored_either_way() {
+    use xtask_testbed::buildkit::{BuildkitImage, Provenance, SLSA_V1, Storage};
+    if !engine_or_skip("the_merge_keeps_attestations_stored_either_way") {
+        return;
+    }
+    let registry = xtask_testbed::TestRegistry::start().unwrap();
+    for (seed, storage) in [(1, Storage::Image), (3, Storage::Artifact)] {
+        let provenance = Provenance {
+            predicate_type: SLSA_V1.into(),
+            builder_id: "https://ci.example/1".into(),
+            args: vec![("A".into(), "1".into())],
+            base: ("pkg:docker/busybox@1.36".into(), "ab".repeat(32)),
+        };
+        let name = format!("merged-{seed}");
+        let mut halves = Vec::new();
+        for (offset, arch) in [(0, "amd64"), (1, "arm64")] {
+            let half = xtask_testbed::Fixture::buildkit(&BuildkitImage {
+                seed: seed + offset,
+                platforms: vec![(("linux", arch), Some(provenance.clone()))],
+                storage,
+            })
+            .unwrap();
+            half.push_raw(registry.addr, &name, Some(&format!("1-{arch}"))).unwrap();
+            halves.push(half);
+        }
+        let target = format!("{}/{name}:1", registry.host());
+        let sources: Vec<String> =
+            ["amd64", "arm64"].iter().map(|arch| format!("{}/{name}:1-{arch}", registry.host())).collect();
+        run("docker", &["buildx", "imagetools", "create", "--tag", &target, &sources[0], &sources[1]]);
+        let merged: serde_json::Value =
+            serde_json::from_slice(&xtask_testbed::skopeo_raw(&target).unwrap()).unwrap();
+        // Every entry of both halves, by digest: two platforms, two attestations.
+        let mut entries: Vec<String> = merged["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["digest"].as_str().unwrap().into())
+            .collect();
+        let mut wanted: Vec<String> = halves.iter().flat_map(|half| half.children()).collect();
+        entries.sort();
+        wanted.sort();
+        assert_eq!(entries, wanted, "{storage:?}: {merged}");
+        // An artifact's subject is the platform manifest it came with, listed in the merge.
+        if storage == Storage::Artifact {
+            for half in &halves {
+                let children = half.children();
+                let attestation: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(half.blob_path(&children[1])).unwrap()).unwrap();
+                assert_eq!(attestation["subject"]["digest"].as_str(), Some(children[0].as_str()));
+            }
+        }
+    }
+}
