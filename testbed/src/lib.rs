@@ -432,6 +432,26 @@ impl LayoutWriter {
     }
 }
 
+/// A cosign key pair of a test's own in `dir`, its password empty (`COSIGN_PASSWORD=""`): the
+/// private key's path and the public one's.
+pub fn cosign_key_pair(dir: &Path) -> Result<(String, String)> {
+    require("cosign", "bash .ci/engine installs it (Debian 13's cosign)")?;
+    std::fs::create_dir_all(dir)?;
+    let generated = Command::new("cosign")
+        .args(["generate-key-pair"])
+        .current_dir(dir)
+        .env("COSIGN_PASSWORD", "")
+        .output()
+        .context("cannot run cosign")?;
+    ensure!(
+        generated.status.success(),
+        "cosign generate-key-pair: {}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let path = |name: &str| dir.join(name).display().to_string();
+    Ok((path("cosign.key"), path("cosign.pub")))
+}
+
 /// The referrers of `reference` (`host/repo@digest`) as `oras discover` lists them, by the
 /// distribution spec's tag scheme (what a registry without the referrers API offers): each
 /// one's digest and artifactType, sorted. A client that is not ours.

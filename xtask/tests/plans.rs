@@ -188,7 +188,12 @@ const HOST_ID: &str = "host:xtask-test-host";
 const CLOUD_BUILD_ID: &str =
     "https://console.cloud.google.com/cloud-build/builds;region=global/plan?project=multi-arch-docker";
 
-impl Build<'_> {
+impl<'a> Build<'a> {
+    /// A build on this engine, with the default builder, into the dev repository.
+    fn on_this_engine(image: &'a str, args: &'a str, tag: &'a str, builder_id: &'a str) -> Build<'a> {
+        Build { repo: DEV, builder: "builder-local", context: None, image, args, tag, builder_id }
+    }
+
     fn cmd(&self, platform: &str, pushed_tag: &str) -> String {
         let (repo, image) = (self.repo, self.image);
         let arch = platform.trim_start_matches("linux/");
@@ -245,15 +250,7 @@ fn merge(builder: &str, context: Option<&str>, reference: &str, archs: &[&str]) 
 #[test]
 fn buildx_publish() {
     for (task, image, args, tag) in IMAGES {
-        let build = Build {
-            repo: DEV,
-            builder: "builder-local",
-            context: None,
-            image,
-            args,
-            tag,
-            builder_id: HOST_ID,
-        };
+        let build = Build::on_this_engine(image, args, tag, HOST_ID);
         let reference = format!("{DEV}/{image}:{tag}");
         let mut default = vec![unreadable(image)];
         default.extend(setup_default());
@@ -297,15 +294,7 @@ fn buildx_publish_on_two_nodes() {
     let mut here = setup_default();
     here[0] = here[0].replace("linux/amd64,linux/arm64 on", "linux/amd64 on");
     lines.extend(here);
-    let here = Build {
-        repo: DEV,
-        builder: "builder-local",
-        context: None,
-        image,
-        args,
-        tag,
-        builder_id: CLOUD_BUILD_ID,
-    };
+    let here = Build::on_this_engine(image, args, tag, CLOUD_BUILD_ID);
     let arm = Build {
         repo: DEV,
         builder: "builder-local-arm_node",
@@ -344,15 +333,7 @@ fn odb_split_build_in_cloud_build() {
     let mut lines = vec![unreadable(image)];
     lines.extend(setup_default());
     for arch in ["amd64", "arm64"] {
-        let build = Build {
-            repo: DEV,
-            builder: "builder-local",
-            context: None,
-            image,
-            args,
-            tag,
-            builder_id: HOST_ID,
-        };
+        let build = Build::on_this_engine(image, args, tag, HOST_ID);
         let full = build.cmd(&format!("linux/{arch}"), &format!("{reference}-{arch}"));
         let cache = format!("{DEV}/cache/odb:2.5.0-b.23-{arch}");
         let build_only = full

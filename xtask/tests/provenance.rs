@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 use common::{stderr, stdout};
 use xtask_testbed::buildkit::{BuildkitImage, Provenance, SLSA_V1, SLSA_V02, Storage};
-use xtask_testbed::{Fixture, TestRegistry, require};
+use xtask_testbed::{Fixture, TestRegistry, cosign_key_pair};
 
 const CATALOG: &str = r#"
 thirdparty = "thirdparty.txt"
@@ -69,7 +69,6 @@ struct Published {
 
 impl Published {
     fn new(images: &[(&str, BuildkitImage)]) -> Published {
-        require("cosign", "bash .ci/engine installs it (Debian 13's cosign)").unwrap();
         let registry = TestRegistry::start().unwrap();
         let dir = tempfile::tempdir().unwrap();
         for (path, text) in
@@ -81,13 +80,7 @@ impl Published {
             std::fs::create_dir_all(dir.path().join(name)).unwrap();
             std::fs::write(dir.path().join(name).join("Dockerfile"), "FROM scratch\n").unwrap();
         }
-        let generated = Command::new("cosign")
-            .args(["generate-key-pair"])
-            .current_dir(dir.path())
-            .env("COSIGN_PASSWORD", "")
-            .output()
-            .unwrap();
-        assert!(generated.status.success(), "{}", stderr(&generated));
+        cosign_key_pair(dir.path()).unwrap();
         let published = Published { registry, dir };
         for (name, spec) in images {
             let fixture = Fixture::buildkit(spec).unwrap();

@@ -107,17 +107,7 @@ fn what_is_published_carries_provenance_sboms_and_a_signature() {
     run("docker", &[&build[..], &push[..]].concat());
 
     // A key pair of the test's own, its password empty.
-    let keys = setup.dir.path().join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    let generated = Command::new("cosign")
-        .args(["generate-key-pair"])
-        .current_dir(&keys)
-        .env("COSIGN_PASSWORD", "")
-        .output()
-        .expect("cosign is installed (.ci/engine installs it)");
-    assert!(generated.status.success(), "{}", stderr(&generated));
-    let (key, public) =
-        (keys.join("cosign.key").display().to_string(), keys.join("cosign.pub").display().to_string());
+    let (key, public) = xtask_testbed::cosign_key_pair(&setup.dir.path().join("keys")).unwrap();
     let logs = setup.logs();
     let signing = [("SIGN_KEY", key.as_str()), ("COSIGN_PASSWORD", "")];
     let publish = || setup.xtask_ok(&["publish-all", "--logs", &logs], &signing);
@@ -261,17 +251,7 @@ fn the_cloud_builder_carries_provenance_and_a_signature() {
         ("pipeline.yaml", "steps: []\n".to_string()),
     ];
     let setup = Setup::new(CLOUD_BUILDER_CATALOG, &files, |up| format!("{up}/busybox: 1.35\n"));
-    let keys = setup.dir.path().join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    let generated = Command::new("cosign")
-        .args(["generate-key-pair"])
-        .current_dir(&keys)
-        .env("COSIGN_PASSWORD", "")
-        .output()
-        .expect("cosign is installed (.ci/engine installs it)");
-    assert!(generated.status.success(), "{}", stderr(&generated));
-    let (key, public) =
-        (keys.join("cosign.key").display().to_string(), keys.join("cosign.pub").display().to_string());
+    let (key, public) = xtask_testbed::cosign_key_pair(&setup.dir.path().join("keys")).unwrap();
     let work = setup.dir.path().join("work").display().to_string();
     let signing = [("SIGN_KEY", key.as_str()), ("COSIGN_PASSWORD", ""), ("CARGO_TARGET_DIR", work.as_str())];
 
