@@ -171,3 +171,37 @@ fn statement(provenance: &Provenance, platform: &str, hex: &str) -> serde_json::
         "_type": statement_type, "predicateType": provenance.predicate_type, "subject": subject, "predicate": predicate,
     })
 }
+
+impl Fixture {
+    /// Push a one-platform image made by `buildkit` (stored as an artifact) the other way its
+    /// attestation can be found: the platform manifest alone under `tag`, no index, and the
+    /// attestation manifest attached as its referrer by the fallback tag `sha256-<hex>`, as a
+    /// client writes it on a registry without the referrers API.
+    pub fn push_as_referrer(
+        &self,
+        registry: std::net::SocketAddr,
+        repository: &str,
+        tag: &str,
+    ) -> Result<()> {
+        let children = self.children();
+        anyhow::ensure!(children.len() == 2, "one platform and its attestation, not {children:?}");
+        self.push_raw(registry, repository, None)?;
+        let (platform, attestation) = (&children[0], &children[1]);
+        let put = |reference: &str, media_type: &str, bytes: Vec<u8>| -> Result<()> {
+            let url = format!("http://{registry}/v2/{repository}/manifests/{reference}");
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let status = runtime.block_on(async {
+                reqwest::Client::new().put(url).header("content-type", media_type).body(bytes).send().await
+            })?;
+            anyhow::ensure!(status.status().as_u16() == 201, "manifest {reference}: {}", status.status());
+            Ok(())
+        };
+        put(tag, OCI_MANIFEST, std::fs::read(self.blob_path(platform))?)?;
+        let referrers = serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": attestation, "size": self.manifest_size(attestation),
+                           "artifactType": ATTESTATION_ARTIFACT}],
+        });
+        put(&platform.replacen(':', "-", 1), OCI_INDEX, serde_json::to_vec(&referrers)?)
+    }
+}

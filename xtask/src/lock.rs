@@ -40,6 +40,11 @@ pub struct LockedTag {
     /// Signatures, attestations, SBOMs and referrers attached to the tag's manifests, by tag.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<LockedArtifact>,
+    /// Whether the index's attached entries (attestations) were read for a `subject`, so that
+    /// those that refer to a platform are among `artifacts`. A lock written before they were
+    /// read lacks it: the tag's next `--update` reads them, once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub entries_read: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +243,7 @@ mod tests {
                 .map(|(n, p)| LockedManifest { digest: format!("sha256:{n}"), platform: p.to_string() })
                 .collect(),
             artifacts: Vec::new(),
+            entries_read: false,
         }
     }
 

@@ -91,11 +91,16 @@ impl Task {
             Task::Info => Uses::Everything,
             Task::BuildxSetup | Task::Prune => Uses::Builder,
             Task::BuildxLs | Task::LocalRegistry(_) => Uses::Nothing,
-            Task::Clean | Task::BuildPublishCloudBuilder(_) | Task::Scan(_) => Uses::Image,
+            Task::Clean | Task::Scan(_) => Uses::Image,
             Task::StartVm(_) | Task::StopVm | Task::SshVm | Task::SshTunnel(_) => Uses::Vm,
             Task::CreateVms(_) => Uses::Pool,
             Task::CloudBuild(_) => Uses::CloudBuild,
-            Task::SeedArm64(_) | Task::SeedArm64DryRun(_) | Task::PublishAll(_) => Uses::Build,
+            // The cloud builder is built as the catalog's images are: a builder, provenance, a
+            // signature.
+            Task::SeedArm64(_)
+            | Task::SeedArm64DryRun(_)
+            | Task::PublishAll(_)
+            | Task::BuildPublishCloudBuilder(_) => Uses::Build,
             Task::Thirdparty(_) => Uses::Repo,
             Task::Verify(_) => Uses::Verify,
             Task::BenchThirdparty(_)

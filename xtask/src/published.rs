@@ -12,8 +12,9 @@ use oci_client::Reference;
 use crate::ctx::Ctx;
 use crate::inputs::{BUILD_SECONDS_ANNOTATION, DIGEST_ANNOTATION, Inputs, RECORD_ANNOTATION};
 use crate::registry::Session;
+use crate::registry::attestations::{PlatformStatements, is_attached, platform_statements};
 use crate::registry::credentials::registry_credentials;
-use crate::registry::manifest::sha256_digest;
+use crate::registry::manifest::{self, sha256_digest};
 use crate::registry::retry::RetryPolicy;
 use crate::registry::session::SessionOptions;
 
@@ -112,18 +113,15 @@ impl Destination {
             serde_json::from_slice(&bytes).with_context(|| format!("{reference} is not a manifest"))?;
         let annotation = |key: &str| index["annotations"][key].as_str().map(str::to_string);
         let digest = sha256_digest(&bytes);
-        let platforms = match index["manifests"].as_array() {
-            Some(manifests) => manifests
+        // The platforms: the entries of an index that are not attached to the others.
+        let platforms = match manifest::parse(&bytes) {
+            Ok(parsed) if !parsed.children.is_empty() => parsed
+                .children
                 .iter()
-                .filter_map(|m| {
-                    let p = &m["platform"];
-                    let (os, arch) = (p["os"].as_str()?, p["architecture"].as_str()?);
-                    let variant = p["variant"].as_str().map_or(String::new(), |v| format!("/{v}"));
-                    (os != "unknown")
-                        .then(|| Some((format!("{os}/{arch}{variant}"), m["digest"].as_str()?.to_string())))?
-                })
+                .filter(|entry| !is_attached(entry))
+                .filter_map(|entry| Some((entry.platform.as_ref()?.to_string(), entry.digest.clone())))
                 .collect(),
-            None => vec![(String::new(), digest.clone())],
+            _ => vec![(String::new(), digest.clone())],
         };
         Ok(Some(Published {
             platforms,
@@ -139,6 +137,19 @@ impl Destination {
     /// Forget what `reference` pointed at: it was just pushed.
     pub fn forget(&self, reference: &str) {
         self.digests.lock().expect("not poisoned").remove(reference);
+    }
+
+    /// Each platform of the image at `reference` with its attached statements whose predicate
+    /// type `wanted` accepts (see `registry::attestations`).
+    pub fn platform_statements(
+        &self,
+        reference: &str,
+        wanted: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Vec<PlatformStatements>> {
+        let parsed = parse(reference)?;
+        self.runtime
+            .block_on(platform_statements(&self.session, &parsed, wanted))
+            .with_context(|| format!("cannot read the attestations of {reference}"))
     }
 }
 

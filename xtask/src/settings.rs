@@ -247,7 +247,7 @@ settings! {
     /// More registries (host or host:port) to log in to with a gcloud access token, besides
     /// *.pkg.dev and gcr.io
     #[arg(long, env = "GCLOUD_AUTH_REGISTRIES", value_delimiter = ',', value_name = "HOSTS")]
-    GcloudAuthRegistries gcloud_auth_registries: Vec<String>, used by [Repo, Image, Build];
+    GcloudAuthRegistries gcloud_auth_registries: Vec<String>, used by [Repo, Image, Build, Verify];
 
     /// Registries (host or host:port) spoken to over plain HTTP; loopback ones always are
     #[arg(long, env = "INSECURE_REGISTRIES", value_delimiter = ',', value_name = "HOSTS")]

@@ -399,18 +399,7 @@ fn attestations_with_a_subject_are_listed_as_referrers_where_they_land() {
     assert_eq!(listed(&setup.destination, arm64), arm64_wanted);
 
     // The lock records each attestation with its subject and artifactType.
-    let locked = setup.locked();
-    let entry = &locked["tag"][setup.key("att/app:1").as_str()];
-    let records: Vec<(String, String, String)> = entry["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a.get("subject").is_some())
-        .map(|a| {
-            let field = |name: &str| a[name].as_str().unwrap_or_default().to_string();
-            (field("digest"), field("subject"), field("artifact_type"))
-        })
-        .collect();
+    let records = subject_records(&setup);
     let mut wanted = vec![
         (attestations[0].clone(), amd64.clone(), ATTESTATION_ARTIFACT.to_string()),
         (attestations[1].clone(), arm64.clone(), ATTESTATION_ARTIFACT.to_string()),
@@ -439,7 +428,9 @@ fn attestations_with_a_subject_are_listed_as_referrers_where_they_land() {
     let old_lock: String = {
         let mut value = setup.locked();
         let key = setup.key("att/app:1");
-        let artifacts = value["tag"][key.as_str()]["artifacts"].as_array_mut().unwrap();
+        let entry = value["tag"][key.as_str()].as_table_mut().unwrap();
+        assert!(entry.remove("entries_read").is_some(), "the lock says the entries were read");
+        let artifacts = entry["artifacts"].as_array_mut().unwrap();
         artifacts.retain(|a| !attestations.iter().any(|d| a["digest"].as_str() == Some(d.as_str())));
         toml::to_string(&value).unwrap()
     };
@@ -449,6 +440,9 @@ fn attestations_with_a_subject_are_listed_as_referrers_where_they_land() {
     assert_eq!(listed(&again, amd64), vec![(sbom_artifact, "application/spdx+json".to_string())]);
     ok(&setup.run_into(&again, &["--check"]));
     ok(&setup.run(&["--check"]));
+    // `--update` of the unchanged tag reads its attestation entries once more and records them.
+    ok(&setup.run(&["--update"]));
+    assert_eq!(subject_records(&setup), wanted, "{}", setup.lock());
 
     // A destination with the referrers API (played by the harness) lists them by itself: no
     // fallback tag is written there.
@@ -460,4 +454,68 @@ fn attestations_with_a_subject_are_listed_as_referrers_where_they_land() {
     assert_eq!(setup.at_destination(&with_api, "att/app:1").as_ref(), Some(&image.digest));
     assert_eq!(tag_digest(&with_api, amd64), None);
     assert_eq!(tag_digest(&with_api, arm64), None);
+}
+
+/// The lock's records of referrers with a subject, for `att/app:1`: (digest, subject,
+/// artifactType), sorted as the lock keeps them.
+fn subject_records(setup: &Vendoring) -> Vec<(String, String, String)> {
+    let locked = setup.locked();
+    let entry = &locked["tag"][setup.key("att/app:1").as_str()];
+    entry["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a.get("subject").is_some())
+        .map(|a| {
+            let field = |name: &str| a[name].as_str().unwrap_or_default().to_string();
+            (field("digest"), field("subject"), field("artifact_type"))
+        })
+        .collect()
+}
+
+/// A fallback tag never lists what is not there: while a referrer of the image cannot be
+/// copied, no fallback tag of it is written; once it is copied, they are.
+#[test]
+fn nothing_is_listed_as_a_referrer_before_it_is_there() {
+    use xtask_testbed::buildkit::{BuildkitImage, Provenance, SLSA_V1, Storage};
+    use xtask_testbed::fault_proxy::{Fault, Rule, Schedule};
+    let setup = Vendoring::new();
+    let provenance = Provenance {
+        predicate_type: SLSA_V1.into(),
+        builder_id: String::new(),
+        args: Vec::new(),
+        base: ("pkg:docker/busybox@1.36".into(), "cd".repeat(32)),
+    };
+    let image = Fixture::buildkit(&BuildkitImage {
+        seed: 140,
+        platforms: vec![(("linux", "amd64"), Some(provenance))],
+        storage: Storage::Artifact,
+    })
+    .unwrap();
+    image.push_raw(setup.source.addr, "att/app", Some("1")).unwrap();
+    let amd64 = image.children()[0].clone();
+    let sbom = Fixture::referrers(&amd64, image.manifest_size(&amd64), 9).unwrap();
+    sbom.push_raw(setup.source.addr, "att/app", Some(&cosign_tag(&amd64, ""))).unwrap();
+    // The SBOM the source's fallback tag lists cannot be read: its copy fails.
+    let path: &'static str = Box::leak(format!("/manifests/{}", sbom.children()[0]).into_boxed_str());
+    let proxy = FaultProxy::start(
+        setup.source.addr,
+        vec![Rule::new(Some("GET"), path, Fault::Status(500), Schedule::Always)],
+    );
+    setup.list_from(&proxy.host(), &["att/app: 1"]);
+    let output = setup.run(&["--tries", "1"]);
+    assert!(!output.status.success(), "{}", stdout(&output));
+    let fallback = format!("att/app:{}", cosign_tag(&amd64, ""));
+    assert_eq!(setup.at_destination(&setup.destination, &fallback), None, "listed before it is there");
+
+    let healthy = FaultProxy::start(setup.source.addr, Vec::new());
+    setup.list_from(&healthy.host(), &["att/app: 1"]);
+    // The same source under another host: the lock's key changes, so lock it anew.
+    ok(&setup.run(&[]));
+    let listed = xtask_testbed::oras_referrers(&format!(
+        "{}/mirror/thirdparty/att/app@{amd64}",
+        setup.destination.host()
+    ))
+    .unwrap();
+    assert_eq!(listed.len(), 2, "the attestation and the SBOM: {listed:?}");
 }

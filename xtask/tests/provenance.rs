@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 
 use common::{stderr, stdout};
 use xtask_testbed::buildkit::{BuildkitImage, Provenance, SLSA_V1, SLSA_V02, Storage};
+use xtask_testbed::fault_proxy::{Fault, FaultProxy, Rule, Schedule};
 use xtask_testbed::{Fixture, TestRegistry, cosign_key_pair};
 
 const CATALOG: &str = r#"
@@ -37,6 +38,16 @@ tag = "1"
 [[image]]
 name = "odd"
 description = "an unknown provenance format on one platform, none on the other"
+tag = "1"
+
+[[image]]
+name = "lone"
+description = "one manifest, no index: its attestation attached as a referrer"
+tag = "1"
+
+[[image]]
+name = "flipped"
+description = "its provenance statement comes back corrupt"
 tag = "1"
 
 [cloud_builder]
@@ -76,7 +87,7 @@ impl Published {
         {
             std::fs::write(dir.path().join(path), text).unwrap();
         }
-        for name in ["old", "new", "unrecorded", "odd", "cloud-builder"] {
+        for name in ["old", "new", "unrecorded", "odd", "lone", "flipped", "cloud-builder"] {
             std::fs::create_dir_all(dir.path().join(name)).unwrap();
             std::fs::write(dir.path().join(name).join("Dockerfile"), "FROM scratch\n").unwrap();
         }
@@ -110,12 +121,17 @@ impl Published {
     }
 
     fn verify(&self, names: &[&str]) -> Output {
+        self.verify_at(&self.registry.host(), names)
+    }
+
+    /// verify, reaching the registry at `host` (a proxy in front of it, say).
+    fn verify_at(&self, host: &str, names: &[&str]) -> Output {
         let mut args = vec!["verify", "--insecure-ignore-tlog"];
         args.extend_from_slice(names);
         let key = self.dir.path().join("cosign.pub").display().to_string();
         args.extend(["--key", key.as_str()]);
         let catalog = self.dir.path().join("images.toml").display().to_string();
-        let repo = format!("{}/repo", self.registry.host());
+        let repo = format!("{host}/repo");
         common::xtask(&args, &[("CATALOG", catalog.as_str()), ("DOCKER_REPO", repo.as_str())])
     }
 
@@ -242,4 +258,65 @@ fn the_single_platform_cloud_builder_is_verified_by_its_name() {
     .unwrap();
     unsigned.push_raw(published.registry.addr, "repo/cloud-builder", Some("1")).unwrap();
     assert!(!published.verify(&["cloud-builder"]).status.success());
+}
+
+/// A lone image manifest (no index) whose attestation is attached as its referrer, by the
+/// fallback tag: verify finds it there, and names the platform from the image's config.
+#[test]
+fn an_attestation_attached_as_a_referrer_is_found() {
+    let published = Published::new(&[]);
+    let image = Fixture::buildkit(&BuildkitImage {
+        seed: 7,
+        platforms: vec![(("linux", "arm64"), Some(provenance(SLSA_V1, "https://ci.example/3")))],
+        storage: Storage::Artifact,
+    })
+    .unwrap();
+    image.push_as_referrer(published.registry.addr, "repo/lone", "1").unwrap();
+    published.sign("lone", &image.children()[0]);
+    let output = published.verify(&["lone"]);
+    assert!(output.status.success(), "{}\n{}", stdout(&output), stderr(&output));
+    let expected = format!(
+        "lone: {}, signature verified\n{}\n",
+        published.reference("lone"),
+        platform_lines("linux/arm64", "https://ci.example/3", "SLSA v1")
+    );
+    assert_eq!(reports(&output), expected);
+}
+
+/// A provenance statement that comes back corrupt (its digest does not match) is a warning
+/// naming its predicate type, not a failure of the image, and not a silent gap.
+#[test]
+fn an_unreadable_provenance_is_a_warning_naming_its_type() {
+    let spec = BuildkitImage {
+        seed: 8,
+        platforms: both(Some(provenance(SLSA_V1, "https://ci.example/4"))),
+        storage: Storage::Artifact,
+    };
+    let published = Published::new(&[("flipped", spec.clone())]);
+    let image = Fixture::buildkit(&spec).unwrap();
+    // The amd64 attestation's provenance statement: its first layer.
+    let attestation: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(image.blob_path(&image.children()[2])).unwrap()).unwrap();
+    let statement = attestation["layers"][0]["digest"].as_str().unwrap().to_string();
+    let path: &'static str = Box::leak(format!("/blobs/{statement}").into_boxed_str());
+    let proxy = FaultProxy::start(
+        published.registry.addr,
+        vec![Rule::new(Some("GET"), path, Fault::FlipByte, Schedule::Always)],
+    );
+    let output = published.verify_at(&proxy.host(), &["flipped"]);
+    let (out, err) = (reports(&output), stderr(&output));
+    assert!(output.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains(&format!(
+            "  linux/amd64: its attestation of predicate type {SLSA_V1} unreadable (see the warning)"
+        )),
+        "{out}"
+    );
+    assert!(out.contains(&platform_lines("linux/arm64", "https://ci.example/4", "SLSA v1")), "{out}");
+    assert!(
+        err.contains(&format!(
+            "warning: flipped linux/amd64: cannot read its attestation of predicate type {SLSA_V1}"
+        )),
+        "{err}"
+    );
 }

@@ -51,7 +51,7 @@ pub fn set_up_node(ctx: &Ctx, node: &Node) -> Result<()> {
         )?;
     }
     if s.local {
-        check_local_platforms(ctx, &node.builder.name)?;
+        check_local_platforms(ctx, node)?;
     }
     Ok(())
 }
@@ -89,16 +89,16 @@ fn create_local_builder(ctx: &Ctx, runner: &Runner, name: &str) -> Result<()> {
 
 /// The builder runs where we are: an arm64 build on an amd64 machine needs QEMU emulation,
 /// which Docker Desktop has and a Linux Docker Engine gets once from `tonistiigi/binfmt`.
-fn check_local_platforms(ctx: &Ctx, builder: &str) -> Result<()> {
-    let s = &ctx.settings;
+fn check_local_platforms(ctx: &Ctx, node: &Node) -> Result<()> {
+    let (builder, platforms) = (&node.builder.name, &node.engine.platforms);
     let sh = sh();
     let Some(answer) = ctx.runner.capture(cmd!(sh, "docker buildx inspect --bootstrap {builder}"))? else {
-        ctx.runner.say(&format!("then check that builder {builder} lists every platform of {}", s.platforms));
+        ctx.runner.say(&format!("then check that builder {builder} lists every platform of {platforms}"));
         return Ok(());
     };
     let supported = builder_platforms(&answer);
     let missing: Vec<String> =
-        s.platforms.iter().map(|p| p.to_string()).filter(|p| !supported.contains(p)).collect();
+        platforms.iter().map(|p| p.to_string()).filter(|p| !supported.contains(p)).collect();
     if !missing.is_empty() {
         bail!(
             "builder {builder} cannot build {} on this machine (it has {}). Install QEMU emulation once: \

@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use futures_util::future::try_join_all;
+use futures_util::future::join_all;
 use oci_client::Reference;
 
 use super::manifest::{self, Descriptor, Manifest};
@@ -31,6 +31,14 @@ pub struct Statement {
     pub bytes: Bytes,
 }
 
+/// An attestation that could not be read, and why: the reader warns of it and goes on.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    /// The predicate type its layer is annotated with, where that much is known.
+    pub predicate_type: Option<String>,
+    pub why: String,
+}
+
 /// What is attached to one platform of an image.
 #[derive(Debug, Clone)]
 pub struct PlatformStatements {
@@ -40,12 +48,17 @@ pub struct PlatformStatements {
     pub digest: String,
     /// The statements of the predicate types asked for.
     pub statements: Vec<Statement>,
+    /// The attestations of this platform that could not be read.
+    pub unreadable: Vec<Unreadable>,
 }
 
-/// Whether an index entry is an attestation rather than a platform's image.
-pub fn is_attestation(entry: &Descriptor) -> bool {
+/// Whether an index entry is attached to the platforms rather than one of them: BuildKit's
+/// attestation manifests (annotated so, platform `unknown/unknown`; BuildKit sets no
+/// `artifactType` on the entry even for an artifact) and any other artifact.
+pub fn is_attached(entry: &Descriptor) -> bool {
     entry.annotation(REFERENCE_TYPE) == Some(ATTESTATION_MANIFEST)
         || entry.platform.as_ref().is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
+        || entry.artifact_type.is_some()
 }
 
 /// Each platform of the image at `reference` and the statements attached to it whose predicate
@@ -67,73 +80,101 @@ pub async fn platform_statements(
     if parsed.children.is_empty() {
         // A lone image manifest: its platform is in its config, its attestations are referrers.
         let platform = platform_of_config(session, reference, &parsed).await;
-        let statements = attached(session, reference, &digest, &[], wanted).await?;
-        return Ok(vec![PlatformStatements { platform, digest, statements }]);
+        return Ok(vec![attached(session, reference, platform, digest, Vec::new(), wanted).await]);
     }
     let (attestations, images): (Vec<&Descriptor>, Vec<&Descriptor>) =
-        parsed.children.iter().partition(|entry| is_attestation(entry));
+        parsed.children.iter().partition(|entry| is_attached(entry));
     // Every attestation manifest of the index, read once: which platform it belongs to is in
-    // its subject, or in the entry's annotation (the older layout has no subject).
-    let read = try_join_all(attestations.iter().map(|entry| async {
+    // its subject, or in the entry's annotation (the older layout has no subject). One that
+    // cannot be read is known by the annotation alone.
+    let read = join_all(attestations.iter().map(|entry| async {
         let at = reference.clone_with_digest(entry.digest.clone());
-        let parsed = manifest::parse(&session.manifest(&at).await?).with_context(|| format!("{at}"))?;
+        let parsed = async { anyhow::Ok(manifest::parse(&session.manifest(&at).await?)?) }.await;
         let subject = parsed
-            .subject
             .as_ref()
-            .map(|s| s.digest.clone())
+            .ok()
+            .and_then(|parsed| parsed.subject.as_ref().map(|s| s.digest.clone()))
             .or_else(|| entry.annotation(REFERENCE_DIGEST).map(str::to_string));
-        Ok::<_, anyhow::Error>((subject, parsed))
+        (subject, parsed.map_err(|err| format!("attestation manifest {}: {err:#}", entry.digest)))
     }))
-    .await?;
-    try_join_all(images.iter().map(|image| {
-        let own: Vec<&Manifest> = read
+    .await;
+    Ok(join_all(images.iter().map(|image| {
+        let own: Vec<Result<Manifest, String>> = read
             .iter()
             .filter(|(subject, _)| subject.as_deref() == Some(image.digest.as_str()))
-            .map(|(_, parsed)| parsed)
+            .map(|(_, parsed)| parsed.clone())
             .collect();
-        async move {
-            let platform = image.platform.as_ref().map_or("unknown".to_string(), ToString::to_string);
-            let statements = attached(session, reference, &image.digest, &own, wanted).await?;
-            Ok(PlatformStatements { platform, digest: image.digest.clone(), statements })
-        }
+        let platform = image.platform.as_ref().map_or("unknown".to_string(), ToString::to_string);
+        attached(session, reference, platform, image.digest.clone(), own, wanted)
     }))
-    .await
+    .await)
 }
 
-/// The wanted statements of `subject`: from its attestation manifests in the index (`in_index`),
-/// or, with none there, from its referrers.
+/// The wanted statements of the platform manifest `subject`: from its attestation manifests in
+/// the index (`in_index`, each read or why not), or, with none there, from its referrers.
+/// Whatever cannot be read is listed as such, never dropped.
 async fn attached(
     session: &Session,
     reference: &Reference,
-    subject: &str,
-    in_index: &[&Manifest],
+    platform: String,
+    subject: String,
+    in_index: Vec<Result<Manifest, String>>,
     wanted: &(dyn Fn(&str) -> bool + Sync),
-) -> Result<Vec<Statement>> {
-    let mut manifests: Vec<Manifest> = in_index.iter().map(|m| (*m).clone()).collect();
+) -> PlatformStatements {
+    let mut manifests = in_index;
+    let mut unreadable = Vec::new();
     if manifests.is_empty() {
-        let referrers = referrers_of(session, reference, subject).await?;
-        for referrer in referrers.iter().filter(|r| r.artifact_type.as_deref() == Some(ATTESTATION_ARTIFACT))
-        {
-            let at = reference.clone_with_digest(referrer.digest.clone());
-            manifests.push(manifest::parse(&session.manifest(&at).await?).with_context(|| format!("{at}"))?);
+        match referrers_of(session, reference, &subject).await {
+            Ok(referrers) => {
+                let attestations =
+                    referrers.iter().filter(|r| r.artifact_type.as_deref() == Some(ATTESTATION_ARTIFACT));
+                for referrer in attestations {
+                    let at = reference.clone_with_digest(referrer.digest.clone());
+                    let parsed = async { anyhow::Ok(manifest::parse(&session.manifest(&at).await?)?) }.await;
+                    manifests.push(
+                        parsed.map_err(|err| format!("attestation manifest {}: {err:#}", referrer.digest)),
+                    );
+                }
+            }
+            Err(err) => {
+                unreadable.push(Unreadable { predicate_type: None, why: format!("its referrers: {err:#}") })
+            }
         }
     }
-    let layers: Vec<&Descriptor> =
-        manifests.iter().flat_map(|m| m.layers.iter()).filter(|layer| layer.media_type == IN_TOTO).collect();
-    let fetched = try_join_all(layers.into_iter().map(|layer| async move {
+    let mut layers: Vec<&Descriptor> = Vec::new();
+    for manifest in &manifests {
+        match manifest {
+            Ok(manifest) => layers.extend(manifest.layers.iter().filter(|layer| layer.media_type == IN_TOTO)),
+            Err(why) => unreadable.push(Unreadable { predicate_type: None, why: why.clone() }),
+        }
+    }
+    let fetched = join_all(layers.into_iter().map(|layer| async move {
         let annotated = layer.annotation(PREDICATE_TYPE);
         if annotated.is_some_and(|t| !wanted(t)) {
-            return Ok(None);
+            return None;
         }
-        let bytes = session.small_blob(reference, layer).await?;
+        let bytes = match session.small_blob(reference, layer).await {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                let predicate_type = annotated.map(str::to_string);
+                return Some(Err(Unreadable { predicate_type, why: format!("{err:#}") }));
+            }
+        };
         let predicate_type = match annotated {
             Some(t) => t.to_string(),
             None => declared_predicate_type(&bytes),
         };
-        Ok::<_, anyhow::Error>(wanted(&predicate_type).then_some(Statement { predicate_type, bytes }))
+        wanted(&predicate_type).then_some(Ok(Statement { predicate_type, bytes }))
     }))
-    .await?;
-    Ok(fetched.into_iter().flatten().collect())
+    .await;
+    let mut statements = Vec::new();
+    for answer in fetched.into_iter().flatten() {
+        match answer {
+            Ok(statement) => statements.push(statement),
+            Err(failed) => unreadable.push(failed),
+        }
+    }
+    PlatformStatements { platform, digest: subject, statements, unreadable }
 }
 
 /// The `predicateType` a statement declares; empty when it is not one.

@@ -20,10 +20,17 @@ pub struct Referrer {
 }
 
 impl From<Descriptor> for Referrer {
+    /// An entry without a media type (the spec requires one) is taken for what referrers
+    /// almost always are, an image manifest, so that no entry written from it lacks one.
     fn from(descriptor: Descriptor) -> Referrer {
+        let media_type = if descriptor.media_type.is_empty() {
+            manifest::OCI_MANIFEST.to_string()
+        } else {
+            descriptor.media_type
+        };
         Referrer {
             digest: descriptor.digest,
-            media_type: descriptor.media_type,
+            media_type,
             size: descriptor.size,
             artifact_type: descriptor.artifact_type,
         }

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use futures_util::future::join_all;
 use oci_client::Reference;
 
-use super::attestations::is_attestation;
+use super::attestations::is_attached;
 use super::manifest;
 use super::referrers::{Referrer, referrers_tag};
 use super::session::Session;
@@ -23,6 +23,8 @@ pub struct Resolved {
     pub manifests: Vec<(String, String)>,
     /// The artifacts attached to the tag's manifests, sorted.
     pub artifacts: Vec<Artifact>,
+    /// Whether the index's attached entries were read for a `subject` (now, or before).
+    pub entries_read: bool,
 }
 
 /// Something attached to a manifest: a signature, an attestation, an SBOM.
@@ -41,44 +43,63 @@ pub fn artifact_tags(digest: &str) -> Vec<String> {
     vec![format!("{base}.sig"), format!("{base}.att"), format!("{base}.sbom"), base]
 }
 
+/// What a tag resolved to before, from the lock.
+#[derive(Debug, Clone, Copy)]
+pub struct Known<'a> {
+    pub digest: &'a str,
+    /// (digest, platform) of each manifest its index lists.
+    pub manifests: &'a [(String, String)],
+    /// Whether the lock says the index's attached entries were read for a `subject`. A lock
+    /// written before they were says not: they are read once more to find the referrers.
+    pub entries_read: bool,
+}
+
 /// Resolve `source` (a tag); `None` when the tag does not exist. `known`: what the tag resolved
-/// to before (digest, manifests); when it still points there, its index is not read again (a
-/// pull, on Docker Hub). `with_artifacts`: also look for the artifacts of the tag's manifests
-/// (a HEAD per candidate tag, free against pull quotas, and a referrers query).
+/// to before; when it still points there, its index is not read again (a pull, on Docker Hub).
+/// `with_artifacts`: also look for the artifacts of the tag's manifests (a HEAD per candidate
+/// tag, free against pull quotas, a referrers query, and a GET of each attestation entry of the
+/// index, a pull, to read its `subject`).
 pub async fn resolve(
     session: &Session,
     source: &Reference,
-    known: Option<(&str, &[(String, String)])>,
+    known: Option<Known<'_>>,
     with_artifacts: bool,
 ) -> Result<Option<Resolved>> {
     let Some(digest) = session.manifest_digest(source, false).await? else {
         return Ok(None);
     };
-    let (manifests, in_index) = match known {
-        Some((known_digest, manifests)) if known_digest == digest => (manifests.to_vec(), Vec::new()),
-        _ => manifests_of(session, source, &digest).await?,
+    let (manifests, attached, read_before) = match known {
+        Some(known) if known.digest == digest => {
+            // The lock's platforms: only `unknown/unknown` entries can be attached ones.
+            let unread = if known.entries_read { Vec::new() } else { attached_in_lock(known.manifests) };
+            (known.manifests.to_vec(), unread, known.entries_read)
+        }
+        _ => {
+            let (manifests, attached) = manifests_of(session, source, &digest).await?;
+            (manifests, attached, false)
+        }
     };
     let artifacts = if with_artifacts {
         let subjects = std::iter::once(digest.as_str()).chain(manifests.iter().map(|(d, _)| d.as_str()));
         let mut artifacts = artifacts_of(session, source, subjects).await?;
-        artifacts.extend(in_index);
+        artifacts.extend(referrers_among(session, source, &attached).await?);
         artifacts.sort();
         artifacts.dedup();
         artifacts
     } else {
         Vec::new()
     };
-    Ok(Some(Resolved { digest, manifests, artifacts }))
+    Ok(Some(Resolved { digest, manifests, artifacts, entries_read: read_before || with_artifacts }))
 }
 
 /// (digest, platform) of each manifest the index at `digest` lists (none for an image
-/// manifest), and those of its entries that refer to another manifest (a `subject`). Only the
-/// entries that may (attestations, artifacts) are read: each read is a pull on Docker Hub.
+/// manifest), and the digests of the entries attached to the platforms (attestations,
+/// artifacts), which may be referrers.
 async fn manifests_of(
     session: &Session,
     source: &Reference,
     digest: &str,
-) -> Result<(Vec<(String, String)>, Vec<Artifact>)> {
+) -> Result<(Vec<(String, String)>, Vec<String>)> {
     let bytes = session.manifest(&source.clone_with_digest(digest.to_string())).await?;
     let parsed = manifest::parse(&bytes).with_context(|| format!("manifest {digest} of {source}"))?;
     let manifests = parsed
@@ -89,19 +110,28 @@ async fn manifests_of(
             (child.digest.clone(), platform)
         })
         .collect();
-    let maybe_referrers =
-        parsed.children.iter().filter(|child| is_attestation(child) || child.artifact_type.is_some());
-    let read = join_all(maybe_referrers.map(|child| async move {
-        let at = source.clone_with_digest(child.digest.clone());
-        let parsed = manifest::parse(&session.manifest(&at).await?).with_context(|| format!("{at}"))?;
-        let media_type =
-            if child.media_type.is_empty() { parsed.media_type.clone() } else { child.media_type.clone() };
+    let attached = parsed.children.iter().filter(|c| is_attached(c)).map(|c| c.digest.clone()).collect();
+    Ok((manifests, attached))
+}
+
+/// The entries of a locked index that may be attached ones: those of platform `unknown/unknown`.
+fn attached_in_lock(manifests: &[(String, String)]) -> Vec<String> {
+    manifests.iter().filter(|(_, platform)| platform == "unknown/unknown").map(|(d, _)| d.clone()).collect()
+}
+
+/// Which of the manifests `digests` have a `subject`, as referrers of it. Each is read (a pull
+/// on Docker Hub); its media type and size are the manifest's own.
+async fn referrers_among(session: &Session, source: &Reference, digests: &[String]) -> Result<Vec<Artifact>> {
+    let read = join_all(digests.iter().map(|digest| async move {
+        let at = source.clone_with_digest(digest.clone());
+        let bytes = session.manifest(&at).await?;
+        let parsed = manifest::parse(&bytes).with_context(|| format!("{at}"))?;
         Ok::<_, anyhow::Error>(parsed.subject.map(|subject| Artifact::Referrer {
             subject: subject.digest,
             descriptor: Referrer {
-                digest: child.digest.clone(),
-                media_type,
-                size: child.size,
+                digest: digest.clone(),
+                media_type: parsed.media_type,
+                size: bytes.len() as u64,
                 artifact_type: parsed.artifact_type,
             },
         }))
@@ -111,7 +141,7 @@ async fn manifests_of(
     for answer in read {
         artifacts.extend(answer?);
     }
-    Ok((manifests, artifacts))
+    Ok(artifacts)
 }
 
 /// The artifacts in `source`'s repository for any of `subjects`: the artifact tags present, and

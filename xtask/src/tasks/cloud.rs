@@ -39,13 +39,9 @@ pub fn build_publish_cloud_builder(ctx: &Ctx, args: &VendorArgs) -> Result<()> {
             .map(|base| (base, image.dockerfile()))
             .collect();
         if !node.builder.engine {
-            needed.push((s.vendored(&ctx.catalog.buildkit), "the docker-container builder".into()));
+            needed.push(vendor::buildkit_need(ctx));
         }
-        if s.sbom
-            && let Some(generator) = &ctx.catalog.sbom_generator
-        {
-            needed.push((s.vendored(generator), "the SBOM attestations".into()));
-        }
+        needed.extend(vendor::sbom_need(ctx));
         vendor::vendor_bases(ctx, &options, needed, Mode::Default { whole_list: false })?;
         set_up_node(ctx, &node)?;
         let recipe = xtask_recipe(ctx)?;

@@ -5,16 +5,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use xshell::cmd;
 
 use crate::ctx::Ctx;
 use crate::provenance::{Provenance, is_provenance};
-use crate::registry::attestations::{PlatformStatements, platform_statements};
-use crate::registry::credentials::registry_credentials;
-use crate::registry::session::SessionOptions;
-use crate::registry::{self, RegistryAccess, Session};
+use crate::published::Destination;
+use crate::registry::attestations::PlatformStatements;
 use crate::runner::sh;
 use crate::signing::{KEYLESS, registry_flags};
 
@@ -48,21 +46,22 @@ pub fn verify(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
     let references: Vec<(&str, String)> =
         images.iter().map(|image| (image.name.as_str(), ctx.settings.image_ref(image))).collect();
     let check = signature_check(ctx, args)?;
-    let reader = if ctx.runner.is_dry_run() { None } else { Some(ProvenanceReader::open(ctx, &references)?) };
+    // The images are all under DOCKER_REPO: the registry the builds read, read the same way.
+    let destination = if ctx.runner.is_dry_run() { None } else { Some(Destination::open(ctx)?) };
     let sh = sh();
     let mut lacking = Vec::new();
     for (name, reference) in &references {
         let (registry, check) = (registry_flags(ctx, reference), &check);
         ctx.runner.say(&format!("{name}: the signature of {reference}"));
         ctx.runner.run(cmd!(sh, "cosign verify {check...} {registry...} {reference}"))?;
-        let Some(reader) = &reader else {
+        let Some(destination) = &destination else {
             ctx.runner.say(&format!(
                 "{name}: its provenance, per platform: read from the registry (the index of {reference}, each \
                  platform's attestation manifest, its SLSA statements)"
             ));
             continue;
         };
-        let platforms = reader.read(reference)?;
+        let platforms = destination.platform_statements(reference, &is_provenance)?;
         let report = ProvenanceReport::of(name, reference, &platforms);
         println!("{}", report.text);
         for warning in &report.warnings {
@@ -113,46 +112,6 @@ fn verify_key(ctx: &Ctx, args: &VerifyArgs) -> Result<Option<String>> {
     })
 }
 
-/// The registry client that reads the images' attestations: one session for every registry
-/// of the images, read-only, with the credentials found for each.
-struct ProvenanceReader {
-    runtime: tokio::runtime::Runtime,
-    session: Session,
-}
-
-impl ProvenanceReader {
-    fn open(ctx: &Ctx, references: &[(&str, String)]) -> Result<ProvenanceReader> {
-        let mut hosts: Vec<(String, bool)> = Vec::new();
-        for (_, reference) in references {
-            let host = registry::reference::parse(reference)
-                .map_err(anyhow::Error::msg)?
-                .resolve_registry()
-                .to_string();
-            if !hosts.iter().any(|(known, _)| *known == host) {
-                hosts.push((host, true));
-            }
-        }
-        let s = &ctx.settings;
-        let found =
-            registry_credentials(&ctx.runner, &hosts, &s.gcloud_auth_registries, &s.insecure_registries)?;
-        let accesses: Vec<RegistryAccess> = found.iter().map(|(access, _, _)| access.clone()).collect();
-        // The client first, while this is the only thread (see `Session::new`).
-        let session = Session::new(&accesses, SessionOptions::default())?;
-        let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-        let credentials = found.into_iter().map(|(access, auth, _)| (access, auth)).collect();
-        let session = runtime.block_on(session.authenticate(credentials));
-        Ok(ProvenanceReader { runtime, session })
-    }
-
-    /// Each platform of `reference` with its provenance statements.
-    fn read(&self, reference: &str) -> Result<Vec<PlatformStatements>> {
-        let parsed = registry::reference::parse(reference).map_err(anyhow::Error::msg)?;
-        self.runtime
-            .block_on(platform_statements(&self.session, &parsed, &is_provenance))
-            .with_context(|| format!("cannot read the attestations of {reference}"))
-    }
-}
-
 /// What `verify` says of one image's provenance.
 pub struct ProvenanceReport {
     /// The lines for stdout: the image, then each platform's builder, build arguments and bases.
@@ -169,9 +128,19 @@ impl ProvenanceReport {
         let (mut warnings, mut lacking) = (Vec::new(), Vec::new());
         for platform in platforms {
             let label = &platform.platform;
+            for unreadable in &platform.unreadable {
+                let what = match &unreadable.predicate_type {
+                    Some(predicate_type) => format!("its attestation of predicate type {predicate_type}"),
+                    None => "an attestation manifest".to_string(),
+                };
+                text.push_str(&format!("\n  {label}: {what} unreadable (see the warning)"));
+                warnings.push(format!("{name} {label}: cannot read {what}: {}", unreadable.why));
+            }
             if platform.statements.is_empty() {
-                text.push_str(&format!("\n  {label}: no provenance attestation"));
-                lacking.push(label.clone());
+                if platform.unreadable.is_empty() {
+                    text.push_str(&format!("\n  {label}: no provenance attestation"));
+                    lacking.push(label.clone());
+                }
                 continue;
             }
             for statement in &platform.statements {

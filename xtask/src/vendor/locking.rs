@@ -19,7 +19,7 @@ use super::mode::Mode;
 use crate::lock::{self, Lock, LockedArtifact, LockedManifest, LockedTag};
 use crate::registry::manifest::{self, short_digest as short};
 use crate::registry::referrers::{Referrer, fallback_reference, merged_fallback_index, referrers_of};
-use crate::registry::resolve::{Artifact, Resolved, resolve};
+use crate::registry::resolve::{Artifact, Known, Resolved, resolve};
 use crate::registry::{self, CopyOutcome, Pair, Report, Session};
 
 /// A tag's key in the lock: its source, in full (`docker.io/library/alpine:3.15`).
@@ -74,15 +74,25 @@ pub(super) async fn lock_tags(
         // A dry run asks only for the digest (a HEAD), never a manifest: no pull is spent.
         let resolved = if dry_run {
             session.manifest_digest(&pair.source, false).await.map(|digest| {
-                digest.map(|digest| Resolved { digest, manifests: Vec::new(), artifacts: Vec::new() })
+                digest.map(|digest| Resolved {
+                    digest,
+                    manifests: Vec::new(),
+                    artifacts: Vec::new(),
+                    entries_read: false,
+                })
             })
         } else {
-            let known = old.tags.get(&lock_key(pair)).map(|locked| {
-                let manifests: Vec<(String, String)> =
-                    locked.manifests.iter().map(|m| (m.digest.clone(), m.platform.clone())).collect();
-                (locked.digest.clone(), manifests)
+            let locked = old.tags.get(&lock_key(pair));
+            let manifests: Vec<(String, String)> = locked
+                .map(|locked| {
+                    locked.manifests.iter().map(|m| (m.digest.clone(), m.platform.clone())).collect()
+                })
+                .unwrap_or_default();
+            let known = locked.map(|locked| Known {
+                digest: &locked.digest,
+                manifests: &manifests,
+                entries_read: locked.entries_read,
             });
-            let known = known.as_ref().map(|(digest, manifests)| (digest.as_str(), manifests.as_slice()));
             resolve(session, &pair.source, known, with_artifacts).await
         };
         (*pair, resolved, started.elapsed())
@@ -118,6 +128,7 @@ fn locked_tag(old: Option<&LockedTag>, resolved: Resolved) -> LockedTag {
         .into_iter()
         .map(|(digest, platform)| LockedManifest { digest, platform })
         .collect();
+    let entries_read = resolved.entries_read;
     let mut artifacts: Vec<LockedArtifact> = resolved.artifacts.into_iter().map(locked_artifact).collect();
     let read_nothing = manifests.is_empty() && artifacts.is_empty();
     match same {
@@ -131,9 +142,21 @@ fn locked_tag(old: Option<&LockedTag>, resolved: Resolved) -> LockedTag {
                     artifacts.push(kept.clone());
                 }
             }
-            LockedTag { first_seen: old.first_seen.clone(), manifests, artifacts, ..old.clone() }
+            LockedTag {
+                first_seen: old.first_seen.clone(),
+                manifests,
+                artifacts,
+                entries_read,
+                ..old.clone()
+            }
         }
-        None => LockedTag { digest: resolved.digest, first_seen: lock::utc_now(), manifests, artifacts },
+        None => LockedTag {
+            digest: resolved.digest,
+            first_seen: lock::utc_now(),
+            manifests,
+            artifacts,
+            entries_read,
+        },
     }
 }
 
@@ -214,17 +237,23 @@ pub(super) async fn write_fallback_tags(
     lock: &Lock,
     copies: &[Report],
 ) -> Vec<Report> {
-    let failed = |pair: &Pair| {
-        copies.iter().any(|report| {
-            report.pair.destination.whole() == pair.destination.whole()
-                && !matches!(report.outcome, CopyOutcome::Copied { .. } | CopyOutcome::UpToDate { .. })
-        })
-    };
+    let failed: Vec<String> = copies
+        .iter()
+        .filter(|report| !matches!(report.outcome, CopyOutcome::Copied { .. } | CopyOutcome::UpToDate { .. }))
+        .map(|report| report.pair.destination.whole())
+        .collect();
     let mut reports = Vec::new();
-    for pair in pairs.iter().filter(|pair| !failed(pair)) {
+    for pair in pairs {
         let Some(locked) = lock.tags.get(&lock_key(pair)) else {
             continue;
         };
+        // Nothing is listed while something of the tag is missing there: the image, or any of
+        // what is attached to it (a referrer, a source's fallback index).
+        let destinations = std::iter::once(pair.destination.whole())
+            .chain(locked.artifacts.iter().map(|a| artifact_destination(&pair.destination, a).whole()));
+        if destinations.into_iter().any(|whole| failed.contains(&whole)) {
+            continue;
+        }
         let started = Instant::now();
         let fail = |error: String| Report {
             pair: pair.clone(),
@@ -352,7 +381,6 @@ pub(super) async fn check_drift(
                     ));
                 }
             }
-            // Each referrer listed as one where it landed (the API, or the fallback tag).
             // Each referrer listed as one where it landed (the API, or the fallback tag). A
             // fallback index missing there is a drift of its own, above.
             let (by_subject, _) = locked_referrers(session, &pair.destination, locked).await;

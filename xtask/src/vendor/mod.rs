@@ -105,8 +105,7 @@ pub fn vendor_build_bases(ctx: &Ctx, args: &VendorOptions, locked: bool) -> Resu
     if builds_here(&ctx.settings) {
         let here = choose_builder(ctx, None)?;
         if !here.engine {
-            needed
-                .push((ctx.settings.vendored(&ctx.catalog.buildkit), "the docker-container builder".into()));
+            needed.push(buildkit_need(ctx));
         }
     }
     if ctx.settings.multi_context {
@@ -115,13 +114,21 @@ pub fn vendor_build_bases(ctx: &Ctx, args: &VendorOptions, locked: bool) -> Resu
              vendor the BuildKit image only if it reports the classic image store",
         );
     }
-    if ctx.settings.sbom
-        && let Some(generator) = &ctx.catalog.sbom_generator
-    {
-        needed.push((ctx.settings.vendored(generator), "the SBOM attestations".into()));
-    }
+    needed.extend(sbom_need(ctx));
     let mode = if locked { Mode::Locked } else { Mode::Default { whole_list: false } };
     vendor_bases(ctx, args, needed, mode)
+}
+
+/// The vendored BuildKit image, which a builder container on this engine boots from, and who
+/// needs it (for `vendor_bases`).
+pub fn buildkit_need(ctx: &Ctx) -> (String, String) {
+    (ctx.settings.vendored(&ctx.catalog.buildkit), "the docker-container builder".into())
+}
+
+/// The vendored SBOM generator, when builds attach SBOMs (`SBOM`) and the catalog names one.
+pub fn sbom_need(ctx: &Ctx) -> Option<(String, String)> {
+    let generator = ctx.catalog.sbom_generator.as_ref().filter(|_| ctx.settings.sbom)?;
+    Some((ctx.settings.vendored(generator), "the SBOM attestations".into()))
 }
 
 /// Once `nodes` are up: the vendored BuildKit image for those of them that build in a builder
