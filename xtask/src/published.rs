@@ -1,6 +1,7 @@
 //! What `$DOCKER_REPO` holds, read in-process before anything is built: the digest a tag points
 //! at (one HEAD), and the inputs a published index records (one GET). These decide which
-//! images are up to date. The reads are synchronous, for the build threads of the tasks.
+//! images are up to date. `verify` reads each platform's attestations through the same client.
+//! The reads are synchronous, for the build threads of the tasks.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
