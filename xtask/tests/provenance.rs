@@ -320,3 +320,33 @@ fn an_unreadable_provenance_is_a_warning_naming_its_type() {
         "{err}"
     );
 }
+
+/// An attestation manifest the registry will not serve is a warning on the platform its index
+/// entry names, not the image's failure.
+#[test]
+fn an_unreadable_attestation_manifest_is_a_warning_on_its_platform() {
+    let spec = BuildkitImage {
+        seed: 9,
+        platforms: both(Some(provenance(SLSA_V02, "https://ci.example/5"))),
+        storage: Storage::Image,
+    };
+    let published = Published::new(&[("flipped", spec.clone())]);
+    let image = Fixture::buildkit(&spec).unwrap();
+    let arm64_attestation = image.children()[3].clone();
+    let path: &'static str = Box::leak(format!("/manifests/{arm64_attestation}").into_boxed_str());
+    let proxy = FaultProxy::start(
+        published.registry.addr,
+        vec![Rule::new(Some("GET"), path, Fault::Status(500), Schedule::Always)],
+    );
+    let output = published.verify_at(&proxy.host(), &["flipped"]);
+    let (out, err) = (reports(&output), stderr(&output));
+    assert!(output.status.success(), "{out}\n{err}");
+    assert!(out.contains(&platform_lines("linux/amd64", "https://ci.example/5", "SLSA v0.2")), "{out}");
+    assert!(out.contains("  linux/arm64: an attestation manifest unreadable (see the warning)"), "{out}");
+    assert!(
+        err.contains(&format!(
+            "warning: flipped linux/arm64: cannot read an attestation manifest: attestation manifest {arm64_attestation}"
+        )),
+        "{err}"
+    );
+}

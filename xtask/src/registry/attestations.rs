@@ -98,7 +98,7 @@ pub async fn platform_statements(
         (subject, parsed.map_err(|err| format!("attestation manifest {}: {err:#}", entry.digest)))
     }))
     .await;
-    Ok(join_all(images.iter().map(|image| {
+    let mut platforms = join_all(images.iter().map(|image| {
         let own: Vec<Result<Manifest, String>> = read
             .iter()
             .filter(|(subject, _)| subject.as_deref() == Some(image.digest.as_str()))
@@ -107,7 +107,24 @@ pub async fn platform_statements(
         let platform = image.platform.as_ref().map_or("unknown".to_string(), ToString::to_string);
         attached(session, reference, platform, image.digest.clone(), own, wanted)
     }))
-    .await)
+    .await;
+    // One that could not be read and names no platform belongs to none: still said.
+    let orphans: Vec<Unreadable> = read
+        .iter()
+        .filter_map(|(subject, parsed)| match (subject, parsed) {
+            (None, Err(why)) => Some(Unreadable { predicate_type: None, why: why.clone() }),
+            _ => None,
+        })
+        .collect();
+    if !orphans.is_empty() {
+        platforms.push(PlatformStatements {
+            platform: "unknown".into(),
+            digest: digest.clone(),
+            statements: Vec::new(),
+            unreadable: orphans,
+        });
+    }
+    Ok(platforms)
 }
 
 /// The wanted statements of the platform manifest `subject`: from its attestation manifests in
