@@ -315,6 +315,25 @@ fn the_real_pipeline_publishes_every_image_with_the_arm64_half_built_on_the_vm()
             ],
         );
     }
+    // Each half's provenance, read back by verify, names the Cloud Build it was built in: the
+    // images step's BUILD_ID and project, on this engine and on the VM's alike.
+    let said = format!("{}{}", stdout(&output), stderr(&output));
+    let build_id = said
+        .split(" as build ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("the rehearsal names its build: {said}"));
+    let public = rehearsal.key.join("cosign.pub").display().to_string();
+    let catalog = rehearsal.setup.catalog();
+    let env = [("DOCKER_REPO", repo.as_str()), ("CATALOG", catalog.as_str())];
+    let mut verify = vec!["verify", "--key", &public, "--insecure-ignore-tlog"];
+    verify.extend(IMAGES);
+    let verified = common::xtask(&verify, &env);
+    assert!(verified.status.success(), "{}\n{}", stdout(&verified), stderr(&verified));
+    let page = format!(
+        "built by https://console.cloud.google.com/cloud-build/builds;region=global/{build_id}?project=rehearsal-project"
+    );
+    assert_eq!(stdout(&verified).matches(&page).count(), 2 * IMAGES.len(), "{}", stdout(&verified));
     assert_eq!(rehearsal.vm_calls(), ["start", "stop"], "{}", rehearsal.explain(&output));
     assert_eq!(rehearsal.vm_state(), "TERMINATED");
     let leases =
