@@ -249,6 +249,28 @@ fn the_single_platform_cloud_builder_is_verified_by_its_name() {
         platform_lines("linux/amd64", "https://ci.example/2", "SLSA v1")
     );
     assert_eq!(reports(&output), expected);
+    // What verify read of the image beyond cosign's own requests: its index, the attestation
+    // manifest and the provenance statement; the SBOM statement beside it was not downloaded.
+    let image = Fixture::buildkit(&BuildkitImage {
+        seed: 5,
+        platforms: vec![(("linux", "amd64"), Some(provenance(SLSA_V1, "https://ci.example/2")))],
+        storage: Storage::Artifact,
+    })
+    .unwrap();
+    let attestation: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(image.blob_path(&image.children()[1])).unwrap()).unwrap();
+    let blob = |n: usize| {
+        format!("/v2/repo/cloud-builder/blobs/{}", attestation["layers"][n]["digest"].as_str().unwrap())
+    };
+    let blob_gets: Vec<String> = published
+        .registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/blobs/"))
+        .map(|r| r.path)
+        .collect();
+    assert!(blob_gets.contains(&blob(0)), "the provenance statement: {blob_gets:?}");
+    assert!(!blob_gets.contains(&blob(1)), "not the SBOM statement: {blob_gets:?}");
     // Unsigned, it is refused like any other image.
     let unsigned = Fixture::buildkit(&BuildkitImage {
         seed: 6,
