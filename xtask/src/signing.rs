@@ -14,7 +14,7 @@ pub const KEYLESS: &str = "keyless";
 /// cosign's tag for the signature of `digest` (`sha256-<hex>.sig`), which `thirdparty` copies
 /// with the image.
 pub fn signature_tag(digest: &str) -> String {
-    format!("{}.sig", digest.replacen(':', "-", 1))
+    format!("{}.sig", crate::registry::referrers::referrers_tag(digest))
 }
 
 /// cosign's flags for a registry spoken to over plain HTTP (loopback ones always are).

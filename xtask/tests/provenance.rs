@@ -135,6 +135,13 @@ impl Published {
         common::xtask(&args, &[("CATALOG", catalog.as_str()), ("DOCKER_REPO", repo.as_str())])
     }
 
+    /// A proxy in front of the registry that answers every GET whose path holds `path_part`
+    /// with `fault`, the rest as the registry does.
+    fn behind_fault(&self, path_part: String, fault: Fault) -> FaultProxy {
+        let path: &'static str = Box::leak(path_part.into_boxed_str());
+        FaultProxy::start(self.registry.addr, vec![Rule::new(Some("GET"), path, fault, Schedule::Always)])
+    }
+
     fn reference(&self, name: &str) -> String {
         format!("{}/repo/{name}:1", self.registry.host())
     }
@@ -320,11 +327,7 @@ fn an_unreadable_provenance_is_a_warning_naming_its_type() {
     let attestation: serde_json::Value =
         serde_json::from_slice(&std::fs::read(image.blob_path(&image.children()[2])).unwrap()).unwrap();
     let statement = attestation["layers"][0]["digest"].as_str().unwrap().to_string();
-    let path: &'static str = Box::leak(format!("/blobs/{statement}").into_boxed_str());
-    let proxy = FaultProxy::start(
-        published.registry.addr,
-        vec![Rule::new(Some("GET"), path, Fault::FlipByte, Schedule::Always)],
-    );
+    let proxy = published.behind_fault(format!("/blobs/{statement}"), Fault::FlipByte);
     let output = published.verify_at(&proxy.host(), &["flipped"]);
     let (out, err) = (reports(&output), stderr(&output));
     assert!(output.status.success(), "{out}\n{err}");
@@ -355,11 +358,7 @@ fn an_unreadable_attestation_manifest_is_a_warning_on_its_platform() {
     let published = Published::new(&[("flipped", spec.clone())]);
     let image = Fixture::buildkit(&spec).unwrap();
     let arm64_attestation = image.children()[3].clone();
-    let path: &'static str = Box::leak(format!("/manifests/{arm64_attestation}").into_boxed_str());
-    let proxy = FaultProxy::start(
-        published.registry.addr,
-        vec![Rule::new(Some("GET"), path, Fault::Status(500), Schedule::Always)],
-    );
+    let proxy = published.behind_fault(format!("/manifests/{arm64_attestation}"), Fault::Status(500));
     let output = published.verify_at(&proxy.host(), &["flipped"]);
     let (out, err) = (reports(&output), stderr(&output));
     assert!(output.status.success(), "{out}\n{err}");
