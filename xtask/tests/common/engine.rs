@@ -503,6 +503,13 @@ pub fn file_in(reference: &str, platform: &str, path: &str) -> String {
         .to_string()
 }
 
+/// The `docker buildx build` commands a build log shows, each once: a failure that passes (the
+/// test registry's 500 while the other platform pushes) runs the same command again, which is
+/// no other build.
+pub fn distinct_builds(log: &str) -> std::collections::BTreeSet<&str> {
+    log.lines().filter(|line| line.contains("+ DOCKER_BUILDKIT=1 docker buildx build ")).collect()
+}
+
 /// What `RUN` steps of the image at `reference` recorded as the machine they ran on.
 pub fn built_on(reference: &str, platform: &str) -> String {
     file_in(reference, platform, "/built-on")
