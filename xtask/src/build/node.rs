@@ -64,8 +64,14 @@ impl Engine {
 
     /// Its builder, from the engine (see `choose_builder`).
     pub fn node(self, ctx: &Ctx) -> Result<Node> {
-        let builder = choose_builder(ctx, self.context.as_deref())?;
-        Ok(Node { engine: self, builder })
+        let store = ask_store(ctx, self.context.as_deref())?;
+        Ok(self.node_with(ctx, &store))
+    }
+
+    /// Its builder, for an engine whose store is known already.
+    pub fn node_with(self, ctx: &Ctx, store: &Store) -> Node {
+        let builder = store.builder(ctx, self.context.as_deref());
+        Node { engine: self, builder }
     }
 }
 
@@ -122,29 +128,68 @@ pub fn nodes(ctx: &Ctx) -> Result<Vec<Node>> {
     engines(&ctx.settings).into_iter().map(|engine| engine.node(ctx)).collect()
 }
 
-/// A node's builder, from its engine (a read-only query, made in a dry run too): with the
-/// containerd image store, the engine's own BuildKit builds, pushes and exports registry caches,
-/// so no BuildKit container is needed. With the classic store, whose own builder exports no
-/// registry cache, a BuildKit container booted from the vendored image: `$BUILDER` on this
-/// engine, `$BUILDER-<context>` on another.
+/// What an engine's image store means for its builds: asked once of the engine, and the same
+/// for every image built there (each image may still have a builder of its own, see
+/// `Store::builder`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// The containerd image store: the engine's own BuildKit builds, pushes and exports registry
+    /// caches. Its builder is named after the engine's docker context.
+    Containerd { context: String },
+    /// The classic image store, whose own builder exports no registry cache (or, in a dry run,
+    /// an engine that did not answer), and why it is taken to be.
+    Classic { why: String },
+}
+
+impl Store {
+    /// The builder of an engine with this store (`context`: the engine's, `None` for this one):
+    /// the engine's own, or a BuildKit container booted from the vendored image, `$BUILDER` on
+    /// this engine and `$BUILDER-<context>` on another.
+    pub fn builder(&self, ctx: &Ctx, context: Option<&str>) -> Builder {
+        match self {
+            Store::Containerd { context } => Builder {
+                name: context.clone(),
+                engine: true,
+                why: "the engine uses the containerd image store: its own BuildKit builds, pushes and \
+                      exports registry caches, with no BuildKit container"
+                    .to_string(),
+            },
+            Store::Classic { why } => {
+                let s = &ctx.settings;
+                Builder {
+                    name: context.map_or_else(|| s.builder.clone(), |c| format!("{}-{c}", s.builder)),
+                    engine: false,
+                    why: format!(
+                        "{why}: a docker-container builder, BuildKit from {}",
+                        s.vendored(&ctx.catalog.buildkit)
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// A node's builder, from its engine (see `ask_store` and `Store::builder`).
 pub fn choose_builder(ctx: &Ctx, context: Option<&str>) -> Result<Builder> {
-    let s = &ctx.settings;
-    let name = context.map_or_else(|| s.builder.clone(), |c| format!("{}-{c}", s.builder));
-    let image = s.vendored(&ctx.catalog.buildkit);
-    let container = |why: &str| Builder {
-        name: name.clone(),
-        engine: false,
-        why: format!("{why}: a docker-container builder, BuildKit from {image}"),
-    };
+    Ok(ask_store(ctx, context)?.builder(ctx, context))
+}
+
+/// Which image store the engine of `context` uses (a read-only query, made in a dry run too):
+/// with the containerd image store, the engine's own BuildKit builds, pushes and exports registry
+/// caches, so no BuildKit container is needed; the classic store's own builder exports no
+/// registry cache.
+pub fn ask_store(ctx: &Ctx, context: Option<&str>) -> Result<Store> {
     let (sh, on, format) = (sh(), &context_flag(context), "{{json .DriverStatus}}");
     let store = cmd!(sh, "docker {on...} info --format {format}");
     let answer = match ctx.runner.query(store, None) {
         Ok(answer) => answer,
         // A dry run still shows a plan where an engine does not answer.
         Err(err) if ctx.runner.is_dry_run() => {
-            return Ok(container(&format!(
-                "the engine did not answer ({err:#}), so this plan assumes the classic image store"
-            )));
+            return Ok(Store::Classic {
+                why: format!(
+                    "the engine did not answer ({err:#}), so this plan assumes the classic image store"
+                ),
+            });
         }
         Err(err) => {
             let hint = match context {
@@ -161,20 +206,15 @@ pub fn choose_builder(ctx: &Ctx, context: Option<&str>) -> Result<Builder> {
         }
     };
     if !answer.contains(CONTAINERD_STORE) {
-        return Ok(container(
-            "the engine uses the classic image store, whose own builder exports no registry cache",
-        ));
+        return Ok(Store::Classic {
+            why: "the engine uses the classic image store, whose own builder exports no registry cache"
+                .to_string(),
+        });
     }
     // The engine's builder is named after its docker context.
-    let name = match context {
+    let context = match context {
         Some(context) => context.to_string(),
         None => ctx.runner.query(cmd!(sh, "docker context show"), None)?.trim().to_string(),
     };
-    Ok(Builder {
-        name,
-        engine: true,
-        why: "the engine uses the containerd image store: its own BuildKit builds, pushes and exports \
-              registry caches, with no BuildKit container"
-            .to_string(),
-    })
+    Ok(Store::Containerd { context })
 }

@@ -239,8 +239,8 @@ impl Builds<'_> {
         let (ctx, image) = (self.ctx, self.image);
         let reference = ctx.settings.image_ref(image);
         let platforms: Vec<Platform> = ctx.settings.platforms.iter().cloned().collect();
-        // Each node's builder is asked for and set up once for the image, by whichever of its
-        // builds comes to it first.
+        // Each node's builder is set up once for the image (its engine asked once in the run),
+        // by whichever of its builds comes to it first.
         let set_up: Mutex<Vec<Node>> = Mutex::new(Vec::new());
         // The merge runs on the node of the first platform: that node stays up for it.
         let merging = &platforms[0];
@@ -307,7 +307,7 @@ impl Builds<'_> {
                     match done.iter().find(|node| node.engine == slot.engine) {
                         Some(node) => node.clone(),
                         None => {
-                            let node = slot.engine.clone().node(ctx)?;
+                            let node = self.nodes.node_of(&slot, ctx)?;
                             setup::set_up_node(&build_ctx, &node)?;
                             done.push(node.clone());
                             node

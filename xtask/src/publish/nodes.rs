@@ -20,7 +20,7 @@ use super::Vendoring;
 use super::placement::{self, Load, Placed};
 use super::timeline::{Placement, Timeline};
 use crate::build::failure::NodeLost;
-use crate::build::node::Engine;
+use crate::build::node::{Engine, Node, Store, ask_store};
 use crate::ctx::Ctx;
 use crate::platform::Platform;
 use crate::vendor;
@@ -53,6 +53,9 @@ pub struct Nodes<'a> {
     parents: BTreeMap<String, Vec<String>>,
     state: Mutex<State>,
     changed: Condvar,
+    /// Each node's image store, once asked: by index, as `State::nodes`. Asked once a run, by
+    /// the first build placed there or the VM's bring-up, and the same for every image.
+    stores: Vec<Mutex<Option<Store>>>,
     /// The BuildKit image was vendored for a VM's builder container.
     buildkit_vendored: Mutex<bool>,
     /// What went wrong taking a VM down: the run's error, after its builds' own.
@@ -131,6 +134,7 @@ impl<'a> Nodes<'a> {
         timeline: &'a Timeline,
     ) -> Nodes<'a> {
         let vms = engines.iter().any(|engine| engine.vm.is_some());
+        let stores = engines.iter().map(|_| Mutex::new(None)).collect();
         let nodes = engines
             .into_iter()
             .map(|engine| NodeState {
@@ -161,6 +165,7 @@ impl<'a> Nodes<'a> {
                 next_id: 0,
             }),
             changed: Condvar::new(),
+            stores,
             buildkit_vendored: Mutex::new(false),
             way_out: Mutex::new(Vec::new()),
             _deferred: vms.then(crate::interrupt::Deferred::start),
@@ -219,7 +224,7 @@ impl<'a> Nodes<'a> {
             drop(state);
             let vm = engine.vm.clone().expect("only a VM is down");
             let (held, result) = vm::hold(self.ctx, &vm, self.wait);
-            let result = result.and_then(|()| self.vendor_buildkit(&engine));
+            let result = result.and_then(|()| self.vendor_buildkit(n, &engine));
             let mut state = self.lock();
             match result {
                 Ok(()) => {
@@ -243,6 +248,25 @@ impl<'a> Nodes<'a> {
                 }
             }
         }
+    }
+
+    /// The node of `slot`, with the builder of the image whose build holds it (`ctx`: the
+    /// image's). Its engine is asked for its image store once in the run; a failed question is
+    /// not kept, so the next build asks again (its engine may be lost: see `lost`).
+    pub fn node_of(&self, slot: &Slot, ctx: &Ctx) -> Result<Node> {
+        let store = self.store(slot.node, &slot.engine)?;
+        Ok(slot.engine.clone().node_with(ctx, &store))
+    }
+
+    /// The image store of node `n`, whose engine is `engine`, asked once.
+    fn store(&self, n: usize, engine: &Engine) -> Result<Store> {
+        let mut known = self.stores[n].lock().expect("not poisoned");
+        if let Some(store) = &*known {
+            return Ok(store.clone());
+        }
+        let store = ask_store(self.ctx, engine.context.as_deref())?;
+        *known = Some(store.clone());
+        Ok(store)
     }
 
     /// The build of `slot` is over, whatever became of it: its slot is free and it is no longer
@@ -484,13 +508,13 @@ impl<'a> Nodes<'a> {
 
     /// Once a VM is up: the vendored BuildKit image, when its builder is a container and no VM
     /// of the run needed it before.
-    fn vendor_buildkit(&self, engine: &Engine) -> Result<()> {
+    fn vendor_buildkit(&self, n: usize, engine: &Engine) -> Result<()> {
         let Some(vendoring) = self.vendoring else { return Ok(()) };
         let mut vendored = self.buildkit_vendored.lock().expect("not poisoned");
         if *vendored {
             return Ok(());
         }
-        let node = engine.clone().node(self.ctx)?;
+        let node = engine.clone().node_with(self.ctx, &self.store(n, engine)?);
         vendor::vendor_buildkit_for(
             self.ctx,
             &vendoring.options,
