@@ -13,7 +13,7 @@ use crate::graph::{Graph, Named};
 
 /// What an image's Dockerfile names, with the settings' build arguments filled in. It must not
 /// name a frontend image (`# syntax=`), which BuildKit would fetch from Docker Hub at every build.
-pub fn dockerfile_sources(ctx: &Ctx, image: &Image) -> Result<dockerfile::Sources> {
+fn dockerfile_sources(ctx: &Ctx, image: &Image) -> Result<dockerfile::Sources> {
     let path = ctx.root.join(image.dockerfile());
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let args = ctx.settings.build_arg_values(image).into_iter().collect();
@@ -42,14 +42,19 @@ pub fn vendored_bases(ctx: &Ctx, image: &Image) -> Result<Vec<String>> {
 }
 
 fn graph_of(ctx: &Ctx, images: &[&Image], published: &BTreeMap<String, String>) -> Result<Graph> {
-    let sources: Vec<(String, Vec<String>)> = images
+    let sources: Vec<(String, dockerfile::Sources)> = images
         .iter()
-        .map(|image| Ok((image.dockerfile(), dockerfile_sources(ctx, image)?.images)))
+        .map(|image| Ok((image.dockerfile(), dockerfile_sources(ctx, image)?)))
         .collect::<Result<_>>()?;
     let named: Vec<Named> = images
         .iter()
         .zip(&sources)
-        .map(|(image, (dockerfile, references))| Named { name: &image.name, dockerfile, references })
+        .map(|(image, (dockerfile, sources))| Named {
+            name: &image.name,
+            dockerfile,
+            references: &sources.images,
+            args: &sources.args,
+        })
         .collect();
     Graph::new(&named, published, &ctx.settings.docker_repo).map_err(anyhow::Error::msg)
 }

@@ -13,6 +13,8 @@ pub struct Vertex {
     pub parents: Vec<Parent>,
     /// The vendored images it starts from, as its Dockerfile names them.
     pub vendored: Vec<String>,
+    /// The build arguments its Dockerfile declares (`ARG`), read with its references.
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,8 @@ pub struct Named<'a> {
     pub name: &'a str,
     pub dockerfile: &'a str,
     pub references: &'a [String],
+    /// The build arguments it declares.
+    pub args: &'a [String],
 }
 
 impl Graph {
@@ -47,7 +51,12 @@ impl Graph {
         let vendored_root = format!("{docker_repo}/thirdparty/");
         let mut nodes = Vec::new();
         for image in images {
-            let mut node = Vertex { name: image.name.to_string(), parents: Vec::new(), vendored: Vec::new() };
+            let mut node = Vertex {
+                name: image.name.to_string(),
+                parents: Vec::new(),
+                vendored: Vec::new(),
+                args: image.args.to_vec(),
+            };
             for reference in image.references {
                 if let Some(parent) = by_reference.get(reference.as_str()) {
                     node.parents.push(Parent { name: parent.to_string(), reference: reference.clone() });
@@ -162,7 +171,7 @@ mod tests {
             .iter()
             .zip(&references)
             .zip(&dockerfiles)
-            .map(|(((name, _), references), dockerfile)| Named { name, dockerfile, references })
+            .map(|(((name, _), references), dockerfile)| Named { name, dockerfile, references, args: &[] })
             .collect();
         let published =
             images.iter().map(|(name, _)| (name.to_string(), format!("{REPO}/{name}:1"))).collect();

@@ -170,7 +170,7 @@ mod tests {
         ];
         let named: Vec<Named> = dockerfiles
             .iter()
-            .map(|(name, references)| Named { name, dockerfile: "Dockerfile", references })
+            .map(|(name, references)| Named { name, dockerfile: "Dockerfile", references, args: &[] })
             .collect();
         let published = dockerfiles.iter().map(|(n, _)| (n.clone(), format!("r/{n}:1"))).collect();
         let graph = Graph::new(&named, &published, "r").unwrap();

@@ -1,7 +1,8 @@
 //! The plan of a run, made once before anything builds and read by everything that needs it:
 //! the VM's start, the builds and the dry run. For each image it holds what is published, its
-//! files hashed, whether its Dockerfile declares REFRESH, and the decision: up to date, built (and why), or settled once
-//! the parents this run builds are published (their new digests are its pins and inputs).
+//! files hashed, and the decision: up to date, built (and why), or settled once the parents this
+//! run builds are published (their new digests are its pins and inputs). What its Dockerfile
+//! names and declares comes from the graph, which read it once.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,6 @@ use anyhow::{Result, anyhow, bail};
 
 use crate::build::command::{Recipe, output_options};
 use crate::catalog::Image;
-use crate::catalog_graph::dockerfile_sources;
 use crate::ctx::Ctx;
 use crate::graph::{Graph, Vertex};
 use crate::inputs::{Files, Given, Inputs};
@@ -71,8 +71,6 @@ struct Known {
     published: Result<Option<Published>, String>,
     /// Its files, hashed once; `Err`: why they cannot be read.
     files: Result<Files, String>,
-    /// Whether its Dockerfile declares `ARG REFRESH`; `Err`: why it cannot be read.
-    declares_refresh: Result<bool, String>,
 }
 
 /// One image of the plan: what was read of it, and the decision.
@@ -116,10 +114,7 @@ impl Plan {
                 &planner.ctx.root.join(image.dockerfile()),
             )
             .map_err(|err| format!("{err:#}"));
-            let declares_refresh = dockerfile_sources(planner.ctx, image)
-                .map(|sources| sources.args.iter().any(|a| a == REFRESH_ARG))
-                .map_err(|err| format!("{err:#}"));
-            let known = Known { published, files, declares_refresh };
+            let known = Known { published, files };
             let waits = parents.values().any(|p| *p == ParentState::ToBeBuilt);
             let decision = if waits && !dry_run {
                 Decision::AfterParents
@@ -217,7 +212,7 @@ impl Planner<'_> {
             Err(why) => (None, Some(why.clone())),
         };
         let bases = self.bases(node, parents)?;
-        let declares_refresh = known.declares_refresh.clone().map_err(|err| anyhow!("{err}"))?;
+        let declares_refresh = node.args.iter().any(|arg| arg == REFRESH_ARG);
         let args = self.build_args(image, published, declares_refresh);
         // The files count only where every base's digest is known: else nothing is up to date.
         let inputs = match bases.unknown.is_empty() {

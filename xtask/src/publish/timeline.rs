@@ -348,8 +348,10 @@ mod tests {
     fn one_bar_per_build_on_its_node_row_with_the_critical_path_marked() {
         let refs: Vec<(String, Vec<String>)> =
             vec![("base".into(), vec![]), ("app".into(), vec!["r/base:1".into()]), ("tool".into(), vec![])];
-        let named: Vec<Named> =
-            refs.iter().map(|(name, r)| Named { name, dockerfile: "Dockerfile", references: r }).collect();
+        let named: Vec<Named> = refs
+            .iter()
+            .map(|(name, r)| Named { name, dockerfile: "Dockerfile", references: r, args: &[] })
+            .collect();
         let published = refs.iter().map(|(n, _)| (n.clone(), format!("r/{n}:1"))).collect();
         let graph = Graph::new(&named, &published, "r").unwrap();
         let bars = vec![
