@@ -437,17 +437,10 @@ impl LayoutWriter {
 pub fn cosign_key_pair(dir: &Path) -> Result<(String, String)> {
     require("cosign", "bash .ci/engine installs it (Debian 13's cosign)")?;
     std::fs::create_dir_all(dir)?;
-    let generated = Command::new("cosign")
-        .args(["generate-key-pair"])
-        .current_dir(dir)
-        .env("COSIGN_PASSWORD", "")
-        .output()
-        .context("cannot run cosign")?;
-    ensure!(
-        generated.status.success(),
-        "cosign generate-key-pair: {}",
-        String::from_utf8_lossy(&generated.stderr)
-    );
+    succeed(
+        Command::new("cosign").args(["generate-key-pair"]).current_dir(dir).env("COSIGN_PASSWORD", ""),
+        "cosign generate-key-pair",
+    )?;
     let path = |name: &str| dir.join(name).display().to_string();
     Ok((path("cosign.key"), path("cosign.pub")))
 }
@@ -457,18 +450,21 @@ pub fn cosign_key_pair(dir: &Path) -> Result<(String, String)> {
 /// one's digest and artifactType, sorted. A client that is not ours.
 pub fn oras_referrers(reference: &str) -> Result<Vec<(String, String)>> {
     require("oras", "bash .ci/engine installs it (Debian 13's oras)")?;
-    let output = Command::new("oras")
-        .args(["discover", "--plain-http", "--distribution-spec", "v1.1-referrers-tag", "--format", "json"])
-        .arg(reference)
-        .output()
-        .context("cannot run oras")?;
-    ensure!(
-        output.status.success(),
-        "oras discover {reference}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let listed: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .with_context(|| format!("oras discover {reference}: {}", String::from_utf8_lossy(&output.stdout)))?;
+    let stdout = succeed(
+        Command::new("oras")
+            .args([
+                "discover",
+                "--plain-http",
+                "--distribution-spec",
+                "v1.1-referrers-tag",
+                "--format",
+                "json",
+            ])
+            .arg(reference),
+        &format!("oras discover {reference}"),
+    )?;
+    let listed: serde_json::Value = serde_json::from_slice(&stdout)
+        .with_context(|| format!("oras discover {reference}: {}", String::from_utf8_lossy(&stdout)))?;
     let mut referrers: Vec<(String, String)> = listed["manifests"]
         .as_array()
         .into_iter()
@@ -506,14 +502,12 @@ pub struct TokenAuth {
 /// Run skopeo to success and return what it printed.
 fn skopeo(args: &[&str]) -> Result<Vec<u8>> {
     require("skopeo", "apt-get install skopeo")?;
-    let output = Command::new("skopeo").args(args).output().context("cannot run skopeo")?;
-    ensure!(
-        output.status.success(),
-        "`skopeo {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(output.stdout)
+    // The error names the command, credentials left out.
+    let shown: Vec<&str> = args
+        .iter()
+        .map(|arg| if arg.starts_with("--creds=") { "--creds=<credentials>" } else { arg })
+        .collect();
+    succeed(Command::new("skopeo").args(args), &format!("skopeo {}", shown.join(" ")))
 }
 
 /// A TCP proxy in front of `upstream` that delays every byte by `one_way` in each direction,
@@ -661,16 +655,22 @@ pub fn busybox_debs() -> PathBuf {
 
 /// Run a command to success and return what it printed; its output is in the error otherwise.
 pub fn run_to_success(program: &str, args: &[&str]) -> Result<String> {
-    let output =
-        Command::new(program).args(args).output().with_context(|| format!("cannot run {program}"))?;
+    let stdout = succeed(Command::new(program).args(args), &format!("{program} {}", args.join(" ")))?;
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
+}
+
+/// Run `command` (`what`, as the error names it) to success and return its standard output;
+/// what it printed is in the error otherwise. Not for a command whose arguments hold a secret.
+fn succeed(command: &mut Command, what: &str) -> Result<Vec<u8>> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let output = command.output().with_context(|| format!("cannot run {program}"))?;
     ensure!(
         output.status.success(),
-        "`{program} {}` failed:\n{}{}",
-        args.join(" "),
+        "`{what}` failed:\n{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    Ok(output.stdout)
 }
 
 /// Build a linux/amd64 + linux/arm64 busybox image in `dir` with the engine's own builder and
