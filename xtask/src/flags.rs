@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::mirroring::VendorOptions;
 use crate::publish::PublishOptions;
-use crate::vendor::VendorOptions;
 use crate::vm::Wait;
 
 // How images are built, for every task that publishes them (a plain comment: clap shows a doc

@@ -5,16 +5,16 @@
 pub mod tasks;
 
 // What several tasks share: the shared option groups, and the services.
-pub mod build;
 pub mod catalog_graph;
 pub mod ctx;
 pub mod flags;
 pub mod local_registry;
+pub mod mirroring;
+pub mod platform_build;
 pub mod publish;
 pub mod published;
 pub mod rehearsal;
 pub mod signing;
-pub mod vendor;
 pub mod vm;
 
 // Below them: the catalog and its files, the settings, the runner of commands, the registry

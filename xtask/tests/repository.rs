@@ -13,8 +13,8 @@ const REPO: &str = "registry.test/project/env";
 
 fn vendored(catalog: &Catalog) -> BTreeSet<String> {
     let list = std::fs::read(xtask::project_root().join(&catalog.thirdparty)).unwrap();
-    let entries = xtask::vendor::list::parse(&list).unwrap();
-    xtask::vendor::list::pairs(&entries, REPO)
+    let entries = xtask::mirroring::list::parse(&list).unwrap();
+    xtask::mirroring::list::pairs(&entries, REPO)
         .unwrap()
         .into_iter()
         .map(|pair| pair.destination.to_string())

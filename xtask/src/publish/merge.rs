@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use xshell::cmd;
 
-use crate::build::failure::transient_cause;
-use crate::build::node::Node;
 use crate::ctx::Ctx;
 use crate::inputs::{BUILD_SECONDS_ANNOTATION, DIGEST_ANNOTATION, Inputs, RECORD_ANNOTATION};
+use crate::platform_build::failure::transient_cause;
+use crate::platform_build::node::Node;
 use crate::runner::sh;
 
 /// Merge `tags` into `reference` on `node`'s builder, its inputs (when known) and how long each

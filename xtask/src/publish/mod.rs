@@ -22,12 +22,12 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use crate::build::node;
 use crate::ctx::Ctx;
 use crate::graph::Graph;
+use crate::mirroring::VendorOptions;
+use crate::platform_build::node;
 use crate::published::Destination;
 use crate::settings::BuildOrder;
-use crate::vendor::VendorOptions;
 use crate::vm::{self, Wait};
 use image::ImagePublisher;
 use nodes::{BuildKey, Nodes, Work};

@@ -19,11 +19,11 @@ use anyhow::{Result, bail};
 use super::Vendoring;
 use super::placement::{self, Load, Placed};
 use super::timeline::{Placement, Timeline};
-use crate::build::failure::NodeLost;
-use crate::build::node::{Engine, Node, Store, ask_store};
 use crate::ctx::Ctx;
+use crate::mirroring;
 use crate::platform::Platform;
-use crate::vendor;
+use crate::platform_build::failure::NodeLost;
+use crate::platform_build::node::{Engine, Node, Store, ask_store};
 use crate::vm::{self, Held, Wait};
 
 /// A platform build of an image: the key of priorities and of the builds left.
@@ -515,7 +515,7 @@ impl<'a> Nodes<'a> {
             return Ok(());
         }
         let node = engine.clone().node_with(self.ctx, &self.store(n, engine)?);
-        vendor::vendor_buildkit_for(
+        mirroring::vendor_buildkit_for(
             self.ctx,
             &vendoring.options,
             vendoring.locked,
@@ -569,8 +569,8 @@ mod tests {
     use clap::{Args, FromArgMatches};
 
     use super::*;
-    use crate::build::node::engines;
     use crate::catalog::Catalog;
+    use crate::platform_build::node::engines;
     use crate::runner::Runner;
     use crate::settings::{Settings, SettingsArgs};
 

@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 
 use anyhow::{Result, anyhow, bail};
 
-use crate::build::command::{Recipe, output_options};
 use crate::catalog::Image;
 use crate::ctx::Ctx;
 use crate::graph::{Graph, Vertex};
 use crate::inputs::{Files, Given, Inputs};
+use crate::platform_build::command::{Recipe, output_options};
 use crate::published::{Published, RegistryView};
 
 /// The `REFRESH` build argument: a Dockerfile that declares it has its package steps run again

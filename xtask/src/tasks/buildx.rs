@@ -3,11 +3,11 @@
 use anyhow::Result;
 use xshell::cmd;
 
-use crate::build::{node, setup};
 use crate::ctx::Ctx;
+use crate::platform_build::{node, setup};
 use crate::runner::sh;
 
-/// buildx-setup: each node's builder, made unless it exists (see `build::setup`).
+/// buildx-setup: each node's builder, made unless it exists (see `platform_build::setup`).
 pub fn buildx_setup(ctx: &Ctx) -> Result<()> {
     setup::set_up(ctx).map(drop)
 }

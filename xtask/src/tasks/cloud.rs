@@ -6,19 +6,19 @@ use anyhow::{Context, Result};
 
 use xshell::cmd;
 
-use crate::build::command::build_options;
-use crate::build::node::Engine;
-use crate::build::setup::set_up_node;
 use crate::cargo_recipe;
 use crate::ctx::Ctx;
 use crate::flags::VendorArgs;
 use crate::local_registry::with_local_registry;
+use crate::mirroring::{self, Mode};
 use crate::platform::Platforms;
+use crate::platform_build::command::build_options;
+use crate::platform_build::node::Engine;
+use crate::platform_build::setup::set_up_node;
 use crate::registry::reference::repository_of;
 use crate::rehearsal::{self, Rehearsal};
 use crate::runner::sh;
 use crate::signing;
-use crate::vendor::{self, Mode};
 
 /// build-publish-cloud-builder: vendor what it is built from, then build it for amd64 only,
 /// since it only ever runs inside Cloud Build, and push it, with its provenance (and SBOM) as
@@ -39,10 +39,10 @@ pub fn build_publish_cloud_builder(ctx: &Ctx, args: &VendorArgs) -> Result<()> {
             .map(|base| (base, image.dockerfile()))
             .collect();
         if !node.builder.engine {
-            needed.push(vendor::buildkit_need(ctx));
+            needed.push(mirroring::buildkit_need(ctx));
         }
-        needed.extend(vendor::sbom_need(ctx));
-        vendor::vendor_bases(ctx, &options, needed, Mode::Default { whole_list: false })?;
+        needed.extend(mirroring::sbom_need(ctx));
+        mirroring::vendor_bases(ctx, &options, needed, Mode::Default { whole_list: false })?;
         set_up_node(ctx, &node)?;
         let recipe = xtask_recipe(ctx)?;
         let recipe = format!("{}={}", cargo_recipe::CONTEXT, recipe.display());

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-use crate::build::node;
 use crate::ctx::Ctx;
+use crate::platform_build::node;
 use crate::runner::is_installed;
 
 /// info

@@ -1,6 +1,6 @@
 //! The tasks, one module per task or group of tasks: each holds its options and a function per
 //! task, and nothing another task calls. What several tasks share lives one floor below
-//! (`build`, `publish`, `vendor`, `vm`, …); no module here imports another.
+//! (`platform_build`, `publish`, `mirroring`, `vm`, …); no module here imports another.
 
 pub mod bench;
 pub mod buildx;

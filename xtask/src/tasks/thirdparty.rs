@@ -6,7 +6,7 @@ use clap::Args;
 use crate::ctx::Ctx;
 use crate::flags::VendorArgs;
 use crate::local_registry::with_local_registry;
-use crate::vendor::{self, Mode};
+use crate::mirroring::{self, Mode};
 
 #[derive(Args, Debug, Clone)]
 pub struct ThirdpartyArgs {
@@ -36,15 +36,15 @@ pub fn thirdparty(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
     let options = args.vendor.options();
     with_local_registry(ctx, || {
         if args.bases {
-            return vendor::vendor_build_bases(ctx, &options, args.locked);
+            return mirroring::vendor_build_bases(ctx, &options, args.locked);
         }
-        let pairs = vendor::list_pairs(ctx, &options)?;
+        let pairs = mirroring::list_pairs(ctx, &options)?;
         let mode = match (&args.update, args.locked, args.check) {
             (Some(images), _, _) => Mode::Update(images.clone()),
             (None, true, _) => Mode::Locked,
             (None, false, true) => Mode::Check,
             (None, false, false) => Mode::Default { whole_list: true },
         };
-        vendor::vendor(ctx, &options, pairs, mode)
+        mirroring::vendor(ctx, &options, pairs, mode)
     })
 }

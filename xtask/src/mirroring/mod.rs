@@ -11,9 +11,9 @@ use anyhow::{Context, Result, bail};
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use oci_client::secrets::RegistryAuth;
 
-use crate::build::node::{Node, builds_here, choose_builder};
 use crate::ctx::Ctx;
 use crate::lock::{self, Lock};
+use crate::platform_build::node::{Node, builds_here, choose_builder};
 use crate::registry::auth::CredentialSource;
 use crate::registry::credentials::registry_credentials;
 use crate::registry::manifest::short_digest as short;
