@@ -10,8 +10,9 @@ use clap::{Args, Command, FromArgMatches, Subcommand};
 use xtask::catalog::Catalog;
 use xtask::catalog::Image;
 use xtask::ctx::Ctx;
+use xtask::failure::Failure;
 use xtask::flags::{BuildArgs, VendorArgs, WaitArgs};
-use xtask::runner::{AlsoFailed, Runner};
+use xtask::runner::Runner;
 use xtask::settings::{self, Setting, Settings, SettingsArgs, Uses};
 use xtask::tasks::bench::{self, Bench, BenchArgs};
 use xtask::tasks::cloud::CloudBuildArgs;
@@ -295,9 +296,9 @@ fn main() -> ExitCode {
     match try_main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
-            let code = AlsoFailed::exit_code(&err).unwrap_or(1);
-            ExitCode::from(u8::try_from(code).ok().filter(|c| *c != 0).unwrap_or(1))
+            let failure = Failure::from(err);
+            eprintln!("error: {failure}");
+            ExitCode::from(failure.exit_status())
         }
     }
 }

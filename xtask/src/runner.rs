@@ -2,7 +2,7 @@
 //! shell), built by the tasks with `xshell::cmd!` so that it reads like the original Makefile's line it
 //! replaces, logged before it runs or printed instead of run for `--dry-run`, and run with duct
 //! (output inherited, or appended to a log, or in the background); a failure names the command
-//! and keeps its exit status.
+//! and keeps its exit status (`Failure`: `main` exits with it, as `make` would).
 
 use std::fmt;
 use std::io::{BufRead, Write};
@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
+
+use crate::failure::{Failure, Kind};
 
 /// A fresh shell for `xshell::cmd!`. Only its command building is used: the runner runs every
 /// command, from the repository root.
@@ -91,47 +93,6 @@ fn quote(word: &str) -> String {
     shlex::try_quote(word).map(|q| q.into_owned()).unwrap_or_else(|_| format!("{word:?}"))
 }
 
-/// A command that ran and failed. `main` exits with its status, as `make` would.
-#[derive(Debug)]
-pub struct CommandFailed {
-    pub command: String,
-    pub exit_code: i32,
-}
-
-impl fmt::Display for CommandFailed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "command failed with exit status {}: {}", self.exit_code, self.command)
-    }
-}
-
-impl std::error::Error for CommandFailed {}
-
-/// A failure, and a second one on the way out after it (a VM that could not be stopped after a
-/// failed build): the first stays the error reported, with its exit status; the second is added.
-#[derive(Debug)]
-pub struct AlsoFailed {
-    pub first: anyhow::Error,
-    pub then: anyhow::Error,
-}
-
-impl AlsoFailed {
-    /// The exit status of the failing command behind the first failure, if a command failed.
-    pub fn exit_code(err: &anyhow::Error) -> Option<i32> {
-        match err.downcast_ref::<AlsoFailed>() {
-            Some(also) => AlsoFailed::exit_code(&also.first),
-            None => err.downcast_ref::<CommandFailed>().map(|failed| failed.exit_code),
-        }
-    }
-}
-
-impl fmt::Display for AlsoFailed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#}\nand then: {:#}", self.first, self.then)
-    }
-}
-
-impl std::error::Error for AlsoFailed {}
-
 /// How long `run_retrying` waits before each try after the first: a registry's 5xx and an
 /// engine's internal race pass within seconds, and a build that runs again is mostly cache hits.
 pub const RETRY_WAITS: [std::time::Duration; 2] =
@@ -202,9 +163,9 @@ impl Runner {
         }
         if self.lines.is_none() {
             // Straight to the terminal: progress bars and prompts work.
-            return check(&cmd, self.finished(&cmd, self.start(&cmd)?.run())?.status);
+            return Ok(check(&cmd, self.finished(&cmd, self.start(&cmd)?.run())?.status)?);
         }
-        self.stream(&cmd, &mut |_| {})
+        Ok(self.stream(&cmd, &mut |_| {})?)
     }
 
     /// Run `cmd` as `run` does, and when it fails for a cause that passes (`transient` names
@@ -215,19 +176,20 @@ impl Runner {
         &self,
         cmd: impl Into<Cmd>,
         transient: impl Fn(&str) -> Option<String>,
-    ) -> Result<()> {
+    ) -> Result<(), Failure> {
         self.run_retrying_while(cmd, transient, || Ok(()))
     }
 
     /// `run_retrying` of a command that needs something else to stay there (a build, its node's
-    /// engine): after each failure `there` is asked first, and when it fails its error is
-    /// returned at once, instead of a retry or the command's own failure.
+    /// engine): after each failure `there` is asked first, and when it fails its failure is
+    /// returned at once, instead of a retry or the command's own failure. A failure whose cause
+    /// passes is `Kind::Transient` once the tries are spent.
     pub fn run_retrying_while(
         &self,
         cmd: impl Into<Cmd>,
         transient: impl Fn(&str) -> Option<String>,
-        there: impl Fn() -> Result<()>,
-    ) -> Result<()> {
+        there: impl Fn() -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
         let cmd = cmd.into();
         if self.print_if_dry(&cmd) {
             return Ok(());
@@ -237,7 +199,9 @@ impl Runner {
             // A build or merge that has not started by a Ctrl-C does not start after it (the
             // way out's own commands run through `run`).
             if crate::interrupt::requested() {
-                bail!("interrupted (Ctrl-C or SIGTERM) before `{cmd}` started");
+                return Err(Failure::interrupted(format!(
+                    "interrupted (Ctrl-C or SIGTERM) before `{cmd}` started"
+                )));
             }
             let mut cause = None;
             let result = self.stream(&cmd, &mut |line| {
@@ -250,8 +214,14 @@ impl Runner {
                 there()?;
             }
             let cause = cause.filter(|_| !crate::interrupt::requested());
-            let (Some(cause), Some(wait)) = (cause, RETRY_WAITS.get(tries - 1)) else {
-                return Err(if tries > 1 { err.context(format!("tried {tries} times")) } else { err });
+            let tried = |failure: Failure| match tries {
+                1 => failure,
+                _ => failure.context(format!("tried {tries} times")),
+            };
+            let Some(cause) = cause else { return Err(tried(err)) };
+            let Some(wait) = RETRY_WAITS.get(tries - 1) else {
+                let kind = Kind::Transient { cause, exit_code: err.exit_code() };
+                return Err(tried(Failure::new(kind, err.to_string())));
             };
             self.log_line(&format!(
                 "a failure that passes ({cause}): trying again in {} s, try {} of {}",
@@ -265,7 +235,7 @@ impl Runner {
     }
 
     /// Run `cmd`, each line of its output through `lines` (or to stderr) and `see`.
-    fn stream(&self, cmd: &Cmd, see: &mut dyn FnMut(&str)) -> Result<()> {
+    fn stream(&self, cmd: &Cmd, see: &mut dyn FnMut(&str)) -> Result<(), Failure> {
         let reader = self
             .start(cmd)?
             .stdin_null()
@@ -544,7 +514,7 @@ impl Started {
     }
 }
 
-fn check(cmd: &Cmd, status: std::process::ExitStatus) -> Result<()> {
+fn check(cmd: &Cmd, status: std::process::ExitStatus) -> Result<(), Failure> {
     if status.success() {
         return Ok(());
     }
@@ -553,7 +523,7 @@ fn check(cmd: &Cmd, status: std::process::ExitStatus) -> Result<()> {
         use std::os::unix::process::ExitStatusExt;
         128 + status.signal().unwrap_or(0)
     });
-    Err(CommandFailed { command: cmd.to_string(), exit_code }.into())
+    Err(Failure::command(&cmd.to_string(), exit_code))
 }
 
 /// Fail early, naming the program and how to install it, when it is not on `PATH`.
@@ -613,6 +583,49 @@ mod tests {
         written.sort_unstable();
         expected.sort_unstable();
         assert!(written == expected, "{} lines written, some split or lost", written.len());
+    }
+
+    fn quiet_runner(dir: &Path) -> Runner {
+        let lines = Lines { prefix: "test".into(), log: Some(dir.join("log")), watch: None };
+        Runner::new(false, dir.to_path_buf()).with_lines(lines)
+    }
+
+    fn shell(script: &str) -> Cmd {
+        let sh = sh();
+        Cmd::from(xshell::cmd!(sh, "sh -c {script}"))
+    }
+
+    #[test]
+    fn a_failure_that_does_not_pass_is_permanent_with_the_commands_exit_status_and_runs_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = dir.path().join("count");
+        let script = format!(
+            "echo x >> {}; echo 'ERROR: process \"/bin/sh -c false\" did not complete successfully'; exit 3",
+            count.display()
+        );
+        let failure = quiet_runner(dir.path())
+            .run_retrying(shell(&script), crate::platform_build::failure::transient_cause)
+            .unwrap_err();
+        assert_eq!(failure.kind, Kind::Permanent { exit_code: Some(3) });
+        assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 1, "run once");
+    }
+
+    #[test]
+    fn a_node_that_stops_answering_is_the_failure_instead_of_a_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = dir.path().join("count");
+        let script = format!(
+            "echo x >> {}; echo 'ERROR: failed to push: unexpected status: 503 Service Unavailable'; exit 1",
+            count.display()
+        );
+        let lost = crate::failure::NodeLost { node: "arm_node".into(), why: "connection refused".into() };
+        let failure = quiet_runner(dir.path())
+            .run_retrying_while(shell(&script), crate::platform_build::failure::transient_cause, || {
+                Err(Failure::node_lost(lost.clone()))
+            })
+            .unwrap_err();
+        assert_eq!(failure.lost_node(), Some(&lost));
+        assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 1, "not tried again");
     }
 
     #[test]

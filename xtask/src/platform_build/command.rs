@@ -4,10 +4,11 @@
 use anyhow::Result;
 use xshell::cmd;
 
-use super::failure::{NodeLost, transient_cause};
+use super::failure::transient_cause;
 use super::node::{Engine, Node};
 use crate::catalog::Image;
 use crate::ctx::Ctx;
+use crate::failure::{Failure, NodeLost};
 use crate::inputs::Inputs;
 use crate::platform::Platform;
 use crate::runner::{Cmd, sh};
@@ -69,7 +70,7 @@ pub fn build_platform(
     recipe: &Recipe,
     build: &PlatformBuild,
     tag: &str,
-) -> Result<()> {
+) -> Result<(), Failure> {
     let full = buildx_build_cmd(ctx, image, recipe, build.node, build.platform, tag);
     let there = || answers(ctx, &build.node.engine);
     if !(image.split_build && ctx.settings.in_cloud_build) {
@@ -87,16 +88,16 @@ pub fn build_platform(
     ctx.runner.run_retrying_while(&full, transient_cause, there)
 }
 
-/// Whether a VM's engine still answers, asked after a failure: a `NodeLost` when it does not.
-/// This engine is the run's own: there is no other to move to, so its failure is the build's.
-pub fn answers(ctx: &Ctx, engine: &Engine) -> Result<()> {
+/// Whether a VM's engine still answers, asked after a failure: `Kind::NodeLost` when it does
+/// not. This engine is the run's own: there is no other to move to, so its failure is the build's.
+pub fn answers(ctx: &Ctx, engine: &Engine) -> Result<(), Failure> {
     if engine.vm.is_none() {
         return Ok(());
     }
     let (sh, on, format) = (sh(), &engine.context_flag(), "{{.Server.Version}}");
     ctx.runner.query(cmd!(sh, "docker {on...} version --format {format}"), None).map(drop).map_err(|err| {
         let why = format!("{err:#}").lines().next().unwrap_or_default().trim().to_string();
-        NodeLost { node: engine.label().to_string(), why }.into()
+        Failure::node_lost(NodeLost { node: engine.label().to_string(), why })
     })
 }
 

@@ -1,5 +1,6 @@
 //! Which failures of a build or a merge pass, so that another try may succeed: the classifier
-//! of buildx's last line, as `registry::retry::is_transient` is the registry code's.
+//! of buildx's last line, as `registry::retry::is_transient` is the registry code's. What the
+//! run then decides on is a `crate::failure::Kind`.
 
 /// Why a build or a merge failed, when that cause passes and another try may succeed: buildx's
 /// last line (`ERROR: …`) names a registry's 408, 429 or 5xx, a broken connection, a manifest refused
@@ -32,23 +33,6 @@ pub fn transient_cause(line: &str) -> Option<String> {
     (error.contains("snapshot") && error.contains("does not exist: not found"))
         .then(|| "the engine lost a snapshot to a concurrent build".to_string())
 }
-
-/// A build's node no longer answers: its engine went away (connection refused or closed, ssh
-/// exiting 255) or its VM did. Not the build's own failure: the build moves to another node.
-#[derive(Debug, Clone)]
-pub struct NodeLost {
-    /// The node, as the table names it.
-    pub node: String,
-    pub why: String,
-}
-
-impl std::fmt::Display for NodeLost {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} no longer answers: {}", self.node, self.why)
-    }
-}
-
-impl std::error::Error for NodeLost {}
 
 /// The HTTP status in containerd's `unexpected status[ from <method> request to <url>]: <code>
 /// <text>`, as its code and `<code> <text>`.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::Result;
 
 use super::merge::merge;
 use super::nodes::Nodes;
@@ -17,10 +17,10 @@ use super::table::{ImageOutcome, Row};
 use super::timeline::{BarOutcome, Timeline};
 use crate::catalog::Image;
 use crate::ctx::Ctx;
+use crate::failure::Failure;
 use crate::graph::Vertex;
 use crate::platform::Platform;
 use crate::platform_build::command::{PlatformBuild, Recipe, answers, build_platform};
-use crate::platform_build::failure::NodeLost;
 use crate::platform_build::node::Node;
 use crate::platform_build::output::ImageOutput;
 use crate::platform_build::setup;
@@ -65,12 +65,12 @@ impl ImagePublisher<'_> {
         });
         let outcome = match failed_parent {
             Some(reason) => ImageOutcome::Skipped { reason },
-            None if crate::interrupt::requested() => {
-                ImageOutcome::Failed { error: anyhow!("interrupted before it started (Ctrl-C or SIGTERM)") }
-            }
+            None if crate::interrupt::requested() => ImageOutcome::Failed {
+                failure: Failure::interrupted("interrupted before it started (Ctrl-C or SIGTERM)"),
+            },
             None => match self.publish(node, image, &parents, log.as_deref(), &steps) {
                 Ok(outcome) => outcome,
-                Err(error) => ImageOutcome::Failed { error },
+                Err(failure) => ImageOutcome::Failed { failure },
             },
         };
         // What it did not build needs no node: a VM kept up for it alone goes down.
@@ -93,7 +93,7 @@ impl ImagePublisher<'_> {
         parents: &ParentStates,
         log: Option<&Path>,
         steps: &Arc<Steps>,
-    ) -> Result<ImageOutcome> {
+    ) -> Result<ImageOutcome, Failure> {
         let ctx = self.ctx;
         let output = ImageOutput { log, width: self.width, steps: Arc::clone(steps) };
         // The image's commands, and their output behind its prefix: its builds and its signing.
@@ -105,8 +105,10 @@ impl ImagePublisher<'_> {
                 return Ok(ImageOutcome::UpToDate { digest });
             }
             Decision::Build(build) => build,
-            Decision::Fails(why) => bail!("{why}"),
-            Decision::AfterParents => bail!("{} was not settled after its parents", image.name),
+            Decision::Fails(why) => return Err(Failure::permanent(why)),
+            Decision::AfterParents => {
+                return Err(Failure::permanent(format!("{} was not settled after its parents", image.name)));
+            }
         };
         let verb = if ctx.runner.is_dry_run() { "would build" } else { "building" };
         let why = &build.why;
@@ -141,7 +143,9 @@ impl ImagePublisher<'_> {
         let digest = self.destination.digest(&reference).ok().flatten();
         if ctx.settings.sign_key.is_some() {
             let Some(digest) = &digest else {
-                bail!("{reference} was published, but its digest cannot be read back to sign it");
+                return Err(Failure::permanent(format!(
+                    "{reference} was published, but its digest cannot be read back to sign it"
+                )));
             };
             self.sign(&image_ctx, image, digest, false)?;
         }
@@ -201,13 +205,13 @@ impl ImagePublisher<'_> {
                 &format!("skipped     {name}: {reason}"),
                 &format!("{name}: would be skipped: {reason}"),
             ),
-            ImageOutcome::Failed { error } => {
+            ImageOutcome::Failed { failure } => {
                 if self.ctx.runner.is_dry_run() {
-                    self.ctx.runner.say(&format!("{name}: cannot be planned: {error:#}"));
+                    self.ctx.runner.say(&format!("{name}: cannot be planned: {failure}"));
                     return;
                 }
                 let log_note = log.map_or(String::new(), |l| format!(", log: {}", l.display()));
-                println!("FAILED      {name}: {error:#} ({seconds:.1} s{log_note})");
+                println!("FAILED      {name}: {failure} ({seconds:.1} s{log_note})");
                 if let Some(log) = log {
                     let text = std::fs::read_to_string(log).unwrap_or_default();
                     let lines: Vec<&str> = text.lines().collect();
@@ -235,7 +239,7 @@ impl Builds<'_> {
     /// its own registry cache and pushing its own tag `<tag>-<arch>`; when every one succeeded,
     /// the merge into `<tag>`. (One registry cache for a build of several platforms on several
     /// nodes keeps only the platform that finished last: docker/buildx#1044.)
-    fn build_and_merge(&self) -> Result<()> {
+    fn build_and_merge(&self) -> Result<(), Failure> {
         let (ctx, image) = (self.ctx, self.image);
         let reference = ctx.settings.image_ref(image);
         let platforms: Vec<Platform> = ctx.settings.platforms.iter().cloned().collect();
@@ -284,7 +288,7 @@ impl Builds<'_> {
         platform: &Platform,
         merges_there: bool,
         set_up: &Mutex<Vec<Node>>,
-    ) -> Result<(Node, Duration)> {
+    ) -> Result<(Node, Duration), Failure> {
         let (ctx, image) = (self.ctx, self.image);
         let prefix = format!("{}/{}", image.name, platform.suffix());
         let watch = self.output.steps.watcher(platform);
@@ -301,7 +305,7 @@ impl Builds<'_> {
             let started = Instant::now();
             // Where it failed: before its build command (the node's builder), or in it.
             let mut building = false;
-            let result: Result<Node> = (|| {
+            let result: Result<Node, Failure> = (|| {
                 let node = {
                     let mut done = set_up.lock().expect("not poisoned");
                     match done.iter().find(|node| node.engine == slot.engine) {
@@ -327,11 +331,11 @@ impl Builds<'_> {
             })();
             let lost = match &result {
                 Ok(_) => None,
-                Err(err) => match err.downcast_ref::<NodeLost>() {
+                Err(failure) => match failure.lost_node() {
                     Some(lost) => Some(lost.clone()),
                     // A node whose builder could not be asked for or set up may be gone too.
                     None if !building && !ctx.runner.is_dry_run() => {
-                        answers(ctx, &slot.engine).err().and_then(|e| e.downcast::<NodeLost>().ok())
+                        answers(ctx, &slot.engine).err().and_then(|failure| failure.lost_node().cloned())
                     }
                     None => None,
                 },

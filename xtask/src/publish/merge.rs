@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
 use xshell::cmd;
 
 use crate::ctx::Ctx;
+use crate::failure::Failure;
 use crate::inputs::{BUILD_SECONDS_ANNOTATION, DIGEST_ANNOTATION, Inputs, RECORD_ANNOTATION};
 use crate::platform_build::failure::transient_cause;
 use crate::platform_build::node::Node;
@@ -21,7 +21,7 @@ pub fn merge(
     tags: &[String],
     inputs: Option<&Inputs>,
     seconds: &BTreeMap<String, f64>,
-) -> Result<()> {
+) -> Result<(), Failure> {
     ctx.runner.say(&format!("when every platform succeeded, merge them into {reference}:"));
     let annotations: Vec<String> = inputs
         .iter()

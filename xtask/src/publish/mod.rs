@@ -228,9 +228,9 @@ impl Run<'_> {
         let total = rows.len();
         // One image asked for: its own error, with the failing command's exit status.
         if total == 1
-            && let Some(Row { outcome: ImageOutcome::Failed { error }, .. }) = rows.into_iter().next()
+            && let Some(Row { outcome: ImageOutcome::Failed { failure }, .. }) = rows.into_iter().next()
         {
-            return Err(error);
+            return Err(failure.into());
         }
         let skipped = if skipped > 0 { format!(", {skipped} skipped") } else { String::new() };
         bail!("{failed} of {total} images failed{skipped} (see above)")

@@ -20,9 +20,9 @@ use super::Vendoring;
 use super::placement::{self, Load, Placed};
 use super::timeline::{Placement, Timeline};
 use crate::ctx::Ctx;
+use crate::failure::NodeLost;
 use crate::mirroring;
 use crate::platform::Platform;
-use crate::platform_build::failure::NodeLost;
 use crate::platform_build::node::{Engine, Node, Store, ask_store};
 use crate::vm::{self, Held, Wait};
 

@@ -20,7 +20,7 @@ pub enum ImageOutcome {
     /// A dry run: it would be built.
     WouldBuild,
     Failed {
-        error: anyhow::Error,
+        failure: crate::failure::Failure,
     },
     /// Not built because an image it builds on was not (the reason).
     Skipped {

@@ -18,8 +18,9 @@ use anyhow::{Result, anyhow};
 use xshell::cmd;
 
 use crate::ctx::Ctx;
+use crate::failure::Failure;
 use crate::platform::Platform;
-use crate::runner::{AlsoFailed, sh};
+use crate::runner::sh;
 use crate::settings::Settings;
 pub use lease::LEASE_LABEL;
 use lease::{give_back, take_lease};
@@ -217,6 +218,6 @@ pub fn with_way_out<T>(result: Result<T>, way_out: Result<()>) -> Result<T> {
     match (result, way_out) {
         (result, Ok(())) => result,
         (Ok(_), Err(then)) => Err(then.context("the builds succeeded, but a VM was not taken down")),
-        (Err(first), Err(then)) => Err(AlsoFailed { first, then }.into()),
+        (Err(first), Err(then)) => Err(Failure::from(first).and_then(then).into()),
     }
 }
