@@ -25,9 +25,10 @@ pub enum Kind {
     /// The node the work ran on no longer answers: not the work's own failure, so it moves to
     /// another node of its platform.
     NodeLost(NodeLost),
-    /// A registry did not do what it was asked, after the registry code's own retries
-    /// (`transient`: its last answer was of a kind that passes).
-    Registry { status: Option<u16>, transient: bool },
+    /// A registry did not do what it was asked, after the registry code's own retries (which
+    /// `registry::retry` decides on the transport's own record, `registry::http::Failure`);
+    /// the HTTP status, when it answered at all.
+    Registry { status: Option<u16> },
     /// Ctrl-C or SIGTERM came first: the work did not start or was cut short.
     Interrupted,
 }
@@ -41,7 +42,7 @@ pub struct NodeLost {
     pub why: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub kind: Kind,
     /// What failed, with its context, on one line or several.

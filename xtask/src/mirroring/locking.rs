@@ -16,6 +16,7 @@ use anyhow::{Result, bail};
 use oci_client::Reference;
 
 use super::mode::Mode;
+use crate::failure::Failure;
 use crate::lock::{self, Lock, LockedArtifact, LockedManifest, LockedTag};
 use crate::registry::manifest::{self, short_digest as short};
 use crate::registry::referrers::{Referrer, fallback_reference, merged_fallback_index, referrers_of};
@@ -101,20 +102,20 @@ pub(super) async fn lock_tags(
     let mut unresolved = Vec::new();
     for (pair, resolved, elapsed) in answers {
         let key = lock_key(pair);
-        let error = match resolved {
+        let failure = match resolved {
             Ok(Some(resolved)) => {
                 let locked = locked_tag(old.tags.get(&key), resolved);
                 new.tags.insert(key, locked);
                 continue;
             }
-            Ok(None) => format!("source {} not found", pair.source),
+            Ok(None) => Failure::permanent(format!("source {} not found", pair.source)),
             Err(_) if let Some(held) = session.pulls_held_back(&pair.source) => {
                 unresolved.push(Report { pair: pair.clone(), outcome: CopyOutcome::HeldBack(held), elapsed });
                 continue;
             }
-            Err(err) => format!("source {}: {err:#}", pair.source),
+            Err(err) => Failure::from(err).context(format!("source {}", pair.source)),
         };
-        unresolved.push(Report { pair: pair.clone(), outcome: CopyOutcome::Failed { error }, elapsed });
+        unresolved.push(Report { pair: pair.clone(), outcome: CopyOutcome::Failed { failure }, elapsed });
     }
     (new, unresolved)
 }
@@ -257,7 +258,7 @@ pub(super) async fn write_fallback_tags(
         let started = Instant::now();
         let fail = |error: String| Report {
             pair: pair.clone(),
-            outcome: CopyOutcome::Failed { error },
+            outcome: CopyOutcome::Failed { failure: Failure::permanent(error) },
             elapsed: started.elapsed(),
         };
         let (by_subject, unreadable) = locked_referrers(session, &pair.destination, locked).await;

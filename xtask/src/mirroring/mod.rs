@@ -478,7 +478,7 @@ fn tag_line(report: &Report, dry_run: bool) -> String {
             report.pair.source.registry(),
             report.pair.source.repository()
         ),
-        CopyOutcome::Failed { error } => format!("FAILED      {pair}: {error}"),
+        CopyOutcome::Failed { failure } => format!("FAILED      {pair}: {failure}"),
     }
 }
 

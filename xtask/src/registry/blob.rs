@@ -2,7 +2,7 @@
 //! way, resumed from the byte reached when cut off, and streamed into one upload at the
 //! destination as it arrives, so that memory stays flat whatever the blob's size.
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::Either;
@@ -73,7 +73,7 @@ impl Session {
                 self.copy_blob_once(source, destination, digest, size, on_bytes).await
             })
             .await;
-        copied.map_err(|failure| anyhow!("blob {digest}: {}", failure.describe()))
+        copied.map_err(|failure| failure.into_failure().context(format!("blob {digest}")).into())
     }
 
     /// One try: open an upload at the destination, then download into it as the bytes come.

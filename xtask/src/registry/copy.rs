@@ -19,6 +19,7 @@ use tokio::sync::{Mutex, OnceCell, Semaphore};
 
 use super::manifest::{self, Descriptor};
 use super::session::{HeldBack, Session};
+use crate::failure::Failure;
 
 /// One tag to mirror.
 #[derive(Debug, Clone)]
@@ -58,7 +59,7 @@ pub enum CopyOutcome {
         digest: String,
     },
     Failed {
-        error: String,
+        failure: Failure,
     },
 }
 
@@ -84,9 +85,9 @@ enum BlobFate {
     Present,
 }
 
-/// Work done once and awaited by everyone who needs it, with its outcome (errors as text, so
-/// that each waiter gets a copy).
-type Ledger<K, T> = Mutex<HashMap<K, Arc<OnceCell<Result<T, String>>>>>;
+/// Work done once and awaited by everyone who needs it, with its outcome (a `Failure` is
+/// `Clone`, so that each waiter gets a copy).
+type Ledger<K, T> = Mutex<HashMap<K, Arc<OnceCell<Result<T, Failure>>>>>;
 
 struct Shared {
     session: Arc<Session>,
@@ -139,7 +140,7 @@ pub async fn mirror(
                 let started = Instant::now();
                 let outcome = match mirror_tag(&shared, &pair).await {
                     Ok(outcome) => outcome,
-                    Err(err) => CopyOutcome::Failed { error: format!("{err:#}") },
+                    Err(err) => CopyOutcome::Failed { failure: Failure::from(err) },
                 };
                 let report = Report { pair, outcome, elapsed: started.elapsed() };
                 shared.progress.tag_done(&report);
@@ -268,10 +269,9 @@ async fn ensure_blob(shared: &Shared, pair: &Pair, blob: &Descriptor) -> Result<
         blob.digest.clone(),
     );
     let cell = Arc::clone(shared.blobs.lock().await.entry(key).or_default());
-    let fate = cell
-        .get_or_init(|| async { transfer_blob(shared, pair, blob).await.map_err(|e| format!("{e:#}")) })
-        .await;
-    fate.clone().map_err(|e| anyhow!(e))
+    let fate =
+        cell.get_or_init(|| async { transfer_blob(shared, pair, blob).await.map_err(Failure::from) }).await;
+    Ok(fate.clone()?)
 }
 
 async fn transfer_blob(shared: &Shared, pair: &Pair, blob: &Descriptor) -> Result<BlobFate> {
@@ -298,12 +298,12 @@ async fn transfer_blob(shared: &Shared, pair: &Pair, blob: &Descriptor) -> Resul
             stream_blob(shared, pair, blob)
                 .await
                 .map(|()| destination.repository().to_string())
-                .map_err(|e| format!("{e:#}"))
+                .map_err(Failure::from)
         })
         .await
         .clone();
     if sent_here {
-        return holder.map(|_| BlobFate::Sent(blob.size)).map_err(|e| anyhow!(e));
+        return Ok(holder.map(|_| BlobFate::Sent(blob.size))?);
     }
     if let Ok(holder) = &holder
         && mount(shared, destination, holder, &blob.digest).await

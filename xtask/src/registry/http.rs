@@ -105,6 +105,11 @@ impl Failure {
             || self.codes.iter().any(|c| c == "UNAUTHORIZED" || c == "DENIED")
     }
 
+    /// The run's failure of this request, `Kind::Registry`, told as `describe` tells it.
+    pub fn into_failure(self) -> crate::failure::Failure {
+        crate::failure::Failure::new(crate::failure::Kind::Registry { status: self.status }, self.describe())
+    }
+
     /// The message, with a hint for the failures a user can fix.
     pub fn describe(&self) -> String {
         let mut text = self.message.clone();
@@ -226,6 +231,22 @@ fn quota_field(headers: &HeaderMap, name: &str) -> Option<(u64, Option<u64>)> {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn a_request_that_failed_is_the_runs_registry_failure_with_its_status_and_hint() {
+        let body = br#"{"errors":[{"code":"DENIED","message":"no"}]}"#;
+        let failure =
+            Failure::from_status("PUT manifest r/a:1", StatusCode::FORBIDDEN, &HeaderMap::new(), body);
+        let run = failure.clone().into_failure();
+        assert_eq!(run.kind, crate::failure::Kind::Registry { status: Some(403) });
+        assert_eq!(run.to_string(), failure.describe());
+        assert!(
+            run.to_string().starts_with("PUT manifest r/a:1: 403 DENIED (check the credentials"),
+            "{run}"
+        );
+        let unanswered = Failure::in_flight("GET /v2/: connection refused").into_failure();
+        assert_eq!(unanswered.kind, crate::failure::Kind::Registry { status: None });
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
