@@ -4,131 +4,25 @@
 //! (output inherited, or appended to a log, or in the background); a failure names the command
 //! and keeps its exit status (`Failure`: `main` exits with it, as `make` would).
 
-use std::fmt;
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::failure::{Failure, Kind};
 
-/// A fresh shell for `xshell::cmd!`. Only its command building is used: the runner runs every
-/// command, from the repository root.
-pub fn sh() -> xshell::Shell {
-    xshell::Shell::new().expect("the current folder is readable")
-}
-
-/// A program, its arguments and the environment variables it gets on top of ours.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cmd {
-    env: Vec<(String, String)>,
-    program: String,
-    args: Vec<String>,
-}
-
-/// A command from `cmd!`. Every docker command gets `DOCKER_BUILDKIT=1`, as every docker command
-/// of the original Makefile had it.
-impl From<xshell::Cmd<'_>> for Cmd {
-    fn from(cmd: xshell::Cmd<'_>) -> Cmd {
-        let command: std::process::Command = cmd.into();
-        let text = |s: &std::ffi::OsStr| s.to_string_lossy().into_owned();
-        let program = text(command.get_program());
-        let args = command.get_args().map(text).collect();
-        let mut env: Vec<(String, String)> =
-            command.get_envs().filter_map(|(name, value)| Some((text(name), text(value?)))).collect();
-        if program == "docker" && !env.iter().any(|(name, _)| name == "DOCKER_BUILDKIT") {
-            env.insert(0, ("DOCKER_BUILDKIT".into(), "1".into()));
-        }
-        Cmd { env, program, args }
-    }
-}
-
-impl From<&Cmd> for Cmd {
-    fn from(cmd: &Cmd) -> Cmd {
-        cmd.clone()
-    }
-}
-
-impl Cmd {
-    #[cfg(test)]
-    pub fn arguments(&self) -> &[String] {
-        &self.args
-    }
-
-    /// The same command without `flag` and, when `takes_value`, the argument after it.
-    pub fn without(mut self, flag: &str, takes_value: bool) -> Cmd {
-        let mut args = Vec::with_capacity(self.args.len());
-        let mut iter = std::mem::take(&mut self.args).into_iter();
-        while let Some(arg) = iter.next() {
-            if arg == flag {
-                if takes_value {
-                    iter.next();
-                }
-            } else {
-                args.push(arg);
-            }
-        }
-        self.args = args;
-        self
-    }
-}
-/// The command as one line for a POSIX shell: environment assignments first, each word quoted
-/// where it needs to be, so that pasting the line runs exactly this argument vector.
-impl fmt::Display for Cmd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut words = Vec::with_capacity(self.env.len() + 1 + self.args.len());
-        for (name, value) in &self.env {
-            words.push(format!("{name}={}", quote(value)));
-        }
-        words.push(quote(&self.program));
-        words.extend(self.args.iter().map(|arg| quote(arg)));
-        f.write_str(&words.join(" "))
-    }
-}
-
-fn quote(word: &str) -> String {
-    // A NUL byte cannot be in an argument of a real process; show it rather than fail.
-    shlex::try_quote(word).map(|q| q.into_owned()).unwrap_or_else(|_| format!("{word:?}"))
-}
+mod cmd;
+mod installed;
+mod lines;
+pub use cmd::{Cmd, sh};
+pub use installed::{ensure_installed, is_installed};
+pub use lines::{Lines, Watch};
 
 /// How long `run_retrying` waits before each try after the first: a registry's 5xx and an
 /// engine's internal race pass within seconds, and a build that runs again is mostly cache hits.
 pub const RETRY_WAITS: [std::time::Duration; 2] =
     [std::time::Duration::from_secs(1), std::time::Duration::from_secs(4)];
-
-/// Sees each line of a command's output.
-pub type Watch = Arc<dyn Fn(&str) + Send + Sync>;
-
-/// Where the output of commands goes when several run at once, line by line: to stderr behind
-/// a prefix (`runtime/arm64 | …`, as `docker compose` shows its services), appended to a log,
-/// and shown to a watcher (which counts a build's cached steps, say).
-#[derive(Clone)]
-pub struct Lines {
-    pub prefix: String,
-    pub log: Option<PathBuf>,
-    pub watch: Option<Watch>,
-}
-
-impl Lines {
-    fn line(&self, line: &str) {
-        // One write per line, to the log (opened to append) and to stderr, so that the lines of
-        // the builds of an image's platforms never mix: `writeln!` writes a line and its end
-        // apart, and another build's line could land between them.
-        let shown = format!("{} | {line}\n", self.prefix);
-        if let Some(log) = &self.log
-            && let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(log)
-        {
-            let _ = file.write_all(shown.as_bytes());
-        }
-        // `eprint!` holds stderr's lock for the whole line.
-        eprint!("{shown}");
-        if let Some(watch) = &self.watch {
-            watch(line);
-        }
-    }
-}
 
 /// Runs commands from the repository root, or prints them for a dry run.
 #[derive(Clone)]
@@ -526,64 +420,9 @@ fn check(cmd: &Cmd, status: std::process::ExitStatus) -> Result<(), Failure> {
     Err(Failure::command(&cmd.to_string(), exit_code))
 }
 
-/// Fail early, naming the program and how to install it, when it is not on `PATH`.
-pub fn ensure_installed(program: &str) -> Result<()> {
-    which::which(program)
-        .map(drop)
-        .map_err(|_| anyhow!("`{program}` is not installed or not on PATH. {}", install_hint(program)))
-}
-
-pub fn is_installed(program: &str) -> bool {
-    which::which(program).is_ok()
-}
-
-fn install_hint(program: &str) -> &'static str {
-    match program {
-        "docker" => {
-            "Install Docker Engine (https://docs.docker.com/engine/install/) or Docker Desktop, \
-             which includes the buildx plugin."
-        }
-        "gcloud" => "Install the Google Cloud CLI: https://cloud.google.com/sdk/docs/install",
-        "docker-registry" => "On Debian or Ubuntu: `apt-get install docker-registry`.",
-        "skopeo" => "On Debian or Ubuntu: `apt-get install skopeo`.",
-        _ => "Install it and make sure it is on PATH.",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The builds of an image's platforms write its log at once: each line lands whole, none
-    /// lost, none split (a build command is a line of a thousand characters and more).
-    #[test]
-    fn lines_written_at_once_to_one_log_stay_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("image.log");
-        let (threads, each) = (4, 300);
-        let line_of =
-            |t: usize, i: usize| format!("+ docker buildx build {} {t}:{i}", "--arg value ".repeat(100));
-        std::thread::scope(|scope| {
-            for t in 0..threads {
-                let (log, line_of) = (log.clone(), &line_of);
-                scope.spawn(move || {
-                    let lines = Lines { prefix: format!("image/{t}"), log: Some(log), watch: None };
-                    for i in 0..each {
-                        lines.line(&line_of(t, i));
-                    }
-                });
-            }
-        });
-        let text = std::fs::read_to_string(&log).unwrap();
-        let mut written: Vec<&str> = text.lines().collect();
-        let mut expected: Vec<String> = (0..threads)
-            .flat_map(|t| (0..each).map(move |i| (t, i)))
-            .map(|(t, i)| format!("image/{t} | {}", line_of(t, i)))
-            .collect();
-        written.sort_unstable();
-        expected.sort_unstable();
-        assert!(written == expected, "{} lines written, some split or lost", written.len());
-    }
 
     fn quiet_runner(dir: &Path) -> Runner {
         let lines = Lines { prefix: "test".into(), log: Some(dir.join("log")), watch: None };
@@ -626,22 +465,5 @@ mod tests {
             .unwrap_err();
         assert_eq!(failure.lost_node(), Some(&lost));
         assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 1, "not tried again");
-    }
-
-    #[test]
-    fn display_puts_environment_first_and_quotes_words() {
-        let (sh, label, quote) = (sh(), "a b", "it's");
-        let cmd = Cmd::from(xshell::cmd!(sh, "docker build --label {label} {quote}"));
-        assert_eq!(cmd.to_string(), r#"DOCKER_BUILDKIT=1 docker build --label 'a b' "it's""#);
-        let cmd = Cmd::from(xshell::cmd!(sh, "gcloud compute ssh").env("X", "1"));
-        assert_eq!(cmd.to_string(), "X=1 gcloud compute ssh", "only docker gets DOCKER_BUILDKIT");
-    }
-
-    #[test]
-    fn without_drops_a_flag_and_its_value() {
-        let sh = sh();
-        let cmd = Cmd::from(xshell::cmd!(sh, "x --push --cache-to ref --tag t --push"));
-        assert_eq!(cmd.clone().without("--push", false).arguments(), ["--cache-to", "ref", "--tag", "t"]);
-        assert_eq!(cmd.without("--cache-to", true).arguments(), ["--push", "--tag", "t", "--push"]);
     }
 }
