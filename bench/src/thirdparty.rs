@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use clap::{Args, ValueEnum};
 
+use xtask::registry::reference::Written;
 use xtask_testbed::fault_proxy::{FaultProxy, measured_mix};
 use xtask_testbed::{
     Fixture, FixtureSpec, TestRegistry, push_blobs_directly, require, sha256_digest, skopeo_raw,
@@ -565,8 +566,8 @@ fn write_list(path: &Path, source: SocketAddr, names: &[String]) -> Result<()> {
     let lines: Vec<String> = names
         .iter()
         .map(|name| {
-            let (repository, tag) = name.split_once(':').expect("repository:tag");
-            format!("{source}/{repository}: {tag}")
+            let written = Written::split(name);
+            format!("{source}/{}: {}", written.name, written.tag.expect("repository:tag"))
         })
         .collect();
     std::fs::write(path, lines.join("\n") + "\n").context("cannot write the image list")

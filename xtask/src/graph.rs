@@ -101,7 +101,7 @@ fn unknown_reference(
             image.dockerfile
         );
     };
-    let repository = path.split([':', '@']).next().unwrap_or(path);
+    let repository = crate::registry::reference::repository_of(path);
     let hint = match published.get(repository) {
         Some(published) => format!(" (catalog image {repository} is published as {published})"),
         None => String::new(),

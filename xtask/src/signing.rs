@@ -19,7 +19,7 @@ pub fn signature_tag(digest: &str) -> String {
 
 /// cosign's flags for a registry spoken to over plain HTTP (loopback ones always are).
 pub fn registry_flags(ctx: &Ctx, reference: &str) -> Vec<String> {
-    let host = reference.split('/').next().unwrap_or_default();
+    let host = crate::registry::reference::registry_of(reference);
     if uses_plain_http(host, &ctx.settings.insecure_registries) {
         vec!["--allow-http-registry".into(), "--allow-insecure-registry".into()]
     } else {

@@ -11,6 +11,7 @@ use std::process::Output;
 
 use common::engine::{Setup, digest, distinct_builds, engine_or_skip, file_in, platform_manifests};
 use common::{stderr, stdout};
+use xtask::registry::reference::repository_of;
 use xtask_testbed::skopeo_raw;
 
 const CATALOG: &str = r#"
@@ -125,7 +126,7 @@ fn layers(reference: &str, platform: &str) -> Vec<String> {
         .into_iter()
         .find(|(p, _)| p == platform)
         .unwrap_or_else(|| panic!("{reference} has no {platform}"));
-    let repository = reference.rsplit_once(':').unwrap().0;
+    let repository = repository_of(reference);
     let raw = skopeo_raw(&format!("{repository}@{manifest}")).unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();
     manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use common::vendoring::Vendoring;
 use common::{stderr, stdout};
+use xtask::registry::reference::repository_of;
 use xtask_testbed::{Fixture, FixtureSpec, TestRegistry, sha256_digest, skopeo_raw};
 
 fn push(registry: &TestRegistry, spec: &FixtureSpec, repository: &str, tag: &str) -> Fixture {
@@ -25,8 +26,8 @@ fn assert_identical(source: &str, destination: &str, index_digest: &str) {
     let parsed: serde_json::Value = serde_json::from_slice(&index).unwrap();
     let children = parsed["manifests"].as_array().unwrap();
     assert!(children.len() >= 2);
-    let repo = destination.rsplit_once(':').unwrap().0;
-    let source_repo = source.rsplit_once(':').unwrap().0;
+    let repo = repository_of(destination);
+    let source_repo = repository_of(source);
     for child in children {
         let digest = child["digest"].as_str().unwrap();
         let copied = skopeo_raw(&format!("{repo}@{digest}")).unwrap();

@@ -7,7 +7,8 @@ use std::fmt;
 
 use oci_client::Reference;
 
-use crate::registry::{Pair, reference};
+use crate::registry::Pair;
+use crate::registry::reference::{self, Written};
 
 /// Lines longer than this are a mistake (a pasted blob, a missing newline), not an image list.
 const MAX_LINE: usize = 1024;
@@ -69,12 +70,6 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<ListEntry>, Vec<LineError>> {
     if errors.is_empty() { Ok(entries) } else { Err(errors) }
 }
 
-/// Whether an image name carries a tag (`alpine:3.15`); a colon before the last `/` is a
-/// registry's port, not a tag.
-pub fn names_a_tag(image: &str) -> bool {
-    image.rsplit('/').next().is_some_and(|last| last.contains(':'))
-}
-
 const FORMAT: &str = "expected `<image>: <tag> [<tag> …]`, e.g. `docker.io/alpine: 3.15`";
 
 fn parse_line(content: &str) -> Result<(String, Vec<String>, Reference), String> {
@@ -88,9 +83,7 @@ fn parse_line(content: &str) -> Result<(String, Vec<String>, Reference), String>
         // `docker.io/alpine:3.15`, as Docker writes an image and its tag.
         let mut words = content.split_whitespace();
         let word = words.next().unwrap_or_default();
-        if names_a_tag(word)
-            && let Some((image, tag)) = word.rsplit_once(':')
-        {
+        if let Written { name: image, tag: Some(tag), digest: None } = Written::split(word) {
             let tags: Vec<&str> = std::iter::once(tag).chain(words).collect();
             return Err(format!(
                 "`{word}`: here the tags follow the image after a colon and a space: write `{image}: {}`",
@@ -104,10 +97,11 @@ fn parse_line(content: &str) -> Result<(String, Vec<String>, Reference), String>
     if image.is_empty() {
         return Err(format!("no image before the colon: {FORMAT}"));
     }
-    if image.contains('@') {
+    let written = Written::split(image);
+    if written.digest.is_some() {
         return Err(format!("`{image}` has a digest: list the image by name and give tags after the colon"));
     }
-    if names_a_tag(image) {
+    if written.tag.is_some() {
         return Err(format!("`{image}` has a tag in its name: {FORMAT}"));
     }
     if tags.is_empty() {
@@ -130,13 +124,8 @@ fn check_tag(image: &str, tag: &str) -> Result<(), String> {
     if tag.contains(':') || tag.starts_with("sha256") {
         return Err(format!("`{tag}` of `{image}` is a digest, not a tag: thirdparty vendors tags"));
     }
-    let mut chars = tag.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if !first_ok || !rest_ok || tag.len() > 128 {
-        return Err(format!(
-            "`{tag}` of `{image}` is not a valid tag: up to 128 letters, digits, _ . -, not starting with . or -"
-        ));
+    if !reference::is_tag(tag) {
+        return Err(format!("`{tag}` of `{image}` is not a valid tag: {}", reference::TAG_RULE));
     }
     Ok(())
 }

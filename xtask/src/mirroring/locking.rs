@@ -45,7 +45,9 @@ fn names(image: &str, pair: &Pair) -> bool {
     };
     let same_image =
         named.registry() == pair.source.registry() && named.repository() == pair.source.repository();
-    same_image && (!super::list::names_a_tag(image) || named.tag() == pair.source.tag())
+    let written = registry::reference::Written::split(image);
+    let image_alone = written.tag.is_none() && written.digest.is_none();
+    same_image && (image_alone || named.tag() == pair.source.tag())
 }
 
 /// The lock this run copies from: the old one, with the tags that need it resolved anew (all

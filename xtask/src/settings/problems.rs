@@ -4,6 +4,9 @@
 //! `Settings::resolve` only gathers them.
 
 use super::declared::{DEFAULT_ENV, LOCAL_ENV};
+use crate::registry::reference::{
+    PATH_COMPONENT_RULE, TAG_RULE, is_path_component, is_tag, is_tag_char, path_without_host,
+};
 
 /// A setting that breaks a rule: which one, and the rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,23 +32,23 @@ pub(super) fn env(env: &str, set_but_empty: bool) -> Option<String> {
     }
     (!is_path_component(env)).then(|| {
         format!(
-            "ENV `{env}` names a repository and goes into image paths: {LOWERCASE} (e.g. docker-dev, local)"
+            "ENV `{env}` names a repository and goes into image paths: {PATH_COMPONENT_RULE} (e.g. docker-dev, local)"
         )
     })
 }
 
 /// What is wrong with `GCP_PROJECT`: it goes into image paths.
 pub(super) fn gcp_project(project: &str) -> Option<String> {
-    (!is_path_component(project))
-        .then(|| format!("GCP_PROJECT `{project}` goes into image paths: {LOWERCASE}, as project ids are"))
+    (!is_path_component(project)).then(|| {
+        format!("GCP_PROJECT `{project}` goes into image paths: {PATH_COMPONENT_RULE}, as project ids are")
+    })
 }
 
 /// What is wrong with `TAG_MODIFIER`, appended to tags after a `-`; empty is none.
 pub(super) fn tag_modifier(modifier: &str) -> Option<String> {
     (!modifier.is_empty() && !is_tag(modifier)).then(|| {
         format!(
-            "TAG_MODIFIER `{modifier}` is appended to tags as `-<modifier>`: give letters, digits and _ . - \
-             not starting with - or . (e.g. arm64-seed)"
+            "TAG_MODIFIER `{modifier}` is appended to tags as `-<modifier>`: give {TAG_RULE} (e.g. arm64-seed)"
         )
     })
 }
@@ -69,17 +72,17 @@ pub(super) fn docker_repo(repo: &str) -> Option<String> {
              without `http://` or `https://`"
         ));
     }
-    let path = crate::registry::reference::path_without_host(repo);
+    let path = path_without_host(repo);
     let bad = path.split('/').find(|component| !is_path_component(component))?;
     Some(format!(
-        "DOCKER_REPO `{repo}`: `{bad}` is not a valid path component: {LOWERCASE} (e.g. `{}`)",
+        "DOCKER_REPO `{repo}`: `{bad}` is not a valid path component: {PATH_COMPONENT_RULE} (e.g. `{}`)",
         repo.to_ascii_lowercase()
     ))
 }
 
 /// What is wrong with the value of the catalog's version variable `name`: it goes into tags.
 pub(super) fn version(name: &str, value: &str) -> Option<String> {
-    (!value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    (!value.chars().all(is_tag_char))
         .then(|| format!("{name} `{value}` goes into tags: letters, digits and _ . - only"))
 }
 
@@ -132,28 +135,36 @@ pub(super) fn unusual_env(env: &str, docker_repo: &str) -> Option<String> {
     ))
 }
 
-/// A component of a repository path (`docker-dev`, `multi-arch-docker`): the reference grammar's
-/// lowercase letters and digits, separated by `.`, `_`, `__` or `-`s.
-fn is_path_component(text: &str) -> bool {
-    let mut previous_separator = true;
-    for c in text.chars() {
-        let separator = matches!(c, '.' | '_' | '-');
-        if !(c.is_ascii_lowercase() || c.is_ascii_digit() || separator)
-            || (separator && previous_separator && c == '.')
-        {
-            return false;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rules are the reference grammar's: what it refuses is named by the setting's own rule,
+    /// not later as an invalid reference (`a_-b` and `a._b` passed the settings' old rule).
+    #[test]
+    fn paths_and_tags_keep_the_reference_grammar() {
+        for env_value in ["a_-b", "a._b", "a___b", "Local"] {
+            let message = env(env_value, false).unwrap_or_else(|| panic!("{env_value} passed"));
+            assert!(
+                message.ends_with(&format!("{PATH_COMPONENT_RULE} (e.g. docker-dev, local)")),
+                "{message}"
+            );
         }
-        previous_separator = separator;
+        assert_eq!(env("docker__dev", false), None);
+        assert_eq!(
+            docker_repo("localhost:5000/a._b/c").as_deref(),
+            Some(
+                "DOCKER_REPO `localhost:5000/a._b/c`: `a._b` is not a valid path component: image paths take \
+                 lowercase letters and digits, joined by one `.`, one or two `_`, or `-`s (e.g. \
+                 `localhost:5000/a._b/c`)"
+            )
+        );
+        assert_eq!(docker_repo("Registry.Example:5000/team"), None, "the registry is no path component");
+        assert_eq!(tag_modifier(""), None);
+        assert_eq!(tag_modifier(&"m".repeat(128)), None);
+        assert!(tag_modifier(&"m".repeat(129)).is_some());
+        assert!(tag_modifier(".seed").unwrap().contains(TAG_RULE));
+        assert_eq!(version("V", "3.15-rc_1"), None);
+        assert!(version("V", "3.15:1").is_some());
     }
-    !text.is_empty() && !previous_separator && !text.starts_with(['.', '_', '-'])
 }
-
-/// A tag or a tag's part: letters, digits, `_ . -`, not starting with `.` or `-`, 128 at most.
-fn is_tag(text: &str) -> bool {
-    let mut chars = text.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        && text.len() <= 128
-}
-
-const LOWERCASE: &str = "image paths take lowercase letters, digits and . _ - only";

@@ -207,5 +207,5 @@ pub fn create_vms(ctx: &Ctx, args: &CreateVmsArgs) -> Result<()> {
 
 /// The registry host of `$DOCKER_REPO`, which the VM's docker logs in to.
 fn registry_host(docker_repo: &str) -> &str {
-    docker_repo.split('/').next().unwrap_or(docker_repo)
+    crate::registry::reference::registry_of(docker_repo)
 }
