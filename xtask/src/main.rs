@@ -251,40 +251,6 @@ fn with_settings(task: Command, used: &[Setting]) -> Command {
     hidden.iter().fold(SettingsArgs::augment_args(task), |task, id| task.mut_arg(id, |arg| arg.hide(true)))
 }
 
-/// cloud-build takes `--env NAME=VALUE` (or `--env=NAME=VALUE`) for its steps, beside the
-/// setting `--env ENV` every task has: an ENV is a lowercase name, never with `=`, so a value with
-/// `=` is a step's variable and becomes `--step-env NAME=VALUE` before clap reads the line. Only
-/// for cloud-build, and not after `--`.
-fn step_env_flags(args: Vec<OsString>) -> Vec<OsString> {
-    if !args.iter().skip(1).any(|arg| arg == "cloud-build") {
-        return args;
-    }
-    let has_equals = |value: &OsString| value.to_string_lossy().contains('=');
-    let mut out = Vec::with_capacity(args.len());
-    let mut iter = args.into_iter();
-    while let Some(arg) = iter.next() {
-        if arg == "--" {
-            out.push(arg);
-            out.extend(iter);
-            break;
-        }
-        if arg == "--env" {
-            match iter.next() {
-                Some(value) if has_equals(&value) => out.extend(["--step-env".into(), value]),
-                Some(value) => out.extend([arg, value]),
-                None => out.push(arg),
-            }
-        } else if let Some(value) = arg.to_str().and_then(|a| a.strip_prefix("--env="))
-            && value.contains('=')
-        {
-            out.push(format!("--step-env={value}").into());
-        } else {
-            out.push(arg);
-        }
-    }
-    out
-}
-
 fn main() -> ExitCode {
     // Output piped into `head` ends quietly when the reader goes, as for any command-line tool,
     // instead of a panic at the next print. (Sockets are not affected: Rust sends with
@@ -308,7 +274,9 @@ fn try_main() -> Result<()> {
     let catalog_path = settings::catalog_path_of_this_run();
     let catalog = Catalog::load_from(&root, &catalog_path)?;
     let mut cli = cli(&catalog);
-    let matches = cli.clone().get_matches_from(step_env_flags(std::env::args_os().collect()));
+    let args: Vec<OsString> = std::env::args_os().collect();
+    settings::refuse_step_variables_given_as_env(&args)?;
+    let matches = cli.clone().get_matches_from(args);
     let Some((name, task_matches)) = matches.subcommand() else {
         // `cargo xtask` alone lists the tasks, like `make` did.
         cli.print_help()?;
@@ -372,43 +340,26 @@ mod tests {
     }
 
     #[test]
-    fn env_with_an_equals_sign_is_a_step_variable_of_cloud_build() {
-        let line = |words: &[&str]| -> Vec<OsString> { words.iter().map(OsString::from).collect() };
-        let args =
-            line(&["x", "--env", "docker-prod", "cloud-build", "--local", "--env", "A=1", "--env=B=2=3"]);
-        assert_eq!(
-            step_env_flags(args),
-            line(&[
+    fn a_step_variable_is_step_env_and_env_stays_the_deployment() {
+        let matches = cli(&catalog())
+            .try_get_matches_from([
                 "x",
                 "--env",
                 "docker-prod",
                 "cloud-build",
                 "--local",
-                "--step-env",
-                "A=1",
-                "--step-env=B=2=3"
-            ])
-        );
-        let untouched = line(&["x", "publish-all", "--env", "A=1"]);
-        assert_eq!(step_env_flags(untouched.clone()), untouched, "only cloud-build");
-        let after = line(&["x", "cloud-build", "--", "--env", "A=1"]);
-        assert_eq!(step_env_flags(after.clone()), after);
-        let cli = cli(&catalog());
-        let matches = cli
-            .try_get_matches_from(step_env_flags(line(&[
-                "x",
-                "cloud-build",
-                "--local",
                 "--env",
                 "prod",
-                "--env",
+                "--step-env",
                 "A=1",
-            ])))
+                "--step-env=B=2=3",
+            ])
             .unwrap();
+        assert_eq!(matches.get_one::<String>("env").unwrap(), "docker-prod");
         let (_, task) = matches.subcommand().unwrap();
         assert_eq!(task.get_one::<String>("env").unwrap(), "prod");
         let step_env: Vec<&String> = task.get_many::<String>("step_env").unwrap().collect();
-        assert_eq!(step_env, ["A=1"]);
+        assert_eq!(step_env, ["A=1", "B=2=3"]);
     }
 
     #[test]

@@ -165,3 +165,26 @@ fn image_tasks_answer_to_the_image_name() {
         assert_eq!(by_name, by_task, "{action}");
     }
 }
+
+/// `--env` is the deployment only: a step's variable given as `--env NAME=VALUE` (the word
+/// cloud-build --local once took for `--step-env`) is refused, naming `--step-env`, before
+/// anything is planned; with two of them, too, where clap alone would only say `--env` is
+/// given twice.
+#[test]
+fn env_with_a_variable_is_refused_naming_step_env() {
+    for args in [
+        &["cloud-build", "--local", "--dry-run", "--env", "MARK=1"][..],
+        &["cloud-build", "--local", "--dry-run", "--env=MARK=1", "--env", "B=2"],
+        &["--env", "MARK=1", "clean", "--dry-run"],
+    ] {
+        let output = xtask(args, &[]);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("a variable for the steps of cloud-build --local is `--step-env MARK=1`"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{args:?}: one clear error: {err}");
+        assert!(common::stdout(&output).is_empty(), "{args:?}: nothing planned or run");
+    }
+}

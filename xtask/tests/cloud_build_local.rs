@@ -8,7 +8,7 @@
 //! through the account's ssh config as docker starts it; cosign signs with a key file (keyless
 //! signing needs sigstore's servers); the registries are real, on 127.0.0.1.
 //!
-//! The tests point the pipeline at a catalog and a registry of their own with `--env`, as a user
+//! The tests point the pipeline at a catalog and a registry of their own with `--step-env`, as a user
 //! would. The xtask step compiles the workspace's xtask for real; its `CARGO_TARGET_DIR` is one
 //! kept between runs (`target/cloud-build-rehearsal`), as the cloud builder image keeps the
 //! compiled dependencies, so that only the xtask crate compiles each time.
@@ -177,12 +177,12 @@ impl Rehearsal {
             "rehearsal-project".into(),
         ];
         for (name, value) in &step_env {
-            args.extend(["--env".to_string(), format!("{name}={value}")]);
+            args.extend(["--step-env".to_string(), format!("{name}={value}")]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let work = self.work.path().display().to_string();
         // The rehearsal runs the repository's pipeline, from the repository's catalog setting:
-        // the steps get the test's catalog through --env only.
+        // the steps get the test's catalog through --step-env only.
         common::xtask_command(&args, &[("CARGO_TARGET_DIR", &work), ("CATALOG", common::REPOSITORY_CATALOG)])
             .current_dir(xtask::project_root())
             .output()

@@ -1,7 +1,7 @@
 //! `cloud-build --local`: small pipelines of the tests' own, rehearsed on this machine
 //! (`--on-host`, no engine needed) and in their images through `docker run` (a busybox image
 //! served from a loopback registry, on the real engine): shared home and workspace, `$$`,
-//! `waitFor` overlap (proven with files), failures, timeouts, substitutions, `--env`, the plan.
+//! `waitFor` overlap (proven with files), failures, timeouts, substitutions, `--step-env`, the plan.
 
 mod common;
 
@@ -115,11 +115,11 @@ steps:
 "#;
 
 /// On this machine: one home for every step, `$$` as a shell `$`, the substitutions, and
-/// `--env` in every step, said so.
+/// `--step-env` in every step, said so.
 #[test]
 fn on_host_steps_share_the_home_and_the_workspace() {
     let bed = Bed::new(&SHARED.replace("IMAGE", "busybox"));
-    let output = bed.xtask(&["--on-host", "--env", "MARK=m1"], &[]);
+    let output = bed.xtask(&["--on-host", "--step-env", "MARK=m1"], &[]);
     assert_ok(&output);
     let run = bed.run_dir();
     assert_eq!(bed.read("home-seen"), run.join("home").display().to_string());
@@ -131,7 +131,7 @@ fn on_host_steps_share_the_home_and_the_workspace() {
     assert_eq!((bed.read("mark1"), bed.read("mark2")), ("m1".into(), "m1".into()));
     let out = all_output(&output);
     assert!(
-        out.contains("note: --env MARK=m1 is added to every step; Cloud Build has no such option"),
+        out.contains("note: --step-env MARK=m1 is added to every step; Cloud Build has no such option"),
         "{out}"
     );
     assert_eq!((status(&output, "write"), status(&output, "read")), ("SUCCESS".into(), "SUCCESS".into()));
@@ -249,7 +249,7 @@ fn the_dry_run_is_a_pasteable_plan() {
         let fake = FakeTools::new();
         let catalog = bed.dir.path().join("catalog/images.toml").display().to_string();
         let target = bed.target().display().to_string();
-        let mut args = vec!["cloud-build", "--local", "--env", "MARK=1"];
+        let mut args = vec!["cloud-build", "--local", "--step-env", "MARK=1"];
         args.extend_from_slice(mode);
         let output = fake.xtask(&args, &[("CATALOG", &catalog), ("CARGO_TARGET_DIR", &target)]);
         assert_ok(&output);
@@ -261,7 +261,7 @@ fn the_dry_run_is_a_pasteable_plan() {
             .collect();
         assert!(fake.calls().is_empty(), "a dry run ran {:?}", fake.calls());
         assert!(
-            entries.iter().any(|e| e.starts_with("# note: --env MARK=1 is added to every step")),
+            entries.iter().any(|e| e.starts_with("# note: --step-env MARK=1 is added to every step")),
             "{entries:#?}"
         );
         assert!(
@@ -325,7 +325,7 @@ fn docker_steps_run_in_their_images_as_cloud_build_runs_them() {
     )
     .replace("IMAGE", &image);
     let bed = Bed::new(&pipeline);
-    let output = bed.xtask(&["--env", "MARK=m2"], &[]);
+    let output = bed.xtask(&["--step-env", "MARK=m2"], &[]);
     assert_ok(&output);
     assert_eq!(bed.read("home-seen"), "/builder/home");
     assert_eq!(bed.read("output-seen"), "/builder/outputs");

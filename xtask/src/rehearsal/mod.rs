@@ -38,7 +38,7 @@ pub struct Rehearsal {
     pub on_host: bool,
     /// The task's substitutions, then `--substitutions`: later ones win over the pipeline's.
     pub substitutions: Vec<(String, String)>,
-    /// `--env NAME=VALUE`: in every step, last (Cloud Build has no such option).
+    /// `--step-env NAME=VALUE`: in every step, last (Cloud Build has no such option).
     pub step_env: Vec<(String, String)>,
 }
 
@@ -82,7 +82,7 @@ pub fn rehearse(ctx: &Ctx, how: &Rehearsal) -> Result<()> {
         .say(&format!("rehearsing {} as build {build_id}, its steps {mode}", ctx.catalog.pipeline.display()));
     for (name, value) in &how.step_env {
         runner.say(&format!(
-            "note: --env {name}={value} is added to every step; Cloud Build has no such option"
+            "note: --step-env {name}={value} is added to every step; Cloud Build has no such option"
         ));
     }
     let ignore = GcloudIgnore::for_tree(&ctx.root)?;

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-pub use argv::{catalog_path, catalog_path_of_this_run};
+pub use argv::{catalog_path, catalog_path_of_this_run, refuse_step_variables_given_as_env};
 pub use choices::{BuildOrder, Provenance};
 pub use declared::{DEFAULT_ENV, LOCAL_DOCKER_REPO, LOCAL_ENV, Setting, SettingsArgs, Uses};
 pub use problems::Problem;

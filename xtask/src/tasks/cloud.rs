@@ -116,8 +116,8 @@ pub struct CloudBuildArgs {
     /// (repeatable); passed on to `gcloud builds submit`
     #[arg(long, value_name = "K=V,K2=V2")]
     pub substitutions: Vec<String>,
-    /// With --local: NAME=VALUE added to every step's environment (repeatable); also
-    /// `--env NAME=VALUE`, which a value with `=` tells apart from the ENV setting
+    /// With --local: NAME=VALUE added to every step's environment (repeatable). Not `--env`,
+    /// which is the deployment (ENV)
     #[arg(long, value_name = "NAME=VALUE", requires = "local")]
     pub step_env: Vec<String>,
 }
@@ -141,8 +141,11 @@ pub fn cloud_build(ctx: &Ctx, args: &CloudBuildArgs) -> Result<()> {
         rehearsal::step::set(&mut substitutions, &name, &value);
     }
     if args.local {
-        let step_env =
-            args.step_env.iter().map(|entry| rehearsal::step::pair(entry, "--env")).collect::<Result<_>>()?;
+        let step_env = args
+            .step_env
+            .iter()
+            .map(|entry| rehearsal::step::pair(entry, "--step-env"))
+            .collect::<Result<_>>()?;
         let how = Rehearsal { on_host: args.on_host, substitutions, step_env };
         return rehearsal::rehearse(ctx, &how);
     }
