@@ -12,7 +12,7 @@ use crate::failure::{Failure, NodeLost};
 use crate::inputs::Inputs;
 use crate::platform::Platform;
 use crate::runner::{Cmd, sh};
-use crate::settings::{Provenance, build_arg_flags};
+use crate::settings::{ProvenanceMode, build_arg_flags};
 
 /// The options of every build that change what it produces, part of every image's inputs: the
 /// bases pulled anew, each platform's provenance attestation (`PROVENANCE`), and its SBOM
@@ -22,7 +22,7 @@ pub fn output_options(ctx: &Ctx) -> Vec<String> {
     let s = &ctx.settings;
     let mut options = vec!["--pull".to_string()];
     match s.provenance {
-        Provenance::None => options.push("--provenance=false".into()),
+        ProvenanceMode::None => options.push("--provenance=false".into()),
         mode => options.extend(["--provenance".to_string(), format!("mode={}", mode.name())]),
     }
     if s.sbom

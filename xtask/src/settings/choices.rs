@@ -10,9 +10,10 @@ pub enum BuildOrder {
     Catalog,
 }
 
-/// The provenance attestation of each platform's build (`PROVENANCE`).
+/// How much provenance each platform's build attests (`PROVENANCE`: BuildKit's `mode`); what
+/// is read back of one is `crate::provenance::Provenance`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Provenance {
+pub enum ProvenanceMode {
     // Build arguments, bases' digests and the build's steps (plain comments: clap would show
     // doc comments as a long list in every task's help).
     Max,
@@ -23,13 +24,13 @@ pub enum Provenance {
     None,
 }
 
-impl Provenance {
+impl ProvenanceMode {
     /// As `PROVENANCE` and buildx name it.
     pub fn name(self) -> &'static str {
         match self {
-            Provenance::Max => "max",
-            Provenance::Min => "min",
-            Provenance::None => "false",
+            ProvenanceMode::Max => "max",
+            ProvenanceMode::Min => "min",
+            ProvenanceMode::None => "false",
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, builder::BoolishValueParser};
 
-use super::choices::{BuildOrder, Provenance};
+use super::choices::{BuildOrder, ProvenanceMode};
 use crate::catalog::CATALOG_PATH;
 
 /// Declares the settings, each once: its field, flag, environment variable, default and help
@@ -221,7 +221,7 @@ settings! {
     /// The provenance attestation of each platform's build: `max` (build arguments, bases'
     /// digests, the build's steps), `min`, or `false` for none
     #[arg(long, env = "PROVENANCE", default_value = "max", value_enum)]
-    Provenance provenance: Provenance, used by [Build];
+    Provenance provenance: ProvenanceMode, used by [Build];
 
     /// Who built the images, as each platform's provenance records it (BuildKit's `builder-id`)
     /// [default: the Cloud Build's URL (from BUILD_ID), else `host:<this machine's name>`]
@@ -313,9 +313,9 @@ mod tests {
         assert_eq!(s.arm64_ssh_key, Some(PathBuf::from("/k")));
         assert_eq!(s.sign_key.as_deref(), Some("keyless"));
         let s = merged(&["x", "task", "--platforms", "linux/arm64", "--provenance", "min"]);
-        assert_eq!((s.platforms.as_str(), s.provenance), ("linux/arm64", Provenance::Min));
+        assert_eq!((s.platforms.as_str(), s.provenance), ("linux/arm64", ProvenanceMode::Min));
         let s = merged(&["x", "--insecure-registries", "a:1,b", "task", "--provenance=false"]);
         assert_eq!(s.insecure_registries, ["a:1", "b"]);
-        assert_eq!(s.provenance, Provenance::None);
+        assert_eq!(s.provenance, ProvenanceMode::None);
     }
 }

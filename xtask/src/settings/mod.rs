@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 
 pub use argv::{catalog_path, catalog_path_of_this_run, refuse_step_variables_given_as_env};
-pub use choices::{BuildOrder, Provenance};
+pub use choices::{BuildOrder, ProvenanceMode};
 pub use declared::{DEFAULT_ENV, LOCAL_DOCKER_REPO, LOCAL_ENV, Setting, SettingsArgs, Uses};
 pub use problems::Problem;
 pub use references::build_arg_flags;
@@ -63,7 +63,7 @@ pub struct Settings {
     /// differs from the one an image was built with rebuilds its package steps.
     pub refresh: Option<String>,
     /// The provenance attestation of each platform's build.
-    pub provenance: Provenance,
+    pub provenance: ProvenanceMode,
     /// The builder's id the provenance records: the same for every build of a run.
     pub builder_id: String,
     pub sbom: bool,
