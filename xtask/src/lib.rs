@@ -27,6 +27,7 @@ pub mod failure;
 pub mod graph;
 pub mod inputs;
 pub mod interrupt;
+pub mod invalid;
 pub mod lock;
 pub mod pipeline;
 pub mod platform;

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::invalid::Invalid;
+
 /// Operating systems and architectures `docker buildx` builds for.
 const OSES: &[&str] = &["linux", "windows", "darwin", "freebsd"];
 const ARCHES: &[&str] =
@@ -22,17 +24,17 @@ impl Platform {
     }
 
     /// `os/arch[/variant]`, from the operating systems and architectures buildx knows.
-    pub fn parse(text: &str) -> Result<Platform, String> {
+    pub fn parse(text: &str) -> Result<Platform, Invalid> {
         let parts: Vec<&str> = text.split('/').collect();
         let known = match parts.as_slice() {
             [os, arch] | [os, arch, _] => OSES.contains(os) && ARCHES.contains(arch),
             _ => false,
         };
         if !known || parts.iter().any(|p| p.is_empty()) {
-            return Err(format!(
+            return Err(Invalid::new(format!(
                 "PLATFORMS: `{text}` is not a platform docker buildx builds: give os/arch[/variant] \
                  from {OSES:?} and {ARCHES:?}, comma separated, e.g. linux/amd64,linux/arm64"
-            ));
+            )));
         }
         Ok(Platform {
             os: parts[0].to_string(),
@@ -71,7 +73,7 @@ pub struct Platforms(Vec<Platform>);
 
 impl Platforms {
     /// `PLATFORMS`: comma separated, spaces around the commas dropped.
-    pub fn parse(text: &str) -> Result<Platforms, String> {
+    pub fn parse(text: &str) -> Result<Platforms, Invalid> {
         text.split(',').map(|p| Platform::parse(p.trim())).collect::<Result<_, _>>().map(Platforms)
     }
 

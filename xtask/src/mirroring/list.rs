@@ -7,6 +7,7 @@ use std::fmt;
 
 use oci_client::Reference;
 
+use crate::invalid::Invalid;
 use crate::registry::Pair;
 use crate::registry::reference::{self, Written};
 
@@ -64,7 +65,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<ListEntry>, Vec<LineError>> {
                 }
                 entries.push(ListEntry { line, image, tags });
             }
-            Err(message) => fail(message),
+            Err(invalid) => fail(invalid.to_string()),
         }
     }
     if errors.is_empty() { Ok(entries) } else { Err(errors) }
@@ -72,7 +73,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<ListEntry>, Vec<LineError>> {
 
 const FORMAT: &str = "expected `<image>: <tag> [<tag> …]`, e.g. `docker.io/alpine: 3.15`";
 
-fn parse_line(content: &str) -> Result<(String, Vec<String>, Reference), String> {
+fn parse_line(content: &str) -> Result<(String, Vec<String>, Reference), Invalid> {
     // The separator is the first colon followed by white space or the end: a colon inside the
     // image name belongs to a registry port (`localhost:5000/x: 1.0`).
     let split = content
@@ -85,47 +86,56 @@ fn parse_line(content: &str) -> Result<(String, Vec<String>, Reference), String>
         let word = words.next().unwrap_or_default();
         if let Written { name: image, tag: Some(tag), digest: None } = Written::split(word) {
             let tags: Vec<&str> = std::iter::once(tag).chain(words).collect();
-            return Err(format!(
+            return Err(Invalid::new(format!(
                 "`{word}`: here the tags follow the image after a colon and a space: write `{image}: {}`",
                 tags.join(" ")
-            ));
+            )));
         }
-        return Err(FORMAT.into());
+        return Err(Invalid::new(FORMAT));
     };
     let image = content[..split].trim();
     let tags: Vec<String> = content[split + 1..].split_whitespace().map(str::to_string).collect();
     if image.is_empty() {
-        return Err(format!("no image before the colon: {FORMAT}"));
+        return Err(Invalid::new(format!("no image before the colon: {FORMAT}")));
     }
     let written = Written::split(image);
     if written.digest.is_some() {
-        return Err(format!("`{image}` has a digest: list the image by name and give tags after the colon"));
+        return Err(Invalid::new(format!(
+            "`{image}` has a digest: list the image by name and give tags after the colon"
+        )));
     }
     if written.tag.is_some() {
-        return Err(format!("`{image}` has a tag in its name: {FORMAT}"));
+        return Err(Invalid::new(format!("`{image}` has a tag in its name: {FORMAT}")));
     }
     if tags.is_empty() {
-        return Err(format!("no tags for `{image}`: {FORMAT}"));
+        return Err(Invalid::new(format!("no tags for `{image}`: {FORMAT}")));
     }
     let source = reference::parse(&format!("{image}:latest")).map_err(|e| {
-        format!("`{image}` is not a valid image name ({e}): use lowercase letters, digits and . _ - /")
+        Invalid::new(format!(
+            "`{image}` is not a valid image name ({e}): use lowercase letters, digits and . _ - /"
+        ))
     })?;
     let mut unique = std::collections::BTreeSet::new();
     for tag in &tags {
         check_tag(image, tag)?;
         if !unique.insert(tag) {
-            return Err(format!("tag `{tag}` of `{image}` is listed twice"));
+            return Err(Invalid::new(format!("tag `{tag}` of `{image}` is listed twice")));
         }
     }
     Ok((image.to_string(), tags, source))
 }
 
-fn check_tag(image: &str, tag: &str) -> Result<(), String> {
+fn check_tag(image: &str, tag: &str) -> Result<(), Invalid> {
     if tag.contains(':') || tag.starts_with("sha256") {
-        return Err(format!("`{tag}` of `{image}` is a digest, not a tag: thirdparty vendors tags"));
+        return Err(Invalid::new(format!(
+            "`{tag}` of `{image}` is a digest, not a tag: thirdparty vendors tags"
+        )));
     }
     if !reference::is_tag(tag) {
-        return Err(format!("`{tag}` of `{image}` is not a valid tag: {}", reference::TAG_RULE));
+        return Err(Invalid::new(format!(
+            "`{tag}` of `{image}` is not a valid tag: {}",
+            reference::TAG_RULE
+        )));
     }
     Ok(())
 }

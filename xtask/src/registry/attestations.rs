@@ -14,6 +14,7 @@ use oci_client::Reference;
 use super::manifest::{self, Descriptor, Manifest};
 use super::referrers::referrers_of;
 use super::session::Session;
+use crate::failure::Failure;
 
 pub const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
 pub const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
@@ -95,11 +96,15 @@ pub async fn platform_statements(
             .ok()
             .and_then(|parsed| parsed.subject.as_ref().map(|s| s.digest.clone()))
             .or_else(|| entry.annotation(REFERENCE_DIGEST).map(str::to_string));
-        (subject, parsed.map_err(|err| format!("attestation manifest {}: {err:#}", entry.digest)))
+        (
+            subject,
+            parsed
+                .map_err(|err| Failure::from(err).context(format!("attestation manifest {}", entry.digest))),
+        )
     }))
     .await;
     let mut platforms = join_all(images.iter().map(|image| {
-        let own: Vec<Result<Manifest, String>> = read
+        let own: Vec<Result<Manifest, Failure>> = read
             .iter()
             .filter(|(subject, _)| subject.as_deref() == Some(image.digest.as_str()))
             .map(|(_, parsed)| parsed.clone())
@@ -112,7 +117,7 @@ pub async fn platform_statements(
     let orphans: Vec<Unreadable> = read
         .iter()
         .filter_map(|(subject, parsed)| match (subject, parsed) {
-            (None, Err(why)) => Some(Unreadable { predicate_type: None, why: why.clone() }),
+            (None, Err(why)) => Some(Unreadable { predicate_type: None, why: why.to_string() }),
             _ => None,
         })
         .collect();
@@ -135,7 +140,7 @@ async fn attached(
     reference: &Reference,
     platform: String,
     subject: String,
-    in_index: Vec<Result<Manifest, String>>,
+    in_index: Vec<Result<Manifest, Failure>>,
     wanted: &(dyn Fn(&str) -> bool + Sync),
 ) -> PlatformStatements {
     let mut manifests = in_index;
@@ -148,9 +153,9 @@ async fn attached(
                 for referrer in attestations {
                     let at = reference.clone_with_digest(referrer.digest.clone());
                     let parsed = async { anyhow::Ok(manifest::parse(&session.manifest(&at).await?)?) }.await;
-                    manifests.push(
-                        parsed.map_err(|err| format!("attestation manifest {}: {err:#}", referrer.digest)),
-                    );
+                    manifests.push(parsed.map_err(|err| {
+                        Failure::from(err).context(format!("attestation manifest {}", referrer.digest))
+                    }));
                 }
             }
             Err(err) => {
@@ -162,7 +167,7 @@ async fn attached(
     for manifest in &manifests {
         match manifest {
             Ok(manifest) => layers.extend(manifest.layers.iter().filter(|layer| layer.media_type == IN_TOTO)),
-            Err(why) => unreadable.push(Unreadable { predicate_type: None, why: why.clone() }),
+            Err(why) => unreadable.push(Unreadable { predicate_type: None, why: why.to_string() }),
         }
     }
     let fetched = join_all(layers.into_iter().map(|layer| async move {

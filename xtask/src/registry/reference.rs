@@ -23,6 +23,8 @@
 
 use oci_client::Reference;
 
+use crate::invalid::Invalid;
+
 const NAME_MAX: usize = 255;
 const TAG_MAX: usize = 128;
 
@@ -88,17 +90,17 @@ pub fn registry_of(reference: &str) -> &str {
 }
 
 /// Parse `text` as an image reference; the error says what is wrong with it.
-pub fn parse(text: &str) -> Result<Reference, String> {
+pub fn parse(text: &str) -> Result<Reference, Invalid> {
     if text.is_empty() {
-        return Err("repository name must have at least one component".into());
+        return Err(Invalid::new("repository name must have at least one component"));
     }
     let Written { name, tag, digest } = Written::split(text);
     if !is_name(name) || !tag.is_none_or(is_tag) || !digest.is_none_or(is_digest) {
-        return Err("invalid reference format".into());
+        return Err(Invalid::new("invalid reference format"));
     }
     let (registry, repository) = split_domain(name);
     if repository.len() > NAME_MAX {
-        return Err(format!("repository name must not be more than {NAME_MAX} characters"));
+        return Err(Invalid::new(format!("repository name must not be more than {NAME_MAX} characters")));
     }
     if let Some(digest) = digest {
         check_digest_length(digest)?;
@@ -178,11 +180,11 @@ pub fn is_tag(tag: &str) -> bool {
 
 /// Whether `digest` is one the registries take (`sha256:` and 64 hex digits, or sha384 or
 /// sha512 with theirs); the error says what is wrong.
-pub fn check_digest(digest: &str) -> Result<(), String> {
+pub fn check_digest(digest: &str) -> Result<(), Invalid> {
     if !is_digest(digest) {
-        return Err(format!(
+        return Err(Invalid::new(format!(
             "`{digest}` is not a digest: `<algorithm>:<hex>`, such as `sha256:` and 64 hex digits"
-        ));
+        )));
     }
     check_digest_length(digest)
 }
@@ -198,15 +200,15 @@ fn is_digest(digest: &str) -> bool {
     algorithm_ok && hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn check_digest_length(digest: &str) -> Result<(), String> {
+fn check_digest_length(digest: &str) -> Result<(), Invalid> {
     let (algorithm, hex) = digest.split_once(':').unwrap_or((digest, ""));
     let expected = match algorithm {
         "sha256" => 64,
         "sha384" => 96,
         "sha512" => 128,
-        _ => return Err("unsupported digest algorithm".into()),
+        _ => return Err(Invalid::new("unsupported digest algorithm")),
     };
-    if hex.len() == expected { Ok(()) } else { Err("invalid checksum digest length".into()) }
+    if hex.len() == expected { Ok(()) } else { Err(Invalid::new("invalid checksum digest length")) }
 }
 
 /// The registry and repository of a name as `Reference` has them: Docker Hub's for a name
@@ -345,12 +347,15 @@ mod tests {
         assert_eq!(repository_of(&format!("ubuntu:24.04@{DIGEST}")), "ubuntu");
         assert_eq!(repository_of(&format!("r.example/u@{DIGEST}")), "r.example/u");
         assert_eq!(check_digest(DIGEST), Ok(()));
-        assert_eq!(check_digest(&DIGEST[..DIGEST.len() - 1]), Err("invalid checksum digest length".into()));
+        assert_eq!(
+            check_digest(&DIGEST[..DIGEST.len() - 1]),
+            Err(Invalid::new("invalid checksum digest length"))
+        );
         assert_eq!(
             check_digest("md5:0123456789abcdef0123456789abcdef"),
-            Err("unsupported digest algorithm".into())
+            Err(Invalid::new("unsupported digest algorithm"))
         );
-        assert!(check_digest("sha256-0123").unwrap_err().contains("is not a digest"));
+        assert!(check_digest("sha256-0123").unwrap_err().to_string().contains("is not a digest"));
         assert!(parse(&format!("ubuntu@{}", DIGEST.to_uppercase())).is_err(), "the algorithm is lowercase");
     }
 

@@ -110,7 +110,7 @@ impl Settings {
         problem("ENV", problems::env(&args.env, lookup("ENV").is_some_and(|v| v.is_empty())));
         problem("GCP_PROJECT", problems::gcp_project(&args.gcp_project));
         let platforms = Platforms::parse(&args.platforms).unwrap_or_else(|message| {
-            problem("PLATFORMS", Some(message));
+            problem("PLATFORMS", Some(message.to_string()));
             Platforms::default()
         });
         problem("TAG_MODIFIER", problems::tag_modifier(&args.tag_modifier));
@@ -146,7 +146,7 @@ impl Settings {
         let dry_run = args.dry_run || lookup("DRYRUN").is_some_and(|v| !v.is_empty());
         let builds_per_node =
             problems::builds_per_node(args.builds_per_node.as_deref()).unwrap_or_else(|message| {
-                problem("BUILDS_PER_NODE", Some(message));
+                problem("BUILDS_PER_NODE", Some(message.to_string()));
                 None
             });
         let arm64_vms = match nonempty(args.arm64_vms) {

@@ -4,6 +4,7 @@
 //! `Settings::resolve` only gathers them.
 
 use super::declared::{DEFAULT_ENV, LOCAL_ENV};
+use crate::invalid::Invalid;
 use crate::registry::reference::{
     PATH_COMPONENT_RULE, TAG_RULE, is_path_component, is_tag, is_tag_char, path_without_host,
 };
@@ -87,14 +88,14 @@ pub(super) fn version(name: &str, value: &str) -> Option<String> {
 }
 
 /// `BUILDS_PER_NODE` as a number, 1 or more; unset or empty: no limit.
-pub(super) fn builds_per_node(text: Option<&str>) -> Result<Option<usize>, String> {
+pub(super) fn builds_per_node(text: Option<&str>) -> Result<Option<usize>, Invalid> {
     match text.map(str::trim) {
         None | Some("") => Ok(None),
         Some(text) => match text.parse::<usize>() {
             Ok(n) if n > 0 => Ok(Some(n)),
-            _ => {
-                Err(format!("BUILDS_PER_NODE `{text}`: give a number of builds, 1 or more (unset: no limit)"))
-            }
+            _ => Err(Invalid::new(format!(
+                "BUILDS_PER_NODE `{text}`: give a number of builds, 1 or more (unset: no limit)"
+            ))),
         },
     }
 }
