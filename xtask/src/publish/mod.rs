@@ -2,11 +2,12 @@
 //! is made once, before anything builds (`plan`): which images are up to date, why each other
 //! builds. Then each image starts as soon as every image it builds on is published, from the
 //! exact digest each just got (`scheduler`); each of its platforms is built on a node the run's
-//! nodes give it (`nodes`, `placement`: its home node, the longest path first, VMs up only while
-//! they have builds), merged (`image`, `merge`), signed, and shown in the closing table
+//! nodes give it (`dispatch` decides, `nodes` carries it out, `placement` hashes: its home node,
+//! the longest path first, VMs up only while they have builds), merged (`image`, `merge`), signed, and shown in the closing table
 //! (`table`) and the timeline (`timeline`). publish-all, buildx-publish-<image> and seed-arm64
 //! all publish through `publish_images`.
 
+mod dispatch;
 mod image;
 mod merge;
 mod nodes;
@@ -29,8 +30,9 @@ use crate::platform_build::node;
 use crate::published::Destination;
 use crate::settings::BuildOrder;
 use crate::vm::{self, Wait};
+use dispatch::{BuildKey, Work};
 use image::ImagePublisher;
-use nodes::{BuildKey, Nodes, Work};
+use nodes::Nodes;
 use plan::{Plan, Planner};
 use table::{ImageOutcome, Row};
 use timeline::Timeline;

@@ -1,23 +1,18 @@
-//! The run's nodes, shared by its builds. Each platform build asks for a slot: it goes to its
-//! image's home node (`placement`), or to an idle node when its home is full; of the builds
-//! waiting, the one with the longest remaining path goes first (or the catalog's first, with
-//! BUILD_ORDER=catalog). A VM is brought up when the first build is placed on it and taken down
-//! as soon as nothing is placed on it and no build near in the graph hashes to it; one that
-//! cannot be brought up, or whose engine goes away, is out for the rest of the run, and its
-//! builds go to the platform's other nodes.
-//! A build that is ready but has not asked yet (its parent's merge is under way, its thread is
-//! settling its decision) counts as waiting: a free slot is held for it rather than given to a
-//! shorter build that asked first, which would make the critical path wait a whole build.
-//! `finish` takes down whatever is still up, on every way out.
+//! The run's nodes, shared by its builds: what carries out the decisions of `dispatch` (which
+//! build goes where, when a VM comes up or goes down). Each build's thread asks for a slot and
+//! waits here for its answer; the build told to bring a VM up does so (`vm::hold`, and the
+//! vendored BuildKit image its builder may need), and a VM with nothing left near goes down
+//! (`vm::release`, its time in the timeline); each node's engine is asked for its image store
+//! once a run; a node that is lost is said to be out. `finish` takes down whatever is still up,
+//! on every way out.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Result, bail};
 
 use super::Vendoring;
-use super::placement::{self, Load, Placed};
+use super::dispatch::{Answer, BuildKey, Dispatch, Grant, NodeSpec, Work};
 use super::timeline::{Placement, Timeline};
 use crate::ctx::Ctx;
 use crate::failure::NodeLost;
@@ -26,35 +21,18 @@ use crate::platform::Platform;
 use crate::platform_build::node::{Engine, Node, Store, ask_store};
 use crate::vm::{self, Held, Wait};
 
-/// A platform build of an image: the key of priorities and of the builds left.
-pub type BuildKey = (String, Platform);
-
-/// What a run's graph asks of its nodes, decided before anything builds.
-pub struct Work {
-    /// The builds the graph may do (what is up to date or cannot be built needs no node).
-    pub left: BTreeSet<BuildKey>,
-    /// Which waiting build goes first: the higher.
-    pub priority: BTreeMap<BuildKey, f64>,
-    /// Each image's parents in the run.
-    pub parents: BTreeMap<String, Vec<String>>,
-}
-
 /// The nodes of a run and the builds they have left.
 pub struct Nodes<'a> {
     ctx: &'a Ctx,
     wait: &'a Wait,
     vendoring: Option<&'a Vendoring>,
     timeline: &'a Timeline,
-    /// `BUILDS_PER_NODE`.
-    limit: Option<usize>,
-    /// Which waiting build goes first: the higher.
-    priority: BTreeMap<BuildKey, f64>,
-    /// Each image's parents in the run.
-    parents: BTreeMap<String, Vec<String>>,
+    /// The nodes' engines, by index, as the dispatch's.
+    engines: Vec<Engine>,
     state: Mutex<State>,
     changed: Condvar,
-    /// Each node's image store, once asked: by index, as `State::nodes`. Asked once a run, by
-    /// the first build placed there or the VM's bring-up, and the same for every image.
+    /// Each node's image store, once asked: by index, as `engines`. Asked once a run, by the
+    /// first build placed there or the VM's bring-up, and the same for every image.
     stores: Vec<Mutex<Option<Store>>>,
     /// The BuildKit image was vendored for a VM's builder container.
     buildkit_vendored: Mutex<bool>,
@@ -65,54 +43,9 @@ pub struct Nodes<'a> {
 }
 
 struct State {
-    nodes: Vec<NodeState>,
-    waiting: Vec<Waiter>,
-    /// The builds the graph may still do: a VM with none of them near and homed on it is taken
-    /// down.
-    left: BTreeSet<BuildKey>,
-    /// The builds given a slot and not yet released.
-    started: BTreeSet<BuildKey>,
-    next_id: u64,
-}
-
-struct NodeState {
-    engine: Engine,
-    life: Life,
-    held: Option<Held>,
-    /// Builds placed on it (running, or waiting for it to come up).
-    placed: usize,
-    /// Builds running on it, and since when it has had one.
-    building: usize,
-    busy_since: Option<Instant>,
-    busy: Duration,
-    /// Images whose first platform it built and whose merge, which runs there, is not done.
-    unmerged: BTreeSet<String>,
-    /// Slots held, at the last dispatch, for ready builds that have not asked yet.
-    held_for_ready: usize,
-}
-
-/// Where a node is in its life.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Life {
-    Up,
-    /// A VM not started by this run, or taken down since.
-    Down,
-    /// A VM on its way up or down, by another build's hand.
-    Changing,
-    /// Out of the run, and why.
-    Out(String),
-}
-
-struct Waiter {
-    id: u64,
-    key: BuildKey,
-    grant: Option<Result<Grant, String>>,
-}
-
-struct Grant {
-    node: usize,
-    home: String,
-    spilled: bool,
+    dispatch: Dispatch,
+    /// Each node's VM, while this run has it up: by index, as `engines`.
+    held: Vec<Option<Held>>,
 }
 
 /// A build's slot on a node, until it is released.
@@ -134,38 +67,24 @@ impl<'a> Nodes<'a> {
         timeline: &'a Timeline,
     ) -> Nodes<'a> {
         let vms = engines.iter().any(|engine| engine.vm.is_some());
-        let stores = engines.iter().map(|_| Mutex::new(None)).collect();
-        let nodes = engines
-            .into_iter()
-            .map(|engine| NodeState {
-                life: if engine.vm.is_some() { Life::Down } else { Life::Up },
-                engine,
-                held: None,
-                placed: 0,
-                building: 0,
-                busy_since: None,
-                busy: Duration::ZERO,
-                unmerged: BTreeSet::new(),
-                held_for_ready: 0,
+        let specs = engines
+            .iter()
+            .map(|engine| NodeSpec {
+                label: engine.label().to_string(),
+                platforms: engine.platforms.iter().cloned().collect(),
+                vm: engine.vm.is_some(),
             })
             .collect();
+        let dispatch = Dispatch::new(specs, work, ctx.settings.builds_per_node, !ctx.runner.is_dry_run());
         Nodes {
             ctx,
             wait,
             vendoring,
             timeline,
-            limit: ctx.settings.builds_per_node,
-            priority: work.priority,
-            parents: work.parents,
-            state: Mutex::new(State {
-                nodes,
-                waiting: Vec::new(),
-                left: work.left,
-                started: BTreeSet::new(),
-                next_id: 0,
-            }),
+            stores: engines.iter().map(|_| Mutex::new(None)).collect(),
+            state: Mutex::new(State { dispatch, held: engines.iter().map(|_| None).collect() }),
+            engines,
             changed: Condvar::new(),
-            stores,
             buildkit_vendored: Mutex::new(false),
             way_out: Mutex::new(Vec::new()),
             _deferred: vms.then(crate::interrupt::Deferred::start),
@@ -180,74 +99,58 @@ impl<'a> Nodes<'a> {
     /// first when it is down). Fails when the platform has no node left.
     pub fn acquire(&self, image: &str, platform: &Platform) -> Result<Slot> {
         let key: BuildKey = (image.to_string(), platform.clone());
+        let mut state = self.lock();
+        let ticket = state.dispatch.ask(key.clone());
+        self.changed.notify_all();
         loop {
-            let mut state = self.lock();
-            let id = state.next_id;
-            state.next_id += 1;
-            state.waiting.push(Waiter { id, key: key.clone(), grant: None });
-            self.dispatch(&mut state);
-            let mut state = self
-                .changed
-                .wait_while(state, |s| s.waiting.iter().any(|w| w.id == id && w.grant.is_none()))
-                .expect("not poisoned");
-            let at = state.waiting.iter().position(|w| w.id == id).expect("its waiter");
-            let grant = match state.waiting.remove(at).grant.expect("granted") {
-                Ok(grant) => grant,
-                Err(why) => bail!("{why}"),
-            };
-            let n = grant.node;
-            state =
-                self.changed.wait_while(state, |s| s.nodes[n].life == Life::Changing).expect("not poisoned");
-            let placement = Placement {
-                node: state.nodes[n].engine.label().to_string(),
-                home: grant.home,
-                spilled: grant.spilled,
-                moved_from: None,
-            };
-            match state.nodes[n].life.clone() {
-                Life::Up => {
-                    start_building(&mut state.nodes[n]);
-                    let engine = state.nodes[n].engine.clone();
-                    return Ok(Slot { node: n, key, engine, placement });
+            let answer = loop {
+                match state.dispatch.answer(ticket, Instant::now()) {
+                    Some(answer) => break answer,
+                    None => state = self.changed.wait(state).expect("not poisoned"),
                 }
-                Life::Out(_) => {
-                    // It went out while this build waited for it: placed again.
-                    state.nodes[n].placed -= 1;
-                    continue;
-                }
-                Life::Changing => unreachable!("waited for"),
-                Life::Down => {}
-            }
+            };
+            let grant = match answer {
+                Answer::Run(grant) => return Ok(self.slot(grant, key)),
+                Answer::NoNodeLeft(why) => bail!("{why}"),
+                Answer::BringUp(grant) => grant,
+            };
             // This build brings the VM up; the others placed on it wait.
-            state.nodes[n].life = Life::Changing;
-            let engine = state.nodes[n].engine.clone();
+            let n = grant.node;
+            let engine = self.engines[n].clone();
             drop(state);
             let vm = engine.vm.clone().expect("only a VM is down");
             let (held, result) = vm::hold(self.ctx, &vm, self.wait);
             let result = result.and_then(|()| self.vendor_buildkit(n, &engine));
-            let mut state = self.lock();
+            state = self.lock();
             match result {
                 Ok(()) => {
-                    state.nodes[n].held = Some(held);
-                    state.nodes[n].life = Life::Up;
-                    // Its seconds busy are counted from each time it comes up.
-                    state.nodes[n].busy = Duration::ZERO;
-                    start_building(&mut state.nodes[n]);
+                    state.held[n] = Some(held);
+                    state.dispatch.came_up(n);
                     self.changed.notify_all();
-                    return Ok(Slot { node: n, key, engine, placement });
                 }
                 Err(err) => {
+                    // Out, and this build placed again.
                     let why = format!("{} could not be brought up: {err:#}", vm.name);
-                    state.nodes[n].placed -= 1;
-                    state.nodes[n].life = Life::Out(why.clone());
-                    self.dispatch(&mut state);
+                    state.dispatch.not_up(n, why.clone());
                     self.changed.notify_all();
                     drop(state);
                     self.tell_out(engine.label(), &why);
                     self.take_down(n, held);
+                    state = self.lock();
                 }
             }
         }
+    }
+
+    fn slot(&self, grant: Grant, key: BuildKey) -> Slot {
+        let engine = self.engines[grant.node].clone();
+        let placement = Placement {
+            node: engine.label().to_string(),
+            home: grant.home,
+            spilled: grant.spilled,
+            moved_from: None,
+        };
+        Slot { node: grant.node, key, engine, placement }
     }
 
     /// The node of `slot`, with the builder of the image whose build holds it (`ctx`: the
@@ -274,15 +177,7 @@ impl<'a> Nodes<'a> {
     /// the image is forgotten (merged or failed).
     pub fn release(&self, slot: Slot, merges_there: bool) {
         let mut state = self.lock();
-        state.left.remove(&slot.key);
-        state.started.remove(&slot.key);
-        let node = &mut state.nodes[slot.node];
-        stop_building(node);
-        node.placed -= 1;
-        if merges_there {
-            node.unmerged.insert(slot.key.0.clone());
-        }
-        self.dispatch(&mut state);
+        state.dispatch.release(&slot.key, slot.node, merges_there, Instant::now());
         self.changed.notify_all();
         self.take_down_idle(state);
     }
@@ -291,18 +186,8 @@ impl<'a> Nodes<'a> {
     /// down), and the build goes back to be placed again.
     pub fn lost(&self, slot: Slot, lost: &NodeLost) {
         let mut state = self.lock();
-        state.started.remove(&slot.key);
-        let node = &mut state.nodes[slot.node];
-        stop_building(node);
-        node.placed -= 1;
-        let first = !matches!(node.life, Life::Out(_));
-        let held = if first {
-            node.life = Life::Out(lost.why.clone());
-            node.held.take()
-        } else {
-            None
-        };
-        self.dispatch(&mut state);
+        let first = state.dispatch.lost(&slot.key, slot.node, &lost.why, Instant::now());
+        let held = if first { state.held[slot.node].take() } else { None };
         self.changed.notify_all();
         drop(state);
         if first {
@@ -317,12 +202,8 @@ impl<'a> Nodes<'a> {
     /// taken down.
     pub fn forget(&self, image: &str) {
         let mut state = self.lock();
-        state.left.retain(|(name, _)| name != image);
-        state.started.retain(|(name, _)| name != image);
-        for node in &mut state.nodes {
-            node.unmerged.remove(image);
-        }
-        self.dispatch(&mut state);
+        state.dispatch.forget(image);
+        self.changed.notify_all();
         self.take_down_idle(state);
     }
 
@@ -331,15 +212,8 @@ impl<'a> Nodes<'a> {
     pub fn finish(&self) -> Result<()> {
         let held: Vec<(usize, Held)> = {
             let mut state = self.lock();
-            state
-                .nodes
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(n, node)| {
-                    node.life = Life::Down;
-                    Some((n, node.held.take()?))
-                })
-                .collect()
+            state.dispatch.finish();
+            state.held.iter_mut().enumerate().filter_map(|(n, held)| Some((n, held.take()?))).collect()
         };
         for (n, held) in held {
             self.take_down(n, held);
@@ -355,143 +229,14 @@ impl<'a> Nodes<'a> {
         Err(first)
     }
 
-    /// Give each waiting build whose node has room a slot, the highest priority first. In a
-    /// real run, a build that is ready but has not asked yet competes too: the slot it would
-    /// get is held for it. (A dry run asks one build at a time, in the graph's order: it holds
-    /// nothing, or a build would wait for one that comes after it.)
-    fn dispatch(&self, state: &mut State) {
-        let priority = |key: &BuildKey| self.priority.get(key).copied().unwrap_or(0.0);
-        // (key, its waiter when it asked), the highest priority first; those that asked first
-        // among equals.
-        let mut competing: Vec<(BuildKey, Option<usize>)> = (0..state.waiting.len())
-            .filter(|&w| state.waiting[w].grant.is_none())
-            .map(|w| (state.waiting[w].key.clone(), Some(w)))
-            .collect();
-        if !self.ctx.runner.is_dry_run() {
-            let ready = state
-                .left
-                .iter()
-                .filter(|key| !state.started.contains(*key) && self.is_ready(state, key))
-                .filter(|key| !state.waiting.iter().any(|w| &w.key == *key));
-            competing.extend(ready.map(|key| (key.clone(), None)).collect::<Vec<_>>());
-        }
-        let asked = |w: &Option<usize>| w.map_or(u64::MAX, |w| state.waiting[w].id);
-        competing
-            .sort_by(|(a, wa), (b, wb)| priority(b).total_cmp(&priority(a)).then(asked(wa).cmp(&asked(wb))));
-        // Slots held for the ready builds that have not asked yet.
-        let mut held = vec![0; state.nodes.len()];
-        for (key, waiter) in competing {
-            let (image, platform) = &key;
-            let in_run = in_run(state, platform);
-            if in_run.is_empty() {
-                let why: Vec<String> = state
-                    .nodes
-                    .iter()
-                    .filter(|node| node.engine.platforms.iter().any(|p| p == platform))
-                    .filter_map(|node| match &node.life {
-                        Life::Out(why) => Some(format!("{}: {why}", node.engine.label())),
-                        _ => None,
-                    })
-                    .collect();
-                if let Some(w) = waiter {
-                    state.waiting[w].grant =
-                        Some(Err(format!("no {platform} node is left ({})", why.join("; "))));
-                }
-                continue;
-            }
-            let loads: Vec<Load> = in_run
-                .iter()
-                .map(|&n| Load {
-                    node: state.nodes[n].engine.label().to_string(),
-                    running: state.nodes[n].placed + held[n],
-                    limit: self.limit,
-                    up: state.nodes[n].life == Life::Up,
-                })
-                .collect();
-            let (to, home, spilled) = match placement::place(image, &loads) {
-                Placed::Home(home) => (home.clone(), home, false),
-                Placed::Spilled { home, to } => (to, home, true),
-                Placed::Waits => continue,
-            };
-            let n = in_run
-                .iter()
-                .copied()
-                .find(|&n| state.nodes[n].engine.label() == to)
-                .expect("placed on a node");
-            match waiter {
-                Some(w) => {
-                    state.nodes[n].placed += 1;
-                    state.started.insert(key.clone());
-                    state.waiting[w].grant = Some(Ok(Grant { node: n, home, spilled }));
-                }
-                None => held[n] += 1,
-            }
-        }
-        for (node, held) in state.nodes.iter_mut().zip(held) {
-            node.held_for_ready = held;
-        }
-        self.changed.notify_all();
-    }
-
-    /// Whether a build left is ready, or becomes ready once its parents' merges are done: no
-    /// build of its parents is left.
-    fn is_ready(&self, state: &State, (image, _): &BuildKey) -> bool {
-        self.parents.get(image).is_none_or(|parents| {
-            parents.iter().all(|parent| state.left.iter().all(|(name, _)| name != parent))
-        })
-    }
-
-    /// Whether a build left that is near hashes to node `n`: ready, or to be ready once the
-    /// builds of its parents now running end (every build of its parents left has started). A
-    /// VM is not kept idle for a build further down the graph: when that build comes it goes to
-    /// an idle node, or starts its home again.
-    fn has_work_near(&self, state: &State, n: usize) -> bool {
-        let label = state.nodes[n].engine.label();
-        let near = |(image, _): &BuildKey| {
-            self.parents.get(image).is_none_or(|parents| {
-                parents.iter().all(|parent| {
-                    state
-                        .left
-                        .iter()
-                        .filter(|(name, _)| name == parent)
-                        .all(|key| state.started.contains(key))
-                })
-            })
-        };
-        state
-            .left
-            .iter()
-            .filter(|key| !state.started.contains(*key) && near(key))
-            .any(|key| self.home_of(state, key).is_some_and(|home| home == label))
-    }
-
-    /// The home of a build among its platform's nodes still in the run.
-    fn home_of(&self, state: &State, (image, platform): &BuildKey) -> Option<String> {
-        let names: Vec<String> =
-            in_run(state, platform).iter().map(|&n| state.nodes[n].engine.label().to_string()).collect();
-        placement::home(image, &names).cloned()
-    }
-
-    /// Take down every VM that is up with nothing placed on it and no build left that hashes to
-    /// it.
+    /// Take down every VM the dispatch finds idle.
     fn take_down_idle<'s>(&'s self, mut state: MutexGuard<'s, State>) {
-        loop {
-            let idle = (0..state.nodes.len()).find(|&n| {
-                let node = &state.nodes[n];
-                node.held.is_some()
-                    && node.life == Life::Up
-                    && node.placed == 0
-                    && node.held_for_ready == 0
-                    && node.unmerged.is_empty()
-                    && !self.has_work_near(&state, n)
-            });
-            let Some(n) = idle else { return };
-            state.nodes[n].life = Life::Changing;
-            let held = state.nodes[n].held.take().expect("a held VM");
+        while let Some(n) = state.dispatch.take_down_next() {
+            let held = state.held[n].take().expect("a VM that is up");
             drop(state);
             self.take_down(n, held);
             state = self.lock();
-            state.nodes[n].life = Life::Down;
+            state.dispatch.went_down(n);
             self.changed.notify_all();
         }
     }
@@ -502,7 +247,7 @@ impl<'a> Nodes<'a> {
         if let Err(err) = vm::release(self.ctx, held) {
             self.way_out.lock().expect("not poisoned").push(err);
         }
-        let busy = self.lock().nodes[n].busy;
+        let busy = self.lock().dispatch.busy(n);
         self.timeline.record_vm(&vm.name, &vm.context, since, busy);
     }
 
@@ -536,41 +281,18 @@ impl<'a> Nodes<'a> {
     }
 }
 
-/// The nodes of `platform` still in the run (not out), by index.
-fn in_run(state: &State, platform: &Platform) -> Vec<usize> {
-    (0..state.nodes.len())
-        .filter(|&n| {
-            let node = &state.nodes[n];
-            node.engine.platforms.iter().any(|p| p == platform) && !matches!(node.life, Life::Out(_))
-        })
-        .collect()
-}
-
-fn start_building(node: &mut NodeState) {
-    if node.building == 0 {
-        node.busy_since = Some(Instant::now());
-    }
-    node.building += 1;
-}
-
-fn stop_building(node: &mut NodeState) {
-    node.building = node.building.saturating_sub(1);
-    if node.building == 0
-        && let Some(since) = node.busy_since.take()
-    {
-        node.busy += since.elapsed();
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
     use std::path::Path;
+    use std::time::Duration;
 
     use clap::{Args, FromArgMatches};
 
     use super::*;
     use crate::catalog::Catalog;
     use crate::platform_build::node::engines;
+    use crate::publish::placement;
     use crate::runner::Runner;
     use crate::settings::{Settings, SettingsArgs};
 
@@ -658,7 +380,7 @@ mod tests {
                 });
             }
             // Both wait before the slot frees.
-            while nodes.lock().waiting.len() < 2 {
+            while nodes.lock().dispatch.asking() < 2 {
                 std::thread::sleep(Duration::from_millis(5));
             }
             nodes.release(slot, false);
@@ -671,8 +393,8 @@ mod tests {
         assert_eq!(vms.iter().map(|vm| vm.vm.as_str()).collect::<Vec<_>>(), ["a"]);
         {
             let state = nodes.lock();
-            assert!(state.nodes.iter().all(|node| node.held.is_none()));
-            assert_eq!(state.left, BTreeSet::from([arm(other)]));
+            assert!(state.held.iter().all(Option::is_none));
+            assert_eq!(*state.dispatch.left(), BTreeSet::from([arm(other)]));
         }
         nodes.forget(other);
         nodes.finish().unwrap();
@@ -739,7 +461,7 @@ mod tests {
                 nodes.release(slot, false);
                 nodes.forget(leaf);
             });
-            while nodes.lock().waiting.is_empty() {
+            while nodes.lock().dispatch.asking() == 0 {
                 std::thread::sleep(Duration::from_millis(5));
             }
             // The parent ends while the leaf waits: the child is ready, with a longer path, and
