@@ -1,5 +1,5 @@
-//! Ctrl-C (SIGINT) and SIGTERM while the xtask holds what it must give back: the arm64 VM it
-//! started, its lease, its tunnel. By default either signal ends the process where it stands,
+//! Ctrl-C (SIGINT) and SIGTERM while the xtask has what it must give back: the arm64 VM it
+//! brought up, its lease, its tunnel. By default either signal ends the process where it stands,
 //! and the VM stays up. Inside `Deferred`, a signal is recorded instead: the commands running
 //! get SIGINT (a Ctrl-C at a terminal reaches them anyway; a SIGTERM sent to the xtask alone,
 //! as `docker stop` or a rehearsal's timeout sends it, is passed on to its process group), so

@@ -1,8 +1,8 @@
 //! The run's nodes, shared by its builds: what carries out the decisions of `dispatch` (which
 //! build goes where, when a VM comes up or goes down). Each build's thread asks for a slot and
-//! waits here for its answer; the build told to bring a VM up does so (`vm::hold`, and the
+//! waits here for its answer; the build told to bring a VM up does so (`vm::bring_up`, and the
 //! vendored BuildKit image its builder may need), and a VM with nothing left near goes down
-//! (`vm::release`, its time in the timeline); each node's engine is asked for its image store
+//! (`vm::take_down`, its time in the timeline); each node's engine is asked for its image store
 //! once a run; a node that is lost is said to be out. `finish` takes down whatever is still up,
 //! on every way out.
 
@@ -19,7 +19,7 @@ use crate::failure::NodeLost;
 use crate::mirroring;
 use crate::platform::Platform;
 use crate::platform_build::node::{Engine, Node, Store, ask_store};
-use crate::vm::{self, Held, Wait};
+use crate::vm::{self, BroughtUp, Wait};
 
 /// The nodes of a run and the builds they have left.
 pub struct Nodes<'a> {
@@ -45,7 +45,7 @@ pub struct Nodes<'a> {
 struct State {
     dispatch: Dispatch,
     /// Each node's VM, while this run has it up: by index, as `engines`.
-    held: Vec<Option<Held>>,
+    up: Vec<Option<BroughtUp>>,
 }
 
 /// A build's slot on a node, until it is released.
@@ -82,7 +82,7 @@ impl<'a> Nodes<'a> {
             vendoring,
             timeline,
             stores: engines.iter().map(|_| Mutex::new(None)).collect(),
-            state: Mutex::new(State { dispatch, held: engines.iter().map(|_| None).collect() }),
+            state: Mutex::new(State { dispatch, up: engines.iter().map(|_| None).collect() }),
             engines,
             changed: Condvar::new(),
             buildkit_vendored: Mutex::new(false),
@@ -119,12 +119,12 @@ impl<'a> Nodes<'a> {
             let engine = self.engines[n].clone();
             drop(state);
             let vm = engine.vm.clone().expect("only a VM is down");
-            let (held, result) = vm::hold(self.ctx, &vm, self.wait);
+            let (up, result) = vm::bring_up(self.ctx, &vm, self.wait);
             let result = result.and_then(|()| self.vendor_buildkit(n, &engine));
             state = self.lock();
             match result {
                 Ok(()) => {
-                    state.held[n] = Some(held);
+                    state.up[n] = Some(up);
                     state.dispatch.came_up(n);
                     self.changed.notify_all();
                 }
@@ -135,7 +135,7 @@ impl<'a> Nodes<'a> {
                     self.changed.notify_all();
                     drop(state);
                     self.tell_out(engine.label(), &why);
-                    self.take_down(n, held);
+                    self.take_down(n, up);
                     state = self.lock();
                 }
             }
@@ -153,7 +153,7 @@ impl<'a> Nodes<'a> {
         Slot { node: grant.node, key, engine, placement }
     }
 
-    /// The node of `slot`, with the builder of the image whose build holds it (`ctx`: the
+    /// The node of `slot`, with the builder of the image whose build has it (`ctx`: the
     /// image's). Its engine is asked for its image store once in the run; a failed question is
     /// not kept, so the next build asks again (its engine may be lost: see `lost`).
     pub fn node_of(&self, slot: &Slot, ctx: &Ctx) -> Result<Node> {
@@ -187,14 +187,14 @@ impl<'a> Nodes<'a> {
     pub fn lost(&self, slot: Slot, lost: &NodeLost) {
         let mut state = self.lock();
         let first = state.dispatch.lost(&slot.key, slot.node, &lost.why, Instant::now());
-        let held = if first { state.held[slot.node].take() } else { None };
+        let up = if first { state.up[slot.node].take() } else { None };
         self.changed.notify_all();
         drop(state);
         if first {
             self.tell_out(&lost.node, &lost.why);
         }
-        if let Some(held) = held {
-            self.take_down(slot.node, held);
+        if let Some(up) = up {
+            self.take_down(slot.node, up);
         }
     }
 
@@ -210,13 +210,13 @@ impl<'a> Nodes<'a> {
     /// Every VM still up taken down; what went wrong doing so on the way out (the first failure
     /// stays the error, the others are said).
     pub fn finish(&self) -> Result<()> {
-        let held: Vec<(usize, Held)> = {
+        let up: Vec<(usize, BroughtUp)> = {
             let mut state = self.lock();
             state.dispatch.finish();
-            state.held.iter_mut().enumerate().filter_map(|(n, held)| Some((n, held.take()?))).collect()
+            state.up.iter_mut().enumerate().filter_map(|(n, up)| Some((n, up.take()?))).collect()
         };
-        for (n, held) in held {
-            self.take_down(n, held);
+        for (n, up) in up {
+            self.take_down(n, up);
         }
         let mut failures = std::mem::take(&mut *self.way_out.lock().expect("not poisoned"));
         if failures.is_empty() {
@@ -232,19 +232,19 @@ impl<'a> Nodes<'a> {
     /// Take down every VM the dispatch finds idle.
     fn take_down_idle<'s>(&'s self, mut state: MutexGuard<'s, State>) {
         while let Some(n) = state.dispatch.take_down_next() {
-            let held = state.held[n].take().expect("a VM that is up");
+            let up = state.up[n].take().expect("a VM that is up");
             drop(state);
-            self.take_down(n, held);
+            self.take_down(n, up);
             state = self.lock();
             state.dispatch.went_down(n);
             self.changed.notify_all();
         }
     }
 
-    /// Release a held VM, its time recorded; a failure is kept for the end of the run.
-    fn take_down(&self, n: usize, held: Held) {
-        let (vm, since) = (held.vm.clone(), held.since);
-        if let Err(err) = vm::release(self.ctx, held) {
+    /// Take down a VM this run brought up, its time recorded; a failure is kept for the end of the run.
+    fn take_down(&self, n: usize, up: BroughtUp) {
+        let (vm, since) = (up.vm.clone(), up.since);
+        if let Err(err) = vm::take_down(self.ctx, up) {
             self.way_out.lock().expect("not poisoned").push(err);
         }
         let busy = self.lock().dispatch.busy(n);
@@ -393,7 +393,7 @@ mod tests {
         assert_eq!(vms.iter().map(|vm| vm.vm.as_str()).collect::<Vec<_>>(), ["a"]);
         {
             let state = nodes.lock();
-            assert!(state.held.iter().all(Option::is_none));
+            assert!(state.up.iter().all(Option::is_none));
             assert_eq!(*state.dispatch.left(), BTreeSet::from([arm(other)]));
         }
         nodes.forget(other);
@@ -437,7 +437,7 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_is_held_for_a_ready_build_with_a_longer_path_that_has_not_asked_yet() {
+    fn a_slot_is_reserved_for_a_ready_build_with_a_longer_path_that_has_not_asked_yet() {
         let root = tempfile::tempdir().unwrap();
         let ctx = ctx(root.path(), false, &["--builds-per-node", "1", "--platforms", "linux/arm64"]);
         let (parent, child, leaf) = ("parent".to_string(), "child".to_string(), "leaf".to_string());
@@ -465,7 +465,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(5));
             }
             // The parent ends while the leaf waits: the child is ready, with a longer path, and
-            // the slot is held for it, though it asks only once the parent is merged.
+            // the slot is reserved for it, though it asks only once the parent is merged.
             nodes.release(slot, false);
             std::thread::sleep(Duration::from_millis(50));
             assert!(order.lock().unwrap().is_empty(), "the leaf took the child's slot");

@@ -1,7 +1,7 @@
 //! The VMs that join buildx as native nodes: the pool (`pool`), each VM's start and stop, the
-//! tunnel to its engine, and its life around a run's builds (`hold` brings it up: started when
+//! tunnel to its engine, and its life around a run's builds (`bring_up`: started when
 //! AUTO_START_STOP=1, the tunnel opened, a lease taken so that an overlapping pipeline does not
-//! stop it; `release` takes it down again on every way out).
+//! stop it; `take_down` again on every way out).
 //!
 //! A VM's engine has no TCP listener. Its docker context is `ssh://xtask-<vm>`: every docker
 //! connection is an ssh session, as `ARM64_USER`, whose command the VM's sshd forces to
@@ -129,8 +129,8 @@ fn found(ctx: &Ctx, vm: &Vm) -> Found {
     }
 }
 
-/// A VM a run holds: what it found, what it changed, to be undone by `release`.
-pub struct Held {
+/// A VM this run brought up: what it found, what it changed, to be undone by `take_down`.
+pub struct BroughtUp {
     pub vm: Vm,
     found: Found,
     included: Included,
@@ -140,32 +140,32 @@ pub struct Held {
 }
 
 /// Bring `vm` up for a run's builds: with AUTO_START_STOP=1 it is started first; the tunnel is
-/// opened and a lease is taken on its engine. The `Held` comes back whether that worked or not:
-/// `release` it on every way out.
-pub fn hold(ctx: &Ctx, vm: &Vm, wait: &Wait) -> (Held, Result<()>) {
+/// opened and a lease is taken on its engine. The `BroughtUp` comes back whether that worked or
+/// not: `take_down` it on every way out.
+pub fn bring_up(ctx: &Ctx, vm: &Vm, wait: &Wait) -> (BroughtUp, Result<()>) {
     let s = &ctx.settings;
     let found = if s.auto_start_stop { found(ctx, vm) } else { Found::Unknown };
-    let mut held =
-        Held { vm: vm.clone(), found, included: Included::Already, lease: None, since: Instant::now() };
+    let mut up =
+        BroughtUp { vm: vm.clone(), found, included: Included::Already, lease: None, since: Instant::now() };
     let result = (|| {
         if s.auto_start_stop {
             start(ctx, vm, Some(wait))?;
         }
-        held.included = write_ssh_config(ctx, vm)?;
+        up.included = write_ssh_config(ctx, vm)?;
         connect(ctx, vm, Some(wait))?;
-        held.lease = Some(take_lease(ctx, vm)?);
+        up.lease = Some(take_lease(ctx, vm)?);
         Ok(())
     })();
-    (held, result)
+    (up, result)
 }
 
-/// Take a held VM down: its lease given back, the tunnel closed, and (AUTO_START_STOP=1) the VM
+/// Take a VM this run brought up down again: its lease given back, the tunnel closed, and (AUTO_START_STOP=1) the VM
 /// stopped, unless another pipeline holds a lease: then that one stops it, or the VM's idle
 /// timer does. When the leases cannot be read, a run that found the VM stopped and started it
 /// stops it all the same.
-pub fn release(ctx: &Ctx, held: Held) -> Result<()> {
+pub fn take_down(ctx: &Ctx, up: BroughtUp) -> Result<()> {
     let s = &ctx.settings;
-    let Held { vm, found, included, lease, .. } = held;
+    let BroughtUp { vm, found, included, lease, .. } = up;
     let others = match &lease {
         Some(lease) => give_back(ctx, &vm, lease),
         None => Err(anyhow!("no lease was taken")),
