@@ -38,7 +38,7 @@ pub fn of_catalog(ctx: &Ctx) -> Result<Graph> {
 /// The images `image` (the cloud builder) starts from, each of which must be vendored.
 pub fn vendored_bases(ctx: &Ctx, image: &Image) -> Result<Vec<String>> {
     let graph = graph_of(ctx, &[image], &BTreeMap::new())?;
-    Ok(graph.vertices.into_iter().flat_map(|node| node.vendored).collect())
+    Ok(graph.vertices.into_iter().flat_map(|vertex| vertex.vendored).collect())
 }
 
 fn graph_of(ctx: &Ctx, images: &[&Image], published: &BTreeMap<String, String>) -> Result<Graph> {

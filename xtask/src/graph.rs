@@ -49,9 +49,9 @@ impl Graph {
         let by_reference: BTreeMap<&str, &str> =
             published.iter().map(|(name, reference)| (reference.as_str(), name.as_str())).collect();
         let vendored_root = format!("{docker_repo}/thirdparty/");
-        let mut nodes = Vec::new();
+        let mut vertices = Vec::new();
         for image in images {
-            let mut node = Vertex {
+            let mut vertex = Vertex {
                 name: image.name.to_string(),
                 parents: Vec::new(),
                 vendored: Vec::new(),
@@ -59,28 +59,28 @@ impl Graph {
             };
             for reference in image.references {
                 if let Some(parent) = by_reference.get(reference.as_str()) {
-                    node.parents.push(Parent { name: parent.to_string(), reference: reference.clone() });
+                    vertex.parents.push(Parent { name: parent.to_string(), reference: reference.clone() });
                 } else if reference.starts_with(&vendored_root) {
-                    node.vendored.push(reference.clone());
+                    vertex.vendored.push(reference.clone());
                 } else {
                     return Err(unknown_reference(image, reference, published, docker_repo));
                 }
             }
-            nodes.push(node);
+            vertices.push(vertex);
         }
-        order(nodes)
+        order(vertices)
     }
 
     pub fn vertex(&self, name: &str) -> Option<&Vertex> {
-        self.vertices.iter().find(|node| node.name == name)
+        self.vertices.iter().find(|vertex| vertex.name == name)
     }
 
     /// The images that build on `name`, directly or not, in build order.
     pub fn descendants(&self, name: &str) -> Vec<&str> {
         let mut below: Vec<&str> = Vec::new();
-        for node in &self.vertices {
-            if node.parents.iter().any(|p| p.name == name || below.contains(&p.name.as_str())) {
-                below.push(&node.name);
+        for vertex in &self.vertices {
+            if vertex.parents.iter().any(|p| p.name == name || below.contains(&p.name.as_str())) {
+                below.push(&vertex.name);
             }
         }
         below
@@ -116,16 +116,17 @@ fn unknown_reference(
 /// Parents first (Kahn's algorithm, taking the catalog's order among the ready); a cycle is an
 /// error naming its images.
 fn order(mut pending: Vec<Vertex>) -> Result<Graph, String> {
-    let names: Vec<String> = pending.iter().map(|n| n.name.clone()).collect();
-    let mut nodes: Vec<Vertex> = Vec::new();
+    let names: Vec<String> = pending.iter().map(|vertex| vertex.name.clone()).collect();
+    let mut ordered: Vec<Vertex> = Vec::new();
     while !pending.is_empty() {
-        let ready = pending.iter().position(|node| {
-            node.parents
+        let ready = pending.iter().position(|vertex| {
+            vertex
+                .parents
                 .iter()
-                .all(|p| nodes.iter().any(|done| done.name == p.name) || !names.contains(&p.name))
+                .all(|p| ordered.iter().any(|done| done.name == p.name) || !names.contains(&p.name))
         });
         match ready {
-            Some(at) => nodes.push(pending.remove(at)),
+            Some(at) => ordered.push(pending.remove(at)),
             None => {
                 return Err(format!(
                     "the catalog's images build on each other in a cycle: {}",
@@ -134,19 +135,20 @@ fn order(mut pending: Vec<Vertex>) -> Result<Graph, String> {
             }
         }
     }
-    Ok(Graph { vertices: nodes })
+    Ok(Graph { vertices: ordered })
 }
 
-/// One cycle among `nodes`, none of which is ready: `a → b → a`.
-fn cycle(nodes: &[Vertex]) -> String {
-    let mut path: Vec<&str> = vec![&nodes[0].name];
+/// One cycle among `pending`, none of which is ready: `a → b → a`.
+fn cycle(pending: &[Vertex]) -> String {
+    let mut path: Vec<&str> = vec![&pending[0].name];
     loop {
-        let current = nodes.iter().find(|n| n.name == *path.last().expect("not empty")).expect("in the set");
+        let current =
+            pending.iter().find(|v| v.name == *path.last().expect("not empty")).expect("in the set");
         let next = current
             .parents
             .iter()
-            .find(|p| nodes.iter().any(|n| n.name == p.name))
-            .expect("a node that is not ready has a pending parent");
+            .find(|p| pending.iter().any(|v| v.name == p.name))
+            .expect("an image that is not ready has a pending parent");
         if let Some(start) = path.iter().position(|name| *name == next.name) {
             let mut cycle: Vec<&str> = path[start..].to_vec();
             cycle.push(&next.name);
@@ -179,7 +181,7 @@ mod tests {
     }
 
     fn order_of(graph: &Graph) -> Vec<&str> {
-        graph.vertices.iter().map(|n| n.name.as_str()).collect()
+        graph.vertices.iter().map(|v| v.name.as_str()).collect()
     }
 
     #[test]

@@ -95,8 +95,8 @@ pub fn vendor_build_bases(ctx: &Ctx, args: &VendorOptions, locked: bool) -> Resu
     let graph = crate::catalog_graph::of_catalog(ctx)?;
     let mut needed: Vec<(String, String)> = Vec::new();
     for (_, image) in ctx.catalog.task_images() {
-        let node = graph.vertex(&image.name).expect("the graph holds every catalog image");
-        needed.extend(node.vendored.iter().map(|base| (base.clone(), image.dockerfile())));
+        let vertex = graph.vertex(&image.name).expect("the graph has every catalog image");
+        needed.extend(vertex.vendored.iter().map(|base| (base.clone(), image.dockerfile())));
     }
     // Only this engine can say now which builder it needs. The arm64 node (MULTI_CONTEXT=1) is
     // up only once the builds start it: they ask it then, and vendor BuildKit for it only if its

@@ -50,9 +50,9 @@ pub struct ImagePublisher<'a> {
 
 impl ImagePublisher<'_> {
     /// One image, from the states of its parents in the run.
-    pub fn one_image(&self, node: &Vertex, parents: ParentStates) -> Row {
+    pub fn one_image(&self, vertex: &Vertex, parents: ParentStates) -> Row {
         let started = Instant::now();
-        let name = node.name.as_str();
+        let name = vertex.name.as_str();
         let image = self.planner.image(name);
         let log = self.logs.map(|dir| self.ctx.root.join(dir).join(format!("{name}.log")));
         if let Some(log) = &log {
@@ -68,7 +68,7 @@ impl ImagePublisher<'_> {
             None if crate::interrupt::requested() => ImageOutcome::Failed {
                 failure: Failure::interrupted("interrupted before it started (Ctrl-C or SIGTERM)"),
             },
-            None => match self.publish(node, image, &parents, log.as_deref(), &steps) {
+            None => match self.publish(vertex, image, &parents, log.as_deref(), &steps) {
                 Ok(outcome) => outcome,
                 Err(failure) => ImageOutcome::Failed { failure },
             },
@@ -88,7 +88,7 @@ impl ImagePublisher<'_> {
     /// The plan's decision, settled; then built unless up to date, and signed.
     fn publish(
         &self,
-        node: &Vertex,
+        vertex: &Vertex,
         image: &Image,
         parents: &ParentStates,
         log: Option<&Path>,
@@ -98,7 +98,7 @@ impl ImagePublisher<'_> {
         let output = ImageOutput { log, width: self.width, steps: Arc::clone(steps) };
         // The image's commands, and their output behind its prefix: its builds and its signing.
         let image_ctx = output.image_ctx(&self.image_ctx(image), image);
-        let build = match self.plan.settle(&self.planner, node, parents) {
+        let build = match self.plan.settle(&self.planner, vertex, parents) {
             Decision::UpToDate(digest) => {
                 // Up to date keeps its signature; one that was never signed gets one.
                 self.sign(&image_ctx, image, &digest, true)?;

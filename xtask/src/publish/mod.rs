@@ -215,9 +215,10 @@ impl Run<'_> {
             );
         }
         let started = Instant::now();
-        let rows = scheduler::in_parallel(self.graph, selected, ctx.runner.is_dry_run(), |node, parents| {
-            self.publisher.one_image(node, parents)
-        });
+        let rows =
+            scheduler::in_parallel(self.graph, selected, ctx.runner.is_dry_run(), |vertex, parents| {
+                self.publisher.one_image(vertex, parents)
+            });
         if ctx.runner.is_dry_run() {
             return Ok(());
         }

@@ -100,10 +100,13 @@ impl Plan {
     pub fn make(planner: &Planner, graph: &Graph, selected: &[&str]) -> Plan {
         let dry_run = planner.ctx.runner.is_dry_run();
         let mut plan = Plan { images: BTreeMap::new(), order: Vec::new() };
-        for node in graph.vertices.iter().filter(|n| selected.contains(&n.name.as_str())) {
-            let parents: ParentStates =
-                node.parents.iter().filter_map(|p| Some((p.name.clone(), plan.state_of(&p.name)?))).collect();
-            let image = planner.image(&node.name);
+        for vertex in graph.vertices.iter().filter(|v| selected.contains(&v.name.as_str())) {
+            let parents: ParentStates = vertex
+                .parents
+                .iter()
+                .filter_map(|p| Some((p.name.clone(), plan.state_of(&p.name)?)))
+                .collect();
+            let image = planner.image(&vertex.name);
             let reference = planner.ctx.settings.image_ref(image);
             let published = planner
                 .registry
@@ -119,10 +122,10 @@ impl Plan {
             let decision = if waits && !dry_run {
                 Decision::AfterParents
             } else {
-                planner.decide(node, image, &parents, &known)
+                planner.decide(vertex, image, &parents, &known)
             };
-            plan.order.push(node.name.clone());
-            plan.images.insert(node.name.clone(), Planned { known, decision });
+            plan.order.push(vertex.name.clone());
+            plan.images.insert(vertex.name.clone(), Planned { known, decision });
         }
         plan
     }
@@ -163,14 +166,14 @@ impl Plan {
 
     /// An image's decision for the run: the plan's, or, for one that waited for its parents,
     /// made now from their states (its files and what is published were read when planning).
-    pub fn settle(&self, planner: &Planner, node: &Vertex, parents: &ParentStates) -> Decision {
-        let Some(planned) = self.images.get(&node.name) else {
-            return Decision::Fails(format!("{} is not in the plan", node.name));
+    pub fn settle(&self, planner: &Planner, vertex: &Vertex, parents: &ParentStates) -> Decision {
+        let Some(planned) = self.images.get(&vertex.name) else {
+            return Decision::Fails(format!("{} is not in the plan", vertex.name));
         };
         match &planned.decision {
             Decision::AfterParents => {
-                let image = planner.image(&node.name);
-                planner.decide(node, image, parents, &planned.known)
+                let image = planner.image(&vertex.name);
+                planner.decide(vertex, image, parents, &planned.known)
             }
             decided => decided.clone(),
         }
@@ -195,13 +198,14 @@ impl Planner<'_> {
 
     /// Whether the image is up to date, else what its build is made of and why it is built;
     /// what cannot be decided fails the image.
-    fn decide(&self, node: &Vertex, image: &Image, parents: &ParentStates, known: &Known) -> Decision {
-        self.try_decide(node, image, parents, known).unwrap_or_else(|err| Decision::Fails(format!("{err:#}")))
+    fn decide(&self, vertex: &Vertex, image: &Image, parents: &ParentStates, known: &Known) -> Decision {
+        self.try_decide(vertex, image, parents, known)
+            .unwrap_or_else(|err| Decision::Fails(format!("{err:#}")))
     }
 
     fn try_decide(
         &self,
-        node: &Vertex,
+        vertex: &Vertex,
         image: &Image,
         parents: &ParentStates,
         known: &Known,
@@ -211,8 +215,8 @@ impl Planner<'_> {
             Ok(published) => (published.as_ref(), None),
             Err(why) => (None, Some(why.clone())),
         };
-        let bases = self.bases(node, parents)?;
-        let declares_refresh = node.args.iter().any(|arg| arg == REFRESH_ARG);
+        let bases = self.bases(vertex, parents)?;
+        let declares_refresh = vertex.args.iter().any(|arg| arg == REFRESH_ARG);
         let args = self.build_args(image, published, declares_refresh);
         // The files count only where every base's digest is known: else nothing is up to date.
         let inputs = match bases.unknown.is_empty() {
@@ -244,13 +248,13 @@ impl Planner<'_> {
 
     /// Each image the Dockerfile names, pinned to a digest: a vendored base as vendored now, a
     /// parent as it was just published (or, outside the run, as published before).
-    fn bases(&self, node: &Vertex, parents: &ParentStates) -> Result<Bases> {
+    fn bases(&self, vertex: &Vertex, parents: &ParentStates) -> Result<Bases> {
         let ctx = self.ctx;
         let dry_run = ctx.runner.is_dry_run();
         let mut bases =
             Bases { digests: BTreeMap::new(), pins: Vec::new(), unknown: Vec::new(), notes: Vec::new() };
         let mut named: Vec<(String, String, Option<String>)> = Vec::new();
-        for reference in &node.vendored {
+        for reference in &vertex.vendored {
             let digest = match self.registry.digest(reference) {
                 Ok(Some(digest)) => Some(digest),
                 Ok(None) if dry_run => {
@@ -265,7 +269,7 @@ impl Planner<'_> {
             };
             named.push((reference.clone(), reference.clone(), digest));
         }
-        for parent in &node.parents {
+        for parent in &vertex.parents {
             let image = self.image(&parent.name);
             let published = ctx.settings.image_ref(image);
             let digest = match parents.get(&parent.name) {

@@ -21,35 +21,39 @@ pub fn in_parallel(
     let done: Mutex<BTreeMap<String, Row>> = Mutex::new(BTreeMap::new());
     let changed = Condvar::new();
     let in_order: Vec<&str> =
-        graph.vertices.iter().map(|n| n.name.as_str()).filter(|n| selected.contains(n)).collect();
+        graph.vertices.iter().map(|v| v.name.as_str()).filter(|name| selected.contains(name)).collect();
     std::thread::scope(|scope| {
         for &name in selected {
             let (done, changed, in_order, one_image) = (&done, &changed, &in_order, &one_image);
             scope.spawn(move || {
-                let node = graph.vertex(name).expect("a selected image is in the graph");
+                let vertex = graph.vertex(name).expect("a selected image is in the graph");
                 let waiting = |done: &mut BTreeMap<String, Row>| {
                     if dry_run {
-                        return in_order.iter().take_while(|n| **n != name).any(|n| !done.contains_key(*n));
+                        return in_order
+                            .iter()
+                            .take_while(|other| **other != name)
+                            .any(|other| !done.contains_key(*other));
                     }
-                    node.parents
+                    vertex
+                        .parents
                         .iter()
                         .any(|p| selected.contains(&p.name.as_str()) && !done.contains_key(&p.name))
                 };
                 let guard =
                     changed.wait_while(done.lock().expect("not poisoned"), waiting).expect("not poisoned");
                 // The parents' states are read, then the lock is let go for the build.
-                let parents = node
+                let parents = vertex
                     .parents
                     .iter()
                     .filter_map(|p| Some((p.name.clone(), guard.get(&p.name)?.outcome.parent_state(&p.name))))
                     .collect();
                 drop(guard);
-                let row = one_image(node, parents);
+                let row = one_image(vertex, parents);
                 done.lock().expect("not poisoned").insert(name.to_string(), row);
                 changed.notify_all();
             });
         }
     });
     let mut done = done.into_inner().expect("not poisoned");
-    graph.vertices.iter().filter_map(|node| done.remove(&node.name)).collect()
+    graph.vertices.iter().filter_map(|vertex| done.remove(&vertex.name)).collect()
 }

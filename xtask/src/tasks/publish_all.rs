@@ -44,7 +44,7 @@ pub fn publish_all(ctx: &Ctx, args: &PublishAllArgs) -> Result<()> {
             ctx.runner.run(cmd!(sh, "cargo xtask thirdparty --bases {flags...}"))?;
         }
         let logs = args.logs.clone().unwrap_or_else(|| crate::work_dir().join("publish-all"));
-        let names: Vec<&str> = graph.vertices.iter().map(|node| node.name.as_str()).collect();
+        let names: Vec<&str> = graph.vertices.iter().map(|vertex| vertex.name.as_str()).collect();
         let mut options = args.build.options(Some(logs));
         options.vendoring = Some(vendoring.clone());
         publish::publish_images(ctx, &graph, &names, &options)
