@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::invalid::Invalid;
+
 /// One catalog image and what it starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vertex {
@@ -45,7 +47,7 @@ impl Graph {
         images: &[Named<'_>],
         published: &BTreeMap<String, String>,
         docker_repo: &str,
-    ) -> Result<Graph, String> {
+    ) -> Result<Graph, Invalid> {
         let by_reference: BTreeMap<&str, &str> =
             published.iter().map(|(name, reference)| (reference.as_str(), name.as_str())).collect();
         let vendored_root = format!("{docker_repo}/thirdparty/");
@@ -63,7 +65,7 @@ impl Graph {
                 } else if reference.starts_with(&vendored_root) {
                     vertex.vendored.push(reference.clone());
                 } else {
-                    return Err(unknown_reference(image, reference, published, docker_repo));
+                    return Err(Invalid::new(unknown_reference(image, reference, published, docker_repo)));
                 }
             }
             vertices.push(vertex);
@@ -115,7 +117,7 @@ fn unknown_reference(
 
 /// Parents first (Kahn's algorithm, taking the catalog's order among the ready); a cycle is an
 /// error naming its images.
-fn order(mut pending: Vec<Vertex>) -> Result<Graph, String> {
+fn order(mut pending: Vec<Vertex>) -> Result<Graph, Invalid> {
     let names: Vec<String> = pending.iter().map(|vertex| vertex.name.clone()).collect();
     let mut ordered: Vec<Vertex> = Vec::new();
     while !pending.is_empty() {
@@ -128,10 +130,10 @@ fn order(mut pending: Vec<Vertex>) -> Result<Graph, String> {
         match ready {
             Some(at) => ordered.push(pending.remove(at)),
             None => {
-                return Err(format!(
+                return Err(Invalid::new(format!(
                     "the catalog's images build on each other in a cycle: {}",
                     cycle(&pending)
-                ));
+                )));
             }
         }
     }
@@ -164,7 +166,7 @@ mod tests {
 
     const REPO: &str = "r.test/p";
 
-    fn graph(images: &[(&str, &[&str])]) -> Result<Graph, String> {
+    fn graph(images: &[(&str, &[&str])]) -> Result<Graph, Invalid> {
         let references: Vec<Vec<String>> =
             images.iter().map(|(_, refs)| refs.iter().map(|r| format!("{REPO}/{r}")).collect()).collect();
         let dockerfiles: Vec<String> =
@@ -207,21 +209,22 @@ mod tests {
     #[test]
     fn a_cycle_is_named() {
         let err = graph(&[("a", &["b:1"]), ("b", &["c:1"]), ("c", &["a:1"]), ("d", &["thirdparty/x:1"])])
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "the catalog's images build on each other in a cycle: a → b → c → a");
-        let err = graph(&[("a", &["a:1"])]).unwrap_err();
+        let err = graph(&[("a", &["a:1"])]).unwrap_err().to_string();
         assert!(err.ends_with("a → a"), "{err}");
     }
 
     #[test]
     fn a_reference_that_is_neither_an_image_nor_vendored_is_an_error() {
-        let err = graph(&[("a", &["thirdparty/x:1"]), ("b", &["a:2"])]).unwrap_err();
+        let err = graph(&[("a", &["thirdparty/x:1"]), ("b", &["a:2"])]).unwrap_err().to_string();
         assert_eq!(
             err,
             "images/b/Dockerfile builds from r.test/p/a:2, which is neither a catalog image (catalog \
              image a is published as r.test/p/a:1) nor vendored under r.test/p/thirdparty/"
         );
-        let err = graph(&[("b", &["elsewhere:1"])]).unwrap_err();
+        let err = graph(&[("b", &["elsewhere:1"])]).unwrap_err().to_string();
         assert!(err.contains("r.test/p/elsewhere:1, which is neither a catalog image nor vendored"), "{err}");
     }
 }

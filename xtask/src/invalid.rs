@@ -1,5 +1,6 @@
 //! Text that breaks a rule of its grammar: an image reference, a platform, a tag of the
-//! vendoring list. The error says what is wrong in words; the caller puts in front of it where
+//! vendoring list; or a catalog whose images cannot make a graph (a cycle, an image named that
+//! is neither the catalog's nor vendored). The error says what is wrong in words; the caller puts in front of it where
 //! the text came from (the setting, the line, the file). A type rather than a `String`, so that
 //! a signature says how it fails; and no run's `Failure`: nothing was tried yet.
 

@@ -10,6 +10,7 @@ use anyhow::{Result, anyhow, bail};
 
 use crate::catalog::Image;
 use crate::ctx::Ctx;
+use crate::failure::Failure;
 use crate::graph::{Graph, Vertex};
 use crate::inputs::{Files, Given, Inputs};
 use crate::platform_build::command::{Recipe, output_options};
@@ -68,9 +69,9 @@ pub struct Build {
 /// What is read of one image before anything builds, once.
 struct Known {
     /// What is published at its reference; `Err`: why that cannot be told.
-    published: Result<Option<Published>, String>,
+    published: Result<Option<Published>, Failure>,
     /// Its files, hashed once; `Err`: why they cannot be read.
-    files: Result<Files, String>,
+    files: Result<Files, Failure>,
 }
 
 /// One image of the plan: what was read of it, and the decision.
@@ -111,12 +112,12 @@ impl Plan {
             let published = planner
                 .registry
                 .published(&reference)
-                .map_err(|err| format!("cannot tell whether it is up to date: {err:#}"));
+                .map_err(|err| Failure::from(err).context("cannot tell whether it is up to date"));
             let files = Files::hash(
                 &planner.ctx.root.join(image.context()),
                 &planner.ctx.root.join(image.dockerfile()),
             )
-            .map_err(|err| format!("{err:#}"));
+            .map_err(Failure::from);
             let known = Known { published, files };
             let waits = parents.values().any(|p| *p == ParentState::ToBeBuilt);
             let decision = if waits && !dry_run {
@@ -213,7 +214,7 @@ impl Planner<'_> {
         let s = &self.ctx.settings;
         let (published, unreadable) = match &known.published {
             Ok(published) => (published.as_ref(), None),
-            Err(why) => (None, Some(why.clone())),
+            Err(why) => (None, Some(why.to_string())),
         };
         let bases = self.bases(vertex, parents)?;
         let declares_refresh = vertex.args.iter().any(|arg| arg == REFRESH_ARG);
@@ -222,7 +223,7 @@ impl Planner<'_> {
         let inputs = match bases.unknown.is_empty() {
             false => None,
             true => Some(Inputs::of(
-                known.files.as_ref().map_err(|err| anyhow!("{err}"))?,
+                known.files.as_ref().map_err(Failure::clone)?,
                 Given {
                     args: args.iter().cloned().collect(),
                     platforms: s.platforms.clone(),
