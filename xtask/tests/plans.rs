@@ -44,7 +44,7 @@ fn arm_node_open() -> Vec<String> {
 fn arm_node_close() -> Vec<String> {
     vec![
         s("DOCKER_BUILDKIT=1 docker --context arm_node volume rm xtask-lease-plan"),
-        s("# then, unless another lease (younger than 2 h) is held:"),
+        s("# then, unless another lease (younger than 2 h) is there:"),
         s(
             "DOCKER_BUILDKIT=1 docker --context arm_node volume ls --filter label=dev.multi-arch-docker.lease \
            --format '{{.Name}} {{.Label \"dev.multi-arch-docker.lease.since\"}}'",

@@ -362,7 +362,7 @@ fn overlapping_pipelines_never_stop_the_vm_under_each_other() {
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(second.status.success(), "{}", stderr(&second));
     assert!(
-        stdout(&first).contains("stays up: 1 other pipeline(s) hold a lease on it (xtask-lease-second)"),
+        stdout(&first).contains("stays up: 1 other pipeline(s) have a lease on it (xtask-lease-second)"),
         "{}",
         stdout(&first)
     );

@@ -17,12 +17,12 @@ use super::manifest::hex;
 use super::retry::{ProgressMade, Request, Retrying};
 use super::session::{Session, Target, within};
 
-/// Where a blob download stands: the bytes that arrived, hashed as they came, the last chunk
-/// held back from the upload until the whole blob is known to be right.
+/// Where a blob download stands: the bytes that arrived, hashed as they came, and the last
+/// chunk, kept from the upload until the whole blob is known to be right.
 struct Received {
     bytes: u64,
     hasher: Sha256,
-    held: Option<Bytes>,
+    last_chunk: Option<Bytes>,
 }
 
 /// How the download of one blob ended, short of an error.
@@ -166,7 +166,8 @@ impl Session {
         on_bytes: &(dyn Fn(u64) + Sync),
     ) -> Result<(), Failure> {
         // Each try takes up where the last stopped; one try at a time holds it.
-        let received = tokio::sync::Mutex::new(Received { bytes: 0, hasher: Sha256::new(), held: None });
+        let received =
+            tokio::sync::Mutex::new(Received { bytes: 0, hasher: Sha256::new(), last_chunk: None });
         let what = format!("GET blob {digest} from {}", source.repository());
         let on_retry = |retry: &Retrying<'_>| {
             self.trace(&format!("resuming {what} in {:.1} s ({})", retry.wait.as_secs_f64(), retry.failure));
@@ -209,7 +210,7 @@ impl Session {
             let _ = sender.send(Err(std::io::Error::other(message.clone()))).await;
             return Err(Failure::in_flight(message));
         }
-        if let Some(last) = received.held.take() {
+        if let Some(last) = received.last_chunk.take() {
             let _ = sender.send(Ok(last)).await;
         }
         Ok(())
@@ -263,7 +264,7 @@ impl Session {
             }
             received.hasher.update(&chunk);
             on_bytes(chunk.len() as u64);
-            if let Some(previous) = received.held.replace(chunk) {
+            if let Some(previous) = received.last_chunk.replace(chunk) {
                 match tokio::time::timeout(self.options.stall_timeout, sender.send(Ok(previous))).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_closed)) => return Ok(Fed::UploadGone),

@@ -189,7 +189,7 @@ settings! {
     Arm64SshKey arm64_ssh_key: Option<PathBuf>, used by [Build, Vm, Pool];
 
     /// 1: the builds start each VM of the pool when its first build comes, and stop it after its
-    /// last (unless another pipeline holds a lease on it)
+    /// last (unless another pipeline has a lease on it)
     #[arg(long, env = "AUTO_START_STOP", default_value = "0",
           value_parser = BoolishValueParser::new(), action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "1", value_name = "0|1",

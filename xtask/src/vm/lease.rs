@@ -47,7 +47,7 @@ pub fn give_back(ctx: &Ctx, vm: &Vm, lease: &str) -> Result<Vec<String>> {
         (format!("label={LEASE_LABEL}"), format!("{{{{.Name}}}} {{{{.Label \"{LEASE_SINCE_LABEL}\"}}}}"));
     let listing = cmd!(sh, "docker --context {context} volume ls --filter {filter} --format {format}");
     if ctx.runner.is_dry_run() {
-        ctx.runner.say("then, unless another lease (younger than 2 h) is held:");
+        ctx.runner.say("then, unless another lease (younger than 2 h) is there:");
         ctx.runner.run(listing)?;
         return Ok(Vec::new());
     }

@@ -160,7 +160,7 @@ pub fn bring_up(ctx: &Ctx, vm: &Vm, wait: &Wait) -> (BroughtUp, Result<()>) {
 }
 
 /// Take a VM this run brought up down again: its lease given back, the tunnel closed, and (AUTO_START_STOP=1) the VM
-/// stopped, unless another pipeline holds a lease: then that one stops it, or the VM's idle
+/// stopped, unless another pipeline has a lease on it: then that one stops it, or the VM's idle
 /// timer does. When the leases cannot be read, a run that found the VM stopped and started it
 /// stops it all the same.
 pub fn take_down(ctx: &Ctx, up: BroughtUp) -> Result<()> {
@@ -186,7 +186,7 @@ pub fn take_down(ctx: &Ctx, up: BroughtUp) -> Result<()> {
         Ok(others) if others.is_empty() => true,
         Ok(others) => {
             ctx.runner.say(&format!(
-                "{name} stays up: {} other pipeline(s) hold a lease on it ({}), the last one stops it",
+                "{name} stays up: {} other pipeline(s) have a lease on it ({}), the last one stops it",
                 others.len(),
                 others.join(" ")
             ));
