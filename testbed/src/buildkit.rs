@@ -191,7 +191,7 @@ impl Fixture {
             let url = format!("http://{registry}/v2/{repository}/manifests/{reference}");
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let status = runtime.block_on(async {
-                reqwest::Client::new().put(url).header("content-type", media_type).body(bytes).send().await
+                crate::http_client().put(url).header("content-type", media_type).body(bytes).send().await
             })?;
             anyhow::ensure!(status.status().as_u16() == 201, "manifest {reference}: {}", status.status());
             Ok(())

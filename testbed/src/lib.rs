@@ -569,6 +569,12 @@ async fn delay_line(
     tokio::join!(reader, writer);
 }
 
+/// An HTTP client for the test registries, over the xtask's TLS config: reqwest is built with
+/// rustls and no crypto provider (`xtask::registry::tls`), so a client of its own would have none.
+pub fn http_client() -> reqwest::Client {
+    xtask::registry::tls::client_builder().build().expect("the xtask's TLS config makes a client")
+}
+
 /// Push every blob of `fixtures` straight into `registry` under `repository`, `parallel` at a
 /// time, with one POST and one monolithic PUT each: what the registry itself needs to take
 /// them in, the floor of any copy.
@@ -579,7 +585,7 @@ pub async fn push_blobs_directly(
     parallel: usize,
 ) -> Result<()> {
     use futures_util::StreamExt;
-    let client = reqwest::Client::new();
+    let client = http_client();
     let mut blobs: Vec<(String, PathBuf)> = Vec::new();
     for fixture in fixtures {
         for digest in &fixture.blobs {
@@ -619,7 +625,7 @@ impl Fixture {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(async {
             push_blobs_directly(registry, repository, &[self], 4).await?;
-            let client = reqwest::Client::new();
+            let client = http_client();
             let put = |reference: String, digest: &str| {
                 let path = self.blob_path(digest);
                 let client = client.clone();

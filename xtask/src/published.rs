@@ -62,8 +62,8 @@ pub struct Destination {
 }
 
 impl Destination {
-    /// Call it while no other thread of ours runs (see `Session::new`). A check that fails is
-    /// not worth waiting for (the image is then built), so each request gets two tries.
+    /// A check that fails is not worth waiting for (the image is then built), so each request
+    /// gets two tries.
     pub fn open(ctx: &Ctx) -> Result<Destination> {
         let host = parse(&format!("{}/probe:1", ctx.settings.docker_repo))?.resolve_registry().to_string();
         let (gcloud_hosts, insecure) =

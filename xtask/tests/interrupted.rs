@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{XTASK, stderr, stdout};
-use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use xtask::registry::manifest::{self, ACCEPTED};
@@ -70,7 +69,7 @@ fn a_killed_run_leaves_no_broken_tag_and_the_next_run_completes() {
         let (stop, checks, tag) = (Arc::clone(&stop), Arc::clone(&checks), tag.clone());
         std::thread::spawn(move || -> Result<(), String> {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let client = Client::new(ClientConfig { protocol: ClientProtocol::Http, ..Default::default() });
+            let client = common::oci_client_over_http();
             while !stop.load(Ordering::SeqCst) {
                 runtime.block_on(tag_is_whole(&client, &tag))?;
                 checks.fetch_add(1, Ordering::SeqCst);

@@ -766,8 +766,8 @@ fn publish_all_builds_in_parallel_and_reports_a_failing_image() {
     let out = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{out}\n{}", stderr(&output));
     assert!(out.contains("thirdparty: 4 tags: 4 copied"), "{out}");
-    // The vendoring, all plain HTTP, built its clients without the CA bundle; the builds after
-    // it still get the caller's.
+    // The xtask writes no environment of its own: the builds after the vendoring get the
+    // caller's CA bundle.
     let builds: Vec<Vec<String>> =
         fake.calls().into_iter().filter(|c| c.get(3).map(String::as_str) == Some("build")).collect();
     assert!(

@@ -90,10 +90,7 @@ fn mirrors_every_platform_then_finds_everything_up_to_date() {
     // The same check through oci-client.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let client = oci_client::Client::new(oci_client::client::ClientConfig {
-            protocol: oci_client::client::ClientProtocol::Http,
-            ..Default::default()
-        });
+        let client = common::oci_client_over_http();
         let reference: oci_client::Reference =
             format!("{dst}/thirdparty/lib/golang:1.18-alpine3.15").parse().unwrap();
         let digest = client

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::token::{PASSWORD, TokenService, USER};
+use common::token::{PASSWORD, TokenService, USER, write_unrelated_ca};
 use common::{stderr, stdout};
 use xtask_testbed::fault_proxy::{Fault, FaultProxy, Rule, Schedule};
 use xtask_testbed::{Fixture, FixtureSpec, TestRegistry, sha256_digest, skopeo_raw, skopeo_raw_as};
@@ -29,7 +29,10 @@ fn credentials() -> String {
 /// Two public images at the source that share a base layer, and a destination that knows the
 /// pusher (in the Docker config) and nobody else.
 fn setup() -> Setup {
-    let tokens = TokenService::start();
+    setup_with(TokenService::start())
+}
+
+fn setup_with(tokens: TokenService) -> Setup {
     let source = TestRegistry::start_with_tokens(&tokens.auth_for("source")).unwrap();
     let destination = TestRegistry::start_with_tokens(&tokens.auth_for("destination")).unwrap();
     let mut fixtures = Vec::new();
@@ -48,6 +51,11 @@ fn setup() -> Setup {
 
 impl Setup {
     fn run(&self, source_host: &str, extra: &[&str]) -> std::process::Output {
+        self.run_with(source_host, extra, &[])
+    }
+
+    /// `run`, with `env` added to the xtask's.
+    fn run_with(&self, source_host: &str, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         let list = self.dir.path().join("list.txt");
         let lines: Vec<String> =
             self.fixtures.iter().map(|(repo, _)| format!("{source_host}/{repo}: 1")).collect();
@@ -57,7 +65,9 @@ impl Setup {
         args.extend_from_slice(extra);
         let repo = format!("{}/mirror", self.destination.host());
         let config = self.dir.path().display().to_string();
-        common::xtask(&args, &[("DOCKER_REPO", &repo), ("DOCKER_CONFIG", &config)])
+        let mut env = env.to_vec();
+        env.extend([("DOCKER_REPO", repo.as_str()), ("DOCKER_CONFIG", config.as_str())]);
+        common::xtask(&args, &env)
     }
 
     /// Every tag at the destination, read by skopeo as the pusher, is the source's.
@@ -127,6 +137,41 @@ fn public_source_anonymously_destination_with_push_tokens_and_mounts_with_both_s
         2,
         "{}",
         stdout(&again)
+    );
+}
+
+/// The token service over HTTPS, with a certificate from a CA the test makes, while both
+/// registries speak plain HTTP (loopback): the run checks the service against the system's trust
+/// store, read where `SSL_CERT_FILE` points. A store without that CA gets the service refused,
+/// before any credential goes out; with it, the copy goes through.
+#[test]
+fn a_token_service_over_https_is_checked_against_the_trust_store_that_ssl_cert_file_names() {
+    let setup = setup_with(TokenService::start_over_https());
+    let ca = setup.tokens.https_ca.clone().unwrap().display().to_string();
+    let unrelated = setup.dir.path().join("unrelated-ca.pem");
+    write_unrelated_ca(&unrelated);
+    let unrelated = unrelated.display().to_string();
+    let before = setup.tokens.issued().len();
+
+    let refused = setup.run_with(&setup.source.host(), &["--tries", "1"], &[("SSL_CERT_FILE", &unrelated)]);
+    let (out, err) = (stdout(&refused), stderr(&refused));
+    assert_eq!(refused.status.code(), Some(1), "{out}\n{err}");
+    let failed: Vec<&str> = out.lines().filter(|l| l.starts_with("FAILED")).collect();
+    assert_eq!(failed.len(), 2, "{out}");
+    for line in failed {
+        assert!(line.contains("UnknownIssuer"), "{line}");
+    }
+    assert_eq!(setup.tokens.issued().len(), before, "a token was issued over a connection not trusted");
+
+    let trusted = setup.run_with(&setup.source.host(), &[], &[("SSL_CERT_FILE", &ca)]);
+    let (out, err) = (stdout(&trusted), stderr(&trusted));
+    assert!(trusted.status.success(), "{out}\n{err}");
+    setup.assert_all_copied();
+    let issued = setup.tokens.issued().split_off(before);
+    assert!(issued.iter().any(|i| i.service == "source"), "{issued:#?}");
+    assert!(
+        issued.iter().any(|i| i.service == "destination" && i.user.as_deref() == Some(USER)),
+        "{issued:#?}"
     );
 }
 

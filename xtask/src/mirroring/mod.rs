@@ -240,7 +240,6 @@ pub fn vendor(ctx: &Ctx, args: &VendorOptions, pairs: Vec<Pair>, mode: Mode) -> 
     let check_only = mode == Mode::Check || dry_run;
     let options = MirrorOptions { jobs: usize::from(args.jobs), check_only };
     let started = Instant::now();
-    // The clients first, while this is the only thread (no runtime, no progress bar yet).
     let accesses: Vec<RegistryAccess> = registries.iter().map(|(access, _)| access.clone()).collect();
     let session = Session::new(&accesses, session_options(args))?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -63,7 +63,6 @@ pub struct Vendoring {
 /// published; a parent outside `selected` must be published already. A dry run goes through
 /// the same steps, one image after another, printing each image's plan.
 pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &PublishOptions) -> Result<()> {
-    // Before any thread of ours starts (see `Session::new`).
     let destination = Destination::open(ctx)?;
     let planner = Planner { ctx, registry: &destination, force: options.force };
     let timeline = Timeline::default();

@@ -15,6 +15,7 @@ pub mod resolve;
 pub mod retry;
 pub mod session;
 pub mod small_blob;
+pub mod tls;
 pub mod token;
 
 pub use copy::{CopyOutcome, CopyProgress, MirrorOptions, Mirrored, Pair, Report, mirror};

@@ -21,6 +21,7 @@ use super::http::Cause;
 use super::http::{Failure, RateLimit};
 use super::manifest::{self, ACCEPTED, Descriptor, OCI_INDEX, sha256_digest};
 use super::retry::{ProgressMade, Request, RetryPolicy, Retrying};
+use super::tls;
 use super::token::{Challenge, Tokens, parse_challenge, repository_scope};
 
 /// How a registry is reached, decided once per run.
@@ -134,18 +135,13 @@ impl Target {
 }
 
 impl Session {
-    /// The client of a run over `registries`. Call it before starting the async runtime: when
-    /// no registry speaks TLS, the client is built without the CA bundle (see
-    /// `without_tls_roots`), which must happen while this is the process's only thread.
+    /// The client of a run over `registries`, with an HTTP client of its own (its connect timeout)
+    /// over the process's one TLS config (`tls.rs`). Any thread may make one, at any time.
     pub fn new(registries: &[RegistryAccess], options: SessionOptions) -> Result<Session> {
-        let build = || {
-            reqwest::Client::builder()
-                .connect_timeout(connect_timeout(&options))
-                .build()
-                .context("cannot set up the HTTP client")
-        };
-        let tls = registries.iter().any(|access| !access.plain_http);
-        let http = if tls { build()? } else { without_tls_roots(build)? };
+        let http = tls::client_builder()
+            .connect_timeout(connect_timeout(&options))
+            .build()
+            .context("cannot set up the HTTP client")?;
         let registries = registries
             .iter()
             .map(|access| {
@@ -585,31 +581,6 @@ pub(super) async fn within<T>(
 /// The tag or digest part of a manifest URL.
 fn reference_in_path(reference: &Reference) -> &str {
     reference.digest().or(reference.tag()).unwrap_or("latest")
-}
-
-/// Build a TLS-capable client without the CA bundle. OpenSSL parses the whole bundle for every
-/// client built, which was most of the CPU of a run whose registries all speak plain HTTP
-/// (loopback ones always do) and so never verify a certificate. Pointing OpenSSL
-/// at an empty bundle for the build alone skips that; the variables are restored at once, so
-/// that nothing started later inherits them. Environment changes are only sound while no other
-/// thread runs, hence `Session::new` before the runtime.
-fn without_tls_roots<T>(build: impl FnOnce() -> T) -> T {
-    const EMPTY: [(&str, &str); 2] = [("SSL_CERT_FILE", "/dev/null"), ("SSL_CERT_DIR", "/nonexistent")];
-    let saved: Vec<(&str, Option<std::ffi::OsString>)> =
-        EMPTY.iter().map(|(name, _)| (*name, std::env::var_os(name))).collect();
-    for (name, value) in EMPTY {
-        // SAFETY: `Session::new` runs before the async runtime and any thread of ours.
-        unsafe { std::env::set_var(name, value) };
-    }
-    let built = build();
-    for (name, value) in saved {
-        // SAFETY: as above.
-        match value {
-            Some(value) => unsafe { std::env::set_var(name, value) },
-            None => unsafe { std::env::remove_var(name) },
-        }
-    }
-    built
 }
 
 fn connect_timeout(options: &SessionOptions) -> Duration {

@@ -48,6 +48,21 @@ pub const SEED: &[(&str, &str)] = &[
     ("BUILD_ID", "plan"),
 ];
 
+/// oci-client's client over plain HTTP: a reader of the registries independent of the xtask's.
+/// Its reqwest has rustls without a crypto provider of its own (as the xtask builds it), so it
+/// takes the process's default, installed here first (ring: see `xtask::registry::tls`).
+pub fn oci_client_over_http() -> oci_client::Client {
+    #[allow(deprecated)]
+    let ring = rustls::crypto::ring::default_provider();
+    // Err: another test of this binary installed it already.
+    let _ = ring.install_default();
+    let config = oci_client::client::ClientConfig {
+        protocol: oci_client::client::ClientProtocol::Http,
+        ..Default::default()
+    };
+    oci_client::Client::new(config)
+}
+
 /// `xtask` with none of the caller's settings: only `PATH` and `HOME`, the test catalog
 /// (`CATALOG`), the machine's name fixed (`HOSTNAME`: outside Cloud Build the provenance's
 /// builder id names the host), plus `env`.

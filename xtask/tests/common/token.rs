@@ -1,23 +1,28 @@
-//! A token service for the token-auth tests: it issues JWTs signed (RS256) with a test key whose
+//! A token service for the token-auth tests: it issues JWTs signed (ES256) with a test key whose
 //! certificate the registry trusts (`rootcertbundle`), as Docker Hub's auth.docker.io does for
 //! its registry. Its policy: anonymous callers may pull repositories under `public/`; the user
 //! `pusher` (password `secret`) may pull and push anything; any other login is refused. Each
 //! grant is the part of the asked scopes the caller may have, like Docker's token servers.
+//! It speaks plain HTTP, or HTTPS with a certificate for 127.0.0.1 from a CA made for it (then a
+//! client must be told to trust that CA, as a user does through `SSL_CERT_FILE`).
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, Private};
-use openssl::rsa::Rsa;
-use openssl::sign::Signer;
-use openssl::x509::{X509, X509NameBuilder};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PublicKeyData,
+};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use xtask_testbed::TokenAuth;
 
 pub const USER: &str = "pusher";
@@ -37,7 +42,8 @@ pub struct Issued {
 }
 
 struct State {
-    key: PKey<Private>,
+    /// The P-256 key the tokens are signed with (JWT's ES256: r and s, 32 bytes each).
+    key: EcdsaKeyPair,
     key_id: String,
     issued: Mutex<Vec<Issued>>,
     /// How long a token is good for at the registry.
@@ -48,19 +54,37 @@ struct State {
 
 pub struct TokenService {
     pub addr: SocketAddr,
-    pub certificate: std::path::PathBuf,
+    pub certificate: PathBuf,
+    /// Over HTTPS: the CA its server certificate comes from, as a PEM bundle.
+    pub https_ca: Option<PathBuf>,
     state: Arc<State>,
     _dir: tempfile::TempDir,
 }
 
 impl TokenService {
+    /// The service over plain HTTP.
     pub fn start() -> TokenService {
-        let rsa = Rsa::generate(2048).unwrap();
-        let key = PKey::from_rsa(rsa).unwrap();
+        TokenService::start_with(false)
+    }
+
+    /// The service over HTTPS, with a certificate for 127.0.0.1 from a CA of its own
+    /// (`https_ca`).
+    pub fn start_over_https() -> TokenService {
+        TokenService::start_with(true)
+    }
+
+    fn start_with(https: bool) -> TokenService {
+        let signing = KeyPair::generate().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let certificate = dir.path().join("token-issuer.pem");
-        std::fs::write(&certificate, self_signed(&key).to_pem().unwrap()).unwrap();
-        let key_id = libtrust_key_id(&key.public_key_to_der().unwrap());
+        std::fs::write(&certificate, self_signed(&signing)).unwrap();
+        let key_id = libtrust_key_id(&signing.subject_public_key_info());
+        let key = EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            &signing.serialize_der(),
+            &SystemRandom::new(),
+        )
+        .unwrap();
         let state = Arc::new(State {
             key,
             key_id,
@@ -68,24 +92,30 @@ impl TokenService {
             lifetime: Mutex::new(Duration::from_secs(300)),
             claimed: Mutex::new(None),
         });
+        let https_ca = https.then(|| dir.path().join("https-ca.pem"));
+        let tls = https_ca.as_deref().map(server_config);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let serving = Arc::clone(&state);
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let state = Arc::clone(&serving);
+                let (state, tls) = (Arc::clone(&serving), tls.clone());
                 std::thread::spawn(move || {
-                    let _ = answer(stream, &state);
+                    let _ = serve(stream, tls, &state);
                 });
             }
         });
-        TokenService { addr, certificate, state, _dir: dir }
+        TokenService { addr, certificate, https_ca, state, _dir: dir }
     }
 
     /// The registry's side of it, for `service`.
     pub fn auth_for(&self, service: &str) -> TokenAuth {
         TokenAuth {
-            realm: format!("http://{}/token", self.addr),
+            realm: format!(
+                "{}://{}/token",
+                if self.https_ca.is_some() { "https" } else { "http" },
+                self.addr
+            ),
             service: service.to_string(),
             issuer: ISSUER.to_string(),
             root_certificate: self.certificate.clone(),
@@ -104,29 +134,55 @@ impl TokenService {
     }
 }
 
-/// A self-signed certificate for `key`: what the registry's `rootcertbundle` holds.
-fn self_signed(key: &PKey<Private>) -> X509 {
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", ISSUER).unwrap();
-    let name = name.build();
-    let mut builder = X509::builder().unwrap();
-    builder.set_version(2).unwrap();
-    builder.set_subject_name(&name).unwrap();
-    builder.set_issuer_name(&name).unwrap();
-    builder.set_pubkey(key).unwrap();
-    builder.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap()).unwrap();
-    builder.set_not_after(&openssl::asn1::Asn1Time::days_from_now(2).unwrap()).unwrap();
-    let serial = openssl::bn::BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap();
-    builder.set_serial_number(&serial).unwrap();
-    builder.sign(key, MessageDigest::sha256()).unwrap();
-    builder.build()
+/// A self-signed certificate for `key`, in PEM: what the registry's `rootcertbundle` holds.
+fn self_signed(key: &KeyPair) -> String {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, ISSUER);
+    params.self_signed(key).unwrap().pem()
+}
+
+/// A CA of its own, written to `ca_pem`, and a server certificate for 127.0.0.1 that it issued.
+fn server_config(ca_pem: &Path) -> Arc<rustls::ServerConfig> {
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params("token service test CA");
+    std::fs::write(ca_pem, ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    server.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let certificate = server.signed_by(&server_key, &Issuer::from_params(&ca, &ca_key)).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der()));
+    #[allow(deprecated)] // ring, as the xtask's client has it (xtask::registry::tls)
+    let ring = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(ring)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certificate.der().clone()], key)
+        .unwrap();
+    Arc::new(config)
+}
+
+fn ca_params(name: &str) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+}
+
+/// A CA that issued nothing the service shows, as a PEM bundle at `path`: trusting it alone,
+/// a client must refuse the service over HTTPS.
+pub fn write_unrelated_ca(path: &Path) {
+    let key = KeyPair::generate().unwrap();
+    std::fs::write(path, ca_params("unrelated test CA").self_signed(&key).unwrap().pem()).unwrap();
 }
 
 /// The key ID Distribution's registry gives a trusted key (libtrust's): the SHA-256 of the
 /// public key's DER, cut to 240 bits, in base32, in groups of four joined by `:`.
 fn libtrust_key_id(public_der: &[u8]) -> String {
-    let digest = openssl::sha::sha256(public_der);
-    let encoded = base32(&digest[..30]);
+    let digest = ring::digest::digest(&ring::digest::SHA256, public_der);
+    let encoded = base32(&digest.as_ref()[..30]);
     encoded
         .as_bytes()
         .chunks(4)
@@ -154,8 +210,20 @@ fn base32(bytes: &[u8]) -> String {
     out
 }
 
-fn answer(stream: TcpStream, state: &State) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
+/// One connection: over TLS when `tls` is given, which then ends with TLS's own close.
+fn serve(stream: TcpStream, tls: Option<Arc<rustls::ServerConfig>>, state: &State) -> std::io::Result<()> {
+    let Some(config) = tls else {
+        return answer(&mut &stream, state);
+    };
+    let connection = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+    let mut stream = rustls::StreamOwned::new(connection, stream);
+    answer(&mut stream, state)?;
+    stream.conn.send_close_notify();
+    stream.flush()
+}
+
+fn answer(stream: &mut (impl Read + Write), state: &State) -> std::io::Result<()> {
+    let mut reader = BufReader::new(&mut *stream);
     let mut first = String::new();
     reader.read_line(&mut first)?;
     let mut authorization = None;
@@ -170,6 +238,8 @@ fn answer(stream: TcpStream, state: &State) -> std::io::Result<()> {
             authorization = Some(value.trim().to_string());
         }
     }
+    // A GET: nothing follows the head that the reader could have taken.
+    drop(reader);
     let target = first.split(' ').nth(1).unwrap_or("");
     let query = target.split_once('?').map_or("", |(_, q)| q);
     let mut service = String::new();
@@ -228,7 +298,7 @@ fn sign(state: &State, service: &str, user: Option<&str>, granted: &[String], li
             serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()})
         })
         .collect();
-    let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "kid": state.key_id});
+    let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "kid": state.key_id});
     let claims = serde_json::json!({
         "iss": ISSUER, "sub": user.unwrap_or(""), "aud": service,
         "exp": exp, "nbf": now - 1, "iat": now, "jti": format!("{now}-{}", rand_suffix()),
@@ -239,9 +309,8 @@ fn sign(state: &State, service: &str, user: Option<&str>, granted: &[String], li
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    let mut signer = Signer::new(MessageDigest::sha256(), &state.key).unwrap();
-    signer.update(signing_input.as_bytes()).unwrap();
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signer.sign_to_vec().unwrap()))
+    let signature = state.key.sign(&SystemRandom::new(), signing_input.as_bytes()).unwrap();
+    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
 }
 
 fn rand_suffix() -> u32 {
@@ -272,7 +341,7 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn respond(mut stream: TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+fn respond(stream: &mut impl Write, status: &str, body: &str) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
