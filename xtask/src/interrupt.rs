@@ -18,10 +18,12 @@ pub fn requested() -> bool {
 
 extern "C" fn on_signal(signal: libc::c_int) {
     let first = !REQUESTED.swap(true, Ordering::SeqCst);
-    // SAFETY: getpgrp, getpid and kill are async-signal-safe. Our own SIGINT comes back here
-    // and is only recorded.
-    if first && signal == libc::SIGTERM && unsafe { libc::getpgrp() == libc::getpid() } {
-        unsafe { libc::kill(0, libc::SIGINT) };
+    // SAFETY: getpgrp, getpid and kill take no pointers and are async-signal-safe. Our own
+    // SIGINT comes back here and is only recorded.
+    unsafe {
+        if first && signal == libc::SIGTERM && libc::getpgrp() == libc::getpid() {
+            libc::kill(0, libc::SIGINT);
+        }
     }
 }
 
@@ -36,8 +38,10 @@ impl Deferred {
     pub fn start() -> Deferred {
         let mut previous = Vec::new();
         for signal in SIGNALS {
-            // SAFETY: a zeroed sigaction with a handler that only touches an atomic (and calls
-            // kill, which is async-signal-safe); the old action is kept to be put back.
+            // SAFETY: an all-zero sigaction is a valid value, filled in here: its handler,
+            // `on_signal`, does only what is async-signal-safe (an atomic, getpgrp, getpid,
+            // kill). sigaction reads `action` and writes `old`, both locals; the old action is
+            // kept to be put back.
             unsafe {
                 let mut action: libc::sigaction = std::mem::zeroed();
                 action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;

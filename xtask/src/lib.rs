@@ -73,7 +73,10 @@ pub fn normalize(path: &Path) -> PathBuf {
 /// there, and a Cloud Build step's `HOME` (`/builder/home`) is another folder.
 pub fn account_home() -> Option<PathBuf> {
     let mut buffer = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: getpwuid_r writes only into `entry` and `buffer`, whose sizes it is given.
+    // SAFETY: an all-zero `passwd` (integers, null pointers) is a valid value to be overwritten.
+    // getpwuid_r writes only into `entry` and `buffer`, whose sizes it is given; when it found
+    // the account (0, `found` not null) `pw_dir` points at a NUL-terminated string inside
+    // `buffer`, which is read here while `buffer` lives.
     unsafe {
         let mut entry: libc::passwd = std::mem::zeroed();
         let mut found: *mut libc::passwd = std::ptr::null_mut();

@@ -255,7 +255,8 @@ fn main() -> ExitCode {
     // Output piped into `head` ends quietly when the reader goes, as for any command-line tool,
     // instead of a panic at the next print. (Sockets are not affected: Rust sends with
     // MSG_NOSIGNAL.)
-    // SAFETY: restoring the default action of one signal, before any thread starts.
+    // SAFETY: signal takes no pointer of ours: SIG_DFL names the default action, not a handler
+    // to be called.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }

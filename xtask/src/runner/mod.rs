@@ -395,7 +395,8 @@ impl Started {
     /// Send `signal` (`libc::SIGINT`, say) to its whole process group.
     pub fn signal_group(&self, signal: i32) {
         let group = libc::pid_t::try_from(self.pid).expect("a process id fits a pid_t");
-        // SAFETY: killpg has no memory effects; a group that is gone already is an ESRCH.
+        // SAFETY: killpg takes two integers and touches no memory of ours; a group that is gone
+        // already is an ESRCH.
         unsafe {
             libc::killpg(group, signal);
         }

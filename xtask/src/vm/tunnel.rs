@@ -83,7 +83,7 @@ fn control_path(vm: &Vm, tunnel_dir: &Path) -> PathBuf {
         .as_encoded_bytes()
         .iter()
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
-    // SAFETY: getuid cannot fail.
+    // SAFETY: getuid takes no arguments, touches no memory of ours and cannot fail.
     let uid = unsafe { libc::getuid() };
     let runtime = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()).map(PathBuf::from);
     runtime
@@ -203,7 +203,7 @@ fn create_socket_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     create_private_dir(dir)?;
     let meta = std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    // SAFETY: getuid cannot fail.
+    // SAFETY: getuid takes no arguments, touches no memory of ours and cannot fail.
     let uid = unsafe { libc::getuid() };
     if meta.uid() != uid || meta.mode() & 0o077 != 0 {
         bail!(
@@ -263,7 +263,8 @@ impl ConfigLock {
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
         use std::os::fd::AsRawFd;
-        // SAFETY: a valid open file descriptor; the lock goes when the file is closed.
+        // SAFETY: flock takes no pointer, and `file`'s descriptor is open: `file` was just
+        // opened and lives on in the lock returned. The lock goes when the file is closed.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(std::io::Error::last_os_error())
                 .with_context(|| format!("cannot lock {}", path.display()));
