@@ -3,6 +3,11 @@
 //! counted. Every request passes through `send`, which sees every answer's headers: the
 //! `Retry-After` of a 429 or 503, a registry's `RateLimit-*` pull quota, a token refused mid-run.
 //! Blob transfers, which build on these requests, are in `blob.rs`.
+//!
+//! It is one piece of more than 500 lines on purpose: the manifest, referrer, blob-check, mount
+//! and push requests below are each a few lines around `send` and `with_retry`, and they share
+//! the session's private state (the registries' challenges, the token cache, the counters). Split
+//! into files, each would reach into that state, which now only this file can touch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
