@@ -5,6 +5,9 @@
 //! TOML, one table per source tag (sorted), each with the digest the tag pointed at, when that
 //! digest was first seen, the manifests it lists with their platforms (index order), and the
 //! signatures and other artifacts attached to it (sorted by tag).
+//!
+//! A tag the list pins (`<tag>@sha256:…`) is keyed by its tag as any other, and its digest is the
+//! pin: `mirroring::locking` keeps the two in agreement.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -519,3 +519,178 @@ fn nothing_is_listed_as_a_referrer_before_it_is_there() {
     .unwrap();
     assert_eq!(listed.len(), 2, "the attestation and the SBOM: {listed:?}");
 }
+
+/// The reads (HEAD, GET) the registry had of `repository`'s tag `tag` (not by digest), after
+/// its first `since` requests.
+fn tag_reads(registry: &TestRegistry, since: usize, repository: &str, tag: &str) -> Vec<String> {
+    let path = format!("/v2/{repository}/manifests/{tag}");
+    registry
+        .requests()
+        .into_iter()
+        .skip(since)
+        .filter(|r| r.path == path && (r.method == "HEAD" || r.method == "GET"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+/// A pinned tag is vendored as its pin, never as what the tag points at upstream: the tag
+/// moved before the first run, and no run asks for it. The dry run names the pin as the source,
+/// the lock records the pin under the tag's key, `--update` keeps it there, and the plain tag
+/// beside it is vendored as ever.
+#[test]
+fn a_pinned_tag_vendors_its_pin_after_the_tag_moved_upstream() {
+    let setup = Vendoring::new();
+    let (src, dst) = (setup.source.host(), setup.docker_repo());
+    let pinned = Fixture::generate(&FixtureSpec::small(150)).unwrap();
+    let moved = Fixture::generate(&FixtureSpec::small(151)).unwrap();
+    let plain = Fixture::generate(&FixtureSpec::small(152)).unwrap();
+    push(&setup.source, &pinned, "pin/app", "1");
+    push(&setup.source, &moved, "pin/app", "1");
+    push(&setup.source, &plain, "pin/app", "2");
+    let pushed = setup.source.requests().len();
+    setup.list(&[&format!("pin/app: 1@{}  2", pinned.digest)]);
+    let key = setup.key("pin/app:1");
+
+    let out = ok(&setup.run(&["--dry-run"]));
+    let copy = format!("would copy  {src}/pin/app@{} -> {dst}/thirdparty/pin/app:1 ", pinned.digest);
+    assert!(out.lines().any(|l| l.starts_with(&copy)), "{copy}\n{out}");
+    assert!(out.contains(&format!("      Adding {key} {}", &pinned.digest[..19])), "{out}");
+    assert!(out.contains(&format!("would copy  {src}/pin/app:2 -> {dst}/thirdparty/pin/app:2 ")), "{out}");
+
+    let out = ok(&setup.run(&[]));
+    let copied = format!("copied      {src}/pin/app@{} -> {dst}/thirdparty/pin/app:1 ", pinned.digest);
+    assert!(out.lines().any(|l| l.starts_with(&copied)), "{copied}\n{out}");
+    assert_eq!(setup.at_destination(&setup.destination, "pin/app:1").as_ref(), Some(&pinned.digest));
+    assert_eq!(setup.at_destination(&setup.destination, "pin/app:2").as_ref(), Some(&plain.digest));
+    let locked = setup.locked();
+    assert_eq!(
+        locked["tag"][key.as_str()]["digest"].as_str(),
+        Some(pinned.digest.as_str()),
+        "{}",
+        setup.lock()
+    );
+    assert_eq!(
+        locked["tag"][setup.key("pin/app:2").as_str()]["digest"].as_str(),
+        Some(plain.digest.as_str()),
+        "{}",
+        setup.lock()
+    );
+
+    // Where the tag points upstream is no drift of a pinned tag; `--update` records the pin again.
+    ok(&setup.run(&["--check"]));
+    let lock = setup.lock();
+    for update in [&["--update"][..], &["--update", &format!("{src}/pin/app")][..]] {
+        let out = ok(&setup.run(update));
+        assert!(!out.contains("Updating") && !out.contains("Adding"), "{update:?}: {out}");
+        assert_eq!(setup.lock(), lock, "{update:?}");
+        assert_eq!(setup.at_destination(&setup.destination, "pin/app:1").as_ref(), Some(&pinned.digest));
+    }
+    let fresh = TestRegistry::start().unwrap();
+    ok(&setup.run_into(&fresh, &["--locked"]));
+    assert_eq!(setup.at_destination(&fresh, "pin/app:1").as_ref(), Some(&pinned.digest));
+    assert_eq!(
+        tag_reads(&setup.source, pushed, "pin/app", "1"),
+        Vec::<String>::new(),
+        "the pinned tag was asked for"
+    );
+    assert!(
+        !tag_reads(&setup.source, pushed, "pin/app", "2").is_empty(),
+        "the plain tag is resolved by its tag"
+    );
+
+    // The pin deleted upstream: `--check` says so, and `--locked` fails the tag saying what to do.
+    let status = std::process::Command::new("skopeo")
+        .args(["delete", "--tls-verify=false"])
+        .arg(format!("docker://{src}/pin/app@{}", pinned.digest))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let check = setup.run(&["--check"]);
+    assert_eq!(check.status.code(), Some(1));
+    let gone = format!("the pinned digest {} is missing upstream", &pinned.digest[..19]);
+    assert!(stdout(&check).contains(&gone), "{gone}\n{}", stdout(&check));
+    let run = setup.run_into(&TestRegistry::start().unwrap(), &["--locked"]);
+    assert_eq!(run.status.code(), Some(1));
+    let out = stdout(&run);
+    let failed = out.lines().find(|l| l.starts_with("FAILED")).unwrap_or_else(|| panic!("{out}"));
+    let said =
+        format!("{}, which the list pins, is gone from {src}/pin/app upstream: pin a digest", pinned.digest);
+    assert!(failed.contains(&said), "{said}\n{failed}");
+}
+
+/// A lock whose digest for a pinned tag is not the pin: `--locked` and `--check` refuse it,
+/// naming both digests and what to do, and copy nothing; a plain run locks and copies the pin,
+/// and `--update` of the image records a changed pin, not the tag upstream. A pin that is not
+/// upstream fails the tag, and the lock's old entry is neither copied nor lost.
+#[test]
+fn a_lock_that_disagrees_with_a_pin_is_an_error_until_the_lock_takes_the_pin() {
+    let setup = Vendoring::new();
+    let src = setup.source.host();
+    let first = Fixture::generate(&FixtureSpec::small(160)).unwrap();
+    let second = Fixture::generate(&FixtureSpec::small(161)).unwrap();
+    push(&setup.source, &first, "pin/app", "1");
+    // The lock of the plain tag, as before any pin: `first`.
+    setup.list(&["pin/app: 1"]);
+    ok(&setup.run(&[]));
+    push(&setup.source, &second, "pin/app", "1");
+    setup.list(&[&format!("pin/app: 1@{}", second.digest)]);
+    let key = setup.key("pin/app:1");
+    let update = format!("cargo xtask thirdparty --update {src}/pin/app");
+
+    let before = setup.destination.requests().len();
+    let locked = setup.run(&["--locked"]);
+    assert_eq!(locked.status.code(), Some(1), "{}", stdout(&locked));
+    let err = stderr(&locked);
+    assert!(
+        err.contains(&format!(
+            "{key}: the list pins {}, thirdparty.lock has {}",
+            second.digest, first.digest
+        )),
+        "{err}"
+    );
+    assert!(err.contains(&update) && err.contains("or change the pin"), "{err}");
+    assert_eq!(setup.destination.requests().len(), before, "nothing was asked of the destination");
+    assert_eq!(setup.at_destination(&setup.destination, "pin/app:1").as_ref(), Some(&first.digest));
+
+    let check = setup.run(&["--check"]);
+    assert_eq!(check.status.code(), Some(1));
+    let out = stdout(&check);
+    let drift =
+        out.lines().find(|l| l.starts_with("drift") && l.contains(&key)).unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        drift.contains(&second.digest) && drift.contains(&first.digest) && drift.contains(&update),
+        "{drift}"
+    );
+
+    // A plain run makes the lock agree with the pin, and copies it.
+    let out = ok(&setup.run(&[]));
+    let change = format!("    Updating {key} {} → {}", &first.digest[..19], &second.digest[..19]);
+    assert!(out.lines().any(|l| l.starts_with(&change)), "{change}\n{out}");
+    assert_eq!(setup.at_destination(&setup.destination, "pin/app:1").as_ref(), Some(&second.digest));
+    assert_eq!(setup.locked()["tag"][key.as_str()]["digest"].as_str(), Some(second.digest.as_str()));
+    ok(&setup.run(&["--locked"]));
+    ok(&setup.run(&["--check"]));
+
+    // Pinned back to `first` while the tag points at `second`: `--update` records the pin.
+    setup.list(&[&format!("pin/app: 1@{}", first.digest)]);
+    ok(&setup.run(&["--update", &format!("{src}/pin/app")]));
+    assert_eq!(setup.locked()["tag"][key.as_str()]["digest"].as_str(), Some(first.digest.as_str()));
+    assert_eq!(setup.at_destination(&setup.destination, "pin/app:1").as_ref(), Some(&first.digest));
+
+    // A pin nothing upstream has: the tag fails; the destination keeps `first`, the lock too.
+    let absent = format!("sha256:{}", "e".repeat(64));
+    setup.list(&[&format!("pin/app: 1@{absent}")]);
+    let lock = setup.lock();
+    let run = setup.run(&["--tries", "1"]);
+    assert_eq!(run.status.code(), Some(1), "{}", stdout(&run));
+    let out = stdout(&run);
+    let failed = out.lines().find(|l| l.starts_with("FAILED")).unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        failed.contains(&format!("{src}/pin/app@{absent} -> "))
+            && failed.contains(&format!("{absent}, which the list pins, is not in {src}/pin/app upstream")),
+        "{failed}"
+    );
+    assert!(!out.contains("Removing") && !out.contains("Updating"), "the lock stays: {out}");
+    assert_eq!(setup.at_destination(&setup.destination, "pin/app:1").as_ref(), Some(&first.digest));
+    assert_eq!(setup.lock(), lock);
+}

@@ -1,8 +1,14 @@
 //! `thirdparty.txt`: the base images to vendor. One image a line, `<image>: <tag> <tag> …`,
 //! `#` comments and blank lines allowed. The whole file is checked before anything touches the
 //! network, and every problem is reported with its line number.
+//!
+//! A tag may be pinned, `<tag>@sha256:<64 lowercase hex>`: it is then vendored as exactly that
+//! digest, whatever the tag points at upstream, and the lock must agree with the pin. A pin
+//! travels in the pair's source as `<image>:<tag>@<digest>` (see `pairs` and `pin`), so that the
+//! copy and the lock code, which already read a source by its digest when it has one, never ask
+//! the registry what the tag points at.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use oci_client::Reference;
@@ -19,7 +25,10 @@ pub struct ListEntry {
     pub line: usize,
     /// As written, e.g. `docker.io/alpine`.
     pub image: String,
+    /// Every tag, as the list names it (a pinned one without its digest).
     pub tags: Vec<String>,
+    /// The pinned tags among `tags`: tag → `sha256:…`.
+    pub pins: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +64,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<ListEntry>, Vec<LineError>> {
             continue;
         }
         match parse_line(content) {
-            Ok((image, tags, source)) => {
+            Ok(Line { image, tags, pins, source }) => {
                 let key = (source.registry().to_string(), source.repository().to_string());
                 if let Some(first) = seen.insert(key, line) {
                     fail(format!(
@@ -63,7 +72,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<ListEntry>, Vec<LineError>> {
                     ));
                     continue;
                 }
-                entries.push(ListEntry { line, image, tags });
+                entries.push(ListEntry { line, image, tags, pins });
             }
             Err(invalid) => fail(invalid.to_string()),
         }
@@ -73,7 +82,19 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<ListEntry>, Vec<LineError>> {
 
 const FORMAT: &str = "expected `<image>: <tag> [<tag> …]`, e.g. `docker.io/alpine: 3.15`";
 
-fn parse_line(content: &str) -> Result<(String, Vec<String>, Reference), Invalid> {
+/// How to pin a tag, for the messages about digests.
+const PIN_FORM: &str = "`<tag>@sha256:<64 lowercase hex digits>`, e.g. `24.04@sha256:…`";
+
+/// One line of the list, checked.
+struct Line {
+    image: String,
+    tags: Vec<String>,
+    pins: BTreeMap<String, String>,
+    /// The image as a reference (any tag), to tell two spellings of one image apart.
+    source: Reference,
+}
+
+fn parse_line(content: &str) -> Result<Line, Invalid> {
     // The separator is the first colon followed by white space or the end: a colon inside the
     // image name belongs to a registry port (`localhost:5000/x: 1.0`).
     let split = content
@@ -94,7 +115,7 @@ fn parse_line(content: &str) -> Result<(String, Vec<String>, Reference), Invalid
         return Err(Invalid::new(FORMAT));
     };
     let image = content[..split].trim();
-    let tags: Vec<String> = content[split + 1..].split_whitespace().map(str::to_string).collect();
+    let words: Vec<&str> = content[split + 1..].split_whitespace().collect();
     if image.is_empty() {
         return Err(Invalid::new(format!("no image before the colon: {FORMAT}")));
     }
@@ -107,7 +128,7 @@ fn parse_line(content: &str) -> Result<(String, Vec<String>, Reference), Invalid
     if written.tag.is_some() {
         return Err(Invalid::new(format!("`{image}` has a tag in its name: {FORMAT}")));
     }
-    if tags.is_empty() {
+    if words.is_empty() {
         return Err(Invalid::new(format!("no tags for `{image}`: {FORMAT}")));
     }
     let source = reference::parse(&format!("{image}:latest")).map_err(|e| {
@@ -115,20 +136,33 @@ fn parse_line(content: &str) -> Result<(String, Vec<String>, Reference), Invalid
             "`{image}` is not a valid image name ({e}): use lowercase letters, digits and . _ - /"
         ))
     })?;
-    let mut unique = std::collections::BTreeSet::new();
-    for tag in &tags {
-        check_tag(image, tag)?;
+    let mut tags = Vec::new();
+    let mut pins = BTreeMap::new();
+    let mut unique = BTreeSet::new();
+    for word in words {
+        let (tag, pin) = match word.split_once('@') {
+            Some((tag, digest)) => (tag, Some(digest)),
+            None => (word, None),
+        };
+        check_tag(image, word, tag)?;
         if !unique.insert(tag) {
             return Err(Invalid::new(format!("tag `{tag}` of `{image}` is listed twice")));
         }
+        if let Some(digest) = pin {
+            check_pin(image, tag, digest)?;
+            pins.insert(tag.to_string(), digest.to_string());
+        }
+        tags.push(tag.to_string());
     }
-    Ok((image.to_string(), tags, source))
+    Ok(Line { image: image.to_string(), tags, pins, source })
 }
 
-fn check_tag(image: &str, tag: &str) -> Result<(), Invalid> {
-    if tag.contains(':') || tag.starts_with("sha256") {
+/// `tag`: `word` without its pin, if it has one.
+fn check_tag(image: &str, word: &str, tag: &str) -> Result<(), Invalid> {
+    if tag.is_empty() || tag.contains(':') || tag.starts_with("sha256") {
         return Err(Invalid::new(format!(
-            "`{tag}` of `{image}` is a digest, not a tag: thirdparty vendors tags"
+            "`{word}` of `{image}` is a digest, not a tag: thirdparty vendors tags; to vendor a tag as \
+             exactly one digest, pin it: {PIN_FORM}"
         )));
     }
     if !reference::is_tag(tag) {
@@ -140,13 +174,36 @@ fn check_tag(image: &str, tag: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// A pin is a digest of the reference grammar, and one a registry names a manifest by: sha256,
+/// in lowercase, so that it compares equal to what the registry and the lock say.
+fn check_pin(image: &str, tag: &str, digest: &str) -> Result<(), Invalid> {
+    reference::check_digest(digest).map_err(|e| {
+        Invalid::new(format!(
+            "the pin `{digest}` of tag `{tag}` of `{image}` is not valid ({e}): pin as {PIN_FORM}"
+        ))
+    })?;
+    let hex = digest.strip_prefix("sha256:").unwrap_or_default();
+    if hex.is_empty() || hex.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(Invalid::new(format!(
+            "the pin `{digest}` of tag `{tag}` of `{image}` is not a sha256 digest in lowercase, as registries \
+             name a manifest: pin as {PIN_FORM}"
+        )));
+    }
+    Ok(())
+}
+
 /// Source and destination of every tag: `<image>:<tag>` → `$DOCKER_REPO/thirdparty/<path>:<tag>`.
+/// A pinned tag's source carries its pin, `<image>:<tag>@<digest>`: every request for it goes to
+/// the digest (`pin` tells it from the others), and its destination stays the tag.
 pub fn pairs(entries: &[ListEntry], docker_repo: &str) -> Result<Vec<Pair>, Vec<LineError>> {
     let mut pairs = Vec::new();
     let mut errors = Vec::new();
     for entry in entries {
         for tag in &entry.tags {
-            let source = format!("{}:{tag}", entry.image);
+            let source = match entry.pins.get(tag) {
+                Some(digest) => format!("{}:{tag}@{digest}", entry.image),
+                None => format!("{}:{tag}", entry.image),
+            };
             let destination =
                 format!("{docker_repo}/thirdparty/{}:{tag}", reference::path_without_host(&entry.image));
             match (reference::parse(&source), reference::parse(&destination)) {
@@ -164,6 +221,13 @@ pub fn pairs(entries: &[ListEntry], docker_repo: &str) -> Result<Vec<Pair>, Vec<
         }
     }
     if errors.is_empty() { Ok(pairs) } else { Err(errors) }
+}
+
+/// The digest the list pins a pair's source to: a source with both a tag and a digest (as
+/// `pairs` makes one for a pinned tag). A source with a digest only is the lock's (see
+/// `locking::pinned_pairs`), and a tag only is not pinned.
+pub fn pin(source: &Reference) -> Option<&str> {
+    source.tag().and(source.digest())
 }
 
 #[cfg(test)]
@@ -184,9 +248,15 @@ mod tests {
                 ListEntry {
                     line: 3,
                     image: "docker.io/alpine".into(),
-                    tags: vec!["3.15".into(), "3.16".into()]
+                    tags: vec!["3.15".into(), "3.16".into()],
+                    pins: BTreeMap::new(),
                 },
-                ListEntry { line: 4, image: "localhost:5000/x/y".into(), tags: vec!["1.0".into()] },
+                ListEntry {
+                    line: 4,
+                    image: "localhost:5000/x/y".into(),
+                    tags: vec!["1.0".into()],
+                    pins: BTreeMap::new()
+                },
             ]
         );
     }
@@ -237,10 +307,86 @@ mod tests {
         assert!(errors[0].contains("expected `<image>: <tag>"), "{}", errors[0]);
         assert!(errors[1].contains("no tags"), "{}", errors[1]);
         assert!(errors[2].contains("not a valid image name"), "{}", errors[2]);
-        assert!(errors[3].contains("is a digest"), "{}", errors[3]);
+        assert!(errors[3].contains("is a digest") && errors[3].contains("`<tag>@sha256:"), "{}", errors[3]);
         assert!(errors[4].contains("listed twice"), "{}", errors[4]);
         assert!(errors[5].contains("has a digest"), "{}", errors[5]);
         assert!(errors[6].contains("already listed on line 7"), "{}", errors[6]);
+    }
+
+    const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_tag_is_pinned_by_its_digest() {
+        let text = format!("docker.io/library/ubuntu: 24.04@sha256:{HEX}  22.04\n");
+        let entries = parse(text.as_bytes()).unwrap();
+        assert_eq!(
+            entries,
+            [ListEntry {
+                line: 1,
+                image: "docker.io/library/ubuntu".into(),
+                tags: vec!["24.04".into(), "22.04".into()],
+                pins: BTreeMap::from([("24.04".to_string(), format!("sha256:{HEX}"))]),
+            }]
+        );
+        let pairs = pairs(&entries, "registry.test/p/env").unwrap();
+        let shown: Vec<(String, String, Option<&str>)> =
+            pairs.iter().map(|p| (p.source.to_string(), p.destination.to_string(), pin(&p.source))).collect();
+        let digest = format!("sha256:{HEX}");
+        assert_eq!(
+            shown,
+            [
+                (
+                    format!("docker.io/library/ubuntu:24.04@{digest}"),
+                    "registry.test/p/env/thirdparty/library/ubuntu:24.04".to_string(),
+                    Some(digest.as_str())
+                ),
+                (
+                    "docker.io/library/ubuntu:22.04".to_string(),
+                    "registry.test/p/env/thirdparty/library/ubuntu:22.04".to_string(),
+                    None
+                ),
+            ]
+        );
+        // A source by digest alone is the lock's, not the list's pin.
+        let by_digest = reference::parse(&format!("docker.io/library/ubuntu@{digest}")).unwrap();
+        assert_eq!(pin(&by_digest), None);
+    }
+
+    #[test]
+    fn a_bad_pin_is_named_and_a_bare_digest_says_how_to_pin() {
+        let upper = HEX.to_uppercase();
+        let long = HEX.repeat(2);
+        let bad = [
+            "sha256:abcd".to_string(),
+            format!("sha256:{upper}"),
+            format!("sha512:{long}"),
+            "md5:xyz".to_string(),
+            String::new(),
+        ];
+        let text: String =
+            bad.iter().map(|digest| format!("docker.io/u{}: 1@{digest}\n", digest.len())).collect();
+        let pin_errors = errors(&text);
+        assert_eq!(pin_errors.len(), bad.len(), "{pin_errors:#?}");
+        for (error, digest) in pin_errors.iter().zip(&bad) {
+            assert!(error.contains(&format!("the pin `{digest}` of tag `1` of `docker.io/u")), "{error}");
+            assert!(error.contains("pin as `<tag>@sha256:"), "{error}");
+        }
+
+        let text = format!(
+            "docker.io/a: sha256:{HEX}\ndocker.io/b: @sha256:{HEX}\ndocker.io/c: 1 1@sha256:{HEX}\n\
+             docker.io/d: .1@sha256:{HEX}\n"
+        );
+        let errors = errors(&text);
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        for (error, word) in errors[..2].iter().zip([format!("sha256:{HEX}"), format!("@sha256:{HEX}")]) {
+            assert!(error.contains(&format!("`{word}` of `docker.io/")), "{error}");
+            assert!(
+                error.contains("is a digest, not a tag") && error.contains("pin it: `<tag>@sha256:"),
+                "{error}"
+            );
+        }
+        assert!(errors[2].contains("tag `1` of `docker.io/c` is listed twice"), "{}", errors[2]);
+        assert!(errors[3].contains("is not a valid tag"), "{}", errors[3]);
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! so that it never lists a manifest that is not there yet. Distribution 2.8 has no conditional
 //! PUT: two runs that merge into one tag at the same moment may each write it without the
 //! other's entries (a lost update). The next run that vendors the tag merges them back.
+//!
+//! A tag the list pins (`list::pin`) is locked at its pin and copied from it: the runs that write
+//! the lock (a plain run, `--update`) resolve the pin where the lock says otherwise, and those that
+//! do not (`--locked`, `--check`) call a lock that disagrees with a pin an error.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -15,6 +19,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use oci_client::Reference;
 
+use super::list;
 use super::mode::Mode;
 use crate::failure::Failure;
 use crate::lock::{self, Lock, LockedArtifact, LockedManifest, LockedTag};
@@ -23,9 +28,56 @@ use crate::registry::referrers::{Referrer, fallback_reference, merged_fallback_i
 use crate::registry::resolve::{Artifact, Known, Resolved, resolve};
 use crate::registry::{self, CopyOutcome, Pair, Report, Session};
 
-/// A tag's key in the lock: its source, in full (`docker.io/library/alpine:3.15`).
+/// A tag's key in the lock: its source, in full (`docker.io/library/alpine:3.15`), without the
+/// list's pin: a pinned tag is locked under its tag, as before it was pinned.
 pub(super) fn lock_key(pair: &Pair) -> String {
-    pair.source.whole()
+    match pair.source.tag() {
+        Some(tag) => format!("{}/{}:{tag}", pair.source.registry(), pair.source.repository()),
+        None => pair.source.whole(),
+    }
+}
+
+/// The image of a pair's source, as `--update` takes it.
+fn image_of(pair: &Pair) -> String {
+    format!("{}/{}", pair.source.registry(), pair.source.repository())
+}
+
+/// The list's pin of `pair` and the lock's other digest for it, when the two disagree.
+fn disagreement<'a>(pair: &'a Pair, lock: &'a Lock) -> Option<(&'a str, &'a str)> {
+    let pin = list::pin(&pair.source)?;
+    let locked = lock.tags.get(&lock_key(pair))?;
+    (locked.digest != pin).then_some((pin, locked.digest.as_str()))
+}
+
+/// What to do about a lock that disagrees with the pin of `pair`.
+fn pin_advice(pair: &Pair) -> String {
+    format!(
+        "run `cargo xtask thirdparty --update {}` to lock the pin, or change the pin in the list",
+        image_of(pair)
+    )
+}
+
+/// `--locked` copies the lock, which must agree with every pin of the list.
+pub(super) fn check_pins(pairs: &[Pair], lock: &Lock, lock_name: &str) -> Result<()> {
+    let disagreeing: Vec<String> = pairs
+        .iter()
+        .filter_map(|pair| {
+            let (pin, locked) = disagreement(pair, lock)?;
+            Some(format!(
+                "  {}: the list pins {pin}, {lock_name} has {locked}: {}",
+                lock_key(pair),
+                pin_advice(pair)
+            ))
+        })
+        .collect();
+    if !disagreeing.is_empty() {
+        bail!(
+            "{lock_name} disagrees with the list's pin of {} tag(s), nothing was copied:\n{}",
+            disagreeing.len(),
+            disagreeing.join("\n")
+        );
+    }
+    Ok(())
 }
 
 /// Every image `--update` names must be in the list (a typo would otherwise update nothing).
@@ -60,9 +112,15 @@ pub(super) async fn lock_tags(
     with_artifacts: bool,
     dry_run: bool,
 ) -> (Lock, Vec<Report>) {
+    // A pinned tag whose lock says another digest is resolved at its pin by every run that
+    // writes the lock: its pin is what it is vendored as.
     let needs_resolving = |pair: &Pair| match mode {
-        Mode::Update(images) => images.is_empty() || images.iter().any(|image| names(image, pair)),
-        Mode::Default { .. } => !old.tags.contains_key(&lock_key(pair)),
+        Mode::Update(images) => {
+            images.is_empty()
+                || images.iter().any(|image| names(image, pair))
+                || disagreement(pair, old).is_some()
+        }
+        Mode::Default { .. } => !old.tags.contains_key(&lock_key(pair)) || disagreement(pair, old).is_some(),
         Mode::Locked | Mode::Check => false,
     };
     let mut new = old.clone();
@@ -104,20 +162,28 @@ pub(super) async fn lock_tags(
     let mut unresolved = Vec::new();
     for (pair, resolved, elapsed) in answers {
         let key = lock_key(pair);
-        let failure = match resolved {
+        let outcome = match resolved {
             Ok(Some(resolved)) => {
                 let locked = locked_tag(old.tags.get(&key), resolved);
                 new.tags.insert(key, locked);
                 continue;
             }
-            Ok(None) => Failure::permanent(format!("source {} not found", pair.source)),
-            Err(_) if let Some(held) = session.pulls_held_back(&pair.source) => {
-                unresolved.push(Report { pair: pair.clone(), outcome: CopyOutcome::HeldBack(held), elapsed });
-                continue;
+            Ok(None) => {
+                let missing = match list::pin(&pair.source) {
+                    Some(pin) => format!(
+                        "{pin}, which the list pins, is not in {} upstream: pin a digest that is there",
+                        image_of(pair)
+                    ),
+                    None => format!("source {} not found", pair.source),
+                };
+                CopyOutcome::Failed { failure: Failure::permanent(missing) }
             }
-            Err(err) => Failure::from(err).context(format!("source {}", pair.source)),
+            Err(_) if let Some(held) = session.pulls_held_back(&pair.source) => CopyOutcome::HeldBack(held),
+            Err(err) => {
+                CopyOutcome::Failed { failure: Failure::from(err).context(format!("source {}", pair.source)) }
+            }
         };
-        unresolved.push(Report { pair: pair.clone(), outcome: CopyOutcome::Failed { failure }, elapsed });
+        unresolved.push(Report { pair: pair.clone(), outcome, elapsed });
     }
     (new, unresolved)
 }
@@ -250,6 +316,9 @@ pub(super) async fn write_fallback_tags(
         let Some(locked) = lock.tags.get(&lock_key(pair)) else {
             continue;
         };
+        if disagreement(pair, lock).is_some() {
+            continue;
+        }
         // Nothing is listed while something of the tag is missing there: the image, or any of
         // what is attached to it (a referrer, a source's fallback index).
         let destinations = std::iter::once(pair.destination.whole())
@@ -294,14 +363,20 @@ async fn write_fallback_tag(
     session.push_manifest(&at, &bytes::Bytes::from(merged), manifest::OCI_INDEX).await
 }
 
-/// What to copy: each tag at its locked digest, and each locked artifact under its tag (or by
-/// digest, for a referrer the source's API listed).
+/// What to copy: each tag at its locked digest (a pinned tag from its pin, which the lock agrees
+/// with by now: `lock_tags`, `check_pins`), and each locked artifact under its tag (or by digest,
+/// for a referrer the source's API listed).
 pub(super) fn pinned_pairs(pairs: &[Pair], lock: &Lock, with_artifacts: bool) -> Vec<Pair> {
     let mut copies = Vec::new();
     for pair in pairs {
         let Some(locked) = lock.tags.get(&lock_key(pair)) else {
             continue;
         };
+        // A pin that could not be locked (`lock_tags` reported it): the lock's other digest is
+        // not what the tag is vendored as.
+        if disagreement(pair, lock).is_some() {
+            continue;
+        }
         let (source, destination) = (&pair.source, &pair.destination);
         let at = |digest: &str| {
             Reference::with_digest(
@@ -310,7 +385,11 @@ pub(super) fn pinned_pairs(pairs: &[Pair], lock: &Lock, with_artifacts: bool) ->
                 digest.to_string(),
             )
         };
-        copies.push(Pair { source: at(&locked.digest), destination: destination.clone() });
+        let tag_source = match list::pin(source) {
+            Some(_) => source.clone(),
+            None => at(&locked.digest),
+        };
+        copies.push(Pair { source: tag_source, destination: destination.clone() });
         if with_artifacts {
             // An entry of the index is copied with it.
             for artifact in locked.artifacts.iter().filter(|a| !locked.lists(&a.digest)) {
@@ -357,14 +436,30 @@ pub(super) async fn check_drift(
             ));
             return drifts;
         };
-        if upstream.as_ref().ok().and_then(Option::as_deref) != Some(locked.digest.as_str()) {
-            drift(format!(
+        let is_locked = |answer: &Result<Option<String>>| {
+            answer.as_ref().ok().and_then(Option::as_deref) == Some(locked.digest.as_str())
+        };
+        // A pinned tag: `upstream` is its pin, asked for by digest; where the tag points
+        // upstream is no concern of it.
+        match list::pin(&pair.source) {
+            Some(pin) if pin != locked.digest => {
+                // Until the lock agrees with the pin, the destination has nothing to agree with.
+                drift(format!("the list pins {pin}, the lock has {}: {}", locked.digest, pin_advice(pair)));
+                return drifts;
+            }
+            Some(pin) if !is_locked(&upstream) => drift(format!(
+                "the pinned digest {} is {} upstream: pin a digest that is there",
+                short(pin),
+                describe(&upstream)
+            )),
+            None if !is_locked(&upstream) => drift(format!(
                 "upstream moved: lock {}, upstream {}: `cargo xtask thirdparty --update` locks it",
                 short(&locked.digest),
                 describe(&upstream)
-            ));
+            )),
+            Some(_) | None => {}
         }
-        if destination.as_ref().ok().and_then(Option::as_deref) != Some(locked.digest.as_str()) {
+        if !is_locked(&destination) {
             drift(format!(
                 "destination differs: lock {}, destination {}: `cargo xtask thirdparty --locked` copies it",
                 short(&locked.digest),

@@ -23,7 +23,8 @@ mod locking;
 mod mode;
 mod report;
 use locking::{
-    check_drift, check_named_images, lock_key, lock_tags, pinned_pairs, report_drift, write_fallback_tags,
+    check_drift, check_named_images, check_pins, lock_key, lock_tags, pinned_pairs, report_drift,
+    write_fallback_tags,
 };
 pub use mode::Mode;
 use report::{Summary, TagLines, tag_line};
@@ -230,6 +231,7 @@ pub fn vendor(ctx: &Ctx, args: &VendorOptions, pairs: Vec<Pair>, mode: Mode) -> 
                 if missing.len() == 1 { "it" } else { "them" }
             );
         }
+        check_pins(&pairs, &old_lock, &lock_name)?;
     }
     if let Mode::Update(images) = &mode {
         check_named_images(images, &pairs)?;

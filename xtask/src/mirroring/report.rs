@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::list;
 use crate::registry::manifest::short_digest as short;
 use crate::registry::{self, CopyOutcome, Pair, Report};
 
@@ -75,6 +76,12 @@ pub(super) fn tag_line(report: &Report, dry_run: bool) -> String {
              run again once its window has passed, or log in for a larger quota",
             held.host, held.limit, held.min_pulls_left
         ),
+        CopyOutcome::PinGone { digest } if list::pin(&report.pair.source).is_some() => format!(
+            "FAILED      {pair}: {digest}, which the list pins, is gone from {}/{} upstream: \
+             pin a digest that is there",
+            report.pair.source.registry(),
+            report.pair.source.repository()
+        ),
         CopyOutcome::PinGone { digest } => format!(
             "FAILED      {pair}: {digest}, which the lock names, is gone from {}/{} upstream: \
              run `cargo xtask thirdparty --update` to lock what the tag points at now",
@@ -86,8 +93,12 @@ pub(super) fn tag_line(report: &Report, dry_run: bool) -> String {
 }
 
 /// The source as the list names it: a source pinned by the lock shows the tag it was locked
-/// for (the destination keeps the tag's name); its digest is on the line anyway.
+/// for (the destination keeps the tag's name), its digest is on the line anyway; a tag the list
+/// pins shows where it comes from, `<image>@<digest>`, never its tag upstream.
 fn shown_source(pair: &Pair) -> String {
+    if let Some(pin) = list::pin(&pair.source) {
+        return format!("{}/{}@{pin}", pair.source.registry(), pair.source.repository());
+    }
     match (pair.source.digest(), pair.destination.tag()) {
         (Some(_), Some(tag)) => format!("{}/{}:{tag}", pair.source.registry(), pair.source.repository()),
         _ => pair.source.to_string(),
