@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::invalid::Invalid;
 use crate::normalize;
+use crate::platform::{Platform, Platforms};
+use crate::registry::reference;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -30,6 +33,10 @@ pub struct Catalog {
     pub sbom_generator: Option<String>,
     /// Version variables and their defaults; the environment overrides each by its name.
     pub versions: BTreeMap<String, String>,
+    /// Other names a Dockerfile may give every image of the catalog, `{name}` (and
+    /// `{repository}`) filled in: `quay.io/acme/{name}`, the registry its upstream publishes to.
+    #[serde(default)]
+    pub aliases: Vec<String>,
     #[serde(rename = "image")]
     pub images: Vec<Image>,
     /// The image the Cloud Build steps run in. Built for amd64 only: it only runs in Cloud Build.
@@ -39,8 +46,24 @@ pub struct Catalog {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Image {
-    /// Its folder under `images/` and its name under `$DOCKER_REPO`.
+    /// What the catalog calls it: its tasks, its cache, its folder unless `context` says.
     pub name: String,
+    /// Where under `$DOCKER_REPO` it is published; the name when not given. Variants share
+    /// their image's repository under tags of their own.
+    #[serde(default)]
+    pub repository: Option<String>,
+    /// Its build context, a folder relative to the catalog's file; `<name>` when not given.
+    #[serde(default)]
+    pub context: Option<PathBuf>,
+    /// Its Dockerfile, relative to the context; `Dockerfile` when not given.
+    #[serde(default)]
+    pub dockerfile: Option<PathBuf>,
+    /// The platforms it is built for, among `PLATFORMS`; all of them when not given.
+    #[serde(default)]
+    pub platforms: Option<Vec<String>>,
+    /// More names a Dockerfile may give it, beside the catalog's `aliases`.
+    #[serde(default)]
+    pub aliases: Vec<String>,
     /// The suffix of its tasks: `build-<task>`, `buildx-publish-<task>`, `pull-<task>`; the
     /// image's name when not given (set when the catalog is loaded).
     #[serde(default)]
@@ -81,13 +104,36 @@ impl TagTemplate {
 
 impl Image {
     pub fn dockerfile(&self) -> String {
-        format!("{}/Dockerfile", self.context())
+        let file = self.dockerfile.as_deref().unwrap_or(Path::new("Dockerfile"));
+        normalize(&Path::new(&self.context()).join(file)).display().to_string()
     }
 
     /// The build context is the image's own folder, never the repository root, whose `target/`
     /// would be sent to the remote arm64 node.
     pub fn context(&self) -> String {
-        self.dir.join(&self.name).display().to_string()
+        let folder = self.context.as_deref().unwrap_or(Path::new(&self.name));
+        normalize(&self.dir.join(folder)).display().to_string()
+    }
+
+    /// Its repository under `$DOCKER_REPO`.
+    pub fn repository(&self) -> &str {
+        self.repository.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The platforms it asks for, as written; none: every platform of the run.
+    pub fn platforms(&self) -> Result<Option<Platforms>, Invalid> {
+        let Some(written) = &self.platforms else { return Ok(None) };
+        let platforms: Vec<Platform> =
+            written.iter().map(|p| Platform::parse(p)).collect::<Result<_, _>>()?;
+        Ok(Some(Platforms::from(platforms)))
+    }
+
+    /// Every name a Dockerfile may give it besides `$DOCKER_REPO/<repository>`: the catalog's
+    /// aliases for it, then its own.
+    pub fn aliases(&self, catalog_aliases: &[String]) -> Vec<String> {
+        let fill =
+            |alias: &String| alias.replace("{name}", &self.name).replace("{repository}", self.repository());
+        catalog_aliases.iter().chain(&self.aliases).map(fill).collect()
     }
 }
 
@@ -158,6 +204,26 @@ impl Catalog {
                 && let Some(other) = tasks.insert(task.as_str(), image.name.as_str())
             {
                 bail!("images `{other}` and `{}` both have task `{task}`", image.name);
+            }
+            let repository = image.repository();
+            if repository.is_empty() || !repository.split('/').all(reference::is_path_component) {
+                bail!(
+                    "image `{}`: `{repository}` is no repository name (lowercase letters, digits and . _ - \
+                     between slashes)",
+                    image.name
+                );
+            }
+            image.platforms().map_err(|e| anyhow::anyhow!("image `{}`: {e}", image.name))?;
+            for alias in image.aliases(&self.aliases) {
+                if let Err(err) = reference::parse(&alias) {
+                    bail!("image `{}`: the alias `{alias}` is no image name ({err})", image.name);
+                }
+            }
+        }
+        let mut names = BTreeMap::new();
+        for image in &self.images {
+            if let Some(other) = names.insert(image.name.as_str(), image) {
+                bail!("two images are named `{}`: give each its own name (variants too)", other.name);
             }
         }
         Ok(())

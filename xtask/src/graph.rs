@@ -1,28 +1,46 @@
-//! The image graph: which catalog images build on which. An image whose Dockerfile starts
-//! `FROM` (or copies `--from`) another catalog image's published reference builds on it; every
-//! other image it names must be vendored under `$DOCKER_REPO/thirdparty/`. The graph is taken
-//! from the Dockerfiles alone: the catalog says everything else.
+//! The image graph: which catalog images build on which. Each image a Dockerfile names is a
+//! stage (not here), another image of the catalog (a parent), or an external base from the
+//! vendoring list; `catalog_graph` decides which, once, and this orders the images, parents
+//! first, and holds what each build starts from for everything downstream.
 
-use std::collections::BTreeMap;
-
+use crate::dockerfile::Place;
 use crate::invalid::Invalid;
+use crate::platform::Platforms;
 
 /// One catalog image and what it starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vertex {
     pub name: String,
-    /// The catalog images it builds on, each with the reference its Dockerfile names it by.
+    /// The catalog images it builds on, each with the name its Dockerfile writes.
     pub parents: Vec<Parent>,
-    /// The vendored images it starts from, as its Dockerfile names them.
-    pub vendored: Vec<String>,
-    /// The build arguments its Dockerfile declares (`ARG`), read with its references.
+    /// The external images it starts from, each vendored.
+    pub bases: Vec<Base>,
+    /// The build arguments its Dockerfile declares (`ARG`), read with its names.
     pub args: Vec<String>,
+    /// The platforms it is built for in this run: those it asks for that `PLATFORMS` has.
+    pub platforms: Platforms,
 }
 
+/// A parent, as its child's Dockerfile names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parent {
     pub name: String,
-    pub reference: String,
+    /// After expansion: `quay.io/acme/base-notebook`, `$DOCKER_REPO/base:1`. The build gets the
+    /// parent's new digest under this name.
+    pub written: String,
+}
+
+/// An external image a Dockerfile names, and its vendored copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base {
+    /// As the Dockerfile writes it, after expansion: the name of its build context.
+    pub written: String,
+    /// Its vendored copy, by tag: `$DOCKER_REPO/thirdparty/library/ubuntu:24.04`.
+    pub vendored: String,
+    /// The digest it must have, when the Dockerfile or the vendoring list pins one.
+    pub pin: Option<String>,
+    /// `FROM`, `COPY --from`, … or the `# syntax=` frontend (handed over as `BUILDKIT_SYNTAX`).
+    pub place: Place,
 }
 
 /// The images in an order where every image comes after its parents; among images that could
@@ -32,45 +50,52 @@ pub struct Graph {
     pub vertices: Vec<Vertex>,
 }
 
-/// What a Dockerfile of the catalog names, by image: `(name, dockerfile, references)`.
-pub struct Named<'a> {
-    pub name: &'a str,
-    pub dockerfile: &'a str,
-    pub references: &'a [String],
-    /// The build arguments it declares.
-    pub args: &'a [String],
-}
-
 impl Graph {
-    /// `published`: each catalog image's reference as a Dockerfile names it, by image name.
-    pub fn new(
-        images: &[Named<'_>],
-        published: &BTreeMap<String, String>,
-        docker_repo: &str,
-    ) -> Result<Graph, Invalid> {
-        let by_reference: BTreeMap<&str, &str> =
-            published.iter().map(|(name, reference)| (reference.as_str(), name.as_str())).collect();
-        let vendored_root = format!("{docker_repo}/thirdparty/");
-        let mut vertices = Vec::new();
-        for image in images {
-            let mut vertex = Vertex {
-                name: image.name.to_string(),
-                parents: Vec::new(),
-                vendored: Vec::new(),
-                args: image.args.to_vec(),
-            };
-            for reference in image.references {
-                if let Some(parent) = by_reference.get(reference.as_str()) {
-                    vertex.parents.push(Parent { name: parent.to_string(), reference: reference.clone() });
-                } else if reference.starts_with(&vendored_root) {
-                    vertex.vendored.push(reference.clone());
-                } else {
-                    return Err(Invalid::new(unknown_reference(image, reference, published, docker_repo)));
+    /// `vertices` in the catalog's order, ordered parents first. A child built for a platform
+    /// its parent is not built for cannot start from it: an error.
+    pub fn new(vertices: Vec<Vertex>) -> Result<Graph, Invalid> {
+        for vertex in &vertices {
+            for parent in &vertex.parents {
+                let Some(of_parent) = vertices.iter().find(|v| v.name == parent.name) else { continue };
+                let lacking: Vec<String> = vertex
+                    .platforms
+                    .iter()
+                    .filter(|p| !of_parent.platforms.iter().any(|q| q == *p))
+                    .map(ToString::to_string)
+                    .collect();
+                if !lacking.is_empty() {
+                    return Err(Invalid::new(format!(
+                        "{} is built for {}, which its parent {} is not built for ({}): list only \
+                         its parent's platforms in its `platforms`",
+                        vertex.name,
+                        lacking.join(", "),
+                        parent.name,
+                        of_parent.platforms
+                    )));
                 }
             }
-            vertices.push(vertex);
         }
         order(vertices)
+    }
+
+    /// For tests elsewhere: images by name with their parents, on one platform, no bases.
+    #[cfg(test)]
+    pub fn of_parents(images: &[(&str, &[&str])]) -> Graph {
+        let platforms: Platforms = [crate::platform::Platform::new("linux", "amd64")].into_iter().collect();
+        let vertices = images
+            .iter()
+            .map(|(name, parents)| Vertex {
+                name: name.to_string(),
+                parents: parents
+                    .iter()
+                    .map(|p| Parent { name: p.to_string(), written: format!("r/{p}:1") })
+                    .collect(),
+                bases: Vec::new(),
+                args: Vec::new(),
+                platforms: platforms.clone(),
+            })
+            .collect();
+        Graph::new(vertices).expect("a graph without cycles")
     }
 
     pub fn vertex(&self, name: &str) -> Option<&Vertex> {
@@ -87,32 +112,6 @@ impl Graph {
         }
         below
     }
-}
-
-fn unknown_reference(
-    image: &Named<'_>,
-    reference: &str,
-    published: &BTreeMap<String, String>,
-    docker_repo: &str,
-) -> String {
-    let Some(path) = reference.strip_prefix(&format!("{docker_repo}/")) else {
-        return format!(
-            "{} builds from {reference}, which is not under {docker_repo}/thirdparty/: start FROM \
-             ${{DOCKER_REPO}}/thirdparty/<image> and list the image in the vendoring list, or FROM \
-             another catalog image as it is published",
-            image.dockerfile
-        );
-    };
-    let repository = crate::registry::reference::repository_of(path);
-    let hint = match published.get(repository) {
-        Some(published) => format!(" (catalog image {repository} is published as {published})"),
-        None => String::new(),
-    };
-    format!(
-        "{} builds from {reference}, which is neither a catalog image{hint} nor vendored under \
-         {docker_repo}/thirdparty/",
-        image.dockerfile
-    )
 }
 
 /// Parents first (Kahn's algorithm, taking the catalog's order among the ready); a cycle is an
@@ -163,23 +162,23 @@ fn cycle(pending: &[Vertex]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::Platform;
 
-    const REPO: &str = "r.test/p";
+    fn vertex(name: &str, parents: &[&str], platforms: &[&str]) -> Vertex {
+        Vertex {
+            name: name.to_string(),
+            parents: parents
+                .iter()
+                .map(|p| Parent { name: p.to_string(), written: format!("r.test/p/{p}:1") })
+                .collect(),
+            bases: Vec::new(),
+            args: Vec::new(),
+            platforms: platforms.iter().map(|p| Platform::parse(p).unwrap()).collect(),
+        }
+    }
 
     fn graph(images: &[(&str, &[&str])]) -> Result<Graph, Invalid> {
-        let references: Vec<Vec<String>> =
-            images.iter().map(|(_, refs)| refs.iter().map(|r| format!("{REPO}/{r}")).collect()).collect();
-        let dockerfiles: Vec<String> =
-            images.iter().map(|(name, _)| format!("images/{name}/Dockerfile")).collect();
-        let named: Vec<Named> = images
-            .iter()
-            .zip(&references)
-            .zip(&dockerfiles)
-            .map(|(((name, _), references), dockerfile)| Named { name, dockerfile, references, args: &[] })
-            .collect();
-        let published =
-            images.iter().map(|(name, _)| (name.to_string(), format!("{REPO}/{name}:1"))).collect();
-        Graph::new(&named, &published, REPO)
+        Graph::new(images.iter().map(|(name, parents)| vertex(name, parents, &["linux/amd64"])).collect())
     }
 
     fn order_of(graph: &Graph) -> Vec<&str> {
@@ -189,18 +188,16 @@ mod tests {
     #[test]
     fn parents_come_first_and_the_catalog_order_otherwise() {
         let graph = graph(&[
-            ("top", &["left:1", "right:1"]),
-            ("left", &["base:1"]),
-            ("solo", &["thirdparty/busybox:1"]),
-            ("right", &["base:1"]),
-            ("base", &["thirdparty/busybox:1"]),
+            ("top", &["left", "right"]),
+            ("left", &["base"]),
+            ("solo", &[]),
+            ("right", &["base"]),
+            ("base", &[]),
         ])
         .unwrap();
         assert_eq!(order_of(&graph), ["solo", "base", "left", "right", "top"]);
         let top = graph.vertex("top").unwrap();
         assert_eq!(top.parents.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["left", "right"]);
-        assert_eq!(top.parents[0].reference, "r.test/p/left:1");
-        assert_eq!(graph.vertex("base").unwrap().vendored, ["r.test/p/thirdparty/busybox:1"]);
         assert_eq!(graph.descendants("base"), ["left", "right", "top"]);
         assert_eq!(graph.descendants("right"), ["top"]);
         assert!(graph.descendants("solo").is_empty());
@@ -208,23 +205,24 @@ mod tests {
 
     #[test]
     fn a_cycle_is_named() {
-        let err = graph(&[("a", &["b:1"]), ("b", &["c:1"]), ("c", &["a:1"]), ("d", &["thirdparty/x:1"])])
-            .unwrap_err()
-            .to_string();
+        let err = graph(&[("a", &["b"]), ("b", &["c"]), ("c", &["a"]), ("d", &[])]).unwrap_err().to_string();
         assert_eq!(err, "the catalog's images build on each other in a cycle: a → b → c → a");
-        let err = graph(&[("a", &["a:1"])]).unwrap_err().to_string();
+        let err = graph(&[("a", &["a"])]).unwrap_err().to_string();
         assert!(err.ends_with("a → a"), "{err}");
     }
 
     #[test]
-    fn a_reference_that_is_neither_an_image_nor_vendored_is_an_error() {
-        let err = graph(&[("a", &["thirdparty/x:1"]), ("b", &["a:2"])]).unwrap_err().to_string();
+    fn a_child_cannot_ask_for_a_platform_its_parent_lacks() {
+        let both = ["linux/amd64", "linux/arm64"];
+        let ok = Graph::new(vec![vertex("base", &[], &both), vertex("cuda", &["base"], &["linux/amd64"])]);
+        assert!(ok.is_ok(), "fewer platforms than the parent is fine");
+        let err = Graph::new(vec![vertex("base", &[], &["linux/amd64"]), vertex("app", &["base"], &both)])
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
-            "images/b/Dockerfile builds from r.test/p/a:2, which is neither a catalog image (catalog \
-             image a is published as r.test/p/a:1) nor vendored under r.test/p/thirdparty/"
+            "app is built for linux/arm64, which its parent base is not built for (linux/amd64): list only \
+             its parent's platforms in its `platforms`"
         );
-        let err = graph(&[("b", &["elsewhere:1"])]).unwrap_err().to_string();
-        assert!(err.contains("r.test/p/elsewhere:1, which is neither a catalog image nor vendored"), "{err}");
     }
 }

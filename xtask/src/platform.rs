@@ -51,6 +51,18 @@ impl Platform {
         }
     }
 
+    pub fn os(&self) -> &str {
+        &self.os
+    }
+
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    pub fn variant(&self) -> Option<&str> {
+        self.variant.as_deref()
+    }
+
     /// Built on the arm64 node, with MULTI_CONTEXT=1.
     pub fn is_arm64(&self) -> bool {
         self.os == "linux" && self.arch == "arm64"

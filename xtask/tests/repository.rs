@@ -30,7 +30,7 @@ fn every_base_image_is_vendored_or_a_catalog_image_and_no_dockerfile_names_a_fro
     let published: BTreeSet<String> = catalog
         .images
         .iter()
-        .map(|image| format!("{REPO}/{}:{}", image.name, image.tag.render(versions)))
+        .map(|image| format!("{REPO}/{}:{}", image.repository(), image.tag.render(versions)))
         .collect();
     for image in catalog.images.iter().chain([&catalog.cloud_builder]) {
         let dockerfile = std::fs::read_to_string(root.join(image.dockerfile())).unwrap();
@@ -38,7 +38,7 @@ fn every_base_image_is_vendored_or_a_catalog_image_and_no_dockerfile_names_a_fro
         for name in &image.build_args {
             args.insert(name.clone(), catalog.versions[name].clone());
         }
-        let sources = xtask::dockerfile::sources(&dockerfile, &args);
+        let sources = xtask::dockerfile::read(&dockerfile, &args, &[]).unwrap();
         assert_eq!(
             sources.frontend,
             None,
@@ -46,7 +46,7 @@ fn every_base_image_is_vendored_or_a_catalog_image_and_no_dockerfile_names_a_fro
             image.dockerfile()
         );
         assert!(!sources.images.is_empty(), "{} has no FROM", image.dockerfile());
-        for base in &sources.images {
+        for base in sources.images.iter().map(|mention| &mention.written) {
             assert!(
                 vendored.contains(base) || published.contains(base),
                 "{} starts FROM {base}, which thirdparty.txt does not vendor and no catalog image is",

@@ -97,7 +97,7 @@ pub fn vendor_build_bases(ctx: &Ctx, args: &VendorOptions, locked: bool) -> Resu
     let mut needed: Vec<(String, String)> = Vec::new();
     for (_, image) in ctx.catalog.task_images() {
         let vertex = graph.vertex(&image.name).expect("the graph has every catalog image");
-        needed.extend(vertex.vendored.iter().map(|base| (base.clone(), image.dockerfile())));
+        needed.extend(vertex.bases.iter().map(|base| (base.vendored.clone(), image.dockerfile())));
     }
     // Only this engine can say now which builder it needs. The arm64 node (MULTI_CONTEXT=1) is
     // up only once the builds start it: they ask it then, and vendor BuildKit for it only if its

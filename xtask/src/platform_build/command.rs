@@ -10,7 +10,7 @@ use crate::catalog::Image;
 use crate::ctx::Ctx;
 use crate::failure::{Failure, NodeLost};
 use crate::inputs::Inputs;
-use crate::platform::Platform;
+use crate::platform::{Platform, Platforms};
 use crate::runner::{Cmd, sh};
 use crate::settings::{ProvenanceMode, build_arg_flags};
 
@@ -54,6 +54,8 @@ pub struct Recipe {
     pub pins: Vec<(String, String)>,
     /// Recorded on the published index; unknown where a base's digest is.
     pub inputs: Option<Inputs>,
+    /// The platforms it is built for: those of `PLATFORMS` the image asks for.
+    pub platforms: Platforms,
 }
 
 /// One platform of an image, on the node that builds it.

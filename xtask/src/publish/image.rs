@@ -235,14 +235,14 @@ struct Builds<'a> {
 }
 
 impl Builds<'_> {
-    /// One build per platform of `$PLATFORMS`, all at once, each on the node it is given, with
+    /// One build per platform of the image (those of `$PLATFORMS` it asks for), all at once, each on the node it is given, with
     /// its own registry cache and pushing its own tag `<tag>-<arch>`; when every one succeeded,
     /// the merge into `<tag>`. (One registry cache for a build of several platforms on several
     /// nodes keeps only the platform that finished last: docker/buildx#1044.)
     fn build_and_merge(&self) -> Result<(), Failure> {
         let (ctx, image) = (self.ctx, self.image);
         let reference = ctx.settings.image_ref(image);
-        let platforms: Vec<Platform> = ctx.settings.platforms.iter().cloned().collect();
+        let platforms: Vec<Platform> = self.recipe.platforms.iter().cloned().collect();
         // Each node's builder is set up once for the image (its engine asked once in the run),
         // by whichever of its builds comes to it first.
         let set_up: Mutex<Vec<Node>> = Mutex::new(Vec::new());

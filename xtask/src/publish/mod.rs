@@ -106,7 +106,8 @@ fn work_of(graph: &Graph, selected: &[&str], plan: &Plan, s: &crate::settings::S
     let left: BTreeSet<BuildKey> = selected
         .iter()
         .filter(|name| plan.may_build(name))
-        .flat_map(|name| s.platforms.iter().map(|platform| (name.to_string(), platform.clone())))
+        .filter_map(|name| graph.vertex(name))
+        .flat_map(|vertex| vertex.platforms.iter().map(|platform| (vertex.name.clone(), platform.clone())))
         .collect();
     let priority = priorities(graph, selected, plan, s.build_order, s.platforms.iter());
     let parents: BTreeMap<String, Vec<String>> = selected
@@ -136,6 +137,12 @@ fn priorities<'p>(
     let in_order: Vec<&str> =
         graph.vertices.iter().map(|v| v.name.as_str()).filter(|name| selected.contains(name)).collect();
     for platform in platforms {
+        // Only the images built for this platform are on its paths.
+        let in_order: Vec<&str> = in_order
+            .iter()
+            .copied()
+            .filter(|name| graph.vertex(name).is_some_and(|v| v.platforms.iter().any(|p| p == platform)))
+            .collect();
         let remaining = match order {
             BuildOrder::Catalog => {
                 in_order.iter().enumerate().map(|(at, name)| (name.to_string(), -(at as f64))).collect()

@@ -92,7 +92,7 @@ pub fn by_priority(ready: &mut [&str], remaining: &BTreeMap<String, f64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::{Graph, Named};
+    use crate::graph::Graph;
 
     fn nodes(n: usize) -> Vec<String> {
         (1..=n).map(|i| format!("builder-arm64-{i}")).collect()
@@ -161,19 +161,7 @@ mod tests {
     #[test]
     fn the_longest_remaining_path_starts_first() {
         // a → b → c is the long chain; d and e stand alone, e heavier than a alone.
-        let dockerfiles: Vec<(String, Vec<String>)> = vec![
-            ("a".into(), vec![]),
-            ("b".into(), vec!["r/a:1".into()]),
-            ("c".into(), vec!["r/b:1".into()]),
-            ("d".into(), vec![]),
-            ("e".into(), vec![]),
-        ];
-        let named: Vec<Named> = dockerfiles
-            .iter()
-            .map(|(name, references)| Named { name, dockerfile: "Dockerfile", references, args: &[] })
-            .collect();
-        let published = dockerfiles.iter().map(|(n, _)| (n.clone(), format!("r/{n}:1"))).collect();
-        let graph = Graph::new(&named, &published, "r").unwrap();
+        let graph = Graph::of_parents(&[("a", &[]), ("b", &["a"]), ("c", &["b"]), ("d", &[]), ("e", &[])]);
         let weights =
             BTreeMap::from([("a".to_string(), 2.0), ("c".to_string(), 3.0), ("e".to_string(), 5.5)]);
         let remaining = remaining_paths(&graph, &weights);

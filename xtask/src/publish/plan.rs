@@ -10,11 +10,13 @@ use anyhow::{Result, anyhow, bail};
 
 use crate::catalog::Image;
 use crate::ctx::Ctx;
+use crate::dockerfile::Place;
 use crate::failure::Failure;
-use crate::graph::{Graph, Vertex};
+use crate::graph::{Base, Graph, Vertex};
 use crate::inputs::{Files, Given, Inputs};
 use crate::platform_build::command::{Recipe, output_options};
 use crate::published::{Published, RegistryView};
+use crate::registry::reference::Written;
 
 /// The `REFRESH` build argument: a Dockerfile that declares it has its package steps run again
 /// whenever its value changes.
@@ -185,6 +187,8 @@ impl Plan {
 struct Bases {
     digests: BTreeMap<String, String>,
     pins: Vec<(String, String)>,
+    /// The vendored frontend of a `# syntax=` directive, for `BUILDKIT_SYNTAX`.
+    frontend: Option<String>,
     /// Why some digests are unknown (then nothing can be up to date).
     unknown: Vec<String>,
     /// For a dry run's plan: the pins a parent's build will decide.
@@ -211,14 +215,16 @@ impl Planner<'_> {
         parents: &ParentStates,
         known: &Known,
     ) -> Result<Decision> {
-        let s = &self.ctx.settings;
         let (published, unreadable) = match &known.published {
             Ok(published) => (published.as_ref(), None),
             Err(why) => (None, Some(why.to_string())),
         };
         let bases = self.bases(vertex, parents)?;
         let declares_refresh = vertex.args.iter().any(|arg| arg == REFRESH_ARG);
-        let args = self.build_args(image, published, declares_refresh);
+        let mut args = self.build_args(image, published, declares_refresh);
+        if let Some(frontend) = &bases.frontend {
+            args.push(("BUILDKIT_SYNTAX".to_string(), frontend.clone()));
+        }
         // The files count only where every base's digest is known: else nothing is up to date.
         let inputs = match bases.unknown.is_empty() {
             false => None,
@@ -226,7 +232,7 @@ impl Planner<'_> {
                 known.files.as_ref().map_err(Failure::clone)?,
                 Given {
                     args: args.iter().cloned().collect(),
-                    platforms: s.platforms.clone(),
+                    platforms: vertex.platforms.clone(),
                     bases: bases.digests.clone(),
                     options: output_options(self.ctx),
                 },
@@ -241,7 +247,7 @@ impl Planner<'_> {
         let unknown = unreadable.or_else(|| (!bases.unknown.is_empty()).then(|| bases.unknown.join(", ")));
         let why = why_build(self.force, published, inputs.as_ref(), unknown.as_deref());
         Ok(Decision::Build(Box::new(Build {
-            recipe: Recipe { args, pins: bases.pins, inputs },
+            recipe: Recipe { args, pins: bases.pins, inputs, platforms: vertex.platforms.clone() },
             why,
             notes: bases.notes,
         })))
@@ -252,23 +258,31 @@ impl Planner<'_> {
     fn bases(&self, vertex: &Vertex, parents: &ParentStates) -> Result<Bases> {
         let ctx = self.ctx;
         let dry_run = ctx.runner.is_dry_run();
-        let mut bases =
-            Bases { digests: BTreeMap::new(), pins: Vec::new(), unknown: Vec::new(), notes: Vec::new() };
+        let mut bases = Bases {
+            digests: BTreeMap::new(),
+            pins: Vec::new(),
+            frontend: None,
+            unknown: Vec::new(),
+            notes: Vec::new(),
+        };
         let mut named: Vec<(String, String, Option<String>)> = Vec::new();
-        for reference in &vertex.vendored {
-            let digest = match self.registry.digest(reference) {
-                Ok(Some(digest)) => Some(digest),
-                Ok(None) if dry_run => {
-                    bases.unknown.push(format!("{reference} is not vendored yet"));
-                    None
+        for base in &vertex.bases {
+            let digest = self.base_digest(base, &mut bases.unknown)?;
+            if base.place == Place::Syntax {
+                // BuildKit fetches the frontend `# syntax=` names unless BUILDKIT_SYNTAX names
+                // another: its vendored copy, by digest.
+                let vendored = Written::split(&base.vendored).name;
+                let frontend = match &digest {
+                    Some(digest) => format!("{vendored}@{digest}"),
+                    None => base.vendored.clone(),
+                };
+                bases.frontend = Some(frontend);
+                if let Some(digest) = &digest {
+                    bases.digests.insert(base.written.clone(), digest.clone());
                 }
-                Ok(None) => bail!("{reference} is not vendored: run `cargo xtask thirdparty` first"),
-                Err(err) => {
-                    bases.unknown.push(format!("cannot read {reference} ({err:#})"));
-                    None
-                }
-            };
-            named.push((reference.clone(), reference.clone(), digest));
+                continue;
+            }
+            named.push((base.written.clone(), base.vendored.clone(), digest));
         }
         for parent in &vertex.parents {
             let image = self.image(&parent.name);
@@ -279,7 +293,7 @@ impl Planner<'_> {
                     bases.unknown.push(format!("{} would be rebuilt", parent.name));
                     bases.notes.push(format!(
                         "then built from the digest {} gets: --build-context {}=docker-image://{published}@<that digest>",
-                        parent.name, parent.reference
+                        parent.name, parent.written
                     ));
                     None
                 }
@@ -300,7 +314,7 @@ impl Planner<'_> {
                     self.published_parent(&parent.name, &published, &mut bases.unknown)?
                 }
             };
-            named.push((parent.reference.clone(), published, digest));
+            named.push((parent.written.clone(), published, digest));
         }
         for (named, reference, digest) in named {
             if let Some(digest) = digest {
@@ -309,6 +323,33 @@ impl Planner<'_> {
             }
         }
         Ok(bases)
+    }
+
+    /// The digest a base is built from: its pin (the Dockerfile's or the list's), which its
+    /// vendored copy must have, else the vendored copy's. A pin is known without the registry,
+    /// so a dry run shows it.
+    fn base_digest(&self, base: &Base, unknown: &mut Vec<String>) -> Result<Option<String>> {
+        let dry_run = self.ctx.runner.is_dry_run();
+        let vendored = &base.vendored;
+        match (self.registry.digest(vendored), &base.pin) {
+            (Ok(Some(digest)), Some(pin)) if digest != *pin => bail!(
+                "{} is pinned to {pin}, but its vendored copy {vendored} is {digest}: pin the tag in the \
+                 vendoring list (`<image>: <tag>@{pin}`) and run `cargo xtask thirdparty`",
+                base.written
+            ),
+            (Ok(Some(digest)), _) => Ok(Some(digest)),
+            (Ok(None), Some(pin)) if dry_run => Ok(Some(pin.clone())),
+            (Ok(None), None) if dry_run => {
+                unknown.push(format!("{vendored} is not vendored yet"));
+                Ok(None)
+            }
+            (Ok(None), _) => bail!("{vendored} is not vendored: run `cargo xtask thirdparty` first"),
+            (Err(_), Some(pin)) => Ok(Some(pin.clone())),
+            (Err(err), None) => {
+                unknown.push(format!("cannot read {vendored} ({err:#})"));
+                Ok(None)
+            }
+        }
     }
 
     /// How a catalog image gets published.
@@ -490,6 +531,7 @@ tag = "{V}"
             "ARG DOCKER_REPO\nFROM ${DOCKER_REPO}/thirdparty/alpine:3\nCOPY a.txt /\n",
         );
         write("cat/base/a.txt", "one\n");
+        write("cat/thirdparty.txt", "docker.io/alpine: 3\n");
         write("cat/app/Dockerfile", "ARG DOCKER_REPO\nFROM ${DOCKER_REPO}/base:1\nRUN true\n");
         write("cat/tool/Dockerfile", "ARG DOCKER_REPO\nFROM ${DOCKER_REPO}/thirdparty/alpine:3\n");
         root

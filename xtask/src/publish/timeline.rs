@@ -330,7 +330,6 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::Named;
 
     fn bar(image: &str, platform: &str, node: &str, start: u64, end: u64, outcome: BarOutcome) -> Bar {
         Bar {
@@ -346,14 +345,7 @@ mod tests {
 
     #[test]
     fn one_bar_per_build_on_its_node_row_with_the_critical_path_marked() {
-        let refs: Vec<(String, Vec<String>)> =
-            vec![("base".into(), vec![]), ("app".into(), vec!["r/base:1".into()]), ("tool".into(), vec![])];
-        let named: Vec<Named> = refs
-            .iter()
-            .map(|(name, r)| Named { name, dockerfile: "Dockerfile", references: r, args: &[] })
-            .collect();
-        let published = refs.iter().map(|(n, _)| (n.clone(), format!("r/{n}:1"))).collect();
-        let graph = Graph::new(&named, &published, "r").unwrap();
+        let graph = Graph::of_parents(&[("base", &[]), ("app", &["base"]), ("tool", &[])]);
         let bars = vec![
             bar("base", "linux/amd64", "this engine", 0, 4, BarOutcome::Built),
             bar("base", "linux/arm64", "arm_node", 0, 6, BarOutcome::Built),

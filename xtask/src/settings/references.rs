@@ -37,7 +37,7 @@ impl Settings {
     /// The reference a Dockerfile names a catalog image by (`FROM ${DOCKER_REPO}/runtime:…`): as
     /// published, without the tag modifier, which a Dockerfile cannot know.
     pub fn named_ref(&self, image: &Image) -> String {
-        format!("{}/{}:{}", self.docker_repo, image.name, self.tag(image))
+        format!("{}/{}:{}", self.docker_repo, image.repository(), self.tag(image))
     }
 
     /// Where an image is published: `$DOCKER_REPO/<name>:<tag>[-$TAG_MODIFIER]`.
