@@ -32,6 +32,7 @@ pub struct Catalog {
     #[serde(default)]
     pub sbom_generator: Option<String>,
     /// Version variables and their defaults; the environment overrides each by its name.
+    #[serde(default)]
     pub versions: BTreeMap<String, String>,
     /// Other names a Dockerfile may give every image of the catalog, `{name}` (and
     /// `{repository}`) filled in: `quay.io/acme/{name}`, the registry its upstream publishes to.

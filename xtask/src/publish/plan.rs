@@ -16,7 +16,7 @@ use crate::graph::{Base, Graph, Vertex};
 use crate::inputs::{Files, Given, Inputs};
 use crate::platform_build::command::{Recipe, output_options};
 use crate::published::{Published, RegistryView};
-use crate::registry::reference::Written;
+use crate::registry::reference::{self, Written};
 
 /// The `REFRESH` build argument: a Dockerfile that declares it has its package steps run again
 /// whenever its value changes.
@@ -220,8 +220,7 @@ impl Planner<'_> {
             Err(why) => (None, Some(why.to_string())),
         };
         let bases = self.bases(vertex, parents)?;
-        let declares_refresh = vertex.args.iter().any(|arg| arg == REFRESH_ARG);
-        let mut args = self.build_args(image, published, declares_refresh);
+        let mut args = self.build_args(image, published, &vertex.args);
         if let Some(frontend) = &bases.frontend {
             args.push(("BUILDKIT_SYNTAX".to_string(), frontend.clone()));
         }
@@ -293,7 +292,8 @@ impl Planner<'_> {
                     bases.unknown.push(format!("{} would be rebuilt", parent.name));
                     bases.notes.push(format!(
                         "then built from the digest {} gets: --build-context {}=docker-image://{published}@<that digest>",
-                        parent.name, parent.written
+                        parent.name,
+                        context_name(&parent.written)
                     ));
                     None
                 }
@@ -316,10 +316,14 @@ impl Planner<'_> {
             };
             named.push((parent.written.clone(), published, digest));
         }
-        for (named, reference, digest) in named {
+        for (written, reference, digest) in named {
             if let Some(digest) = digest {
-                bases.pins.push((named.clone(), format!("{reference}@{digest}")));
-                bases.digests.insert(named, digest);
+                // Under the name BuildKit looks it up by; once, however many times it is named.
+                let name = context_name(&written);
+                if !bases.pins.iter().any(|(pinned, _)| *pinned == name) {
+                    bases.pins.push((name, format!("{reference}@{digest}")));
+                }
+                bases.digests.insert(written, digest);
             }
         }
         Ok(bases)
@@ -383,18 +387,21 @@ impl Planner<'_> {
         }
     }
 
-    /// The build arguments: DOCKER_REPO, the image's versions, and REFRESH where the Dockerfile
-    /// declares it: `$REFRESH` when set, else the value the published image was built with, so
-    /// that a run without it keeps the package steps cached.
+    /// The build arguments: DOCKER_REPO where the Dockerfile declares it (one written as its
+    /// upstream writes it has no use for it), the image's versions, and REFRESH where the
+    /// Dockerfile declares it: `$REFRESH` when set, else the value the published image was built
+    /// with, so that a run without it keeps the package steps cached.
     fn build_args(
         &self,
         image: &Image,
         published: Option<&Published>,
-        declares_refresh: bool,
+        declared: &[String],
     ) -> Vec<(String, String)> {
         let ctx = self.ctx;
+        let declares = |name: &str| declared.iter().any(|arg| arg == name);
         let mut args = ctx.settings.build_arg_values(image);
-        if declares_refresh {
+        args.retain(|(name, _)| name != "DOCKER_REPO" || declares(name));
+        if declares(REFRESH_ARG) {
             let kept =
                 published.and_then(|p| p.inputs.as_ref()).and_then(|i| i.args.get(REFRESH_ARG)).cloned();
             let value = ctx.settings.refresh.clone().or(kept).unwrap_or_default();
@@ -422,6 +429,11 @@ fn why_build(
         (Some(old), Some(new)) => new.changes_since(old).join(", "),
         _ => "published without a record of its inputs".to_string(),
     }
+}
+
+/// The build context name BuildKit reads `written` under: a name the graph has parsed already.
+fn context_name(written: &str) -> String {
+    reference::context_name(written).unwrap_or_else(|_| written.to_string())
 }
 
 #[cfg(test)]

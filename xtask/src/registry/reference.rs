@@ -114,6 +114,30 @@ pub fn parse(text: &str) -> Result<Reference, Invalid> {
     })
 }
 
+/// The name BuildKit looks a named build context up by, for `--build-context <name>=…` to
+/// reach the image a Dockerfile writes as `text`: Docker's familiar form (Docker Hub's
+/// `docker.io/` and `library/` left out), without a trailing `:latest`, as dockerui's
+/// `NamedContext` makes it: `docker.io/library/busybox:1.35` → `busybox:1.35`,
+/// `quay.io/acme/base:latest` → `quay.io/acme/base`. Err: `text` is no reference.
+pub fn context_name(text: &str) -> Result<String, Invalid> {
+    let parsed = parse(text)?;
+    let Written { tag, digest, .. } = Written::split(text);
+    let repository = parsed.repository();
+    let mut name = match parsed.registry() {
+        "docker.io" => {
+            repository.strip_prefix("library/").filter(|r| !r.contains('/')).unwrap_or(repository).to_string()
+        }
+        registry => format!("{registry}/{repository}"),
+    };
+    if let Some(tag) = tag {
+        name = format!("{name}:{tag}");
+    }
+    if let Some(digest) = digest {
+        name = format!("{name}@{digest}");
+    }
+    Ok(name.strip_suffix(":latest").map(str::to_string).unwrap_or(name))
+}
+
 /// A name is a path of components, optionally after a registry domain.
 fn is_name(name: &str) -> bool {
     let path_only = name.split('/').all(is_path_component);
@@ -232,6 +256,31 @@ mod tests {
     use super::*;
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn context_names_are_buildkits_familiar_names() {
+        for (written, name) in [
+            ("busybox:1.35", "busybox:1.35"),
+            ("docker.io/library/busybox:1.35", "busybox:1.35"),
+            ("index.docker.io/library/busybox", "busybox"),
+            ("docker.io/acme/tool:latest", "acme/tool"),
+            ("quay.io/acme/base-notebook:latest", "quay.io/acme/base-notebook"),
+            ("quay.io/acme/base-notebook:2026-12", "quay.io/acme/base-notebook:2026-12"),
+            ("localhost:5000/local/base:1", "localhost:5000/local/base:1"),
+        ] {
+            assert_eq!(context_name(written).unwrap(), name, "{written}");
+        }
+        // A digest keeps the tag before it, `latest` too: the name ends with the digest.
+        assert_eq!(
+            context_name(&format!("docker.io/library/ubuntu:24.04@{DIGEST}")).unwrap(),
+            format!("ubuntu:24.04@{DIGEST}")
+        );
+        assert_eq!(
+            context_name(&format!("ubuntu:latest@{DIGEST}")).unwrap(),
+            format!("ubuntu:latest@{DIGEST}")
+        );
+        assert!(context_name("Ubuntu").is_err());
+    }
 
     /// Our parse and oci-client's regex agree: same verdict, same parts.
     #[test]

@@ -1,0 +1,407 @@
+//! A catalog of the shape public multi-image repositories have (docker-stacks' layout: images/
+//! <name>/Dockerfile, parents named through argument defaults as `quay.io/acme/<parent>`, the
+//! root on `ubuntu:24.04@sha256:…` chosen by `ARG ROOT_IMAGE`, a variant in a subfolder for one
+//! platform), built for real on the engine with only a catalog file and a vendoring list
+//! written: no Dockerfile mentions `DOCKER_REPO` and none is edited. quay.io and Docker Hub
+//! hold none of it (acme's images do not exist, and the ubuntu digest is the test's own), so a
+//! build that reached them would fail: every parent and base comes from `$DOCKER_REPO` by
+//! digest. Each form the Dockerfiles use leaves a mark in the image that the test reads back.
+//! Then: a second run builds nothing; an unlisted base, a wrong pin and an unknown stage are
+//! each an error before anything is built.
+
+mod common;
+
+use common::engine::{
+    Setup, digest, distinct_builds, engine_or_skip, file_in, platform_manifests, platforms, run,
+};
+use common::{stderr, stdout};
+use xtask::registry::reference::repository_of;
+use xtask_testbed::skopeo_raw;
+
+/// The engine is one: the tests of this binary take turns.
+static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The catalog: an entry per image, its folder as the repository has it.
+const CATALOG: &str = r#"
+# Acme's notebook images. Their Dockerfiles name each other as quay.io/acme/<name>.
+thirdparty = "thirdparty.txt"
+pipeline = "pipeline.yaml"
+buildkit = "moby/buildkit:v0.18.0"
+aliases = ["quay.io/acme/{name}"]
+
+[[image]]
+name = "docker-stacks-foundation"
+context = "images/docker-stacks-foundation"
+description = "the foundation: ubuntu and the user"
+tag = "latest"
+
+[[image]]
+name = "base-notebook"
+context = "images/base-notebook"
+description = "the notebook server"
+tag = "latest"
+
+[[image]]
+name = "minimal-notebook"
+context = "images/minimal-notebook"
+description = "command line tools"
+tag = "latest"
+
+[[image]]
+name = "scipy-notebook"
+context = "images/scipy-notebook"
+description = "the scientific stack"
+tag = "latest"
+
+[[image]]
+name = "pytorch-notebook"
+context = "images/pytorch-notebook"
+description = "pytorch, for the CPU"
+tag = "latest"
+
+[[image]]
+name = "pytorch-notebook-cuda12"
+repository = "pytorch-notebook"
+context = "images/pytorch-notebook/cuda12"
+platforms = ["linux/amd64"]
+description = "pytorch with CUDA 12"
+tag = "cuda12-latest"
+
+[cloud_builder]
+name = "cloud"
+description = "never built here"
+tag = "1"
+"#;
+
+/// The root: the base pinned by digest under a stage name, the stage chosen by an argument;
+/// quoted argument values, a comment inside a continuation, JSON forms.
+const FOUNDATION: &str = r#"# Copyright (c) Acme Development Team.
+# Distributed under the terms of the Modified BSD License.
+
+# Ubuntu 24.04 (noble)
+# https://hub.docker.com/_/ubuntu/tags?page=1&name=noble
+ARG ROOT_IMAGE=default_root_image
+
+FROM ubuntu:24.04@{UBUNTU_DIGEST} AS default_root_image
+
+FROM $ROOT_IMAGE
+
+LABEL maintainer="Acme Project <acme@example.org>"
+ARG NB_USER="jovyan"
+ARG NB_UID='1000'
+
+SHELL ["/bin/sh", "-o", "pipefail", "-c"]
+
+USER root
+RUN echo "user ${NB_USER}:${NB_UID}" > /etc/acme-user && \
+    # The arm64 build runs here under QEMU.
+    uname -m > /foundation-built-on
+
+COPY --chmod=0755 start.sh /usr/local/bin/
+ENV NB_USER="${NB_USER}"
+CMD ["start.sh"]
+"#;
+
+/// The parent through global arguments; a heredoc.
+const BASE_NOTEBOOK: &str = r#"# Copyright (c) Acme Development Team.
+# Distributed under the terms of the Modified BSD License.
+ARG REGISTRY=quay.io
+ARG OWNER=acme
+ARG BASE_IMAGE=$REGISTRY/$OWNER/docker-stacks-foundation
+FROM $BASE_IMAGE
+
+RUN <<EOF
+set -e
+echo base-notebook > /base-notebook
+EOF
+
+COPY ["jupyter_server_config.py", "/etc/jupyter/"]
+"#;
+
+/// A stage on the build platform from an external base, `COPY --from` that stage, and
+/// `RUN --mount` from an external image and from the stage.
+const MINIMAL_NOTEBOOK: &str = r#"ARG REGISTRY=quay.io
+ARG OWNER=acme
+ARG BASE_IMAGE=$REGISTRY/$OWNER/base-notebook
+
+FROM --platform=$BUILDPLATFORM busybox:1.35 AS fetcher
+RUN uname -m > /fetched-on
+
+FROM $BASE_IMAGE
+COPY --from=fetcher /fetched-on /fetched-on
+RUN --mount=type=bind,from=busybox:1.35,source=/bin,target=/mnt/bin \
+    --mount=type=bind,from=fetcher,source=/fetched-on,target=/mnt/fetched-on \
+    ls /mnt/bin/busybox > /mounted-image && cat /mnt/fetched-on > /mounted-stage
+"#;
+
+/// `${A:-b}` and `${A:+b}`, and `COPY --from` an image of the catalog that is not its parent.
+const SCIPY_NOTEBOOK: &str = r#"ARG REGISTRY
+ARG OWNER=acme
+ARG TAG
+ARG BASE_IMAGE="${REGISTRY:-quay.io}/${OWNER}/minimal-notebook${TAG:+:$TAG}"
+FROM ${BASE_IMAGE}
+
+COPY --from=quay.io/acme/base-notebook /base-notebook /copied-from-base-notebook
+RUN echo scipy > /scipy
+"#;
+
+/// The `escape` directive: a backtick continues the line.
+const PYTORCH_NOTEBOOK: &str = "# escape=`
+ARG REGISTRY=quay.io
+ARG OWNER=acme
+ARG BASE_IMAGE=$REGISTRY/$OWNER/scipy-notebook
+FROM $BASE_IMAGE
+
+RUN echo pytorch > /pytorch && `
+    uname -m > /pytorch-built-on
+";
+
+/// The variant: its own folder and context, one platform, the same repository.
+const PYTORCH_CUDA12: &str = r#"ARG REGISTRY=quay.io
+ARG OWNER=acme
+ARG BASE_IMAGE=$REGISTRY/$OWNER/scipy-notebook
+FROM $BASE_IMAGE
+
+RUN echo cuda12 > /variant
+"#;
+
+const IMAGES: [&str; 6] = [
+    "base-notebook",
+    "docker-stacks-foundation",
+    "minimal-notebook",
+    "pytorch-notebook",
+    "pytorch-notebook-cuda12",
+    "scipy-notebook",
+];
+
+/// The repository as it is, the catalog and the vendoring list beside it, and the stand-ins
+/// for the upstream images on the upstream registry, which the test vendors from as from a
+/// mirror (`mirror.txt`): `library/ubuntu:24.04` (busybox with an os-release of its own, so that
+/// it is not the busybox image, and a root user) and `library/busybox:1.35`. The ubuntu stand-in's digest is the
+/// one the foundation's Dockerfile pins.
+fn setup() -> (Setup, String) {
+    let files: Vec<(&str, String)> = vec![
+        ("images/docker-stacks-foundation/start.sh", "#!/bin/sh\nexec \"$@\"\n".into()),
+        ("images/base-notebook/jupyter_server_config.py", "c = get_config()\n".into()),
+        ("images/base-notebook/Dockerfile", BASE_NOTEBOOK.into()),
+        ("images/minimal-notebook/Dockerfile", MINIMAL_NOTEBOOK.into()),
+        ("images/scipy-notebook/Dockerfile", SCIPY_NOTEBOOK.into()),
+        ("images/pytorch-notebook/Dockerfile", PYTORCH_NOTEBOOK.into()),
+        ("images/pytorch-notebook/cuda12/Dockerfile", PYTORCH_CUDA12.into()),
+        ("cloud/Dockerfile", "FROM scratch\n".into()),
+        ("pipeline.yaml", "steps: []\n".into()),
+    ];
+    // The list is written once the stand-in's digest is known.
+    let setup = Setup::new(CATALOG, &files, |_| String::new());
+    let up = setup.upstream.host();
+    let standin = setup.dir.path().join("ubuntu");
+    std::fs::create_dir(&standin).unwrap();
+    std::fs::write(standin.join("os-release"), "NAME=\"the test's ubuntu\"\n").unwrap();
+    std::fs::write(standin.join("passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(standin.join("group"), "root:x:0:\n").unwrap();
+    std::fs::write(
+        standin.join("Dockerfile"),
+        format!("FROM {up}/busybox:1.35\nCOPY os-release passwd group /etc/\n"),
+    )
+    .unwrap();
+    let ubuntu = format!("{up}/library/ubuntu:24.04");
+    run(
+        "docker",
+        &[
+            "buildx",
+            "build",
+            "--builder",
+            "default",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--provenance=false",
+            "--tag",
+            &ubuntu,
+            "--push",
+            &standin.display().to_string(),
+        ],
+    );
+    run(
+        "skopeo",
+        &[
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!("docker://{up}/busybox:1.35"),
+            &format!("docker://{up}/library/busybox:1.35"),
+        ],
+    );
+    let pinned = digest(&ubuntu);
+    std::fs::write(
+        setup.path("images/docker-stacks-foundation/Dockerfile"),
+        FOUNDATION.replace("{UBUNTU_DIGEST}", &pinned),
+    )
+    .unwrap();
+    std::fs::write(
+        setup.path("thirdparty.txt"),
+        format!(
+            "# What Acme's images start from, as their Dockerfiles name it.\n\
+             docker.io/library/ubuntu: 24.04@{pinned}\ndocker.io/library/busybox: 1.35\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        setup.path("mirror.txt"),
+        format!("{up}/library/ubuntu: 24.04@{pinned}\n{up}/library/busybox: 1.35\n"),
+    )
+    .unwrap();
+    (setup, pinned)
+}
+
+/// The images a run built and those it found up to date, from its status lines.
+fn outcomes(out: &str) -> (Vec<&str>, Vec<&str>) {
+    let names = |prefix: &str| -> Vec<&str> {
+        let mut names: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .filter_map(|rest| rest.split([' ', ':']).next())
+            .filter(|name| IMAGES.contains(name))
+            .collect();
+        names.sort();
+        names
+    };
+    (names("published   "), names("up to date  "))
+}
+
+/// The index of the first stdout line that starts with `start`.
+#[track_caller]
+fn line_of(out: &str, start: &str) -> usize {
+    out.lines().position(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no line {start:?} in\n{out}"))
+}
+
+/// The layers of the `platform` manifest of the index at `reference`.
+fn layers(reference: &str, platform: &str) -> Vec<String> {
+    let (_, manifest) = platform_manifests(reference)
+        .into_iter()
+        .find(|(p, _)| p == platform)
+        .unwrap_or_else(|| panic!("{reference} has no {platform}"));
+    let raw = skopeo_raw(&format!("{}@{manifest}", repository_of(reference))).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn a_public_repositorys_catalog_builds_as_written_parents_first_bases_by_digest() {
+    if !engine_or_skip("a_public_repositorys_catalog_builds_as_written_parents_first_bases_by_digest") {
+        return;
+    }
+    let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let (setup, pinned) = setup();
+    let (repo, logs) = (setup.repo(), setup.logs());
+    let mirror = setup.path("mirror.txt").display().to_string();
+    let publish = || setup.xtask_ok(&["publish-all", "--logs", &logs, "--file", &mirror], &[]);
+    let dockerfiles_before: Vec<(String, String)> = IMAGES
+        .iter()
+        .map(|image| {
+            let folder = match *image {
+                "pytorch-notebook-cuda12" => "pytorch-notebook/cuda12",
+                other => other,
+            };
+            let path = setup.path(&format!("images/{folder}/Dockerfile"));
+            (path.display().to_string(), std::fs::read_to_string(&path).unwrap())
+        })
+        .collect();
+
+    // The plan shows every substitution, the pinned base's digest known from the Dockerfile.
+    let dry = stdout(&setup.xtask_ok(&["publish-all", "--dry-run", "--file", &mirror], &[]));
+    let vendored_ubuntu = format!("{repo}/thirdparty/library/ubuntu:24.04@{pinned}");
+    assert!(
+        dry.contains(&format!("--build-context 'ubuntu:24.04@{pinned}=docker-image://{vendored_ubuntu}'")),
+        "{dry}"
+    );
+    assert!(!dry.contains("DOCKER_REPO="), "no Dockerfile declares DOCKER_REPO: {dry}");
+
+    // 1. Cold: in order, each child on its parent's new digest, under the name it writes.
+    let output = publish();
+    let out = stdout(&output);
+    assert_eq!(outcomes(&out), (IMAGES.to_vec(), vec![]), "{out}");
+    let chain = [
+        ("base-notebook", "docker-stacks-foundation", "latest"),
+        ("minimal-notebook", "base-notebook", "latest"),
+        ("scipy-notebook", "minimal-notebook", "latest"),
+        ("scipy-notebook", "base-notebook", "latest"),
+        ("pytorch-notebook", "scipy-notebook", "latest"),
+        ("pytorch-notebook-cuda12", "scipy-notebook", "latest"),
+    ];
+    for (child, parent, tag) in chain {
+        let (started, parent_done) = (
+            line_of(&out, &format!("building    {child}:")),
+            line_of(&out, &format!("published   {parent} -> ")),
+        );
+        assert!(started > parent_done, "{child} started before {parent} was published:\n{out}");
+        let published = format!("{repo}/{parent}:{tag}");
+        let pinned_parent =
+            format!("quay.io/acme/{parent}=docker-image://{published}@{}", digest(&published));
+        let log = std::fs::read_to_string(std::path::Path::new(&logs).join(format!("{child}.log"))).unwrap();
+        let builds = distinct_builds(&log);
+        let platforms_built = if child == "pytorch-notebook-cuda12" { 1 } else { 2 };
+        assert!(
+            builds.len() == platforms_built && builds.iter().all(|build| build.contains(&pinned_parent)),
+            "{child} builds each platform from {pinned_parent}:\n{log}"
+        );
+    }
+    // FROM: each image's layers are its parent's and then its own; the root's, the pinned
+    // base's (the vendored copy has its layers, by digest).
+    let ubuntu = format!("{}/library/ubuntu:24.04", setup.upstream.host());
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let mut below = layers(&ubuntu, platform);
+        for image in [
+            "docker-stacks-foundation",
+            "base-notebook",
+            "minimal-notebook",
+            "scipy-notebook",
+            "pytorch-notebook",
+        ] {
+            let above = layers(&format!("{repo}/{image}:latest"), platform);
+            assert!(above.len() > below.len() && above.starts_with(&below), "{image} {platform}: {above:?}");
+            below = above;
+        }
+    }
+    let image = |name: &str| format!("{repo}/{name}:latest");
+    // ARG ROOT_IMAGE=default_root_image: the stage, the pinned ubuntu.
+    assert_eq!(
+        file_in(&image("docker-stacks-foundation"), "linux/arm64", "/etc/os-release"),
+        "NAME=\"the test's ubuntu\""
+    );
+    // Quoted ARG values, a comment inside a continuation, and the arm64 build on arm64.
+    assert_eq!(file_in(&image("pytorch-notebook"), "linux/arm64", "/etc/acme-user"), "user jovyan:1000");
+    assert_eq!(file_in(&image("pytorch-notebook"), "linux/arm64", "/foundation-built-on"), "aarch64");
+    // The heredoc, and the JSON form of COPY.
+    assert_eq!(file_in(&image("base-notebook"), "linux/amd64", "/base-notebook"), "base-notebook");
+    assert_eq!(
+        file_in(&image("base-notebook"), "linux/amd64", "/etc/jupyter/jupyter_server_config.py"),
+        "c = get_config()"
+    );
+    // FROM --platform=$BUILDPLATFORM: the stage ran on amd64 for the arm64 image too; COPY
+    // --from and RUN --mount from= that stage, and RUN --mount from= an external image.
+    assert_eq!(file_in(&image("minimal-notebook"), "linux/arm64", "/fetched-on"), "x86_64");
+    assert_eq!(file_in(&image("minimal-notebook"), "linux/arm64", "/mounted-stage"), "x86_64");
+    assert_eq!(file_in(&image("minimal-notebook"), "linux/arm64", "/mounted-image"), "/mnt/bin/busybox");
+    // ${A:-b} and ${A:+b} made the parent's name; COPY --from another catalog image.
+    assert_eq!(
+        file_in(&image("scipy-notebook"), "linux/arm64", "/copied-from-base-notebook"),
+        "base-notebook"
+    );
+    // The escape directive.
+    assert_eq!(file_in(&image("pytorch-notebook"), "linux/arm64", "/pytorch-built-on"), "aarch64");
+    // The variant: its one platform, in the same repository under its own tag; the image's
+    // tag keeps both.
+    let variant = format!("{repo}/pytorch-notebook:cuda12-latest");
+    assert_eq!(platforms(&variant), vec!["linux/amd64"]);
+    assert_eq!(file_in(&variant, "linux/amd64", "/variant"), "cuda12");
+    assert_eq!(platforms(&image("pytorch-notebook")), vec!["linux/amd64", "linux/arm64"]);
+    for (path, text) in &dockerfiles_before {
+        assert_eq!(&std::fs::read_to_string(path).unwrap(), text, "{path} is as it was written");
+    }
+
+    // 2. Nothing changed: nothing is built.
+    let output = publish();
+    assert!(!stderr(&output).contains("docker buildx build"), "{}", stderr(&output));
+    assert_eq!(outcomes(&stdout(&output)), (vec![], IMAGES.to_vec()), "{}", stdout(&output));
+}
