@@ -88,23 +88,28 @@ fn vertex(
     for mention in read.frontend.iter().chain(&read.images) {
         let written = &mention.written;
         let parsed = reference::parse(written).map_err(|err| {
-            anyhow!("{}: {} {written}: not an image name ({err})", at(mention), mention.place.instruction())
+            anyhow!("{}: {}: not an image name ({err})", at(mention), mention.place.naming(written))
         })?;
         if let Some(parent) = names.find(&parsed, written) {
             vertex.parents.push(Parent { name: parent.to_string(), written: written.clone() });
             continue;
         }
         let base = listed.base(ctx, mention, &parsed).map_err(|why| {
+            // A word such as `builder` is most likely a stage misspelt: say so first.
             let stage_hint = looks_like_a_stage(written).then(|| match read.stages.as_slice() {
                 [] => " (this Dockerfile has no named stage)".to_string(),
                 stages => format!(" (its stages: {})", stages.join(", ")),
             });
             let near = names.near_miss(written).unwrap_or_default();
+            let why = match &stage_hint {
+                Some(_) => format!("{why}, or name one of its stages"),
+                None => why.to_string(),
+            };
             anyhow!(
-                "{}: {} {written}: {written} is no stage of this Dockerfile{} nor an image of the \
-                 catalog{near}, and {why}",
+                "{}: {}: {written} is no stage of this Dockerfile{} nor an image of the catalog{near}, and \
+                 {why}",
                 at(mention),
-                mention.place.instruction(),
+                mention.place.naming(written),
                 stage_hint.unwrap_or_default()
             )
         })?;

@@ -174,13 +174,9 @@ const IMAGES: [&str; 6] = [
     "scipy-notebook",
 ];
 
-/// The repository as it is, the catalog and the vendoring list beside it, and the stand-ins
-/// for the upstream images on the upstream registry, which the test vendors from as from a
-/// mirror (`mirror.txt`): `library/ubuntu:24.04` (busybox with an os-release of its own, so that
-/// it is not the busybox image, and a root user) and `library/busybox:1.35`. The ubuntu stand-in's digest is the
-/// one the foundation's Dockerfile pins.
-fn setup() -> (Setup, String) {
-    let files: Vec<(&str, String)> = vec![
+/// The repository's files but the foundation's Dockerfile, which pins a digest, and the list.
+fn files() -> Vec<(&'static str, String)> {
+    vec![
         ("images/docker-stacks-foundation/start.sh", "#!/bin/sh\nexec \"$@\"\n".into()),
         ("images/base-notebook/jupyter_server_config.py", "c = get_config()\n".into()),
         ("images/base-notebook/Dockerfile", BASE_NOTEBOOK.into()),
@@ -190,9 +186,17 @@ fn setup() -> (Setup, String) {
         ("images/pytorch-notebook/cuda12/Dockerfile", PYTORCH_CUDA12.into()),
         ("cloud/Dockerfile", "FROM scratch\n".into()),
         ("pipeline.yaml", "steps: []\n".into()),
-    ];
+    ]
+}
+
+/// The repository as it is, the catalog and the vendoring list beside it, and the stand-ins
+/// for the upstream images on the upstream registry, which the test vendors from as from a
+/// mirror (`mirror.txt`): `library/ubuntu:24.04` (busybox with an os-release of its own, so that
+/// it is not the busybox image, and a root user) and `library/busybox:1.35`. The ubuntu stand-in's digest is the
+/// one the foundation's Dockerfile pins.
+fn setup() -> (Setup, String) {
     // The list is written once the stand-in's digest is known.
-    let setup = Setup::new(CATALOG, &files, |_| String::new());
+    let setup = Setup::new(CATALOG, &files(), |_| String::new());
     let up = setup.upstream.host();
     let standin = setup.dir.path().join("ubuntu");
     std::fs::create_dir(&standin).unwrap();
@@ -404,4 +408,89 @@ fn a_public_repositorys_catalog_builds_as_written_parents_first_bases_by_digest(
     let output = publish();
     assert!(!stderr(&output).contains("docker buildx build"), "{}", stderr(&output));
     assert_eq!(outcomes(&stdout(&output)), (vec![], IMAGES.to_vec()), "{}", stdout(&output));
+}
+
+/// The same repository with one mistake at a time: each is an error naming the Dockerfile, its
+/// line, the image and what to do, in the dry run and in a real run alike, before anything
+/// runs: no docker or gcloud command, nothing read from the destination registry but whether
+/// it answers.
+#[test]
+fn an_unlisted_base_a_wrong_pin_and_an_unknown_stage_stop_the_run_before_anything_starts() {
+    let pinned = format!("sha256:{}", "5616".repeat(16));
+    let other = format!("sha256:{}", "0bad".repeat(16));
+    let list = format!("docker.io/library/ubuntu: 24.04@{pinned}\ndocker.io/library/busybox: 1.35\n");
+    let minimal = "images/minimal-notebook/Dockerfile";
+    let cases: [(&str, &str, String, String); 3] = [
+        (
+            "busybox is not listed",
+            minimal,
+            MINIMAL_NOTEBOOK.into(),
+            format!(
+                "{minimal}:5: FROM busybox:1.35: busybox:1.35 is no stage of this Dockerfile nor an image of \
+                 the catalog, and it is not in the vendoring list thirdparty.txt: add the line \
+                 `docker.io/library/busybox: 1.35` and run `cargo xtask thirdparty`"
+            ),
+        ),
+        (
+            "the list pins ubuntu to another digest",
+            "images/docker-stacks-foundation/Dockerfile",
+            FOUNDATION.replace("{UBUNTU_DIGEST}", &pinned),
+            format!(
+                "images/docker-stacks-foundation/Dockerfile:8: FROM ubuntu:24.04@{pinned}: ubuntu:24.04@{pinned} \
+                 is no stage of this Dockerfile nor an image of the catalog, and the Dockerfile pins 24.04 to \
+                 {pinned}, but thirdparty.txt:1 pins it to {other}: make them agree"
+            ),
+        ),
+        (
+            "a stage's name misspelt",
+            minimal,
+            MINIMAL_NOTEBOOK.replace("COPY --from=fetcher", "COPY --from=fetchr"),
+            format!(
+                "{minimal}:9: COPY --from=fetchr: fetchr is no stage of this Dockerfile (its stages: fetcher) nor \
+                 an image of the catalog, and it is not in the vendoring list thirdparty.txt: add the line \
+                 `docker.io/library/fetchr: latest` and run `cargo xtask thirdparty`, or name one of its stages"
+            ),
+        ),
+    ];
+    for (case, path, dockerfile, error) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |path: &str, text: &str| {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        for (path, text) in files() {
+            write(path, &text);
+        }
+        write("images.toml", CATALOG);
+        write("images/docker-stacks-foundation/Dockerfile", &FOUNDATION.replace("{UBUNTU_DIGEST}", &pinned));
+        write(
+            "thirdparty.txt",
+            &match case {
+                "busybox is not listed" => list.replace("docker.io/library/busybox: 1.35\n", ""),
+                "the list pins ubuntu to another digest" => list.replace(&pinned, &other),
+                _ => list.clone(),
+            },
+        );
+        write(path, &dockerfile);
+        let destination = xtask_testbed::TestRegistry::start().unwrap();
+        let fakes = common::FakeTools::new();
+        let (repo, catalog) =
+            (format!("{}/acme", destination.host()), dir.path().join("images.toml").display().to_string());
+        let env = [("ENV", "local"), ("DOCKER_REPO", repo.as_str()), ("CATALOG", catalog.as_str())];
+        for args in [&["publish-all", "--dry-run"][..], &["publish-all"]] {
+            let output = fakes.xtask(args, &env);
+            assert_eq!(output.status.code(), Some(1), "{case}, {args:?}: {}", stdout(&output));
+            // The catalog is outside the repository: its paths are written whole.
+            let err = stderr(&output).replace(&format!("{}/", dir.path().display()), "");
+            assert_eq!(err, format!("error: {error}\n"), "{case}, {args:?}");
+            assert!(!stdout(&output).contains("[dry-run] docker"), "{case}: {}", stdout(&output));
+        }
+        assert_eq!(fakes.calls(), Vec::<Vec<String>>::new(), "{case}: nothing ran");
+        let requests = destination.requests();
+        assert!(
+            requests.iter().all(|r| r.path == "/v2/"),
+            "{case}: nothing was read or written: {requests:?}"
+        );
+    }
 }

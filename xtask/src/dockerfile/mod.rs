@@ -28,12 +28,13 @@ pub enum Place {
 }
 
 impl Place {
-    pub fn instruction(self) -> &'static str {
+    /// The part of the instruction that names `image`, as written: `COPY --from=x`.
+    pub fn naming(self, image: &str) -> String {
         match self {
-            Place::From => "FROM",
-            Place::CopyFrom => "COPY --from",
-            Place::MountFrom => "RUN --mount from",
-            Place::Syntax => "# syntax=",
+            Place::From => format!("FROM {image}"),
+            Place::CopyFrom => format!("COPY --from={image}"),
+            Place::MountFrom => format!("RUN --mount=…,from={image}"),
+            Place::Syntax => format!("# syntax={image}"),
         }
     }
 }
@@ -189,9 +190,9 @@ impl Reading<'_> {
         let problem = |message: String| Problem { line, message };
         if self.expand(from, &Vars::new(), line)? != from {
             return Err(problem(format!(
-                "`{}={from}`: BuildKit expands no variable in --from; define a stage `FROM {from} AS <name>` \
+                "`{}`: BuildKit expands no variable in --from; define a stage `FROM {from} AS <name>` \
                  (global ARGs are expanded there) and copy from that stage",
-                place.instruction()
+                place.naming(from)
             )));
         }
         // The stage being read is the last one: only those before it can be copied from.
@@ -199,8 +200,8 @@ impl Reading<'_> {
         if let Ok(index) = from.parse::<usize>() {
             if index >= before.len() {
                 return Err(problem(format!(
-                    "`{}={from}`: there is no stage {from} before this one (stages are numbered from 0)",
-                    place.instruction()
+                    "`{}`: there is no stage {from} before this one (stages are numbered from 0)",
+                    place.naming(from)
                 )));
             }
             return Ok(());
@@ -211,8 +212,8 @@ impl Reading<'_> {
         }
         if stages.last().and_then(Option::as_ref) == Some(&lower) {
             return Err(problem(format!(
-                "`{}={from}`: a stage cannot copy from itself; name a stage defined before it",
-                place.instruction()
+                "`{}`: a stage cannot copy from itself; name a stage defined before it",
+                place.naming(from)
             )));
         }
         mention(names, from.to_string(), line, place);
