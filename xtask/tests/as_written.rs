@@ -494,3 +494,71 @@ fn an_unlisted_base_a_wrong_pin_and_an_unknown_stage_stop_the_run_before_anythin
         );
     }
 }
+
+/// `# syntax=docker/dockerfile:1`: the engine fetches the frontend from its vendored copy, by
+/// digest (`BUILDKIT_SYNTAX`, which BuildKit prefers to the directive), never from Docker Hub.
+/// No frontend image can be had offline, so the vendored copy is a stand-in that cannot run as
+/// one (busybox): the build fails once BuildKit has resolved it, and the build's log says which
+/// image that was.
+#[test]
+fn the_syntax_directives_frontend_is_fetched_from_its_vendored_copy_by_digest() {
+    if !engine_or_skip("the_syntax_directives_frontend_is_fetched_from_its_vendored_copy_by_digest") {
+        return;
+    }
+    let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let catalog = r#"
+thirdparty = "thirdparty.txt"
+pipeline = "pipeline.yaml"
+buildkit = "moby/buildkit:v0.18.0"
+
+[[image]]
+name = "app"
+description = "an app on busybox"
+tag = "1.0"
+
+[cloud_builder]
+name = "cloud"
+description = "never built here"
+tag = "1"
+"#;
+    let files: Vec<(&str, String)> = vec![
+        ("app/Dockerfile", "# syntax=docker/dockerfile:1\nFROM busybox:1.35\nRUN echo app > /app\n".into()),
+        ("cloud/Dockerfile", "FROM scratch\n".into()),
+        ("pipeline.yaml", "steps: []\n".into()),
+        ("thirdparty.txt", "docker.io/docker/dockerfile: 1\ndocker.io/library/busybox: 1.35\n".into()),
+    ];
+    let setup = Setup::new(catalog, &files, |_| String::new());
+    std::fs::write(setup.path("thirdparty.txt"), &files[3].1).unwrap();
+    let up = setup.upstream.host();
+    for copy in ["docker/dockerfile:1", "library/busybox:1.35"] {
+        run(
+            "skopeo",
+            &[
+                "copy",
+                "--all",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                &format!("docker://{up}/busybox:1.35"),
+                &format!("docker://{up}/{copy}"),
+            ],
+        );
+    }
+    std::fs::write(
+        setup.path("mirror.txt"),
+        format!("{up}/docker/dockerfile: 1\n{up}/library/busybox: 1.35\n"),
+    )
+    .unwrap();
+    let (repo, logs, mirror) = (setup.repo(), setup.logs(), setup.path("mirror.txt").display().to_string());
+    let frontend = digest(&format!("{up}/docker/dockerfile:1"));
+    let output = setup.xtask(&["publish-all", "--logs", &logs, "--file", &mirror], &[]);
+    assert_eq!(output.status.code(), Some(1), "the stand-in is no frontend: {}", stdout(&output));
+    let syntax = format!("BUILDKIT_SYNTAX={repo}/thirdparty/docker/dockerfile@{frontend}");
+    let log = std::fs::read_to_string(std::path::Path::new(&logs).join("app.log")).unwrap();
+    let builds = distinct_builds(&log);
+    assert!(builds.len() == 2 && builds.iter().all(|build| build.contains(&syntax)), "{log}");
+    // The engine's own account of the frontend it resolved: the vendored copy, by digest.
+    let resolved =
+        format!("resolve image config for docker-image://{repo}/thirdparty/docker/dockerfile@{frontend}");
+    assert!(log.contains(&resolved), "{log}");
+    assert!(!log.contains("docker.io/docker/dockerfile"), "{log}");
+}
