@@ -299,7 +299,10 @@ fn a_public_repositorys_catalog_builds_as_written_parents_first_bases_by_digest(
     let (setup, pinned) = setup();
     let (repo, logs) = (setup.repo(), setup.logs());
     let mirror = setup.path("mirror.txt").display().to_string();
-    let publish = || setup.xtask_ok(&["publish-all", "--logs", &logs, "--file", &mirror], &[]);
+    // Signed, as a release is: verify checks the variant's signature below.
+    let (key, _) = xtask_testbed::cosign_key_pair(&setup.dir.path().join("keys")).unwrap();
+    let signing = [("SIGN_KEY", key.as_str()), ("COSIGN_PASSWORD", "")];
+    let publish = || setup.xtask_ok(&["publish-all", "--logs", &logs, "--file", &mirror], &signing);
     let dockerfiles_before: Vec<(String, String)> = IMAGES
         .iter()
         .map(|image| {
@@ -403,6 +406,24 @@ fn a_public_repositorys_catalog_builds_as_written_parents_first_bases_by_digest(
     for (path, text) in &dockerfiles_before {
         assert_eq!(&std::fs::read_to_string(path).unwrap(), text, "{path} is as it was written");
     }
+
+    // verify, scan and pull find the variant where it is published, in its image's repository
+    // under its own tag, with its one platform.
+    let out =
+        stdout(&setup.xtask_ok(&["verify", "pytorch-notebook-cuda12", "--insecure-ignore-tlog"], &signing));
+    assert!(out.contains(&format!("pytorch-notebook-cuda12: {variant}, signature verified")), "{out}");
+    assert!(out.contains("\n  linux/amd64: built by ") && !out.contains("linux/arm64"), "{out}");
+    let [(_, variant_amd64)] = platform_manifests(&variant).try_into().unwrap();
+    let dry = stdout(&setup.xtask_ok(&["scan", "pytorch-notebook-cuda12", "--dry-run"], &[]));
+    let scans: Vec<&str> =
+        dry.lines().filter(|l| l.contains("gcloud artifacts docker images scan")).collect();
+    assert!(
+        scans.len() == 1 && scans[0].contains(&format!("{repo}/pytorch-notebook@{variant_amd64}")),
+        "{dry}"
+    );
+    setup.xtask_ok(&["pull-pytorch-notebook-cuda12"], &[]);
+    let pulled = run("docker", &["image", "inspect", "--format", "{{.Id}}", &variant]);
+    assert_eq!(pulled.trim(), digest(&variant), "pull-<task> pulled the variant");
 
     // 2. Nothing changed: nothing is built.
     let output = publish();
