@@ -425,6 +425,23 @@ fn a_public_repositorys_catalog_builds_as_written_parents_first_bases_by_digest(
     let pulled = run("docker", &["image", "inspect", "--format", "{{.Id}}", &variant]);
     assert_eq!(pulled.trim(), digest(&variant), "pull-<task> pulled the variant");
 
+    // build-<task>, the local build: its parents and bases from $DOCKER_REPO too, by the names
+    // its Dockerfile writes.
+    let dry = stdout(&setup.xtask_ok(&["build-docker-stacks-foundation", "--dry-run"], &[]));
+    assert!(
+        dry.contains(&format!("--build-context 'ubuntu:24.04@{pinned}=docker-image://{vendored_ubuntu}'")),
+        "{dry}"
+    );
+    let output = setup.xtask_ok(&["build-scipy-notebook"], &[]);
+    for parent in ["minimal-notebook", "base-notebook"] {
+        let context =
+            format!("--build-context 'quay.io/acme/{parent}=docker-image://{repo}/{parent}:latest'");
+        assert!(stderr(&output).contains(&context), "{}", stderr(&output));
+    }
+    let built =
+        run("docker", &["run", "--rm", &image("scipy-notebook"), "cat", "/copied-from-base-notebook"]);
+    assert_eq!(built.trim(), "base-notebook");
+
     // 2. Nothing changed: nothing is built.
     let output = publish();
     assert!(!stderr(&output).contains("docker buildx build"), "{}", stderr(&output));
