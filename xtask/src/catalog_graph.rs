@@ -200,14 +200,8 @@ struct Listed {
 
 impl Listed {
     fn read(ctx: &Ctx) -> Result<Listed> {
-        let file = ctx.catalog.thirdparty.display().to_string();
-        let path = ctx.root.join(&ctx.catalog.thirdparty);
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read the vendoring list {file}"))?;
-        let entries = list::parse(&bytes).map_err(|errors| {
-            let lines: Vec<String> = errors.iter().map(|e| format!("  {file}:{e}")).collect();
-            anyhow!("{file} has {} problem(s):\n{}", errors.len(), lines.join("\n"))
-        })?;
-        Ok(Listed { file, entries })
+        let entries = list::read(&ctx.root, &ctx.catalog.thirdparty)?;
+        Ok(Listed { file: ctx.catalog.thirdparty.display().to_string(), entries })
     }
 
     /// The vendored copy of the external image `mention` names; Err: why it has none, with the

@@ -600,3 +600,58 @@ tag = "1"
     assert!(log.contains(&resolved), "{log}");
     assert!(!log.contains("docker.io/docker/dockerfile"), "{log}");
 }
+
+/// A run for arm64 alone leaves the amd64-only variant out, and plans the rest for arm64.
+#[test]
+fn a_variant_for_another_platform_is_left_out_of_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in files() {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let pinned = format!("sha256:{}", "5616".repeat(16));
+    std::fs::write(dir.path().join("images.toml"), CATALOG).unwrap();
+    std::fs::write(
+        dir.path().join("images/docker-stacks-foundation/Dockerfile"),
+        FOUNDATION.replace("{UBUNTU_DIGEST}", &pinned),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("thirdparty.txt"),
+        format!("docker.io/library/ubuntu: 24.04@{pinned}\ndocker.io/library/busybox: 1.35\n"),
+    )
+    .unwrap();
+    let destination = xtask_testbed::TestRegistry::start().unwrap();
+    let fakes = common::FakeTools::new();
+    // An engine with the containerd image store: it builds itself, no builder container.
+    fakes.print("docker info", r#"[["driver-type","io.containerd.snapshotter.v1"]]"#);
+    let (repo, catalog) =
+        (format!("{}/acme", destination.host()), dir.path().join("images.toml").display().to_string());
+    let env = [
+        ("ENV", "local"),
+        ("DOCKER_REPO", repo.as_str()),
+        ("CATALOG", catalog.as_str()),
+        ("PLATFORMS", "linux/arm64"),
+    ];
+    let output = fakes.xtask(&["publish-all", "--dry-run"], &env);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}\n{}", stderr(&output));
+    let planned: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("[dry-run] # "))
+        .filter_map(|l| l.split_once(": would build").map(|(image, _)| image))
+        .collect();
+    assert_eq!(
+        planned,
+        [
+            "docker-stacks-foundation",
+            "base-notebook",
+            "minimal-notebook",
+            "scipy-notebook",
+            "pytorch-notebook"
+        ],
+        "{out}"
+    );
+    assert!(!out.contains("cuda12") && !out.contains("--platform linux/amd64"), "{out}");
+}

@@ -10,7 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::path::Path;
 
+use anyhow::{Context, anyhow};
 use oci_client::Reference;
 
 use crate::invalid::Invalid;
@@ -41,6 +43,21 @@ impl fmt::Display for LineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "line {}: {}", self.line, self.message)
     }
+}
+
+/// The list at `file` (`root` resolves a relative one), read and checked whole: every bad line
+/// is named before anything is done.
+pub fn read(root: &Path, file: &Path) -> anyhow::Result<Vec<ListEntry>> {
+    let path = root.join(file);
+    let bytes =
+        std::fs::read(&path).with_context(|| format!("cannot read the vendoring list {}", path.display()))?;
+    parse(&bytes).map_err(|errors| refused(&path, &errors))
+}
+
+/// The error of a list whose lines `errors` names, one a line as `<path>:line N: …`.
+pub fn refused(path: &Path, errors: &[LineError]) -> anyhow::Error {
+    let lines: Vec<String> = errors.iter().map(|e| format!("  {}:{e}", path.display())).collect();
+    anyhow!("{} has {} problem(s), nothing was copied:\n{}", path.display(), errors.len(), lines.join("\n"))
 }
 
 /// Parse and check the whole file; all problems at once, or the entries.

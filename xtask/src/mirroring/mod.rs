@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use oci_client::secrets::RegistryAuth;
 
 use crate::ctx::Ctx;
+use crate::graph::Graph;
 use crate::lock::{self, Lock};
 use crate::platform_build::node::{Node, builds_here, choose_builder};
 use crate::registry::auth::CredentialSource;
@@ -74,29 +75,19 @@ pub fn list_path(ctx: &Ctx, args: &VendorOptions) -> PathBuf {
 /// Every tag of the list, with where it is vendored to. The whole list is checked first.
 pub fn list_pairs(ctx: &Ctx, args: &VendorOptions) -> Result<Vec<Pair>> {
     let file = list_path(ctx, args);
-    let path = ctx.root.join(&file);
-    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let with_path = |errors: Vec<list::LineError>| {
-        let lines: Vec<String> = errors.iter().map(|e| format!("  {}:{e}", path.display())).collect();
-        anyhow::anyhow!(
-            "{} has {} problem(s), nothing was copied:\n{}",
-            file.display(),
-            errors.len(),
-            lines.join("\n")
-        )
-    };
-    let entries = list::parse(&bytes).map_err(with_path)?;
-    list::pairs(&entries, &ctx.settings.docker_repo).map_err(with_path)
+    let entries = list::read(&ctx.root, &file)?;
+    list::pairs(&entries, &ctx.settings.docker_repo)
+        .map_err(|errors| list::refused(&ctx.root.join(&file), &errors))
 }
 
 /// thirdparty --bases: vendor what the catalog's builds start from (not the cloud builder's
 /// bases): each image's vendored bases, and the BuildKit image when this engine builds in a
 /// builder container. `locked`: exactly the lock's digests.
-pub fn vendor_build_bases(ctx: &Ctx, args: &VendorOptions, locked: bool) -> Result<()> {
-    let graph = crate::catalog_graph::of_catalog(ctx)?;
+pub fn vendor_build_bases(ctx: &Ctx, graph: &Graph, args: &VendorOptions, locked: bool) -> Result<()> {
     let mut needed: Vec<(String, String)> = Vec::new();
     for (_, image) in ctx.catalog.task_images() {
-        let vertex = graph.vertex(&image.name).expect("the graph has every catalog image");
+        // An image this run builds for none of its platforms is not in the graph: nothing to vendor.
+        let Some(vertex) = graph.vertex(&image.name) else { continue };
         needed.extend(vertex.bases.iter().map(|base| (base.vendored.clone(), image.dockerfile())));
     }
     // Only this engine can say now which builder it needs. The arm64 node (MULTI_CONTEXT=1) is

@@ -37,7 +37,7 @@ pub fn publish_all(ctx: &Ctx, args: &PublishAllArgs) -> Result<()> {
     with_local_registry(ctx, || {
         let graph = crate::catalog_graph::of_catalog(ctx)?;
         // The catalog's images, not the cloud builder: publish-all does not build it.
-        mirroring::vendor_build_bases(ctx, &vendoring.options, vendoring.locked)?;
+        mirroring::vendor_build_bases(ctx, &graph, &vendoring.options, vendoring.locked)?;
         if ctx.runner.is_dry_run() {
             // The step as a task of its own, so that the plan can be pasted whole.
             let (sh, flags) = (sh(), bases_flags(ctx, &vendoring));

@@ -36,7 +36,8 @@ pub fn thirdparty(ctx: &Ctx, args: &ThirdpartyArgs) -> Result<()> {
     let options = args.vendor.options();
     with_local_registry(ctx, || {
         if args.bases {
-            return mirroring::vendor_build_bases(ctx, &options, args.locked);
+            let graph = crate::catalog_graph::of_catalog(ctx)?;
+            return mirroring::vendor_build_bases(ctx, &graph, &options, args.locked);
         }
         let pairs = mirroring::list_pairs(ctx, &options)?;
         let mode = match (&args.update, args.locked, args.check) {
