@@ -19,13 +19,17 @@ pub const CATALOG_PATH: &str = "images/images.toml";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Catalog {
-    /// The base images to vendor (`thirdparty.txt`); in the file, relative to the catalog, and
-    /// here relative to the repository root when it is inside it.
+    /// The base images to vendor; in the file, relative to the catalog (`thirdparty.txt` beside
+    /// it when not given), and here relative to the repository root when it is inside it.
+    #[serde(default = "default_list")]
     pub thirdparty: PathBuf,
-    /// The Cloud Build pipeline that builds these images; relative as `thirdparty`.
+    /// The Cloud Build pipeline that builds these images; relative as `thirdparty`. Not given:
+    /// the repository's own (as `buildkit` and `cloud_builder`, see `lend_what_is_not_given`).
+    #[serde(default)]
     pub pipeline: PathBuf,
     /// The BuildKit image of every `docker-container` builder, under `$DOCKER_REPO/thirdparty/`
     /// (vendored like any base image, so that no builder boots from Docker Hub).
+    #[serde(default)]
     pub buildkit: String,
     /// The SBOM generator image BuildKit runs for each platform's SBOM attestation, under
     /// `$DOCKER_REPO/thirdparty/` (BuildKit's default comes from Docker Hub); none: no SBOMs.
@@ -41,10 +45,15 @@ pub struct Catalog {
     #[serde(rename = "image")]
     pub images: Vec<Image>,
     /// The image the Cloud Build steps run in. Built for amd64 only: it only runs in Cloud Build.
+    #[serde(default)]
     pub cloud_builder: Image,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+fn default_list() -> PathBuf {
+    PathBuf::from("thirdparty.txt")
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Image {
     /// What the catalog calls it: its tasks, its cache, its folder unless `context` says.
@@ -85,7 +94,7 @@ pub struct Image {
     dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(transparent)]
 pub struct TagTemplate(String);
 
@@ -177,11 +186,57 @@ impl Catalog {
             Self::parse(&text).with_context(|| format!("invalid image catalog {}", full.display()))?;
         let dir = relative_to(root, full.parent().unwrap_or(root));
         catalog.thirdparty = normalize(&dir.join(&catalog.thirdparty));
-        catalog.pipeline = normalize(&dir.join(&catalog.pipeline));
+        if !catalog.pipeline.as_os_str().is_empty() {
+            catalog.pipeline = normalize(&dir.join(&catalog.pipeline));
+        }
         for image in catalog.images.iter_mut().chain([&mut catalog.cloud_builder]) {
             image.dir = dir.clone();
         }
+        if normalize(&full) != normalize(&root.join(CATALOG_PATH)) {
+            catalog.lend_what_is_not_given(root, &full)?;
+        }
         Ok(catalog)
+    }
+
+    /// A catalog of another repository's images names its images and their vendoring list; the
+    /// pipeline, the BuildKit image and the cloud builder (with the versions its tag uses) are
+    /// this repository's own unless it names its own: they are the build infrastructure, not
+    /// the images.
+    fn lend_what_is_not_given(&mut self, root: &Path, full: &Path) -> Result<()> {
+        let lacking: Vec<&str> = [
+            ("pipeline", self.pipeline.as_os_str().is_empty()),
+            ("buildkit", self.buildkit.is_empty()),
+            ("[cloud_builder]", self.cloud_builder.name.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(key, lacks)| lacks.then_some(key))
+        .collect();
+        if lacking.is_empty() {
+            return Ok(());
+        }
+        let own = Self::load_from(root, Path::new(CATALOG_PATH)).with_context(|| {
+            format!(
+                "{} names no {}, so it takes the repository's own, which cannot be read",
+                full.display(),
+                lacking.join(", ")
+            )
+        })?;
+        if self.pipeline.as_os_str().is_empty() {
+            self.pipeline = own.pipeline;
+        }
+        if self.buildkit.is_empty() {
+            self.buildkit = own.buildkit;
+        }
+        if self.cloud_builder.name.is_empty() {
+            let builder = own.cloud_builder;
+            for name in builder.tag.placeholders().chain(builder.build_args.iter().map(String::as_str)) {
+                if let Some(value) = own.versions.get(name) {
+                    self.versions.entry(name.to_string()).or_insert_with(|| value.clone());
+                }
+            }
+            self.cloud_builder = builder;
+        }
+        Ok(())
     }
 
     pub fn parse(text: &str) -> Result<Catalog> {
@@ -195,7 +250,9 @@ impl Catalog {
 
     fn validate(&self) -> Result<()> {
         let mut tasks = BTreeMap::new();
-        for image in self.images.iter().chain([&self.cloud_builder]) {
+        // A cloud builder not given is the repository's own, checked with its catalog.
+        let cloud_builder = Some(&self.cloud_builder).filter(|image| !image.name.is_empty());
+        for image in self.images.iter().chain(cloud_builder) {
             for name in image.build_args.iter().map(String::as_str).chain(image.tag.placeholders()) {
                 if !self.versions.contains_key(name) {
                     bail!("image `{}` uses `{name}`, which is not in [versions]", image.name);
@@ -250,6 +307,33 @@ fn relative_to(root: &Path, path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Another repository's catalog names its images; the build infrastructure is this one's.
+    #[test]
+    fn a_catalog_that_names_only_its_images_takes_the_repositorys_pipeline_buildkit_and_cloud_builder() {
+        let root = crate::project_root();
+        let own = Catalog::load(&root).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let text =
+            "[versions]\nV = \"1\"\n[[image]]\nname = \"app\"\ndescription = \"an app\"\ntag = \"{V}\"\n";
+        std::fs::write(dir.path().join("images.toml"), text).unwrap();
+        let catalog = Catalog::load_from(&root, &dir.path().join("images.toml")).unwrap();
+        assert_eq!(catalog.thirdparty, dir.path().join("thirdparty.txt"), "the list beside it");
+        assert_eq!(catalog.pipeline, own.pipeline);
+        assert_eq!(catalog.buildkit, own.buildkit);
+        assert_eq!(catalog.cloud_builder.name, own.cloud_builder.name);
+        assert_eq!(catalog.cloud_builder.dockerfile(), own.cloud_builder.dockerfile());
+        // With the versions its tag is made of, beside the catalog's own.
+        for name in own.cloud_builder.tag.placeholders() {
+            assert_eq!(catalog.versions.get(name), own.versions.get(name), "{name}");
+        }
+        assert_eq!(catalog.versions["V"], "1");
+        // One it names is its own.
+        let text = format!("pipeline = \"ci.yaml\"\n{text}");
+        std::fs::write(dir.path().join("images.toml"), text).unwrap();
+        let catalog = Catalog::load_from(&root, &dir.path().join("images.toml")).unwrap();
+        assert_eq!(catalog.pipeline, dir.path().join("ci.yaml"));
+    }
 
     #[test]
     fn rejects_an_unknown_version_in_a_tag() {

@@ -2,7 +2,8 @@
 //! <name>/Dockerfile, parents named through argument defaults as `quay.io/acme/<parent>`, the
 //! root on `ubuntu:24.04@sha256:…` chosen by `ARG ROOT_IMAGE`, a variant in a subfolder for one
 //! platform), built for real on the engine with only a catalog file and a vendoring list
-//! written: no Dockerfile mentions `DOCKER_REPO` and none is edited. quay.io and Docker Hub
+//! written (the pipeline and the cloud builder are this repository's own): no Dockerfile
+//! mentions `DOCKER_REPO` and none is edited. quay.io and Docker Hub
 //! hold none of it (acme's images do not exist, and the ubuntu digest is the test's own), so a
 //! build that reached them would fail: every parent and base comes from `$DOCKER_REPO` by
 //! digest. Each form the Dockerfiles use leaves a mark in the image that the test reads back.
@@ -24,9 +25,6 @@ static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// The catalog: an entry per image, its folder as the repository has it.
 const CATALOG: &str = r#"
 # Acme's notebook images. Their Dockerfiles name each other as quay.io/acme/<name>.
-thirdparty = "thirdparty.txt"
-pipeline = "pipeline.yaml"
-buildkit = "moby/buildkit:v0.18.0"
 aliases = ["quay.io/acme/{name}"]
 
 [[image]]
@@ -66,11 +64,6 @@ context = "images/pytorch-notebook/cuda12"
 platforms = ["linux/amd64"]
 description = "pytorch with CUDA 12"
 tag = "cuda12-latest"
-
-[cloud_builder]
-name = "cloud"
-description = "never built here"
-tag = "1"
 "#;
 
 /// The root: the base pinned by digest under a stage name, the stage chosen by an argument;
@@ -184,8 +177,6 @@ fn files() -> Vec<(&'static str, String)> {
         ("images/scipy-notebook/Dockerfile", SCIPY_NOTEBOOK.into()),
         ("images/pytorch-notebook/Dockerfile", PYTORCH_NOTEBOOK.into()),
         ("images/pytorch-notebook/cuda12/Dockerfile", PYTORCH_CUDA12.into()),
-        ("cloud/Dockerfile", "FROM scratch\n".into()),
-        ("pipeline.yaml", "steps: []\n".into()),
     ]
 }
 
@@ -545,28 +536,17 @@ fn the_syntax_directives_frontend_is_fetched_from_its_vendored_copy_by_digest() 
     }
     let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
     let catalog = r#"
-thirdparty = "thirdparty.txt"
-pipeline = "pipeline.yaml"
-buildkit = "moby/buildkit:v0.18.0"
-
 [[image]]
 name = "app"
 description = "an app on busybox"
 tag = "1.0"
-
-[cloud_builder]
-name = "cloud"
-description = "never built here"
-tag = "1"
 "#;
-    let files: Vec<(&str, String)> = vec![
-        ("app/Dockerfile", "# syntax=docker/dockerfile:1\nFROM busybox:1.35\nRUN echo app > /app\n".into()),
-        ("cloud/Dockerfile", "FROM scratch\n".into()),
-        ("pipeline.yaml", "steps: []\n".into()),
-        ("thirdparty.txt", "docker.io/docker/dockerfile: 1\ndocker.io/library/busybox: 1.35\n".into()),
-    ];
-    let setup = Setup::new(catalog, &files, |_| String::new());
-    std::fs::write(setup.path("thirdparty.txt"), &files[3].1).unwrap();
+    let files: Vec<(&str, String)> = vec![(
+        "app/Dockerfile",
+        "# syntax=docker/dockerfile:1\nFROM busybox:1.35\nRUN echo app > /app\n".into(),
+    )];
+    let list = "docker.io/docker/dockerfile: 1\ndocker.io/library/busybox: 1.35\n";
+    let setup = Setup::new(catalog, &files, |_| list.to_string());
     let up = setup.upstream.host();
     for copy in ["docker/dockerfile:1", "library/busybox:1.35"] {
         run(
