@@ -180,6 +180,51 @@ fn files() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The repository written into `dir` as it is, the foundation pinning ubuntu to `pinned`, with
+/// `list` as its vendoring list.
+fn write_repository(dir: &std::path::Path, pinned: &str, list: &str) {
+    let write = |path: &str, text: &str| {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    for (path, text) in files() {
+        write(path, &text);
+    }
+    write("images.toml", CATALOG);
+    write("images/docker-stacks-foundation/Dockerfile", &FOUNDATION.replace("{UBUNTU_DIGEST}", pinned));
+    write("thirdparty.txt", list);
+}
+
+/// A run without an engine or a cloud: docker and gcloud faked (an engine with the containerd
+/// image store), a real registry for `DOCKER_REPO`.
+struct Dry {
+    fakes: common::FakeTools,
+    destination: xtask_testbed::TestRegistry,
+    catalog: String,
+}
+
+impl Dry {
+    fn new(dir: &std::path::Path) -> Dry {
+        let fakes = common::FakeTools::new();
+        fakes.print("docker info", r#"[["driver-type","io.containerd.snapshotter.v1"]]"#);
+        let destination = xtask_testbed::TestRegistry::start().unwrap();
+        Dry { fakes, destination, catalog: dir.join("images.toml").display().to_string() }
+    }
+
+    fn repo(&self) -> String {
+        format!("{}/acme", self.destination.host())
+    }
+
+    fn xtask(&self, args: &[&str], more_env: &[(&str, &str)]) -> std::process::Output {
+        let repo = self.repo();
+        let mut env =
+            vec![("ENV", "local"), ("DOCKER_REPO", repo.as_str()), ("CATALOG", self.catalog.as_str())];
+        env.extend_from_slice(more_env);
+        self.fakes.xtask(args, &env)
+    }
+}
+
 /// The repository as it is, the catalog and the vendoring list beside it, and the stand-ins
 /// for the upstream images on the upstream registry, which the test vendors from as from a
 /// mirror (`mirror.txt`): `library/ubuntu:24.04` (busybox with an os-release of its own, so that
@@ -483,40 +528,24 @@ fn an_unlisted_base_a_wrong_pin_and_an_unknown_stage_stop_the_run_before_anythin
     ];
     for (case, path, dockerfile, error) in cases {
         let dir = tempfile::tempdir().unwrap();
-        let write = |path: &str, text: &str| {
-            let path = dir.path().join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
+        let list = match case {
+            "busybox is not listed" => list.replace("docker.io/library/busybox: 1.35\n", ""),
+            "the list pins ubuntu to another digest" => list.replace(&pinned, &other),
+            _ => list.clone(),
         };
-        for (path, text) in files() {
-            write(path, &text);
-        }
-        write("images.toml", CATALOG);
-        write("images/docker-stacks-foundation/Dockerfile", &FOUNDATION.replace("{UBUNTU_DIGEST}", &pinned));
-        write(
-            "thirdparty.txt",
-            &match case {
-                "busybox is not listed" => list.replace("docker.io/library/busybox: 1.35\n", ""),
-                "the list pins ubuntu to another digest" => list.replace(&pinned, &other),
-                _ => list.clone(),
-            },
-        );
-        write(path, &dockerfile);
-        let destination = xtask_testbed::TestRegistry::start().unwrap();
-        let fakes = common::FakeTools::new();
-        let (repo, catalog) =
-            (format!("{}/acme", destination.host()), dir.path().join("images.toml").display().to_string());
-        let env = [("ENV", "local"), ("DOCKER_REPO", repo.as_str()), ("CATALOG", catalog.as_str())];
+        write_repository(dir.path(), &pinned, &list);
+        std::fs::write(dir.path().join(path), &dockerfile).unwrap();
+        let run = Dry::new(dir.path());
         for args in [&["publish-all", "--dry-run"][..], &["publish-all"]] {
-            let output = fakes.xtask(args, &env);
+            let output = run.xtask(args, &[]);
             assert_eq!(output.status.code(), Some(1), "{case}, {args:?}: {}", stdout(&output));
             // The catalog is outside the repository: its paths are written whole.
             let err = stderr(&output).replace(&format!("{}/", dir.path().display()), "");
             assert_eq!(err, format!("error: {error}\n"), "{case}, {args:?}");
             assert!(!stdout(&output).contains("[dry-run] docker"), "{case}: {}", stdout(&output));
         }
-        assert_eq!(fakes.calls(), Vec::<Vec<String>>::new(), "{case}: nothing ran");
-        let requests = destination.requests();
+        assert_eq!(run.fakes.calls(), Vec::<Vec<String>>::new(), "{case}: nothing ran");
+        let requests = run.destination.requests();
         assert!(
             requests.iter().all(|r| r.path == "/v2/"),
             "{case}: nothing was read or written: {requests:?}"
@@ -585,36 +614,14 @@ tag = "1.0"
 #[test]
 fn a_variant_for_another_platform_is_left_out_of_a_run() {
     let dir = tempfile::tempdir().unwrap();
-    for (path, text) in files() {
-        let path = dir.path().join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
     let pinned = format!("sha256:{}", "5616".repeat(16));
-    std::fs::write(dir.path().join("images.toml"), CATALOG).unwrap();
-    std::fs::write(
-        dir.path().join("images/docker-stacks-foundation/Dockerfile"),
-        FOUNDATION.replace("{UBUNTU_DIGEST}", &pinned),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("thirdparty.txt"),
-        format!("docker.io/library/ubuntu: 24.04@{pinned}\ndocker.io/library/busybox: 1.35\n"),
-    )
-    .unwrap();
-    let destination = xtask_testbed::TestRegistry::start().unwrap();
-    let fakes = common::FakeTools::new();
-    // An engine with the containerd image store: it builds itself, no builder container.
-    fakes.print("docker info", r#"[["driver-type","io.containerd.snapshotter.v1"]]"#);
-    let (repo, catalog) =
-        (format!("{}/acme", destination.host()), dir.path().join("images.toml").display().to_string());
-    let env = [
-        ("ENV", "local"),
-        ("DOCKER_REPO", repo.as_str()),
-        ("CATALOG", catalog.as_str()),
-        ("PLATFORMS", "linux/arm64"),
-    ];
-    let output = fakes.xtask(&["publish-all", "--dry-run"], &env);
+    write_repository(
+        dir.path(),
+        &pinned,
+        &format!("docker.io/library/ubuntu: 24.04@{pinned}\ndocker.io/library/busybox: 1.35\n"),
+    );
+    let run = Dry::new(dir.path());
+    let output = run.xtask(&["publish-all", "--dry-run"], &[("PLATFORMS", "linux/arm64")]);
     let out = stdout(&output);
     assert!(output.status.success(), "{out}\n{}", stderr(&output));
     let planned: Vec<&str> = out
@@ -634,4 +641,33 @@ fn a_variant_for_another_platform_is_left_out_of_a_run() {
         "{out}"
     );
     assert!(!out.contains("cuda12") && !out.contains("--platform linux/amd64"), "{out}");
+}
+
+/// A vendored copy whose digest is not the pin (vendored by hand, or before the pin was
+/// written): the plan refuses to build from it, naming both digests, before any build.
+#[test]
+fn a_vendored_copy_with_another_digest_than_its_pin_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let pinned = format!("sha256:{}", "5616".repeat(16));
+    write_repository(
+        dir.path(),
+        &pinned,
+        &format!("docker.io/library/ubuntu: 24.04@{pinned}\ndocker.io/library/busybox: 1.35\n"),
+    );
+    let run = Dry::new(dir.path());
+    let copy = xtask_testbed::Fixture::generate(&xtask_testbed::FixtureSpec::small(37)).unwrap();
+    copy.push(&run.destination.host(), "acme/thirdparty/library/ubuntu", "24.04").unwrap();
+    let vendored = format!("{}/thirdparty/library/ubuntu:24.04", run.repo());
+    let error = format!(
+        "ubuntu:24.04@{pinned} is pinned to {pinned}, but its vendored copy {vendored} is {}",
+        digest(&vendored)
+    );
+    for args in [&["publish-all", "--dry-run"][..], &["buildx-publish-docker-stacks-foundation"]] {
+        let output = run.xtask(args, &[]);
+        let (out, err) = (stdout(&output), stderr(&output));
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {out}\n{err}");
+        assert!(out.contains(&error) || err.contains(&error), "{args:?}: {out}\n{err}");
+        assert!(!err.contains("buildx build") && !out.contains("buildx build"), "{args:?}: {out}\n{err}");
+    }
+    assert!(!run.fakes.calls().iter().any(|call| call.join(" ").contains("buildx build")));
 }

@@ -226,6 +226,11 @@ impl Run<'_> {
                 self.publisher.one_image(vertex, parents)
             });
         if ctx.runner.is_dry_run() {
+            // A plan that cannot be carried out is a failure too: the real run would fail.
+            let failed = rows.iter().filter(|row| matches!(row.outcome, ImageOutcome::Failed { .. })).count();
+            if failed > 0 {
+                bail!("{failed} of {} images cannot be planned (see above)", rows.len());
+            }
             return Ok(());
         }
         table::report(&rows, &ctx.settings.platforms, &self.publisher.timeline.bars(), started.elapsed());

@@ -337,8 +337,8 @@ impl Planner<'_> {
         let vendored = &base.vendored;
         match (self.registry.digest(vendored), &base.pin) {
             (Ok(Some(digest)), Some(pin)) if digest != *pin => bail!(
-                "{} is pinned to {pin}, but its vendored copy {vendored} is {digest}: pin the tag in the \
-                 vendoring list (`<image>: <tag>@{pin}`) and run `cargo xtask thirdparty`",
+                "{} is pinned to {pin}, but its vendored copy {vendored} is {digest}: have the vendoring \
+                 list pin the tag (`<image>: <tag>@{pin}`) and run `cargo xtask thirdparty`, which vendors that digest",
                 base.written
             ),
             (Ok(Some(digest)), _) => Ok(Some(digest)),
