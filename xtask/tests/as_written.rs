@@ -27,6 +27,9 @@ const CATALOG: &str = r#"
 # Acme's notebook images. Their Dockerfiles name each other as quay.io/acme/<name>.
 aliases = ["quay.io/acme/{name}"]
 
+[versions]
+PARENT_TAG = "latest"
+
 [[image]]
 name = "docker-stacks-foundation"
 context = "images/docker-stacks-foundation"
@@ -50,6 +53,7 @@ name = "scipy-notebook"
 context = "images/scipy-notebook"
 description = "the scientific stack"
 tag = "latest"
+build_args = ["PARENT_TAG"]
 
 [[image]]
 name = "pytorch-notebook"
@@ -127,11 +131,12 @@ RUN --mount=type=bind,from=busybox:1.35,source=/bin,target=/mnt/bin \
     ls /mnt/bin/busybox > /mounted-image && cat /mnt/fetched-on > /mounted-stage
 "#;
 
-/// `${A:-b}` and `${A:+b}`, and `COPY --from` an image of the catalog that is not its parent.
+/// `${A:-b}` (REGISTRY is not given) and `${A:+b}` (PARENT_TAG is, by the catalog), and
+/// `COPY --from` an image of the catalog that is not its parent.
 const SCIPY_NOTEBOOK: &str = r#"ARG REGISTRY
 ARG OWNER=acme
-ARG TAG
-ARG BASE_IMAGE="${REGISTRY:-quay.io}/${OWNER}/minimal-notebook${TAG:+:$TAG}"
+ARG PARENT_TAG
+ARG BASE_IMAGE="${REGISTRY:-quay.io}/${OWNER}/minimal-notebook${PARENT_TAG:+:$PARENT_TAG}"
 FROM ${BASE_IMAGE}
 
 COPY --from=quay.io/acme/base-notebook /base-notebook /copied-from-base-notebook
@@ -482,6 +487,24 @@ fn a_public_repositorys_catalog_builds_as_written_parents_first_bases_by_digest(
     let output = publish();
     assert!(!stderr(&output).contains("docker buildx build"), "{}", stderr(&output));
     assert_eq!(outcomes(&stdout(&output)), (vec![], IMAGES.to_vec()), "{}", stdout(&output));
+
+    // 3. Each image's inputs are the files of its own context, as BuildKit is sent them: the
+    //    variant's folder is inside pytorch-notebook's, so a change to it rebuilds both; a
+    //    change to pytorch-notebook's Dockerfile rebuilds it alone (the variant is on scipy).
+    let variant_dockerfile = setup.path("images/pytorch-notebook/cuda12/Dockerfile");
+    std::fs::write(&variant_dockerfile, format!("{PYTORCH_CUDA12}# CUDA 12.4\n")).unwrap();
+    let dry = stdout(&setup.xtask_ok(&["publish-all", "--dry-run", "--file", &mirror], &[]));
+    assert!(dry.contains("[dry-run] # pytorch-notebook-cuda12: would build: the Dockerfile changed"), "{dry}");
+    assert!(dry.contains("[dry-run] # pytorch-notebook: would build: cuda12/Dockerfile changed"), "{dry}");
+    let out = stdout(&publish());
+    let rebuilt = vec!["pytorch-notebook", "pytorch-notebook-cuda12"];
+    let others: Vec<&str> = IMAGES.into_iter().filter(|i| !rebuilt.contains(i)).collect();
+    assert_eq!(outcomes(&out), (rebuilt, others.clone()), "{out}");
+    let pytorch_dockerfile = setup.path("images/pytorch-notebook/Dockerfile");
+    std::fs::write(&pytorch_dockerfile, format!("{PYTORCH_NOTEBOOK}# CPU only\n")).unwrap();
+    let out = stdout(&publish());
+    let others: Vec<&str> = IMAGES.into_iter().filter(|i| *i != "pytorch-notebook").collect();
+    assert_eq!(outcomes(&out), (vec!["pytorch-notebook"], others), "{out}");
 }
 
 /// The same repository with one mistake at a time: each is an error naming the Dockerfile, its
