@@ -12,6 +12,10 @@
 
 mod common;
 
+use common::docker_stacks::{
+    CATALOG, FOUNDATION, IMAGES, MINIMAL_NOTEBOOK, PYTORCH_CUDA12, PYTORCH_NOTEBOOK, files, write_repository,
+};
+
 use common::engine::{
     Setup, digest, distinct_builds, engine_or_skip, file_in, platform_manifests, platforms, run,
 };
@@ -21,185 +25,6 @@ use xtask_testbed::skopeo_raw;
 
 /// The engine is one: the tests of this binary take turns.
 static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// The catalog: an entry per image, its folder as the repository has it.
-const CATALOG: &str = r#"
-# Acme's notebook images. Their Dockerfiles name each other as quay.io/acme/<name>.
-aliases = ["quay.io/acme/{name}"]
-
-[versions]
-PARENT_TAG = "latest"
-
-[[image]]
-name = "docker-stacks-foundation"
-context = "images/docker-stacks-foundation"
-description = "the foundation: ubuntu and the user"
-tag = "latest"
-
-[[image]]
-name = "base-notebook"
-context = "images/base-notebook"
-description = "the notebook server"
-tag = "latest"
-
-[[image]]
-name = "minimal-notebook"
-context = "images/minimal-notebook"
-description = "command line tools"
-tag = "latest"
-
-[[image]]
-name = "scipy-notebook"
-context = "images/scipy-notebook"
-description = "the scientific stack"
-tag = "latest"
-build_args = ["PARENT_TAG"]
-
-[[image]]
-name = "pytorch-notebook"
-context = "images/pytorch-notebook"
-description = "pytorch, for the CPU"
-tag = "latest"
-
-[[image]]
-name = "pytorch-notebook-cuda12"
-repository = "pytorch-notebook"
-context = "images/pytorch-notebook/cuda12"
-platforms = ["linux/amd64"]
-description = "pytorch with CUDA 12"
-tag = "cuda12-latest"
-"#;
-
-/// The root: the base pinned by digest under a stage name, the stage chosen by an argument;
-/// quoted argument values, a comment inside a continuation, JSON forms.
-const FOUNDATION: &str = r#"# Copyright (c) Acme Development Team.
-# Distributed under the terms of the Modified BSD License.
-
-# Ubuntu 24.04 (noble)
-# https://hub.docker.com/_/ubuntu/tags?page=1&name=noble
-ARG ROOT_IMAGE=default_root_image
-
-FROM ubuntu:24.04@{UBUNTU_DIGEST} AS default_root_image
-
-FROM $ROOT_IMAGE
-
-LABEL maintainer="Acme Project <acme@example.org>"
-ARG NB_USER="jovyan"
-ARG NB_UID='1000'
-
-SHELL ["/bin/sh", "-o", "pipefail", "-c"]
-
-USER root
-RUN echo "user ${NB_USER}:${NB_UID}" > /etc/acme-user && \
-    # The arm64 build runs here under QEMU.
-    uname -m > /foundation-built-on
-
-COPY --chmod=0755 start.sh /usr/local/bin/
-ENV NB_USER="${NB_USER}"
-CMD ["start.sh"]
-"#;
-
-/// The parent through global arguments; a heredoc.
-const BASE_NOTEBOOK: &str = r#"# Copyright (c) Acme Development Team.
-# Distributed under the terms of the Modified BSD License.
-ARG REGISTRY=quay.io
-ARG OWNER=acme
-ARG BASE_IMAGE=$REGISTRY/$OWNER/docker-stacks-foundation
-FROM $BASE_IMAGE
-
-RUN <<EOF
-set -e
-echo base-notebook > /base-notebook
-EOF
-
-COPY ["jupyter_server_config.py", "/etc/jupyter/"]
-"#;
-
-/// A stage on the build platform from an external base, `COPY --from` that stage, and
-/// `RUN --mount` from an external image and from the stage.
-const MINIMAL_NOTEBOOK: &str = r#"ARG REGISTRY=quay.io
-ARG OWNER=acme
-ARG BASE_IMAGE=$REGISTRY/$OWNER/base-notebook
-
-FROM --platform=$BUILDPLATFORM busybox:1.35 AS fetcher
-RUN uname -m > /fetched-on
-
-FROM $BASE_IMAGE
-COPY --from=fetcher /fetched-on /fetched-on
-RUN --mount=type=bind,from=busybox:1.35,source=/bin,target=/mnt/bin \
-    --mount=type=bind,from=fetcher,source=/fetched-on,target=/mnt/fetched-on \
-    ls /mnt/bin/busybox > /mounted-image && cat /mnt/fetched-on > /mounted-stage
-"#;
-
-/// `${A:-b}` (REGISTRY is not given) and `${A:+b}` (PARENT_TAG is, by the catalog), and
-/// `COPY --from` an image of the catalog that is not its parent.
-const SCIPY_NOTEBOOK: &str = r#"ARG REGISTRY
-ARG OWNER=acme
-ARG PARENT_TAG
-ARG BASE_IMAGE="${REGISTRY:-quay.io}/${OWNER}/minimal-notebook${PARENT_TAG:+:$PARENT_TAG}"
-FROM ${BASE_IMAGE}
-
-COPY --from=quay.io/acme/base-notebook /base-notebook /copied-from-base-notebook
-RUN echo scipy > /scipy
-"#;
-
-/// The `escape` directive: a backtick continues the line.
-const PYTORCH_NOTEBOOK: &str = "# escape=`
-ARG REGISTRY=quay.io
-ARG OWNER=acme
-ARG BASE_IMAGE=$REGISTRY/$OWNER/scipy-notebook
-FROM $BASE_IMAGE
-
-RUN echo pytorch > /pytorch && `
-    uname -m > /pytorch-built-on
-";
-
-/// The variant: its own folder and context, one platform, the same repository.
-const PYTORCH_CUDA12: &str = r#"ARG REGISTRY=quay.io
-ARG OWNER=acme
-ARG BASE_IMAGE=$REGISTRY/$OWNER/scipy-notebook
-FROM $BASE_IMAGE
-
-RUN echo cuda12 > /variant
-"#;
-
-const IMAGES: [&str; 6] = [
-    "base-notebook",
-    "docker-stacks-foundation",
-    "minimal-notebook",
-    "pytorch-notebook",
-    "pytorch-notebook-cuda12",
-    "scipy-notebook",
-];
-
-/// The repository's files but the foundation's Dockerfile, which pins a digest, and the list.
-fn files() -> Vec<(&'static str, String)> {
-    vec![
-        ("images/docker-stacks-foundation/start.sh", "#!/bin/sh\nexec \"$@\"\n".into()),
-        ("images/base-notebook/jupyter_server_config.py", "c = get_config()\n".into()),
-        ("images/base-notebook/Dockerfile", BASE_NOTEBOOK.into()),
-        ("images/minimal-notebook/Dockerfile", MINIMAL_NOTEBOOK.into()),
-        ("images/scipy-notebook/Dockerfile", SCIPY_NOTEBOOK.into()),
-        ("images/pytorch-notebook/Dockerfile", PYTORCH_NOTEBOOK.into()),
-        ("images/pytorch-notebook/cuda12/Dockerfile", PYTORCH_CUDA12.into()),
-    ]
-}
-
-/// The repository written into `dir` as it is, the foundation pinning ubuntu to `pinned`, with
-/// `list` as its vendoring list.
-fn write_repository(dir: &std::path::Path, pinned: &str, list: &str) {
-    let write = |path: &str, text: &str| {
-        let path = dir.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    };
-    for (path, text) in files() {
-        write(path, &text);
-    }
-    write("images.toml", CATALOG);
-    write("images/docker-stacks-foundation/Dockerfile", &FOUNDATION.replace("{UBUNTU_DIGEST}", pinned));
-    write("thirdparty.txt", list);
-}
 
 /// A run without an engine or a cloud: docker and gcloud faked (an engine with the containerd
 /// image store), a real registry for `DOCKER_REPO`.
@@ -494,7 +319,10 @@ fn a_public_repositorys_catalog_builds_as_written_parents_first_bases_by_digest(
     let variant_dockerfile = setup.path("images/pytorch-notebook/cuda12/Dockerfile");
     std::fs::write(&variant_dockerfile, format!("{PYTORCH_CUDA12}# CUDA 12.4\n")).unwrap();
     let dry = stdout(&setup.xtask_ok(&["publish-all", "--dry-run", "--file", &mirror], &[]));
-    assert!(dry.contains("[dry-run] # pytorch-notebook-cuda12: would build: the Dockerfile changed"), "{dry}");
+    assert!(
+        dry.contains("[dry-run] # pytorch-notebook-cuda12: would build: the Dockerfile changed"),
+        "{dry}"
+    );
     assert!(dry.contains("[dry-run] # pytorch-notebook: would build: cuda12/Dockerfile changed"), "{dry}");
     let out = stdout(&publish());
     let rebuilt = vec!["pytorch-notebook", "pytorch-notebook-cuda12"];
@@ -693,4 +521,31 @@ fn a_vendored_copy_with_another_digest_than_its_pin_is_refused_naming_both() {
         assert!(!err.contains("buildx build") && !out.contains("buildx build"), "{args:?}: {out}\n{err}");
     }
     assert!(!run.fakes.calls().iter().any(|call| call.join(" ").contains("buildx build")));
+}
+
+/// On an engine with the classic image store the builds need a BuildKit container, whose image
+/// (this repository's, lent to a catalog that names none) must be in the catalog's list too:
+/// the error gives the line, as this repository's list has it.
+#[test]
+fn a_catalog_without_the_buildkit_image_in_its_list_is_told_the_line_to_add() {
+    let dir = tempfile::tempdir().unwrap();
+    let pinned = format!("sha256:{}", "5616".repeat(16));
+    write_repository(
+        dir.path(),
+        &pinned,
+        &format!("docker.io/library/ubuntu: 24.04@{pinned}\ndocker.io/library/busybox: 1.35\n"),
+    );
+    let fakes = common::FakeTools::new();
+    let catalog = dir.path().join("images.toml").display().to_string();
+    let output = fakes.xtask(&["publish-all", "--dry-run"], &[("CATALOG", catalog.as_str())]);
+    assert_eq!(output.status.code(), Some(1));
+    let own = xtask::catalog::Catalog::load(&xtask::project_root()).unwrap();
+    let line = std::fs::read_to_string(xtask::project_root().join(&own.thirdparty))
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("/moby/buildkit:"))
+        .map(|l| format!("`{}: {}`", l.split(':').next().unwrap(), own.buildkit.split(':').nth(1).unwrap()))
+        .unwrap();
+    let err = stderr(&output);
+    assert!(err.contains(&format!("does not vendor: add its source image and tag there: {line}")), "{err}");
 }

@@ -2,8 +2,9 @@
 //! unix socket behind its own sshd with the startup script's tunnel file, a fake gcloud keeping
 //! each VM's state and relaying IAP to that VM's sshd. `publish-all` builds an eight-image graph
 //! with linux/amd64 on this engine and linux/arm64 on the pool, as the pipeline's images step
-//! does (MULTI_CONTEXT=1, AUTO_START_STOP=1, ARM64_VMS), and the tests read where each build
-//! went from its `timeline.json`, and what each engine holds from the engines themselves.
+//! does (MULTI_CONTEXT=1, AUTO_START_STOP=1, ARM64_VMS), beside an image for amd64 alone, and
+//! the tests read where each build went from its `timeline.json`, and what each engine holds
+//! from the engines themselves.
 
 mod common;
 
@@ -74,6 +75,13 @@ name = "leaf"
 description = "on left-child"
 tag = "1"
 
+[[image]]
+name = "tool"
+description = "for amd64 alone"
+tag = "1"
+platforms = ["linux/amd64"]
+build_args = ["BUSYBOX_VERSION"]
+
 [cloud_builder]
 name = "cloud"
 description = "never built here"
@@ -111,6 +119,10 @@ fn files() -> Vec<(String, String)> {
         files.push((format!("{name}/Dockerfile"), dockerfile));
         files.push((format!("{name}/file.txt"), "first\n".into()));
     }
+    let tool = "ARG DOCKER_REPO\nARG BUSYBOX_VERSION\nFROM ${DOCKER_REPO}/thirdparty/busybox:${BUSYBOX_VERSION}\n\
+                COPY file.txt /file-tool.txt\n";
+    files.push(("tool/Dockerfile".into(), tool.into()));
+    files.push(("tool/file.txt".into(), "first\n".into()));
     files
 }
 
@@ -290,8 +302,15 @@ fn the_graph_spreads_over_the_pool_and_each_image_stays_on_its_vm() {
     for (image, _) in GRAPH {
         assert_eq!(platforms(&format!("{repo}/{image}:1")), ["linux/amd64", "linux/arm64"], "cold: {image}");
     }
+    // The amd64-only image: one build, on this engine.
+    assert_eq!(platforms(&format!("{repo}/tool:1")), ["linux/amd64"], "cold: tool");
+    let tool: Vec<&serde_json::Value> = builds.iter().filter(|b| b["image"] == "tool").collect();
+    assert!(
+        tool.len() == 1 && tool[0]["platform"] == "linux/amd64" && tool[0]["node"] == "this engine",
+        "cold: {tool:?}"
+    );
     let cold = arm64_nodes(&builds);
-    assert_eq!(cold.len(), GRAPH.len(), "cold: one arm64 build per image: {builds:?}");
+    assert_eq!(cold.len(), GRAPH.len(), "cold: one arm64 build per image of both platforms: {builds:?}");
     let used: BTreeSet<&String> = cold.values().map(|(node, _)| node).collect();
     assert!(used.len() > 1, "cold: the arm64 builds all ran on {used:?}");
     for (image, (node, _)) in &cold {
@@ -369,6 +388,17 @@ fn the_graph_spreads_over_the_pool_and_each_image_stays_on_its_vm() {
     let leaf_vm = leaf_node.trim_start_matches("arm_node-").to_string();
     assert_eq!(calls.keys().collect::<Vec<_>>(), [&leaf_vm], "leaf change: {calls:?}");
     assert_eq!(calls[&leaf_vm], ["start", "stop"], "leaf change");
+
+    // A change to the amd64-only image: it builds here, and no VM starts.
+    let from = pool.calls_so_far();
+    pool.change("tool", "second\n");
+    let (output, builds) = pool.publish(&[]);
+    assert_ok("amd64-only change", &output);
+    assert!(
+        builds.len() == 1 && builds[0]["image"] == "tool" && builds[0]["node"] == "this engine",
+        "amd64-only change: {builds:?}"
+    );
+    assert_eq!(pool.vm_calls(from), BTreeMap::new(), "amd64-only change: a VM started");
 }
 
 /// An engine killed while it builds costs a move, not the run: its builds go to the other VMs

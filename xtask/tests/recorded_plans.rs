@@ -94,6 +94,35 @@ const TASKS: &[&[&str]] = &[
     &["bench-compile"],
 ];
 
+/// The tasks of a catalog written as a public repository writes it (`common::docker_stacks`),
+/// recorded under the default settings: what each Dockerfile's names are substituted with.
+const AS_WRITTEN_TASKS: &[&[&str]] = &[
+    &["publish-all"],
+    &["thirdparty", "--bases"],
+    &["build-docker-stacks-foundation"],
+    &["build-scipy-notebook"],
+    &["buildx-publish-pytorch-notebook-cuda12"],
+    &["pull-pytorch-notebook-cuda12"],
+];
+
+/// That repository, written once for this process, its foundation pinning ubuntu to a digest of
+/// its own.
+fn as_written_repository() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let pinned = format!("sha256:{}", "5616".repeat(16));
+        // With the BuildKit image a builder container on a classic engine (Cloud Build's) needs.
+        let list = format!(
+            "docker.io/library/ubuntu: 24.04@{pinned}\ndocker.io/library/busybox: 1.35\n\
+             docker.io/moby/buildkit: v0.18.0\n"
+        );
+        common::docker_stacks::write_repository(dir.path(), &pinned, &list);
+        dir
+    })
+    .path()
+}
+
 fn records() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/plans")
 }
@@ -119,7 +148,15 @@ fn dry_run(task: &[&str], settings: &[(&str, &str)]) -> String {
         common::stdout(&output),
         common::stderr(&output),
     );
-    mask(&text, &[(&work_dir, "$TARGET"), (&fakes.dir.path().display().to_string(), "$FAKES")])
+    let repository = as_written_repository().display().to_string();
+    mask(
+        &text,
+        &[
+            (&work_dir, "$TARGET"),
+            (&fakes.dir.path().display().to_string(), "$FAKES"),
+            (&repository, "$REPOSITORY"),
+        ],
+    )
 }
 
 /// What differs from run to run, replaced by a name.
@@ -176,7 +213,13 @@ fn every_plan_is_as_recorded() {
     let dir = records();
     std::fs::create_dir_all(&dir).unwrap();
     let mut differ = Vec::new();
-    let all = SETTINGS.iter().map(|settings| (settings, TASKS)).chain([(&POOL, POOL_TASKS)]);
+    let catalog = as_written_repository().join("images.toml").display().to_string();
+    let as_written: (&str, &[(&str, &str)]) =
+        ("as-written", &[("CATALOG", catalog.as_str()), ("BUILD_ID", "plan")]);
+    let all = SETTINGS
+        .iter()
+        .map(|settings| (settings, TASKS))
+        .chain([(&POOL, POOL_TASKS), (&as_written, AS_WRITTEN_TASKS)]);
     for ((name, settings), tasks) in all {
         for task in tasks {
             let actual = dry_run(task, settings);

@@ -181,8 +181,12 @@ pub fn vendor_bases(
         })?;
         let Some(pair) = pairs.iter().find(|p| p.destination.whole() == wanted.whole()) else {
             bail!(
-                "{user} needs {reference}, which {} does not vendor: add its source image and tag there",
-                list.display()
+                "{user} needs {reference}, which {} does not vendor: add its source image and tag there{}",
+                list.display(),
+                own_line(ctx, &list, &wanted.whole()).map_or(String::new(), |(line, own)| format!(
+                    ": `{line}`, as {} lists it",
+                    own.display()
+                ))
             );
         };
         if !chosen.iter().any(|p| p.destination.whole() == wanted.whole()) {
@@ -200,6 +204,23 @@ pub fn vendor_bases(
         return Ok(());
     }
     vendor(ctx, args, chosen, mode)
+}
+
+/// For a list other than this repository's own (another repository's catalog, which takes
+/// this one's BuildKit image and cloud builder): the line of the own list that vendors
+/// `reference`, and that list.
+fn own_line(ctx: &Ctx, list: &std::path::Path, reference: &str) -> Option<(String, PathBuf)> {
+    let own = crate::catalog::Catalog::load(&ctx.root).ok()?.thirdparty;
+    if own == list {
+        return None;
+    }
+    let entries = list::read(&ctx.root, &own).ok()?;
+    let pairs = list::pairs(&entries, &ctx.settings.docker_repo).ok()?;
+    let pair = pairs.iter().find(|p| p.destination.whole() == reference)?;
+    let source = pair.source.whole();
+    let written = registry::reference::Written::split(&source);
+    let pin = written.digest.map_or(String::new(), |digest| format!("@{digest}"));
+    Some((format!("{}: {}{pin}", written.name, written.tag.unwrap_or("latest")), own))
 }
 
 /// Vendor `pairs` (tags of the list) into `$DOCKER_REPO/thirdparty/` as `mode` says: each at

@@ -2,6 +2,7 @@
 //! environment, read its dry-run plan, and put fake `docker`/`gcloud` programs on `PATH`.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod docker_stacks;
 pub mod engine;
 pub mod token;
 pub mod vendoring;
