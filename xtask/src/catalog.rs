@@ -10,6 +10,8 @@ use crate::invalid::Invalid;
 use crate::normalize;
 use crate::platform::{Platform, Platforms};
 use crate::registry::reference;
+use crate::secrets::Secret;
+use crate::template::{RUN_VALUES, Template};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -80,11 +82,34 @@ pub struct Image {
     pub task: Option<String>,
     /// One line for the task list.
     pub description: String,
-    /// The tag, with `{VERSION_NAME}` placeholders filled from the versions.
-    pub tag: TagTemplate,
+    /// The tag, with `{VERSION_NAME}` placeholders filled from the versions; or `tags`.
+    #[serde(default)]
+    pub tag: Option<Template>,
+    /// Several tags (bake's `tags`), each a template like `tag`: the first is the one the
+    /// up-to-date decision reads (and may use no run value); every one points at the same index.
+    #[serde(default)]
+    pub tags: Vec<Template>,
     /// Version variables passed as `--build-arg NAME=VALUE` (after `DOCKER_REPO`, always passed).
     #[serde(default)]
     pub build_args: Vec<String>,
+    /// Build arguments with values of their own (bake's `args`): `NAME = "template"`, with
+    /// versions and the run's values (`{GIT_SHA}`, `{GIT_SHA_SHORT}`, `{DATE}`).
+    #[serde(default)]
+    pub args: BTreeMap<String, Template>,
+    /// The stage to build (bake's `target`); the last one when not given.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Image labels (bake's `labels`), templates as `args`; the OCI labels `source`, `revision`
+    /// and `created` are set by default.
+    #[serde(default)]
+    pub labels: BTreeMap<String, Template>,
+    /// Annotations (bake's `annotations`): `index:<key>` on the index, `manifest:<key>` (or no
+    /// prefix) on each platform's manifest; templates as `args`.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, Template>,
+    /// The secrets its `RUN --mount=type=secret` steps read, by id.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Secret>,
     /// Build once without pushing, stop the builder, then build and push with a fresh registry
     /// token: for builds that may outlive Cloud Build's one-hour token.
     #[serde(default)]
@@ -92,24 +117,6 @@ pub struct Image {
     /// The catalog's folder, which holds the image's folder (set when the catalog is loaded).
     #[serde(skip)]
     dir: PathBuf,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(transparent)]
-pub struct TagTemplate(String);
-
-impl TagTemplate {
-    pub fn render(&self, versions: &BTreeMap<String, String>) -> String {
-        let mut out = self.0.clone();
-        for (name, value) in versions {
-            out = out.replace(&format!("{{{name}}}"), value);
-        }
-        out
-    }
-
-    fn placeholders(&self) -> impl Iterator<Item = &str> {
-        self.0.split('{').skip(1).filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
-    }
 }
 
 impl Image {
@@ -123,6 +130,11 @@ impl Image {
     pub fn context(&self) -> String {
         let folder = self.context.as_deref().unwrap_or(Path::new(&self.name));
         normalize(&self.dir.join(folder)).display().to_string()
+    }
+
+    /// Its tags' templates, the one the up-to-date decision reads first.
+    pub fn tags(&self) -> Vec<&Template> {
+        self.tag.iter().chain(&self.tags).collect()
     }
 
     /// Its repository under `$DOCKER_REPO`.
@@ -229,7 +241,12 @@ impl Catalog {
         }
         if self.cloud_builder.name.is_empty() {
             let builder = own.cloud_builder;
-            for name in builder.tag.placeholders().chain(builder.build_args.iter().map(String::as_str)) {
+            let tags = builder.tags();
+            for name in tags
+                .iter()
+                .flat_map(|t| t.placeholders())
+                .chain(builder.build_args.iter().map(String::as_str))
+            {
                 if let Some(value) = own.versions.get(name) {
                     self.versions.entry(name.to_string()).or_insert_with(|| value.clone());
                 }
@@ -253,11 +270,7 @@ impl Catalog {
         // A cloud builder not given is the repository's own, checked with its catalog.
         let cloud_builder = Some(&self.cloud_builder).filter(|image| !image.name.is_empty());
         for image in self.images.iter().chain(cloud_builder) {
-            for name in image.build_args.iter().map(String::as_str).chain(image.tag.placeholders()) {
-                if !self.versions.contains_key(name) {
-                    bail!("image `{}` uses `{name}`, which is not in [versions]", image.name);
-                }
-            }
+            self.validate_templates(image)?;
             if let Some(task) = &image.task
                 && let Some(other) = tasks.insert(task.as_str(), image.name.as_str())
             {
@@ -282,6 +295,59 @@ impl Catalog {
         for image in &self.images {
             if let Some(other) = names.insert(image.name.as_str(), image) {
                 bail!("two images are named `{}`: give each its own name (variants too)", other.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Its tags, build arguments, labels and annotations use only versions (and, but for the
+    /// first tag, the run's values); it has one tag or more, and annotations at known levels.
+    fn validate_templates(&self, image: &Image) -> Result<()> {
+        let name = &image.name;
+        for arg in &image.build_args {
+            if !self.versions.contains_key(arg) {
+                bail!("image `{name}` uses `{arg}`, which is not in [versions]");
+            }
+        }
+        let tags = image.tags();
+        match (&image.tag, image.tags.is_empty()) {
+            (None, true) => bail!("image `{name}` has no tag: give it `tag = \"…\"` or `tags = [\"…\", …]`"),
+            (Some(_), false) => bail!("image `{name}` has both `tag` and `tags`: keep one"),
+            _ => {}
+        }
+        if tags[0].is_volatile() {
+            bail!(
+                "image `{name}`: its first tag `{}` changes from run to run ({}), but it is the one the \
+                 up-to-date decision reads: put a tag made of versions first",
+                tags[0].as_str(),
+                RUN_VALUES.join(", ")
+            );
+        }
+        let templates = tags
+            .iter()
+            .copied()
+            .chain(image.args.values())
+            .chain(image.labels.values())
+            .chain(image.annotations.values());
+        for template in templates {
+            for used in template.placeholders() {
+                if !self.versions.contains_key(used) && !RUN_VALUES.contains(&used) {
+                    bail!(
+                        "image `{name}` uses `{used}` in `{}`, which is not in [versions] nor a value of the run \
+                         ({})",
+                        template.as_str(),
+                        RUN_VALUES.join(", ")
+                    );
+                }
+            }
+        }
+        for key in image.annotations.keys() {
+            if let Some((level, _)) = key.split_once(':')
+                && !["index", "manifest"].contains(&level)
+            {
+                bail!(
+                    "image `{name}`: annotation `{key}`: the level is `index:` or `manifest:` (the default)"
+                );
             }
         }
         Ok(())
@@ -324,7 +390,7 @@ mod tests {
         assert_eq!(catalog.cloud_builder.name, own.cloud_builder.name);
         assert_eq!(catalog.cloud_builder.dockerfile(), own.cloud_builder.dockerfile());
         // With the versions its tag is made of, beside the catalog's own.
-        for name in own.cloud_builder.tag.placeholders() {
+        for name in own.cloud_builder.tags().iter().flat_map(|t| t.placeholders()) {
             assert_eq!(catalog.versions.get(name), own.versions.get(name), "{name}");
         }
         assert_eq!(catalog.versions["V"], "1");
@@ -378,11 +444,42 @@ mod tests {
         assert_eq!(catalog.cloud_builder.task, None, "the cloud builder has tasks of its own");
     }
 
+    /// The entry fields that carry bake's meanings parse, and each wrong use is named.
     #[test]
-    fn renders_every_placeholder() {
-        let versions = BTreeMap::from([("A".into(), "1.2".into()), ("B".into(), "x".into())]);
-        let tag = TagTemplate("a{A}-b{B}-{A}".into());
-        assert_eq!(tag.render(&versions), "a1.2-bx-1.2");
+    fn tags_args_target_labels_annotations_and_secrets_parse_and_are_checked() {
+        let catalog = |image: &str| {
+            Catalog::parse(&format!(
+                "thirdparty = \"t.txt\"\npipeline = \"p.yaml\"\nbuildkit = \"b:1\"\n[versions]\nV = \"1.2\"\n\
+                 [[image]]\nname = \"app\"\ndescription = \"d\"\n{image}\n\
+                 [cloud_builder]\nname = \"cb\"\ndescription = \"d\"\ntag = \"1\"\n"
+            ))
+        };
+        let app = catalog(
+            r#"tags = ["{V}", "latest", "sha-{GIT_SHA_SHORT}"]
+target = "runtime"
+args = { BUILT = "{DATE}", VERSION = "{V}" }
+labels = { "org.example.team" = "platform" }
+annotations = { "index:org.example.note" = "n", "manifest:org.example.m" = "m" }
+secrets = { token = { env = "NPM_TOKEN" }, key = { file = "key.txt" }, gcp = { gcp_secret = "s" } }"#,
+        )
+        .unwrap();
+        let image = &app.images[0];
+        let tags: Vec<&str> = image.tags().iter().map(|t| t.as_str()).collect();
+        assert_eq!(tags, ["{V}", "latest", "sha-{GIT_SHA_SHORT}"]);
+        assert_eq!(image.target.as_deref(), Some("runtime"));
+        assert!(image.args["BUILT"].is_volatile() && !image.args["VERSION"].is_volatile());
+        assert_eq!(image.secrets["token"], Secret::Env { env: "NPM_TOKEN".into() });
+        assert_eq!(image.secrets["gcp"], Secret::GcpSecret { gcp_secret: "s".into() });
+        for (entry, words) in [
+            ("", "has no tag"),
+            ("tag = \"1\"\ntags = [\"2\"]", "both `tag` and `tags`"),
+            ("tags = [\"{DATE}\", \"1\"]", "put a tag made of versions first"),
+            ("tag = \"1\"\nargs = { A = \"{NOPE}\" }", "uses `NOPE`"),
+            ("tag = \"1\"\nannotations = { \"layer:x\" = \"y\" }", "`index:` or `manifest:`"),
+        ] {
+            let err = format!("{:#}", catalog(entry).unwrap_err());
+            assert!(err.contains(words), "{entry}: {err}");
+        }
     }
 
     #[test]

@@ -36,7 +36,9 @@ pub mod provenance;
 pub mod registry;
 pub mod registry_server;
 pub mod runner;
+pub mod secrets;
 pub mod settings;
+pub mod template;
 
 use std::path::{Component, Path, PathBuf};
 

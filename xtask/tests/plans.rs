@@ -595,7 +595,7 @@ fn seed_arm64_plans_the_arm64_build_of_every_image() {
     assert_eq!(builds.len(), images.len());
     let versions = catalog.versions.clone();
     for (task, image) in images {
-        let tag = image.tag.render(&versions);
+        let tag = image.tags()[0].render(&versions).unwrap();
         let name = &image.name;
         let build = builds
             .iter()

@@ -30,7 +30,7 @@ fn every_base_image_is_vendored_or_a_catalog_image_and_no_dockerfile_names_a_fro
     let published: BTreeSet<String> = catalog
         .images
         .iter()
-        .map(|image| format!("{REPO}/{}:{}", image.repository(), image.tag.render(versions)))
+        .map(|image| format!("{REPO}/{}:{}", image.repository(), image.tags()[0].render(versions).unwrap()))
         .collect();
     for image in catalog.images.iter().chain([&catalog.cloud_builder]) {
         let dockerfile = std::fs::read_to_string(root.join(image.dockerfile())).unwrap();

@@ -61,7 +61,8 @@ impl Settings {
 
     /// The image's tag, its versions filled in; without `TAG_MODIFIER`.
     pub fn tag(&self, image: &Image) -> String {
-        image.tag.render(&self.versions)
+        // The first tag is made of versions alone: the catalog's check refuses another.
+        image.tags()[0].render(&self.versions).expect("the first tag uses only versions")
     }
 
     /// The build arguments of an image: `DOCKER_REPO` first, then the image's own versions.
