@@ -35,6 +35,7 @@ pub mod probe;
 pub mod provenance;
 pub mod registry;
 pub mod registry_server;
+pub mod run_values;
 pub mod runner;
 pub mod secrets;
 pub mod settings;

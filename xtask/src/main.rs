@@ -285,6 +285,9 @@ fn try_main() -> Result<()> {
     };
     let chosen = chosen(&catalog, name, &matches)?;
     let mut settings = Settings::resolve(SettingsArgs::merge(&matches, task_matches)?, &catalog);
+    let catalog_folder = root.join(&catalog_path);
+    let catalog_folder = catalog_folder.parent().unwrap_or(&root);
+    settings.run = xtask::run_values::RunValues::read(catalog_folder, |name| std::env::var(name).ok());
     for warning in &settings.warnings {
         eprintln!("warning: {warning}");
     }

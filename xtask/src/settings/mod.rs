@@ -84,6 +84,9 @@ pub struct Settings {
     pub catalog: PathBuf,
     /// The catalog's version variables (`ALPINE_VERSION`, …), each overridable from the environment.
     pub versions: BTreeMap<String, String>,
+    /// The run's own values for the templates and the default labels (the commit, the day);
+    /// read when the run starts (`main`), default in tests.
+    pub run: crate::run_values::RunValues,
     /// The settings that break a rule. Every task but `info` refuses to run with any (`check`);
     /// `info` shows them beside the values.
     pub problems: Vec<Problem>,
@@ -199,6 +202,7 @@ impl Settings {
             build_id: lookup("BUILD_ID").filter(|id| !id.is_empty()),
             in_cloud_build: lookup("BUILDER_OUTPUT").is_some_and(|v| !v.is_empty()),
             versions,
+            run: Default::default(),
             problems: found,
             warnings: Vec::new(),
         };

@@ -4,7 +4,10 @@
 //! `TAG_MODIFIER`, so that a plan and a build cannot name an image two ways.
 
 use super::Settings;
+use std::collections::BTreeMap;
+
 use crate::catalog::{Catalog, Image};
+use crate::invalid::Invalid;
 use crate::platform::Platform;
 
 impl Settings {
@@ -57,6 +60,32 @@ impl Settings {
     pub fn cache_ref(&self, image: &Image, platform: &Platform) -> String {
         let arch = platform.suffix();
         format!("{}/{}:{}-{arch}", self.cache_root(), image.name, self.tag(image))
+    }
+
+    /// What the catalog's templates are filled from: the versions and the run's values.
+    pub fn template_values(&self) -> BTreeMap<String, String> {
+        let mut values = self.run.template_values();
+        values.extend(self.versions.clone());
+        values
+    }
+
+    /// Every reference the image is published under, `image_ref` first: each of its tags, with
+    /// `TAG_MODIFIER`. Err: a tag uses a value this run does not know.
+    pub fn image_refs(&self, image: &Image) -> Result<Vec<String>, Invalid> {
+        let values = self.template_values();
+        let mut refs = vec![self.image_ref(image)];
+        for template in &image.tags()[1..] {
+            let mut reference =
+                format!("{}/{}:{}", self.docker_repo, image.repository(), template.render(&values)?);
+            if !self.tag_modifier.is_empty() {
+                reference.push('-');
+                reference.push_str(&self.tag_modifier);
+            }
+            if !refs.contains(&reference) {
+                refs.push(reference);
+            }
+        }
+        Ok(refs)
     }
 
     /// The image's tag, its versions filled in; without `TAG_MODIFIER`.
