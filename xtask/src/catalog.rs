@@ -137,6 +137,11 @@ impl Image {
         self.tag.iter().chain(&self.tags).collect()
     }
 
+    /// The catalog's folder, where its paths (a secret's file) start.
+    pub fn folder(&self) -> &Path {
+        &self.dir
+    }
+
     /// Its repository under `$DOCKER_REPO`.
     pub fn repository(&self) -> &str {
         self.repository.as_deref().unwrap_or(&self.name)

@@ -23,6 +23,7 @@ pub mod cargo_recipe;
 pub mod catalog;
 pub mod dockerfile;
 pub mod dockerignore;
+pub mod entry;
 pub mod failure;
 pub mod graph;
 pub mod inputs;

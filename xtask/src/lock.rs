@@ -212,7 +212,8 @@ pub fn utc_now() -> String {
     rfc3339(seconds)
 }
 
-fn rfc3339(unix_seconds: u64) -> String {
+/// `unix_seconds` as RFC 3339, UTC, to the second.
+pub fn rfc3339(unix_seconds: u64) -> String {
     let (days, rest) = (unix_seconds / 86_400, unix_seconds % 86_400);
     let (year, month, day) = civil_from_days(days as i64);
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)

@@ -2,7 +2,7 @@
 //! commit it builds (`{GIT_SHA}`, `{GIT_SHA_SHORT}`), the day (`{DATE}`, UTC), the moment
 //! (`org.opencontainers.image.created`) and where the source lives (`…image.source`). Read once,
 //! when the run starts, from the environment (`GIT_SHA`, or Cloud Build's `COMMIT_SHA` that a
-//! step passes on) or else from the catalog's git checkout, read as files: a Cloud Build upload
+//! step passes on; `GIT_SOURCE`; `SOURCE_DATE_EPOCH` for the moment) or else from the catalog's git checkout, read as files: a Cloud Build upload
 //! may have no `.git` at all, and then the commit is simply unknown.
 
 use std::collections::BTreeMap;
@@ -23,12 +23,20 @@ pub struct RunValues {
 impl RunValues {
     /// The values for a catalog in `folder`; `lookup` reads the environment.
     pub fn read(folder: &Path, lookup: impl Fn(&str) -> Option<String>) -> RunValues {
-        let created = crate::lock::utc_now();
+        // SOURCE_DATE_EPOCH, the reproducible-builds convention, fixes the moment.
+        let created = match lookup("SOURCE_DATE_EPOCH").and_then(|epoch| epoch.trim().parse::<u64>().ok()) {
+            Some(epoch) => crate::lock::rfc3339(epoch),
+            None => crate::lock::utc_now(),
+        };
         let given =
             ["GIT_SHA", "COMMIT_SHA"].into_iter().find_map(|name| lookup(name).filter(|v| !v.is_empty()));
         let git = git_dir(folder);
         let git_sha = given.or_else(|| git.as_deref().and_then(head_commit));
-        let source = git.as_deref().and_then(origin_url);
+        // Given (GIT_SOURCE; empty: none), or the checkout's origin.
+        let source = match lookup("GIT_SOURCE") {
+            Some(given) => Some(given).filter(|url| !url.is_empty()),
+            None => git.as_deref().and_then(origin_url),
+        };
         RunValues { git_sha, date: created[..10].to_string(), created, source }
     }
 

@@ -86,6 +86,11 @@ fn setup(repo: &str, builder: &str, context: Option<&str>, platforms: &str) -> V
     ]
 }
 
+/// The default OCI labels of every build, as the fake tools' runs make them.
+const LABELS: &str = "--label org.opencontainers.image.created=2026-01-01T00:00:00Z \
+    --label org.opencontainers.image.revision=0123456789abcdef0123456789abcdef01234567 \
+    --label org.opencontainers.image.source=https://github.com/example/images";
+
 fn setup_default() -> Vec<String> {
     setup(DEV, "builder-local", None, "linux/amd64,linux/arm64")
 }
@@ -132,12 +137,12 @@ fn local_builds() {
         &[format!(
             "DOCKER_BUILDKIT=1 docker build --file {C}/runtime/Dockerfile \
              --build-arg DOCKER_REPO={DEV} --build-arg ALPINE_VERSION=3.15 \
-             --pull --tag {DEV}/runtime:3.15 {C}/runtime"
+             {LABELS} --pull --tag {DEV}/runtime:3.15 {C}/runtime"
         )],
         &[format!(
             "DOCKER_BUILDKIT=1 docker build --file {C}/runtime/Dockerfile \
              --build-arg DOCKER_REPO={PROD} --build-arg ALPINE_VERSION=3.15 \
-             --pull --tag {PROD}/runtime:3.15-arm64-seed {C}/runtime"
+             {LABELS} --pull --tag {PROD}/runtime:3.15-arm64-seed {C}/runtime"
         )],
     );
     check_both(
@@ -145,12 +150,12 @@ fn local_builds() {
         &[format!(
             "DOCKER_BUILDKIT=1 docker build --file {C}/golang-build/Dockerfile \
              --build-arg DOCKER_REPO={DEV} --build-arg ALPINE_VERSION=3.15 --build-arg GO_VERSION=1.18 \
-             --pull --tag {DEV}/golang-build:1.18 {C}/golang-build"
+             {LABELS} --pull --tag {DEV}/golang-build:1.18 {C}/golang-build"
         )],
         &[format!(
             "DOCKER_BUILDKIT=1 docker build --file {C}/golang-build/Dockerfile \
              --build-arg DOCKER_REPO={PROD} --build-arg ALPINE_VERSION=3.15 --build-arg GO_VERSION=1.18 \
-             --pull --tag {PROD}/golang-build:1.18-arm64-seed {C}/golang-build"
+             {LABELS} --pull --tag {PROD}/golang-build:1.18-arm64-seed {C}/golang-build"
         )],
     );
     check_both(
@@ -158,12 +163,12 @@ fn local_builds() {
         &[format!(
             "DOCKER_BUILDKIT=1 docker build --file {C}/odb/Dockerfile \
              --build-arg DOCKER_REPO={DEV} --build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23 \
-             --pull --tag {DEV}/odb:2.5.0-b.23 {C}/odb"
+             {LABELS} --pull --tag {DEV}/odb:2.5.0-b.23 {C}/odb"
         )],
         &[format!(
             "DOCKER_BUILDKIT=1 docker build --file {C}/odb/Dockerfile \
              --build-arg DOCKER_REPO={PROD} --build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23 \
-             --pull --tag {PROD}/odb:2.5.0-b.23-arm64-seed {C}/odb"
+             {LABELS} --pull --tag {PROD}/odb:2.5.0-b.23-arm64-seed {C}/odb"
         )],
     );
 }
@@ -200,7 +205,7 @@ impl<'a> Build<'a> {
         let cache = format!("{repo}/cache/{image}:{}-{arch}", self.tag);
         format!(
             "{} buildx build --file {C}/{image}/Dockerfile --platform {platform} \
-             --builder {} --progress plain --build-arg DOCKER_REPO={repo} {} \
+             --builder {} --progress plain --build-arg DOCKER_REPO={repo} {} {LABELS} \
              --cache-from type=registry,ref={cache} --cache-to type=registry,ref={cache},mode=max \
              --pull --provenance mode=max,builder-id={} --push --tag {pushed_tag} {C}/{image}",
             docker(self.context),

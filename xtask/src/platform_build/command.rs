@@ -8,6 +8,7 @@ use super::failure::transient_cause;
 use super::node::{Engine, Node};
 use crate::catalog::Image;
 use crate::ctx::Ctx;
+use crate::entry::EntryOptions;
 use crate::failure::{Failure, NodeLost};
 use crate::inputs::Inputs;
 use crate::platform::{Platform, Platforms};
@@ -56,6 +57,10 @@ pub struct Recipe {
     pub inputs: Option<Inputs>,
     /// The platforms it is built for: those of `PLATFORMS` the image asks for.
     pub platforms: Platforms,
+    /// What its catalog entry asks beyond that: target, labels, annotations, secrets.
+    pub entry: EntryOptions,
+    /// Every reference the merge tags, `image_ref` first.
+    pub references: Vec<String>,
 }
 
 /// One platform of an image, on the node that builds it.
@@ -126,11 +131,11 @@ fn buildx_build_cmd(
         .collect();
     let (cache_from, cache_to) =
         (format!("type=registry,ref={cache}"), format!("type=registry,ref={cache},mode=max"));
-    let options = build_options(ctx);
+    let (options, entry) = (build_options(ctx), recipe.entry.build_flags());
     cmd!(
         sh,
         "docker {on...} buildx build --file {dockerfile} --platform {platform} --builder {builder} --progress plain
-            {build_args...} {pins...} --cache-from {cache_from} --cache-to {cache_to} {options...} --push --tag {tag} {context}"
+            {build_args...} {pins...} {entry...} --cache-from {cache_from} --cache-to {cache_to} {options...} --push --tag {tag} {context}"
     )
     .into()
 }

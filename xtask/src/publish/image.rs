@@ -102,6 +102,7 @@ impl ImagePublisher<'_> {
             Decision::UpToDate(digest) => {
                 // Up to date keeps its signature; one that was never signed gets one.
                 self.sign(&image_ctx, image, &digest, true)?;
+                self.add_missing_tags(&image_ctx, image, &digest)?;
                 return Ok(ImageOutcome::UpToDate { digest });
             }
             Decision::Build(build) => build,
@@ -150,6 +151,38 @@ impl ImagePublisher<'_> {
             self.sign(&image_ctx, image, digest, false)?;
         }
         Ok(ImageOutcome::Built { digest })
+    }
+
+    /// An image up to date under its first tag gets each of its other tags that is missing
+    /// (a tag added to the entry, a tag that was deleted), pointing at the same index: one
+    /// source and no annotation, so `imagetools create` pushes its bytes unchanged. A tag that
+    /// points elsewhere is left where it is.
+    fn add_missing_tags(&self, image_ctx: &Ctx, image: &Image, digest: &str) -> Result<(), Failure> {
+        let references =
+            self.ctx.settings.image_refs(image).map_err(|e| Failure::permanent(format!("{e}")))?;
+        let source = format!("{}@{digest}", repository_of(&references[0]));
+        let sh = crate::runner::sh();
+        for reference in &references[1..] {
+            match self.destination.digest(reference) {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(err) if self.ctx.runner.is_dry_run() => {
+                    image_ctx
+                        .runner
+                        .say(&format!("{}: then {reference} if it is missing ({err:#})", image.name));
+                    continue;
+                }
+                Err(err) => {
+                    return Err(
+                        Failure::from(err).context(format!("cannot tell whether {reference} is there"))
+                    );
+                }
+            }
+            image_ctx
+                .runner
+                .run(xshell::cmd!(sh, "docker buildx imagetools create --tag {reference} {source}"))?;
+        }
+        Ok(())
     }
 
     /// Sign the image published at `digest` as SIGN_KEY says: by digest, never by tag (what the
@@ -273,7 +306,16 @@ impl Builds<'_> {
                 .collect()
         };
         let (merging_node, _) = &built[0];
-        merge(ctx, merging_node, &reference, &tags, self.recipe.inputs.as_ref(), &seconds)
+        let entry = self.recipe.entry.merge_flags();
+        merge(
+            ctx,
+            merging_node,
+            &self.recipe.references,
+            &tags,
+            self.recipe.inputs.as_ref(),
+            &seconds,
+            &entry,
+        )
     }
 
     fn tag(&self, platform: &Platform) -> String {

@@ -12,17 +12,19 @@ use crate::platform_build::failure::transient_cause;
 use crate::platform_build::node::Node;
 use crate::runner::sh;
 
-/// Merge `tags` into `reference` on `node`'s builder, its inputs (when known) and how long each
-/// platform's build took (`seconds`, none in a dry run) recorded.
+/// Merge `tags` into `references` (one index, every tag of the image) on `node`'s builder, its
+/// inputs (when known), how long each platform's build took (`seconds`, none in a dry run) and
+/// the entry's index annotations (`entry_flags`) recorded.
 pub fn merge(
     ctx: &Ctx,
     node: &Node,
-    reference: &str,
+    references: &[String],
     tags: &[String],
     inputs: Option<&Inputs>,
     seconds: &BTreeMap<String, f64>,
+    entry_flags: &[String],
 ) -> Result<(), Failure> {
-    ctx.runner.say(&format!("when every platform succeeded, merge them into {reference}:"));
+    ctx.runner.say(&format!("when every platform succeeded, merge them into {}:", references.join(" ")));
     let annotations: Vec<String> = inputs
         .iter()
         .flat_map(|inputs| {
@@ -42,12 +44,15 @@ pub fn merge(
                 .into_iter()
                 .flatten(),
         )
+        .chain(entry_flags.iter().cloned())
         .collect();
+    let destinations: Vec<String> =
+        references.iter().flat_map(|r| ["--tag".to_string(), r.clone()]).collect();
     let (sh, on, builder) = (sh(), &node.context_flag(), &node.builder.name);
     ctx.runner.run_retrying(
         cmd!(
             sh,
-            "docker {on...} buildx imagetools create --builder {builder} {annotations...} --tag {reference} {tags...}"
+            "docker {on...} buildx imagetools create --builder {builder} {annotations...} {destinations...} {tags...}"
         ),
         transient_cause,
     )

@@ -28,6 +28,7 @@ use crate::graph::Graph;
 use crate::mirroring::VendorOptions;
 use crate::platform_build::node;
 use crate::published::Destination;
+use crate::secrets::Secrets;
 use crate::settings::BuildOrder;
 use crate::vm::{self, Wait};
 use dispatch::{BuildKey, Work};
@@ -64,7 +65,11 @@ pub struct Vendoring {
 /// the same steps, one image after another, printing each image's plan.
 pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &PublishOptions) -> Result<()> {
     let destination = Destination::open(ctx)?;
-    let planner = Planner { ctx, registry: &destination, force: options.force };
+    // Every secret found before anything is planned or built.
+    let images: Vec<&crate::catalog::Image> =
+        ctx.catalog.images.iter().filter(|image| selected.contains(&image.name.as_str())).collect();
+    let secrets = Secrets::find(ctx, &images)?;
+    let planner = Planner { ctx, registry: &destination, secrets: &secrets, force: options.force };
     let timeline = Timeline::default();
     let plan = Plan::make(&planner, graph, selected);
     let s = &ctx.settings;

@@ -11,12 +11,14 @@ use anyhow::{Result, anyhow, bail};
 use crate::catalog::Image;
 use crate::ctx::Ctx;
 use crate::dockerfile::Place;
+use crate::entry::EntryOptions;
 use crate::failure::Failure;
 use crate::graph::{Base, Graph, Vertex};
 use crate::inputs::{Files, Given, Inputs};
 use crate::platform_build::command::{Recipe, output_options};
 use crate::published::{Published, RegistryView};
 use crate::registry::reference::{self, Written};
+use crate::secrets::Secrets;
 
 /// The `REFRESH` build argument: a Dockerfile that declares it has its package steps run again
 /// whenever its value changes.
@@ -92,6 +94,8 @@ pub struct Plan {
 pub struct Planner<'a> {
     pub ctx: &'a Ctx,
     pub registry: &'a dyn RegistryView,
+    /// The secrets of the run's images, found before anything is planned.
+    pub secrets: &'a Secrets,
     /// Build even what is up to date.
     pub force: bool,
 }
@@ -220,20 +224,32 @@ impl Planner<'_> {
             Err(why) => (None, Some(why.to_string())),
         };
         let bases = self.bases(vertex, parents)?;
+        let entry = EntryOptions::of(self.ctx, image, self.secrets)?;
+        let references = self.ctx.settings.image_refs(image).map_err(|e| anyhow!("its tags: {e}"))?;
         let mut args = self.build_args(image, published, &vertex.args);
+        args.extend(entry.args.iter().cloned());
         if let Some(frontend) = &bases.frontend {
             args.push(("BUILDKIT_SYNTAX".to_string(), frontend.clone()));
         }
+        // What changes from run to run is not an input (see `entry`).
+        let volatile: Vec<&String> = entry
+            .args
+            .iter()
+            .filter(|arg| !entry.input_args().any(|kept| kept == *arg))
+            .map(|(name, _)| name)
+            .collect();
+        let mut options = output_options(self.ctx);
+        options.extend(entry.input_options());
         // The files count only where every base's digest is known: else nothing is up to date.
         let inputs = match bases.unknown.is_empty() {
             false => None,
             true => Some(Inputs::of(
                 known.files.as_ref().map_err(Failure::clone)?,
                 Given {
-                    args: args.iter().cloned().collect(),
+                    args: args.iter().filter(|(name, _)| !volatile.contains(&name)).cloned().collect(),
                     platforms: vertex.platforms.clone(),
                     bases: bases.digests.clone(),
-                    options: output_options(self.ctx),
+                    options,
                 },
             )),
         };
@@ -246,7 +262,14 @@ impl Planner<'_> {
         let unknown = unreadable.or_else(|| (!bases.unknown.is_empty()).then(|| bases.unknown.join(", ")));
         let why = why_build(self.force, published, inputs.as_ref(), unknown.as_deref());
         Ok(Decision::Build(Box::new(Build {
-            recipe: Recipe { args, pins: bases.pins, inputs, platforms: vertex.platforms.clone() },
+            recipe: Recipe {
+                args,
+                pins: bases.pins,
+                inputs,
+                platforms: vertex.platforms.clone(),
+                entry,
+                references,
+            },
             why,
             notes: bases.notes,
         })))
@@ -561,7 +584,7 @@ tag = "{V}"
 
     fn plan_of(ctx: &Ctx, registry: &Memory, selected: &[&str]) -> (Plan, Graph) {
         let graph = catalog_graph::of_catalog(ctx).unwrap();
-        let planner = Planner { ctx, registry, force: false };
+        let planner = Planner { ctx, registry, secrets: &Secrets::none(), force: false };
         (Plan::make(&planner, &graph, selected), graph)
     }
 
@@ -609,7 +632,7 @@ tag = "{V}"
         let ctx = ctx(root.path(), false);
         let registry = Memory::vendored();
         let (plan, graph) = plan_of(&ctx, &registry, &["base", "app"]);
-        let planner = Planner { ctx: &ctx, registry: &registry, force: false };
+        let planner = Planner { ctx: &ctx, registry: &registry, secrets: &Secrets::none(), force: false };
         let app = graph.vertex("app").unwrap();
         let published = BTreeMap::from([("base".to_string(), ParentState::Published("sha256:new".into()))]);
         let Decision::Build(build) = plan.settle(&planner, app, &published) else { panic!("app builds") };

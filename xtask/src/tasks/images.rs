@@ -7,10 +7,12 @@ use xshell::cmd;
 use crate::catalog::Image;
 use crate::ctx::Ctx;
 use crate::dockerfile::Place;
+use crate::entry::EntryOptions;
 use crate::local_registry::with_local_registry;
 use crate::publish::{self, PublishOptions};
 use crate::registry::reference;
 use crate::runner::sh;
+use crate::secrets::Secrets;
 use crate::settings::build_arg_flags;
 
 /// build-<image>: a single-platform build on this machine's docker, not pushed. What its
@@ -23,8 +25,11 @@ pub fn build(ctx: &Ctx, image: &Image) -> Result<()> {
     let vertex = graph
         .vertex(&image.name)
         .ok_or_else(|| anyhow!("{} is built for none of PLATFORMS ({})", image.name, s.platforms))?;
+    let secrets = Secrets::find(ctx, &[image])?;
+    let entry = EntryOptions::of(ctx, image, &secrets)?;
     let mut args: Vec<(String, String)> = s.build_arg_values(image);
     args.retain(|(name, _)| name != "DOCKER_REPO" || vertex.args.contains(name));
+    args.extend(entry.args.iter().cloned());
     let mut contexts: Vec<(String, String)> = Vec::new();
     for base in &vertex.bases {
         let vendored = match &base.pin {
@@ -52,9 +57,10 @@ pub fn build(ctx: &Ctx, image: &Image) -> Result<()> {
     }
     let (sh, dockerfile, build_args, tag, context) =
         (sh(), image.dockerfile(), build_arg_flags(&args), s.image_ref(image), image.context());
+    let entry = entry.build_flags();
     ctx.runner.run(cmd!(
         sh,
-        "docker build --file {dockerfile} {build_args...} {build_contexts...} --pull --tag {tag} {context}"
+        "docker build --file {dockerfile} {build_args...} {build_contexts...} {entry...} --pull --tag {tag} {context}"
     ))
 }
 

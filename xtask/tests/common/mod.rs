@@ -77,9 +77,19 @@ pub fn xtask_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     }
     cmd.env("CATALOG", TEST_CATALOG);
     cmd.env("HOSTNAME", TEST_HOST);
+    // The commit and the source of the default OCI labels, the same on every machine.
+    cmd.env("GIT_SHA", TEST_COMMIT);
+    cmd.env("GIT_SOURCE", TEST_SOURCE);
     cmd.envs(env.iter().copied());
     cmd
 }
+
+/// The commit and the repository the tests give xtask, for the default OCI labels.
+pub const TEST_COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+pub const TEST_SOURCE: &str = "https://github.com/example/images";
+
+/// The moment fake-tool runs start at (`SOURCE_DATE_EPOCH`): 2026-01-01T00:00:00Z.
+pub const TEST_EPOCH: &str = "1767225600";
 
 /// The machine's name the tests give xtask.
 pub const TEST_HOST: &str = "xtask-test-host";
@@ -395,8 +405,13 @@ impl FakeTools {
         let path = self.path();
         let dir = self.dir.path().display().to_string();
         let home = self.home().display().to_string();
-        let mut all =
-            vec![("PATH", path.as_str()), ("FAKE_TOOLS_DIR", dir.as_str()), ("HOME", home.as_str())];
+        // The moment of the `created` label, fixed: a plan is the same from run to run.
+        let mut all = vec![
+            ("PATH", path.as_str()),
+            ("FAKE_TOOLS_DIR", dir.as_str()),
+            ("HOME", home.as_str()),
+            ("SOURCE_DATE_EPOCH", TEST_EPOCH),
+        ];
         all.extend_from_slice(env);
         xtask(args, &all)
     }
