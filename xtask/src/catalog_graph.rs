@@ -157,6 +157,13 @@ impl CatalogNames {
                 ));
             };
             add(&own, true);
+            // Any of its other tags names it too (`$DOCKER_REPO/app:latest`).
+            let values = s.template_values();
+            for template in &image.tags()[1..] {
+                if let Ok(tag) = template.render(&values) {
+                    add(&format!("{}/{}:{tag}", s.docker_repo, image.repository()), true);
+                }
+            }
             if !shares {
                 // The only image of its repository: `$DOCKER_REPO/<repository>` untagged names it too.
                 add(&format!("{}/{}", s.docker_repo, image.repository()), false);

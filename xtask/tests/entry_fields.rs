@@ -33,6 +33,11 @@ labels = { "org.example.team" = "platform" }
 annotations = { "index:org.example.release" = "{VERSION}", "manifest:org.example.flavour" = "slim" }
 secrets = { npm_token = { env = "NPM_TOKEN" } }
 
+[[image]]
+name = "worker"
+description = "on the app, by its tag latest"
+tag = "{VERSION}"
+
 [cloud_builder]
 name = "cloud"
 description = "never built here"
@@ -100,6 +105,8 @@ fn an_entry_with_tags_args_target_labels_annotations_and_a_secret_publishes_them
     let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
     let files: Vec<(&str, String)> = vec![
         ("app/Dockerfile", DOCKERFILE.into()),
+        ("worker/Dockerfile", "ARG DOCKER_REPO\nFROM ${DOCKER_REPO}/app:latest\nCOPY note.txt /\n".into()),
+        ("worker/note.txt", "the worker\n".into()),
         ("cloud/Dockerfile", "FROM scratch\n".into()),
         ("pipeline.yaml", "steps: []\n".into()),
     ];
@@ -112,6 +119,8 @@ fn an_entry_with_tags_args_target_labels_annotations_and_a_secret_publishes_them
     let (out, err) = (stdout(&dry), stderr(&dry));
     assert!(out.contains("--secret 'id=npm_token,env=NPM_TOKEN'"), "{out}");
     assert!(!out.contains(TOKEN) && !err.contains(TOKEN), "the dry run shows the secret");
+    // A child that names the image by another of its tags builds on it.
+    assert!(out.contains("[dry-run] # worker: would build: app would be rebuilt"), "{out}");
 
     // Without the secret: an error naming it, before anything is built.
     let output = setup.xtask(&["publish-all", "--logs", &logs], &[]);
@@ -145,6 +154,7 @@ fn an_entry_with_tags_args_target_labels_annotations_and_a_secret_publishes_them
         assert_eq!(file_in(&first, platform, "/commit"), TEST_COMMIT);
         assert_eq!(file_in(&first, platform, "/token.sha256"), expected_hash, "{platform}");
     }
+    assert_eq!(file_in(&format!("{repo}/worker:1.4.2"), "linux/arm64", "/version"), "1.4.2", "worker on app");
     // Labels, on each platform's config: the entry's and the OCI defaults.
     for (platform, manifest) in platform_manifests(&first) {
         let raw = skopeo_raw(&format!("{repo}/app@{manifest}")).unwrap();
@@ -188,6 +198,7 @@ fn an_entry_with_tags_args_target_labels_annotations_and_a_secret_publishes_them
         setup.xtask_ok(&["publish-all", "--logs", &logs], &[("NPM_TOKEN", TOKEN), ("GIT_SHA", other)]);
     assert!(!stderr(&output).contains("buildx build"), "rebuilt: {}", stdout(&output));
     assert!(stdout(&output).contains("up to date  app"), "{}", stdout(&output));
+    assert!(stdout(&output).contains("up to date  worker"), "{}", stdout(&output));
     assert_eq!(digest(&format!("{repo}/app:sha-{}", &other[..7])), index, "the missing tag, added");
     assert_eq!(digest(&format!("{repo}/app:sha-{short}")), index, "the old one stays");
 }
