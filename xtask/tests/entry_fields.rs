@@ -1,6 +1,7 @@
 //! An entry that says all a build needs, on the real engine: several tags, build arguments
 //! with values (the version, the run's date and commit), the stage to build, labels, an index
-//! and a manifest annotation, and a secret for a `RUN --mount=type=secret` step. What is
+//! and a manifest annotation, and two secrets for a `RUN --mount=type=secret` step (one from the
+//! environment, one from Secret Manager through gcloud, whose cloud side is faked). What is
 //! published is read back with skopeo; the secret's value is looked for everywhere it must not
 //! be: the run's output, the dry run, the build logs, every blob of the published image (its
 //! layers unpacked, its config, its provenance).
@@ -9,7 +10,7 @@ mod common;
 
 use std::path::Path;
 
-use common::engine::{Setup, digest, engine_or_skip, file_in, platform_manifests, run};
+use common::engine::{FAKE_GCLOUD, Setup, digest, engine_or_skip, file_in, platform_manifests, run};
 use common::{TEST_COMMIT, TEST_SOURCE, stderr, stdout};
 use xtask_testbed::skopeo_raw;
 
@@ -31,7 +32,7 @@ target = "runtime"
 args = { APP_VERSION = "{VERSION}", BUILT_ON = "{DATE}", COMMIT = "{GIT_SHA}" }
 labels = { "org.example.team" = "platform" }
 annotations = { "index:org.example.release" = "{VERSION}", "manifest:org.example.flavour" = "slim" }
-secrets = { npm_token = { env = "NPM_TOKEN" } }
+secrets = { npm_token = { env = "NPM_TOKEN" }, deploy_key = { gcp_secret = "deploy-key" } }
 
 [[image]]
 name = "worker"
@@ -51,18 +52,21 @@ FROM ${DOCKER_REPO}/thirdparty/busybox:1.35 AS build
 ARG APP_VERSION
 ARG BUILT_ON
 ARG COMMIT
-RUN --mount=type=secret,id=npm_token,required=true \
+RUN --mount=type=secret,id=npm_token,required=true --mount=type=secret,id=deploy_key,required=true \
     sha256sum /run/secrets/npm_token | cut -d' ' -f1 > /token.sha256 && \
+    sha256sum /run/secrets/deploy_key | cut -d' ' -f1 > /key.sha256 && \
     echo "$APP_VERSION" > /version && echo "$COMMIT" > /commit
 
 FROM ${DOCKER_REPO}/thirdparty/busybox:1.35 AS runtime
-COPY --from=build /token.sha256 /version /commit /
+COPY --from=build /token.sha256 /key.sha256 /version /commit /
 
 FROM runtime AS debug
 RUN false
 "#;
 
 const TOKEN: &str = "npm_s3cr3t-token-value-0xC0FFEE";
+/// The Secret Manager secret's value, which the fake gcloud hands out.
+const KEY: &str = "-----BEGIN deploy key 0xFEEDFACE-----";
 
 static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -93,6 +97,11 @@ fn nowhere_in(dir: &Path, needle: &str, what: &str) {
     assert!(files > 0, "{what}: nothing to look in under {}", dir.display());
 }
 
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    xtask_testbed::hex(&sha2::Sha256::digest(text.as_bytes()))
+}
+
 fn raw_digest(raw: &[u8]) -> String {
     xtask_testbed::sha256_digest(raw)
 }
@@ -112,18 +121,42 @@ fn an_entry_with_tags_args_target_labels_annotations_and_a_secret_publishes_them
     ];
     let setup = Setup::new(CATALOG, &files, |up| format!("{up}/busybox: 1.35\n"));
     let (repo, logs) = (setup.repo(), setup.logs());
-    let secret = [("NPM_TOKEN", TOKEN)];
+    // gcloud as the cloud's side of Secret Manager: it writes the value into --out-file.
+    let fake = setup.dir.path().join("fake-gcloud");
+    std::fs::create_dir_all(fake.join("bin")).unwrap();
+    std::fs::write(fake.join("bin/gcloud"), FAKE_GCLOUD).unwrap();
+    std::fs::set_permissions(fake.join("bin/gcloud"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    std::fs::write(fake.join("key"), KEY).unwrap();
+    // The run's private folders go here, to be seen gone.
+    let tmp = setup.dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let path = format!("{}:{}", fake.join("bin").display(), std::env::var("PATH").unwrap());
+    let (fake_dir, key_file, tmp_dir) =
+        (fake.display().to_string(), fake.join("key").display().to_string(), tmp.display().to_string());
+    let cloud = [
+        ("PATH", path.as_str()),
+        ("FAKE_VM", fake_dir.as_str()),
+        ("FAKE_VM_KEY", key_file.as_str()),
+        ("TMPDIR", tmp_dir.as_str()),
+    ];
+    let secret: Vec<(&str, &str)> = [("NPM_TOKEN", TOKEN)].into_iter().chain(cloud).collect();
+    let secret = secret.as_slice();
 
     // The dry run names the secret by its id and where it comes from, never its value.
-    let dry = setup.xtask_ok(&["publish-all", "--dry-run"], &secret);
+    let dry = setup.xtask_ok(&["publish-all", "--dry-run"], secret);
     let (out, err) = (stdout(&dry), stderr(&dry));
     assert!(out.contains("--secret 'id=npm_token,env=NPM_TOKEN'"), "{out}");
+    assert!(
+        out.contains("[dry-run] gcloud secrets versions access latest '--secret=deploy-key' --project "),
+        "{out}"
+    );
     assert!(!out.contains(TOKEN) && !err.contains(TOKEN), "the dry run shows the secret");
     // A child that names the image by another of its tags builds on it.
     assert!(out.contains("[dry-run] # worker: would build: app would be rebuilt"), "{out}");
 
     // Without the secret: an error naming it, before anything is built.
-    let output = setup.xtask(&["publish-all", "--logs", &logs], &[]);
+    let output = setup.xtask(&["publish-all", "--logs", &logs], &cloud);
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
     assert!(
@@ -135,7 +168,7 @@ fn an_entry_with_tags_args_target_labels_annotations_and_a_secret_publishes_them
     assert!(!err.contains("buildx build"), "{err}");
 
     // Published: every tag on one index.
-    let output = setup.xtask_ok(&["publish-all", "--logs", &logs], &secret);
+    let output = setup.xtask_ok(&["publish-all", "--logs", &logs], secret);
     let (out, err) = (stdout(&output), stderr(&output));
     assert!(!out.contains(TOKEN) && !err.contains(TOKEN), "the run's output shows the secret");
     let first = format!("{repo}/app:1.4.2");
@@ -145,14 +178,14 @@ fn an_entry_with_tags_args_target_labels_annotations_and_a_secret_publishes_them
         assert_eq!(digest(&format!("{repo}/app:{tag}")), index, "{tag} is the same index");
     }
     // The arguments, the secret's hash (it reached its step), the target (debug's `false` never ran).
-    let expected_hash = {
-        use sha2::Digest;
-        xtask_testbed::hex(&sha2::Sha256::digest(TOKEN.as_bytes()))
-    };
+    let expected_hash = sha256_hex(TOKEN);
+    // The Secret Manager value was read into a folder of the run's, gone with it.
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the run left its secrets behind");
     for platform in ["linux/amd64", "linux/arm64"] {
         assert_eq!(file_in(&first, platform, "/version"), "1.4.2");
         assert_eq!(file_in(&first, platform, "/commit"), TEST_COMMIT);
         assert_eq!(file_in(&first, platform, "/token.sha256"), expected_hash, "{platform}");
+        assert_eq!(file_in(&first, platform, "/key.sha256"), sha256_hex(KEY), "{platform}");
     }
     assert_eq!(file_in(&format!("{repo}/worker:1.4.2"), "linux/arm64", "/version"), "1.4.2", "worker on app");
     // Labels, on each platform's config: the entry's and the OCI defaults.
@@ -177,7 +210,10 @@ fn an_entry_with_tags_args_target_labels_annotations_and_a_secret_publishes_them
     assert_eq!(index_json["annotations"]["org.example.release"], "1.4.2", "{index_json}");
 
     // The secret's value is in no log, no layer, no config, no attestation.
-    nowhere_in(Path::new(&logs), TOKEN, "the build logs");
+    for value in [TOKEN, KEY] {
+        nowhere_in(Path::new(&logs), value, "the build logs");
+        assert!(!out.contains(value) && !err.contains(value), "the run's output shows a secret");
+    }
     let copy = setup.dir.path().join("published");
     run(
         "skopeo",
@@ -189,13 +225,15 @@ fn an_entry_with_tags_args_target_labels_annotations_and_a_secret_publishes_them
             &format!("oci:{}:app", copy.display()),
         ],
     );
-    nowhere_in(&copy, TOKEN, "the published image");
+    for value in [TOKEN, KEY] {
+        nowhere_in(&copy, value, "the published image");
+    }
 
     // Another commit, another day: the values that change from run to run do not make it out
     // of date; the new commit's tag is added to the same index.
     let other = "fedcba9876543210fedcba9876543210fedcba98";
-    let output =
-        setup.xtask_ok(&["publish-all", "--logs", &logs], &[("NPM_TOKEN", TOKEN), ("GIT_SHA", other)]);
+    let again: Vec<(&str, &str)> = secret.iter().copied().chain([("GIT_SHA", other)]).collect();
+    let output = setup.xtask_ok(&["publish-all", "--logs", &logs], &again);
     assert!(!stderr(&output).contains("buildx build"), "rebuilt: {}", stdout(&output));
     assert!(stdout(&output).contains("up to date  app"), "{}", stdout(&output));
     assert!(stdout(&output).contains("up to date  worker"), "{}", stdout(&output));
