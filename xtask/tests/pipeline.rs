@@ -46,8 +46,15 @@ fn substitutions_used_are_declared_and_declared_ones_used() {
         .collect();
     let declared: BTreeSet<String> = pipeline().substitutions.keys().cloned().collect();
     let builtin = ["PROJECT_ID", "BUILD_ID", "PROJECT_NUMBER", "LOCATION"];
+    // A trigger's (empty in a manual build): the commit, passed on as GIT_SHA.
+    let from_triggers = ["COMMIT_SHA"];
     for name in &used {
-        assert!(declared.contains(name) || builtin.contains(&name.as_str()), "${{{name}}} is not declared");
+        assert!(
+            declared.contains(name)
+                || builtin.contains(&name.as_str())
+                || from_triggers.contains(&name.as_str()),
+            "${{{name}}} is not declared"
+        );
     }
     for name in &declared {
         assert!(used.contains(name), "substitution {name} is declared but never used");
