@@ -1,11 +1,14 @@
 //! `images/images.toml`: the images this repository builds, as data. Adding an image takes an
 //! entry there and a `images/<name>/Dockerfile`, no Rust code. The catalog also names the
 //! vendoring list and the pipeline that go with its images, so that another catalog (`CATALOG`,
-//! e.g. the end-to-end tests' own) brings its own.
+//! e.g. the end-to-end tests' own) brings its own. Another repository's catalog may also be its
+//! bake file (`CATALOG=docker-bake.hcl`): `bake` reads it into the same entries.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::bake;
+use crate::catalog_source::CatalogSource;
 use crate::invalid::Invalid;
 use crate::normalize;
 use crate::platform::{Platform, Platforms};
@@ -49,6 +52,9 @@ pub struct Catalog {
     /// The image the Cloud Build steps run in. Built for amd64 only: it only runs in Cloud Build.
     #[serde(default)]
     pub cloud_builder: Image,
+    /// What reading it warns of (a bake attribute not carried out), each a sentence.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 fn default_list() -> PathBuf {
@@ -196,15 +202,41 @@ impl Catalog {
 
     /// The catalog at `path` (relative to `root` unless absolute).
     pub fn load_from(root: &Path, path: &Path) -> Result<Catalog> {
-        let full = root.join(path);
-        let text = std::fs::read_to_string(&full)
-            .with_context(|| format!("cannot read the image catalog {} (CATALOG)", full.display()))?;
-        let mut catalog =
-            Self::parse(&text).with_context(|| format!("invalid image catalog {}", full.display()))?;
+        Self::load_source(root, &CatalogSource::file(path))
+    }
+
+    /// The catalog `source` names: an images.toml, or a bake file's group; with the vendoring
+    /// list and the pipeline it gives instead of the catalog's.
+    pub fn load_source(root: &Path, source: &CatalogSource) -> Result<Catalog> {
+        let full = root.join(&source.path);
+        let mut catalog = if bake::is_bake_file(&full) {
+            let read = bake::read(&full, source.bake_group())
+                .with_context(|| format!("cannot read the bake file {} (CATALOG)", full.display()))?;
+            Self::of_bake(read).with_context(|| format!("invalid image catalog {}", full.display()))?
+        } else {
+            let text = std::fs::read_to_string(&full)
+                .with_context(|| format!("cannot read the image catalog {} (CATALOG)", full.display()))?;
+            let mut catalog =
+                Self::parse(&text).with_context(|| format!("invalid image catalog {}", full.display()))?;
+            if let Some(group) = &source.bake_group {
+                catalog.warnings.push(format!(
+                    "BAKE_GROUP={group} is read only from a bake file, and the catalog {} is none",
+                    full.display()
+                ));
+            }
+            catalog
+        };
         let dir = relative_to(root, full.parent().unwrap_or(root));
         catalog.thirdparty = normalize(&dir.join(&catalog.thirdparty));
         if !catalog.pipeline.as_os_str().is_empty() {
             catalog.pipeline = normalize(&dir.join(&catalog.pipeline));
+        }
+        // Given paths start at the repository root, as CATALOG's does.
+        if let Some(list) = &source.thirdparty {
+            catalog.thirdparty = relative_to(root, &root.join(list));
+        }
+        if let Some(pipeline) = &source.pipeline {
+            catalog.pipeline = relative_to(root, &root.join(pipeline));
         }
         for image in catalog.images.iter_mut().chain([&mut catalog.cloud_builder]) {
             image.dir = dir.clone();
@@ -213,6 +245,24 @@ impl Catalog {
             catalog.lend_what_is_not_given(root, &full)?;
         }
         Ok(catalog)
+    }
+
+    /// The catalog of a bake file's images: no versions and no aliases of its own, its list
+    /// beside it, the rest lent (`lend_what_is_not_given`), as for another repository's
+    /// images.toml that names only its images.
+    fn of_bake(bake: bake::Bake) -> Result<Catalog> {
+        let catalog = Catalog {
+            thirdparty: default_list(),
+            pipeline: PathBuf::new(),
+            buildkit: String::new(),
+            sbom_generator: None,
+            versions: BTreeMap::new(),
+            aliases: Vec::new(),
+            images: bake.images,
+            cloud_builder: Image::default(),
+            warnings: bake.warnings,
+        };
+        catalog.completed()
     }
 
     /// A catalog of another repository's images names its images and their vendoring list; the
@@ -262,12 +312,17 @@ impl Catalog {
     }
 
     pub fn parse(text: &str) -> Result<Catalog> {
-        let mut catalog: Catalog = toml::from_str(text)?;
-        for image in &mut catalog.images {
+        let catalog: Catalog = toml::from_str(text)?;
+        catalog.completed()
+    }
+
+    /// Each image tasked (by its name unless it says), and the whole checked.
+    fn completed(mut self) -> Result<Catalog> {
+        for image in &mut self.images {
             image.task.get_or_insert_with(|| image.name.clone());
         }
-        catalog.validate()?;
-        Ok(catalog)
+        self.validate()?;
+        Ok(self)
     }
 
     fn validate(&self) -> Result<()> {
@@ -404,6 +459,35 @@ mod tests {
         std::fs::write(dir.path().join("images.toml"), text).unwrap();
         let catalog = Catalog::load_from(&root, &dir.path().join("images.toml")).unwrap();
         assert_eq!(catalog.pipeline, dir.path().join("ci.yaml"));
+    }
+
+    /// THIRDPARTY and PIPELINE win over what a catalog names or is lent, from the repository
+    /// root as CATALOG; BAKE_GROUP with a catalog that is no bake file is said, not ignored.
+    #[test]
+    fn a_given_list_and_pipeline_win_and_a_bake_group_without_a_bake_file_is_a_warning() {
+        let root = crate::project_root();
+        let dir = tempfile::tempdir().unwrap();
+        let text = "thirdparty = \"mine.txt\"\n[[image]]\nname = \"app\"\ndescription = \"d\"\ntag = \"1\"\n";
+        std::fs::write(dir.path().join("images.toml"), text).unwrap();
+        let source = CatalogSource {
+            path: dir.path().join("images.toml"),
+            bake_group: Some("all".into()),
+            thirdparty: Some("ci/../lists/thirdparty.txt".into()),
+            pipeline: Some(dir.path().join("ci.yaml")),
+        };
+        let catalog = Catalog::load_source(&root, &source).unwrap();
+        assert_eq!(catalog.thirdparty, Path::new("lists/thirdparty.txt"));
+        assert_eq!(catalog.pipeline, dir.path().join("ci.yaml"));
+        assert_eq!(
+            catalog.warnings,
+            [format!(
+                "BAKE_GROUP=all is read only from a bake file, and the catalog {} is none",
+                dir.path().join("images.toml").display()
+            )]
+        );
+        let catalog = Catalog::load_from(&root, &dir.path().join("images.toml")).unwrap();
+        assert_eq!(catalog.thirdparty, dir.path().join("mine.txt"));
+        assert!(catalog.warnings.is_empty());
     }
 
     #[test]

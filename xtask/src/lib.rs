@@ -19,8 +19,10 @@ pub mod vm;
 
 // Below them: the catalog and its files, the settings, the runner of commands, the registry
 // client.
+pub mod bake;
 pub mod cargo_recipe;
 pub mod catalog;
+pub mod catalog_source;
 pub mod dockerfile;
 pub mod dockerignore;
 pub mod entry;

@@ -272,8 +272,10 @@ fn main() -> ExitCode {
 
 fn try_main() -> Result<()> {
     let root = xtask::project_root();
-    let catalog_path = settings::catalog_path_of_this_run();
-    let catalog = Catalog::load_from(&root, &catalog_path)?;
+    let catalog = Catalog::load_source(&root, &settings::catalog_source_of_this_run())?;
+    for warning in &catalog.warnings {
+        eprintln!("warning: {warning}");
+    }
     let mut cli = cli(&catalog);
     let args: Vec<OsString> = std::env::args_os().collect();
     settings::refuse_step_variables_given_as_env(&args)?;

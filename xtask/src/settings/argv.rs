@@ -9,26 +9,47 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 
 use crate::catalog::CATALOG_PATH;
+use crate::catalog_source::CatalogSource;
 
 /// The catalog of this run, before the command line is parsed (its images make the task list):
-/// from this process's arguments and `CATALOG`.
-pub fn catalog_path_of_this_run() -> PathBuf {
-    catalog_path(std::env::args_os().skip(1), std::env::var_os("CATALOG"))
+/// from this process's arguments and the environment.
+pub fn catalog_source_of_this_run() -> CatalogSource {
+    catalog_source(std::env::args_os().skip(1), |name| std::env::var_os(name))
 }
 
-/// `--catalog PATH` or `--catalog=PATH` among `args`, else `CATALOG`, else the repository's own.
-pub fn catalog_path(args: impl IntoIterator<Item = OsString>, env: Option<OsString>) -> PathBuf {
-    let mut args = args.into_iter();
+/// The catalog `args` and `env` name, each part as a flag (`--catalog PATH` or
+/// `--catalog=PATH`) among `args`, else its variable (`CATALOG`) when not empty, else its
+/// default: the repository's own catalog, the group `default`, the catalog's list and pipeline.
+pub fn catalog_source(
+    args: impl IntoIterator<Item = OsString>,
+    env: impl Fn(&str) -> Option<OsString>,
+) -> CatalogSource {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let given = |flag: &str, variable: &str| {
+        flag_value(&args, flag).or_else(|| env(variable).filter(|v| !v.is_empty()))
+    };
+    CatalogSource {
+        path: given("--catalog", "CATALOG").map_or_else(|| CATALOG_PATH.into(), PathBuf::from),
+        bake_group: given("--bake-group", "BAKE_GROUP").map(|g| g.to_string_lossy().into_owned()),
+        thirdparty: given("--thirdparty-list", "THIRDPARTY").map(PathBuf::from),
+        pipeline: given("--pipeline", "PIPELINE").map(PathBuf::from),
+    }
+}
+
+/// The value of `flag` (`--flag VALUE` or `--flag=VALUE`) among `args`: the first one given.
+fn flag_value(args: &[OsString], flag: &str) -> Option<OsString> {
+    let mut args = args.iter();
+    let with_equals = format!("{flag}=");
     while let Some(arg) = args.next() {
-        if arg == "--catalog" {
-            if let Some(path) = args.next() {
-                return path.into();
+        if arg == flag {
+            if let Some(value) = args.next() {
+                return Some(value.clone());
             }
-        } else if let Some(path) = arg.to_str().and_then(|a| a.strip_prefix("--catalog=")) {
-            return path.into();
+        } else if let Some(value) = arg.to_str().and_then(|a| a.strip_prefix(&with_equals)) {
+            return Some(value.into());
         }
     }
-    env.filter(|v| !v.is_empty()).map_or_else(|| CATALOG_PATH.into(), PathBuf::from)
+    None
 }
 
 /// `--env NAME=VALUE` (or `--env=NAME=VALUE`) among `args`, before any `--`: `--env` is the
@@ -58,6 +79,7 @@ pub fn refuse_step_variables_given_as_env(args: &[OsString]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn line(words: &[&str]) -> Vec<OsString> {
         words.iter().map(OsString::from).collect()
@@ -65,14 +87,30 @@ mod tests {
 
     #[test]
     fn the_catalog_flag_wins_over_catalog_which_wins_over_the_default() {
-        let env = Some(OsString::from("from-env.toml"));
-        assert_eq!(
-            catalog_path(line(&["info", "--catalog", "a.toml"]), env.clone()),
-            PathBuf::from("a.toml")
-        );
-        assert_eq!(catalog_path(line(&["--catalog=b.toml", "info"]), env.clone()), PathBuf::from("b.toml"));
-        assert_eq!(catalog_path(line(&["info"]), env), PathBuf::from("from-env.toml"));
-        assert_eq!(catalog_path(line(&["info"]), Some(OsString::new())), PathBuf::from(CATALOG_PATH));
+        let env = |name: &str| (name == "CATALOG").then(|| OsString::from("from-env.toml"));
+        let path = |words: &[&str]| catalog_source(line(words), env).path;
+        assert_eq!(path(&["info", "--catalog", "a.toml"]), PathBuf::from("a.toml"));
+        assert_eq!(path(&["--catalog=b.toml", "info"]), PathBuf::from("b.toml"));
+        assert_eq!(path(&["info"]), PathBuf::from("from-env.toml"));
+        assert_eq!(catalog_source(line(&["info"]), |_| Some(OsString::new())), CatalogSource::default());
+    }
+
+    #[test]
+    fn the_bake_group_list_and_pipeline_are_read_as_the_catalog_is() {
+        let env = |name: &str| match name {
+            "CATALOG" => Some(OsString::from("docker-bake.hcl")),
+            "BAKE_GROUP" => Some(OsString::from("release")),
+            "THIRDPARTY" => Some(OsString::from("ci/thirdparty.txt")),
+            _ => None,
+        };
+        let source = catalog_source(line(&["publish-all", "--pipeline=ci/cloudbuild.yaml"]), env);
+        assert_eq!(source.path, PathBuf::from("docker-bake.hcl"));
+        assert_eq!(source.bake_group(), "release");
+        assert_eq!(source.thirdparty, Some(PathBuf::from("ci/thirdparty.txt")));
+        assert_eq!(source.pipeline, Some(PathBuf::from("ci/cloudbuild.yaml")));
+        let source = catalog_source(line(&["x", "--bake-group", "all", "--thirdparty-list", "l.txt"]), env);
+        assert_eq!((source.bake_group(), source.thirdparty.as_deref()), ("all", Some(Path::new("l.txt"))));
+        assert_eq!(catalog_source(line(&["x"]), |_| None).bake_group(), "default");
     }
 
     #[test]

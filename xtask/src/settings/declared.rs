@@ -9,6 +9,7 @@ use clap::{ArgAction, Args, builder::BoolishValueParser};
 
 use super::choices::{BuildOrder, ProvenanceMode};
 use crate::catalog::CATALOG_PATH;
+use crate::catalog_source::DEFAULT_BAKE_GROUP;
 
 /// Declares the settings, each once: its field, flag, environment variable, default and help
 /// (clap's attributes), its `Setting`, and the kinds of task that use it (`Uses`). From that one
@@ -217,6 +218,21 @@ settings! {
     /// starts at the repository root)
     #[arg(long, env = "CATALOG", default_value = CATALOG_PATH)]
     Catalog catalog: PathBuf, used by [Repo, Image, Build, CloudBuild, Verify];
+
+    /// The group of a bake file CATALOG whose targets (and the targets they build on) are the
+    /// images
+    #[arg(long, env = "BAKE_GROUP", default_value = DEFAULT_BAKE_GROUP)]
+    BakeGroup bake_group: String, used by [Repo, Image, Build, CloudBuild, Verify];
+
+    /// The vendoring list instead of the one the catalog names (a relative path starts at the
+    /// repository root) [default: the catalog's; a bake file's: thirdparty.txt beside it]
+    #[arg(long = "thirdparty-list", env = "THIRDPARTY", value_name = "FILE")]
+    Thirdparty thirdparty: Option<PathBuf>, used by [Repo, Image, Build, CloudBuild];
+
+    /// The Cloud Build pipeline instead of the one the catalog names (a relative path starts at
+    /// the repository root) [default: the catalog's, else this repository's]
+    #[arg(long, env = "PIPELINE", value_name = "FILE")]
+    Pipeline pipeline: Option<PathBuf>, used by [Build, CloudBuild];
 
     /// The provenance attestation of each platform's build: `max` (build arguments, bases'
     /// digests, the build's steps), `min`, or `false` for none

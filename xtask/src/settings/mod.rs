@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-pub use argv::{catalog_path, catalog_path_of_this_run, refuse_step_variables_given_as_env};
+pub use argv::{catalog_source, catalog_source_of_this_run, refuse_step_variables_given_as_env};
 pub use choices::{BuildOrder, ProvenanceMode};
 pub use declared::{DEFAULT_ENV, LOCAL_DOCKER_REPO, LOCAL_ENV, Setting, SettingsArgs, Uses};
 pub use problems::Problem;
@@ -82,6 +82,11 @@ pub struct Settings {
     pub in_cloud_build: bool,
     /// The image catalog's path, as given (`CATALOG`, `--catalog`).
     pub catalog: PathBuf,
+    /// The bake file's group (`BAKE_GROUP`), and the list and pipeline given instead of the
+    /// catalog's (`THIRDPARTY`, `PIPELINE`), as given: the catalog was read with them.
+    pub bake_group: String,
+    pub thirdparty: Option<PathBuf>,
+    pub pipeline: Option<PathBuf>,
     /// The catalog's version variables (`ALPINE_VERSION`, …), each overridable from the environment.
     pub versions: BTreeMap<String, String>,
     /// The run's own values for the templates and the default labels (the commit, the day);
@@ -196,6 +201,9 @@ impl Settings {
             sbom: args.sbom,
             sign_key: args.sign_key.filter(|k| !k.is_empty()),
             catalog: args.catalog,
+            bake_group: args.bake_group,
+            thirdparty: args.thirdparty.filter(|p| !p.as_os_str().is_empty()),
+            pipeline: args.pipeline.filter(|p| !p.as_os_str().is_empty()),
             dry_run,
             gcloud_auth_registries: nonempty(args.gcloud_auth_registries),
             insecure_registries: nonempty(args.insecure_registries),

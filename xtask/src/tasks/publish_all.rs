@@ -58,6 +58,12 @@ fn bases_flags(ctx: &Ctx, vendoring: &Vendoring) -> Vec<String> {
     if s.catalog != Path::new(crate::catalog::CATALOG_PATH) {
         flags.extend(["--catalog".to_string(), s.catalog.display().to_string()]);
     }
+    if s.bake_group != crate::catalog_source::DEFAULT_BAKE_GROUP {
+        flags.extend(["--bake-group".to_string(), s.bake_group.clone()]);
+    }
+    if let Some(list) = &s.thirdparty {
+        flags.extend(["--thirdparty-list".to_string(), list.display().to_string()]);
+    }
     if s.multi_context {
         flags.extend([
             "--multi-context".to_string(),
