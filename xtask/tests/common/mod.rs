@@ -2,6 +2,7 @@
 //! environment, read its dry-run plan, and put fake `docker`/`gcloud` programs on `PATH`.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod bake;
 pub mod docker_stacks;
 pub mod engine;
 pub mod token;
@@ -268,6 +269,12 @@ if [ -f "$FAKE_TOOLS_DIR/rules" ]; then
     esac
   done < "$FAKE_TOOLS_DIR/rules"
 fi
+# Calls the real program answers, `prefix<TAB>program`: its output and exit status are the call's.
+if [ -f "$FAKE_TOOLS_DIR/real" ]; then
+  while IFS="$(printf '\t')" read -r prefix program <&3; do
+    case "$call" in "$prefix"*) exec "$program" "$@" 3<&- ;; esac
+  done 3< "$FAKE_TOOLS_DIR/real"
+fi
 # docker volumes (the leases on a VM's engine) are kept, as files in `volumes/` (the engine of
 # docker context `arm_node`, or none) or `volumes/<context>/` (each other engine's own):
 # `volume create --label a=b … NAME`, `volume rm NAME`, and `volume ls` printing each name and the
@@ -359,6 +366,13 @@ impl FakeTools {
     /// is used once, in the order given.
     pub fn answer(&self, prefix: &str, code: i32, stdout: &str) {
         self.append("answers", &format!("{prefix}\t{code}\t{stdout}"));
+    }
+
+    /// Every call starting with `prefix` is run by the real `program` instead (logged as a
+    /// call first): for what the test needs a real answer to, such as bake's reading of a bake
+    /// file, all else faked.
+    pub fn pass_to(&self, prefix: &str, program: &Path) {
+        self.append("real", &format!("{prefix}\t{}", program.display()));
     }
 
     /// Every call starting with `prefix` prints `stdout`.
