@@ -123,13 +123,42 @@ fn as_written_repository() -> &'static Path {
     .path()
 }
 
+/// The tasks of a catalog that is a bake file (`common::bake`), recorded under the default
+/// settings: what bake's reading makes of each target, the aliases and `target:` contexts
+/// handed to the builds.
+const BAKE_TASKS: &[&[&str]] = &[
+    &["publish-all"],
+    &["thirdparty", "--bases"],
+    &["build-app"],
+    &["buildx-publish-tools-full"],
+    &["pull-tools-small"],
+];
+
+/// That repository, written once for this process, with the BuildKit image in its list.
+fn bake_repository() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        common::bake::write_repository(
+            dir.path(),
+            "docker.io/library/busybox: 1.35\ndocker.io/moby/buildkit: v0.18.0\n",
+        );
+        dir
+    })
+    .path()
+}
+
 fn records() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/plans")
 }
 
-/// The output of one dry run, as recorded: the exit status, then stdout, then stderr.
-fn dry_run(task: &[&str], settings: &[(&str, &str)]) -> String {
+/// The output of one dry run, as recorded: the exit status, then stdout, then stderr. `docker`:
+/// the real one, which reads a bake file (`docker buildx bake`) where the fakes answer the rest.
+fn dry_run(task: &[&str], settings: &[(&str, &str)], docker: Option<&Path>) -> String {
     let fakes = FakeTools::new();
+    if let Some(docker) = docker {
+        fakes.pass_to("docker buildx bake", docker);
+    }
     let work = tempfile::tempdir().unwrap();
     let work_dir = work.path().display().to_string();
     let mut args = task.to_vec();
@@ -149,12 +178,14 @@ fn dry_run(task: &[&str], settings: &[(&str, &str)]) -> String {
         common::stderr(&output),
     );
     let repository = as_written_repository().display().to_string();
+    let bake = bake_repository().display().to_string();
     mask(
         &text,
         &[
             (&work_dir, "$TARGET"),
             (&fakes.dir.path().display().to_string(), "$FAKES"),
             (&repository, "$REPOSITORY"),
+            (&bake, "$BAKE_REPOSITORY"),
         ],
     )
 }
@@ -216,13 +247,19 @@ fn every_plan_is_as_recorded() {
     let catalog = as_written_repository().join("images.toml").display().to_string();
     let as_written: (&str, &[(&str, &str)]) =
         ("as-written", &[("CATALOG", catalog.as_str()), ("BUILD_ID", "plan")]);
-    let all = SETTINGS
-        .iter()
-        .map(|settings| (settings, TASKS))
-        .chain([(&POOL, POOL_TASKS), (&as_written, AS_WRITTEN_TASKS)]);
+    let bake_file = bake_repository().join("docker-bake.hcl").display().to_string();
+    let bake: (&str, &[(&str, &str)]) = ("bake", &[("CATALOG", bake_file.as_str()), ("BUILD_ID", "plan")]);
+    // The bake file's plans need bake itself to read it.
+    let docker = common::bake::real_docker_or_skip("every_plan_is_as_recorded, the bake file's plans");
+    let bake_tasks: &[&[&str]] = if docker.is_some() { BAKE_TASKS } else { &[] };
+    let all = SETTINGS.iter().map(|settings| (settings, TASKS)).chain([
+        (&POOL, POOL_TASKS),
+        (&as_written, AS_WRITTEN_TASKS),
+        (&bake, bake_tasks),
+    ]);
     for ((name, settings), tasks) in all {
         for task in tasks {
-            let actual = dry_run(task, settings);
+            let actual = dry_run(task, settings, docker.as_deref());
             let path = dir.join(file_name(name, task));
             if record {
                 std::fs::write(&path, &actual).unwrap();
