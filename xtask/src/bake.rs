@@ -259,6 +259,9 @@ fn image_of(
         values.iter().filter_map(|(k, v)| Some((k.clone(), Template::literal(v.as_deref()?)))).collect()
     };
     image.args = literal(&target.args);
+    // bake adds SOURCE_DATE_EPOCH from the environment to every target's args, as `buildx
+    // build` itself does: each build gets it from there, so it is no argument of the entry.
+    image.args.remove("SOURCE_DATE_EPOCH");
     image.labels = literal(&target.labels);
     for annotation in &target.annotations {
         let (key, value) = annotation

@@ -43,7 +43,15 @@ fn graph_of(ctx: &Ctx, images: &[&Image], catalog: &[&Image]) -> Result<Graph> {
         let path = ctx.root.join(image.dockerfile());
         let text =
             std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let given: BTreeMap<String, String> = ctx.settings.build_arg_values(image).into_iter().collect();
+        // The arguments the build gets: the versions it names, and the entry's own `args`
+        // (which may choose a `FROM`, `ARG BASE_IMAGE`).
+        let mut given: BTreeMap<String, String> = ctx.settings.build_arg_values(image).into_iter().collect();
+        let values = ctx.settings.template_values();
+        for (name, template) in &image.args {
+            let value =
+                template.render(&values).map_err(|e| anyhow!("image `{}`: its args: {e}", image.name))?;
+            given.insert(name.clone(), value);
+        }
         let platform_list: Vec<_> = platforms.iter().cloned().collect();
         let read = dockerfile::read(&text, &given, &platform_list).map_err(|problem| match problem.line {
             0 => anyhow!("{}: {}", image.dockerfile(), problem.message),

@@ -272,7 +272,8 @@ fn main() -> ExitCode {
 
 fn try_main() -> Result<()> {
     let root = xtask::project_root();
-    let catalog = Catalog::load_source(&root, &settings::catalog_source_of_this_run())?;
+    let source = settings::catalog_source_of_this_run();
+    let catalog = Catalog::load_source(&root, &source)?;
     for warning in &catalog.warnings {
         eprintln!("warning: {warning}");
     }
@@ -287,7 +288,7 @@ fn try_main() -> Result<()> {
     };
     let chosen = chosen(&catalog, name, &matches)?;
     let mut settings = Settings::resolve(SettingsArgs::merge(&matches, task_matches)?, &catalog);
-    let catalog_folder = root.join(&catalog_path);
+    let catalog_folder = root.join(&source.path);
     let catalog_folder = catalog_folder.parent().unwrap_or(&root);
     settings.run = xtask::run_values::RunValues::read(catalog_folder, |name| std::env::var(name).ok());
     for warning in &settings.warnings {

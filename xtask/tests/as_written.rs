@@ -549,3 +549,31 @@ fn a_catalog_without_the_buildkit_image_in_its_list_is_told_the_line_to_add() {
     let err = stderr(&output);
     assert!(err.contains(&format!("does not vendor: add its source image and tag there: {line}")), "{err}");
 }
+
+/// An entry's `args` reach the Dockerfile's reading as they reach its build: an `OWNER` of the
+/// entry's own names another parent, which is no image of the catalog.
+#[test]
+fn an_entrys_args_choose_what_its_dockerfile_builds_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let pinned = format!("sha256:{}", "5616".repeat(16));
+    write_repository(
+        dir.path(),
+        &pinned,
+        &format!("docker.io/library/ubuntu: 24.04@{pinned}\ndocker.io/library/busybox: 1.35\n"),
+    );
+    let catalog = CATALOG.replace(
+        "context = \"images/base-notebook\"",
+        "context = \"images/base-notebook\"\nargs = { OWNER = \"someone-else\" }",
+    );
+    std::fs::write(dir.path().join("images.toml"), catalog).unwrap();
+    let run = Dry::new(dir.path());
+    let output = run.xtask(&["publish-all", "--dry-run"], &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains(
+            "images/base-notebook/Dockerfile:5: FROM quay.io/someone-else/docker-stacks-foundation:"
+        ),
+        "{err}"
+    );
+}
