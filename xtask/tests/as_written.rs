@@ -572,7 +572,7 @@ fn an_entrys_args_choose_what_its_dockerfile_builds_from() {
     let err = stderr(&output);
     assert!(
         err.contains(
-            "images/base-notebook/Dockerfile:5: FROM quay.io/someone-else/docker-stacks-foundation:"
+            "images/base-notebook/Dockerfile:6: FROM quay.io/someone-else/docker-stacks-foundation: "
         ),
         "{err}"
     );
