@@ -17,11 +17,10 @@ use common::docker_stacks::{
 };
 
 use common::engine::{
-    Setup, digest, distinct_builds, engine_or_skip, file_in, platform_manifests, platforms, run,
+    Setup, digest, distinct_builds, engine_or_skip, file_in, layers, line_of, outcomes, platform_manifests,
+    platforms, run,
 };
 use common::{stderr, stdout};
-use xtask::registry::reference::repository_of;
-use xtask_testbed::skopeo_raw;
 
 /// The engine is one: the tests of this binary take turns.
 static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -124,38 +123,6 @@ fn setup() -> (Setup, String) {
     (setup, pinned)
 }
 
-/// The images a run built and those it found up to date, from its status lines.
-fn outcomes(out: &str) -> (Vec<&str>, Vec<&str>) {
-    let names = |prefix: &str| -> Vec<&str> {
-        let mut names: Vec<&str> = out
-            .lines()
-            .filter_map(|l| l.strip_prefix(prefix))
-            .filter_map(|rest| rest.split([' ', ':']).next())
-            .filter(|name| IMAGES.contains(name))
-            .collect();
-        names.sort();
-        names
-    };
-    (names("published   "), names("up to date  "))
-}
-
-/// The index of the first stdout line that starts with `start`.
-#[track_caller]
-fn line_of(out: &str, start: &str) -> usize {
-    out.lines().position(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no line {start:?} in\n{out}"))
-}
-
-/// The layers of the `platform` manifest of the index at `reference`.
-fn layers(reference: &str, platform: &str) -> Vec<String> {
-    let (_, manifest) = platform_manifests(reference)
-        .into_iter()
-        .find(|(p, _)| p == platform)
-        .unwrap_or_else(|| panic!("{reference} has no {platform}"));
-    let raw = skopeo_raw(&format!("{}@{manifest}", repository_of(reference))).unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-    manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
-}
-
 #[test]
 fn a_public_repositorys_catalog_builds_as_written_parents_first_bases_by_digest() {
     if !engine_or_skip("a_public_repositorys_catalog_builds_as_written_parents_first_bases_by_digest") {
@@ -193,7 +160,7 @@ fn a_public_repositorys_catalog_builds_as_written_parents_first_bases_by_digest(
     // 1. Cold: in order, each child on its parent's new digest, under the name it writes.
     let output = publish();
     let out = stdout(&output);
-    assert_eq!(outcomes(&out), (IMAGES.to_vec(), vec![]), "{out}");
+    assert_eq!(outcomes(&out, &IMAGES), (IMAGES.to_vec(), vec![]), "{out}");
     let chain = [
         ("base-notebook", "docker-stacks-foundation", "latest"),
         ("minimal-notebook", "base-notebook", "latest"),
@@ -311,7 +278,7 @@ fn a_public_repositorys_catalog_builds_as_written_parents_first_bases_by_digest(
     // 2. Nothing changed: nothing is built.
     let output = publish();
     assert!(!stderr(&output).contains("docker buildx build"), "{}", stderr(&output));
-    assert_eq!(outcomes(&stdout(&output)), (vec![], IMAGES.to_vec()), "{}", stdout(&output));
+    assert_eq!(outcomes(&stdout(&output), &IMAGES), (vec![], IMAGES.to_vec()), "{}", stdout(&output));
 
     // 3. Each image's inputs are the files of its own context, as BuildKit is sent them: the
     //    variant's folder is inside pytorch-notebook's, so a change to it rebuilds both; a
@@ -327,12 +294,12 @@ fn a_public_repositorys_catalog_builds_as_written_parents_first_bases_by_digest(
     let out = stdout(&publish());
     let rebuilt = vec!["pytorch-notebook", "pytorch-notebook-cuda12"];
     let others: Vec<&str> = IMAGES.into_iter().filter(|i| !rebuilt.contains(i)).collect();
-    assert_eq!(outcomes(&out), (rebuilt, others.clone()), "{out}");
+    assert_eq!(outcomes(&out, &IMAGES), (rebuilt, others.clone()), "{out}");
     let pytorch_dockerfile = setup.path("images/pytorch-notebook/Dockerfile");
     std::fs::write(&pytorch_dockerfile, format!("{PYTORCH_NOTEBOOK}# CPU only\n")).unwrap();
     let out = stdout(&publish());
     let others: Vec<&str> = IMAGES.into_iter().filter(|i| *i != "pytorch-notebook").collect();
-    assert_eq!(outcomes(&out), (vec!["pytorch-notebook"], others), "{out}");
+    assert_eq!(outcomes(&out, &IMAGES), (vec!["pytorch-notebook"], others), "{out}");
 }
 
 /// The same repository with one mistake at a time: each is an error naming the Dockerfile, its

@@ -11,10 +11,8 @@ use std::path::Path;
 use std::process::Output;
 
 use common::bake::{BAKE_FILE, IMAGES, files, real_docker_or_skip, write_repository};
-use common::engine::{Setup, digest, distinct_builds, engine_or_skip, file_in, platform_manifests};
+use common::engine::{Setup, digest, distinct_builds, engine_or_skip, file_in, layers, line_of, outcomes};
 use common::{stderr, stdout};
-use xtask::registry::reference::repository_of;
-use xtask_testbed::skopeo_raw;
 
 /// A run with docker and gcloud faked (an engine with the containerd image store) but for
 /// `docker buildx bake`, which the real docker answers; a real registry for `DOCKER_REPO`.
@@ -208,38 +206,6 @@ fn a_bake_file_and_the_images_toml_of_its_images_make_the_same_plan() {
 /// The engine is one: the tests of this binary that use it take turns.
 static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// The images a run built and those it found up to date, from its status lines.
-fn outcomes(out: &str) -> (Vec<&str>, Vec<&str>) {
-    let names = |prefix: &str| -> Vec<&str> {
-        let mut names: Vec<&str> = out
-            .lines()
-            .filter_map(|l| l.strip_prefix(prefix))
-            .filter_map(|rest| rest.split([' ', ':']).next())
-            .filter(|name| IMAGES.contains(name))
-            .collect();
-        names.sort();
-        names
-    };
-    (names("published   "), names("up to date  "))
-}
-
-/// The index of the first stdout line that starts with `start`.
-#[track_caller]
-fn line_of(out: &str, start: &str) -> usize {
-    out.lines().position(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no line {start:?} in\n{out}"))
-}
-
-/// The layers of the `platform` manifest of the index at `reference`.
-fn layers(reference: &str, platform: &str) -> Vec<String> {
-    let (_, manifest) = platform_manifests(reference)
-        .into_iter()
-        .find(|(p, _)| p == platform)
-        .unwrap_or_else(|| panic!("{reference} has no {platform}"));
-    let raw = skopeo_raw(&format!("{}@{manifest}", repository_of(reference))).unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-    manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
-}
-
 /// publish-all on the bake file, for real: busybox (Docker Hub's name, as the Dockerfile writes
 /// it) vendored from the test's upstream registry as from a mirror; each image built for both
 /// platforms in the graph's order, each child from its parent's new digest under the name its
@@ -278,7 +244,7 @@ fn publish_all_builds_a_bake_file_parents_first_and_then_nothing() {
     let out = stdout(&output);
     let mut all = IMAGES.to_vec();
     all.sort();
-    assert_eq!(outcomes(&out), (all.clone(), vec![]), "{out}");
+    assert_eq!(outcomes(&out, &IMAGES), (all.clone(), vec![]), "{out}");
     assert!(stderr(&output).contains(WARNINGS[0].trim_start_matches("warning: ")), "{}", stderr(&output));
     let published = |image: &str| match image {
         "tools-small" => format!("{repo}/tools:1.0-small"),
@@ -315,5 +281,5 @@ fn publish_all_builds_a_bake_file_parents_first_and_then_nothing() {
     // 2. Nothing changed: nothing is built.
     let output = publish();
     assert!(!stderr(&output).contains("docker buildx build"), "{}", stderr(&output));
-    assert_eq!(outcomes(&stdout(&output)), (vec![], all), "{}", stdout(&output));
+    assert_eq!(outcomes(&stdout(&output), &IMAGES), (vec![], all), "{}", stdout(&output));
 }

@@ -514,3 +514,37 @@ pub fn distinct_builds(log: &str) -> std::collections::BTreeSet<&str> {
 pub fn built_on(reference: &str, platform: &str) -> String {
     file_in(reference, platform, "/built-on")
 }
+
+/// The images of `images` a run built and those it found up to date, from its status lines
+/// (the vendoring's lines, which name registries, left out), each list sorted.
+pub fn outcomes<'a>(out: &'a str, images: &[&str]) -> (Vec<&'a str>, Vec<&'a str>) {
+    let names = |prefix: &str| -> Vec<&'a str> {
+        let mut names: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .filter_map(|rest| rest.split([' ', ':']).next())
+            .filter(|name| images.contains(name))
+            .collect();
+        names.sort();
+        names
+    };
+    (names("published   "), names("up to date  "))
+}
+
+/// The index of the first stdout line that starts with `start`.
+#[track_caller]
+pub fn line_of(out: &str, start: &str) -> usize {
+    out.lines().position(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no line {start:?} in\n{out}"))
+}
+
+/// The layers of the `platform` manifest of the index at `reference`.
+pub fn layers(reference: &str, platform: &str) -> Vec<String> {
+    let (_, manifest) = platform_manifests(reference)
+        .into_iter()
+        .find(|(p, _)| p == platform)
+        .unwrap_or_else(|| panic!("{reference} has no {platform}"));
+    let repository = xtask::registry::reference::repository_of(reference);
+    let raw = skopeo_raw(&format!("{repository}@{manifest}")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
+}
