@@ -70,6 +70,19 @@ const KEY: &str = "-----BEGIN deploy key 0xFEEDFACE-----";
 
 static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Whether a file under `dir` (not unpacked) holds `needle`.
+fn somewhere_in(dir: &Path, needle: &str) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().flatten().map(|e| e.path()));
+        } else if String::from_utf8_lossy(&std::fs::read(&path).unwrap()).contains(needle) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Every file under `dir`, gzip ones unpacked, holds `needle` nowhere.
 #[track_caller]
 fn nowhere_in(dir: &Path, needle: &str, what: &str) {
@@ -228,6 +241,8 @@ fn an_entry_with_tags_args_target_labels_annotations_and_a_secret_publishes_them
     for value in [TOKEN, KEY] {
         nowhere_in(&copy, value, "the published image");
     }
+    // What was looked in holds the provenance too (mode=max: the build's steps and arguments).
+    assert!(somewhere_in(&copy, "https://slsa.dev/provenance/"), "no provenance was copied to look in");
 
     // Another commit, another day: the values that change from run to run do not make it out
     // of date; the new commit's tag is added to the same index.
