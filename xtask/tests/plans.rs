@@ -87,9 +87,7 @@ fn setup(repo: &str, builder: &str, context: Option<&str>, platforms: &str) -> V
 }
 
 /// The default OCI labels of every build, as the fake tools' runs make them.
-const LABELS: &str = "--label org.opencontainers.image.created=2026-01-01T00:00:00Z \
-    --label org.opencontainers.image.revision=0123456789abcdef0123456789abcdef01234567 \
-    --label org.opencontainers.image.source=https://github.com/example/images";
+const LABELS: &str = common::TEST_LABELS;
 
 fn setup_default() -> Vec<String> {
     setup(DEV, "builder-local", None, "linux/amd64,linux/arm64")

@@ -32,10 +32,11 @@ fn runtime_build(arch: &str) -> Vec<String> {
     call(&format!(
         "docker DOCKER_BUILDKIT=1 buildx build --file {C}/runtime/Dockerfile --platform linux/{arch} \
          --builder builder-local --progress plain --build-arg DOCKER_REPO={REPO} \
-         --build-arg ALPINE_VERSION=3.15 --build-arg REFRESH= \
+         --build-arg ALPINE_VERSION=3.15 --build-arg REFRESH= {} \
          --cache-from type=registry,ref={REPO}/cache/runtime:3.15-{arch} \
          --cache-to type=registry,ref={REPO}/cache/runtime:3.15-{arch},mode=max \
          --pull --provenance {} --push --tag {REPO}/runtime:3.15-{arch} {C}/runtime",
+        common::TEST_LABELS,
         builder_id()
     ))
 }
@@ -53,9 +54,10 @@ fn odb_first_build(arch: &str) -> Vec<String> {
     call(&format!(
         "docker DOCKER_BUILDKIT=1 buildx build --file {C}/odb/Dockerfile --platform linux/{arch} \
          --builder builder-local --progress plain --build-arg DOCKER_REPO={REPO} \
-         --build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23 --build-arg REFRESH= \
+         --build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23 --build-arg REFRESH= {} \
          --cache-from type=registry,ref={REPO}/cache/odb:2.5.0-b.23-{arch} \
          --pull --provenance {} --tag {REPO}/odb:2.5.0-b.23-{arch} {C}/odb",
+        common::TEST_LABELS,
         builder_id()
     ))
 }
@@ -595,8 +597,9 @@ fn seed_arm64_needs_env() {
 fn every_task_stops_at_a_failing_command() {
     let build_odb = format!(
         "docker DOCKER_BUILDKIT=1 build --file {C}/odb/Dockerfile --build-arg DOCKER_REPO={REPO} \
-         --build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23 --pull \
-         --tag {REPO}/odb:2.5.0-b.23 {C}/odb"
+         --build-arg DEBIAN_VERSION=11-slim --build-arg ODB_VERSION=2.5.0-b.23 {} --pull \
+         --tag {REPO}/odb:2.5.0-b.23 {C}/odb",
+        common::TEST_LABELS
     );
     let pull_build = format!("docker DOCKER_BUILDKIT=1 pull {REPO}/golang-build:1.18");
     let rmi = format!(

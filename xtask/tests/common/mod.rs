@@ -89,6 +89,11 @@ pub fn xtask_command(args: &[&str], env: &[(&str, &str)]) -> Command {
 pub const TEST_COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 pub const TEST_SOURCE: &str = "https://github.com/example/images";
 
+/// The default OCI labels of every build of a fake-tool run, as a command line writes them.
+pub const TEST_LABELS: &str = "--label org.opencontainers.image.created=2026-01-01T00:00:00Z \
+    --label org.opencontainers.image.revision=0123456789abcdef0123456789abcdef01234567 \
+    --label org.opencontainers.image.source=https://github.com/example/images";
+
 /// The moment fake-tool runs start at (`SOURCE_DATE_EPOCH`): 2026-01-01T00:00:00Z.
 pub const TEST_EPOCH: &str = "1767225600";
 
