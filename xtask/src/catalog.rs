@@ -47,6 +47,9 @@ pub struct Catalog {
     /// `{repository}`) filled in: `quay.io/acme/{name}`, the registry its upstream publishes to.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// The test of every image that has none of its own (see `Image::test`).
+    #[serde(default)]
+    pub test: Option<String>,
     #[serde(rename = "image")]
     pub images: Vec<Image>,
     /// The image the Cloud Build steps run in. Built for amd64 only: it only runs in Cloud Build.
@@ -116,6 +119,12 @@ pub struct Image {
     /// The secrets its `RUN --mount=type=secret` steps read, by id.
     #[serde(default)]
     pub secrets: BTreeMap<String, Secret>,
+    /// A command line run on each platform's node once that platform is pushed, before any tag
+    /// of the image moves: `tests/run.sh {image}`; `{image}` (the platform's image by digest),
+    /// `{name}` and `{platform}` filled in; IMAGE, PLATFORM and the node's DOCKER_CONTEXT in its
+    /// environment.
+    #[serde(default)]
+    pub test: Option<String>,
     /// Build once without pushing, stop the builder, then build and push with a fresh registry
     /// token: for builds that may outlive Cloud Build's one-hour token.
     #[serde(default)]
@@ -146,6 +155,13 @@ impl Image {
     /// The catalog's folder, where its paths (a secret's file) start.
     pub fn folder(&self) -> &Path {
         &self.dir
+    }
+
+    /// Its test's words, its own or the catalog's (`catalog_test`), as a POSIX shell splits
+    /// the command line (the checks made it splittable); none: nothing is tested.
+    pub fn test(&self, catalog_test: Option<&str>) -> Option<Vec<String>> {
+        let line = self.test.as_deref().or(catalog_test)?;
+        shlex::split(line).filter(|words| !words.is_empty())
     }
 
     /// Its repository under `$DOCKER_REPO`.
@@ -258,6 +274,7 @@ impl Catalog {
             sbom_generator: None,
             versions: BTreeMap::new(),
             aliases: Vec::new(),
+            test: None,
             images: bake.images,
             cloud_builder: Image::default(),
             warnings: bake.warnings,
@@ -400,6 +417,11 @@ impl Catalog {
                     );
                 }
             }
+        }
+        if let Some(line) = image.test.as_deref().or(self.test.as_deref())
+            && shlex::split(line).is_none_or(|words| words.is_empty())
+        {
+            bail!("image `{name}`: its test `{line}` is no command line (an unclosed quote?)");
         }
         for key in image.annotations.keys() {
             if let Some((level, _)) = key.split_once(':')

@@ -51,6 +51,12 @@ impl RunValues {
     }
 }
 
+/// The root of the checkout `folder` is in (where a catalog's test runs from); `folder` itself
+/// when it is in none.
+pub fn repository_root(folder: &Path) -> PathBuf {
+    folder.ancestors().find(|dir| dir.join(".git").exists()).unwrap_or(folder).to_path_buf()
+}
+
 /// The `.git` folder of the checkout `folder` is in: a folder, or a file `gitdir: <path>` (a
 /// worktree).
 fn git_dir(folder: &Path) -> Option<PathBuf> {

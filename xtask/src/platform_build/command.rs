@@ -61,6 +61,8 @@ pub struct Recipe {
     pub entry: EntryOptions,
     /// Every reference the merge tags, `image_ref` first.
     pub references: Vec<String>,
+    /// Its test's words, run on each platform once it is pushed; none: it is not tested.
+    pub test: Option<Vec<String>>,
 }
 
 /// One platform of an image, on the node that builds it.

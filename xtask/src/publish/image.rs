@@ -13,6 +13,7 @@ use anyhow::Result;
 use super::merge::merge;
 use super::nodes::Nodes;
 use super::plan::{Decision, ParentState, ParentStates, Plan, Planner};
+use super::platform_test::test_platform;
 use super::table::{ImageOutcome, Row};
 use super::timeline::{BarOutcome, Timeline};
 use crate::catalog::Image;
@@ -79,6 +80,7 @@ impl ImagePublisher<'_> {
         let built = matches!(outcome, ImageOutcome::Built { .. } | ImageOutcome::Failed { .. });
         Row {
             name: name.to_string(),
+            platforms: vertex.platforms.clone(),
             outcome,
             elapsed: started.elapsed(),
             steps: built.then(|| steps.counts()),
@@ -122,11 +124,13 @@ impl ImagePublisher<'_> {
         }
         let builds = Builds {
             ctx: &image_ctx,
+            destination: self.destination,
             image,
             recipe: &build.recipe,
             output: &output,
             timeline: self.timeline,
             nodes: self.nodes,
+            failed_tests: Mutex::new(Vec::new()),
         };
         builds.build_and_merge()?;
         let reference = ctx.settings.image_ref(image);
@@ -260,6 +264,10 @@ impl ImagePublisher<'_> {
 /// One image's platform builds and their merge.
 struct Builds<'a> {
     ctx: &'a Ctx,
+    /// Where a platform's test reads the digest it was pushed at.
+    destination: &'a Destination,
+    /// The platforms whose test failed (their build did not).
+    failed_tests: Mutex<Vec<Platform>>,
     image: &'a Image,
     recipe: &'a Recipe,
     output: &'a ImageOutput<'a>,
@@ -288,8 +296,12 @@ impl Builds<'_> {
             match result {
                 Ok(done) => built.push(done),
                 Err(first) => {
+                    // A failed test: the platform was pushed to its working tag, and nothing of
+                    // the image was tagged.
+                    let tested = self.failed_tests.lock().expect("not poisoned").contains(platform);
+                    let (what, undone) = if tested { ("test", "tagged") } else { ("build", "pushed") };
                     return Err(first.context(format!(
-                        "the {platform} build of {} failed, so {reference} was not pushed",
+                        "the {platform} {what} of {} failed, so {reference} was not {undone}",
                         image.name
                     )));
                 }
@@ -400,6 +412,25 @@ impl Builds<'_> {
                 moved_from = Some((lost.node, lost.why));
                 continue;
             }
+            // Its test, on the node that built it, in the slot the build had: nothing of the
+            // image is tagged before every platform has passed (the merge waits for them all).
+            let result = match (result, &self.recipe.test) {
+                (Ok(node), Some(words)) => {
+                    let test_started = Instant::now();
+                    let destination = (!ctx.runner.is_dry_run()).then_some(self.destination);
+                    let pushed = self.tag(platform);
+                    let tested =
+                        test_platform(&build_ctx, destination, words, image, platform, &node, &pushed);
+                    let outcome = if tested.is_ok() { BarOutcome::Tested } else { BarOutcome::TestFailed };
+                    if tested.is_err() {
+                        self.failed_tests.lock().expect("not poisoned").push(platform.clone());
+                    }
+                    let (name, placement) = (&image.name, slot.placement.clone());
+                    self.timeline.record(name, &platform.to_string(), placement, test_started, outcome);
+                    tested.map(|()| node)
+                }
+                (result, _) => result,
+            };
             self.nodes.release(slot, merges_there);
             return result.map(|node| (node, started.elapsed()));
         }

@@ -13,6 +13,7 @@ mod merge;
 mod nodes;
 pub mod placement;
 pub mod plan;
+mod platform_test;
 mod scheduler;
 pub mod table;
 pub mod timeline;
@@ -238,7 +239,7 @@ impl Run<'_> {
             }
             return Ok(());
         }
-        table::report(&rows, &ctx.settings.platforms, &self.publisher.timeline.bars(), started.elapsed());
+        table::report(&rows, &self.publisher.timeline.bars(), started.elapsed());
         let failed = rows.iter().filter(|row| matches!(row.outcome, ImageOutcome::Failed { .. })).count();
         let skipped = rows.iter().filter(|row| matches!(row.outcome, ImageOutcome::Skipped { .. })).count();
         if failed + skipped == 0 {

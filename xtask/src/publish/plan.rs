@@ -240,6 +240,11 @@ impl Planner<'_> {
             .collect();
         let mut options = output_options(self.ctx);
         options.extend(entry.input_options());
+        // A new test makes the image untested: it is built (from the cache) and tested again.
+        let test = image.test(self.ctx.catalog.test.as_deref());
+        if let Some(words) = &test {
+            options.push(format!("--test={}", words.join(" ")));
+        }
         // The files count only where every base's digest is known: else nothing is up to date.
         let inputs = match bases.unknown.is_empty() {
             false => None,
@@ -269,6 +274,7 @@ impl Planner<'_> {
                 platforms: vertex.platforms.clone(),
                 entry,
                 references,
+                test,
             },
             why,
             notes: bases.notes,

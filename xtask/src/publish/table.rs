@@ -46,6 +46,8 @@ impl ImageOutcome {
 /// One image's row of the closing table.
 pub struct Row {
     pub name: String,
+    /// The platforms it is built for in this run.
+    pub platforms: Platforms,
     pub outcome: ImageOutcome,
     pub elapsed: Duration,
     /// Cached steps and steps of its builds.
@@ -56,8 +58,10 @@ pub struct Row {
 /// when a build spilled off its home or moved off a node that died, and why (the dead one's bar
 /// is left out); `-` when nothing was built.
 fn nodes_of(image: &str, bars: &[Bar]) -> String {
-    let mut built: Vec<&Bar> =
-        bars.iter().filter(|bar| bar.image == image && bar.outcome != BarOutcome::Moved).collect();
+    let mut built: Vec<&Bar> = bars
+        .iter()
+        .filter(|bar| bar.image == image && bar.outcome != BarOutcome::Moved && !bar.outcome.is_test())
+        .collect();
     built.sort_by(|a, b| a.platform.cmp(&b.platform));
     let cells: Vec<String> = built
         .iter()
@@ -75,19 +79,42 @@ fn nodes_of(image: &str, bars: &[Bar]) -> String {
     if cells.is_empty() { "-".to_string() } else { cells.join(", ") }
 }
 
+/// What its platforms' tests said: `passed`, `failed on linux/arm64`; `-` when none ran.
+fn tests_of(image: &str, bars: &[Bar]) -> String {
+    let tests: Vec<&Bar> = bars.iter().filter(|bar| bar.image == image && bar.outcome.is_test()).collect();
+    let mut failed: Vec<&str> = tests
+        .iter()
+        .filter(|bar| bar.outcome == BarOutcome::TestFailed)
+        .map(|bar| bar.platform.as_str())
+        .collect();
+    failed.sort();
+    match (tests.is_empty(), failed.is_empty()) {
+        (true, _) => "-".to_string(),
+        (false, true) => "passed".to_string(),
+        (false, false) => format!("failed on {}", failed.join(", ")),
+    }
+}
+
 /// The closing table: each image, its platforms, what became of it, its time, its cached steps
 /// out of its steps (a failed image's log tail was shown when it failed), and the node of each
 /// platform's build (last: it has spaces).
-pub fn report(rows: &[Row], platforms: &Platforms, bars: &[Bar], elapsed: Duration) {
+pub fn report(rows: &[Row], bars: &[Bar], elapsed: Duration) {
     let outcome = |row: &Row| match &row.outcome {
         ImageOutcome::UpToDate { .. } => "up to date".to_string(),
         ImageOutcome::Built { .. } => "built".to_string(),
         ImageOutcome::WouldBuild => "would build".to_string(),
-        ImageOutcome::Failed { .. } => "failed".to_string(),
+        ImageOutcome::Failed { .. } => {
+            let failed_test =
+                bars.iter().find(|bar| bar.image == row.name && bar.outcome == BarOutcome::TestFailed);
+            match failed_test {
+                Some(bar) => format!("failed: test on {}", bar.platform),
+                None => "failed".to_string(),
+            }
+        }
         ImageOutcome::Skipped { reason } => format!("skipped: {reason}"),
     };
-    let mut table: Vec<[String; 6]> =
-        vec![["IMAGE", "PLATFORMS", "OUTCOME", "TIME", "CACHED", "NODES"].map(String::from)];
+    let mut table: Vec<[String; 7]> =
+        vec![["IMAGE", "PLATFORMS", "OUTCOME", "TIME", "CACHED", "TESTS", "NODES"].map(String::from)];
     for row in rows {
         let time = match row.outcome {
             ImageOutcome::Skipped { .. } => "-".to_string(),
@@ -96,15 +123,16 @@ pub fn report(rows: &[Row], platforms: &Platforms, bars: &[Bar], elapsed: Durati
         let cached = row.steps.map_or("-".to_string(), |(cached, total)| format!("{cached}/{total}"));
         table.push([
             row.name.clone(),
-            platforms.to_string(),
+            row.platforms.to_string(),
             outcome(row),
             time,
             cached,
+            tests_of(&row.name, bars),
             nodes_of(&row.name, bars),
         ]);
     }
     let widths: Vec<usize> =
-        (0..6).map(|col| table.iter().map(|r| r[col].len()).max().unwrap_or(0)).collect();
+        (0..7).map(|col| table.iter().map(|r| r[col].len()).max().unwrap_or(0)).collect();
     println!();
     for row in &table {
         let cells: Vec<String> =

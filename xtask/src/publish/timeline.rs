@@ -22,15 +22,26 @@ pub enum BarOutcome {
     /// Its node died under it: the build ran again on another node.
     Moved,
     Failed,
+    /// A platform's test, after its build, on the same node: passed.
+    Tested,
+    /// A platform's test that failed.
+    TestFailed,
 }
 
 impl BarOutcome {
+    /// A test's bar, not a build's.
+    pub fn is_test(self) -> bool {
+        matches!(self, BarOutcome::Tested | BarOutcome::TestFailed)
+    }
+
     fn name(self) -> &'static str {
         match self {
             BarOutcome::Built => "built",
             BarOutcome::Cached => "cached",
             BarOutcome::Moved => "moved",
             BarOutcome::Failed => "failed",
+            BarOutcome::Tested => "tested",
+            BarOutcome::TestFailed => "test failed",
         }
     }
 
@@ -40,6 +51,8 @@ impl BarOutcome {
             BarOutcome::Cached => "#9ecae9",
             BarOutcome::Moved => "#f58518",
             BarOutcome::Failed => "#e45756",
+            BarOutcome::Tested => "#54a24b",
+            BarOutcome::TestFailed => "#b279a2",
         }
     }
 }
@@ -235,7 +248,8 @@ pub fn svg(bars: &[Bar], critical: &[String]) -> String {
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="12">"#
     );
-    let _ = writeln!(out, "<title>publish-all: {} builds in {span:.1} s</title>", bars.len());
+    let builds = bars.iter().filter(|bar| !bar.outcome.is_test()).count();
+    let _ = writeln!(out, "<title>publish-all: {builds} builds in {span:.1} s</title>");
     // Seconds along the top, at a round step that gives at most ten ticks.
     let step = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0]
         .into_iter()
@@ -304,7 +318,12 @@ pub fn svg(bars: &[Bar], critical: &[String]) -> String {
     }
     let legend_y = ROW * (rows as f64 + 1.0) + 20.0;
     let mut x = LABEL - 100.0;
-    for outcome in [BarOutcome::Built, BarOutcome::Cached, BarOutcome::Moved, BarOutcome::Failed] {
+    // The tests' colours only where tests ran.
+    let tested = bars.iter().any(|bar| bar.outcome.is_test());
+    let outcomes = [BarOutcome::Built, BarOutcome::Cached, BarOutcome::Moved, BarOutcome::Failed]
+        .into_iter()
+        .chain(tested.then_some([BarOutcome::Tested, BarOutcome::TestFailed]).into_iter().flatten());
+    for outcome in outcomes {
         let _ = writeln!(
             out,
             r#"<rect x="{x:.1}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{:.1}" y="{legend_y:.1}">{}</text>"#,

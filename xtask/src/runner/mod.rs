@@ -45,6 +45,11 @@ impl Runner {
         Runner { lines: Some(lines), ..self.clone() }
     }
 
+    /// The same runner, its commands run from `folder` instead of the repository root.
+    pub fn in_folder(&self, folder: PathBuf) -> Runner {
+        Runner { root: folder, ..self.clone() }
+    }
+
     pub fn is_dry_run(&self) -> bool {
         self.dry_run
     }
