@@ -260,7 +260,29 @@ impl Catalog {
         if normalize(&full) != normalize(&root.join(CATALOG_PATH)) {
             catalog.lend_what_is_not_given(root, &full)?;
         }
+        // The repository's own catalog lends to the others: it must have all of it.
+        let lacking = catalog.lacking();
+        if !lacking.is_empty() {
+            bail!(
+                "the image catalog {} names no {}: add {}",
+                full.display(),
+                lacking.join(", "),
+                lacking.join(", ")
+            );
+        }
         Ok(catalog)
+    }
+
+    /// What the build infrastructure needs that the catalog does not name.
+    fn lacking(&self) -> Vec<&'static str> {
+        [
+            ("pipeline", self.pipeline.as_os_str().is_empty()),
+            ("buildkit", self.buildkit.is_empty()),
+            ("[cloud_builder]", self.cloud_builder.name.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(key, lacks)| lacks.then_some(key))
+        .collect()
     }
 
     /// The catalog of a bake file's images: no versions and no aliases of its own, its list
@@ -287,14 +309,7 @@ impl Catalog {
     /// this repository's own unless it names its own: they are the build infrastructure, not
     /// the images.
     fn lend_what_is_not_given(&mut self, root: &Path, full: &Path) -> Result<()> {
-        let lacking: Vec<&str> = [
-            ("pipeline", self.pipeline.as_os_str().is_empty()),
-            ("buildkit", self.buildkit.is_empty()),
-            ("[cloud_builder]", self.cloud_builder.name.is_empty()),
-        ]
-        .into_iter()
-        .filter_map(|(key, lacks)| lacks.then_some(key))
-        .collect();
+        let lacking = self.lacking();
         if lacking.is_empty() {
             return Ok(());
         }
@@ -310,6 +325,14 @@ impl Catalog {
         }
         if self.buildkit.is_empty() {
             self.buildkit = own.buildkit;
+        }
+        if self.sbom_generator.is_none() {
+            // Not lent with BuildKit: the catalog's own list would have to vendor it.
+            self.warnings.push(format!(
+                "{} names no sbom_generator, so its images get no SBOM attestation: name one, as {CATALOG_PATH} \
+                 does, and list it in its vendoring list",
+                full.display()
+            ));
         }
         if self.cloud_builder.name.is_empty() {
             let builder = own.cloud_builder;
@@ -369,10 +392,47 @@ impl Catalog {
             }
         }
         let mut names = BTreeMap::new();
+        // Each tag (as written, versions not yet filled in) published by one image.
+        let mut published: BTreeMap<(&str, &str), &str> = BTreeMap::new();
         for image in &self.images {
             if let Some(other) = names.insert(image.name.as_str(), image) {
                 bail!("two images are named `{}`: give each its own name (variants too)", other.name);
             }
+            for tag in image.tags() {
+                if let Some(other) = published.insert((image.repository(), tag.as_str()), &image.name) {
+                    bail!(
+                        "images `{other}` and `{}` both publish {}:{}: whichever merged last would win; give \
+                         each its own tags",
+                        image.name,
+                        image.repository(),
+                        tag.as_str()
+                    );
+                }
+            }
+            for id in image.secrets.keys() {
+                if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+                    bail!(
+                        "image `{}`: the secret id `{id}` takes letters, digits and _ . - only",
+                        image.name
+                    );
+                }
+            }
+        }
+        // The cloud builder is built by a task of its own, with its tag and versions alone.
+        let builder = &self.cloud_builder;
+        let given = [
+            ("tags", !builder.tags.is_empty()),
+            ("args", !builder.args.is_empty()),
+            ("target", builder.target.is_some()),
+            ("labels", !builder.labels.is_empty()),
+            ("annotations", !builder.annotations.is_empty()),
+            ("secrets", !builder.secrets.is_empty()),
+            ("test", builder.test.is_some()),
+        ];
+        if let Some((field, _)) = given.iter().find(|(_, given)| *given) {
+            bail!(
+                "[cloud_builder] `{field}`: the cloud builder takes `tag`, `build_args` and `platforms` only"
+            );
         }
         Ok(())
     }
@@ -591,6 +651,46 @@ secrets = { token = { env = "NPM_TOKEN" }, key = { file = "key.txt" }, gcp = { g
             let err = format!("{:#}", catalog(entry).unwrap_err());
             assert!(err.contains(words), "{entry}: {err}");
         }
+    }
+
+    /// Two images on one tag, a cloud builder with fields its task does not carry out, a secret
+    /// id that would break `--secret`: each refused, naming it.
+    #[test]
+    fn a_tag_published_twice_a_cloud_builder_with_entry_fields_and_a_bad_secret_id_are_refused() {
+        let head = "thirdparty = \"t.txt\"\npipeline = \"p.yaml\"\nbuildkit = \"b:1\"\n";
+        let builder = "[cloud_builder]\nname = \"cb\"\ndescription = \"d\"\ntag = \"1\"\n";
+        let image =
+            |name: &str, rest: &str| format!("[[image]]\nname = \"{name}\"\ndescription = \"d\"\n{rest}\n");
+        for (text, words) in [
+            (
+                format!(
+                    "{head}{}{}{builder}",
+                    image("small", "repository = \"tools\"\ntags = [\"1-small\", \"latest\"]"),
+                    image("full", "repository = \"tools\"\ntags = [\"1-full\", \"latest\"]")
+                ),
+                "both publish tools:latest",
+            ),
+            (
+                format!("{head}{}{builder}labels = {{ a = \"b\" }}\n", image("app", "tag = \"1\"")),
+                "[cloud_builder] `labels`",
+            ),
+            (
+                format!(
+                    "{head}{}{builder}",
+                    image("app", "tag = \"1\"\nsecrets = { \"a,src=/etc/passwd\" = { env = \"A\" } }")
+                ),
+                "the secret id `a,src=/etc/passwd`",
+            ),
+        ] {
+            let err = format!("{:#}", Catalog::parse(&text).unwrap_err());
+            assert!(err.contains(words), "{err}");
+        }
+        // The repository's own catalog must name all it lends.
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("images")).unwrap();
+        std::fs::write(root.path().join(CATALOG_PATH), image("app", "tag = \"1\"")).unwrap();
+        let err = format!("{:#}", Catalog::load(root.path()).unwrap_err());
+        assert!(err.contains("names no pipeline, buildkit, [cloud_builder]"), "{err}");
     }
 
     #[test]

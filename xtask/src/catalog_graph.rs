@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 
 use crate::catalog::Image;
 use crate::ctx::Ctx;
@@ -57,6 +57,16 @@ fn graph_of(ctx: &Ctx, images: &[&Image], catalog: &[&Image]) -> Result<Graph> {
             0 => anyhow!("{}: {}", image.dockerfile(), problem.message),
             line => anyhow!("{}:{line}: {}", image.dockerfile(), problem.message),
         })?;
+        if let Some(target) = &image.target
+            && !read.stages.contains(&target.to_ascii_lowercase())
+        {
+            let stages = if read.stages.is_empty() { "none".to_string() } else { read.stages.join(", ") };
+            bail!(
+                "image `{}`: its target `{target}` is no stage of {} (its stages: {stages})",
+                image.name,
+                image.dockerfile()
+            );
+        }
         vertices.push(vertex(ctx, image, platforms, &read, &names, &listed)?);
     }
     // A parent left out (none of its platforms built) takes its children with it.

@@ -65,7 +65,9 @@ impl EntryOptions {
         }
         for (key, template) in &image.labels {
             options.labels.push((key.clone(), template.render(&values).with_context(|| context("labels"))?));
-            if template.is_volatile() {
+            // The commit and the moment change from run to run however they are written (a bake
+            // file's `timestamp()` is a literal by the time it is read).
+            if template.is_volatile() || [REVISION, CREATED].contains(&key.as_str()) {
                 options.volatile.insert(format!("label:{key}"));
             }
         }
@@ -80,7 +82,7 @@ impl EntryOptions {
             let level =
                 if index { &mut options.index_annotations } else { &mut options.manifest_annotations };
             level.push((key.to_string(), value));
-            if template.is_volatile() {
+            if template.is_volatile() || [REVISION, CREATED].contains(&key) {
                 options.volatile.insert(format!("annotation:{written}"));
             }
         }

@@ -34,7 +34,8 @@ impl RunValues {
         let git_sha = given.or_else(|| git.as_deref().and_then(head_commit));
         // Given (GIT_SOURCE; empty: none), or the checkout's origin.
         let source = match lookup("GIT_SOURCE") {
-            Some(given) => Some(given).filter(|url| !url.is_empty()),
+            // Through the same cleaning as origin's: a token in it never reaches an image.
+            Some(given) => Some(given).filter(|url| !url.is_empty()).and_then(|url| public_url(&url)),
             None => git.as_deref().and_then(origin_url),
         };
         RunValues { git_sha, date: created[..10].to_string(), created, source }
@@ -131,8 +132,12 @@ fn public_url(url: &str) -> Option<String> {
         if scheme == "file" {
             return None;
         }
-        let rest =
-            rest.split_once('@').filter(|(user, _)| !user.contains('/')).map_or(rest, |(_, host)| host);
+        // `user:p@ss@host/…`: the user part runs to the last `@` before the path.
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let rest = match authority.rfind('@') {
+            Some(at) => &rest[at + 1..],
+            None => rest,
+        };
         // ssh:// and git:// name the same repository a browser opens over https.
         let scheme = if scheme == "http" { "http" } else { "https" };
         return Some(format!("{scheme}://{rest}"));
@@ -183,6 +188,15 @@ mod tests {
             Some("https://github.com/acme/images")
         );
         assert_eq!(public_url("/srv/git/images"), None);
+        assert_eq!(public_url("https://bot:p@ss@github.com/x").as_deref(), Some("https://github.com/x"));
+        let given = RunValues::read(&folder, |name| {
+            (name == "GIT_SOURCE").then(|| "https://x-access-token:ghs_secret@github.com/acme/images".into())
+        });
+        assert_eq!(
+            given.source.as_deref(),
+            Some("https://github.com/acme/images"),
+            "a given URL is cleaned too"
+        );
         assert_eq!(public_url("file:///srv/git/images"), None);
     }
 

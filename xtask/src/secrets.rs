@@ -52,7 +52,8 @@ impl Secrets {
                 };
                 let flag = match secret {
                     Secret::Env { env } => {
-                        if std::env::var_os(env).is_none_or(|v| v.is_empty()) && !ctx.runner.is_dry_run() {
+                        // A dry run too: its plan could not be carried out without it.
+                        if std::env::var_os(env).is_none_or(|v| v.is_empty()) {
                             return Err(missing(format!(
                                 "read from the environment variable {env}, which is not set"
                             )));
@@ -60,7 +61,8 @@ impl Secrets {
                         format!("id={id},env={env}")
                     }
                     Secret::File { file } => {
-                        let path = image.folder().join(file);
+                        // From the catalog's folder, wherever the xtask was started.
+                        let path = ctx.root.join(image.folder()).join(file);
                         if !path.is_file() {
                             return Err(missing(format!(
                                 "read from the file {}, which is not there",

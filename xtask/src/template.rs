@@ -37,7 +37,11 @@ impl Template {
             match piece {
                 Piece::Text(text) => out.push_str(text),
                 Piece::Placeholder(name) => out.push_str(values.get(name).ok_or_else(|| {
-                    Invalid::new(format!("`{}` uses {{{name}}}, which this run has no value for", self.0))
+                    let fix = match RUN_VALUES.contains(&name) {
+                        true => ": set GIT_SHA (in Cloud Build, pass a trigger's COMMIT_SHA on), or run in a git checkout",
+                        false => "",
+                    };
+                    Invalid::new(format!("`{}` uses {{{name}}}, which this run has no value for{fix}", self.0))
                 })?),
             }
         }

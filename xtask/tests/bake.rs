@@ -99,7 +99,13 @@ fn a_bake_files_group_makes_the_graph_of_its_targets_with_a_warning_for_each_att
         run.path("docker-bake.hcl")
     );
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines, [&bake as &str, WARNINGS[0], WARNINGS[1]], "{err}");
+    // And that it names no SBOM generator (none is lent: its list would have to vendor it).
+    let sbom = format!(
+        "warning: {} names no sbom_generator, so its images get no SBOM attestation: name one, as \
+         images/images.toml does, and list it in its vendoring list",
+        run.path("docker-bake.hcl")
+    );
+    assert_eq!(lines, [&bake as &str, WARNINGS[0], WARNINGS[1], &sbom], "{err}");
 
     // The dry run reads it too (it only reads), and plans the graph: each child after its
     // parent, on the parent's new digest under the name its Dockerfile writes.

@@ -255,3 +255,39 @@ fn an_entry_with_tags_args_target_labels_annotations_and_a_secret_publishes_them
     assert_eq!(digest(&format!("{repo}/app:sha-{}", &other[..7])), index, "the missing tag, added");
     assert_eq!(digest(&format!("{repo}/app:sha-{short}")), index, "the old one stays");
 }
+
+/// What an entry asks that cannot be carried out is an error of the dry run too, before
+/// anything is built: a secret not where it is said to be, a target that is no stage, a tag
+/// that makes no image reference.
+#[test]
+fn an_entry_that_cannot_be_carried_out_fails_its_dry_run() {
+    let cases = [
+        (
+            "secrets = { npm_token = { env = \"XTASK_TEST_UNSET_TOKEN\" } }",
+            "needs the secret `npm_token`, read from the environment variable XTASK_TEST_UNSET_TOKEN, which is not set",
+        ),
+        ("target = \"runtim\"", "its target `runtim` is no stage of"),
+        ("tags = [\"1\", \"1+build\"]", "its tag `1+build` makes"),
+    ];
+    for (entry, words) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = format!(
+            "thirdparty = \"thirdparty.txt\"\n[[image]]\nname = \"app\"\ndescription = \"d\"\n{}{entry}\n",
+            if entry.starts_with("tags") { "" } else { "tag = \"1\"\n" }
+        );
+        std::fs::write(dir.path().join("images.toml"), catalog).unwrap();
+        std::fs::write(dir.path().join("thirdparty.txt"), "docker.io/library/busybox: 1.35\n").unwrap();
+        std::fs::create_dir(dir.path().join("app")).unwrap();
+        std::fs::write(dir.path().join("app/Dockerfile"), "FROM busybox:1.35 AS runtime\nRUN true\n")
+            .unwrap();
+        let fakes = common::FakeTools::new();
+        fakes.print("docker info", r#"[["driver-type","io.containerd.snapshotter.v1"]]"#);
+        let catalog = dir.path().join("images.toml").display().to_string();
+        let output =
+            fakes.xtask(&["publish-all", "--dry-run"], &[("CATALOG", catalog.as_str()), ("ENV", "local")]);
+        let (out, err) = (stdout(&output), stderr(&output));
+        assert_eq!(output.status.code(), Some(1), "{entry}: {out}\n{err}");
+        assert!(out.contains(words) || err.contains(words), "{entry}: {out}\n{err}");
+        assert!(!out.contains("[dry-run] DOCKER_BUILDKIT=1 docker buildx build"), "{entry}: {out}");
+    }
+}

@@ -81,6 +81,13 @@ impl Settings {
                 reference.push('-');
                 reference.push_str(&self.tag_modifier);
             }
+            // Before anything is built: the merge would refuse it after every platform's build.
+            if let Err(err) = crate::registry::reference::parse(&reference) {
+                return Err(Invalid::new(format!(
+                    "its tag `{}` makes `{reference}`, which is no image reference ({err})",
+                    template.as_str()
+                )));
+            }
             if !refs.contains(&reference) {
                 refs.push(reference);
             }
