@@ -536,6 +536,12 @@ mod tests {
             assert_eq!(catalog.versions.get(name), own.versions.get(name), "{name}");
         }
         assert_eq!(catalog.versions["V"], "1");
+        // The SBOM generator is not lent: it is said.
+        assert!(
+            catalog.warnings.iter().any(|w| w.contains("names no sbom_generator")),
+            "{:?}",
+            catalog.warnings
+        );
         // One it names is its own.
         let text = format!("pipeline = \"ci.yaml\"\n{text}");
         std::fs::write(dir.path().join("images.toml"), text).unwrap();
@@ -549,7 +555,8 @@ mod tests {
     fn a_given_list_and_pipeline_win_and_a_bake_group_without_a_bake_file_is_a_warning() {
         let root = crate::project_root();
         let dir = tempfile::tempdir().unwrap();
-        let text = "thirdparty = \"mine.txt\"\n[[image]]\nname = \"app\"\ndescription = \"d\"\ntag = \"1\"\n";
+        let text = "thirdparty = \"mine.txt\"\nsbom_generator = \"s:1\"\n[[image]]\nname = \"app\"\n\
+                    description = \"d\"\ntag = \"1\"\n";
         std::fs::write(dir.path().join("images.toml"), text).unwrap();
         let source = CatalogSource {
             path: dir.path().join("images.toml"),
