@@ -69,6 +69,20 @@ const PIPELINE: &str = "steps:\n\
     - id: hello\n  name: builder\n  entrypoint: cargo\n  args: [xtask, buildx-publish-hello]\n\
     - id: slow\n  name: builder\n  entrypoint: cargo\n  args: [xtask, buildx-publish-slow]\n";
 
+/// A platform's test: its image, run by the engine that built it (DOCKER_CONTEXT), says it is
+/// that platform's machine; the container carries the platform in a label, for the engines'
+/// event logs.
+const ARCH_TEST: &str = r#"set -eu
+case "$PLATFORM" in linux/arm64) want=aarch64 ;; *) want=x86_64 ;; esac
+got=$(docker run --rm --label "xtask.test=$PLATFORM" "$IMAGE" uname -m)
+echo "uname -m: $got"
+[ "$got" = "$want" ]
+"#;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
 /// The engine is one: the tests take turns.
 static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -311,12 +325,53 @@ fn each_platform_builds_on_its_own_engine_through_the_tunnel() {
         "{info}"
     );
 
-    // Cold: each platform on its engine, merged.
+    // hello gets a test: each platform's image runs `uname -m` on the engine that built it.
+    let catalog = std::fs::read_to_string(setup.path("images.toml")).unwrap();
+    let catalog = catalog.replace(
+        "description = \"a RUN per platform\"",
+        "description = \"a RUN per platform\"\ntest = \"sh tests/arch.sh\"",
+    );
+    std::fs::write(setup.path("images.toml"), catalog).unwrap();
+    std::fs::create_dir_all(setup.path("tests")).unwrap();
+    std::fs::write(setup.path("tests/arch.sh"), ARCH_TEST).unwrap();
+    let since = unix_now();
+
+    // Cold: each platform on its engine, tested there, merged.
     let reference = format!("{repo}/hello:1");
     let started = std::time::Instant::now();
     let output = xtask(&["buildx-publish-hello"], &[("MULTI_CONTEXT", "1")]);
     let cold = started.elapsed();
     let log = stderr(&output);
+    // The arm64 test's container ran on the VM's engine, and no such container here.
+    let until = unix_now() + 1;
+    let started_containers = |docker: &dyn Fn(&[&str]) -> std::process::Output, platform: &str| {
+        let label = format!("label=xtask.test={platform}");
+        let (since, until) = (since.to_string(), until.to_string());
+        let events = docker(&[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            "type=container",
+            "--filter",
+            "event=start",
+            "--filter",
+            &label,
+            "--format",
+            "{{.Actor.Attributes.name}}",
+        ]);
+        String::from_utf8_lossy(&events.stdout).lines().count()
+    };
+    let vm_docker = |args: &[&str]| vm_engine.docker(args);
+    assert_eq!(started_containers(&vm_docker, "linux/arm64"), 1, "the arm64 test on the VM's engine:\n{log}");
+    assert_eq!(started_containers(&docker, "linux/arm64"), 0, "an arm64 test container here:\n{log}");
+    assert_eq!(started_containers(&docker, "linux/amd64"), 1, "the amd64 test here:\n{log}");
+    assert!(
+        log.contains("DOCKER_CONTEXT=arm_node") && log.contains("PLATFORM=linux/arm64 sh tests/arch.sh"),
+        "{log}"
+    );
     assert!(log.contains("+ DOCKER_BUILDKIT=1 docker --context arm_node buildx build"), "{log}");
     assert!(steps_and_longest(&log, "RUN sleep 3").1 >= 3.0, "the cold build ran the expensive step:\n{log}");
     assert_eq!(platforms(&reference), ["linux/amd64", "linux/arm64"]);
