@@ -68,6 +68,7 @@ fn substitutions_used_are_declared_and_declared_ones_used() {
             "_CLOUDBUILD_IMAGE".into(),
             "_ENV".into(),
             "_REFRESH".into(),
+            "_RELEASE".into(),
             "_RUN_LOGS_BUCKET".into(),
             "_SCAN_FAIL_ON".into(),
             "_SIGN_KEY".into()
@@ -121,6 +122,7 @@ fn order_and_one_step_for_every_image() {
     assert_eq!(env["AUTO_START_STOP"], "${_AUTO_START_STOP}", "the step starts and stops the VM");
     assert_eq!(env["BUILD_ID"], "${BUILD_ID}", "the lease on the VM is named after the build");
     assert_eq!(env["REFRESH"], "${_REFRESH}", "the scheduled trigger's refresh reaches the builds");
+    assert_eq!(env["RELEASE"], "${_RELEASE}", "main's trigger releases the catalog together");
     // No step builds one image: the catalog's images are publish-all's.
     for step in &steps {
         for command in step.xtask_commands() {

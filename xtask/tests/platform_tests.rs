@@ -14,7 +14,7 @@ thirdparty = "thirdparty.txt"
 pipeline = "pipeline.yaml"
 buildkit = "moby/buildkit:v0.18.0"
 # Every image's test, unless it has its own: the machine the image says it is.
-test = "sh tests/uname.sh {platform}"
+test = "sh tests/uname.sh {platform} {name}"
 
 [versions]
 BUSYBOX_VERSION = "1.35"
@@ -22,6 +22,12 @@ BUSYBOX_VERSION = "1.35"
 [[image]]
 name = "base"
 description = "the root"
+tag = "1"
+build_args = ["BUSYBOX_VERSION"]
+
+[[image]]
+name = "solo"
+description = "on its own"
 tag = "1"
 build_args = ["BUSYBOX_VERSION"]
 
@@ -38,13 +44,14 @@ tag = "1"
 "#;
 
 /// The platform's image, run on the node's engine: its `uname -m` must be the platform's, and
-/// a platform named in FAIL_ON (the run's environment, which the test inherits) fails.
+/// the platform and image FAIL_ON names (`linux/arm64/base`, from the run's environment,
+/// which the test inherits) fails.
 const UNAME: &str = r#"set -eu
 arch=$(docker run --rm --platform "$PLATFORM" "$IMAGE" uname -m)
 case "$1" in linux/amd64) want=x86_64 ;; linux/arm64) want=aarch64 ;; *) want=unknown ;; esac
 echo "uname -m in $IMAGE: $arch"
 [ "$arch" = "$want" ] || { echo "expected $want"; exit 1; }
-[ "$1" != "${FAIL_ON:-none}" ] || { echo "made to fail on $1"; exit 1; }
+[ "$1/$2" != "${FAIL_ON:-none}" ] || { echo "made to fail on $1"; exit 1; }
 "#;
 
 const APP: &str = r#"set -eu
@@ -53,7 +60,7 @@ docker run --rm --platform "$PLATFORM" "$IMAGE" cat /app.txt | grep -qx "$1"
 
 static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-const IMAGES: [&str; 2] = ["app", "base"];
+const IMAGES: [&str; 3] = ["app", "base", "solo"];
 
 #[test]
 fn a_test_that_fails_on_one_platform_keeps_every_tag_of_its_image_and_fixed_everything_moves() {
@@ -71,6 +78,13 @@ fn a_test_that_fails_on_one_platform_keeps_every_tag_of_its_image_and_fixed_ever
                 .into(),
         ),
         ("base/file.txt", "one\n".into()),
+        (
+            "solo/Dockerfile",
+            "ARG DOCKER_REPO\nARG BUSYBOX_VERSION\nFROM ${DOCKER_REPO}/thirdparty/busybox:${BUSYBOX_VERSION}\n\
+             COPY file.txt /solo.txt\n"
+                .into(),
+        ),
+        ("solo/file.txt", "one\n".into()),
         ("app/Dockerfile", "ARG DOCKER_REPO\nFROM ${DOCKER_REPO}/base:1\nCOPY app.txt /app.txt\n".into()),
         ("app/app.txt", "app\n".into()),
         ("tests/uname.sh", UNAME.into()),
@@ -89,7 +103,7 @@ fn a_test_that_fails_on_one_platform_keeps_every_tag_of_its_image_and_fixed_ever
         let arch = platform.trim_start_matches("linux/");
         let test = format!(
             "[dry-run] IMAGE='{repo}/base@<the digest of {repo}/base:1-{arch}>' PLATFORM={platform} sh \
-             tests/uname.sh {platform}"
+             tests/uname.sh {platform} base"
         );
         let build = format!("--push --tag {repo}/base:1-{arch} ");
         let (built, tested) = (dry.find(&build), dry.find(&test));
@@ -101,7 +115,7 @@ fn a_test_that_fails_on_one_platform_keeps_every_tag_of_its_image_and_fixed_ever
     let output = publish(&[]);
     assert!(output.status.success(), "{}\n{}", stdout(&output), stderr(&output));
     let out = stdout(&output);
-    assert_eq!(outcomes(&out, &IMAGES), (vec!["app", "base"], vec![]), "{out}");
+    assert_eq!(outcomes(&out, &IMAGES), (vec!["app", "base", "solo"], vec![]), "{out}");
     let log = std::fs::read_to_string(std::path::Path::new(&logs).join("base.log")).unwrap();
     assert!(log.contains("uname -m in") && log.contains(": aarch64") && log.contains(": x86_64"), "{log}");
     let row = out.lines().find(|l| l.starts_with("base ")).unwrap();
@@ -110,7 +124,7 @@ fn a_test_that_fails_on_one_platform_keeps_every_tag_of_its_image_and_fixed_ever
 
     // base changed, and its arm64 test fails: no tag of base moves, app is not built.
     std::fs::write(setup.path("base/file.txt"), "two\n").unwrap();
-    let output = publish(&[("FAIL_ON", "linux/arm64")]);
+    let output = publish(&[("FAIL_ON", "linux/arm64/base")]);
     let out = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{out}");
     let failed =
@@ -128,11 +142,43 @@ fn a_test_that_fails_on_one_platform_keeps_every_tag_of_its_image_and_fixed_ever
     let output = publish(&[]);
     let out = stdout(&output);
     assert!(output.status.success(), "{out}\n{}", stderr(&output));
-    assert_eq!(outcomes(&out, &IMAGES), (vec!["app", "base"], vec![]), "{out}");
+    assert_eq!(outcomes(&out, &IMAGES), (vec!["app", "base"], vec!["solo"]), "{out}");
     assert_ne!(digest(&format!("{repo}/base:1")), base);
     assert_ne!(digest(&format!("{repo}/app:1")), app);
     // And then nothing: a tested image is up to date.
     let output = publish(&[]);
     assert!(!stderr(&output).contains("buildx build") && !stderr(&output).contains("tests/uname.sh"));
-    assert_eq!(outcomes(&stdout(&output), &IMAGES), (vec![], vec!["app", "base"]));
+    assert_eq!(outcomes(&stdout(&output), &IMAGES), (vec![], vec!["app", "base", "solo"]));
+
+    // RELEASE=together, base and solo changed, base's arm64 test failing: solo passes, but no
+    // tag of any image moves; solo is named as held back, at its candidate.
+    let tags = |name: &str| digest(&format!("{repo}/{name}:1"));
+    let before: Vec<String> = IMAGES.iter().map(|name| tags(name)).collect();
+    std::fs::write(setup.path("base/file.txt"), "three\n").unwrap();
+    std::fs::write(setup.path("solo/file.txt"), "two\n").unwrap();
+    let together = [("RELEASE", "together")];
+    let output = publish(&[("RELEASE", "together"), ("FAIL_ON", "linux/arm64/base")]);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(out.contains(&format!("held        solo -> {repo}/solo:1-candidate")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "RELEASE=together: no tag moved, as 2 of 3 images did not pass; built but held back: solo \
+             ({repo}/solo:1-candidate)"
+        )),
+        "{out}"
+    );
+    let after: Vec<String> = IMAGES.iter().map(|name| tags(name)).collect();
+    assert_eq!(after, before, "a tag moved with RELEASE=together and a failure");
+    assert_ne!(digest(&format!("{repo}/solo:1-candidate")), before[2], "solo was built");
+
+    // Fixed: everything passes, and every tag moves, each to its image's candidate.
+    let output = publish(&together);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}\n{}", stderr(&output));
+    for (name, old) in IMAGES.iter().zip(&before) {
+        assert!(out.contains(&format!("released    {name} -> {repo}/{name}:1")), "{out}");
+        assert_ne!(&tags(name), old, "{name} did not move");
+        assert_eq!(tags(name), digest(&format!("{repo}/{name}:1-candidate")), "{name}: its candidate");
+    }
 }

@@ -29,6 +29,7 @@ use crate::platform_build::steps::Steps;
 use crate::published::Destination;
 use crate::registry::manifest::short_digest;
 use crate::registry::reference::repository_of;
+use crate::settings::Release;
 use crate::signing;
 
 /// What publishing one image of a run reads: the run's settings, plan and registry.
@@ -104,7 +105,10 @@ impl ImagePublisher<'_> {
             Decision::UpToDate(digest) => {
                 // Up to date keeps its signature; one that was never signed gets one.
                 self.sign(&image_ctx, image, &digest, true)?;
-                self.add_missing_tags(&image_ctx, image, &digest)?;
+                // With RELEASE=together a missing tag is written with all the others, at the end.
+                if ctx.settings.release == Release::Each {
+                    self.add_missing_tags(&image_ctx, image, &digest)?;
+                }
                 return Ok(ImageOutcome::UpToDate { digest });
             }
             Decision::Build(build) => build,
@@ -133,7 +137,11 @@ impl ImagePublisher<'_> {
             failed_tests: Mutex::new(Vec::new()),
         };
         builds.build_and_merge()?;
-        let reference = ctx.settings.image_ref(image);
+        // Where the merge put it: its tags, or with RELEASE=together its candidate until the end.
+        let reference = match ctx.settings.release {
+            Release::Each => ctx.settings.image_ref(image),
+            Release::Together => ctx.settings.candidate_ref(image),
+        };
         if ctx.runner.is_dry_run() {
             if let Some(key) = &ctx.settings.sign_key {
                 ctx.runner.say(&format!(
@@ -161,7 +169,7 @@ impl ImagePublisher<'_> {
     /// (a tag added to the entry, a tag that was deleted), pointing at the same index: one
     /// source and no annotation, so `imagetools create` pushes its bytes unchanged. A tag that
     /// points elsewhere is left where it is.
-    fn add_missing_tags(&self, image_ctx: &Ctx, image: &Image, digest: &str) -> Result<(), Failure> {
+    pub fn add_missing_tags(&self, image_ctx: &Ctx, image: &Image, digest: &str) -> Result<(), Failure> {
         let references =
             self.ctx.settings.image_refs(image).map_err(|e| Failure::permanent(format!("{e}")))?;
         let source = format!("{}@{digest}", repository_of(&references[0]));
@@ -235,7 +243,13 @@ impl ImagePublisher<'_> {
             ),
             ImageOutcome::Built { digest } => {
                 let digest = digest.as_deref().map_or(String::new(), |d| format!("{}, ", short_digest(d)));
-                println!("published   {name} -> {reference} ({digest}{seconds:.1} s)");
+                match self.ctx.settings.release {
+                    Release::Each => println!("published   {name} -> {reference} ({digest}{seconds:.1} s)"),
+                    Release::Together => println!(
+                        "held        {name} -> {} ({digest}{seconds:.1} s; its tags move once the run has passed)",
+                        self.ctx.settings.candidate_ref(image)
+                    ),
+                }
             }
             ImageOutcome::WouldBuild => {}
             ImageOutcome::Skipped { reason } => self.status(
@@ -319,15 +333,12 @@ impl Builds<'_> {
         };
         let (merging_node, _) = &built[0];
         let entry = self.recipe.entry.merge_flags();
-        merge(
-            ctx,
-            merging_node,
-            &self.recipe.references,
-            &tags,
-            self.recipe.inputs.as_ref(),
-            &seconds,
-            &entry,
-        )
+        // RELEASE=together: under the candidate's name only; the tags move at the run's end.
+        let references = match ctx.settings.release {
+            Release::Each => self.recipe.references.clone(),
+            Release::Together => vec![ctx.settings.candidate_ref(image)],
+        };
+        merge(ctx, merging_node, &references, &tags, self.recipe.inputs.as_ref(), &seconds, &entry)
     }
 
     fn tag(&self, platform: &Platform) -> String {

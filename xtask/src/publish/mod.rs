@@ -31,6 +31,7 @@ use crate::platform_build::node;
 use crate::published::Destination;
 use crate::secrets::Secrets;
 use crate::settings::BuildOrder;
+use crate::settings::Release;
 use crate::vm::{self, Wait};
 use dispatch::{BuildKey, Work};
 use image::ImagePublisher;
@@ -208,6 +209,77 @@ impl Run<'_> {
         }
     }
 
+    /// RELEASE=together, at the run's end: when every image built or found up to date has
+    /// passed, every tag of every image is written, from its candidate's digest (one source, no
+    /// annotation: the bytes unchanged), its signature written already; when one failed, none
+    /// moves, and the images built but held back are named.
+    fn release_together(&self, rows: &[Row]) -> Result<()> {
+        let ctx = self.ctx;
+        let failed = rows
+            .iter()
+            .filter(|row| matches!(row.outcome, ImageOutcome::Failed { .. } | ImageOutcome::Skipped { .. }))
+            .count();
+        if ctx.runner.is_dry_run() {
+            ctx.runner.say(
+                "RELEASE=together: once every image of the run has passed, each built image's tags are written \
+                 from its candidate (`docker buildx imagetools create --tag <tag> <image>@<its digest>`)",
+            );
+            return Ok(());
+        }
+        if failed > 0 {
+            let held: Vec<String> = rows
+                .iter()
+                .filter(|row| matches!(row.outcome, ImageOutcome::Built { .. }))
+                .map(|row| {
+                    format!(
+                        "{} ({})",
+                        row.name,
+                        ctx.settings.candidate_ref(self.publisher.planner.image(&row.name))
+                    )
+                })
+                .collect();
+            println!(
+                "RELEASE=together: no tag moved, as {failed} of {} images did not pass; built but held back: {}",
+                rows.len(),
+                if held.is_empty() { "none".to_string() } else { held.join(", ") }
+            );
+            return Ok(());
+        }
+        let sh = crate::runner::sh();
+        for row in rows {
+            let image = self.publisher.planner.image(&row.name);
+            match &row.outcome {
+                ImageOutcome::Built { digest: Some(digest) } => {
+                    let source = format!(
+                        "{}@{digest}",
+                        crate::registry::reference::repository_of(&ctx.settings.image_ref(image))
+                    );
+                    for reference in ctx
+                        .settings
+                        .image_refs(image)
+                        .map_err(|e| anyhow::anyhow!("image `{}`: {e}", image.name))?
+                    {
+                        ctx.runner.run(xshell::cmd!(
+                            sh,
+                            "docker buildx imagetools create --tag {reference} {source}"
+                        ))?;
+                    }
+                    println!("released    {} -> {}", row.name, ctx.settings.image_ref(image));
+                }
+                ImageOutcome::Built { digest: None } => {
+                    bail!(
+                        "{} was built, but the digest of {} cannot be read to release it",
+                        row.name,
+                        ctx.settings.candidate_ref(image)
+                    )
+                }
+                ImageOutcome::UpToDate { digest } => self.publisher.add_missing_tags(ctx, image, digest)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Every selected image, then the table; fails when any failed.
     fn all(&self) -> Result<()> {
         let (ctx, selected, options) = (self.ctx, self.selected, self.options);
@@ -231,6 +303,9 @@ impl Run<'_> {
             scheduler::in_parallel(self.graph, selected, ctx.runner.is_dry_run(), |vertex, parents| {
                 self.publisher.one_image(vertex, parents)
             });
+        if ctx.settings.release == Release::Together {
+            self.release_together(&rows)?;
+        }
         if ctx.runner.is_dry_run() {
             // A plan that cannot be carried out is a failure too: the real run would fail.
             let failed = rows.iter().filter(|row| matches!(row.outcome, ImageOutcome::Failed { .. })).count();

@@ -10,6 +10,15 @@ pub enum BuildOrder {
     Catalog,
 }
 
+/// When the tags of a run's images move (`RELEASE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Release {
+    // Each image's tags as soon as it has passed: what failed leaves the others moved.
+    Each,
+    // No tag of any image until every build and test of the run has passed, then all of them.
+    Together,
+}
+
 /// How much provenance each platform's build attests (`PROVENANCE`: BuildKit's `mode`); what
 /// is read back of one is `crate::provenance::Provenance`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, builder::BoolishValueParser};
 
-use super::choices::{BuildOrder, ProvenanceMode};
+use super::choices::{BuildOrder, ProvenanceMode, Release};
 use crate::catalog::CATALOG_PATH;
 use crate::catalog_source::DEFAULT_BAKE_GROUP;
 
@@ -180,6 +180,11 @@ settings! {
     /// to the end of the graph, weighted by the last build times) or `catalog` (the catalog's order)
     #[arg(long, env = "BUILD_ORDER", default_value = "critical-path", value_enum)]
     BuildOrder build_order: BuildOrder, used by [Build];
+
+    /// When the tags move: `each` image's once it has passed, or all of them `together`, once
+    /// every build and test of the run has (on any failure none moves)
+    #[arg(long, env = "RELEASE", default_value = "each", value_enum)]
+    Release release: Release, used by [Build];
 
     /// The user the tunnel to the arm64 VM logs in as (its sessions can only reach the engine)
     #[arg(long = "vm-user", env = "ARM64_USER", default_value = "buildx")]

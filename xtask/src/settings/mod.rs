@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 
 pub use argv::{catalog_source, catalog_source_of_this_run, refuse_step_variables_given_as_env};
-pub use choices::{BuildOrder, ProvenanceMode};
+pub use choices::{BuildOrder, ProvenanceMode, Release};
 pub use declared::{DEFAULT_ENV, LOCAL_DOCKER_REPO, LOCAL_ENV, Setting, SettingsArgs, Uses};
 pub use problems::Problem;
 pub use references::build_arg_flags;
@@ -53,6 +53,7 @@ pub struct Settings {
     /// At most this many builds at once on a node (`None`: no limit).
     pub builds_per_node: Option<usize>,
     pub build_order: BuildOrder,
+    pub release: Release,
     pub arm64_user: String,
     /// The tunnel's private key, `$HOME/.ssh/google_compute_engine` unless given.
     pub arm64_ssh_key: PathBuf,
@@ -187,6 +188,7 @@ impl Settings {
             vm_named: args.vm_named,
             builds_per_node,
             build_order: args.build_order,
+            release: args.release,
             arm64_user: args.arm64_user,
             arm64_ssh_key: args.arm64_ssh_key.filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| {
                 let home = lookup("HOME").unwrap_or_default();

@@ -69,6 +69,12 @@ impl Settings {
         values
     }
 
+    /// Where RELEASE=together merges an image until every image of the run has passed:
+    /// `<image_ref>-candidate`, a working name like the platforms' `<tag>-<arch>`, no release.
+    pub fn candidate_ref(&self, image: &Image) -> String {
+        format!("{}-candidate", self.image_ref(image))
+    }
+
     /// Every reference the image is published under, `image_ref` first: each of its tags, with
     /// `TAG_MODIFIER`. Err: a tag uses a value this run does not know.
     pub fn image_refs(&self, image: &Image) -> Result<Vec<String>, Invalid> {
