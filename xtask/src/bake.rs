@@ -263,6 +263,11 @@ fn image_of(
     // build` itself does: each build gets it from there, so it is no argument of the entry.
     image.args.remove("SOURCE_DATE_EPOCH");
     image.labels = literal(&target.labels);
+    // A bake target has no attribute for a test, and bake refuses unknown ones: its test is the
+    // label TEST_LABEL, which is taken out of its labels (it is no label of the image).
+    if let Some(test) = image.labels.remove(TEST_LABEL) {
+        image.test = Some(test.render(&BTreeMap::new()).expect("a literal renders"));
+    }
     for annotation in &target.annotations {
         let (key, value) = annotation
             .split_once('=')
@@ -397,6 +402,9 @@ fn not_carried_out(attribute: &str) -> &'static str {
     }
 }
 
+/// The label of a bake target that is its test (see `Image::test`): bake has no field for one.
+pub const TEST_LABEL: &str = "dev.multi-arch-docker.test";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,7 +422,7 @@ mod tests {
           "contexts": { "base": "target:base", "assets": "docker-image://acme.example/assets:1" },
           "dockerfile": "Dockerfile",
           "args": { "A": "{\"debug\": false}", "UNSET": null },
-          "labels": { "org.example.team": "{A}" },
+          "labels": { "org.example.team": "{A}", "dev.multi-arch-docker.test": "sh tests/run.sh {image}" },
           "annotations": ["index:org.example.note=n", "org.example.m=m", "manifest[linux/amd64]:org.example.p=p"],
           "tags": ["acme.example/team/app:1.0", "ghcr.io/acme/app:1.0", "acme.example/team/app:latest"],
           "target": "runtime",
@@ -471,6 +479,8 @@ mod tests {
             "bake resolved it: no placeholder"
         );
         assert_eq!(app.labels["org.example.team"].render(&none).unwrap(), "{A}");
+        assert_eq!(app.test.as_deref(), Some("sh tests/run.sh {image}"), "the test label is its test");
+        assert!(!app.labels.contains_key(TEST_LABEL), "and no label of the image");
         let annotations: Vec<&str> = app.annotations.keys().map(String::as_str).collect();
         assert_eq!(annotations, ["index:org.example.note", "org.example.m"]);
         assert_eq!(app.secrets["token"], Secret::Env { env: "NPM_TOKEN".into() });
