@@ -32,6 +32,12 @@ tag = "1"
 build_args = ["BUSYBOX_VERSION"]
 
 [[image]]
+name = "tool"
+description = "on its own, never changed"
+tag = "1"
+build_args = ["BUSYBOX_VERSION"]
+
+[[image]]
 name = "app"
 description = "on base"
 tag = "1"
@@ -60,7 +66,7 @@ docker run --rm --platform "$PLATFORM" "$IMAGE" cat /app.txt | grep -qx "$1"
 
 static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-const IMAGES: [&str; 3] = ["app", "base", "solo"];
+const IMAGES: [&str; 4] = ["app", "base", "solo", "tool"];
 
 #[test]
 fn a_test_that_fails_on_one_platform_keeps_every_tag_of_its_image_and_fixed_everything_moves() {
@@ -85,6 +91,13 @@ fn a_test_that_fails_on_one_platform_keeps_every_tag_of_its_image_and_fixed_ever
                 .into(),
         ),
         ("solo/file.txt", "one\n".into()),
+        (
+            "tool/Dockerfile",
+            "ARG DOCKER_REPO\nARG BUSYBOX_VERSION\nFROM ${DOCKER_REPO}/thirdparty/busybox:${BUSYBOX_VERSION}\n\
+             COPY file.txt /tool.txt\n"
+                .into(),
+        ),
+        ("tool/file.txt", "one\n".into()),
         ("app/Dockerfile", "ARG DOCKER_REPO\nFROM ${DOCKER_REPO}/base:1\nCOPY app.txt /app.txt\n".into()),
         ("app/app.txt", "app\n".into()),
         ("tests/uname.sh", UNAME.into()),
@@ -115,7 +128,7 @@ fn a_test_that_fails_on_one_platform_keeps_every_tag_of_its_image_and_fixed_ever
     let output = publish(&[]);
     assert!(output.status.success(), "{}\n{}", stdout(&output), stderr(&output));
     let out = stdout(&output);
-    assert_eq!(outcomes(&out, &IMAGES), (vec!["app", "base", "solo"], vec![]), "{out}");
+    assert_eq!(outcomes(&out, &IMAGES), (vec!["app", "base", "solo", "tool"], vec![]), "{out}");
     let log = std::fs::read_to_string(std::path::Path::new(&logs).join("base.log")).unwrap();
     assert!(log.contains("uname -m in") && log.contains(": aarch64") && log.contains(": x86_64"), "{log}");
     let row = out.lines().find(|l| l.starts_with("base ")).unwrap();
@@ -142,13 +155,13 @@ fn a_test_that_fails_on_one_platform_keeps_every_tag_of_its_image_and_fixed_ever
     let output = publish(&[]);
     let out = stdout(&output);
     assert!(output.status.success(), "{out}\n{}", stderr(&output));
-    assert_eq!(outcomes(&out, &IMAGES), (vec!["app", "base"], vec!["solo"]), "{out}");
+    assert_eq!(outcomes(&out, &IMAGES), (vec!["app", "base"], vec!["solo", "tool"]), "{out}");
     assert_ne!(digest(&format!("{repo}/base:1")), base);
     assert_ne!(digest(&format!("{repo}/app:1")), app);
     // And then nothing: a tested image is up to date.
     let output = publish(&[]);
     assert!(!stderr(&output).contains("buildx build") && !stderr(&output).contains("tests/uname.sh"));
-    assert_eq!(outcomes(&stdout(&output), &IMAGES), (vec![], vec!["app", "base", "solo"]));
+    assert_eq!(outcomes(&stdout(&output), &IMAGES), (vec![], vec!["app", "base", "solo", "tool"]));
 
     // RELEASE=together, base and solo changed, base's arm64 test failing: solo passes, but no
     // tag of any image moves; solo is named as held back, at its candidate.
@@ -163,7 +176,7 @@ fn a_test_that_fails_on_one_platform_keeps_every_tag_of_its_image_and_fixed_ever
     assert!(out.contains(&format!("held        solo -> {repo}/solo:1-candidate")), "{out}");
     assert!(
         out.contains(&format!(
-            "RELEASE=together: no tag moved, as 2 of 3 images did not pass; built but held back: solo \
+            "RELEASE=together: no tag moved, as 2 of 4 images did not pass; built but held back: solo \
              ({repo}/solo:1-candidate)"
         )),
         "{out}"
@@ -172,11 +185,14 @@ fn a_test_that_fails_on_one_platform_keeps_every_tag_of_its_image_and_fixed_ever
     assert_eq!(after, before, "a tag moved with RELEASE=together and a failure");
     assert_ne!(digest(&format!("{repo}/solo:1-candidate")), before[2], "solo was built");
 
-    // Fixed: everything passes, and every tag moves, each to its image's candidate.
+    // Fixed: everything passes, and every tag moves, each to its image's candidate; the image
+    // that did not change is not rebuilt.
     let output = publish(&together);
     let out = stdout(&output);
     assert!(output.status.success(), "{out}\n{}", stderr(&output));
-    for (name, old) in IMAGES.iter().zip(&before) {
+    assert!(out.contains("up to date  tool") && !out.contains("released    tool"), "{out}");
+    assert_eq!(tags("tool"), before[3], "tool's tag stays");
+    for (name, old) in IMAGES[..3].iter().zip(&before) {
         assert!(out.contains(&format!("released    {name} -> {repo}/{name}:1")), "{out}");
         assert_ne!(&tags(name), old, "{name} did not move");
         assert_eq!(tags(name), digest(&format!("{repo}/{name}:1-candidate")), "{name}: its candidate");
