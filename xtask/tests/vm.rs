@@ -284,6 +284,7 @@ fn a_failed_build_stops_the_vm_it_started() {
         ("${_ARM64_VMS}", ""),
         ("${_BUILDS_PER_NODE}", ""),
         ("${_REFRESH}", ""),
+        ("${_RELEASE}", "each"),
         // The fake docker pushes nothing, so there is no digest to sign (the end-to-end tests sign).
         ("${_SIGN_KEY}", ""),
         ("${_SCAN_FAIL_ON}", "CRITICAL"),
@@ -323,7 +324,7 @@ fn a_failed_build_stops_the_vm_it_started() {
     }
     let (step, out, err) = failed_at.expect("the build fails");
     assert_eq!(step, "images", "{out}\n{err}");
-    assert!(out.contains("FAILED      bad:") && out.contains("published   good"), "{out}");
+    assert!(out.contains("FAILED      bad:") && out.contains("published   good"), "{out}\n{err}");
     assert!(err.contains("1 of 2 images failed"), "{err}");
     assert_eq!(pipeline.vm_calls(), ["start", "stop"], "started for the arm64 builds, stopped after them");
     assert!(err.contains("volume rm xtask-lease-b-1"), "the lease given back: {err}");

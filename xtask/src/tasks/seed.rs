@@ -32,8 +32,9 @@ fn seed_platform() -> Platform {
 }
 const SEED_TAG_MODIFIER: &str = "arm64-seed";
 /// Step settings that belong to the Cloud Build, not to a seeding run (which takes REFRESH and
-/// SIGN_KEY from its caller, and builds on this machine: no VM or pool to start, no lease).
-const DROPPED: [&str; 8] = [
+/// SIGN_KEY from its caller, and builds on this machine: no VM or pool to start, no lease; it
+/// releases nothing, so RELEASE is not its either).
+const DROPPED: [&str; 9] = [
     "BUILDER",
     "MULTI_CONTEXT",
     "REFRESH",
@@ -42,6 +43,8 @@ const DROPPED: [&str; 8] = [
     "BUILDS_PER_NODE",
     "BUILD_ID",
     "SIGN_KEY",
+    // A seeding run's images are tagged -arm64-seed: nothing of the catalog is released.
+    "RELEASE",
 ];
 
 /// seed-arm64 (and seed-arm64-dry-run, which is this with --dry-run)
