@@ -94,6 +94,13 @@ impl Secrets {
         Ok(Secrets { flags, _read: read })
     }
 
+    /// The secrets of the catalog's images `names` (see `find`).
+    pub fn of_images(ctx: &Ctx, names: &[&str]) -> Result<Secrets> {
+        let images: Vec<&Image> =
+            ctx.catalog.images.iter().filter(|image| names.contains(&image.name.as_str())).collect();
+        Secrets::find(ctx, &images)
+    }
+
     /// No secret at all: for a run whose images read none.
     pub fn none() -> Secrets {
         Secrets { flags: BTreeMap::new(), _read: None }

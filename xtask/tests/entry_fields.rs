@@ -168,10 +168,11 @@ fn an_entry_with_tags_args_target_labels_annotations_and_a_secret_publishes_them
     // A child that names the image by another of its tags builds on it.
     assert!(out.contains("[dry-run] # worker: would build: app would be rebuilt"), "{out}");
 
-    // Without the secret: an error naming it, before anything is built.
+    // Without the secret: an error naming it, before anything is done (not even vendored).
     let output = setup.xtask(&["publish-all", "--logs", &logs], &cloud);
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
+    assert!(!stdout(&output).contains("thirdparty: "), "vendored first: {}", stdout(&output));
     assert!(
         err.contains(
             "image `app` needs the secret `npm_token`, read from the environment variable NPM_TOKEN"

@@ -62,16 +62,19 @@ pub struct Vendoring {
     pub locked: bool,
 }
 
-/// Publish `selected` images of `graph`, each as soon as every selected image it builds on is
+/// Publish `selected` images of `graph` (their `secrets` found by the task before it did
+/// anything), each as soon as every selected image it builds on is
 /// published; a parent outside `selected` must be published already. A dry run goes through
 /// the same steps, one image after another, printing each image's plan.
-pub fn publish_images(ctx: &Ctx, graph: &Graph, selected: &[&str], options: &PublishOptions) -> Result<()> {
+pub fn publish_images(
+    ctx: &Ctx,
+    graph: &Graph,
+    selected: &[&str],
+    options: &PublishOptions,
+    secrets: &Secrets,
+) -> Result<()> {
     let destination = Destination::open(ctx)?;
-    // Every secret found before anything is planned or built.
-    let images: Vec<&crate::catalog::Image> =
-        ctx.catalog.images.iter().filter(|image| selected.contains(&image.name.as_str())).collect();
-    let secrets = Secrets::find(ctx, &images)?;
-    let planner = Planner { ctx, registry: &destination, secrets: &secrets, force: options.force };
+    let planner = Planner { ctx, registry: &destination, secrets, force: options.force };
     let timeline = Timeline::default();
     let plan = Plan::make(&planner, graph, selected);
     let s = &ctx.settings;

@@ -69,7 +69,8 @@ pub fn build(ctx: &Ctx, image: &Image) -> Result<()> {
 pub fn buildx_publish(ctx: &Ctx, image: &Image, options: &PublishOptions) -> Result<()> {
     with_local_registry(ctx, || {
         let graph = crate::catalog_graph::of_catalog(ctx)?;
-        publish::publish_images(ctx, &graph, &[image.name.as_str()], options)
+        let secrets = Secrets::of_images(ctx, &[image.name.as_str()])?;
+        publish::publish_images(ctx, &graph, &[image.name.as_str()], options, &secrets)
     })
 }
 

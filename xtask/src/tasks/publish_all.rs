@@ -14,6 +14,7 @@ use crate::local_registry::with_local_registry;
 use crate::mirroring;
 use crate::publish::{self, Vendoring};
 use crate::runner::sh;
+use crate::secrets::Secrets;
 
 #[derive(Args, Debug, Clone)]
 pub struct PublishAllArgs {
@@ -36,6 +37,9 @@ pub fn publish_all(ctx: &Ctx, args: &PublishAllArgs) -> Result<()> {
     let vendoring = Vendoring { options: args.vendor.options(), locked: args.locked };
     with_local_registry(ctx, || {
         let graph = crate::catalog_graph::of_catalog(ctx)?;
+        let names: Vec<&str> = graph.vertices.iter().map(|vertex| vertex.name.as_str()).collect();
+        // Every secret found before anything is done: a missing one vendors nothing.
+        let secrets = Secrets::of_images(ctx, &names)?;
         // The catalog's images, not the cloud builder: publish-all does not build it.
         mirroring::vendor_build_bases(ctx, &graph, &vendoring.options, vendoring.locked)?;
         if ctx.runner.is_dry_run() {
@@ -44,10 +48,9 @@ pub fn publish_all(ctx: &Ctx, args: &PublishAllArgs) -> Result<()> {
             ctx.runner.run(cmd!(sh, "cargo xtask thirdparty --bases {flags...}"))?;
         }
         let logs = args.logs.clone().unwrap_or_else(|| crate::work_dir().join("publish-all"));
-        let names: Vec<&str> = graph.vertices.iter().map(|vertex| vertex.name.as_str()).collect();
         let mut options = args.build.options(Some(logs));
         options.vendoring = Some(vendoring.clone());
-        publish::publish_images(ctx, &graph, &names, &options)
+        publish::publish_images(ctx, &graph, &names, &options, &secrets)
     })
 }
 

@@ -16,6 +16,7 @@ use crate::local_registry::with_local_registry;
 use crate::pipeline::Pipeline;
 use crate::platform::{Platform, Platforms};
 use crate::publish;
+use crate::secrets::Secrets;
 
 #[derive(Args, Debug, Clone)]
 pub struct SeedArgs {
@@ -71,7 +72,8 @@ pub fn seed_arm64(ctx: &Ctx, args: &SeedArgs) -> Result<()> {
         let graph = crate::catalog_graph::of_catalog(&seed)?;
         let names: Vec<&str> = images.iter().map(|image| image.name.as_str()).collect();
         let logs = (names.len() > 1).then(|| crate::work_dir().join("seed-arm64"));
-        publish::publish_images(&seed, &graph, &names, &args.build.options(logs))
+        let secrets = Secrets::of_images(&seed, &names)?;
+        publish::publish_images(&seed, &graph, &names, &args.build.options(logs), &secrets)
     })
 }
 
