@@ -114,9 +114,9 @@ impl EntryOptions {
             .collect()
     }
 
-    /// The arguments the inputs record: those that do not change from run to run.
-    pub fn input_args(&self) -> impl Iterator<Item = &(String, String)> {
-        self.args.iter().filter(|(name, _)| !self.volatile.contains(name))
+    /// Whether the argument `name` of the entry changes from run to run: no input then.
+    pub fn is_volatile_arg(&self, name: &str) -> bool {
+        self.volatile.contains(name)
     }
 
     /// The options the inputs record, besides the build's own: what changes what is built, the

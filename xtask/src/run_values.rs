@@ -82,9 +82,7 @@ fn head_commit(git: &Path) -> Option<String> {
     let Some(name) = head.strip_prefix("ref:").map(str::trim) else {
         return is_commit(head).then(|| head.to_string());
     };
-    let common = std::fs::read_to_string(git.join("commondir"))
-        .map(|dir| git.join(dir.trim()))
-        .unwrap_or_else(|_| git.to_path_buf());
+    let common = common_dir(git);
     for dir in [git, common.as_path()] {
         if let Ok(loose) = std::fs::read_to_string(dir.join(name))
             && is_commit(loose.trim())
@@ -101,6 +99,14 @@ fn head_commit(git: &Path) -> Option<String> {
     None
 }
 
+/// Where a checkout's shared files (refs, config) are: a worktree's `.git` names the main
+/// checkout's in `commondir`.
+fn common_dir(git: &Path) -> PathBuf {
+    std::fs::read_to_string(git.join("commondir"))
+        .map(|dir| git.join(dir.trim()))
+        .unwrap_or_else(|_| git.to_path_buf())
+}
+
 fn is_commit(text: &str) -> bool {
     text.len() == 40 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -108,9 +114,7 @@ fn is_commit(text: &str) -> bool {
 /// `origin`'s URL from the checkout's config, as a browser would open it: `git@host:path.git`
 /// becomes `https://host/path`, and any `user:token@` is left out (it never reaches an image).
 fn origin_url(git: &Path) -> Option<String> {
-    let common = std::fs::read_to_string(git.join("commondir"))
-        .map(|dir| git.join(dir.trim()))
-        .unwrap_or_else(|_| git.to_path_buf());
+    let common = common_dir(git);
     let config = std::fs::read_to_string(common.join("config")).ok()?;
     let mut in_origin = false;
     for line in config.lines().map(str::trim) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::merge::merge;
+use super::merge::{merge, retag};
 use super::nodes::Nodes;
 use super::plan::{Decision, ParentState, ParentStates, Plan, Planner};
 use super::platform_test::test_platform;
@@ -173,7 +173,6 @@ impl ImagePublisher<'_> {
         let references =
             self.ctx.settings.image_refs(image).map_err(|e| Failure::permanent(format!("{e}")))?;
         let source = format!("{}@{digest}", repository_of(&references[0]));
-        let sh = crate::runner::sh();
         for reference in &references[1..] {
             match self.destination.digest(reference) {
                 Ok(Some(_)) => continue,
@@ -190,9 +189,7 @@ impl ImagePublisher<'_> {
                     );
                 }
             }
-            image_ctx
-                .runner
-                .run(xshell::cmd!(sh, "docker buildx imagetools create --tag {reference} {source}"))?;
+            retag(&image_ctx.runner, reference, &source)?;
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use crate::failure::Failure;
 use crate::inputs::{BUILD_SECONDS_ANNOTATION, DIGEST_ANNOTATION, Inputs, RECORD_ANNOTATION};
 use crate::platform_build::failure::transient_cause;
 use crate::platform_build::node::Node;
-use crate::runner::sh;
+use crate::runner::{Runner, sh};
 
 /// Merge `tags` into `references` (one index, every tag of the image) on `node`'s builder, its
 /// inputs (when known), how long each platform's build took (`seconds`, none in a dry run) and
@@ -56,4 +56,11 @@ pub fn merge(
         ),
         transient_cause,
     )
+}
+
+/// Tag `reference` as the image at `source` (`<repository>@<digest>`): one source and no
+/// annotation, so `imagetools create` pushes the source's bytes unchanged, the same digest.
+pub fn retag(runner: &Runner, reference: &str, source: &str) -> anyhow::Result<()> {
+    let sh = sh();
+    runner.run(cmd!(sh, "docker buildx imagetools create --tag {reference} {source}"))
 }

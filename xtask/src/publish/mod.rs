@@ -248,7 +248,6 @@ impl Run<'_> {
             );
             return Ok(());
         }
-        let sh = crate::runner::sh();
         for row in rows {
             let image = self.publisher.planner.image(&row.name);
             match &row.outcome {
@@ -262,10 +261,7 @@ impl Run<'_> {
                         .image_refs(image)
                         .map_err(|e| anyhow::anyhow!("image `{}`: {e}", image.name))?
                     {
-                        ctx.runner.run(xshell::cmd!(
-                            sh,
-                            "docker buildx imagetools create --tag {reference} {source}"
-                        ))?;
+                        merge::retag(&ctx.runner, &reference, &source)?;
                     }
                     println!("released    {} -> {}", row.name, ctx.settings.image_ref(image));
                 }

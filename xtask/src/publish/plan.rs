@@ -231,13 +231,6 @@ impl Planner<'_> {
         if let Some(frontend) = &bases.frontend {
             args.push(("BUILDKIT_SYNTAX".to_string(), frontend.clone()));
         }
-        // What changes from run to run is not an input (see `entry`).
-        let volatile: Vec<&String> = entry
-            .args
-            .iter()
-            .filter(|arg| !entry.input_args().any(|kept| kept == *arg))
-            .map(|(name, _)| name)
-            .collect();
         let mut options = output_options(self.ctx);
         options.extend(entry.input_options());
         // A new test makes the image untested: it is built (from the cache) and tested again.
@@ -251,7 +244,8 @@ impl Planner<'_> {
             true => Some(Inputs::of(
                 known.files.as_ref().map_err(Failure::clone)?,
                 Given {
-                    args: args.iter().filter(|(name, _)| !volatile.contains(&name)).cloned().collect(),
+                    // What changes from run to run is not an input (see `entry`).
+                    args: args.iter().filter(|(name, _)| !entry.is_volatile_arg(name)).cloned().collect(),
                     platforms: vertex.platforms.clone(),
                     bases: bases.digests.clone(),
                     options,
