@@ -90,17 +90,7 @@ fn setup() -> (Setup, String) {
             &standin.display().to_string(),
         ],
     );
-    run(
-        "skopeo",
-        &[
-            "copy",
-            "--all",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-            &format!("docker://{up}/busybox:1.35"),
-            &format!("docker://{up}/library/busybox:1.35"),
-        ],
-    );
+    setup.busybox_as("library/busybox:1.35");
     let pinned = digest(&ubuntu);
     std::fs::write(
         setup.path("images/docker-stacks-foundation/Dockerfile"),
@@ -402,17 +392,7 @@ tag = "1.0"
     let setup = Setup::new(catalog, &files, |_| list.to_string());
     let up = setup.upstream.host();
     for copy in ["docker/dockerfile:1", "library/busybox:1.35"] {
-        run(
-            "skopeo",
-            &[
-                "copy",
-                "--all",
-                "--src-tls-verify=false",
-                "--dest-tls-verify=false",
-                &format!("docker://{up}/busybox:1.35"),
-                &format!("docker://{up}/{copy}"),
-            ],
-        );
+        setup.busybox_as(copy);
     }
     std::fs::write(
         setup.path("mirror.txt"),

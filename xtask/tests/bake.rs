@@ -224,18 +224,7 @@ fn publish_all_builds_a_bake_file_parents_first_and_then_nothing() {
     let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
     let setup = Setup::new(common::bake::CATALOG, &files(), |_| "docker.io/library/busybox: 1.35\n".into());
     let up = setup.upstream.host();
-    xtask_testbed::run_to_success(
-        "skopeo",
-        &[
-            "copy",
-            "--all",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-            &format!("docker://{up}/busybox:1.35"),
-            &format!("docker://{up}/library/busybox:1.35"),
-        ],
-    )
-    .unwrap();
+    setup.busybox_as("library/busybox:1.35");
     std::fs::write(setup.path("mirror.txt"), format!("{up}/library/busybox: 1.35\n")).unwrap();
     let (repo, logs) = (setup.repo(), setup.logs());
     let (catalog, mirror) =

@@ -70,34 +70,35 @@ const KEY: &str = "-----BEGIN deploy key 0xFEEDFACE-----";
 
 static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Whether a file under `dir` (not unpacked) holds `needle`.
-fn somewhere_in(dir: &Path, needle: &str) -> bool {
-    let mut stack = vec![dir.to_path_buf()];
+/// Every file under `dir`, at any depth.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let (mut stack, mut files) = (vec![dir.to_path_buf()], Vec::new());
     while let Some(path) = stack.pop() {
         if path.is_dir() {
             stack.extend(std::fs::read_dir(&path).unwrap().flatten().map(|e| e.path()));
-        } else if String::from_utf8_lossy(&std::fs::read(&path).unwrap()).contains(needle) {
-            return true;
+        } else {
+            files.push(path);
         }
     }
-    false
+    files
+}
+
+/// Whether a file under `dir` (not unpacked) holds `needle`.
+fn somewhere_in(dir: &Path, needle: &str) -> bool {
+    files_under(dir)
+        .iter()
+        .any(|path| String::from_utf8_lossy(&std::fs::read(path).unwrap()).contains(needle))
 }
 
 /// Every file under `dir`, gzip ones unpacked, holds `needle` nowhere.
 #[track_caller]
 fn nowhere_in(dir: &Path, needle: &str, what: &str) {
-    let mut stack = vec![dir.to_path_buf()];
-    let mut files = 0;
-    while let Some(path) = stack.pop() {
-        if path.is_dir() {
-            stack.extend(std::fs::read_dir(&path).unwrap().flatten().map(|e| e.path()));
-            continue;
-        }
-        files += 1;
+    let files = files_under(dir);
+    assert!(!files.is_empty(), "{what}: nothing to look in under {}", dir.display());
+    for path in files {
         let bytes = std::fs::read(&path).unwrap();
         let text = if bytes.starts_with(&[0x1f, 0x8b]) {
-            let out = std::process::Command::new("gzip").args(["-dc"]).arg(&path).output().unwrap();
-            out.stdout
+            std::process::Command::new("gzip").args(["-dc"]).arg(&path).output().unwrap().stdout
         } else {
             bytes
         };
@@ -107,7 +108,6 @@ fn nowhere_in(dir: &Path, needle: &str, what: &str) {
             path.display()
         );
     }
-    assert!(files > 0, "{what}: nothing to look in under {}", dir.display());
 }
 
 fn sha256_hex(text: &str) -> String {

@@ -155,16 +155,9 @@ pub fn files() -> Vec<(&'static str, String)> {
 
 /// The repository in `dir`: the bake file, `images.toml` and the vendoring list `list`.
 pub fn write_repository(dir: &Path, list: &str) {
-    let write = |path: &str, text: &str| {
-        let path = dir.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    };
-    for (path, text) in files() {
-        write(path, &text);
-    }
-    write("images.toml", CATALOG);
-    write("thirdparty.txt", list);
+    let files = files();
+    let files = files.iter().map(|(path, text)| (*path, text.as_str()));
+    super::write_files(dir, files.chain([("images.toml", CATALOG), ("thirdparty.txt", list)]));
 }
 
 /// The real `docker` whose `buildx bake` reads a bake file (no engine needed), for the fakes to

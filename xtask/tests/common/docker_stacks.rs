@@ -171,15 +171,12 @@ pub fn files() -> Vec<(&'static str, String)> {
 /// The repository written into `dir` as it is, the foundation pinning ubuntu to `pinned`, with
 /// `list` as its vendoring list.
 pub fn write_repository(dir: &std::path::Path, pinned: &str, list: &str) {
-    let write = |path: &str, text: &str| {
-        let path = dir.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    };
-    for (path, text) in files() {
-        write(path, &text);
-    }
-    write("images.toml", CATALOG);
-    write("images/docker-stacks-foundation/Dockerfile", &FOUNDATION.replace("{UBUNTU_DIGEST}", pinned));
-    write("thirdparty.txt", list);
+    let (files, foundation) = (files(), FOUNDATION.replace("{UBUNTU_DIGEST}", pinned));
+    let files = files.iter().map(|(path, text)| (*path, text.as_str()));
+    let more = [
+        ("images.toml", CATALOG),
+        ("images/docker-stacks-foundation/Dockerfile", foundation.as_str()),
+        ("thirdparty.txt", list),
+    ];
+    super::write_files(dir, files.chain(more));
 }

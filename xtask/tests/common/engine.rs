@@ -399,6 +399,14 @@ impl Setup {
         Setup { dir, upstream, destination }
     }
 
+    /// The upstream's busybox, its index copied whole (digests kept) under `path:tag` of the
+    /// upstream too: the stand-in for another name of an upstream image (`library/busybox`).
+    pub fn busybox_as(&self, path_and_tag: &str) {
+        let up = self.upstream.host();
+        let (from, to) = (format!("docker://{up}/busybox:1.35"), format!("docker://{up}/{path_and_tag}"));
+        run("skopeo", &["copy", "--all", "--src-tls-verify=false", "--dest-tls-verify=false", &from, &to]);
+    }
+
     pub fn repo(&self) -> String {
         format!("{}/local", self.destination.host())
     }

@@ -85,6 +85,15 @@ pub fn xtask_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     cmd
 }
 
+/// Each `(path, text)` of `files` written under `dir`, its folders made.
+pub fn write_files<'a>(dir: &Path, files: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
 /// The commit and the repository the tests give xtask, for the default OCI labels.
 pub const TEST_COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 pub const TEST_SOURCE: &str = "https://github.com/example/images";
